@@ -1,0 +1,97 @@
+"""The encoder protocol, registry, batching across sample rates, and input validation."""
+
+import numpy as np
+import pytest
+import torch
+from transformer_lens.hook_points import HookPoint
+
+from workbench.audio import AudioError
+from workbench.encoders import AudioEncoder, EncoderInputError, available_encoders, load_encoder
+
+
+def test_registry():
+    names = available_encoders()
+    assert {"whisper", "mel"} <= set(names)
+    with pytest.raises(KeyError, match="known encoders: general, mel, whisper"):
+        load_encoder("wav2vec-nonexistent")
+
+
+@pytest.mark.parametrize("name", ["whisper", "mel"])
+def test_shapes_and_masks_multi_rate(name, multi_rate_files, whisper, mel):
+    enc = {"whisper": whisper, "mel": mel}[name]
+    assert isinstance(enc, AudioEncoder) and isinstance(enc.hook_out, HookPoint)
+    assert not any(p.requires_grad for p in enc.parameters()) and not enc.training
+    paths = [p for p, _ in multi_rate_files]
+    tokens, mask = enc.encode_files(paths)
+    B = len(paths)
+    assert tokens.ndim == 3 and tokens.shape[0] == B and tokens.shape[2] == enc.dim
+    assert mask.shape == tokens.shape[:2] and mask.dtype == torch.bool
+    for i, (_, secs) in enumerate(multi_rate_files):
+        n = int(mask[i].sum())
+        assert abs(n - secs * enc.frames_per_second) <= 1.01, (paths[i], n, secs)
+        assert mask[i, :n].all() and not mask[i, n:].any()  # valid tokens come first
+        assert tokens[i, n:].abs().sum() == 0
+        assert tokens[i, :n].abs().sum() > 0
+    assert tokens.shape[1] == int(mask.sum(1).max())
+    assert torch.isfinite(tokens).all()
+
+
+@pytest.mark.parametrize("name", ["whisper", "mel"])
+def test_batch_invariance(name, speech_wav, whisper, mel):
+    """A clip's tokens do not depend on how long its batch-mates are."""
+    enc = {"whisper": whisper, "mel": mel}[name]
+    alone, m1 = enc.encode_files([speech_wav])
+    long_noise = np.random.default_rng(0).standard_normal(16000 * 5).astype(np.float32) * 0.1
+    from workbench.audio import load_audio
+
+    w, _ = load_audio(speech_wav, 16000)
+    waves, lengths = enc.prepare([w, long_noise], 16000)
+    together, m2 = enc(waves, lengths)
+    n = int(m1[0].sum())
+    assert int(m2[0].sum()) == n and together.shape[1] > n
+    torch.testing.assert_close(together[0, :n], alone[0, :n], atol=2e-4, rtol=1e-4)
+
+
+def test_hook_out_fires(mel):
+    seen = {}
+
+    def record(t, hook):
+        seen["shape"] = tuple(t.shape)  # returns None: observe, don't replace
+
+    mel.hook_out.add_hook(record)
+    try:
+        tokens, _ = mel(torch.zeros(2, 8000) + 0.1, torch.tensor([8000, 4000]))
+    finally:
+        mel.hook_out.remove_hooks()
+    assert seen["shape"] == tuple(tokens.shape) == (2, 13, 256)
+
+
+def test_bad_waves_are_rejected(mel):
+    with pytest.raises(EncoderInputError, match="mono"):
+        mel(torch.zeros(2, 2, 100))
+    with pytest.raises(EncoderInputError, match="NaN"):
+        w = torch.zeros(2, 100)
+        w[1, 5] = float("nan")
+        mel(w)
+    with pytest.raises(EncoderInputError, match="zero-length"):
+        mel(torch.zeros(2, 100), torch.tensor([100, 0]))
+    with pytest.raises(EncoderInputError, match="float"):
+        mel(torch.zeros(1, 100, dtype=torch.int16))
+
+
+def test_whisper_refuses_over_30s(whisper):
+    with pytest.raises(EncoderInputError, match="30 s"):
+        whisper(torch.zeros(1, 16000 * 31))
+
+
+def test_encode_files_errors_name_the_file(tmp_path, whisper):
+    import soundfile as sf
+
+    bad = tmp_path / "broken.flac"
+    bad.write_bytes(b"fLaC" + b"\x00" * 40)
+    with pytest.raises(AudioError, match="broken.flac"):
+        whisper.encode_files([bad])
+    long = tmp_path / "too_long.wav"
+    sf.write(long, np.zeros(16000 * 31, np.float32), 16000)
+    with pytest.raises(AudioError, match="too_long.wav.*30 s"):
+        whisper.encode_files([long])

@@ -1,0 +1,366 @@
+"""One synthetic clip: sample its attributes from a seeded rng, render the audio, measure and record.
+
+:func:`make_clip` returns ``(wave, row)``: ``wave`` is float32 mono ``[S]`` at :data:`SAMPLE_RATE` in
+[-1, 1]; ``row`` is the metadata dict with every column of :data:`COLUMNS` (``None`` where not applicable).
+``events`` is a list of ``{label, onset, offset, loudness_dbfs, pitch_hz, text, instrument}`` dicts
+(seconds from the clip start; loudness measured from the final audio over the event span).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workbench.data import music, sounds, speech
+from workbench.data.splits import SPLIT_CODES, holdout_for_preset, matching_holdouts
+from workbench.data.vocab import (
+    INSTRUMENTS,
+    LOUDNESS_CLASSES,
+    LOUDNESS_TARGET_DBFS,
+    MODULATIONS,
+    NOISE_COLORS,
+    OCTAVE_OF_PITCH_CLASS,
+    PITCH_CLASSES,
+    PRESET_CATEGORIES,
+    SAMPLE_RATE,
+    SENTENCES,
+    SNR_DB,
+    VOICES,
+    WORDS,
+    duration_class_of_s,
+    loudness_class_of_dbfs,
+    midi_to_hz,
+    note_name,
+    pitch_class_of_hz,
+    snr_class_of_db,
+    tempo_class_of_bpm,
+)
+
+__all__ = ["PRESETS", "COLUMNS", "make_clip", "sample_clip", "clip_rng"]
+
+PRESETS = {
+    # tiny: no external synths except espeak (fast), short clips, words only.
+    "tiny": {"categories": PRESET_CATEGORIES["tiny"], "clip_seconds": (1.0, 1.5), "burst": (0.12, 0.3),
+             "sentences": False},
+    "default": {"categories": PRESET_CATEGORIES["default"], "clip_seconds": (1.0, 4.0), "burst": (0.15, 0.45),
+                "sentences": True},
+}
+
+COLUMNS = [
+    "file_name", "clip_id", "split", "seed", "index", "preset", "category", "duration_s", "duration_class",
+    "loudness_dbfs", "loudness_class", "events", "count", "pitch_hz", "pitch_note", "pitch_class",
+    "direction", "rate_hz", "noise_color", "modulation", "text", "text_kind", "word", "voice", "gender",
+    "speech_rate_wpm", "speech_pitch", "instrument", "music_kind", "notes", "tempo_bpm", "tempo_class",
+    "snr_db", "snr_class", "scene_mode", "background", "holdout",
+]
+MUSIC_PITCH_CLASSES = PITCH_CLASSES[:3]
+TEMPI = [72, 90, 120, 144]
+SPEECH_RATES = [130, 175, 220]
+SPEECH_PITCHES = [35, 50, 65]
+SR = SAMPLE_RATE
+
+
+def clip_rng(seed: int, split: str, index: int, attempt: int = 0) -> np.random.Generator:
+    """The clip's private random stream (disjoint across seeds, splits, indices and attempts)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), SPLIT_CODES[split], int(index), int(attempt)]))
+
+
+def _pick(rng: np.random.Generator, options, forced=None):
+    if forced is not None:
+        return forced
+    return options[int(rng.integers(len(options)))]
+
+
+def _part(wave, label, events=None, **fields):
+    """A foreground part: wave ``[S]`` + its events as (rel_onset, rel_offset, fields) (default: whole)."""
+    if events is None:
+        events = [(0.0, len(wave) / SR, fields)]
+    return {"wave": np.asarray(wave, np.float32), "label": label, "events": events}
+
+
+def _note_in_class(rng, pitch_class: str) -> int:
+    octave = OCTAVE_OF_PITCH_CLASS[pitch_class]
+    return 12 * (octave + 1) + int(rng.integers(12))
+
+
+# ---------------------------------------------------------------- per-category builders
+# Each returns (parts, attrs): parts are placed in sequence with silence gaps; attrs are row columns.
+
+
+def _tone(rng, cfg, force, single=False):
+    pc = _pick(rng, PITCH_CLASSES, force.get("pitch_class"))
+    midi = _note_in_class(rng, pc)
+    hz = midi_to_hz(midi)
+    mod = _pick(rng, MODULATIONS, force.get("modulation"))
+    count = 1 if single else int(rng.integers(1, 4))
+    parts = [_part(sounds.tone(hz, rng.uniform(*cfg["burst"]), SR, mod, rng), "tone", pitch_hz=hz) for _ in range(count)]
+    return parts, {"pitch_hz": hz, "pitch_note": note_name(hz), "pitch_class": pc, "modulation": mod,
+                   "direction": "flat", "count": count}
+
+
+def _buzz(rng, cfg, force, single=False):
+    pc = _pick(rng, PITCH_CLASSES, force.get("pitch_class"))
+    hz = midi_to_hz(_note_in_class(rng, pc))
+    count = 1 if single else int(rng.integers(1, 4))
+    parts = [_part(sounds.buzz(hz, rng.uniform(*cfg["burst"]), SR), "buzz", pitch_hz=hz) for _ in range(count)]
+    return parts, {"pitch_hz": hz, "pitch_note": note_name(hz), "pitch_class": pc, "direction": "flat", "count": count}
+
+
+def _chirp(rng, cfg, force, single=False):
+    direction = _pick(rng, ["up", "down"], force.get("direction"))
+    lo = float(rng.uniform(200.0, 400.0))
+    hi = lo * float(rng.uniform(2.0, 4.0))
+    f0, f1 = (lo, hi) if direction == "up" else (hi, lo)
+    dur = float(rng.uniform(0.4, 1.0)) if not single else float(rng.uniform(0.3, 0.6))
+    return [_part(sounds.chirp(f0, f1, dur, SR), "chirp")], {"direction": direction, "count": 1}
+
+
+def _noise(rng, cfg, force, single=False):
+    color = _pick(rng, NOISE_COLORS, force.get("noise_color"))
+    count = 1 if single else int(rng.integers(1, 4))
+    parts = [_part(sounds.noise(color, rng.uniform(*cfg["burst"]), SR, rng), "noise") for _ in range(count)]
+    return parts, {"noise_color": color, "count": count}
+
+
+def _clicks(rng, cfg, force, single=False):
+    count = int(rng.integers(2, 5)) if single else int(rng.integers(1, 7))
+    rate = float(_pick(rng, [3.0, 4.0, 5.0, 6.0, 8.0]))
+    wave, onsets = sounds.click_train(count, rate, SR)
+    if single:  # inside a scene: the train is one event
+        part = _part(wave, "clicks")
+    else:
+        part = _part(wave, "clicks", events=[(o, o + sounds.CLICK_SECONDS, {}) for o in onsets])
+    return [part], {"count": count, "rate_hz": rate}
+
+
+def _speech(rng, cfg, force, single=False):
+    voice = _pick(rng, list(VOICES), force.get("voice"))
+    sentence = cfg["sentences"] and not single and rng.random() < 0.3
+    text = _pick(rng, SENTENCES) if sentence else _pick(rng, WORDS, force.get("word"))
+    rate = int(_pick(rng, SPEECH_RATES))
+    pitch = int(_pick(rng, SPEECH_PITCHES))
+    wave = speech.speak(text, voice, rate, pitch, SR)
+    return [_part(wave, "speech", text=text)], {
+        "text": text, "text_kind": "sentence" if sentence else "word", "word": None if sentence else text,
+        "voice": voice, "gender": VOICES[voice], "speech_rate_wpm": rate, "speech_pitch": pitch}
+
+
+def _music(rng, cfg, force, single=False):
+    instrument = _pick(rng, list(INSTRUMENTS), force.get("instrument"))
+    pcs = MUSIC_PITCH_CLASSES
+    if force.get("_avoid_holdout"):
+        pcs = [c for c in pcs if not matching_holdouts({"category": "music", "instrument": instrument, "pitch_class": c})]
+    pc = _pick(rng, pcs, force.get("pitch_class"))
+    root = _note_in_class(rng, pc)
+    kind = "note" if single else _pick(rng, ["note", "chord", "melody", "melody"], force.get("music_kind"))
+    bpm = int(_pick(rng, TEMPI))
+    beat = 60.0 / bpm
+    direction = None
+    if kind == "note":
+        midis, notes = [root], [music.Note(root, 0.0, 2 * beat if not single else beat)]
+        events = [(0.0, notes[0].end, {"pitch_hz": midi_to_hz(root)})]
+    elif kind == "chord":
+        third = 4 if rng.random() < 0.5 else 3
+        midis = [root, root + third, root + 7]
+        notes = [music.Note(m, 0.0, 2 * beat) for m in midis]
+        events = [(0.0, 2 * beat, {"pitch_hz": midi_to_hz(root)})]
+    else:
+        direction = _pick(rng, ["up", "down", "flat"], force.get("direction"))
+        n = int(rng.integers(3, 6))
+        step = {"up": 1, "down": -1, "flat": 0}[direction]
+        midis = [root]
+        steps = [int(rng.integers(2, 5)) for _ in range(n - 1)]
+        if root + step * sum(steps) > 93:  # keep every note inside all instruments' soundfont range
+            steps = [1] * (n - 1)
+        for s in steps:
+            midis.append(midis[-1] + step * s)
+        notes = [music.Note(m, i * beat, i * beat + 0.9 * beat) for i, m in enumerate(midis)]
+        events = [(nt.start, nt.end, {"pitch_hz": midi_to_hz(nt.midi)}) for nt in notes]
+    wave = music.render_from_bank(INSTRUMENTS[instrument], notes, SR, tail_s=0.15)
+    hz = midi_to_hz(root)
+    part = _part(wave, "music", events=[(a, b, {**f, "instrument": instrument}) for a, b, f in events])
+    return [part], {"instrument": instrument, "music_kind": kind, "notes": midis, "tempo_bpm": bpm,
+                    "tempo_class": tempo_class_of_bpm(bpm), "pitch_hz": hz, "pitch_note": note_name(hz),
+                    "pitch_class": pitch_class_of_hz(hz), "direction": direction,
+                    "count": len(midis) if kind == "melody" else 1}
+
+
+BUILDERS = {"tone": _tone, "buzz": _buzz, "chirp": _chirp, "noise": _noise, "clicks": _clicks,
+            "speech": _speech, "music": _music}
+
+
+# ---------------------------------------------------------------- assembly
+
+
+def _layout(rng, parts, min_len, gap=(0.1, 0.3)):
+    """Place parts in sequence with random silence gaps and margins; returns (foreground [S], events)."""
+    gaps = [float(rng.uniform(*gap)) for _ in range(len(parts) - 1)]
+    active = sum(len(p["wave"]) for p in parts) / SR + sum(gaps)
+    dur = max(min_len, active + 0.2)
+    dur = round(dur, 2)
+    start = float(rng.uniform(0.05, max(0.05, dur - active - 0.05)))
+    n = int(round(dur * SR))
+    fg = np.zeros(n, np.float32)
+    events = []
+    t = start
+    for i, p in enumerate(parts):
+        a = int(round(t * SR))
+        w = p["wave"][: max(0, n - a)]
+        fg[a : a + len(w)] += w
+        for on, off, fields in p["events"]:
+            t0 = a / SR  # exact sample position of the part
+            events.append({"label": p["label"], "onset": round(t0 + on, 6), "offset": round(min(t0 + off, dur), 6), **fields})
+        t = (a + len(p["wave"])) / SR + (gaps[i] if i < len(gaps) else 0.0)
+    return fg, events
+
+
+def _finish_events(events, wave):
+    out = []
+    for e in events:
+        m = sounds.spans_mask(len(wave), SR, [(e["onset"], e["offset"])])
+        out.append({"label": e["label"], "onset": e["onset"], "offset": e["offset"],
+                    "loudness_dbfs": round(sounds.rms_dbfs(wave, m), 2),
+                    "pitch_hz": round(e["pitch_hz"], 3) if e.get("pitch_hz") is not None else None,
+                    "text": e.get("text"), "instrument": e.get("instrument")})
+    return out
+
+
+def _scale_to(fg, mask, target_dbfs, peak_cap=0.95):
+    level = sounds.rms_dbfs(fg, mask)
+    gain = 10 ** ((target_dbfs - level) / 20.0)
+    peak = float(np.abs(fg).max()) * gain
+    if peak > peak_cap:
+        gain *= peak_cap / peak
+    return (fg * gain).astype(np.float32)
+
+
+def make_clip(index: int, seed: int, split: str, preset: str = "default", force: dict | None = None,
+              attempt: int = 0) -> tuple[np.ndarray, dict]:
+    """Generate clip ``index`` of ``split`` for ``seed`` (deterministic).
+
+    ``force``: attribute values to impose (used for the compositional split, e.g.
+    ``{"category": "music", "instrument": "violin", "pitch_class": "low"}``).
+    Returns ``(wave float32 [S] at 16 kHz, row dict with all COLUMNS)``.
+    """
+    cfg = PRESETS[preset]
+    force = dict(force or {})
+    rng = clip_rng(seed, split, index, attempt)
+    category = _pick(rng, cfg["categories"], force.get("category"))
+    min_len = float(rng.uniform(*cfg["clip_seconds"]))
+    avoid = split != "test_comp"  # train/val/test: steer free choices away from held-out combinations
+    force.setdefault("_avoid_holdout", avoid)
+
+    def pick_target(attrs):
+        options = LOUDNESS_CLASSES
+        if avoid:
+            options = [c for c in LOUDNESS_CLASSES
+                       if not matching_holdouts({"category": category, **attrs, "loudness_class": c})]
+        loud_class = _pick(rng, options, force.get("loudness_class"))
+        return LOUDNESS_TARGET_DBFS[loud_class] + float(rng.uniform(-2.0, 2.0))
+    row = {c: None for c in COLUMNS}
+    row["events"], row["holdout"] = [], []
+
+    fg_level = None
+    if category == "scene":
+        wave, attrs = _scene(rng, cfg, min_len, pick_target({}))
+        events = attrs.pop("_events")
+        fg_level = attrs.pop("_fg_dbfs")  # foreground level (background excluded)
+    else:
+        parts, attrs = BUILDERS[category](rng, cfg, force)
+        fg, events = _layout(rng, parts, min_len)
+        mask = sounds.spans_mask(len(fg), SR, [(e["onset"], e["offset"]) for e in events])
+        wave = _scale_to(fg, mask, pick_target(attrs))
+    row.update(attrs)
+    mask = sounds.spans_mask(len(wave), SR, [(e["onset"], e["offset"]) for e in events])
+    loud = fg_level if fg_level is not None else sounds.rms_dbfs(wave, mask)
+    dur = len(wave) / SR
+    row.update({
+        "category": category, "duration_s": round(dur, 3), "duration_class": duration_class_of_s(dur),
+        "loudness_dbfs": round(loud, 2), "loudness_class": loudness_class_of_dbfs(loud),
+        "events": _finish_events(events, wave), "split": split, "seed": int(seed), "index": int(index),
+        "preset": preset,
+    })
+    if row["pitch_hz"] is not None:
+        row["pitch_hz"] = round(float(row["pitch_hz"]), 3)
+    row["holdout"] = matching_holdouts(row)
+    return wave, row
+
+
+def _scene(rng, cfg, min_len, target):
+    """2-3 events of other categories, in sequence or mixed, over background noise at a known SNR."""
+    pool = [c for c in cfg["categories"] if c != "scene"]
+    n = int(rng.integers(2, 4))
+    mode = _pick(rng, ["sequence", "mix"])
+    if mode == "mix":
+        n = 2
+    cats = [pool[int(i)] for i in rng.choice(len(pool), size=n, replace=False)]
+    parts = []
+    for c in cats:
+        p, _ = BUILDERS[c](rng, cfg, {}, single=True)
+        part = p[0]
+        lvl = float(_pick(rng, [-6.0, 0.0, 6.0]))
+        w = part["wave"]
+        level = sounds.rms_dbfs(w, sounds.spans_mask(len(w), SR, [(a, b) for a, b, _ in part["events"]]))
+        part["wave"] = (w * 10 ** ((lvl - 20.0 - level) / 20.0)).astype(np.float32)
+        part["events"] = [(0.0, len(w) / SR, part["events"][0][2])]
+        parts.append(part)
+    if mode == "sequence":
+        fg, events = _layout(rng, parts, min_len, gap=(0.1, 0.25))
+    else:
+        longest = max(len(p["wave"]) for p in parts) / SR
+        dur = round(max(min_len, longest + 0.3), 2)
+        nS = int(round(dur * SR))
+        fg = np.zeros(nS, np.float32)
+        events = []
+        for p in parts:
+            ln = len(p["wave"]) / SR
+            on = float(rng.uniform(0.05, max(0.05, dur - ln - 0.05)))
+            a = int(round(on * SR))
+            w = p["wave"][: nS - a]
+            fg[a : a + len(w)] += w
+            events.append({"label": p["label"], "onset": round(a / SR, 6), "offset": round(min(a / SR + ln, dur), 6),
+                           **p["events"][0][2]})
+        events.sort(key=lambda e: e["onset"])
+    mask = sounds.spans_mask(len(fg), SR, [(e["onset"], e["offset"]) for e in events])
+    fg = _scale_to(fg, mask, target, peak_cap=0.8)
+    fg_level = sounds.rms_dbfs(fg, mask)
+    snr = float(_pick(rng, SNR_DB))
+    color = _pick(rng, NOISE_COLORS)
+    bg = sounds.noise(color, len(fg) / SR, SR, rng)[: len(fg)]
+    bg = bg * 10 ** ((fg_level - snr - sounds.rms_dbfs(bg)) / 20.0)
+    wave = fg + bg.astype(np.float32)
+    peak = float(np.abs(wave).max())
+    if peak > 0.99:
+        wave *= 0.99 / peak
+        fg_level += 20 * np.log10(0.99 / peak)
+    count = len(events)
+    attrs = {"_events": events, "_fg_dbfs": fg_level, "count": count, "snr_db": snr, "snr_class": snr_class_of_db(snr),
+             "scene_mode": mode, "background": color}
+    # carry the attributes of speech / music events so QA can ask about them
+    for e in events:
+        if e["label"] == "speech":
+            attrs.update({"text": e.get("text"), "word": e.get("text"), "text_kind": "word"})
+        if e["label"] == "music":
+            attrs.update({"instrument": e.get("instrument")})
+    return wave.astype(np.float32), attrs
+
+
+def sample_clip(index: int, seed: int, split: str, preset: str = "default") -> tuple[np.ndarray, dict]:
+    """:func:`make_clip` with the split's hold-out rule applied.
+
+    train/val/test: re-draw (next ``attempt``) until the clip matches no held-out combination.
+    test_comp: force the combination ``holdout[index % len(holdout)]`` of the preset's hold-out list.
+    """
+    cats = PRESETS[preset]["categories"]
+    if split == "test_comp":
+        hold = holdout_for_preset(cats)
+        combo = hold[index % len(hold)]
+        for attempt in range(50):
+            wave, row = make_clip(index, seed, split, preset, force=combo, attempt=attempt)
+            if combo in row["holdout"]:
+                return wave, row
+        raise RuntimeError(f"could not realise held-out combination {combo} for clip {index}")
+    for attempt in range(50):
+        wave, row = make_clip(index, seed, split, preset, attempt=attempt)
+        if not row["holdout"]:
+            return wave, row
+    raise RuntimeError(f"clip {index} of {split} kept matching held-out combinations")

@@ -1,0 +1,3 @@
+from workbench.data.importers import main
+
+raise SystemExit(main())

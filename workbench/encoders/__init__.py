@@ -1,0 +1,52 @@
+"""Frozen audio encoders behind one protocol (see ``base.AudioEncoder``) and a by-name registry.
+
+>>> enc = load_encoder("mel")                  # or "whisper", "general"
+>>> tokens, mask = enc(waves, lengths)          # waves [B, S] @ enc.sample_rate -> [B, T, enc.dim], [B, T]
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from workbench.encoders.base import AudioEncoder, EncoderInputError
+
+__all__ = ["AudioEncoder", "EncoderInputError", "load_encoder", "available_encoders", "register_encoder"]
+
+# name -> "module:Class", imported lazily so a missing optional module only fails when asked for
+_REGISTRY: dict[str, str] = {
+    "whisper": "workbench.encoders.whisper:WhisperEncoder",
+    "mel": "workbench.encoders.mel:MelEncoder",
+    "general": "workbench.encoders.yamnet:YamnetEncoder",
+    "pitch": "workbench.encoders.crepe:CrepeEncoder",
+}
+
+
+def register_encoder(name: str, target: str) -> None:
+    """Register ``name`` -> ``"package.module:ClassName"`` (a subclass of ``AudioEncoder``)."""
+    if ":" not in target:
+        raise ValueError(f"target must look like 'package.module:ClassName', got {target!r}")
+    _REGISTRY[name] = target
+
+
+def available_encoders() -> list[str]:
+    """Registered encoder names whose module can be imported here (sorted)."""
+    names = []
+    for name, target in sorted(_REGISTRY.items()):
+        if importlib.util.find_spec(target.split(":")[0]) is not None:
+            names.append(name)
+    return names
+
+
+def load_encoder(name: str, **kw) -> AudioEncoder:
+    """Build the encoder registered as ``name`` with constructor kwargs ``kw`` (frozen, eval mode)."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown encoder {name!r}; known encoders: {', '.join(sorted(_REGISTRY))}")
+    mod_name, cls_name = _REGISTRY[name].split(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        if e.name == mod_name:
+            raise ImportError(f"encoder {name!r} is registered as {mod_name} but that module does not exist") from e
+        raise
+    return getattr(mod, cls_name)(**kw)

@@ -1,0 +1,37 @@
+"""`KVCache`: per-layer keys/values of past text positions, plus the extra (audio) K/V of the prompt."""
+
+from __future__ import annotations
+
+import torch
+
+from workbench.model.layers import ExtraKV
+
+
+class KVCache:
+    """What generation carries from one step to the next.
+
+    layers[l]: (k, v) [B, P, G, D] of every text position seen so far (after RoPE);
+    key_mask: [B, P] bool, False at padding; last_position: [B] long, position id of the last token;
+    extra: {layer: ExtraKV}, the audio keys/values given with the prompt, reused at every step so that
+    generated tokens read the same audio.
+    """
+
+    def __init__(self, n_layers: int):
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
+        self.key_mask: torch.Tensor | None = None
+        self.last_position: torch.Tensor | None = None
+        self.extra: dict[int, ExtraKV] = {}
+
+    @property
+    def length(self) -> int:
+        """P, the number of cached text positions."""
+        return 0 if self.key_mask is None else self.key_mask.shape[1]
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        old = self.layers[layer]
+        self.layers[layer] = (k, v) if old is None else (torch.cat([old[0], k], 1), torch.cat([old[1], v], 1))
+
+    def extend_positions(self, key_mask: torch.Tensor, position_ids: torch.Tensor) -> None:
+        """Record this call's key mask [B, L] and position ids [B, L] once every layer has appended."""
+        self.key_mask = key_mask if self.key_mask is None else torch.cat([self.key_mask, key_mask], 1)
+        self.last_position = position_ids[:, -1]

@@ -1,0 +1,244 @@
+"""The decoder's building blocks, each tensor behind a TransformerLens `HookPoint`.
+
+Shape letters: B batch, L query positions of this call, P past (cached) text positions,
+N extra (audio) key/value entries, H query heads, G key/value heads, D d_head, M d_model, F d_mlp.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformer_lens.hook_points import HookPoint
+from transformers.activations import ACT2FN
+
+from workbench.model.config import DecoderConfig
+
+
+@dataclass
+class ExtraKV:
+    """Key/value entries that text queries may read but that never form queries (LAL audio).
+
+    k, v: [B, N, G, D], already in the layer's key space (normed, projected, rotated as the caller
+    decided); key_mask: [B, N] bool, True for real entries (padding False); positions: [B, N] long or
+    None. With positions, query q sees entry n only if ``positions[n] <= position_ids[q]`` (causal in
+    position space, so text before the audio slot cannot see audio); without, every query sees every
+    real entry. On the pattern's key axis these entries come first: [extra ; past text ; this call's text].
+    """
+
+    k: torch.Tensor
+    v: torch.Tensor
+    key_mask: torch.Tensor
+    positions: torch.Tensor | None = None
+
+    @property
+    def n(self) -> int:
+        return self.k.shape[1]
+
+
+class RMSNorm(nn.Module):
+    """Llama RMSNorm (computed in fp32, as transformers does). [.., M] -> [.., M]."""
+
+    def __init__(self, d_model: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.eps = eps
+        self.hook_normalized = HookPoint()  # [B, L, M]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x32 = x.to(torch.float32)
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.hook_normalized(self.weight * x32.to(dtype))
+
+
+class LayerNorm(nn.Module):
+    """GPT-2 LayerNorm. [.., M] -> [.., M]."""
+
+    def __init__(self, d_model: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.bias = nn.Parameter(torch.zeros(d_model))
+        self.eps = eps
+        self.hook_normalized = HookPoint()  # [B, L, M]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hook_normalized(F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps))
+
+
+def make_norm(cfg: DecoderConfig) -> nn.Module:
+    return RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.arch == "llama" else LayerNorm(cfg.d_model, cfg.norm_eps)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, L, heads, D] with cos/sin [B, L, D] (transformers' rotate-half convention)."""
+    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
+    return x * cos + rotate_half(x) * sin
+
+
+class Attention(nn.Module):
+    """Causal multi-head / grouped-query self-attention that also reads extra (audio) keys/values.
+
+    Hooks: hook_q [B, L, H, D]; hook_k, hook_v [B, L, G, D] (this call's text, before RoPE for q/k);
+    hook_rot_q / hook_rot_k (after RoPE, llama only); hook_audio_k / hook_audio_v [B, N, G, D] (extra
+    entries, when given); hook_attn_scores, hook_pattern [B, H, L, N + P + L] (key axis
+    [extra ; past ; current]); hook_z [B, L, H, D].
+    """
+
+    def __init__(self, cfg: DecoderConfig, layer: int):
+        super().__init__()
+        self.cfg = cfg
+        self.layer = layer
+        H, G, D, M = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model
+        self.q_proj = nn.Linear(M, H * D, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(M, G * D, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(M, G * D, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(H * D, M, bias=cfg.o_bias)
+        self.scale = 1.0 / math.sqrt(D) / ((layer + 1) if cfg.attn_scale_by_layer else 1.0)
+        for name in ("q", "k", "v", "rot_q", "rot_k", "audio_k", "audio_v", "attn_scores", "pattern", "z"):
+            setattr(self, f"hook_{name}", HookPoint())
+        #: "eager" materialises scores/pattern (every hook fires); "sdpa" uses the fused kernel
+        #: (flash / memory-efficient on GPU) unless a hook is attached to the scores or pattern.
+        self.implementation = "eager"
+
+    def project_kv(self, x_normed: torch.Tensor, cos: torch.Tensor | None = None, sin: torch.Tensor | None = None):
+        """This layer's keys and values for already-normed inputs x [B, N, M] -> k, v [B, N, G, D].
+
+        cos/sin [B, N, D] rotate the keys (omit for unrotated keys). This is how LAL turns connector
+        tokens into audio keys/values with the layer's own W_K, W_V.
+        """
+        B, N, _ = x_normed.shape
+        k = self.k_proj(x_normed).view(B, N, self.cfg.n_kv_heads, self.cfg.d_head)
+        v = self.v_proj(x_normed).view(B, N, self.cfg.n_kv_heads, self.cfg.d_head)
+        if cos is not None:
+            k = apply_rotary(k, cos, sin)
+        return k, v
+
+    def _needs_pattern(self) -> bool:
+        if self.implementation == "eager":
+            return True
+        return bool(
+            self.hook_attn_scores._forward_hooks
+            or self.hook_pattern._forward_hooks
+            or self.hook_attn_scores._backward_hooks
+            or self.hook_pattern._backward_hooks
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        allowed: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        extra: ExtraKV | None,
+        past_kv: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x [B, L, M] (normed); allowed [B, L, N + P + L] bool. Returns (z·W_O [B, L, M], (k, v) of this call
+        after RoPE, [B, L, G, D] each, for the KV cache)."""
+        B, L, _ = x.shape
+        H, G, D = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.d_head
+        q = self.hook_q(self.q_proj(x).view(B, L, H, D))
+        k = self.hook_k(self.k_proj(x).view(B, L, G, D))
+        v = self.hook_v(self.v_proj(x).view(B, L, G, D))
+        if rope is not None:
+            cos, sin = rope
+            q = self.hook_rot_q(apply_rotary(q, cos, sin))
+            k = self.hook_rot_k(apply_rotary(k, cos, sin))
+        new_kv = (k, v)
+        keys, values = [], []
+        if extra is not None:
+            keys.append(self.hook_audio_k(extra.k.to(k.dtype)))
+            values.append(self.hook_audio_v(extra.v.to(v.dtype)))
+        if past_kv is not None:
+            keys.append(past_kv[0])
+            values.append(past_kv[1])
+        keys.append(k)
+        values.append(v)
+        k_all = torch.cat(keys, dim=1) if len(keys) > 1 else k
+        v_all = torch.cat(values, dim=1) if len(values) > 1 else v
+        # Grouped-query attention without copying K/V: query heads viewed as [G, R] (head h reads
+        # K/V head h // R, as transformers' repeat_kv does).
+        R = self.cfg.n_kv_groups
+        K = k_all.shape[1]
+        qh = q.transpose(1, 2).reshape(B, G, R, L, D)
+        kh = k_all.transpose(1, 2)[:, :, None]  # [B, G, 1, K, D]
+        vh = v_all.transpose(1, 2)[:, :, None]
+        mask = allowed[:, None, None]  # [B, 1, 1, L, K]
+        if self._needs_pattern():
+            scores = torch.matmul(qh, kh.transpose(-1, -2)) * self.scale
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            scores = self.hook_attn_scores(scores.view(B, H, L, K))
+            pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            pattern = self.hook_pattern(pattern)
+            z = torch.matmul(pattern.view(B, G, R, L, K), vh).view(B, H, L, D)
+        else:
+            z = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k_all.transpose(1, 2), v_all.transpose(1, 2),
+                attn_mask=allowed[:, None], scale=self.scale, enable_gqa=R > 1,
+            )
+        z = self.hook_z(z.transpose(1, 2))  # [B, L, H, D]
+        return self.o_proj(z.reshape(B, L, H * D)), new_kv
+
+
+class MLP(nn.Module):
+    """SwiGLU (llama: down(act(gate x) * up x)) or GELU MLP (gpt2: down(act(up x))).
+
+    Hooks: hook_pre [B, L, F] (gate pre-activation, or up for gpt2), hook_pre_linear [B, L, F]
+    (up projection, gated only), hook_post [B, L, F] (input of the down projection).
+    """
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.gated = cfg.gated_mlp
+        if self.gated:
+            self.gate_proj = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.mlp_bias)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.mlp_bias)
+        self.down_proj = nn.Linear(cfg.d_mlp, cfg.d_model, bias=cfg.mlp_bias)
+        self.act = ACT2FN[cfg.act_fn]
+        self.hook_pre = HookPoint()
+        self.hook_pre_linear = HookPoint()
+        self.hook_post = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            pre = self.hook_pre(self.gate_proj(x))
+            post = self.act(pre) * self.hook_pre_linear(self.up_proj(x))
+        else:
+            post = self.act(self.hook_pre(self.up_proj(x)))
+        return self.down_proj(self.hook_post(post))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block. Hooks: hook_resid_pre/mid/post [B, L, M], hook_attn_out and
+    hook_mlp_out [B, L, M], hook_audio_in [B, N, M] (audio placed in the residual here, PLITS).
+
+    ``mlp_position_mask`` [B, L] bool (optional): positions where the FFN runs; elsewhere the FFN output
+    is zero (the FFN-on-audio ablation, and the guarantee that LAL audio never passes an FFN).
+    """
+
+    def __init__(self, cfg: DecoderConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.ln1 = make_norm(cfg)
+        self.attn = Attention(cfg, layer)
+        self.ln2 = make_norm(cfg)
+        self.mlp = MLP(cfg)
+        for name in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "audio_in"):
+            setattr(self, f"hook_{name}", HookPoint())
+
+    def forward(self, resid, allowed, rope, extra=None, past_kv=None, mlp_position_mask=None):
+        resid = self.hook_resid_pre(resid)
+        attn_out, new_kv = self.attn(self.ln1(resid), allowed, rope, extra, past_kv)
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(attn_out))
+        mlp_out = self.mlp(self.ln2(resid))
+        if mlp_position_mask is not None:
+            mlp_out = mlp_out * mlp_position_mask[..., None].to(mlp_out.dtype)
+        resid = self.hook_resid_post(resid + self.hook_mlp_out(mlp_out))
+        return resid, new_kv

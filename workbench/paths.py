@@ -1,0 +1,40 @@
+"""Where the workbench keeps derived files (converted weights, token caches)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["cache_dir", "atomic_write_bytes"]
+
+
+def cache_dir() -> Path:
+    """``$PAL_WORKBENCH_CACHE`` or ``~/.cache/pal-workbench``; created on demand."""
+    env = os.environ.get("PAL_WORKBENCH_CACHE")
+    path = Path(env).expanduser() if env else Path.home() / ".cache" / "pal-workbench"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, then ``os.replace``.
+
+    A crash leaves either the old file or the new one, never a half-written file under ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
