@@ -11,8 +11,8 @@ from workbench.encoders import AudioEncoder, EncoderInputError, available_encode
 
 def test_registry():
     names = available_encoders()
-    assert {"whisper", "mel"} <= set(names)
-    with pytest.raises(KeyError, match="known encoders: general, mel, whisper"):
+    assert {"whisper", "mel", "general", "pitch"} <= set(names)
+    with pytest.raises(KeyError, match="known encoders: general, mel, pitch, whisper"):
         load_encoder("wav2vec-nonexistent")
 
 

@@ -15,7 +15,8 @@ audio hooks ``blocks.{l}.attn.hook_audio_k/v`` and ``blocks.{l}.hook_audio_in``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,6 +30,18 @@ from workbench.model.layers import Block, ExtraKV, make_norm
 from workbench.model.weights import MissingWeightsError, convert_state_dict
 
 _LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
+
+
+@dataclass
+class Insertion:
+    """Tokens written into the residual stream at the start of block ``layer`` (PLITS audio).
+
+    index: [B, N] long, their positions in the full sequence; tokens: [B, N, M].
+    """
+
+    layer: int
+    index: torch.Tensor
+    tokens: torch.Tensor
 
 
 class HookedDecoder(HookedRootModule):
@@ -64,16 +77,19 @@ class HookedDecoder(HookedRootModule):
         cfg = DecoderConfig.from_hf_config(hf_config)
         with torch.device("meta"):
             model = cls(cfg)
-        ours = convert_state_dict(state_dict, cfg, source)
-        model.load_state_dict({k: v.to(dtype) for k, v in ours.items()}, strict=False, assign=True)
-        if cfg.tie_embeddings:
-            model.unembed.weight = model.embed.weight
-        if model.rotary is not None:  # buffers are not in the state dict: rebuild them off the meta device
-            model.rotary = _make_rotary(cfg)
-        leftover = [n for n, p in model.named_parameters() if p.is_meta]
+        model.load_decoder_weights(convert_state_dict(state_dict, cfg, source), source, dtype)
+        return model.eval().requires_grad_(False)
+
+    def load_decoder_weights(self, ours: Mapping[str, torch.Tensor], source: str, dtype=torch.float32) -> None:
+        """Assign converted LLM weights (our names) to a model built on the meta device."""
+        self.load_state_dict({k: v.to(dtype) for k, v in ours.items()}, strict=False, assign=True)
+        if self.cfg.tie_embeddings:
+            self.unembed.weight = self.embed.weight
+        if self.rotary is not None:  # buffers are not in the state dict: rebuild them off the meta device
+            self.rotary = _make_rotary(self.cfg)
+        leftover = [n for n, p in self.named_parameters() if p.is_meta]
         if leftover:
             raise MissingWeightsError(f"{source}: no value for {', '.join(leftover[:8])}")
-        return model.eval().requires_grad_(False)
 
     @classmethod
     def from_hf_model(cls, hf_model) -> "HookedDecoder":
@@ -146,18 +162,38 @@ class HookedDecoder(HookedRootModule):
         inputs_embeds: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        extra_kv: Mapping[int, ExtraKV] | None = None,
+        extra_kv: Mapping[int, ExtraKV] | Callable[[int], ExtraKV | None] | None = None,
         past: KVCache | None = None,
         mlp_position_mask: torch.Tensor | None = None,
+        text_index: torch.Tensor | None = None,
+        seq_len: int | None = None,
+        insertions: Sequence[Insertion] = (),
         stop_at_layer: int | None = None,
     ) -> torch.Tensor:
-        """Run the LM. input_ids [B, L] (or inputs_embeds [B, L, M]); attention_mask [B, L] (1 real, 0 pad);
-        position_ids [B, L]; extra_kv {layer: ExtraKV}; past: a `KVCache` that this call extends in place.
+        """Run the LM.
 
-        Returns logits [B, L, V], or with ``stop_at_layer=l`` the residual stream entering block l [B, L, M].
+        Plain use: input_ids [B, L] (or inputs_embeds [B, L, M]); attention_mask [B, L] (1 real, 0 pad);
+        position_ids [B, L] (default: counting real tokens); past: a `KVCache` this call extends in place.
+
+        Audio: ``extra_kv`` {layer: ExtraKV} or a function layer -> ExtraKV | None (evaluated as the layer
+        runs, so audio hooks fire in execution order): keys/values that never form queries (LAL).
+        ``text_index`` [B, Lt] places the text tokens into a longer sequence of ``seq_len`` slots; the free
+        slots are filled by ``insertions`` (PLITS audio entering at a given layer). Then attention_mask,
+        position_ids and mlp_position_mask are in that full layout [B, seq_len]; a slot is invisible as a
+        key and frozen at zero until its insertion layer.
+
+        Returns logits [B, Lt, V] in the text layout (aligned with input_ids), or with
+        ``stop_at_layer=l`` the residual stream entering block l in the full layout [B, seq_len, M].
         """
-        resid = self._embed(input_ids, inputs_embeds)
-        B, L, _ = resid.shape
+        text = self._embed(input_ids, inputs_embeds)
+        B, Lt, M = text.shape
+        if text_index is not None:
+            L = int(seq_len) if seq_len is not None else Lt + sum(ins.index.shape[1] for ins in insertions)
+            resid = text.new_zeros(B, L, M).scatter(1, text_index[..., None].expand(-1, -1, M), text)
+        else:
+            if insertions:
+                raise ValueError("insertions need text_index (where the text tokens sit in the full sequence)")
+            resid, L = text, Lt
         if attention_mask is None:
             attention_mask = torch.ones(B, L, dtype=torch.bool, device=resid.device)
         attention_mask = attention_mask.bool()
@@ -173,30 +209,57 @@ class HookedDecoder(HookedRootModule):
         if longest > self.cfg.n_ctx:
             raise ValueError(
                 f"sequence needs position {longest - 1} but the model's context is {self.cfg.n_ctx} positions "
-                f"({L} tokens in this call, {P} cached); shorten the prompt or audio"
+                f"({L} positions in this call, {P} cached); shorten the prompt or audio"
             )
         if self.cfg.arch == "gpt2":
             resid = resid + self.hook_pos_embed(self.pos_embed(position_ids))
         rope = self.rope(position_ids)
+
+        # which layer each position becomes live at (0 for text; the insertion layer for PLITS audio)
+        active_from = torch.zeros(B, L, dtype=torch.long, device=resid.device)
+        by_layer: dict[int, list[Insertion]] = {}
+        for ins in insertions:
+            self.check_layer(ins.layer, "insertion layer")
+            active_from.scatter_(1, ins.index, ins.layer)
+            by_layer.setdefault(ins.layer, []).append(ins)
+        keys_active_from = active_from if past is None or past.active_from is None else torch.cat([past.active_from, active_from], 1)
+        staged = bool(insertions) or bool(past is not None and past.active_from is not None and past.active_from.any())
+
         if extra_kv is None and past is not None:
             extra_kv = past.extra
-        extra_kv = dict(extra_kv or {})
-        for layer in extra_kv:
-            self.check_layer(layer, "extra_kv layer")
-        text_allowed = self._text_mask(attention_mask, past, P)
+        if extra_kv is not None and not callable(extra_kv):
+            for layer in extra_kv:
+                self.check_layer(layer, "extra_kv layer")
+        get_extra = extra_kv if callable(extra_kv) else (dict(extra_kv or {}).get)
+        used_extra: dict[int, ExtraKV] = {}
+
+        causal, self_key = self._text_mask(attention_mask, past, P)
         n_layers = self.cfg.n_layers if stop_at_layer is None else self.check_layer(stop_at_layer, "stop_at_layer")
         for layer, block in enumerate(self.blocks[:n_layers]):
-            extra = extra_kv.get(layer)
-            allowed = text_allowed if extra is None else torch.cat([self._extra_mask(extra, position_ids), text_allowed], -1)
+            if staged:
+                allowed = (causal & (keys_active_from <= layer)[:, None, :]) | self_key
+                position_mask = active_from <= layer
+            else:
+                allowed, position_mask = causal | self_key, None
+            extra = get_extra(layer)
+            if extra is not None:
+                used_extra[layer] = extra
+                allowed = torch.cat([self._extra_mask(extra, position_ids), allowed], -1)
+            insert = None
+            if layer in by_layer:
+                group = by_layer[layer]
+                insert = (torch.cat([g.index for g in group], 1), torch.cat([g.tokens for g in group], 1))
             past_kv = past.layers[layer] if past is not None else None
-            resid, new_kv = block(resid, allowed, rope, extra, past_kv, mlp_position_mask)
+            resid, new_kv = block(resid, allowed, rope, extra, past_kv, mlp_position_mask, insert, position_mask)
             if past is not None:
                 past.append(layer, *new_kv)
         if past is not None and stop_at_layer is None:
-            past.extend_positions(attention_mask, position_ids)
-            past.extra = extra_kv
+            past.extend_positions(attention_mask, position_ids, active_from)
+            past.extra = used_extra
         if stop_at_layer is not None:
             return resid
+        if text_index is not None:
+            resid = resid.gather(1, text_index[..., None].expand(-1, -1, M))
         return self.unembed(self.ln_final(resid))
 
     def _embed(self, input_ids, inputs_embeds) -> torch.Tensor:
@@ -213,17 +276,17 @@ class HookedDecoder(HookedRootModule):
         return self.hook_embed(inputs_embeds)
 
     @staticmethod
-    def _text_mask(attention_mask: torch.Tensor, past: KVCache | None, P: int) -> torch.Tensor:
-        """[B, L, P + L] bool: causal over [past ; current] text, padding keys masked, self always allowed
-        (so a padding query's softmax is defined; its output is never used)."""
+    def _text_mask(attention_mask: torch.Tensor, past: KVCache | None, P: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(causal [B, L, P + L], self_key [1, L, P + L]) bool: causal over [past ; current] with padding keys
+        masked, and the diagonal, which is always allowed (so a padding or not-yet-live query's softmax is
+        defined; its output is never used)."""
         B, L = attention_mask.shape
         dev = attention_mask.device
         key_mask = attention_mask if past is None or past.key_mask is None else torch.cat([past.key_mask, attention_mask], 1)
         q_idx = torch.arange(L, device=dev)[:, None] + P
         k_idx = torch.arange(P + L, device=dev)[None, :]
-        causal = k_idx <= q_idx  # [L, P+L]
-        allowed = causal[None] & key_mask[:, None, :]
-        return allowed | (k_idx == q_idx)[None]
+        causal = (k_idx <= q_idx)[None] & key_mask[:, None, :]
+        return causal, (k_idx == q_idx)[None]
 
     @staticmethod
     def _extra_mask(extra: ExtraKV, position_ids: torch.Tensor) -> torch.Tensor:

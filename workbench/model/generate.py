@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 import torch
 
@@ -22,6 +23,7 @@ def greedy_generate(
     use_cache: bool = True,
     position_ids: torch.Tensor | None = None,
     extra_kv: Mapping[int, ExtraKV] | None = None,
+    prefill: Callable[[KVCache], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Greedy continuation of a left-padded batch. input_ids, attention_mask [B, L] -> [B, L + T], T <= max_new_tokens.
 
@@ -29,8 +31,12 @@ def greedy_generate(
     ``pad_token_id`` (default: the first EOS id) and decoding stops once every sequence is done.
     ``extra_kv`` (audio keys/values per layer) is given with the prompt and kept in the cache, so every
     generated token reads the same audio. ``use_cache=False`` recomputes the whole sequence each step
-    (slow; for checking the cache).
+    (slow; for checking the cache). ``prefill(cache) -> logits [B, L, V]`` replaces the first (prompt)
+    forward, e.g. a PAL model's forward with audio; later steps are plain decoder steps on the cache.
     """
+    from workbench.model.decoder import HookedDecoder
+
+    step = partial(HookedDecoder.forward, model)  # the text-only forward, also for subclasses
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be [batch, seq], got {tuple(input_ids.shape)}")
     B, L = input_ids.shape
@@ -47,12 +53,17 @@ def greedy_generate(
     cache = KVCache(model.cfg.n_layers) if use_cache else None
     step_ids, step_mask, step_pos = ids, mask, pos
     done = torch.zeros(B, dtype=torch.bool, device=ids.device)
-    for _ in range(max_new_tokens):
+    for i in range(max_new_tokens):
         if use_cache:
-            logits = model(step_ids, attention_mask=step_mask, position_ids=step_pos, extra_kv=extra_kv, past=cache)
+            if i == 0 and prefill is not None:
+                logits = prefill(cache)
+            else:
+                logits = step(step_ids, attention_mask=step_mask, position_ids=None if i else step_pos, extra_kv=extra_kv, past=cache)
             extra_kv = None  # kept by the cache from now on
         else:
-            logits = model(ids, attention_mask=mask, position_ids=pos, extra_kv=extra_kv)
+            if prefill is not None:
+                raise ValueError("prefill needs use_cache=True")
+            logits = step(ids, attention_mask=mask, position_ids=pos, extra_kv=extra_kv)
         nxt = logits[:, -1].argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
         ids = torch.cat([ids, nxt[:, None]], 1)

@@ -20,6 +20,7 @@ class KVCache:
         self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
         self.key_mask: torch.Tensor | None = None
         self.last_position: torch.Tensor | None = None
+        self.active_from: torch.Tensor | None = None  # [B, P] first layer at which each position is live
         self.extra: dict[int, ExtraKV] = {}
 
     @property
@@ -31,7 +32,8 @@ class KVCache:
         old = self.layers[layer]
         self.layers[layer] = (k, v) if old is None else (torch.cat([old[0], k], 1), torch.cat([old[1], v], 1))
 
-    def extend_positions(self, key_mask: torch.Tensor, position_ids: torch.Tensor) -> None:
-        """Record this call's key mask [B, L] and position ids [B, L] once every layer has appended."""
+    def extend_positions(self, key_mask: torch.Tensor, position_ids: torch.Tensor, active_from: torch.Tensor) -> None:
+        """Record this call's key mask, position ids and active-from layers [B, L] once every layer appended."""
         self.key_mask = key_mask if self.key_mask is None else torch.cat([self.key_mask, key_mask], 1)
+        self.active_from = active_from if self.active_from is None else torch.cat([self.active_from, active_from], 1)
         self.last_position = position_ids[:, -1]

@@ -33,6 +33,9 @@ class ExtraKV:
     v: torch.Tensor
     key_mask: torch.Tensor
     positions: torch.Tensor | None = None
+    #: optional additive bias on the attention logits of these entries, broadcastable to [B, H, 1, N]
+    #: (a learned per-head gate on how much the layer listens to audio).
+    logit_bias: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -48,11 +51,15 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.hook_normalized = HookPoint()  # [B, L, M]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The norm without firing ``hook_normalized`` (used for audio tokens read by LAL)."""
         dtype = x.dtype
         x32 = x.to(torch.float32)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.hook_normalized(self.weight * x32.to(dtype))
+        return self.weight * x32.to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hook_normalized(self.normalize(x))
 
 
 class LayerNorm(nn.Module):
@@ -65,8 +72,12 @@ class LayerNorm(nn.Module):
         self.eps = eps
         self.hook_normalized = HookPoint()  # [B, L, M]
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The norm without firing ``hook_normalized`` (used for audio tokens read by LAL)."""
+        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hook_normalized(F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps))
+        return self.hook_normalized(self.normalize(x))
 
 
 def make_norm(cfg: DecoderConfig) -> nn.Module:
@@ -171,17 +182,28 @@ class Attention(nn.Module):
         kh = k_all.transpose(1, 2)[:, :, None]  # [B, G, 1, K, D]
         vh = v_all.transpose(1, 2)[:, :, None]
         mask = allowed[:, None, None]  # [B, 1, 1, L, K]
+        bias = None
+        if extra is not None and extra.logit_bias is not None:
+            lb = extra.logit_bias.to(q.dtype)
+            lb = lb.view(1, -1, 1, 1) if lb.ndim == 1 else lb  # [H] -> [1, H, 1, 1]
+            lb = lb.expand(B, H, 1, extra.n)
+            bias = torch.cat([lb, lb.new_zeros(B, H, 1, K - extra.n)], -1)  # [B, H, 1, K]
         if self._needs_pattern():
             scores = torch.matmul(qh, kh.transpose(-1, -2)) * self.scale
+            if bias is not None:
+                scores = scores + bias.view(B, G, R, 1, K)
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
             scores = self.hook_attn_scores(scores.view(B, H, L, K))
             pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
             pattern = self.hook_pattern(pattern)
             z = torch.matmul(pattern.view(B, G, R, L, K), vh).view(B, H, L, D)
         else:
+            attn_mask = allowed[:, None]
+            if bias is not None:
+                attn_mask = bias.masked_fill(~attn_mask, float("-inf"))
             z = F.scaled_dot_product_attention(
                 q.transpose(1, 2), k_all.transpose(1, 2), v_all.transpose(1, 2),
-                attn_mask=allowed[:, None], scale=self.scale, enable_gqa=R > 1,
+                attn_mask=attn_mask, scale=self.scale, enable_gqa=R > 1,
             )
         z = self.hook_z(z.transpose(1, 2))  # [B, L, H, D]
         return self.o_proj(z.reshape(B, L, H * D)), new_kv
@@ -219,8 +241,12 @@ class Block(nn.Module):
     """Pre-norm transformer block. Hooks: hook_resid_pre/mid/post [B, L, M], hook_attn_out and
     hook_mlp_out [B, L, M], hook_audio_in [B, N, M] (audio placed in the residual here, PLITS).
 
-    ``mlp_position_mask`` [B, L] bool (optional): positions where the FFN runs; elsewhere the FFN output
-    is zero (the FFN-on-audio ablation, and the guarantee that LAL audio never passes an FFN).
+    ``insert`` (index [B, N] long, tokens [B, N, M]): tokens written into the residual at those positions
+    before the block runs (PLITS audio entering at this layer; passes ``hook_audio_in``).
+    ``position_mask`` [B, L] bool: positions that are live in this layer; elsewhere attention and FFN
+    outputs are zero (audio slots before their insertion layer stay exactly zero).
+    ``mlp_position_mask`` [B, L] bool: positions where the FFN runs; elsewhere its output is zero (the
+    FFN-on-audio ablation).
     """
 
     def __init__(self, cfg: DecoderConfig, layer: int):
@@ -233,11 +259,19 @@ class Block(nn.Module):
         for name in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "audio_in"):
             setattr(self, f"hook_{name}", HookPoint())
 
-    def forward(self, resid, allowed, rope, extra=None, past_kv=None, mlp_position_mask=None):
+    def forward(self, resid, allowed, rope, extra=None, past_kv=None, mlp_position_mask=None, insert=None, position_mask=None):
+        if insert is not None:
+            index, tokens = insert
+            tokens = self.hook_audio_in(tokens.to(resid.dtype))
+            resid = resid.scatter(1, index[..., None].expand(-1, -1, resid.shape[-1]), tokens)
         resid = self.hook_resid_pre(resid)
         attn_out, new_kv = self.attn(self.ln1(resid), allowed, rope, extra, past_kv)
+        if position_mask is not None:
+            attn_out = attn_out * position_mask[..., None].to(attn_out.dtype)
         resid = self.hook_resid_mid(resid + self.hook_attn_out(attn_out))
         mlp_out = self.mlp(self.ln2(resid))
+        if position_mask is not None:
+            mlp_position_mask = position_mask if mlp_position_mask is None else (position_mask & mlp_position_mask)
         if mlp_position_mask is not None:
             mlp_out = mlp_out * mlp_position_mask[..., None].to(mlp_out.dtype)
         resid = self.hook_resid_post(resid + self.hook_mlp_out(mlp_out))

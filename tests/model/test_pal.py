@@ -1,0 +1,270 @@
+"""The semantics of the PAL integrations, pinned down by equivalences with independent computations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.model.tiny_models import make_tiny
+from workbench.model.decoder import HookedDecoder
+from workbench.model.llm import load_tokenizer
+from workbench.model.pal import CheckpointMismatchError, PALModel
+from workbench.model.pal_config import ConfigError, PALConfig
+
+D_MEL = 12
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory):
+    """A 2-layer random Llama (GQA, RoPE, with q/k/v bias off) saved as a checkpoint folder."""
+    hf, _ = make_tiny("llama_gqa_llama3_rope")
+    hf.model.layers = hf.model.layers[:2]
+    hf.config.num_hidden_layers = 2
+    d = tmp_path_factory.mktemp("tiny_llama")
+    hf.config.save_pretrained(d)
+    save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, str(d / "model.safetensors"))
+    return d, hf
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer("smollm2")
+
+
+def enc_spec(name="mel", dim=D_MEL, n=3, mode="plits", layer=0, connector="mlp", **integ):
+    return {"name": name, "dim": dim, "connector": {"type": connector, "n_tokens": n, "hidden": 16, "heads": 2},
+            "integration": {"mode": mode, "layer": layer, **integ}}
+
+
+def make_batch(B=2, Lt=9, slot=4, frames=(7, 5), dims={"mel": D_MEL}, seed=0, lengths=None):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 97, (B, Lt), generator=g)
+    mask = torch.ones(B, Lt, dtype=torch.long)
+    if lengths is not None:
+        for b, n in enumerate(lengths):
+            mask[b, n:] = 0
+    T = max(frames)
+    batch = {"input_ids": ids, "attention_mask": mask, "audio_slot": torch.full((B,), slot), "labels": ids.clone(),
+             "audio_tokens": {}, "audio_token_mask": {}}
+    for name, dim in dims.items():
+        batch["audio_tokens"][name] = torch.randn(B, T, dim, generator=g)
+        m = torch.zeros(B, T, dtype=torch.bool)
+        for b, f in enumerate(frames):
+            m[b, :f] = True
+        batch["audio_token_mask"][name] = m
+    return batch
+
+
+def build(tiny_llama_dir, tok, *encoders, insertion="after_system"):
+    d, _ = tiny_llama_dir
+    cfg = {"llm": str(d), "insertion": insertion, "encoders": list(encoders)}
+    model = PALModel.from_config(cfg, tokenizer=tok, seed=0)
+    with torch.no_grad():  # make gates/adapters non-trivial so they are exercised
+        for p in list(model.lal_adapters.parameters()) + list(model.lal_gates.parameters()):
+            p.normal_(0, 0.3)
+    return model
+
+
+VARIANTS = {
+    "baseline": [enc_spec(mode="plits", layer=0)],
+    "delayed": [enc_spec(mode="plits", layer=1)],
+    "lal": [enc_spec(mode="lal", layer=1, adapter=True, gate=True)],
+    "ensemble_hybrid": [enc_spec(mode="plits", layer=0), enc_spec(name="whisper", dim=8, mode="lal", layer=0, connector="qformer")],
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_zero_audio_tokens_equals_the_bare_llm(tiny_llama_dir, tok, variant):
+    specs = [dict(s, connector=dict(s["connector"], n_tokens=0)) for s in VARIANTS[variant]]
+    model = build(tiny_llama_dir, tok, *specs)
+    batch = make_batch(dims={s["name"]: s["dim"] for s in specs})
+    bare = HookedDecoder.forward(model, batch["input_ids"])
+    assert torch.allclose(model(batch), bare, atol=1e-6)
+
+
+def test_plits_at_layer_0_equals_audio_as_input_embeddings_to_transformers(tiny_llama_dir, tok):
+    _, hf = tiny_llama_dir
+    model = build(tiny_llama_dir, tok, *VARIANTS["baseline"])
+    batch = make_batch(B=1, frames=(7,))
+    logits, cache = model.run_with_cache(batch)
+    audio = cache["connectors.mel.hook_out"]  # [1, 3, M]
+    slot = 4
+    text = hf.model.embed_tokens(batch["input_ids"])
+    embeds = torch.cat([text[:, :slot], audio, text[:, slot:]], 1)
+    ref = hf(inputs_embeds=embeds).logits
+    ref_text = torch.cat([ref[:, :slot], ref[:, slot + 3 :]], 1)
+    assert (logits - ref_text).abs().max() < 1e-4
+    assert cache["blocks.0.hook_audio_in"].shape == (1, 3, 64)
+
+
+def _reference_lal_forward(hf, text_ids, audio, slot, first_layer, adapters, gates, n_heads=8, n_kv=2):
+    """Independent LAL: a 2-layer Llama written out by hand with transformers' weights.
+
+    Text positions reserve the audio slot (ids after the slot shift by N); from ``first_layer`` on each layer
+    reads audio as extra keys/values: RMSNorm (the layer's input norm) -> adapter -> W_K (RoPE at the slot
+    positions), W_V; text queries at or after the slot may attend to them, with the gate added to their logits.
+    """
+    m = hf.model
+    L, N = text_ids.shape[1], audio.shape[1]
+    d_head = hf.config.head_dim
+    pos = torch.arange(L)
+    pos = torch.where(pos >= slot, pos + N, pos)[None]
+    apos = (slot + torch.arange(N))[None]
+    x = m.embed_tokens(text_ids)
+    cos, sin = m.rotary_emb(x, pos)
+    acos, asin = m.rotary_emb(x, apos)
+
+    def rot(t, c, s):  # t [1, L, h, d]
+        c, s = c[:, :, None], s[:, :, None]
+        half = t.shape[-1] // 2
+        return t * c + torch.cat([-t[..., half:], t[..., :half]], -1) * s
+
+    for i, layer in enumerate(m.layers):
+        h = layer.input_layernorm(x)
+        at = layer.self_attn
+        q = rot(at.q_proj(h).view(1, L, n_heads, d_head), cos, sin)
+        k = rot(at.k_proj(h).view(1, L, n_kv, d_head), cos, sin)
+        v = at.v_proj(h).view(1, L, n_kv, d_head)
+        causal = torch.ones(L, L, dtype=torch.bool).tril()
+        bias = torch.zeros(n_heads, 1, L)
+        if i >= first_layer:
+            a = layer.input_layernorm(adapters[i](audio))
+            ak = rot(at.k_proj(a).view(1, N, n_kv, d_head), acos, asin)
+            av = at.v_proj(a).view(1, N, n_kv, d_head)
+            k, v = torch.cat([ak, k], 1), torch.cat([av, v], 1)
+            sees_audio = (pos[0] >= slot + N)[:, None].expand(L, N)  # text after the slot
+            causal = torch.cat([sees_audio, causal], 1)
+            bias = torch.cat([gates[i].view(-1, 1, 1).expand(n_heads, 1, N), bias], -1)
+        k = k.repeat_interleave(n_heads // n_kv, 2)
+        v = v.repeat_interleave(n_heads // n_kv, 2)
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d_head) + bias[None]
+        scores = scores.masked_fill(~causal[None, None], float("-inf"))
+        z = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v).reshape(1, L, -1)
+        x = x + at.o_proj(z)
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    return hf.lm_head(m.norm(x))
+
+
+def test_lal_equals_hand_written_reference_attention(tiny_llama_dir, tok):
+    _, hf = tiny_llama_dir
+    model = build(tiny_llama_dir, tok, *VARIANTS["lal"])
+    batch = make_batch(B=1, frames=(7,))
+    logits, cache = model.run_with_cache(batch)
+    audio = cache["connectors.mel.hook_out"]
+    adapters = {1: model.lal_adapters["mel_L1"]}
+    gates = {1: model.lal_gates["mel_L1"]}
+    ref = _reference_lal_forward(hf, batch["input_ids"], audio, 4, 1, adapters, gates)
+    assert (logits - ref).abs().max() < 1e-4
+    # and audio did matter
+    assert (logits - HookedDecoder.forward(model, batch["input_ids"])).abs().max() > 1e-3
+
+
+def test_lal_audio_never_forms_queries_nor_passes_an_ffn(tiny_llama_dir, tok):
+    model = build(tiny_llama_dir, tok, *VARIANTS["lal"])
+    batch = make_batch(B=2)
+    _, cache = model.run_with_cache(batch)
+    B, Lt = batch["input_ids"].shape
+    for layer in range(2):
+        assert cache[f"blocks.{layer}.attn.hook_q"].shape[:2] == (B, Lt)  # queries: text only
+        assert cache[f"blocks.{layer}.mlp.hook_pre"].shape[:2] == (B, Lt)  # FFN: text only
+        assert cache[f"blocks.{layer}.hook_resid_post"].shape[:2] == (B, Lt)
+    assert "blocks.0.attn.hook_audio_k" not in cache
+    assert cache["blocks.1.attn.hook_audio_k"].shape == (B, 3, 2, 8)
+    assert cache["blocks.1.attn.hook_pattern"].shape == (B, 8, Lt, 3 + Lt)
+    layout = model.token_layout(batch)
+    idx = layout.audio_key_index(1, "mel")
+    mass = cache["blocks.1.attn.hook_pattern"].gather(-1, idx[:, None, None, :].expand(-1, 8, Lt, -1)).sum(-1)
+    assert mass[:, :, :4].abs().max() == 0  # text before the slot cannot see audio
+    assert mass[:, :, 4:].min() > 0
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_padded_batch_equals_items_alone(tiny_llama_dir, tok, variant):
+    specs = VARIANTS[variant]
+    model = build(tiny_llama_dir, tok, *specs)
+    dims = {s["name"]: s["dim"] for s in specs}
+    batch = make_batch(B=2, Lt=9, frames=(7, 4), lengths=(9, 6), dims=dims)
+    logits = model(batch)
+    for b, (n_text, n_frames) in enumerate([(9, 7), (6, 4)]):
+        alone = {
+            "input_ids": batch["input_ids"][b : b + 1, :n_text], "attention_mask": batch["attention_mask"][b : b + 1, :n_text],
+            "audio_slot": batch["audio_slot"][b : b + 1],
+            "audio_tokens": {k: v[b : b + 1, :n_frames] for k, v in batch["audio_tokens"].items()},
+            "audio_token_mask": {k: v[b : b + 1, :n_frames] for k, v in batch["audio_token_mask"].items()},
+        }
+        assert (model(alone)[0] - logits[b, :n_text]).abs().max() < 1e-4, (variant, b)
+
+
+def test_delayed_plits_slots_are_dead_before_their_layer(tiny_llama_dir, tok):
+    model = build(tiny_llama_dir, tok, *VARIANTS["delayed"])
+    batch = make_batch(B=2)
+    _, cache = model.run_with_cache(batch)
+    idx = model.token_layout(batch).audio_residual_index("mel")
+    r0 = cache["blocks.0.hook_resid_post"].gather(1, idx[..., None].expand(-1, -1, 64))
+    assert r0.abs().max() == 0  # nothing there before layer 1
+    assert torch.equal(cache["blocks.1.hook_audio_in"], cache["connectors.mel.hook_out"])
+    # text at layer 0 is exactly the bare LLM's (text runs alone through layers < L), same position ids
+    layout = model.token_layout(batch)
+    text_pos = layout.position_ids.gather(1, layout.text_index)
+    bare = HookedDecoder.forward(model, batch["input_ids"], position_ids=text_pos, stop_at_layer=1)
+    text0 = cache["blocks.0.hook_resid_post"].gather(1, layout.text_index[..., None].expand(-1, -1, 64))
+    assert torch.allclose(text0, bare, atol=1e-5)
+
+
+def test_generation_with_audio_cache_equals_recomputing(tiny_llama_dir, tok):
+    model = build(tiny_llama_dir, tok, *VARIANTS["ensemble_hybrid"])
+    batch = make_batch(B=1, frames=(6,), dims={"mel": D_MEL, "whisper": 8})
+    new = model.generate_ids(batch, max_new_tokens=5)
+    # recompute: append each generated token to the text and rerun the full forward
+    ids = batch["input_ids"]
+    for i in range(new.shape[1]):
+        step = dict(batch, input_ids=ids, attention_mask=torch.ones_like(ids))
+        nxt = model(step)[:, -1].argmax(-1)
+        assert int(nxt) == int(new[0, i])
+        ids = torch.cat([ids, nxt[:, None]], 1)
+
+
+def test_trainable_parts_and_checkpoint_roundtrip(tiny_llama_dir, tok, tmp_path):
+    model = build(tiny_llama_dir, tok, *VARIANTS["lal"])
+    model.enable_lora(rank=2, alpha=4, targets=["q_proj", "v_proj"])
+    names = model.set_trainable(["connectors"])
+    assert names and all(n.startswith("connectors.") for n in names)
+    batch = make_batch()
+    model.loss(batch).backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if n in names)
+    assert all(p.grad is None for n, p in model.named_parameters() if n not in names)
+    names = model.set_trainable(["adapters", "lora"])
+    assert any("lora_A" in n for n in names) and any(n.startswith("lal_gates.") for n in names)
+    with torch.no_grad():
+        for p in model.trainable_state_dict().values():
+            p.add_(0.01)
+    expected = model(batch)
+    model.save_pretrained(tmp_path / "ckpt")
+    again = PALModel.from_pretrained(tmp_path / "ckpt", tokenizer=tok)
+    assert torch.equal(again(batch), expected)
+    with pytest.raises(ValueError, match="unknown trainable part"):
+        model.set_trainable(["ffn"])
+
+
+def test_bad_configs_and_checkpoints(tiny_llama_dir, tok, tmp_path):
+    d, _ = tiny_llama_dir
+    with pytest.raises(ConfigError, match="unknown encoder 'beats'"):
+        PALConfig.from_dict({"encoders": [{"name": "beats"}]})
+    with pytest.raises(ConfigError, match="unknown integration mode 'cross'"):
+        PALConfig.from_dict({"encoders": [enc_spec(mode="cross")]})
+    with pytest.raises(ConfigError, match="injection layer 2 is out of range for an LLM with 2 layers"):
+        PALModel.from_config({"llm": str(d), "encoders": [enc_spec(layer=2)]}, tokenizer=tok)
+    with pytest.raises(ConfigError, match="unknown key"):
+        PALConfig.from_dict({"encoders": [enc_spec()], "encoder": []})
+    a = build(tiny_llama_dir, tok, *VARIANTS["lal"])
+    a.save_pretrained(tmp_path / "lal")
+    b = build(tiny_llama_dir, tok, *VARIANTS["baseline"])
+    from safetensors.torch import load_file
+
+    with pytest.raises(CheckpointMismatchError, match="does not fit this model"):
+        b.load_trainable_state_dict(load_file(str(tmp_path / "lal" / "model.safetensors")), source="lal")
+    with pytest.raises(FileNotFoundError, match="is not a PAL checkpoint"):
+        PALModel.from_pretrained(tmp_path / "nothing")

@@ -1,0 +1,402 @@
+"""`PALModel`: frozen audio encoders -> one trainable connector per encoder -> PLITS / LAL integration ->
+the pretrained LLM (`HookedDecoder`), every intermediate behind a hook name.
+
+PALModel *is* a HookedDecoder (same ``blocks.{l}...`` hook names) with audio modules added:
+``encoders.{name}.hook_out`` [B, T, D_enc] (frame tokens, from the encoder or the token cache),
+``connectors.{name}.hook_out`` [B, N, d_model], ``blocks.{l}.hook_audio_in`` [B, N, d_model] (PLITS
+insertion), ``blocks.{l}.attn.hook_audio_k/v`` [B, N, kv_heads, d_head] (LAL layers).
+
+Call it on a batch from ``workbench.data.AudioTaskDataset`` (token mode: ``audio_tokens`` /
+``audio_token_mask``; waveform mode: ``waves`` / ``wave_lengths``): ``logits = model(batch)`` [B, Lt, V],
+aligned with ``batch["input_ids"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformer_lens.hook_points import HookPoint
+
+from workbench.model.config import DecoderConfig
+from workbench.model.connectors import make_connector
+from workbench.model.decoder import HookedDecoder, Insertion
+from workbench.model.generate import greedy_generate
+from workbench.model.kv_cache import KVCache
+from workbench.model.layers import ExtraKV
+from workbench.model.layout import TokenLayout, build_layout
+from workbench.model.pal_config import ConfigError, EncoderSpec, PALConfig
+from workbench.model.weights import convert_state_dict
+
+log = logging.getLogger(__name__)
+
+TRAINABLE_PARTS = ("connectors", "adapters", "lora")
+CHECKPOINT_FORMAT = "pal-workbench/1"
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's weights or config do not fit the model it is loaded into."""
+
+
+class EncoderSlot(nn.Module):
+    """Where encoder ``name``'s frame tokens enter: ``hook_out`` [B, T, D_enc].
+
+    The frozen encoder itself is kept outside the module tree (not in the state dict, never trained,
+    loaded only when waveforms must be encoded); token-cache batches skip it entirely.
+    """
+
+    def __init__(self, spec: EncoderSpec):
+        super().__init__()
+        self.spec = spec
+        self.hook_out = HookPoint()
+        self.__dict__["_impl"] = None
+
+    def encoder(self):
+        if self.__dict__["_impl"] is None:
+            from workbench.encoders import load_encoder
+
+            enc = load_encoder(self.spec.name, **self.spec.options)
+            if self.spec.dim is not None and enc.dim != self.spec.dim:
+                raise ConfigError(f"encoder {self.spec.name!r} gives {enc.dim}-d tokens but the config says dim {self.spec.dim}")
+            self.__dict__["_impl"] = enc
+        return self.__dict__["_impl"]
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.hook_out(tokens), mask
+
+
+class LowRankAdapter(nn.Module):
+    """x + up(down(x)), up initialised to zero (identity at start). [B, N, M] -> [B, N, M]."""
+
+    def __init__(self, d_model: int, rank: int):
+        super().__init__()
+        self.down = nn.Linear(d_model, rank, bias=False)
+        self.up = nn.Linear(rank, d_model, bias=False)
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(self.down(x))
+
+
+def _adapter_key(name: str, layer: int) -> str:
+    return f"{name}_L{layer}"
+
+
+class PALModel(HookedDecoder):
+    """See the module docstring. Build with `PALModel.from_config` or `PALModel.from_pretrained`."""
+
+    def __init__(self, pal_cfg: PALConfig, dec_cfg: DecoderConfig):
+        super().__init__(dec_cfg)
+        self.pal_cfg = pal_cfg
+        self.tokenizer = None
+        self.lora_cfg: dict | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, pal_cfg: PALConfig | dict, tokenizer=None, seed: int = 0) -> "PALModel":
+        """Load the LLM (offline default: SmolLM2) and build fresh connectors/adapters with ``seed``."""
+        from workbench.model.llm import load_state, load_tokenizer
+
+        if isinstance(pal_cfg, dict):
+            pal_cfg = PALConfig.from_dict(pal_cfg)
+        hf_config, state, source = load_state(pal_cfg.llm)
+        dec_cfg = DecoderConfig.from_hf_config(hf_config)
+        pal_cfg.validate(dec_cfg.n_layers)
+        with torch.device("meta"):
+            model = cls(pal_cfg, dec_cfg)
+        model.load_decoder_weights(convert_state_dict(state, dec_cfg, source), source)
+        model.requires_grad_(False)
+        model.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(pal_cfg.llm)
+        model._build_audio_modules(seed)
+        return model.eval()
+
+    def _build_audio_modules(self, seed: int) -> None:
+        dev = self.embed.weight.device
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            self.encoders = nn.ModuleDict()
+            self.connectors = nn.ModuleDict()
+            self.lal_adapters = nn.ModuleDict()
+            self.lal_gates = nn.ParameterDict()
+            for spec in self.pal_cfg.encoders:
+                dim = spec.dim if spec.dim is not None else EncoderSlot(spec).encoder().dim
+                spec.dim = dim
+                self.encoders[spec.key] = EncoderSlot(spec)
+                conn = make_connector(dim, self.cfg.d_model, spec.connector).to(dev)
+                integ = spec.integration
+                if integ.mode == "plits":
+                    with torch.no_grad():
+                        conn.norm_out.gain.fill_(self._residual_rms(integ.layer))
+                self.connectors[spec.key] = conn
+                if integ.mode == "lal":
+                    for layer in range(integ.layer, self.cfg.n_layers):
+                        if integ.adapter:
+                            self.lal_adapters[_adapter_key(spec.key, layer)] = LowRankAdapter(self.cfg.d_model, integ.adapter_rank).to(dev)
+                        if integ.gate:
+                            self.lal_gates[_adapter_key(spec.key, layer)] = nn.Parameter(torch.zeros(self.cfg.n_heads, device=dev))
+        finally:
+            torch.random.set_rng_state(gen_state)
+        self.requires_grad_(False)
+        self.setup()
+
+    @torch.no_grad()
+    def _residual_rms(self, layer: int) -> float:
+        """RMS of the text residual stream entering ``layer`` on a fixed neutral prompt (connector gain init)."""
+        ids = (torch.arange(100, 132, device=self.embed.weight.device) % self.cfg.d_vocab)[None]
+        resid = HookedDecoder.forward(self, ids, stop_at_layer=layer)
+        return float(resid[0, 1:].pow(2).mean().sqrt())
+
+    @property
+    def encoder_names(self) -> list[str]:
+        return self.pal_cfg.encoder_names
+
+    # ------------------------------------------------------------------ audio
+    def encode_audio(self, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{encoder: (connector tokens [B, N, d_model], mask [B, N])} from cached tokens or waveforms."""
+        out = {}
+        for spec in self.pal_cfg.encoders:
+            slot = self.encoders[spec.key]
+            if "audio_tokens" in batch and spec.name in batch["audio_tokens"]:
+                frames = batch["audio_tokens"][spec.name]
+                fmask = batch["audio_token_mask"][spec.name]
+            elif "waves" in batch:
+                enc = slot.encoder()
+                waves, lengths = batch["waves"], batch["wave_lengths"]
+                rate = batch.get("sample_rate", 16000)
+                if rate != enc.sample_rate:
+                    raise ValueError(f"batch audio is {rate} Hz but encoder {spec.name!r} needs {enc.sample_rate} Hz; "
+                                     f"build the dataset with sample_rate={enc.sample_rate}")
+                with torch.no_grad():
+                    frames, fmask = enc(waves.to(torch.float32).cpu(), lengths.cpu())
+            else:
+                raise KeyError(f"batch has no audio for encoder {spec.name!r}: expected audio_tokens[{spec.name!r}] "
+                               "(token-cache mode) or waves + wave_lengths")
+            dev = self.embed.weight.device
+            frames, fmask = frames.to(dev, self.dtype), fmask.to(dev)
+            if frames.shape[-1] != spec.dim:
+                raise ValueError(f"encoder {spec.name!r} tokens are {frames.shape[-1]}-d but its connector expects "
+                                 f"{spec.dim}-d: was the token cache made with another encoder?")
+            frames, fmask = slot(frames, fmask)
+            out[spec.name] = self.connectors[spec.key](frames, fmask)
+        return out
+
+    def token_layout(self, batch: dict, audio: dict | None = None) -> TokenLayout:
+        """Where each text and audio token sits (residual, key axis, position ids) for this batch."""
+        if audio is None:
+            masks = {}
+            for spec in self.pal_cfg.encoders:
+                if "audio_token_mask" in batch and spec.name in batch["audio_token_mask"]:
+                    has = batch["audio_token_mask"][spec.name].any(1)
+                else:
+                    has = batch["wave_lengths"] > 0
+                masks[spec.name] = has[:, None].expand(-1, spec.connector.n_tokens)
+        else:
+            masks = {name: m for name, (_, m) in audio.items()}
+        dev = batch["input_ids"].device
+        encs = [(s.name, s.integration.mode, s.integration.layer, s.connector.n_tokens) for s in self.pal_cfg.encoders]
+        return build_layout(batch["attention_mask"].to(dev), batch["audio_slot"].to(dev), encs,
+                            {k: v.to(dev) for k, v in masks.items()})
+
+    def _lal_extra(self, audio: dict, layout: TokenLayout):
+        specs = {s.name: s for s in self.pal_cfg.encoders}
+
+        def extra_at(layer: int) -> ExtraKV | None:
+            parts = layout.lal_at(layer)
+            if not parts:
+                return None
+            block = self.blocks[layer]
+            ks, vs, masks, poss, biases = [], [], [], [], []
+            for a in parts:
+                spec = specs[a.name]
+                x, mask = audio[a.name]
+                key = _adapter_key(spec.key, layer)
+                if key in self.lal_adapters:
+                    x = self.lal_adapters[key](x)
+                rope = self.rope(a.positions) if spec.integration.audio_rope == "slot" else None
+                k, v = block.attn.project_kv(block.ln1.normalize(x), *(rope or (None, None)))
+                ks.append(k), vs.append(v), masks.append(mask), poss.append(a.positions)
+                gate = self.lal_gates[key] if key in self.lal_gates else x.new_zeros(self.cfg.n_heads)
+                biases.append(gate.view(1, -1, 1, 1).expand(1, -1, 1, a.n_tokens))
+            bias = torch.cat(biases, -1) if len(self.lal_gates) else None
+            return ExtraKV(torch.cat(ks, 1), torch.cat(vs, 1), torch.cat(masks, 1), torch.cat(poss, 1), bias)
+
+        return extra_at
+
+    # ------------------------------------------------------------------ forward, loss, generation
+    def forward(self, batch: dict, *, past: KVCache | None = None, mlp_position_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """batch (see the module docstring) -> logits [B, Lt, V] aligned with batch["input_ids"].
+
+        mlp_position_mask: [B, S] bool in the residual layout (``token_layout(batch)``).
+        """
+        if not isinstance(batch, dict):
+            raise TypeError("PALModel takes a batch dict from AudioTaskDataset.collate_fn; for text only, "
+                            "use HookedDecoder.forward(model, input_ids, ...)")
+        dev = self.embed.weight.device
+        audio = self.encode_audio(batch)
+        layout = self.token_layout(batch, audio)
+        insertions = [
+            Insertion(a.layer, a.residual_index, audio[name][0])
+            for name, a in layout.audio.items() if a.mode == "plits"
+        ]
+        has_lal = any(a.mode == "lal" for a in layout.audio.values())
+        return HookedDecoder.forward(
+            self, batch["input_ids"].to(dev),
+            attention_mask=layout.attention_mask, position_ids=layout.position_ids,
+            extra_kv=self._lal_extra(audio, layout) if has_lal else None, past=past,
+            mlp_position_mask=mlp_position_mask, text_index=layout.text_index, seq_len=layout.seq_len,
+            insertions=insertions,
+        )
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        """Mean next-token cross-entropy over the answer tokens (labels != -100)."""
+        logits = self(batch)
+        labels = batch["labels"].to(logits.device)
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+
+    @torch.no_grad()
+    def generate_ids(self, batch: dict, max_new_tokens: int = 16) -> torch.Tensor:
+        """Greedy continuation of a left-padded prompt batch -> new token ids [B, T]."""
+        ids = batch["input_ids"].to(self.embed.weight.device)
+        out = greedy_generate(
+            self, ids, batch["attention_mask"].to(ids.device), max_new_tokens=max_new_tokens,
+            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+            prefill=lambda cache: self(batch, past=cache),
+        )
+        return out[:, ids.shape[1]:]
+
+    def generate_answers(self, batch: dict, max_new_tokens: int = 16) -> list[str]:
+        """Greedy answers (decoded, stripped) for a prompt batch from ``AudioTaskDataset.prompt_collate_fn()``."""
+        if batch["attention_mask"][:, -1].min() == 0:
+            raise ValueError("generation needs a left-padded prompt batch: use dataset.prompt_collate_fn()")
+        new = self.generate_ids(batch, max_new_tokens)
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    # ------------------------------------------------------------------ trainable parts
+    def enable_lora(self, rank: int = 8, alpha: float = 16, dropout: float = 0.0, targets: Iterable[str] = ("q_proj", "v_proj")) -> None:
+        """Add LoRA (peft) to the LLM's linears named in ``targets`` (frozen until set_trainable(["lora"]))."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        if self.lora_cfg is not None:
+            raise RuntimeError("LoRA is already enabled on this model")
+        targets = list(targets)
+        valid = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+        if not set(targets) <= valid:
+            raise ConfigError(f"unknown LoRA target(s) {sorted(set(targets) - valid)}; choose from {sorted(valid)}")
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets), self.blocks)
+        self.lora_cfg = {"rank": rank, "alpha": alpha, "dropout": dropout, "targets": targets}
+        for n, p in self.blocks.named_parameters():
+            if "lora_" in n:
+                p.requires_grad_(False)
+        self.setup()
+
+    def _part_of(self, name: str) -> str | None:
+        if name.startswith("connectors."):
+            return "connectors"
+        if name.startswith(("lal_adapters.", "lal_gates.")):
+            return "adapters"
+        if "lora_" in name:
+            return "lora"
+        return None
+
+    def set_trainable(self, parts: Iterable[str]) -> list[str]:
+        """Train exactly ``parts`` (among connectors, adapters, lora); freeze everything else. Returns the
+        names of the trainable parameters."""
+        parts = set(parts)
+        unknown = parts - set(TRAINABLE_PARTS)
+        if unknown:
+            raise ConfigError(f"unknown trainable part(s) {sorted(unknown)}; choose from {TRAINABLE_PARTS}")
+        if "lora" in parts and self.lora_cfg is None:
+            raise ConfigError("'lora' is trainable but LoRA is not enabled: call enable_lora() first")
+        names = []
+        for name, p in self.named_parameters():
+            on = self._part_of(name) in parts
+            p.requires_grad_(on)
+            if on:
+                names.append(name)
+        return names
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every parameter of the trainable parts (connectors, adapters, gates, LoRA), trained now or not."""
+        return {n: p.detach() for n, p in self.named_parameters() if self._part_of(n) is not None}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
+        own = self.trainable_state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise CheckpointMismatchError(
+                f"{source} does not fit this model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}. Load it with the config it was "
+                "trained with (PALModel.from_pretrained(dir) reads it from the checkpoint)."
+            )
+        for name, tensor in state.items():
+            if own[name].shape != tensor.shape:
+                raise CheckpointMismatchError(f"{source}: {name} has shape {tuple(tensor.shape)}, the model expects {tuple(own[name].shape)}")
+        params = dict(self.named_parameters())
+        with torch.no_grad():
+            for name, tensor in state.items():
+                params[name].copy_(tensor.to(params[name].dtype))
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_meta(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "pal": self.pal_cfg.to_dict(),
+            "lora": self.lora_cfg,
+            "llm": {"name": self.pal_cfg.llm, "model_type": self.cfg.model_type, "n_layers": self.cfg.n_layers,
+                    "d_model": self.cfg.d_model, "d_vocab": self.cfg.d_vocab},
+        }
+
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (trainable parts only) atomically into ``directory``."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+        try:
+            meta = self.checkpoint_meta() | ({"extra": extra} if extra else {})
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+            state = {k: v.contiguous().cpu() for k, v in self.trainable_state_dict().items()}
+            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            if directory.exists():
+                old = directory.with_name(f".{directory.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(directory, old)
+                os.replace(tmp, directory)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, directory)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, tokenizer=None) -> "PALModel":
+        """Rebuild the frozen parts from their packages and load the trained parts from ``directory``."""
+        directory = Path(directory)
+        cfg_file, weights = directory / "config.json", directory / "model.safetensors"
+        if not cfg_file.exists() or not weights.exists():
+            raise FileNotFoundError(f"{directory} is not a PAL checkpoint (needs config.json and model.safetensors); "
+                                    "train one with `python -m workbench.train` or use results/checkpoints/<variant>")
+        meta = json.loads(cfg_file.read_text())
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointMismatchError(f"{cfg_file}: not a {CHECKPOINT_FORMAT} checkpoint (format {meta.get('format')!r})")
+        model = cls.from_config(PALConfig.from_dict(meta["pal"]), tokenizer=tokenizer)
+        want = meta.get("llm", {})
+        have = model.checkpoint_meta()["llm"]
+        diff = {k: (want.get(k), have[k]) for k in have if k in want and want[k] != have[k]}
+        if diff:
+            raise CheckpointMismatchError(f"{directory} was trained on another LLM: {diff} (checkpoint vs loaded)")
+        if meta.get("lora"):
+            model.enable_lora(**meta["lora"])
+        model.load_trainable_state_dict(load_file(str(weights)), source=str(directory))
+        return model
