@@ -232,6 +232,9 @@ def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_s
         warnings.warn(f"mixed_precision={mp!r} needs a GPU; training in float32 on CPU")
         mp = "no"
     acc = Accelerator(mixed_precision=mp)
+    if acc.distributed_type.value == "FSDP":
+        warnings.warn("FSDP: checkpoints save the trainable parts through model.save_pretrained and the optimizer "
+                      "state as seen by this process; this path is untested (DDP is): prefer DDP for these sizes")
     main_proc, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
     if tc.batch_size % world:
         raise ConfigError(f"{cfg.path} [preset {cfg.preset}]: training.batch_size {tc.batch_size} is not divisible "
@@ -240,7 +243,6 @@ def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_s
     # ---- resume point -------------------------------------------------------------------------------
     state, ckpt = None, None
     if main_proc:
-        out.mkdir(parents=True, exist_ok=True)
         clean_tmp(ckpt_root)
     acc.wait_for_everyone()
     existing = find_latest(ckpt_root)
@@ -256,6 +258,8 @@ def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_s
     elif existing is not None:
         raise CheckpointError(f"{out} already holds a checkpoint ({existing}); pass --resume to continue it or "
                               f"choose another --out")
+    if main_proc:
+        out.mkdir(parents=True, exist_ok=True)
 
     prev_det = torch.are_deterministic_algorithms_enabled()
     if tc.deterministic:
@@ -405,6 +409,9 @@ def _run(cfg, out, ckpt_root, acc, state, ckpt, max_steps, model_factory, progre
                 bar.update(1)
                 if global_step % tc.log_every == 0:
                     bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", gn=f"{gn:.3f}")
+                    if bar.disable and main_proc:
+                        log.info("step %d/%d [%s] loss %.4f lr %.2e grad-norm %.3f", global_step, tc.total_steps,
+                                 st.name, row["loss"], lr, gn)
                 if global_step % tc.checkpoint_every == 0 or (max_steps is not None and global_step >= max_steps):
                     save_checkpoint(si, stage_step, popt, sched, sampler)
             if stopped_early:
@@ -493,11 +500,21 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _model_errors() -> tuple:
+    """The model package's bad-input errors (config / checkpoint mismatch), if it is there."""
+    try:
+        from workbench.model.pal import CheckpointMismatchError
+        from workbench.model.pal_config import ConfigError as ModelConfigError
+    except ImportError:
+        return ()
+    return (ModelConfigError, CheckpointMismatchError)
+
+
 def _run_one(config, preset, out, a, command) -> int:
     try:
         cfg = load_run_config(config, preset, seed=a.seed)
         s = train(cfg, out, resume=a.resume, max_steps=a.max_steps, progress=not a.no_progress, command=command)
-    except (ConfigError, CheckpointError, DataError, EmptyDatasetError) as e:
+    except (ConfigError, CheckpointError, DataError, EmptyDatasetError, *_model_errors()) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingDivergedError as e:

@@ -6,66 +6,21 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
-from tests.model.tiny_models import make_tiny
-from workbench.model.decoder import HookedDecoder
+from tests.model.tiny_models import D_MEL, build, enc_spec, make_batch, tiny_llama_checkpoint
 from workbench.model.llm import load_tokenizer
+from workbench.model.decoder import HookedDecoder
 from workbench.model.pal import CheckpointMismatchError, PALModel
 from workbench.model.pal_config import ConfigError, PALConfig
 
-D_MEL = 12
-
-
 @pytest.fixture(scope="module")
 def tiny_llama_dir(tmp_path_factory):
-    """A 2-layer random Llama (GQA, RoPE, with q/k/v bias off) saved as a checkpoint folder."""
-    hf, _ = make_tiny("llama_gqa_llama3_rope")
-    hf.model.layers = hf.model.layers[:2]
-    hf.config.num_hidden_layers = 2
-    d = tmp_path_factory.mktemp("tiny_llama")
-    hf.config.save_pretrained(d)
-    save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, str(d / "model.safetensors"))
-    return d, hf
+    return tiny_llama_checkpoint(tmp_path_factory.mktemp("tiny_llama"))
 
 
 @pytest.fixture(scope="module")
 def tok():
     return load_tokenizer("smollm2")
-
-
-def enc_spec(name="mel", dim=D_MEL, n=3, mode="plits", layer=0, connector="mlp", **integ):
-    return {"name": name, "dim": dim, "connector": {"type": connector, "n_tokens": n, "hidden": 16, "heads": 2},
-            "integration": {"mode": mode, "layer": layer, **integ}}
-
-
-def make_batch(B=2, Lt=9, slot=4, frames=(7, 5), dims={"mel": D_MEL}, seed=0, lengths=None):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, 97, (B, Lt), generator=g)
-    mask = torch.ones(B, Lt, dtype=torch.long)
-    if lengths is not None:
-        for b, n in enumerate(lengths):
-            mask[b, n:] = 0
-    T = max(frames)
-    batch = {"input_ids": ids, "attention_mask": mask, "audio_slot": torch.full((B,), slot), "labels": ids.clone(),
-             "audio_tokens": {}, "audio_token_mask": {}}
-    for name, dim in dims.items():
-        batch["audio_tokens"][name] = torch.randn(B, T, dim, generator=g)
-        m = torch.zeros(B, T, dtype=torch.bool)
-        for b, f in enumerate(frames):
-            m[b, :f] = True
-        batch["audio_token_mask"][name] = m
-    return batch
-
-
-def build(tiny_llama_dir, tok, *encoders, insertion="after_system"):
-    d, _ = tiny_llama_dir
-    cfg = {"llm": str(d), "insertion": insertion, "encoders": list(encoders)}
-    model = PALModel.from_config(cfg, tokenizer=tok, seed=0)
-    with torch.no_grad():  # make gates/adapters non-trivial so they are exercised
-        for p in list(model.lal_adapters.parameters()) + list(model.lal_gates.parameters()):
-            p.normal_(0, 0.3)
-    return model
 
 
 VARIANTS = {

@@ -13,6 +13,7 @@ from workbench.train import read_log, train
 from workbench.training.config import load_run_config
 
 pal = pytest.importorskip("workbench.model.pal")
+pytestmark = pytest.mark.slow  # ~60 s on 2 CPU cores
 
 MODEL = {"llm": "smollm2", "encoders": [
     {"name": "mel", "dim": 256, "connector": {"type": "mlp", "n_tokens": 4, "hidden": 64},

@@ -31,13 +31,20 @@ def _same_weights(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.fixture
-def reference(tmp_path_factory, data_root, factory):
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_root, tokenizer):
     """An uninterrupted 12-step run (3 stages x 4 steps, LoRA dropout 0.1 so the RNG matters)."""
+    from tests.training.standin import StandInModel
+
     tmp = tmp_path_factory.mktemp("ref")
     out = tmp / "run"
+    built = []
+
+    def factory(d, **_):
+        built.append(StandInModel(tokenizer, **d))
+        return built[-1]
     summary = train(_cfg(tmp, data_root), out, model_factory=factory, progress=False)
-    return out, summary, list(factory.models[-1].seen)
+    return out, summary, list(built[-1].seen)
 
 
 def test_csv_log_and_outputs(reference):
@@ -227,3 +234,15 @@ def test_lr_factor():
     assert {lr_factor(i, st) for i in range(2, 10)} == {1.0}
     st.schedule, st.warmup = "linear", 0
     assert lr_factor(0, st) == 1.0 and lr_factor(5, st) == pytest.approx(0.5)
+
+
+def test_bf16_without_gpu_falls_back_to_fp32(tmp_path, data_root, factory):
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+
+    def mutate(doc):
+        doc["presets"]["tiny"]["training"]["mixed_precision"] = "bf16"
+    with pytest.warns(UserWarning, match="needs a GPU"):
+        s = train(_cfg(tmp_path, data_root, mutate), tmp_path / "run", max_steps=1, model_factory=factory,
+                  progress=False)
+    assert s["mixed_precision"] == "no" and s["steps"] == 1

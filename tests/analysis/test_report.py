@@ -1,0 +1,71 @@
+"""workbench.report: one self-contained page; claim summaries come from the CSVs present, 'no data' otherwise."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from workbench import report
+from workbench.analysis import attention as A
+from workbench.analysis import logit_lens as LL
+from workbench.analysis.core import write_outputs
+
+
+def _attention_df():
+    rows = []
+    for layer in range(3):
+        for head in range(2):
+            for enc in ("mel", "whisper"):
+                mass = 0.0 if layer == 0 else 0.1 * layer + 0.05 * head
+                uni = 0.0 if layer == 0 else 0.1
+                rows.append({"layer": layer, "head": head, "encoder": enc, "query_set": "after_slot", "mass": mass,
+                             "uniform_mass": uni, "ratio": mass / uni if uni else float("nan"), "n": 4, "sem": 0.01})
+    return pd.DataFrame(rows)
+
+
+def _lens_df():
+    rows = []
+    for ex in range(2):
+        for layer in range(3):
+            for cond, p in (("audio", 0.2 * layer + 0.1), ("no_audio", 0.05)):
+                rows.append({"example": ex, "layer": layer, "condition": cond, "answer_id": 5, "answer_token": "x",
+                             "prob": p, "logprob": 0.0, "rank": 0})
+    return pd.DataFrame(rows)
+
+
+def test_report_embeds_figures_once_and_summarises_claims(tmp_path):
+    run = tmp_path / "run"
+    att = _attention_df()
+    write_outputs(att, A.fig_heatmap(att), run, "attention_to_audio")
+    lens = _lens_df()
+    write_outputs(lens, LL.fig_logit_lens(lens), run, "logit_lens")
+    inj = pd.DataFrame({"layer": [0, 4, 8], "metric": "accuracy", "task": "all", "attribute": "all",
+                        "value": [0.5, 0.7, 0.6], "ci_low": [0.4, 0.6, 0.5], "ci_high": [0.6, 0.8, 0.7], "n": 100})
+    write_outputs(inj, None, run, "injection_layer")
+    cmp = pd.DataFrame({"variant": ["delayed", "lal"], "metric": "accuracy", "task": "all", "attribute": "all",
+                        "value": [0.61, 0.66], "ci_low": [0.55, 0.6], "ci_high": [0.67, 0.72], "n": 120, "chance": 0.1})
+    write_outputs(cmp, None, run, "compare")
+    assert report.main(["--run", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert page.count("plotly.js v") == 1  # the library once, whatever the number of figures
+    assert page.count('class="plotly-graph-div"') == 2
+    assert "best at layer 4" in page and "L8: 0.6 [95% CI 0.5, 0.7]" in page  # claim 1 from injection_layer.csv
+    assert "lal: accuracy 0.66 [95% CI 0.6, 0.72]" in page and "delayed: accuracy 0.61" in page  # claim 2
+    assert "encoder whisper (queries after_slot): audio visible from layer 1" in page
+    assert "with audio vs 0.05 with audio cut" in page  # logit lens
+    claims = report.claim_summaries(report.read_tables(run))
+    assert claims["claim3"] != ["no data: no CSV in this run folder bears on this claim"]  # two encoders' attention
+    # data-driven: change the CSV, the summary follows
+    inj.loc[2, "value"] = 0.9
+    write_outputs(inj, None, run, "injection_layer")
+    assert any("best at layer 8" in line for line in report.claim_summaries(report.read_tables(run))["claim1"])
+
+
+def test_missing_data_says_no_data(tmp_path):
+    run = tmp_path / "empty"
+    run.mkdir()
+    (run / "broken.csv").write_text("")  # unreadable CSVs are skipped, not fatal
+    claims = report.claim_summaries(report.read_tables(run))
+    assert all(lines == ["no data: no CSV in this run folder bears on this claim"] for lines in claims.values())
+    page = report.build_report(run)
+    assert page.count("no data") == 3 and "plotly.js v" not in page
+    assert report.main(["--run", str(tmp_path / "nope")]) == 2

@@ -1,0 +1,102 @@
+"""The injection-layer sweep: configs per layer, train + evaluate each once, resumable, table with CIs."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from workbench.metrics import ANSWER_COLUMNS
+from workbench.sweep import SweepError, injection_layer_sweep, main, sweep_configs, sweep_figure
+from workbench.training.config import load_run_config
+
+BASE = "configs/delayed.yaml"
+
+
+class Fakes:
+    """Stand-ins for the trainer and evaluator: a layer's accuracy is 1 - layer / 20 on 20 closed rows."""
+
+    def __init__(self):
+        self.trained, self.evaluated = [], []
+
+    def train(self, cfg_path, preset, run_dir, resume, progress):
+        cfg = load_run_config(cfg_path, preset)  # the written config is a valid run config
+        layer = cfg.model["encoders"][0]["integration"]["layer"]
+        self.trained.append((layer, resume))
+        (run_dir / "final").mkdir(parents=True, exist_ok=True)
+        (run_dir / "final" / "config.json").write_text(json.dumps({"layer": layer}))
+
+    def evaluate(self, checkpoint, data, out_csv, max_rows, cache_dir, progress):
+        layer = json.loads((checkpoint / "config.json").read_text())["layer"]
+        self.evaluated.append(layer)
+        n_right = 20 - layer
+        df = pd.DataFrame([{"row_id": str(i), "file_name": f"{i}.wav", "task": "cls", "attribute": "category",
+                            "question": "q", "answer": "tone", "prediction": "tone" if i < n_right else "noise",
+                            "correct": i < n_right, "closed": True} for i in range(20)], columns=ANSWER_COLUMNS)
+        out_csv.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out_csv, index=False)
+
+
+def test_sweep_writes_one_config_per_layer_trains_once_and_resumes(tmp_path):
+    f = Fakes()
+    kw = dict(base_config=BASE, out=tmp_path, max_steps=2, train_fn=f.train, evaluate_fn=f.evaluate,
+              resamples=200, progress=False, log=lambda s: None)
+    table = injection_layer_sweep([0, 4], **kw)
+    assert f.trained == [(0, False), (4, False)] and f.evaluated == [0, 4]
+    cfg = load_run_config(tmp_path / "L04" / "config.yaml", "tiny")
+    assert all(s.steps == 2 for s in cfg.training.stages)
+    assert cfg.model["encoders"][0]["integration"] == {"mode": "plits", "layer": 4}
+    acc = table[(table["metric"] == "accuracy") & (table["task"] == "all")].set_index("layer")
+    assert acc.loc[0, "value"] == 1.0 and acc.loc[4, "value"] == pytest.approx(0.8)
+    assert acc.loc[4, "ci_low"] < 0.8 < acc.loc[4, "ci_high"]
+    # re-run with one more layer: only the new one trains; a trained-but-unevaluated layer is only evaluated
+    (tmp_path / "L04" / "eval" / "answers.csv").unlink()
+    table = injection_layer_sweep([0, 4, 8], **kw)
+    assert f.trained == [(0, False), (4, False), (8, False)] and f.evaluated == [0, 4, 4, 8]
+    assert sorted(table["layer"].unique()) == [0, 4, 8]
+    fig = sweep_figure(table)
+    assert "injection layer" in fig.layout.xaxis.title.text and "%" in fig.layout.yaxis.title.text
+    with pytest.raises(SweepError, match="other settings"):
+        injection_layer_sweep([0], **{**kw, "max_steps": 3})
+
+
+def test_mode_switch_and_bad_input(tmp_path, capsys):
+    docs = sweep_configs(BASE, "tiny", [12], mode="lal")
+    integ = docs[12]["presets"]["tiny"]["model"]["encoders"][0]["integration"]
+    assert integ == {"mode": "lal", "layer": 12, "adapter": True, "gate": True}
+    back = sweep_configs("configs/pal.yaml", "tiny", [3], mode="plits")[3]["presets"]["tiny"]["model"]["encoders"]
+    assert all(e["integration"] == {"mode": "plits", "layer": 3} for e in back)
+    with pytest.raises(SweepError, match="available"):
+        sweep_configs(BASE, "huge", [1])
+    with pytest.raises(SweepError, match="plits or lal"):
+        sweep_configs(BASE, "tiny", [1], mode="ffn")
+    assert main(["injection-layer", "--layers", "0,x", "--out", str(tmp_path)]) == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+    assert main(["injection-layer", "--layers", "0,-4", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.slow  # real SmolLM2-135M training (1 step per stage) + evaluation at two layers: ~2 min on 2 CPU cores
+def test_real_sweep_trains_and_evaluates(tmp_path_factory):
+    from tests.training.conftest import EXAMPLE, write_config
+    from workbench.training.data import prepare_data
+
+    root = tmp_path_factory.mktemp("sweep-data")
+    cfg = load_run_config(EXAMPLE, "tiny")
+    cfg.data.train, cfg.data.val, cfg.data.cache_dir = root / "synth" / "train", root / "synth" / "val", root / "cache"
+    prepare_data(cfg.data, ["mel"], progress=False)
+
+    def mutate(doc):
+        p = doc["presets"]["tiny"]
+        p["model"] = {"llm": "smollm2", "encoders": [{"name": "mel", "dim": 256, "connector": {
+            "type": "mlp", "n_tokens": 2, "hidden": 32}, "integration": {"mode": "plits", "layer": 0}}]}
+        p["training"].update(batch_size=2, eval_batches=1)
+
+    base = write_config(tmp_path_factory.mktemp("sweep-cfg"), root, mutate)
+    out = tmp_path_factory.mktemp("sweep-out")
+    assert main(["injection-layer", "--layers", "0,28", "--base-config", str(base), "--out", str(out),
+                 "--max-steps", "1", "--max-rows", "4", "--resamples", "50", "--no-progress"]) == 0
+    table = pd.read_csv(out / "injection_layer.csv")
+    assert sorted(table["layer"].unique()) == [0, 28] and (out / "injection_layer.html").is_file()
+    assert (out / "L28" / "final" / "config.json").is_file()

@@ -1,0 +1,1 @@
+"""Analyses of PAL models: attention to audio, probes, ablations, patching, logit lens (see core.py)."""

@@ -1,0 +1,352 @@
+"""Activation patching of audio between clean and corrupted examples: where does the audio that decides the
+answer enter, and which heads carry it to the answer position?
+
+A pair is two task rows with the same task, attribute and question (so the same prompt tokens and the same
+layout) whose answers differ, and whose first answer tokens differ (the logit difference is read at the
+first answer token). Among candidates the corrupted clip is the one whose other class attributes
+(the keys of ``answer_options.json`` found in the metadata) differ least from the clean clip's; the number
+of other differing attributes is reported per pair (``n_other_diffs``). Synthetic clips are sampled
+independently, so pairs that differ in exactly one attribute are not guaranteed.
+
+Patching runs the corrupted prompt with activations taken from the clean run, one site at a time:
+
+* ``audio_kv`` (LAL): ``blocks.{l}.attn.hook_audio_k`` + ``hook_audio_v`` (the encoder's slice), per layer;
+* ``resid_audio`` (PLITS): ``blocks.{l}.hook_resid_pre`` at the encoder's audio residual positions, per layer;
+* ``head_out``: ``blocks.{l}.attn.hook_z`` of head h at the text positions, per layer and head;
+* ``connector``: ``connectors.{name}.hook_out`` (everything that encoder contributes; encoder ``all`` patches
+  every chosen encoder at once: with all encoders it restores exactly 1).
+
+``layer == -1`` rows of ``audio_kv`` / ``resid_audio`` patch every layer of the site at once. The metric is
+the answer logit difference LD = logit(clean answer's first token) - logit(corrupted answer's first token) at
+the last prompt position, and the fraction restored = (LD_patched - LD_corr) / (LD_clean - LD_corr), ratio
+of means over pairs (per-pair ratios explode where a pair's clean and corrupted LD nearly agree).
+
+API: :func:`make_pairs`, :func:`patch_batch` (one clean/corrupted batch pair), :func:`patch_dataset`,
+:func:`summarize_patching`, :func:`patching_figure`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench.analysis.core import answer_logit_diff, collect, run_with_interventions
+
+__all__ = ["SITES", "PatchingError", "make_pairs", "patch_batch", "patch_dataset", "summarize_patching",
+           "patching_figure", "resolve_sites"]
+
+SITES = ("audio_kv", "resid_audio", "head_out", "connector")
+DEFAULT_SITES = ("audio_kv", "resid_audio", "head_out")
+ITEM_COLUMNS = ["site", "layer", "head", "encoder", "pair", "clean_ld", "corrupted_ld", "patched_ld"]
+SUMMARY_COLUMNS = ["site", "layer", "head", "encoder", "restored", "restored_se", "clean_ld", "corrupted_ld",
+                   "patched_ld", "n_pairs"]
+
+
+class PatchingError(ValueError):
+    """Bad patching request (the message names the fix)."""
+
+
+def resolve_sites(model, sites: str | Sequence[str] | None, encoders: str | Sequence[str] | None = None):
+    """(sites, encoders) checked; sites that do not apply to any chosen encoder (audio_kv without LAL,
+    resid_audio without PLITS) are dropped unless asked for alone."""
+    if sites is None:
+        sites = list(DEFAULT_SITES)
+    elif isinstance(sites, str):
+        sites = [s.strip() for s in sites.split(",") if s.strip()]
+    bad = [s for s in sites if s not in SITES]
+    if bad or not sites:
+        raise PatchingError(f"unknown patching site(s) {bad or sites}; choose from {SITES} (comma-separated)")
+    names = list(model.encoder_names)
+    if encoders is None:
+        encs = names
+    else:
+        encs = [encoders] if isinstance(encoders, str) else list(encoders)
+        unknown = [e for e in encs if e not in names]
+        if unknown:
+            raise PatchingError(f"unknown encoder(s) {unknown}: this model's encoders are {names}; pass --encoder "
+                                "with one of them (or leave it out for all)")
+    modes = {s.name: s.integration.mode for s in model.pal_cfg.encoders}
+    keep = []
+    for s in sites:
+        need = {"audio_kv": "lal", "resid_audio": "plits"}.get(s)
+        if need and not any(modes[e] == need for e in encs):
+            if len(sites) == 1:
+                raise PatchingError(f"site {s!r} needs a {need.upper()} encoder but the chosen encoders {encs} are "
+                                    f"{sorted({modes[e] for e in encs})}; use --sites "
+                                    f"{'resid_audio' if need == 'lal' else 'audio_kv'},head_out")
+            continue
+        keep.append(s)
+    return keep, encs
+
+
+# ---------------------------------------------------------------------------------------------- pairs
+def _first_answer_token(dataset, row) -> int:
+    from workbench.data.dataset import encode_example
+
+    enc = encode_example(dataset.tokenizer, row["question"], str(row["answer"]), dataset.system_prompt, dataset.slot)
+    if enc["prompt_len"] >= len(enc["input_ids"]):
+        raise PatchingError(f"row {row.get('row_id')!r} has an empty answer")
+    return int(enc["input_ids"][enc["prompt_len"]])
+
+
+def make_pairs(dataset, attribute: str | None = None, max_pairs: int | None = None, seed: int = 0,
+               answer_options: dict | None = None) -> pd.DataFrame:
+    """Clean/corrupted pairs of row indices: columns ``clean, corrupted, attribute, task, question,
+    clean_answer, corrupted_answer, clean_token, corrupted_token, n_other_diffs``. Each row is used once."""
+    rows = dataset.rows
+    closed = [i for i, r in enumerate(rows) if r.get("closed")]
+    attrs = sorted({str(rows[i].get("attribute")) for i in closed})
+    if attribute is not None and attribute not in attrs:
+        raise PatchingError(f"no closed task rows ask about attribute {attribute!r}; attributes in this data: {attrs}")
+    if answer_options is None:
+        from workbench.evaluate import load_answer_options
+
+        answer_options = load_answer_options(dataset.root) if getattr(dataset, "root", None) else {}
+    class_keys = sorted(answer_options)
+    groups: dict[tuple, list[int]] = {}
+    for i in closed:
+        r = rows[i]
+        if attribute is not None and str(r.get("attribute")) != attribute:
+            continue
+        groups.setdefault((r.get("task"), str(r.get("attribute")), r["question"]), []).append(i)
+    rng = random.Random(seed)
+    tok_cache: dict[int, int] = {}
+
+    def tok(i):
+        if i not in tok_cache:
+            tok_cache[i] = _first_answer_token(dataset, rows[i])
+        return tok_cache[i]
+
+    def n_diff(i, j, att):
+        return sum(1 for k in class_keys if k != att and k in rows[i] and k in rows[j]
+                   and rows[i][k] is not None and rows[j][k] is not None and rows[i][k] != rows[j][k])
+
+    out = []
+    for key in sorted(groups, key=str):
+        idx = groups[key][:]
+        rng.shuffle(idx)
+        used = set()
+        for i in idx:
+            if i in used:
+                continue
+            cands = [j for j in idx if j != i and j not in used and str(rows[j]["answer"]) != str(rows[i]["answer"])
+                     and tok(j) != tok(i)]
+            if not cands:
+                continue
+            j = min(cands, key=lambda j: n_diff(i, j, key[1]))
+            used.update((i, j))
+            out.append({"clean": i, "corrupted": j, "attribute": key[1], "task": key[0], "question": key[2],
+                        "clean_answer": str(rows[i]["answer"]), "corrupted_answer": str(rows[j]["answer"]),
+                        "clean_token": tok(i), "corrupted_token": tok(j), "n_other_diffs": n_diff(i, j, key[1])})
+    pairs = pd.DataFrame(out, columns=["clean", "corrupted", "attribute", "task", "question", "clean_answer",
+                                       "corrupted_answer", "clean_token", "corrupted_token", "n_other_diffs"])
+    if not len(pairs):
+        raise PatchingError("no clean/corrupted pairs: need closed rows with the same question but answers whose "
+                            f"first tokens differ{' for attribute ' + repr(attribute) if attribute else ''}; "
+                            "analyse more rows (--n) or another --attribute")
+    if max_pairs is not None and len(pairs) > max_pairs:
+        pairs = pairs.sample(n=max_pairs, random_state=seed).sort_index().reset_index(drop=True)
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------- patching
+def _check_same_prompt(model, clean, corrupt):
+    for k in ("input_ids", "attention_mask", "audio_slot"):
+        if k not in clean or k not in corrupt or clean[k].shape != corrupt[k].shape or not torch.equal(clean[k], corrupt[k]):
+            raise PatchingError(f"clean and corrupted batches differ in {k!r}: patching needs the same prompt text "
+                                "(pairs from make_pairs share the question); only the audio may differ")
+
+
+def _patch_specs(model, layout, sites, encs, layers):
+    """[(site, layer, head, encoder, [(hook name, fn(clean) -> fn(act))])]."""
+    specs = {s.name: s for s in model.pal_cfg.encoders}
+    n = model.cfg.n_layers
+    layers = list(range(n)) if layers is None else [int(l) for l in layers]
+    for l in layers:
+        model.check_layer(l)
+    dev = model.device
+    S = layout.seq_len
+    out = []
+    for site in sites:
+        if site == "connector":
+            every = []
+            for e in encs:
+                if layout.audio[e].n_tokens:
+                    hooks = [(f"connectors.{e}.hook_out", lambda c: (lambda a, c=c: c.clone()))]
+                    every += hooks
+                    out.append((site, -1, -1, e, hooks))
+            if len(every) > 1:
+                out.append((site, -1, -1, "all", every))
+        elif site in ("audio_kv", "resid_audio"):
+            want = "lal" if site == "audio_kv" else "plits"
+            for e in encs:
+                a = layout.audio[e]
+                if specs[e].integration.mode != want or a.n_tokens == 0:
+                    continue
+                per_layer = []
+                for l in layers:
+                    if l < a.layer:
+                        continue
+                    if site == "audio_kv":
+                        off = int(layout.audio_key_index(l, e)[0, 0])
+                        hooks = [(f"blocks.{l}.attn.{h}", _slice_patch(off, a.n_tokens)) for h in ("hook_audio_k", "hook_audio_v")]
+                    else:
+                        hooks = [(f"blocks.{l}.hook_resid_pre", _resid_patch(a.residual_index.to(dev), S))]
+                    per_layer += hooks
+                    out.append((site, l, -1, e, hooks))
+                if per_layer:
+                    out.append((site, -1, -1, e, per_layer))
+        elif site == "head_out":
+            text_q = torch.zeros(layout.text_index.shape[0], S, dtype=torch.bool, device=dev)
+            text_q.scatter_(1, layout.text_index.to(dev), True)
+            for l in layers:
+                for h in range(model.cfg.n_heads):
+                    out.append((site, l, h, "all", [(f"blocks.{l}.attn.hook_z", _head_patch(h, text_q))]))
+    return out
+
+
+def _slice_patch(off, n):
+    def make(clean):
+        def fn(x):
+            x = x.clone()
+            x[:, off:off + n] = clean[:, off:off + n].to(x.device, x.dtype)
+            return x
+        return fn
+    return make
+
+
+def _resid_patch(index, S):
+    def make(clean):
+        def fn(x):
+            if x.shape[1] != S:
+                return x
+            idx = index.to(x.device)[..., None].expand(-1, -1, x.shape[-1])
+            return x.scatter(1, idx, clean.to(x.device, x.dtype).gather(1, idx))
+        return fn
+    return make
+
+
+def _head_patch(h, text_q):
+    def make(clean):
+        def fn(z):  # [B, S, H, D]
+            z = z.clone()
+            m = text_q.to(z.device)[..., None]
+            z[:, :, h] = torch.where(m, clean[:, :, h].to(z.device, z.dtype), z[:, :, h])
+            return z
+        return fn
+    return make
+
+
+@torch.no_grad()
+def patch_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrupt_ids,
+                sites: str | Sequence[str] | None = None, encoders: str | Sequence[str] | None = None,
+                layers: Sequence[int] | None = None, backend: str = "transformer_lens",
+                pair_offset: int = 0) -> pd.DataFrame:
+    """Patch every site of ``sites`` from ``clean_batch`` into ``corrupt_batch`` (same prompts, different audio).
+
+    clean_ids / corrupt_ids: [B] (or int) first answer tokens of the clean / corrupted answer; the logit
+    difference is read at the last prompt position (``core.last_prompt_index``). Returns one row per
+    (site, layer, head, encoder, pair): ``ITEM_COLUMNS``."""
+    sites, encs = resolve_sites(model, sites, encoders)
+    _check_same_prompt(model, clean_batch, corrupt_batch)
+    layout = model.token_layout(corrupt_batch)
+    specs = _patch_specs(model, layout, sites, encs, layers)
+    names = sorted({name for *_, hooks in specs for name, _ in hooks})
+    clean_logits, clean_acts = collect(model, clean_batch, names, backend=backend)
+    corrupt_logits, _ = collect(model, corrupt_batch, [], backend=backend)
+    ld_clean = answer_logit_diff(clean_logits, clean_batch, clean_ids, corrupt_ids).double().cpu()
+    ld_corr = answer_logit_diff(corrupt_logits, corrupt_batch, clean_ids, corrupt_ids).double().cpu()
+    B = ld_clean.shape[0]
+    rows = []
+    for site, layer, head, enc, hooks in specs:
+        ivs = [(name, make(clean_acts[name])) for name, make in hooks]
+        logits = run_with_interventions(model, corrupt_batch, ivs, backend=backend)
+        ld = answer_logit_diff(logits, corrupt_batch, clean_ids, corrupt_ids).double().cpu()
+        for b in range(B):
+            rows.append((site, layer, head, enc, pair_offset + b, float(ld_clean[b]), float(ld_corr[b]), float(ld[b])))
+    return pd.DataFrame(rows, columns=ITEM_COLUMNS)
+
+
+def _prompt_item(item: dict) -> dict:
+    p = int(item["prompt_len"])
+    return {**item, "input_ids": item["input_ids"][:p], "labels": torch.full((p,), -100, dtype=torch.long)}
+
+
+def patch_dataset(model, dataset, pairs: pd.DataFrame, sites=None, encoders=None, layers=None,
+                  backend: str = "transformer_lens", batch_size: int = 8, progress: bool = False) -> pd.DataFrame:
+    """:func:`patch_batch` over the pairs of :func:`make_pairs` (prompts only, left-padded) -> item rows,
+    with the pairs' ``attribute`` and ``n_other_diffs`` joined in."""
+    collate = dataset.prompt_collate_fn()
+    frames = []
+    it = range(0, len(pairs), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="patching")
+    for i in it:
+        chunk = pairs.iloc[i:i + batch_size]
+        clean = collate([_prompt_item(dataset[int(j)]) for j in chunk["clean"]])
+        corrupt = collate([_prompt_item(dataset[int(j)]) for j in chunk["corrupted"]])
+        frames.append(patch_batch(model, clean, corrupt, torch.tensor(chunk["clean_token"].to_numpy()),
+                                  torch.tensor(chunk["corrupted_token"].to_numpy()), sites, encoders, layers,
+                                  backend, pair_offset=i))
+    items = pd.concat(frames, ignore_index=True)
+    meta = pairs[["attribute", "n_other_diffs"]].reset_index(drop=True)
+    return items.join(meta, on="pair")
+
+
+def summarize_patching(items: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Fraction of the logit difference restored per (site, layer, head, encoder [, by...]), ratio of means;
+    ``restored_se`` is a bootstrap-free delta-method-free simple SE: the standard error over pairs of
+    (LD_patched - LD_corr) divided by the mean (LD_clean - LD_corr)."""
+    keys = ["site", "layer", "head", "encoder", *by]
+    rows = []
+    for k, g in items.groupby(keys, sort=False):
+        den = float((g["clean_ld"] - g["corrupted_ld"]).mean())
+        num = (g["patched_ld"] - g["corrupted_ld"]).to_numpy(float)
+        restored = float(num.mean() / den) if den != 0 else np.nan
+        se = float(num.std(ddof=1) / np.sqrt(len(num)) / abs(den)) if len(num) > 1 and den != 0 else np.nan
+        rows.append({**dict(zip(keys, k)), "restored": restored, "restored_se": se,
+                     "clean_ld": float(g["clean_ld"].mean()), "corrupted_ld": float(g["corrupted_ld"].mean()),
+                     "patched_ld": float(g["patched_ld"].mean()), "n_pairs": len(g)})
+    return pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS[:4], *by, *SUMMARY_COLUMNS[4:]])
+
+
+def patching_figure(summary: pd.DataFrame, title: str | None = None):
+    """Top: fraction restored per layer for the layer sites (lines); bottom: layer x head heatmap (head_out)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    lines = summary[summary["site"].isin(["audio_kv", "resid_audio"]) & (summary["layer"] >= 0)]
+    heads = summary[summary["site"] == "head_out"]
+    n_rows = 1 + int(len(heads) > 0)
+    fig = make_subplots(rows=n_rows, cols=1, vertical_spacing=0.15,
+                        subplot_titles=("audio sites per layer", "attention heads (hook_z at text positions)")[:n_rows])
+    for (site, enc), g in lines.groupby(["site", "encoder"], sort=True):
+        g = g.sort_values("layer")
+        fig.add_trace(go.Scatter(x=g["layer"], y=g["restored"], mode="lines+markers", name=f"{site} / {enc}",
+                                 error_y=dict(type="data", array=g["restored_se"].fillna(0))), row=1, col=1)
+    for r in summary[summary["site"] == "connector"].itertuples():
+        fig.add_hline(y=r.restored, line_dash="dot", annotation_text=f"connector {r.encoder}", row=1, col=1)
+    fig.update_xaxes(title_text="layer (index)", row=1, col=1)
+    fig.update_yaxes(title_text="fraction of logit difference restored", row=1, col=1)
+    if len(heads):
+        piv = heads.pivot_table(index="head", columns="layer", values="restored")
+        fig.add_trace(go.Heatmap(z=piv.to_numpy(), x=piv.columns, y=piv.index, colorscale="RdBu", zmid=0,
+                                 colorbar=dict(title="restored", len=0.4, y=0.2)), row=2, col=1)
+        fig.update_xaxes(title_text="layer (index)", row=2, col=1)
+        fig.update_yaxes(title_text="head (index)", row=2, col=1)
+    n = int(summary["n_pairs"].max()) if len(summary) else 0
+    fig.update_layout(title=title or "Activation patching: clean audio into corrupted runs", template="plotly_white",
+                      height=420 * n_rows + 120, margin=dict(b=130))
+    fig.add_annotation(
+        text=(f"Fraction restored = (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted), LD = logit(clean answer "
+              f"token) − logit(corrupted answer token) at the answer position (logits, unitless ratio); ratio of "
+              f"means over {n} pairs, error bars ±1 SE. 1 = the site carries all of the audio's effect."),
+        xref="paper", yref="paper", x=0, y=-0.12 if n_rows == 2 else -0.25, showarrow=False, xanchor="left",
+        yanchor="top", align="left", font=dict(size=11))
+    return fig

@@ -1,0 +1,295 @@
+"""One self-contained HTML page for a run folder: every figure (``*.html``) and table (``*.csv``) in it, one
+section per analysis, with a short summary per claim of the paper computed from the CSVs that are there.
+
+    python -m workbench.report --run results/pal [--out results/pal/report.html] [--title ...]
+
+Figures written by plotly (``write_outputs``) are embedded as their figure div + script, with plotly.js
+included once; other HTML files are embedded as sandboxed iframes (``srcdoc``). CSVs are recognised by
+their columns, not their names:
+
+* comparison tables (``variant, metric, value[, ci_low, ci_high]``; workbench.compare) -> claims 2 and 3;
+* paired differences (``variant, baseline, diff, ci_low, ci_high``) -> claims 2 and 3;
+* injection-layer sweeps (``layer, metric, value`` without ``variant``; workbench.sweep) -> claim 1;
+* attention to audio (``layer, head, encoder, mass, uniform_mass``) -> claims 1 and 3;
+* logit lens (``layer, condition, prob``) -> claim 1;
+* probes (``probe_*.csv``) -> claim 3.
+
+A claim with no matching CSV says "no data". Nothing in the summaries is hard-coded: every number is read
+from the CSVs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench.paths import atomic_write_bytes
+
+__all__ = ["CLAIMS", "build_report", "claim_summaries", "read_tables", "main"]
+
+CLAIMS = {
+    "claim1": "Claim 1 - delayed integration: audio entering later in the LLM costs little or helps",
+    "claim2": "Claim 2 - attention-only integration (LAL) matches or beats putting audio in the input (PLITS)",
+    "claim3": "Claim 3 - an ensemble of encoders beats a single encoder; each encoder carries different information",
+}
+LAL_VARIANTS = ("lal", "pal")
+PLITS_VARIANTS = ("baseline", "delayed")
+ENSEMBLE_VARIANTS = ("ensemble", "pal", "hybrid")
+SINGLE_VARIANTS = ("baseline", "delayed", "lal")
+REPORT_NAME = "report.html"
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def read_tables(run: Path) -> dict[str, pd.DataFrame]:
+    """{stem: DataFrame} of every readable CSV directly in ``run`` (unreadable ones are skipped with a notice)."""
+    out = {}
+    for p in sorted(run.glob("*.csv")):
+        try:
+            out[p.stem] = pd.read_csv(p)
+        except Exception as e:  # an empty or malformed CSV must not sink the whole report
+            print(f"note: skipped {p} ({type(e).__name__}: {e})", file=sys.stderr)
+    return out
+
+
+def _kind(stem: str, df: pd.DataFrame) -> str | None:
+    c = set(df.columns)
+    if {"variant", "baseline", "diff"} <= c:
+        return "diff"
+    if {"variant", "metric", "value"} <= c:
+        return "compare"
+    if {"layer", "head", "encoder", "mass", "uniform_mass"} <= c:
+        return "attention"
+    if {"layer", "condition", "prob"} <= c:
+        return "logit_lens"
+    if {"layer", "metric", "value"} <= c:
+        return "injection"
+    if stem.startswith("probe_"):
+        return "probe"
+    return None
+
+
+def _fmt(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.3g}" if isinstance(x, (float, np.floating)) else str(x)
+
+
+def _ci(row) -> str:
+    lo, hi = row.get("ci_low"), row.get("ci_high")
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return _fmt(row.get("value", row.get("diff")))
+    return f"{_fmt(row.get('value', row.get('diff')))} [95% CI {_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _headline(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the overall cell: metric accuracy (else the first metric), task/attribute 'all' where present."""
+    metric = "accuracy" if "accuracy" in set(df["metric"]) else df["metric"].iloc[0]
+    sub = df[df["metric"] == metric]
+    for col in ("task", "attribute"):
+        if col in sub.columns and (sub[col] == "all").any():
+            sub = sub[sub[col] == "all"]
+    return sub
+
+
+def _variant_lines(df: pd.DataFrame, left: tuple, right: tuple) -> list[str]:
+    sub = _headline(df)
+    metric = sub["metric"].iloc[0] if len(sub) else "metric"
+    have = {str(v): r for v, r in zip(sub["variant"], sub.to_dict("records"))}
+    lines = []
+    for group in (left, right):
+        for v in group:
+            if v in have:
+                lines.append(f"{v}: {metric} {_ci(have[v])} (n={_fmt(have[v].get('n'))})")
+    return lines if any(v in have for v in left) and any(v in have for v in right) else []
+
+
+def _diff_lines(df: pd.DataFrame, variants: tuple, baselines: tuple) -> list[str]:
+    sub = df[df["variant"].isin(variants) & df["baseline"].isin(baselines)]
+    if "metric" in sub.columns and len(sub):
+        sub = _headline(sub.rename(columns={"diff": "value"})).rename(columns={"value": "diff"})
+    lines = []
+    for r in sub.to_dict("records"):
+        p = f", p={_fmt(r['p_value'])}" if "p_value" in r and not pd.isna(r["p_value"]) else ""
+        lines.append(f"{r['variant']} - {r['baseline']}: {r.get('metric', 'diff')} difference {_ci(r)}{p}")
+    return lines
+
+
+def _injection_lines(df: pd.DataFrame) -> list[str]:
+    sub = _headline(df).sort_values("layer")
+    if not len(sub):
+        return []
+    metric = sub["metric"].iloc[0]
+    pts = "; ".join(f"L{int(r['layer'])}: {_ci(r)}" for r in sub.to_dict("records"))
+    best = sub.loc[sub["value"].idxmax()]
+    first = sub.iloc[0]
+    verdict = (f"best at layer {int(best['layer'])}; layer {int(first['layer'])} -> {int(best['layer'])} changes {metric} by "
+               f"{_fmt(float(best['value'] - first['value']))}")
+    return [f"{metric} vs injection layer: {pts}", verdict]
+
+
+def _attention_lines(df: pd.DataFrame, stem: str) -> list[str]:
+    lines = []
+    qs = df["query_set"].iloc[0] if "query_set" in df.columns else None
+    sub = df[df["query_set"] == qs] if qs is not None else df
+    for enc, g in sub.groupby("encoder", sort=False):
+        per = g.groupby("layer")[["mass", "uniform_mass"]].mean()
+        per = per[per["uniform_mass"] > 0]
+        if not len(per):
+            lines.append(f"{stem}: encoder {enc}: no audio keys visible at any layer")
+            continue
+        ratio = per["mass"] / per["uniform_mass"]
+        top = g.dropna(subset=["ratio"]).sort_values("ratio", ascending=False).iloc[0] if g["ratio"].notna().any() else None
+        lines.append(f"{stem}: encoder {enc} (queries {qs}): audio visible from layer {int(per.index.min())}; mean mass "
+                     f"{_fmt(float(per['mass'].mean()))} vs uniform {_fmt(float(per['uniform_mass'].mean()))}; layer with the "
+                     f"largest mass/uniform ratio: {int(ratio.idxmax())} ({_fmt(float(ratio.max()))}x)"
+                     + (f"; top head L{int(top['layer'])}H{int(top['head'])} ({_fmt(float(top['ratio']))}x)" if top is not None else ""))
+    return lines
+
+
+def _logit_lens_lines(df: pd.DataFrame) -> list[str]:
+    if "n" not in df.columns:  # per-example rows: summarise
+        df = df.groupby(["layer", "condition"]).agg(prob=("prob", "mean"), n=("prob", "size")).reset_index()
+    piv = df.pivot_table(index="layer", columns="condition", values="prob")
+    if not {"audio", "no_audio"} <= set(piv.columns):
+        return []
+    gap = piv["audio"] - piv["no_audio"]
+    last = piv.index.max()
+    return [f"logit lens: answer probability at the last layer {_fmt(float(piv.loc[last, 'audio']))} with audio vs "
+            f"{_fmt(float(piv.loc[last, 'no_audio']))} with audio cut; the audio gap is largest at layer "
+            f"{int(gap.idxmax())} ({_fmt(float(gap.max()))}) and first exceeds half its final value at layer "
+            f"{int(gap.index[(gap >= 0.5 * gap.loc[last]).to_numpy()].min()) if gap.loc[last] > 0 else 'n/a'}"]
+
+
+def _probe_lines(df: pd.DataFrame, stem: str) -> list[str]:
+    metric = next((c for c in ("accuracy", "r2", "metric_value", "value", "score") if c in df.columns), None)
+    if metric is None or not len(df):
+        return [f"{stem}: {len(df)} rows (no recognised metric column)"]
+    site = next((c for c in ("site", "hook", "name") if c in df.columns), None)
+    best = df.loc[df[metric].astype(float).idxmax()]
+    line = f"{stem}: best {metric} {_fmt(float(best[metric]))}" + (f" at {best[site]}" if site else "")
+    if "encoder" in df.columns:
+        per = df.groupby("encoder")[metric].max()
+        line += "; best per encoder: " + ", ".join(f"{e} {_fmt(float(v))}" for e, v in per.items())
+    return [line]
+
+
+def claim_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
+    """{claim key: bullet lines} computed from the tables; ["no data ..."] where nothing fits."""
+    out: dict[str, list[str]] = {k: [] for k in CLAIMS}
+    for stem, df in tables.items():
+        kind = _kind(stem, df)
+        if not len(df) or kind is None:
+            continue
+        try:
+            if kind == "injection":
+                out["claim1"] += _injection_lines(df)
+            elif kind == "attention":
+                lines = _attention_lines(df, stem)
+                out["claim1"] += lines
+                if df["encoder"].nunique() > 1:
+                    out["claim3"] += lines
+            elif kind == "logit_lens":
+                if stem.endswith("_summary") or f"{stem}_summary" not in tables:
+                    out["claim1"] += _logit_lens_lines(df)
+            elif kind == "compare":
+                out["claim2"] += _variant_lines(df, LAL_VARIANTS, PLITS_VARIANTS)
+                out["claim3"] += _variant_lines(df, ENSEMBLE_VARIANTS, SINGLE_VARIANTS)
+            elif kind == "diff":
+                out["claim2"] += _diff_lines(df, LAL_VARIANTS, PLITS_VARIANTS)
+                out["claim3"] += _diff_lines(df, ENSEMBLE_VARIANTS, SINGLE_VARIANTS)
+            elif kind == "probe":
+                out["claim3"] += _probe_lines(df, stem)
+        except (KeyError, ValueError, TypeError, IndexError) as e:
+            out["claim1" if kind in ("injection", "logit_lens") else "claim3"].append(f"{stem}: could not summarise ({e})")
+    for k, lines in out.items():
+        if not lines:
+            out[k] = ["no data: no CSV in this run folder bears on this claim"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- figures
+_PLOTLY_DIV = re.compile(r'<div id="[^"]+" class="plotly-graph-div"[^>]*></div>\s*<script[^>]*>.*?</script>', re.S)
+
+
+def _embed_figure(text: str) -> tuple[str, bool]:
+    """(html fragment, uses plotly.js) for one figure file."""
+    found = _PLOTLY_DIV.findall(text)
+    if found:
+        return "\n".join(found), True
+    return (f'<iframe sandbox="allow-scripts" style="width:100%;height:600px;border:0" '
+            f'srcdoc="{html.escape(text, quote=True)}"></iframe>'), False
+
+
+def _section_of(stem: str) -> str:
+    for prefix in ("attention", "logit_lens", "probe", "ablation", "patching", "injection_layer", "compare"):
+        if stem.startswith(prefix):
+            return prefix
+    return stem
+
+
+def build_report(run: str | Path, title: str | None = None) -> str:
+    """The report page for a run folder (see the module docstring)."""
+    run = Path(run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder {run} does not exist; write analyses into it first, e.g. "
+                                f"python -m workbench.attention --out-dir {run}")
+    tables = read_tables(run)
+    figures = sorted(p for p in run.glob("*.html") if p.name != REPORT_NAME)
+    sections: dict[str, list[str]] = {}
+    need_plotly = False
+    for p in figures:
+        frag, uses = _embed_figure(p.read_text(errors="replace"))
+        need_plotly |= uses
+        sections.setdefault(_section_of(p.stem), []).append(f"<h3>{html.escape(p.name)}</h3>\n{frag}")
+    for stem, df in tables.items():
+        preview = df.head(12).to_html(index=False, float_format=lambda x: f"{x:.4g}", border=0, classes="tbl")
+        sections.setdefault(_section_of(stem), []).append(
+            f"<details><summary>{html.escape(stem)}.csv: {len(df)} rows x {len(df.columns)} columns "
+            f"(first 12 shown)</summary>{preview}</details>")
+    claims = claim_summaries(tables)
+    parts = [f"<h2>Claims</h2><p>Computed from the CSVs in <code>{html.escape(str(run))}</code>.</p>"]
+    for key, heading in CLAIMS.items():
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in claims[key])
+        parts.append(f"<h3>{html.escape(heading)}</h3><ul>{items}</ul>")
+    for name, body in sections.items():
+        parts.append(f'<section><h2>{html.escape(name.replace("_", " "))}</h2>{"".join(body)}</section>')
+    if not figures and not tables:
+        parts.append("<p>This run folder has no figures or CSVs yet.</p>")
+    plotly_js = ""
+    if need_plotly:
+        from plotly.offline import get_plotlyjs
+
+        plotly_js = f'<script type="text/javascript">{get_plotlyjs()}</script>'
+    title = title or f"pal-workbench report: {run.name}"
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
+             ".tbl{border-collapse:collapse;font-size:12px}.tbl td,.tbl th{padding:2px 6px;border-bottom:1px solid #ddd}")
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{style}</style>{plotly_js}</head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m workbench.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="run folder with the analyses' *.csv / *.html (e.g. results/pal)")
+    p.add_argument("--out", default=None, help=f"output file (default RUN/{REPORT_NAME})")
+    p.add_argument("--title", default=None)
+    a = p.parse_args(argv)
+    try:
+        page = build_report(a.run, a.title)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(a.out) if a.out else Path(a.run) / REPORT_NAME
+    atomic_write_bytes(out, page.encode())
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
