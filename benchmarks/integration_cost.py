@@ -23,26 +23,27 @@ heads of width Dh, F = d_mlp, V = vocab, L layers):
   needed, so the real factor is nearer 1x for the linears and 2x for attention; any factor common to the
   two modes cancels in the ratio, which is what we compare. The connector (same in both) is not counted.
 
-Timing: per case one fresh subprocess loads both models, warms each up, then interleaves PLITS and LAL steps
-rep by rep (the machine may be shared: both modes then see the same load); median of --reps steps each.
-Memory: per case and mode one more fresh subprocess (allocator state and RSS untouched by the other mode).
+One fresh subprocess per case loads both models (identical LLM weights and inputs) and
+  1. times them: one warm-up step each, then --reps rounds of one PLITS step, one LAL step and one LAL step
+     at batch 2B, interleaved so that a noisy shared machine slows both modes alike; medians are reported;
+  2. measures each mode's peak memory of one step, over what is live before it (model, inputs):
+  * "alloc" (CPU, primary): the peak of live tensor bytes during the step, from the profiler's allocator
+    events (``profile_memory=True``: every CPU tensor allocation and free, timestamped, summed in order).
+    This is the CPU analogue of ``torch.cuda.max_memory_allocated``: exact for tensors, unaffected by the
+    other model being resident, by earlier steps, or by what glibc's malloc keeps for reuse.
+  * "RSS" (CPU, cross-check): the rise of the peak resident set over the RSS just before the step. The peak is
+    VmHWM (the counter behind ``ru_maxrss``) reset through ``/proc/self/clear_refs`` (``ru_maxrss`` cannot be
+    reset, and the model-loading peak would mask the step's); before the step, malloc is told to mmap every
+    block >= 128 KiB and to return its free pages (`_malloc_release`), so memory freed by earlier steps is
+    not reused without showing. It also counts page granularity and library workspaces.
+  * CUDA: ``torch.cuda.max_memory_allocated`` minus the bytes allocated before the step.
 
-Peak memory (per step, over what is live before it: the model, the inputs):
-  * CPU, "alloc": the peak of live tensor bytes during one step, from the profiler's allocator events
-    (``profile_memory=True``; every CPU tensor allocation/free, timestamped, summed in order). This is the CPU
-    analogue of ``torch.cuda.max_memory_allocated`` and is what we report as the primary number: it is exact
-    for tensors and does not depend on what glibc's malloc keeps cached from earlier steps.
-  * CPU, "RSS": the rise of the process' peak resident set (VmHWM, the counter behind ``ru_maxrss``, reset
-    with ``/proc/self/clear_refs`` = 5 so the model-loading peak does not mask it) over the RSS after model
-    load and a warm-up step on a tiny input, during the case's first step. It includes malloc/page
-    granularity and library workspaces, so it is a cross-check. ``ru_maxrss`` itself cannot be reset, and
-    the loading peak (weight conversion) exceeds the step's, hence VmHWM.
-  * CUDA: ``torch.cuda.max_memory_allocated`` minus the allocated bytes before the step.
-
-Compute-bound or not: each worker also times a near-empty step (B=1, Nt=8, Na=1) of the same model, the
-fixed cost (Python dispatch of ~30 layers x ops, launches, the weight-bandwidth-bound LM head). A case is
-called compute-bound when that floor is <= 10% of the LAL step time (LAL is the cheaper mode, so PLITS is
-then compute-bound too); only then is the measured speed-up held to the analytic ratio (within 15%).
+Compute-bound or not: the worker also times LAL at batch 2B. With an affine cost t(B) = fixed + B*c
+(fixed: Python dispatch of ~30 layers x ops, kernel launches, weight reads that do not grow with the rows),
+the fixed share of the LAL step is f = 2 - t_lal(2B) / t_lal(B). A case is called compute-bound when
+f <= 10% (LAL is the cheaper mode; PLITS runs the same ops on more rows, so its fixed share is smaller);
+only then is the measured speed-up held to the analytic ratio (within 15%). This is decided from LAL's own
+scaling, not from the PLITS/LAL comparison being judged.
 
 Usage: python benchmarks/integration_cost.py [--na 32 128 512] [--nt 32 128] [--reps 3] [--batch 1]
        [--threads N] [--device cpu|cuda] [--dtype fp32|bf16] [--attn eager|sdpa]
@@ -66,8 +67,7 @@ ENCODER = "mel"
 ENC_DIM = 256
 SLOT = 4  # audio slot opens after the first SLOT text tokens
 N_LABELS = 4  # labels on the last N_LABELS text tokens
-FLOOR_CASE = (1, 8)  # (Na, Nt) of the near-empty step that measures fixed cost
-COMPUTE_BOUND_FLOOR = 0.10  # floor / t_lal at or below this: compute-bound
+COMPUTE_BOUND_FIXED = 0.10  # fixed share of the LAL step at or below this: compute-bound
 TOLERANCE = 0.15  # measured speed-up vs analytic ratio, compute-bound cases
 MARK = "@@RESULT@@ "
 
@@ -205,25 +205,20 @@ def step_peak_bytes(model, batch: dict, device: str) -> int:
     return int(peak)
 
 
-def measure_modes(loaded: dict, reps: int, device: str = "cpu") -> dict:
-    """Time training steps of several models, interleaved rep by rep so a noisy machine slows all alike.
+def measure_modes(runs: dict, reps: int, device: str = "cpu") -> dict:
+    """Time training steps of several (model, batch) runs, interleaved rep by rep so that a noisy shared
+    machine slows all of them alike.
 
-    loaded: {mode: (model, batch, floor_batch)}, each model with its trainable parts set and its batches on
-    ``device``. After one warm-up of each, every rep runs one step on ``batch`` and one on ``floor_batch``
-    (the near-empty input that gives the fixed cost) per model. Returns {mode: {"times", "time_s" (median),
-    "floor", "floor_s" (median), "loss" (of the warm-up step)}}.
+    runs: {name: (model, batch)}, each model with its trainable parts set and its batch on ``device`` (one
+    model may appear in several runs). One warm-up step each, then ``reps`` rounds of one step per run.
+    Returns {name: {"times": [...], "time_s": median, "loss": loss of the warm-up step}}.
     """
-    out = {m: {"times": [], "floor": []} for m in loaded}
-    for m, (model, batch, floor_batch) in loaded.items():
-        train_step(model, floor_batch)
-        out[m]["loss"] = train_step(model, batch)
+    out = {name: {"times": [], "loss": train_step(model, batch)} for name, (model, batch) in runs.items()}
     for _ in range(reps):
-        for m, (model, batch, floor_batch) in loaded.items():
-            out[m]["times"] += timed_steps(model, batch, 1, device)
-            out[m]["floor"] += timed_steps(model, floor_batch, 1, device)
-    for m in out:
-        out[m]["time_s"] = statistics.median(out[m]["times"])
-        out[m]["floor_s"] = statistics.median(out[m]["floor"])
+        for name, (model, batch) in runs.items():
+            out[name]["times"] += timed_steps(model, batch, 1, device)
+    for name in out:
+        out[name]["time_s"] = statistics.median(out[name]["times"])
     return out
 
 
@@ -259,66 +254,70 @@ def _load(case: dict, mode: str):
     model.set_trainable(["connectors"])
     model.eval()  # no dropout anywhere: eval() only makes the step deterministic
     vocab = model.cfg.d_vocab
-    floor_batch = to_device(make_batch(1, FLOOR_CASE[1], FLOOR_CASE[0], ENC_DIM, vocab, seed=1), case["device"])
     batch = to_device(make_batch(case["batch"], case["nt"], case["na"], ENC_DIM, vocab, seed=0), case["device"])
-    return model, batch, floor_batch
+    return model, batch
 
 
-def time_worker(case: dict) -> dict:
-    """Fresh process, both modes loaded: warm up each, then interleave PLITS / LAL steps (and the near-empty
-    floor steps) rep by rep, so a noisy shared machine slows both alike."""
-    torch.set_num_threads(case["threads"])
-    torch.manual_seed(0)
-    loaded = {m: _load(case, m) for m in ("plits", "lal")}
-    out = measure_modes(loaded, case["reps"], case["device"])
-    out["threads"] = torch.get_num_threads()
-    out["dims"] = Dims.of(loaded["plits"][0].cfg).__dict__
-    return out
+def _malloc_release() -> bool:
+    """glibc only: fix the mmap threshold at 128 KiB (every large block is mmapped and unmapped on free, none
+    is kept in the heap for reuse) and give the heap's free pages back, so RSS follows live memory."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD (also turns off glibc's dynamic threshold)
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+        libc.malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
 
 
-def memory_worker(case: dict) -> dict:
-    """Fresh process, one mode: peak RSS rise of the case's first step (CPU) and the step's peak tensor bytes."""
+def rss_rise(model, batch: dict) -> int | None:
+    """Rise of the peak RSS (VmHWM, reset) over the RSS before one step, after releasing malloc's free pages."""
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    if not (_malloc_release() and _reset_hwm()):
+        return None
+    rss0 = _status_kib("VmRSS")
+    train_step(model, batch)
+    hwm = _status_kib("VmHWM")
+    return None if rss0 is None or hwm is None else (hwm - rss0) * 1024
+
+
+def case_worker(case: dict) -> dict:
+    """Fresh process for one (Na, Nt), both modes loaded.
+
+    1. timing (`measure_modes`): PLITS and LAL at batch B and LAL at 2B (for the fixed-cost estimate),
+       interleaved; default malloc settings.
+    2. memory, per mode: the RSS rise of one step (CPU; after `_malloc_release`, so the other mode's and the
+       earlier steps' freed memory is not reused unseen), then the step's peak tensor bytes (`step_peak_bytes`:
+       exact allocator accounting, unaffected by the other model being resident).
+    """
     torch.set_num_threads(case["threads"])
     torch.manual_seed(0)
     dev = case["device"]
-    model, batch, floor_batch = _load(case, case["mode"])
-    # warm-up on a tiny input (lazy initialisation: autograd threads, kernels), then the case's first step
-    # under a reset high-water mark: its RSS rise over the post-warm-up RSS
-    train_step(model, floor_batch)
-    model.zero_grad(set_to_none=True)
-    gc.collect()
-    rss_rise = None
-    if dev == "cpu" and _reset_hwm():
-        rss0 = _status_kib("VmRSS")
-        train_step(model, batch)
-        hwm = _status_kib("VmHWM")
-        if rss0 is not None and hwm is not None:
-            rss_rise = (hwm - rss0) * 1024
-    else:
-        train_step(model, batch)
-    return {"peak_bytes": step_peak_bytes(model, batch, dev), "rss_rise": rss_rise}
+    loaded = {m: _load(case, m) for m in ("plits", "lal")}
+    ml = loaded["lal"][0]
+    b2 = to_device(make_batch(2 * case["batch"], case["nt"], case["na"], ENC_DIM, ml.cfg.d_vocab, seed=0), dev)
+    out = measure_modes({**loaded, "lal_2B": (ml, b2)}, case["reps"], dev)
+    for m, (model, batch) in loaded.items():
+        out[m]["rss_rise"] = rss_rise(model, batch) if dev == "cpu" else None
+        out[m]["peak_bytes"] = step_peak_bytes(model, batch, dev)
+    out["threads"] = torch.get_num_threads()
+    out["dims"] = Dims.of(ml.cfg).__dict__
+    return out
 
 
-WORKERS = {"time": time_worker, "memory": memory_worker}
-
-
-def run_worker(kind: str, case: dict) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(dict(case, kind=kind))]
+def run_case(case: dict) -> dict:
+    """{"plits": {...}, "lal": {...}, "lal_2B": {...}, "dims": ...} from a fresh subprocess."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(case)]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     for line in proc.stdout.splitlines():
         if line.startswith(MARK):
             return json.loads(line[len(MARK):])
-    raise RuntimeError(f"{kind} worker failed for {case}:\n{proc.stderr[-4000:]}")
-
-
-def run_case(case: dict) -> dict:
-    """{"plits": {...}, "lal": {...}, "dims": ...}: times from one interleaved process, memory from one fresh
-    process per mode."""
-    res = run_worker("time", case)
-    for m in ("plits", "lal"):
-        res[m].update(run_worker("memory", dict(case, mode=m)))
-    return res
+    raise RuntimeError(f"worker failed for {case}:\n{proc.stderr[-4000:]}")
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -344,8 +343,7 @@ def main(argv=None) -> None:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        case = json.loads(args.worker)
-        print(MARK + json.dumps(WORKERS[case.pop("kind")](case)), flush=True)
+        print(MARK + json.dumps(case_worker(json.loads(args.worker))), flush=True)
         return
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device visible")
@@ -354,10 +352,11 @@ def main(argv=None) -> None:
             "batch": args.batch, "reps": args.reps}
     dev_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"torch {torch.__version__}, device {args.device} ({dev_name}), dtype {args.dtype}, threads {args.threads}, "
-          f"attention {args.attn}, batch {args.batch}, median of {args.reps} steps after a warm-up, fresh process per case")
+          f"attention {args.attn}, batch {args.batch}, median of {args.reps} steps after a warm-up")
+    print("per case: one fresh process loads both modes, times them interleaved, then measures each one's memory")
     print("step = forward + loss.backward(), connector trainable, LLM frozen; audio from layer 0 in both modes")
     mem_note = "peak tensor bytes (cuda max_memory_allocated)" if args.device == "cuda" else \
-        "alloc = peak live tensor bytes in the step (profiler allocator events); RSS = peak RSS rise in the first step"
+        "alloc = peak live tensor bytes in the step (profiler allocator events); RSS = peak RSS rise in a step"
     print(f"memory: {mem_note}; analytic = PLITS/LAL matmul FLOPs (backward = 2x forward in both)")
     t0 = time.perf_counter()
     rows = []
@@ -369,12 +368,15 @@ def main(argv=None) -> None:
             print(f"  done Na={na} Nt={nt} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     cpu = args.device == "cpu"
+    d = Dims(**rows[0][2]["dims"])
+    print(f"LLM dims: d_model {d.d_model}, layers {d.n_layers}, heads {d.n_heads} (kv {d.n_kv_heads}) x {d.d_head}, "
+          f"d_mlp {d.d_mlp} ({'SwiGLU' if d.gated_mlp else 'GELU'}), vocab {d.d_vocab}")
     print()
     head = (f"{'Na':>4} {'Nt':>4} {'t_plits':>8} {'t_lal':>7} {'speedup':>7} {'analytic':>8} {'rel.err':>7} "
             f"{'alloc P':>7} {'alloc L':>7} {'save%':>5}")
     if cpu:
-        head += f" {'RSS P':>6} {'RSS L':>6} {'save%':>5}"
-    head += f" {'floor/t_lal':>11}"
+        head += f" {'RSS P':>7} {'RSS L':>7} {'save%':>5}"
+    head += f" {'fixed(LAL)':>10}"
     print(head)
     print("-" * len(head))
     verdicts = []
@@ -382,21 +384,21 @@ def main(argv=None) -> None:
         P, L = r["plits"], r["lal"]
         speed = P["time_s"] / L["time_s"]
         err = speed / ratio - 1
-        floor_frac = max(P["floor_s"], L["floor_s"]) / L["time_s"]
+        fixed = 2 - r["lal_2B"]["time_s"] / L["time_s"]
         line = (f"{na:4d} {nt:4d} {P['time_s']:7.3f}s {L['time_s']:6.3f}s {speed:6.2f}x {ratio:7.2f}x {100 * err:+6.1f}% "
                 f"{_mib(P['peak_bytes'])}M {_mib(L['peak_bytes'])}M {_saving(P['peak_bytes'], L['peak_bytes'])}")
         if cpu:
             line += f" {_mib(P['rss_rise'])}M {_mib(L['rss_rise'])}M {_saving(P['rss_rise'], L['rss_rise'])}"
-        line += f" {100 * floor_frac:10.0f}%"
+        line += f" {100 * fixed:9.0f}%"
         print(line)
         direction = speed > 1 and (P["peak_bytes"] or 0) > (L["peak_bytes"] or 0)
-        if floor_frac <= COMPUTE_BOUND_FLOOR:
+        if fixed <= COMPUTE_BOUND_FIXED:
             ok = abs(err) <= TOLERANCE
-            v = (f"compute-bound (fixed cost {100 * floor_frac:.0f}% of t_lal <= {100 * COMPUTE_BOUND_FLOOR:.0f}%): "
+            v = (f"compute-bound (fixed share of t_lal {100 * fixed:.0f}% <= {100 * COMPUTE_BOUND_FIXED:.0f}%): "
                  f"speed-up {speed:.2f}x vs analytic {ratio:.2f}x, {100 * err:+.1f}% -> "
                  f"{'WITHIN' if ok else 'OUTSIDE'} {100 * TOLERANCE:.0f}%")
         else:
-            v = (f"not compute-bound (fixed cost {100 * floor_frac:.0f}% of t_lal > {100 * COMPUTE_BOUND_FLOOR:.0f}%): "
+            v = (f"not compute-bound (fixed share of t_lal {100 * fixed:.0f}% > {100 * COMPUTE_BOUND_FIXED:.0f}%): "
                  f"analytic ratio not expected to hold; speed-up {speed:.2f}x vs {ratio:.2f}x ({100 * err:+.1f}%)")
         verdicts.append(f"Na={na:3d} Nt={nt:3d}: {v}; direction (LAL faster and smaller): {'yes' if direction else 'NO'}")
     print()
@@ -406,8 +408,7 @@ def main(argv=None) -> None:
     best_save = max(1 - r["lal"]["peak_bytes"] / r["plits"]["peak_bytes"] for _, _, r, _ in rows if r["plits"]["peak_bytes"])
     print(f"\nbest here: {best_speed:.2f}x speed-up, {100 * best_save:.1f}% less peak memory (alloc); "
           f"paper (v2): up to 247.5% higher throughput (3.48x), up to 64.1% less memory. total {time.perf_counter() - t0:.0f} s")
-    print(f"fixed cost = median step time of a near-empty input (B=1, Na={FLOOR_CASE[0]}, Nt={FLOOR_CASE[1]}), "
-          f"the larger of the two modes'")
+    print("fixed(LAL) = 2 - t_lal(2B)/t_lal(B): the share of the LAL step that does not grow with the batch")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from tests.model.tiny_models import D_MEL, build, enc_spec, tiny_llama_checkpoint
-from workbench.analysis.probes import (ActivationStore, ProbeError, ProbeSuite, control_labels, collect_activations,
-                                       fit_probes, load_suite, prepare_clips, resolve_sites, run_suite)
+from workbench.analysis.probes import (ActivationStore, ProbeError, ProbeSuite, Site, collect_activations,
+                                       control_labels, fit_probes, load_suite, prepare_clips, resolve_sites,
+                                       run_suite)
 from workbench.data.dataset import build_prompt, collate
 
 CLASSES = ["low", "mid", "high"]
@@ -188,6 +189,22 @@ def test_control_task_keeps_identity_and_distribution():
     assert all(c[2 * i] == c[2 * i + 1] for i in range(200))
     assert 0.65 < np.mean(c == "a") < 0.85
     assert sorted(control_labels(labels, ids, "shuffle", seed=0)) == sorted(labels)
+
+
+def test_rounding_noise_on_identical_inputs_is_not_signal(tmp_path):
+    """Clips with identical text give activations that differ only by batch-dependent rounding; standardising
+    would turn that noise into features. Here the noise is made to follow the label: still chance."""
+    rng = np.random.default_rng(0)
+    y = np.array(CLASSES * 20, dtype=object)
+    base = rng.normal(size=(1, 32)) * 50
+    signal = (y[:, None] == np.array(CLASSES)[None]).astype(float) @ rng.normal(size=(3, 32))
+    site = Site("blocks.0.hook_resid_post@last_prompt", "blocks.0.hook_resid_post", "resid", 0, "last_prompt")
+    for scale, expect_chance in ((3e-7, True), (1e-2, False)):
+        store = ActivationStore(tmp_path / str(scale), [site])
+        store.append({site.name: base * (1 + scale * signal)})
+        store.close({"task": "classification"})
+        v = fit_probes(store, y, folds=4, bootstrap=0)["value"].iloc[0]
+        assert (v < 0.5) if expect_chance else (v > 0.95), (scale, v)
 
 
 def test_bad_inputs_give_clear_errors(model, data, tmp_path):

@@ -77,7 +77,7 @@ def test_mode_switch_and_bad_input(tmp_path, capsys):
     assert main(["injection-layer", "--layers", "0,-4", "--out", str(tmp_path)]) == 2
 
 
-@pytest.mark.slow  # real SmolLM2-135M training (1 step per stage) + evaluation at two layers: ~2 min on 2 CPU cores
+@pytest.mark.slow  # real SmolLM2-135M training (1 step per stage) + evaluation at two layers: ~5 min on 2 shared CPU cores (incl. data synthesis)
 def test_real_sweep_trains_and_evaluates(tmp_path_factory):
     from tests.training.conftest import EXAMPLE, write_config
     from workbench.training.data import prepare_data

@@ -223,3 +223,15 @@ def test_bad_configs_and_checkpoints(tiny_llama_dir, tok, tmp_path):
         b.load_trainable_state_dict(load_file(str(tmp_path / "lal" / "model.safetensors")), source="lal")
     with pytest.raises(FileNotFoundError, match="is not a PAL checkpoint"):
         PALModel.from_pretrained(tmp_path / "nothing")
+
+
+def test_loss_is_next_token_cross_entropy_on_answer_tokens(tiny_llama_dir, tok):
+    model = build(tiny_llama_dir, tok, *VARIANTS["ensemble_hybrid"])
+    batch = make_batch(B=2, dims={"mel": D_MEL, "whisper": 8})
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[0, 6:8] = batch["input_ids"][0, 6:8]
+    labels[1, 8] = batch["input_ids"][1, 8]
+    batch["labels"] = labels
+    logp = model(batch).log_softmax(-1)
+    expected = -(logp[0, 5, labels[0, 6]] + logp[0, 6, labels[0, 7]] + logp[1, 7, labels[1, 8]]) / 3
+    assert torch.allclose(model.loss(batch), expected, atol=1e-5)

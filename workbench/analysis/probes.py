@@ -51,12 +51,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ProbeError", "ProbeSuite", "Site", "ClipSet", "ActivationStore", "POSITIONS", "load_suite", "resolve_sites",
     "prepare_clips", "collect_activations", "fit_probes", "probe_figure", "run_suite", "control_labels",
+    "NearConstantFilter",
 ]
 
 POSITIONS = ("last_prompt", "slot_after", "mean_after_slot", "before_slot")
@@ -312,8 +314,9 @@ class _ClipView(torch.utils.data.Dataset):
         from workbench.data.dataset import DEFAULT_SYSTEM_PROMPT, build_prompt
 
         self.base, self.indices, self.question = base, list(indices), question
+        mode = getattr(base, "slot", "after_system")
         ids, slot = build_prompt(base.tokenizer, question, getattr(base, "system_prompt", DEFAULT_SYSTEM_PROMPT),
-                                 getattr(base, "slot", "after_system"))
+                                 mode if isinstance(mode, str) else "after_system")
         self.ids, self.slot = torch.tensor(ids, dtype=torch.long), slot
 
     def __len__(self) -> int:
@@ -364,8 +367,8 @@ def prepare_clips(dataset, attribute: str, *, question: str = DEFAULT_QUESTION, 
                   n: int | None = None, identity: str = "file_name", min_per_class: int = 2) -> ClipSet:
     """One row per clip of ``dataset`` (an AudioTaskDataset: ``rows`` carry the clip metadata), labelled with
     ``attribute``; clips where it is null are dropped, as are classes with fewer than ``min_per_class`` clips.
-    ``n`` keeps the first n clips (file order). ``task`` auto: numbers with more than 12 distinct values are
-    a regression, anything else classes."""
+    ``n`` keeps the first n labelled clips (file order), before rare classes are dropped. ``task`` auto:
+    numbers with more than 12 distinct values are a regression, anything else classes."""
     where = str(getattr(dataset, "root", "the dataset"))
     cols = _columns(dataset)
     if attribute not in cols:
@@ -397,6 +400,10 @@ def prepare_clips(dataset, attribute: str, *, question: str = DEFAULT_QUESTION, 
     if task == "auto":
         numeric = all(_is_number(v) for v in values)
         task = "regression" if numeric and len(set(values)) > 12 else "classification"
+    if n is not None:
+        if n < 1:
+            raise ProbeError(f"n must be >= 1, got {n}")
+        idx, values, ids, files = idx[:n], values[:n], ids[:n], files[:n]
     if task == "regression":
         if not all(_is_number(v) for v in values):
             raise ProbeError(f"attribute {attribute!r} has non-numeric values; use task: classification")
@@ -413,10 +420,6 @@ def prepare_clips(dataset, attribute: str, *, question: str = DEFAULT_QUESTION, 
             ids = [ids[j] for j in keep]
             files = [files[j] for j in keep]
             labels = labels[keep]
-    if n is not None:
-        if n < 1:
-            raise ProbeError(f"n must be >= 1, got {n}")
-        idx, ids, files, labels = idx[:n], ids[:n], files[:n], labels[:n]
     if task == "classification" and len(set(labels)) < 2:
         raise ProbeError(f"attribute {attribute!r} has fewer than 2 classes with >= {min_per_class} clips in "
                          f"{where} ({len(labels)} clips): nothing to probe; use more clips (--n)")
@@ -610,7 +613,32 @@ def control_labels(labels: np.ndarray, identities: np.ndarray, kind: str = "rand
     return per_identity[rng.permutation(len(per_identity))][inverse]
 
 
-def _estimator(task: str, cfg: dict):
+class NearConstantFilter(TransformerMixin, BaseEstimator):
+    """Zero every feature whose spread across the training clips is at the level of floating-point noise
+    (std <= rtol * rms). Identical inputs give activations that differ only by batch-dependent rounding
+    (1e-7 relative); StandardScaler would blow that noise up to unit variance, and with clips batched in file
+    order it can correlate with labels by chance (a text position that cannot see the audio scored 0.41 vs a
+    0.32 majority without this filter). Genuine signals that small are not usable anyway."""
+
+    def __init__(self, rtol: float = 1e-5):
+        self.rtol = rtol
+
+    def fit(self, X, y=None):
+        X = np.asarray(X, dtype=np.float64)
+        self.keep_ = X.std(0) > self.rtol * np.sqrt((X ** 2).mean(0)) + 1e-30
+        return self
+
+    def transform(self, X):
+        return np.asarray(X) * self.keep_.astype(np.asarray(X).dtype)
+
+
+
+def _noise_rtol(storage_dtype: str) -> float:
+    """Relative spread below which a feature counts as constant: 1e-5 (float32 store) or 4 ulp (float16)."""
+    return max(1e-5, 4 * float(np.finfo(_DTYPES[storage_dtype]).eps))
+
+
+def _estimator(task: str, cfg: dict, rtol: float = 1e-5):
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -621,10 +649,10 @@ def _estimator(task: str, cfg: dict):
         if kind != "logistic":
             raise ProbeError(f"classification estimator type must be 'logistic', got {kind!r}")
         cfg.setdefault("max_iter", 2000)
-        return make_pipeline(StandardScaler(), LogisticRegression(**cfg))
+        return make_pipeline(NearConstantFilter(rtol), StandardScaler(), LogisticRegression(**cfg))
     if kind != "ridge":
         raise ProbeError(f"regression estimator type must be 'ridge', got {kind!r}")
-    return make_pipeline(StandardScaler(), Ridge(**cfg))
+    return make_pipeline(NearConstantFilter(rtol), StandardScaler(), Ridge(**cfg))
 
 
 def _splits(labels, task: str, folds: int, seed: int):
@@ -713,7 +741,8 @@ def fit_probes(store: ActivationStore, labels, identities=None, *, task: str | N
     yc = control_labels(y, ids, ctl["type"], seed)
     splits = _splits(y, task, folds, seed)
     est_cfg = (estimator or {}).get(task, {})
-    make = lambda: _estimator(task, est_cfg)  # noqa: E731
+    rtol = _noise_rtol(store.dtype)
+    make = lambda: _estimator(task, est_cfg, rtol)  # noqa: E731
     maj_pred = _oof(np.zeros((len(y), 1)), y, splits, lambda: None)
     majority = _metric(y, maj_pred, task)
     metric = "accuracy" if task == "classification" else "r2"

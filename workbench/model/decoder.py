@@ -169,6 +169,7 @@ class HookedDecoder(HookedRootModule):
         seq_len: int | None = None,
         insertions: Sequence[Insertion] = (),
         stop_at_layer: int | None = None,
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the LM.
 
@@ -184,6 +185,8 @@ class HookedDecoder(HookedRootModule):
 
         Returns logits [B, Lt, V] in the text layout (aligned with input_ids), or with
         ``stop_at_layer=l`` the residual stream entering block l in the full layout [B, seq_len, M].
+        ``logits_at`` [B, Lt] bool: only unembed those positions, returning [n_selected, V] (training: the
+        vocabulary projection of every position is the largest single matmul of a small LM).
         """
         text = self._embed(input_ids, inputs_embeds)
         B, Lt, M = text.shape
@@ -260,7 +263,10 @@ class HookedDecoder(HookedRootModule):
             return resid
         if text_index is not None:
             resid = resid.gather(1, text_index[..., None].expand(-1, -1, M))
-        return self.unembed(self.ln_final(resid))
+        normed = self.ln_final(resid)
+        if logits_at is not None:
+            return self.unembed(normed[logits_at.bool()])
+        return self.unembed(normed)
 
     def _embed(self, input_ids, inputs_embeds) -> torch.Tensor:
         if (input_ids is None) == (inputs_embeds is None):

@@ -233,10 +233,12 @@ class PALModel(HookedDecoder):
         return extra_at
 
     # ------------------------------------------------------------------ forward, loss, generation
-    def forward(self, batch: dict, *, past: KVCache | None = None, mlp_position_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, batch: dict, *, past: KVCache | None = None, mlp_position_mask: torch.Tensor | None = None,
+                logits_at: torch.Tensor | None = None) -> torch.Tensor:
         """batch (see the module docstring) -> logits [B, Lt, V] aligned with batch["input_ids"].
 
-        mlp_position_mask: [B, S] bool in the residual layout (``token_layout(batch)``).
+        mlp_position_mask: [B, S] bool in the residual layout (``token_layout(batch)``); logits_at [B, Lt]
+        bool: return only those positions' logits, [n, V].
         """
         if not isinstance(batch, dict):
             raise TypeError("PALModel takes a batch dict from AudioTaskDataset.collate_fn; for text only, "
@@ -254,14 +256,18 @@ class PALModel(HookedDecoder):
             attention_mask=layout.attention_mask, position_ids=layout.position_ids,
             extra_kv=self._lal_extra(audio, layout) if has_lal else None, past=past,
             mlp_position_mask=mlp_position_mask, text_index=layout.text_index, seq_len=layout.seq_len,
-            insertions=insertions,
+            insertions=insertions, logits_at=logits_at,
         )
 
     def loss(self, batch: dict) -> torch.Tensor:
-        """Mean next-token cross-entropy over the answer tokens (labels != -100)."""
-        logits = self(batch)
-        labels = batch["labels"].to(logits.device)
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+        """Mean next-token cross-entropy over the answer tokens (labels != -100).
+
+        Only the positions that predict an answer token are projected onto the vocabulary."""
+        labels = batch["labels"].to(self.embed.weight.device)
+        targets = labels[:, 1:]
+        predicts = F.pad(targets != -100, (0, 1), value=False)  # position t predicts token t + 1
+        logits = self(batch, logits_at=predicts)
+        return F.cross_entropy(logits.float(), targets[targets != -100])
 
     @torch.no_grad()
     def generate_ids(self, batch: dict, max_new_tokens: int = 16) -> torch.Tensor:
