@@ -681,7 +681,9 @@ def _oof(X, y, splits, make) -> np.ndarray:
                 if y.dtype.kind == "f":
                     pred[test] = y[train].mean()
                 else:
-                    pred[test] = Counter(y[train]).most_common(1)[0][0]
+                    counts = Counter(y[train])  # ties -> first in sorted order, as scikit-learn's classes_
+                    top = max(counts.values())
+                    pred[test] = min(c for c, k in counts.items() if k == top)
                 continue
             ytr = y[train]
             if y.dtype.kind != "f" and len(set(ytr)) < 2:  # a fold with one class: predict it
