@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -242,6 +243,33 @@ def test_shipped_suites_load_and_resolve(model):
         suite = load_suite(p)
         assert suite.attribute
         assert resolve_sites(suite, model)  # every shipped suite fits a 2-layer LAL model ("all" layers)
+
+
+def test_cli_runs_suites_and_reports_a_bad_one(model, data, tmp_path, monkeypatch, capsys):
+    import workbench.probe as cli
+
+    calls = []
+
+    def fake_load(checkpoint, data_dir, n, **kw):
+        calls.append((checkpoint, data_dir, n))
+        return model, data
+
+    monkeypatch.setattr(cli, "load_for_analysis", fake_load)
+    good = tmp_path / "good.yaml"
+    good.write_text("attribute: pitch_class\nsites: {encoders: all, resid: {layers: [1], positions: [last_prompt]}}\n"
+                    "folds: 3\nbootstrap: 50\n")
+    bad = tmp_path / "inst.yaml"
+    bad.write_text("attribute: instrument\nsites: {encoders: all}\n")
+    out = tmp_path / "out"
+    rc = cli.main([str(bad), str(good), "--checkpoint", "ck", "--data", "dd", "--n", "30", "--out-dir", str(out),
+                   "--no-progress"])
+    io = capsys.readouterr()
+    assert rc == 2 and "'instrument' is null for every clip" in io.err  # the bad suite is reported...
+    assert calls == [("ck", "dd", None)]  # --n counts clips, applied after the one-row-per-clip dedupe
+    df = pd.read_csv(out / "probe_good.csv")  # ...and the good one still runs
+    assert set(df["n"]) == {30} and list(df["site"]) == ["encoders.mel.hook_out",
+                                                        "blocks.1.hook_resid_post@last_prompt"]
+    assert "good (pitch_class, accuracy, n=30" in io.out
 
 
 def test_cli_reports_a_missing_suite(capsys):

@@ -831,7 +831,8 @@ def probe_figure(df: pd.DataFrame, title: str | None = None):
     ticks = ([-2, -1] if len(point) else []) + list(range(0, max_layer + 1, step))
     text = (["encoders", "connectors"] if len(point) else []) + [str(t) for t in ticks[(2 if len(point) else 0):]]
     n, folds = int(df["n"].iloc[0]), int(df["folds"].iloc[0])
-    ylab = "accuracy (fraction of clips correct, out-of-fold)" if metric == "accuracy" else "R² (out-of-fold, 1 = perfect)"
+    ylab = ("accuracy (fraction of clips correct, out-of-fold)" if metric == "accuracy"
+            else "R² (out-of-fold, 1 = perfect)")
     fig.update_layout(
         title=title or f"Linear probes for {attr}: {metric} per site ({n} clips, {folds}-fold CV)",
         xaxis={"title": "site: encoder / connector output, then LLM layer (block index, 0-based)",
@@ -863,7 +864,14 @@ def run_suite(suite: ProbeSuite, model, dataset, *, out_dir: str | os.PathLike |
     clips = prepare_clips(dataset, suite.attribute, question=suite.question, task=suite.task, n=n,
                           identity=suite.control.get("identity", "file_name"))
     log.info("probing %s on %d clips, %d sites", suite.attribute, len(clips), len(sites))
-    base = Path(activations_dir) if activations_dir else Path(out_dir or ".") / f".probe_{suite.name}_activations"
+    if activations_dir:
+        base = Path(activations_dir)
+    elif out_dir is not None:
+        base = Path(out_dir) / f".probe_{suite.name}_activations"
+    else:
+        import tempfile
+
+        base = Path(tempfile.mkdtemp(prefix=f"probe_{suite.name}_"))
     try:
         store = collect_activations(model, clips, sites, base, backend=backend,
                                     batch_size=batch_size or suite.batch_size, dtype=suite.storage_dtype,
