@@ -84,7 +84,7 @@ def test_bad_inputs_give_clear_errors():
         core.run_with_interventions(m, batch, [("blocks.0.attn.hook_audio_k", torch.zeros_like)], backend="nnsight")
     with pytest.raises(ValueError, match="unknown backend 'pyvene'"):
         core.collect(m, batch, ["hook_embed"], backend="pyvene")
-    with pytest.raises(KeyError, match="unknown encoder 'clap'"):
+    with pytest.raises(KeyError, match=r"unknown encoder\(s\) \['clap'\]"):
         core.block_audio_interventions(m, batch, ["clap"])
 
 

@@ -58,15 +58,7 @@ def resolve_encoders(model, encoders: str | Sequence[str] | None, mode: str) -> 
     """Encoder names to ablate (default: every encoder the mode applies to), checked."""
     if mode not in MODES:
         raise AblationError(f"unknown ablation mode {mode!r}; choose one of {MODES}")
-    names = list(model.encoder_names)
-    if encoders is None:
-        chosen = names
-    else:
-        chosen = [encoders] if isinstance(encoders, str) else list(encoders)
-        bad = [e for e in chosen if e not in names]
-        if bad:
-            raise AblationError(f"unknown encoder(s) {bad}: this model's encoders are {names}; pass --encoder "
-                                "with one of them (or leave it out for all)")
+    chosen = model.check_encoders(encoders, AblationError)
     modes = {s.name: s.integration.mode for s in model.pal_cfg.encoders}
     if mode == "ffn":
         lal = [e for e in chosen if modes[e] != "plits"]

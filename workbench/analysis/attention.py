@@ -53,11 +53,7 @@ def query_mask(batch: dict, query_set: str) -> torch.Tensor:
 
 
 def _check(model, layers, encoders):
-    names = list(model.encoder_names)
-    encoders = names if encoders is None else list(encoders)
-    for e in encoders:
-        if e not in names:
-            raise KeyError(f"unknown encoder {e!r}; this model's encoders: {names}")
+    encoders = model.check_encoders(encoders)
     layers = list(range(model.cfg.n_layers)) if layers is None else [model.check_layer(l) for l in layers]
     return layers, encoders
 

@@ -183,10 +183,7 @@ def block_audio_interventions(model, batch, encoders: Sequence[str] | None = Non
     exactly 0 there). The text then runs as the bare LLM with the same position ids. PLITS audio tokens still
     flow through the residual stream, but nothing reads them. ``encoders``: which ones (default all)."""
     layout = model.token_layout(batch)
-    names = list(layout.audio) if encoders is None else list(encoders)
-    for name in names:
-        if name not in layout.audio:
-            raise KeyError(f"unknown encoder {name!r}; this model's encoders: {list(layout.audio)}")
+    names = model.check_encoders(encoders)
     out: list[Intervention] = []
     for layer in range(model.cfg.n_layers):
         idx = [layout.audio_key_index(layer, n) for n in names]

@@ -60,15 +60,7 @@ def resolve_sites(model, sites: str | Sequence[str] | None, encoders: str | Sequ
     bad = [s for s in sites if s not in SITES]
     if bad or not sites:
         raise PatchingError(f"unknown patching site(s) {bad or sites}; choose from {SITES} (comma-separated)")
-    names = list(model.encoder_names)
-    if encoders is None:
-        encs = names
-    else:
-        encs = [encoders] if isinstance(encoders, str) else list(encoders)
-        unknown = [e for e in encs if e not in names]
-        if unknown:
-            raise PatchingError(f"unknown encoder(s) {unknown}: this model's encoders are {names}; pass --encoder "
-                                "with one of them (or leave it out for all)")
+    encs = model.check_encoders(encoders, PatchingError)
     modes = {s.name: s.integration.mode for s in model.pal_cfg.encoders}
     keep = []
     for s in sites:

@@ -160,6 +160,18 @@ class PALModel(HookedDecoder):
     def encoder_names(self) -> list[str]:
         return self.pal_cfg.encoder_names
 
+    def check_encoders(self, encoders: str | Iterable[str] | None, error: type[Exception] = KeyError) -> list[str]:
+        """The named encoders (all when None), or ``error`` naming the unknown ones and the valid names."""
+        names = list(self.encoder_names)
+        if encoders is None:
+            return names
+        chosen = [encoders] if isinstance(encoders, str) else list(encoders)
+        unknown = [e for e in chosen if e not in names]
+        if unknown:
+            raise error(f"unknown encoder(s) {unknown}: this model's encoders are {names}; name one of them "
+                        "(e.g. --encoder NAME) or leave it out for all")
+        return chosen
+
     # ------------------------------------------------------------------ audio
     def encode_audio(self, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """{encoder: (connector tokens [B, N, d_model], mask [B, N])} from cached tokens or waveforms."""
