@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.metrics import ANSWER_COLUMNS, mark_correct, score_answers
+from workbench.paths import variant_of
 
 __all__ = ["predict_rows", "evaluate_predictor", "evaluate_checkpoint", "load_answer_options", "write_results",
            "summarize", "check_data_dir", "check_checkpoint_dir"]
@@ -191,7 +192,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
 
     if out_csv is None and checkpoint is not None:
         out_csv = Path(checkpoint) / "eval" / "answers.csv"
-    variant = Path(checkpoint).name if checkpoint is not None else "model"
+    variant = variant_of(checkpoint) if checkpoint is not None else "model"
     info = {"variant": variant, "checkpoint": str(checkpoint), "data": str(data), "tasks": list(tasks or []),
             "max_rows": max_rows, "max_new_tokens": max_new_tokens, "n_rows": None,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["cache_dir", "atomic_write_bytes"]
+__all__ = ["cache_dir", "atomic_write_bytes", "variant_of"]
 
 
 def cache_dir() -> Path:
@@ -45,3 +45,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             pass
         raise
     return path
+
+
+def variant_of(checkpoint: str | os.PathLike) -> str:
+    """The variant a checkpoint folder belongs to: training writes ``OUT/final``, so ``final`` names its parent."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.parent.name if checkpoint.name == "final" else checkpoint.name

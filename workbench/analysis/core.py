@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from workbench.paths import atomic_write_bytes
+from workbench.paths import atomic_write_bytes, variant_of
 
 log = logging.getLogger(__name__)
 
@@ -250,10 +250,6 @@ def answer_logit_diff(logits: torch.Tensor, batch, correct_ids, wrong_ids) -> to
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def _variant_of(checkpoint: Path) -> str:
-    return checkpoint.parent.name if checkpoint.name == "final" else checkpoint.name
-
-
 def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
                       n: int | None = None, *, split: str = "val", seed: int = 0, preset: str | None = "tiny",
                       n_generate: int = 120, cache_dir: str | os.PathLike = DEFAULT_CACHE,
@@ -273,7 +269,7 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
 
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     if not (ckpt / "config.json").exists():
-        variant = _variant_of(ckpt)
+        variant = variant_of(ckpt)
         raise FileNotFoundError(
             f"no checkpoint at {ckpt} (needs config.json + model.safetensors). Make it with: "
             + TRAIN_COMMAND.format(variant=variant if (Path("configs") / f"{variant}.yaml").exists() else "pal"))
@@ -327,7 +323,7 @@ def default_out_dir(args) -> Path:
     if getattr(args, "out_dir", None):
         return Path(args.out_dir)
     ckpt = Path(args.checkpoint) if getattr(args, "checkpoint", None) else DEFAULT_CHECKPOINT
-    return Path("results") / _variant_of(ckpt)
+    return Path("results") / variant_of(ckpt)
 
 
 _PNG_OK: bool | None = None
