@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["cache_dir", "atomic_write_bytes", "variant_of"]
+__all__ = ["cache_dir", "atomic_write_bytes", "replace_dir", "variant_of"]
 
 
 def cache_dir() -> Path:
@@ -51,3 +51,23 @@ def variant_of(checkpoint: str | os.PathLike) -> str:
     """The variant a checkpoint folder belongs to: training writes ``OUT/final``, so ``final`` names its parent."""
     checkpoint = Path(checkpoint)
     return checkpoint.parent.name if checkpoint.name == "final" else checkpoint.name
+
+
+def replace_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Move the finished folder ``tmp`` to ``target`` (same filesystem), replacing any old ``target``.
+
+    The old folder is renamed aside first and deleted only after the new one is in place, so at every
+    moment ``target`` is either the complete old folder or the complete new one (or, for an instant, absent).
+    """
+    import shutil
+
+    tmp, target = Path(tmp), Path(target)
+    if target.exists():
+        old = target.with_name(f".old-{target.name}-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+    return target

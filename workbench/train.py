@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -180,17 +179,8 @@ def _finite(x: float) -> bool:
 
 
 def _save_final(model, out: Path) -> Path:
-    final, tmp = out / "final", out / f".tmp-final-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    if final.exists():
-        old = out / f".old-final-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    return final
+    """``OUT/final`` (``save_pretrained`` writes it atomically)."""
+    return model.save_pretrained(out / "final")
 
 
 def _stage_summary(log_path: Path, val_path: Path, cfg: RunConfig) -> list[dict]:

@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.analysis.fakes import (D_MEL, FakeDataset, build, enc_spec, fake_batch_pair, shared_tiny_dir,
-                                  shared_tokenizer)
+from tests.analysis.fakes import (D_MEL, FakeDataset, build, enc_spec, fake_batch_pair)
 from workbench.analysis.ablation import (AblationError, ablate, ablation_interventions, ablation_sweep,
                                          audio_means, item_metrics, sweep_figure)
 from workbench.analysis.core import run_with_interventions
@@ -17,16 +16,6 @@ from workbench.analysis.core import run_with_interventions
 LAL1 = enc_spec(mode="lal", layer=1, adapter=True, gate=True)
 PLITS0 = enc_spec(mode="plits", layer=0)
 PLITS1 = enc_spec(mode="plits", layer=1)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir():
-    return shared_tiny_dir()
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return shared_tokenizer()
 
 
 @pytest.fixture(scope="module")

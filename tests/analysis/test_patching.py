@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.analysis.fakes import (D_MEL, FakeDataset, build, enc_spec, fake_batch_pair, shared_tiny_dir,
-                                  shared_tokenizer)
+from tests.analysis.fakes import (D_MEL, FakeDataset, build, enc_spec, fake_batch_pair)
 from workbench.analysis.patching import (PatchingError, make_pairs, patch_batch, patch_dataset, patching_figure,
                                          summarize_patching)
 
@@ -15,16 +14,6 @@ LAL1 = enc_spec(mode="lal", layer=1, adapter=True, gate=True)
 PLITS0 = enc_spec(mode="plits", layer=0)
 WHISPER_LAL0 = enc_spec(name="whisper", dim=8, mode="lal", layer=0, connector="qformer")
 DIMS = {"mel": D_MEL, "whisper": 8}
-
-
-@pytest.fixture(scope="module")
-def tiny_dir():
-    return shared_tiny_dir()
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return shared_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ from workbench.model.layers import ExtraKV
 from workbench.model.layout import TokenLayout, build_layout
 from workbench.model.pal_config import ConfigError, EncoderSpec, PALConfig
 from workbench.model.weights import convert_state_dict
+from workbench.paths import replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -385,14 +386,7 @@ class PALModel(HookedDecoder):
             (tmp / "config.json").write_text(json.dumps(meta, indent=2))
             state = {k: v.contiguous().cpu() for k, v in self.trainable_state_dict().items()}
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, directory)
+            replace_dir(tmp, directory)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return directory

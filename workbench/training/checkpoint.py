@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench.paths import atomic_write_bytes
+from workbench.paths import atomic_write_bytes, replace_dir
 
 __all__ = ["CheckpointError", "rng_state", "set_rng_state", "write_checkpoint", "find_latest", "read_trainer_state",
            "clean_tmp", "STATE_FILE"]
@@ -123,13 +123,7 @@ def write_checkpoint(ckpt_root: Path, step: int, write_fn, state: dict, keep: in
         (tmp / STATE_FILE).write_text(json.dumps({**state, "files": files}, indent=1, default=str))
         _fsync_tree(tmp)
         final = ckpt_root / step_name(step)
-        if final.exists():  # e.g. re-saving a step after a resume: move the old one aside first
-            old = ckpt_root / f".old-{step_name(step)}-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_dir(tmp, final)  # e.g. re-saving a step after a resume replaces the old one
         _fsync_dir(ckpt_root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
