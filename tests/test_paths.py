@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from workbench.paths import atomic_write_bytes, replace_dir, variant_of
 
 
@@ -26,3 +28,29 @@ def test_atomic_write_bytes_gives_normal_permissions(tmp_path):
 def test_variant_of_names_final_by_its_run():
     assert variant_of("results/checkpoints/pal/final") == "pal"
     assert variant_of("runs/lal") == "lal"
+
+
+def test_repo_root_walks_up_to_the_checkout(tmp_path, monkeypatch):
+    import workbench.paths as paths
+    from workbench.paths import repo_root
+
+    here = repo_root()
+    assert (here / "pyproject.toml").is_file() and (here / "workbench" / "paths.py").is_file()
+    assert repo_root(here / "notebooks") == here  # where Jupyter starts a notebook's kernel
+    monkeypatch.chdir(here / "workbench" / "analysis")
+    assert repo_root() == here
+    # a nested start inside another checkout finds that checkout, not this one
+    other = tmp_path / "other"
+    (other / "workbench").mkdir(parents=True)
+    (other / "workbench" / "__init__.py").write_text("")
+    (other / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (other / "a" / "b").mkdir(parents=True)
+    assert repo_root(other / "a" / "b") == other.resolve()
+    # outside any checkout: the checkout the package was imported from
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "pyproject.toml").write_text("")  # a pyproject alone is not a workbench checkout
+    assert repo_root(tmp_path / "elsewhere") == here
+    # and neither: a clear error
+    monkeypatch.setattr(paths, "__file__", str(tmp_path / "site-packages" / "workbench" / "paths.py"))
+    with pytest.raises(FileNotFoundError, match="no pal-workbench checkout"):
+        repo_root(tmp_path / "elsewhere")

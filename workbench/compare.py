@@ -268,9 +268,12 @@ def _cell_label(task: str, attribute: str, metric: str) -> str:
 def comparison_figure(table: pd.DataFrame, diffs: pd.DataFrame | None = None, title: str | None = None):
     """Plotly figure: grouped bars (value, 95% CI error bars, chance marks) per cell and variant; a second row
     with the paired differences vs the baseline (if given). Accuracy-type cells (0-1) and caption metrics
-    (CIDEr-D is 0-10) get separate columns so their scales do not mix. Caption in the title."""
+    (CIDEr-D is 0-10) get separate columns so their scales do not mix. Caption under the plot (and in
+    ``layout.meta["caption"]``)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
+
+    from workbench.analysis.figures import add_caption
 
     has_diff = diffs is not None and len(diffs) > 0
     t = table.copy()
@@ -303,8 +306,9 @@ def comparison_figure(table: pd.DataFrame, diffs: pd.DataFrame | None = None, ti
             fig.add_trace(go.Scatter(x=ch["cell"], y=ch["chance"], mode="markers", name="chance", showlegend=c == 1,
                                      marker=dict(symbol="line-ew-open", size=28, color="black", line=dict(width=2))),
                           row=1, col=c)
-        fig.update_yaxes(title_text="accuracy" if p == 0 else "score (CIDEr-D 0-10, ROUGE-L 0-1)", row=1, col=c)
-        fig.update_xaxes(title_text="task / attribute [metric]", row=nrow, col=c)
+        fig.update_yaxes(title_text="accuracy / exact match (fraction, 0-1)" if p == 0 else "score (CIDEr-D 0-10, ROUGE-L 0-1)",
+                         row=1, col=c)
+        fig.update_xaxes(title_text="task / attribute [metric] (evaluation cell)", row=nrow, col=c)
         if has_diff:
             d = diffs.copy()
             d["cell"] = [_cell_label(a, b, m) for a, b, m in zip(d["task"], d["attribute"], d["metric"])]
@@ -320,15 +324,17 @@ def comparison_figure(table: pd.DataFrame, diffs: pd.DataFrame | None = None, ti
                                      hovertemplate="%{x}<br>" + str(v) + " - baseline: %{y:.3f}<extra></extra>"),
                               row=2, col=c)
             fig.add_hline(y=0, line=dict(color="gray", width=1), row=2, col=c)
-            fig.update_yaxes(title_text="difference", row=2, col=c)
+            fig.update_yaxes(title_text="difference (fraction, 0-1 scale)" if p == 0 else "difference (metric units)",
+                             row=2, col=c)
     how = "bootstrap over task rows (closed) or clips (captions), fixed seed"
     fig.update_layout(barmode="group", height=700 if has_diff else 460, width=max(900, 60 * sum(widths) * len(variants)),
-                      legend_title_text="variant",
-                      title=dict(text=(title or "Variant comparison")
-                                 + f"<br><sup>Bars: mean score; error bars: 95% percentile CI ({how}); "
-                                   "black marks: chance (1/#options). Lower row: variant minus baseline on the "
-                                   "same items.</sup>"))
-    return fig
+                      legend_title_text="variant", title=title or "Variant comparison")
+    ns = sorted({int(v) for v in t["n"].dropna()}) if "n" in t else []
+    n = (f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}") if ns else "?"
+    return add_caption(fig, f"Bars: mean score per variant and cell (n = {n} items per cell); error bars: 95% percentile "
+                            f"CI ({how}); black marks: chance (1/#options)."
+                            + (f" Lower row: variant minus {diffs['baseline'].iloc[0]} on the same items (paired 95% "
+                               "CI; 0 = no difference)." if has_diff else ""))
 
 
 def compare(specs: Sequence[str | os.PathLike], baseline: str | None = None, resamples: int = 1000, seed: int = 0,

@@ -1,73 +1,451 @@
-"""The main job (``./run demo``): load the default LLM offline into the hooked decoder, answer a prompt,
-and show which attention heads read the user's question most.
+"""The main job (``./run demo``): from the committed tiny checkpoints to a report on the paper's three claims.
 
-Later stages of the project extend this into the full PAL demo (train/evaluate/analyse/report).
+    python -m workbench.demo [--out results/demo] [--retrain] [--full-eval] [--quick] [--fresh]
+
+Steps (each resumable: a finished step is reused when the command runs again, see :mod:`workbench.pipeline`):
+
+1. generate the held-out synthetic test split (tiny preset, 120 clips) unless it is there;
+2. encode it once with every encoder the variants use (token cache ``cache/tokens``);
+3. per variant (baseline, delayed, lal, ensemble, pal, hybrid): re-answer the first ``--eval-rows`` closed
+   test rows with the checkpoint and check them against the checkpoint's committed evaluation of the whole
+   test split, which the comparison then uses (``--full-eval``: re-answer every row instead);
+4. compare the variants (bootstrap CIs) and the claim contrasts (paired differences);
+5. attention to audio (pal, baseline), logit lens (pal);
+6. ablations: audio blocked in the early vs late layers of the baseline (claim 1), FFN skipped at the audio
+   positions of the delayed PLITS model (claim 2), one encoder blocked at a time in pal (claim 3), a layer
+   sweep on pal;
+7. linear probes (category, spoken word, pitch) on pal, with control tasks;
+8. activation patching of pal's audio keys/values (clean into corrupted audio);
+9. ``results/demo/report.html`` with every figure, and ``verdict.csv``: a three-line verdict per claim.
+
+``--retrain`` first retrains every tiny variant into ``results/checkpoints-retrained`` (about 70 min on
+2 cores, resumable) and evaluates the new checkpoints on the whole test split. ``--quick`` shrinks every
+step (a smoke run, minutes; its numbers are not meaningful). Interrupt at any time (Ctrl-C): every output
+is written atomically and the next run continues with the step that was interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
+from dataclasses import dataclass, replace
+from pathlib import Path
 
-import torch
-
-from workbench.model.generate import greedy_generate
-from workbench.model.llm import DEFAULT_LLM, load_llm
-
-
-def question_span(tokenizer, messages) -> tuple[int, int]:
-    """[start, end) token indices of the last user message's text inside the chat-templated prompt."""
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    content = messages[-1]["content"]
-    lo = text.rindex(content)
-    hi = lo + len(content)
-    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    inside = [i for i, (a, b) in enumerate(offsets) if a < hi and b > lo]
-    return inside[0], inside[-1] + 1
+VARIANTS = ("baseline", "delayed", "lal", "ensemble", "pal", "hybrid")
+COMMITTED = Path("results/checkpoints")
+RETRAINED = Path("results/checkpoints-retrained")
+TEST_DATA = Path("data/synth-tiny/test")
+TOKEN_CACHE = Path("cache/tokens")
+PROBE_DIR = Path("probes")
 
 
-def top_heads_on_span(cache, n_layers: int, span: tuple[int, int], k: int = 5) -> list[tuple[int, int, float]]:
-    """(layer, head, mass) of the k heads whose last-position query puts most attention on ``span``.
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each step does (``--quick`` shrinks all of it)."""
 
-    Reads ``blocks.{l}.attn.hook_pattern`` [B, H, Lq, Lk] from a TransformerLens-style cache.
-    """
-    scored = []
-    for layer in range(n_layers):
-        pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0, :, -1]  # [H, Lk]
-        mass = pattern[:, span[0] : span[1]].sum(-1)
-        scored += [(layer, head, float(m)) for head, m in enumerate(mass)]
-    return sorted(scored, key=lambda t: -t[2])[:k]
+    test_clips: int = 120  # the tiny preset's test split (the committed evaluations used all of it)
+    eval_rows: int = 48  # closed rows re-answered per variant to check the committed evaluation
+    rows: int = 32  # task rows for attention, logit lens and ablations
+    probe_suites: tuple[str, ...] = ("category", "word", "pitch", "noise_color")
+    probe_clips: int | None = None  # None: every clip of the test split
+    probe_layers: tuple[int, ...] = (0, 4, 8, 12, 16, 20, 24, 29)
+    probe_kv_layers: tuple[int, ...] = (8, 16, 24)
+    probe_bootstrap: int = 300
+    pairs: int = 8  # clean/corrupted pairs for patching
+    sweep_stride: int = 2  # ablation sweep over every k-th layer
+    resamples: int = 1000  # bootstrap resamples of the comparison
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompt", default="In one sentence: why does thunder follow lightning?")
-    parser.add_argument("--llm", default=DEFAULT_LLM, help="alias, local checkpoint folder or hub id")
-    parser.add_argument("--max-new-tokens", type=int, default=40)
-    args = parser.parse_args(argv)
+QUICK = Sizes(eval_rows=4, rows=4, probe_suites=("category",), probe_clips=24, probe_layers=(0, 8, 29),
+              probe_kv_layers=(8,), probe_bootstrap=50, pairs=2, sweep_stride=10, resamples=200)
+
+
+class Demo:
+    """The demo's state: where things go, which checkpoints, and the models loaded so far (reused by steps)."""
+
+    def __init__(self, out: Path, checkpoints: Path, sizes: Sizes, full_eval: bool, batch_size: int = 8):
+        self.out, self.checkpoints, self.sizes, self.full_eval = out, checkpoints, sizes, full_eval
+        self.batch_size = batch_size
+        self._models: dict = {}
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def checkpoint(self, variant: str) -> Path:
+        return self.checkpoints / variant / "final"
+
+    def model(self, variant: str):
+        if variant not in self._models:
+            from workbench.model.pal import PALModel
+
+            self._models[variant] = PALModel.from_pretrained(self.checkpoint(variant)).eval()
+        return self._models[variant]
+
+    def dataset(self, variant: str, n: int | None):
+        from workbench.analysis.core import load_for_analysis
+
+        return load_for_analysis(data_dir=TEST_DATA, n=n, split="test", seed=0, cache_dir=TOKEN_CACHE,
+                                 model=self.model(variant))[1]
+
+    def answer_options(self) -> dict:
+        from workbench.evaluate import load_answer_options
+
+        return load_answer_options(TEST_DATA)
+
+    def write(self, df, fig, name: str) -> dict:
+        from workbench.analysis.core import write_outputs
+
+        return {k: str(v) for k, v in write_outputs(df, fig, self.out, name).items()}
+
+    # ------------------------------------------------------------------------------------------ steps
+    def make_corpus(self) -> dict:
+        from workbench.data.synth import generate
+        from workbench.paths import replace_dir
+
+        if (TEST_DATA / "tasks.jsonl").exists() and (TEST_DATA / "dataset_info.json").exists():
+            return {"generated": False, "path": str(TEST_DATA)}
+        tmp = TEST_DATA.with_name(f".{TEST_DATA.name}.tmp-{os.getpid()}")
+        generate(tmp, self.sizes.test_clips, seed=0, split="test", preset="tiny", progress=True)
+        replace_dir(tmp, TEST_DATA)
+        return {"generated": True, "path": str(TEST_DATA)}
+
+    def encode(self) -> dict:
+        import json
+
+        from workbench.encoders import load_encoder
+        from workbench.encoders.cache import encode_dataset
+        from workbench.model.pal_config import PALConfig
+
+        specs: dict = {}
+        for v in VARIANTS:  # read the checkpoints' configs (no model load): which encoders, with which options
+            cfg = PALConfig.from_dict(json.loads((self.checkpoint(v) / "config.json").read_text())["pal"])
+            for e in cfg.encoders:
+                specs.setdefault((e.name, json.dumps(e.options or {}, sort_keys=True)), e)
+        encoders = [load_encoder(e.name, **(e.options or {})) for e in specs.values()]
+        stats = encode_dataset(TEST_DATA, encoders, TOKEN_CACHE, progress=True)
+        return {"encoders": [e.name for e in specs.values()], "stats": stats}
+
+    def evaluate(self, variant: str) -> dict:
+        """Fresh answers for a check subset (or every row with --full-eval); which evaluation the comparison uses."""
+        from workbench.evaluate import evaluate_checkpoint
+
+        committed = self.checkpoints / variant / "eval" / "answers.csv"
+        here = self.out / "eval" / variant
+        if self.full_eval or not committed.exists():
+            answers, _ = evaluate_checkpoint(self.checkpoint(variant), TEST_DATA, here / "answers.csv",
+                                             cache_dir=TOKEN_CACHE, meteor=False, model=self.model(variant))
+            return {"used": str(here / "answers.csv"), "fresh_rows": len(answers), "checked": None}
+        import pandas as pd
+
+        fresh, _ = evaluate_checkpoint(self.checkpoint(variant), TEST_DATA, here / "check.csv", tasks=["cls", "qa"],
+                                       max_rows=self.sizes.eval_rows, cache_dir=TOKEN_CACHE, meteor=False,
+                                       model=self.model(variant))
+        old = pd.read_csv(committed, dtype={"prediction": str}, keep_default_na=False)
+        merged = fresh.merge(old[["row_id", "prediction"]], on="row_id", suffixes=("", "_committed"))
+        same = int((merged["prediction"].astype(str).str.strip() == merged["prediction_committed"].str.strip()).sum())
+        if len(merged) < len(fresh):
+            print(f"      warning: {len(fresh) - len(merged)} re-answered rows are not in {committed}")
+        print(f"      {same}/{len(fresh)} re-answered rows identical to the committed evaluation ({committed})")
+        return {"used": str(committed), "fresh_rows": len(fresh), "checked": len(merged), "identical": same}
+
+    def compare(self, used: dict[str, str]) -> dict:
+        import pandas as pd
+
+        from workbench.compare import compare, comparison_figure
+        from workbench.verdict import CLAIM_CONTRASTS
+
+        specs = [f"{v}={p}" for v, p in used.items()]
+        opts = self.answer_options()
+        table, diffs = compare(specs, baseline="baseline", resamples=self.sizes.resamples, answer_options=opts)
+        self.write(table, comparison_figure(table, diffs, title="Closed-task accuracy and caption scores per "
+                                                               "variant (held-out test split)"), "compare")
+        self.write(diffs, None, "compare_diff")
+        contrasts = []
+        for pairs in CLAIM_CONTRASTS.values():
+            for a, b in pairs:
+                _, d = compare([f"{a}={used[a]}", f"{b}={used[b]}"], baseline=b, resamples=self.sizes.resamples,
+                               answer_options=opts)
+                contrasts.append(d[d["variant"] == a])
+        contrasts = pd.concat(contrasts, ignore_index=True)
+        self.write(contrasts, None, "contrasts")
+        acc = table[(table["metric"] == "accuracy") & (table["task"] == "all") & (table["attribute"] == "all")]
+        return {r["variant"]: round(float(r["value"]), 4) for r in acc.to_dict("records")}
+
+    def attention(self, variant: str) -> dict:
+        from workbench.analysis.attention import attention_to_audio, fig_heatmap, fig_layers
+        from workbench.analysis.core import batches
+
+        model, ds = self.model(variant), self.dataset(variant, self.sizes.rows)
+        df = attention_to_audio(model, batches(ds, self.batch_size), query_set="last_prompt")
+        self.write(df, fig_layers(df, title=f"{variant}: attention mass of the last prompt token on audio keys per "
+                                            f"layer (dashed: uniform attention)"), f"attention_{variant}")
+        self.write(None, fig_heatmap(df, title=f"{variant}: attention to audio per layer and head, relative to "
+                                                f"uniform attention"), f"attention_{variant}_heads")
+        per = df.groupby("layer")["mass"].mean()
+        return {"peak_layer": int(per.idxmax()), "peak_mass": round(float(per.max()), 4)}
+
+    def logit_lens(self, variant: str) -> dict:
+        from workbench.analysis import logit_lens as LL
+        from workbench.analysis.core import batches
+
+        model, ds = self.model(variant), self.dataset(variant, self.sizes.rows)
+        df = LL.logit_lens(model, batches(ds, self.batch_size))
+        summary = LL.summarize(df)
+        self.write(summary, LL.fig_logit_lens(df, title=f"{variant}: logit lens on the first answer token, with "
+                                                         f"audio and with audio blocked"), f"logit_lens_{variant}")
+        last = summary[summary["layer"] == summary["layer"].max()].set_index("condition")["prob"]
+        return {k: round(float(v), 4) for k, v in last.items()}
+
+    def _ablate_conditions(self, variant: str, conditions: list[tuple[str, list[int], str, str | None]], name: str,
+                           title: str) -> dict:
+        """Ablate ``variant`` under each (label, layers, mode, encoder) with one shared unablated run."""
+        import pandas as pd
+
+        from workbench.analysis.ablation import ablate, conditions_figure, item_metrics
+
+        model, ds = self.model(variant), self.dataset(variant, self.sizes.rows)
+        kw = dict(batch_size=self.batch_size, accuracy=True, max_new_tokens=8, answer_options=self.answer_options())
+        base = item_metrics(model, ds, None, **kw)
+        tables = []
+        for label, layers, mode, enc in conditions:
+            t, _ = ablate(model, ds, layers, mode, enc, base=base, **kw)
+            tables.append(t.assign(condition=label))
+        table = pd.concat(tables, ignore_index=True)
+        self.write(table, conditions_figure(table, title=title), name)
+        allrows = table[(table["task"] == "all") & (table["attribute"] == "all")]
+        return {f"{r['condition']}:{r['metric']}": round(float(r["delta"]), 4) for r in allrows.to_dict("records")}
+
+    def ablations_baseline(self) -> dict:
+        n = self.model("baseline").cfg.n_layers
+        return self._ablate_conditions(
+            "baseline", [("layers 0-7 blocked", list(range(0, 8)), "block", None),
+                         (f"layers 8-{n - 1} blocked", list(range(8, n)), "block", None)],
+            "ablation_baseline_early_late",
+            "Baseline (PLITS@0): effect of blocking text queries from the audio keys in the early vs the late layers")
+
+    def ablations_ffn(self) -> dict:
+        n = self.model("delayed").cfg.n_layers
+        return self._ablate_conditions(
+            "delayed", [(f"FFN skipped at audio, layers 8-{n - 1}", list(range(8, n)), "ffn", None)],
+            "ablation_delayed_ffn",
+            "Delayed (PLITS@8): effect of skipping the FFN at the audio positions (claim 2 on a PLITS-trained model)")
+
+    def ablations_encoders(self) -> dict:
+        model = self.model("pal")
+        n = model.cfg.n_layers
+        return self._ablate_conditions(
+            "pal", [(f"without {e}", list(range(0, n)), "block", e) for e in model.encoder_names],
+            "ablation_pal_encoders", "pal (LAL ensemble): effect of blocking one encoder's audio keys at every layer")
+
+    def ablation_sweep(self) -> dict:
+        from workbench.analysis.ablation import ablation_sweep, sweep_figure
+
+        model, ds = self.model("pal"), self.dataset("pal", self.sizes.rows)
+        layers = list(range(0, model.cfg.n_layers, self.sizes.sweep_stride))
+        table = ablation_sweep(model, ds, "block", span="from", layers=layers, batch_size=self.batch_size,
+                               accuracy=False, progress=True)
+        self.write(table, sweep_figure(table, title="pal: audio keys blocked from layer l to the last layer"),
+                   "ablation_sweep_pal")
+        lp = table[(table["task"] == "all") & (table["attribute"] == "all") & (table["metric"] == "answer_logprob")]
+        return {int(r["layer_start"]): round(float(r["delta"]), 4) for r in lp.to_dict("records")}
+
+    def probes(self, suite_name: str) -> dict:
+        from workbench.analysis.probes import load_suite, run_suite
+
+        s = self.sizes
+        suite = load_suite(PROBE_DIR / f"{suite_name}.yaml")
+        suite = replace(suite, bootstrap=min(suite.bootstrap, s.probe_bootstrap), sites={
+            "encoders": "all", "connectors": "all",
+            "resid": {"layers": list(s.probe_layers), "positions": ["last_prompt"]},
+            "audio_kv": {"layers": list(s.probe_kv_layers), "which": ["k", "v"]}})
+        model = self.model("pal")
+        df, _ = run_suite(suite, model, self.dataset("pal", None), out_dir=self.out, n=s.probe_clips,
+                          batch_size=self.batch_size, progress=True)
+        best = df.sort_values("value", ascending=False).iloc[0]
+        return {"best_site": str(best["site"]), "best": round(float(best["value"]), 4),
+                "majority": round(float(best["majority"]), 4)}
+
+    def patching(self) -> dict:
+        from workbench.analysis.patching import make_pairs, patch_dataset, patching_figure, summarize_patching
+
+        model = self.model("pal")
+        ds = self.dataset("pal", None)
+        pairs = make_pairs(ds, None, self.sizes.pairs, seed=0, answer_options=self.answer_options())
+        items = patch_dataset(model, ds, pairs, sites=["audio_kv"], batch_size=self.batch_size, progress=True)
+        summary = summarize_patching(items)
+        self.write(summary, patching_figure(summary, f"pal: patching clean audio keys/values into corrupted runs "
+                                                     f"({len(pairs)} pairs)"), "patching_pal")
+        self.write(items, None, "patching_pal_items")
+        best = summary[summary["layer"] >= 0].sort_values("restored", ascending=False).iloc[0]
+        return {"best": f"{best['site']} L{int(best['layer'])} {best['encoder']}", "restored": round(float(best["restored"]), 4)}
+
+    def report(self) -> dict:
+        from workbench.paths import atomic_write_bytes
+        from workbench.report import REPORT_NAME, build_report
+        from workbench.verdict import write_verdicts
+
+        verdicts, _ = write_verdicts(self.out)
+        page = build_report(self.out, title="pal-workbench demo: the three claims of PAL on the tiny checkpoints")
+        atomic_write_bytes(self.out / REPORT_NAME, page.encode())
+        return {r["claim"]: r["verdict"] for r in verdicts.to_dict("records")}
+
+
+def retrain_steps(root: Path):
+    from workbench.pipeline import Step
+
+    def train(variant):
+        def run():
+            from workbench.train import main as train_main
+
+            out = root / variant
+            args = ["--config", f"configs/{variant}.yaml", "--preset", "tiny", "--out", str(out)]
+            if (out / "checkpoints").exists():
+                args.append("--resume")
+            train_main(args)
+            return {"checkpoint": str(out / "final")}
+        return Step(f"train-{variant}", f"retrain {variant} (tiny preset)", run, params={"variant": variant},
+                    outputs=[root / variant / "final" / "config.json"])
+
+    return [train(v) for v in VARIANTS]
+
+
+def build_steps(demo: Demo, retrain: bool) -> list:
+    from workbench.pipeline import Step
+
+    s = demo.sizes
+    out = demo.out
+    ck = str(demo.checkpoints)
+    steps = retrain_steps(demo.checkpoints) if retrain else []
+    trained = [st.name for st in steps]
+    steps += [
+        Step("corpus", f"synthetic test split ({s.test_clips} clips, tiny preset) in {TEST_DATA}", demo.make_corpus,
+             params={"clips": s.test_clips}, outputs=[TEST_DATA / "tasks.jsonl"]),
+        Step("encode", f"encode the test split once (token cache {TOKEN_CACHE})", demo.encode, deps=["corpus"],
+             params={"checkpoints": ck}),
+    ]
+    for v in VARIANTS:
+        what = "answer every test row" if demo.full_eval else f"re-answer {s.eval_rows} closed rows, check the committed evaluation"
+        steps.append(Step(f"eval-{v}", f"evaluate {v}: {what}", (lambda v=v: demo.evaluate(v)),
+                          params={"rows": s.eval_rows, "full": demo.full_eval, "checkpoints": ck},
+                          deps=["encode"] + trained))
+    evals = [f"eval-{v}" for v in VARIANTS]
+
+    def compare_step():
+        from workbench.pipeline import Pipeline
+
+        p = Pipeline(out)
+        used = {v: p.read_marker(f"eval-{v}")["summary"]["used"] for v in VARIANTS}
+        return demo.compare(used)
+
+    steps.append(Step("compare", "compare the variants, paired contrasts per claim (bootstrap 95% CIs)", compare_step,
+                      params={"resamples": s.resamples}, deps=evals,
+                      outputs=[out / "compare.csv", out / "contrasts.csv"]))
+    common = {"rows": s.rows, "checkpoints": ck}
+    steps += [
+        Step("attention-pal", "attention to audio: pal", lambda: demo.attention("pal"), params=common, deps=["encode"],
+             outputs=[out / "attention_pal.csv"]),
+        Step("attention-baseline", "attention to audio: baseline", lambda: demo.attention("baseline"), params=common,
+             deps=["encode"], outputs=[out / "attention_baseline.csv"]),
+        Step("logit-lens-pal", "logit lens: pal", lambda: demo.logit_lens("pal"), params=common, deps=["encode"],
+             outputs=[out / "logit_lens_pal.csv"]),
+        Step("ablate-baseline", "claim 1 inside: block audio in the baseline's early vs late layers",
+             demo.ablations_baseline, params=common, deps=["encode"], outputs=[out / "ablation_baseline_early_late.csv"]),
+        Step("ablate-ffn", "claim 2 inside: skip the FFN at audio positions of the delayed PLITS model",
+             demo.ablations_ffn, params=common, deps=["encode"], outputs=[out / "ablation_delayed_ffn.csv"]),
+        Step("ablate-encoders", "claim 3 inside: block one encoder at a time in pal", demo.ablations_encoders,
+             params=common, deps=["encode"], outputs=[out / "ablation_pal_encoders.csv"]),
+        Step("ablate-sweep", f"ablation sweep over layers (every {s.sweep_stride}): pal", demo.ablation_sweep,
+             params={**common, "stride": s.sweep_stride}, deps=["encode"], outputs=[out / "ablation_sweep_pal.csv"]),
+    ]
+    for suite in s.probe_suites:
+        steps.append(Step(f"probe-{suite}", f"linear probes ({suite}) on pal, with a control task",
+                          (lambda suite=suite: demo.probes(suite)),
+                          params={"clips": s.probe_clips, "layers": s.probe_layers, "kv": s.probe_kv_layers,
+                                  "bootstrap": s.probe_bootstrap, "checkpoints": ck},
+                          deps=["encode"], outputs=[out / f"probe_{suite}.csv"]))
+    steps.append(Step("patching", f"activation patching of pal's audio K/V ({s.pairs} pairs)", demo.patching,
+                      params={"pairs": s.pairs, "checkpoints": ck}, deps=["encode"], outputs=[out / "patching_pal.csv"]))
+    analyses = [st.name for st in steps if st.name not in ("corpus", "encode", *trained, *evals)]
+    # the report always re-runs (a few seconds): it reads whatever the other steps left in the folder
+    steps.append(Step("report", "report and verdicts", demo.report, params={"at": time.time()}, deps=analyses,
+                      outputs=[out / "report.html", out / "verdict.csv"]))
+    return steps
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m workbench.demo", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
+    p.add_argument("--retrain", action="store_true", help=f"retrain every tiny variant into {RETRAINED} first (~70 min)")
+    p.add_argument("--checkpoints", default=None, help=f"folder with <variant>/final checkpoints (default {COMMITTED}; "
+                                                       f"{RETRAINED} with --retrain)")
+    p.add_argument("--full-eval", action="store_true", help="re-answer every test row instead of checking the committed "
+                                                            "evaluations on a subset")
+    p.add_argument("--eval-rows", type=int, default=None, help=f"closed rows re-answered per variant (default {Sizes.eval_rows})")
+    p.add_argument("--quick", action="store_true", help="a smoke run: every step shrunk (numbers not meaningful)")
+    p.add_argument("--fresh", action="store_true", help="ignore finished steps and redo everything")
+    p.add_argument("--no-browser-check", action="store_true", help="skip opening the report in headless Chromium")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: every core)")
+    return p
+
+
+def _browser_check(report: Path) -> None:
+    try:
+        from workbench.browser_check import check_report
+    except ImportError:
+        return
+    try:
+        res = check_report(report)
+    except Exception as e:  # a missing browser must not fail the demo; the report is already written
+        print(f"      note: headless-Chromium check not run ({type(e).__name__}: {e})")
+        return
+    errs = res.get("console_errors") or []
+    print(f"      headless Chromium: {res.get('figures_rendered')}/{res.get('figures_expected')} figures rendered, "
+          f"{len(errs)} console error(s)" + (f": {errs[:3]}" if errs else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    import torch
+
+    torch.set_num_threads(a.threads or os.cpu_count() or 1)
+    sizes = QUICK if a.quick else Sizes()
+    if a.eval_rows is not None:
+        if a.eval_rows < 1:
+            print(f"error: --eval-rows must be >= 1, got {a.eval_rows}", file=sys.stderr)
+            return 2
+        sizes = replace(sizes, eval_rows=a.eval_rows)
+    checkpoints = Path(a.checkpoints) if a.checkpoints else (RETRAINED if a.retrain else COMMITTED)
+    if not a.retrain:
+        missing = [v for v in VARIANTS if not (checkpoints / v / "final" / "config.json").exists()]
+        if missing:
+            print(f"error: no checkpoint for {missing} under {checkpoints} (expected <variant>/final/config.json). "
+                  f"Use the committed ones (results/checkpoints, from git), or retrain: ./run demo --retrain",
+                  file=sys.stderr)
+            return 2
+    out = Path(a.out)
+    demo = Demo(out, checkpoints, sizes, full_eval=a.full_eval or a.retrain)
+    from workbench.pipeline import Pipeline, StepFailed
 
     t0 = time.time()
-    print(f"[1/3] loading {args.llm} into HookedDecoder (first run converts the packaged GGUF once) ...", flush=True)
-    model, tok = load_llm(args.llm)
-    print(f"      {model.cfg.n_layers} layers, d_model {model.cfg.d_model}, {model.cfg.n_heads} heads "
-          f"({model.cfg.n_kv_heads} KV heads), {len(model.hook_dict)} hook points; {time.time() - t0:.1f} s")
+    print(f"pal-workbench demo -> {out}/ (checkpoints: {checkpoints}{'; quick smoke run' if a.quick else ''}; "
+          f"{torch.get_num_threads()} CPU threads)", flush=True)
+    try:
+        results = Pipeline(out, fresh=a.fresh).run(build_steps(demo, a.retrain))
+    except StepFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    report = out / "report.html"
+    if not a.no_browser_check:
+        _browser_check(report)
+    from workbench.verdict import claim_verdicts, format_verdicts
 
-    messages = [{"role": "user", "content": args.prompt}]
-    text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
-    print(f"[2/3] greedy answer (KV cache) to: {args.prompt!r}", flush=True)
-    out = greedy_generate(model, ids, max_new_tokens=args.max_new_tokens, eos_token_id=tok.eos_token_id)
-    answer = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
-    print(f"      answer: {answer}")
-
-    print("[3/3] run_with_cache: heads whose last prompt token reads the question most", flush=True)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(ids, names_filter=lambda n: n.endswith("attn.hook_pattern"))
-    span = question_span(tok, messages)
-    for layer, head, mass in top_heads_on_span(cache, model.cfg.n_layers, span):
-        print(f"      L{layer:02d}H{head}: {mass:.2f} of its attention on question tokens {span[0]}..{span[1] - 1}")
-    print(f"done in {time.time() - t0:.1f} s")
+    print("\n" + format_verdicts(claim_verdicts(out)))
+    print(f"\nreport: {report}   tables: {out}/*.csv   ({time.time() - t0:.0f} s)")
+    return 0 if results else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.metrics import ANSWER_COLUMNS, mark_correct, score_answers
-from workbench.paths import variant_of
+from workbench.paths import atomic_write_bytes, variant_of
 
 __all__ = ["predict_rows", "evaluate_predictor", "evaluate_checkpoint", "load_answer_options", "write_results",
            "summarize", "check_data_dir", "check_checkpoint_dir"]
@@ -110,12 +110,13 @@ def write_results(answers: pd.DataFrame, scores: pd.DataFrame, out_csv: str | os
     out = Path(out_csv)
     if out.suffix.lower() != ".csv":
         out = out / "answers.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    answers[ANSWER_COLUMNS].to_csv(out, index=False)
+    # each file atomically (an interrupted run leaves the old file or none, never half a CSV); answers last, so
+    # an answers.csv on disk always has its scores.csv and run.json beside it
     scores_path = out.parent / "scores.csv"
-    scores.to_csv(scores_path, index=False)
+    atomic_write_bytes(scores_path, scores.to_csv(index=False).encode())
     if info is not None:
-        (out.parent / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+        atomic_write_bytes(out.parent / "run.json", (json.dumps(info, indent=2, default=str) + "\n").encode())
+    atomic_write_bytes(out, answers[ANSWER_COLUMNS].to_csv(index=False).encode())
     return out, scores_path
 
 
@@ -152,9 +153,8 @@ def evaluate_predictor(dataset, predict: Predictor, out_csv: str | os.PathLike |
 
 
 def _default_cache_dir() -> Path:
-    from workbench.paths import cache_dir
-
-    return cache_dir() / "tokens"
+    """The token cache the configs and analyses use (``data.cache_dir: cache/tokens``), so nothing is encoded twice."""
+    return Path("cache/tokens")
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLike,
@@ -182,7 +182,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
         from workbench.encoders import load_encoder
         from workbench.encoders.cache import encode_dataset
 
-        encode_dataset(data, [load_encoder(n) for n in names], cache, progress=progress)
+        specs = getattr(getattr(model, "pal_cfg", None), "encoders", None)
+        built = ([load_encoder(e.name, **(e.options or {})) for e in specs] if specs  # the checkpoint's own options
+                 else [load_encoder(n) for n in names])
+        encode_dataset(data, built, cache, progress=progress)
         ds_kw.update(encoders=names, cache_dir=cache)
     ds = AudioTaskDataset(data, model.tokenizer, **ds_kw)
 
@@ -215,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--tasks", default=None, help="comma-separated task types (cls,qa,caption); default all")
     ap.add_argument("--max-new-tokens", type=int, default=16)
-    ap.add_argument("--cache-dir", default=None, help="encoder token cache (default ~/.cache/pal-workbench/tokens)")
+    ap.add_argument("--cache-dir", default=None, help="encoder token cache (default cache/tokens, as in configs/*.yaml)")
     ap.add_argument("--no-meteor", action="store_true", help="skip METEOR (saves the ~10 s JVM start)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)

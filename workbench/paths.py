@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["cache_dir", "atomic_write_bytes", "replace_dir", "variant_of"]
+__all__ = ["cache_dir", "atomic_write_bytes", "replace_dir", "variant_of", "repo_root"]
 
 
 def cache_dir() -> Path:
@@ -15,6 +15,27 @@ def cache_dir() -> Path:
     path = Path(env).expanduser() if env else Path.home() / ".cache" / "pal-workbench"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _is_repo_root(path: Path) -> bool:
+    return (path / "pyproject.toml").is_file() and (path / "workbench" / "__init__.py").is_file()
+
+
+def repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The workbench checkout: the nearest folder at or above ``start`` (default: the current directory) that
+    holds ``pyproject.toml`` and the ``workbench`` package; failing that, the checkout this package was
+    imported from (an editable install). Notebooks ``os.chdir`` here, because Jupyter starts kernels in the
+    notebook's folder while every default path (``results/``, ``data/``, ``configs/``) is relative to the root.
+    Raises FileNotFoundError when neither is a checkout (e.g. a non-editable install run outside the repo)."""
+    here = Path(start if start is not None else os.getcwd()).resolve()
+    for cand in (here, *here.parents):
+        if _is_repo_root(cand):
+            return cand
+    package_parent = Path(__file__).resolve().parent.parent
+    if _is_repo_root(package_parent):
+        return package_parent
+    raise FileNotFoundError(f"no pal-workbench checkout (pyproject.toml + workbench/) at or above {here}, and the "
+                            f"imported package ({package_parent}) is not in one; run from inside the repository")
 
 
 def _umask() -> int:

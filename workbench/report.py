@@ -219,12 +219,19 @@ _PLOTLY_DIV = re.compile(r'<div id="[^"]+" class="plotly-graph-div"[^>]*></div>\
 
 
 def _embed_figure(text: str) -> tuple[str, bool]:
-    """(html fragment, uses plotly.js) for one figure file."""
+    """(html fragment, uses plotly.js) for one figure file: a <figure> with the plot and, when the figure has
+    one (``layout.meta["caption"]``, workbench.analysis.figures.add_caption), its caption as <figcaption>."""
+    from workbench.analysis.figures import caption_from_html
+
     found = _PLOTLY_DIV.findall(text)
     if found:
-        return "\n".join(found), True
-    return (f'<iframe sandbox="allow-scripts" style="width:100%;height:600px;border:0" '
-            f'srcdoc="{html.escape(text, quote=True)}"></iframe>'), False
+        body, uses = "\n".join(found), True
+    else:
+        body, uses = (f'<iframe sandbox="allow-scripts" style="width:100%;height:600px;border:0" '
+                      f'srcdoc="{html.escape(text, quote=True)}"></iframe>'), False
+    caption = caption_from_html(text)
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f"<figure>{body}{cap}</figure>", uses
 
 
 def _section_of(stem: str) -> str:
@@ -232,6 +239,20 @@ def _section_of(stem: str) -> str:
         if stem.startswith(prefix):
             return prefix
     return stem
+
+
+def _verdict_html(df: pd.DataFrame) -> str:
+    """The verdict table of :mod:`workbench.verdict` (``verdict.csv``), one block per claim."""
+    colour = {"agree": "#1a7f37", "disagree": "#cf222e", "inconclusive": "#9a6700"}
+    items = []
+    for r in df.to_dict("records"):
+        v = str(r.get("verdict", ""))
+        items.append(f'<div class="verdict"><b>{html.escape(str(r.get("title", r["claim"])))}: '
+                     f'<span style="color:{colour.get(v, "#555")}">{html.escape(v.upper())}</span> with the paper\'s '
+                     f'direction.</b> {html.escape(str(r.get("evidence", "")))}<br><i>inside the model:</i> '
+                     f'{html.escape(str(r.get("inside", "")))}<br><small>{html.escape(str(r.get("scope", "")))}</small></div>')
+    return ("<h2>Verdicts</h2><p>Rule fixed in advance: <b>agree</b> when every primary 95% CI lies above 0, "
+            "<b>disagree</b> when one lies below 0, otherwise <b>inconclusive</b> (workbench.verdict).</p>" + "".join(items))
 
 
 def build_report(run: str | Path, title: str | None = None) -> str:
@@ -254,7 +275,8 @@ def build_report(run: str | Path, title: str | None = None) -> str:
             f"<details><summary>{html.escape(stem)}.csv: {len(df)} rows x {len(df.columns)} columns "
             f"(first 12 shown)</summary>{preview}</details>")
     claims = claim_summaries(tables)
-    parts = [f"<h2>Claims</h2><p>Computed from the CSVs in <code>{html.escape(str(run))}</code>.</p>"]
+    parts = [_verdict_html(tables["verdict"])] if "verdict" in tables and {"claim", "verdict"} <= set(tables["verdict"].columns) else []
+    parts.append(f"<h2>Claims</h2><p>Computed from the CSVs in <code>{html.escape(str(run))}</code>.</p>")
     for key, heading in CLAIMS.items():
         items = "".join(f"<li>{html.escape(line)}</li>" for line in claims[key])
         parts.append(f"<h3>{html.escape(heading)}</h3><ul>{items}</ul>")
@@ -269,7 +291,9 @@ def build_report(run: str | Path, title: str | None = None) -> str:
         plotly_js = f'<script type="text/javascript">{get_plotlyjs()}</script>'
     title = title or f"pal-workbench report: {run.name}"
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
-             ".tbl{border-collapse:collapse;font-size:12px}.tbl td,.tbl th{padding:2px 6px;border-bottom:1px solid #ddd}")
+             ".verdict{margin:0.6em 0;padding:0.5em;border-left:4px solid #888;background:#f6f8fa}"
+             ".tbl{border-collapse:collapse;font-size:12px}.tbl td,.tbl th{padding:2px 6px;border-bottom:1px solid #ddd}"
+             "figure{margin:0 0 1.5em}figcaption{font-size:13px;color:#444;max-width:60em;margin-top:.3em}")
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{style}</style>{plotly_js}</head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>")
 

@@ -121,3 +121,46 @@ def test_write_outputs_self_contained_and_atomic(tmp_path):
     assert "plotly.js" in html.lower() or "plotly" in html and len(html) > 1_000_000  # plotly.js is inlined
     assert 'src="https://cdn.plot.ly' not in html
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def _small_fig():
+    import plotly.graph_objects as go
+
+    return go.Figure(go.Scatter(x=[0, 1, 2], y=[0.1, 0.3, 0.2])).update_layout(title="png")
+
+
+def test_write_outputs_writes_png_through_one_persistent_browser(tmp_path, monkeypatch, caplog, capfd, recwarn):
+    """Needs Chromium (Debian package `chromium`, in .ci/apt-packages.txt): fails, naming the fix, without it."""
+    import logging
+    import shutil
+
+    import kaleido
+
+    assert shutil.which("chromium") or shutil.which("google-chrome") or shutil.which("chromium-browser"), (
+        "no Chromium for PNG export: apt-get install chromium (or ./run setup)")
+    monkeypatch.setattr(core, "_PNG_OK", None)
+    caplog.set_level(logging.INFO)
+    first = core.write_outputs(None, _small_fig(), tmp_path, "a")
+    assert kaleido._global_server.is_running()  # one browser for the process, not one per image
+    second = core.write_outputs(None, _small_fig().update_layout(title="again"), tmp_path, "b")
+    for out in (first, second):
+        assert out["png"].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert not [r for r in caplog.records if r.name.split(".")[0] in core._KALEIDO_LOGGERS]
+    assert not [w for w in recwarn if "kopts" in str(w.message)]
+    text = "".join(capfd.readouterr())
+    for noise in ("Cancelling tasks", "Exiting Kaleido", "PNG export skipped"):
+        assert noise not in text
+
+
+def test_png_export_falls_back_with_one_notice(tmp_path, monkeypatch, capsys):
+    def no_browser():
+        raise RuntimeError("no Chrome/Chromium found for kaleido: install it with `apt-get install chromium`")
+
+    monkeypatch.setattr(core, "_PNG_OK", None)
+    monkeypatch.setattr(core, "_start_png_server", no_browser)
+    out = core.write_outputs(None, _small_fig(), tmp_path, "a")
+    assert set(out) == {"html"} and not (tmp_path / "a.png").exists()
+    assert core.write_outputs(None, _small_fig(), tmp_path, "b").keys() == {"html"}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["note: PNG export skipped (RuntimeError: no Chrome/Chromium found for kaleido: install it with "
+                     "`apt-get install chromium`)"]

@@ -48,6 +48,8 @@ def test_report_embeds_figures_once_and_summarises_claims(tmp_path):
     page = (run / "report.html").read_text()
     assert page.count("plotly.js v") == 1  # the library once, whatever the number of figures
     assert page.count('class="plotly-graph-div"') == 2
+    assert page.count("<figcaption>") == 2  # each figure's caption (layout.meta["caption"]) under it, as text
+    assert "<figcaption>Colour: attention mass on the encoder&#x27;s audio keys divided by" in page
     assert "best at layer 4" in page and "L8: 0.6 [95% CI 0.5, 0.7]" in page  # claim 1 from injection_layer.csv
     assert "lal: accuracy 0.66 [95% CI 0.6, 0.72]" in page and "delayed: accuracy 0.61" in page  # claim 2
     assert "encoder whisper (queries after_slot): audio visible from layer 1" in page

@@ -96,7 +96,9 @@ def test_cli_writes_table_diffs_and_html(tmp_path, capsys):
     fig = comparison_figure(t, d)
     xt = {fig.layout[k].title.text for k in fig.layout if k.startswith("xaxis")}
     yt = {fig.layout[k].title.text for k in fig.layout if k.startswith("yaxis")}
-    assert "task / attribute [metric]" in xt and {"accuracy", "difference"} <= yt and "95%" in fig.layout.title.text
+    assert any(x and x.startswith("task / attribute [metric] (") for x in xt)
+    assert {y.split(" (")[0] for y in yt if y} >= {"accuracy / exact match", "difference"}
+    assert "95%" in fig.layout.meta["caption"] and "variant minus baseline" in fig.layout.meta["caption"]
     # accuracy (0-1) and caption metrics (CIDEr-D 0-10) are in separate panels, two rows with the diffs
     assert len([k for k in fig.layout if k.startswith("xaxis")]) == 4
 

@@ -36,8 +36,9 @@ import pandas as pd
 import torch
 
 from workbench.analysis.core import answer_logprob, batches, run_with_interventions
+from workbench.analysis.figures import add_caption
 
-__all__ = ["MODES", "SPANS", "AblationError", "ablation_interventions", "audio_means", "item_metrics", "ablate",
+__all__ = ["MODES", "SPANS", "AblationError", "conditions_figure", "ablation_interventions", "audio_means", "item_metrics", "ablate",
            "ablation_sweep", "summarize_items", "ablation_figure", "sweep_figure", "resolve_layers",
            "resolve_encoders"]
 
@@ -337,15 +338,20 @@ def ablation_sweep(model, dataset, mode: str = "block", encoders: str | Sequence
 
 # ---------------------------------------------------------------------------------------------- figures
 _CAPTION = ("Change of the teacher-forced answer log-probability (nats, summed over answer tokens) and of "
-            "closed-task accuracy (percentage points, greedy answers) when the model's access to audio is cut; "
-            "error bars: ±1 standard error over rows (paired).")
+            "closed-task accuracy (percentage points, greedy answers) when the model's access to audio is cut, "
+            "ablated minus unablated on the same rows (0 = no effect); error bars: ±1 standard error over rows "
+            "(paired).")
 
 
-def _caption(fig, text: str):
-    fig.add_annotation(text=text, xref="paper", yref="paper", x=0, y=-0.22, showarrow=False, xanchor="left",
-                       yanchor="top", align="left", font=dict(size=11))
-    fig.update_layout(margin=dict(b=140))
-    return fig
+def _n_rows(table: pd.DataFrame) -> str:
+    """'n = 32 rows (log-prob), 24 closed rows (accuracy)' for the overall (all/all) cell."""
+    t = table[(table["task"] == "all") & (table["attribute"] == "all")] if len(table) else table
+    parts = []
+    for metric, what in (("answer_logprob", "rows (log-prob)"), ("accuracy", "closed rows (accuracy)")):
+        n = sorted({int(v) for v in t.loc[t["metric"] == metric, "n"]}) if len(t) else []
+        if n:
+            parts.append(f"{'/'.join(map(str, n))} {what}")
+    return "n = " + (", ".join(parts) if parts else "0 rows")
 
 
 def ablation_figure(table: pd.DataFrame, title: str | None = None):
@@ -363,13 +369,13 @@ def ablation_figure(table: pd.DataFrame, title: str | None = None):
                              error_y=dict(type="data", array=(t["delta_se"].fillna(0) * scale))), row=1, col=col)
     fig.update_yaxes(title_text="Δ log p(answer) (nats)", row=1, col=1)
     fig.update_yaxes(title_text="Δ accuracy (percentage points)", row=1, col=2)
-    fig.update_xaxes(title_text="task / attribute", row=1, col=1)
-    fig.update_xaxes(title_text="task / attribute", row=1, col=2)
+    fig.update_xaxes(title_text="task / attribute (evaluation cell)", row=1, col=1)
+    fig.update_xaxes(title_text="task / attribute (evaluation cell)", row=1, col=2)
     if title is None and len(table):
         r = table.iloc[0]
         title = f"Audio ablation: mode {r['mode']}, encoder {r['encoder']}, layers {r['layer_start']}..{r['layer_end']}"
     fig.update_layout(title=title, template="plotly_white", height=520)
-    return _caption(fig, _CAPTION)
+    return add_caption(fig, _CAPTION + f" Overall cell: {_n_rows(table)}.")
 
 
 def sweep_figure(table: pd.DataFrame, title: str | None = None):
@@ -391,6 +397,31 @@ def sweep_figure(table: pd.DataFrame, title: str | None = None):
     xlab = "first ablated layer l (layers l..last)" if span == "from" else "ablated layer l (that layer only)"
     fig.update_xaxes(title_text=f"{xlab} (layer index)", row=2, col=1)
     fig.update_yaxes(title_text="Δ log p(answer) (nats)", row=1, col=1)
-    fig.update_yaxes(title_text="Δ accuracy (pp)", row=2, col=1)
+    fig.update_yaxes(title_text="Δ accuracy (percentage points)", row=2, col=1)
     fig.update_layout(title=title or "Audio ablation sweep over layers", template="plotly_white", height=640)
-    return _caption(fig, _CAPTION + " Layers before an encoder's integration layer are no-ops for it.")
+    return add_caption(fig, _CAPTION + f" Overall (all/all) cell: {_n_rows(table)}. Layers before an "
+                            "encoder's integration layer are no-ops for it.")
+
+
+def conditions_figure(table: pd.DataFrame, title: str | None = None):
+    """Overall (all/all) delta of each metric per ablation condition (the ``condition`` column; default: mode,
+    encoder and layer range), side by side: several ablations of one model on the same rows."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    t = table[(table["task"] == "all") & (table["attribute"] == "all")].copy()
+    if "condition" not in t.columns:
+        t["condition"] = [f"{r.mode} / {r.encoder} / layers {r.layer_start}..{r.layer_end}" for r in t.itertuples()]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("answer log-probability", "closed-task accuracy"))
+    for col, metric, scale in ((1, "answer_logprob", 1.0), (2, "accuracy", 100.0)):
+        tm = t[t["metric"] == metric]
+        if not len(tm):
+            continue
+        fig.add_trace(go.Bar(x=tm["condition"], y=tm["delta"] * scale, name=metric, showlegend=False,
+                             error_y=dict(type="data", array=tm["delta_se"].fillna(0) * scale)), row=1, col=col)
+    fig.update_yaxes(title_text="Δ log p(answer) (nats)", row=1, col=1)
+    fig.update_yaxes(title_text="Δ accuracy (percentage points)", row=1, col=2)
+    fig.update_xaxes(title_text="ablation (condition)", row=1, col=1)
+    fig.update_xaxes(title_text="ablation (condition)", row=1, col=2)
+    fig.update_layout(title=title or "Audio ablations compared", template="plotly_white", height=520)
+    return add_caption(fig, _CAPTION + f" Every condition is measured on the same rows: {_n_rows(table)}.")

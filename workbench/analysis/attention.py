@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from workbench.analysis.core import collect, last_prompt_index
+from workbench.analysis.figures import add_caption
 
 __all__ = ["QUERY_SETS", "attention_to_audio", "attention_tokens", "query_mask", "fig_heatmap", "fig_layers",
            "fig_tokens"]
@@ -173,18 +174,26 @@ def attention_tokens(model, batch: dict, layer: int, head: int, example: int = 0
 
 
 # ---------------------------------------------------------------------------------------------- figures
+_VALUE_UNIT = {"ratio": "mass / uniform mass (ratio; 1 = uniform)",
+               "mass": "attention mass (fraction of softmax)",
+               "uniform_mass": "uniform-attention mass (fraction of softmax)"}
+
+
+def _query_sets(df: pd.DataFrame) -> str:
+    return ", ".join(map(str, dict.fromkeys(df["query_set"]))) if "query_set" in df else "text"
+
+
 def fig_heatmap(df: pd.DataFrame, value: str = "ratio", title: str | None = None):
     """One heatmap per encoder: layer (y) x head (x), colour = ``value`` ("ratio", "mass" or "uniform_mass")."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    if value not in ("ratio", "mass", "uniform_mass"):
+    if value not in _VALUE_UNIT:
         raise ValueError(f"value must be 'ratio', 'mass' or 'uniform_mass', got {value!r}")
     encs = list(dict.fromkeys(df["encoder"]))
     fig = make_subplots(rows=1, cols=max(1, len(encs)), subplot_titles=[f"encoder: {e}" for e in encs],
                         shared_yaxes=True)
-    unit = {"ratio": "mass / uniform mass (1 = uniform)", "mass": "attention mass (fraction of 1)",
-            "uniform_mass": "uniform mass (fraction of 1)"}[value]
+    unit = _VALUE_UNIT[value]
     for i, e in enumerate(encs):
         sub = df[df["encoder"] == e].pivot_table(index="layer", columns="head", values=value, aggfunc="mean", dropna=False)
         fig.add_trace(go.Heatmap(z=sub.values, x=sub.columns.tolist(), y=sub.index.tolist(), coloraxis="coloraxis",
@@ -192,12 +201,16 @@ def fig_heatmap(df: pd.DataFrame, value: str = "ratio", title: str | None = None
                       row=1, col=i + 1)
         fig.update_xaxes(title_text="head (index)", row=1, col=i + 1)
     fig.update_yaxes(title_text="layer (index)", row=1, col=1)
-    qs = ", ".join(map(str, dict.fromkeys(df["query_set"])))
+    qs = _query_sets(df)
     n = int(df["n"].max()) if len(df) else 0
-    fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": value}},
-                      title=title or f"Attention of text queries ({qs}) to audio keys: {unit}; {n} examples. "
-                                     "Blank cells: no audio key visible at that layer.")
-    return fig
+    fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": unit, "side": "right"}}},
+                      title=title or f"Attention of text queries to audio keys, per layer and head ({value})")
+    what = {"ratio": "attention mass on the encoder's audio keys divided by the mass uniform attention over the "
+                     "visible keys would give (1 = no preference, >1 = the head seeks out the audio)",
+            "mass": "attention mass on the encoder's audio keys (summed over its keys)",
+            "uniform_mass": "the mass uniform attention over the visible keys would put on the audio keys"}[value]
+    return add_caption(fig, f"Colour: {what}, averaged over the text queries ({qs}) of each example and over {n} "
+                            "examples. Blank cells: no audio key of that encoder is visible at that layer.")
 
 
 def fig_layers(df: pd.DataFrame, title: str | None = None):
@@ -214,10 +227,14 @@ def fig_layers(df: pd.DataFrame, title: str | None = None):
                                  name=f"{e}: range over heads", opacity=0.3, hoverinfo="skip"))
         fig.add_trace(go.Scatter(x=sub.layer, y=sub.mass, mode="lines+markers", name=f"{e}: mean over heads"))
         fig.add_trace(go.Scatter(x=sub.layer, y=sub.uniform, mode="lines", line={"dash": "dash"}, name=f"{e}: uniform attention"))
-    qs = ", ".join(map(str, dict.fromkeys(df["query_set"])))
-    fig.update_layout(title=title or f"Attention mass on audio keys per layer (queries: {qs}); dashed: expected under uniform attention",
-                      xaxis_title="layer (index)", yaxis_title="attention mass on audio keys (fraction of 1)")
-    return fig
+    qs = _query_sets(df)
+    n = int(df["n"].max()) if "n" in df and len(df) else 0
+    fig.update_layout(title=title or "Attention mass on audio keys per layer",
+                      xaxis_title="layer (index)", yaxis_title="attention mass on audio keys (fraction of softmax)")
+    return add_caption(fig, f"Attention mass that text queries ({qs}) put on each encoder's audio keys, averaged over "
+                            f"{n} examples. Solid line: mean over heads; shaded band: min..max over heads; dashed line: "
+                            "the mass expected under uniform attention over the visible keys (above it = the layer "
+                            "seeks out the audio).")
 
 
 def fig_tokens(df: pd.DataFrame, title: str | None = None):
@@ -229,9 +246,12 @@ def fig_tokens(df: pd.DataFrame, title: str | None = None):
     z = df.pivot_table(index="query", columns="key", values="weight").reindex(index=qs["query"], columns=ks["key"])
     xl = [f"{k}:{t!r}" for k, t in zip(ks["key"], ks["key_token"])]
     yl = [f"{q}:{t!r}" for q, t in zip(qs["query"], qs["query_token"])]
-    fig = go.Figure(go.Heatmap(z=z.values, x=xl, y=yl, colorscale="Blues", colorbar={"title": "weight"}))
-    fig.update_layout(title=title or "Attention pattern of one head for one example (rows: text queries; columns: keys, "
-                                     "audio keys as <encoder:j>; weight: fraction of 1)",
+    fig = go.Figure(go.Heatmap(z=z.values, x=xl, y=yl, colorscale="Blues",
+                               colorbar={"title": {"text": "attention weight (fraction of softmax)", "side": "right"}}))
+    fig.update_layout(title=title or "Attention pattern of one head for one example",
                       xaxis_title="key (key-axis index: token)", yaxis_title="query (text index: token)",
                       yaxis={"autorange": "reversed"})
-    return fig
+    n_audio = int((ks["key_kind"] != "text").sum()) if "key_kind" in ks else 0
+    return add_caption(fig, f"One example (n = 1), {len(qs)} text queries (rows) x {len(ks)} keys (columns, "
+                            f"{n_audio} of them audio keys named <encoder:j>). Colour: softmax attention weight; each "
+                            "row sums to 1 over the keys it can see. Padding is left out.")

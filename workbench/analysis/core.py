@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "BACKENDS", "DEFAULT_CHECKPOINT", "collect", "run_with_interventions", "execution_order", "load_for_analysis",
     "answer_logprob", "answer_logit_diff", "last_prompt_index", "cli_common", "write_outputs", "default_out_dir",
-    "batches", "block_audio_interventions",
+    "batches", "block_audio_interventions", "sample_rows", "prompt_item",
 ]
 
 BACKENDS = ("transformer_lens", "nnsight")
@@ -253,7 +253,7 @@ def answer_logit_diff(logits: torch.Tensor, batch, correct_ids, wrong_ids) -> to
 def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
                       n: int | None = None, *, split: str = "val", seed: int = 0, preset: str | None = "tiny",
                       n_generate: int = 120, cache_dir: str | os.PathLike = DEFAULT_CACHE,
-                      tasks: list[str] | None = None, progress: bool = False, tokenizer=None):
+                      tasks: list[str] | None = None, progress: bool = False, tokenizer=None, model=None):
     """(PALModel, AudioTaskDataset) ready for analysis.
 
     checkpoint: a `PALModel.save_pretrained` folder (default ``results/checkpoints/pal/final``).
@@ -261,6 +261,7 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
     synthetic generator writes ``n_generate`` clips of ``split`` there. The encoder token cache in
     ``cache_dir`` is filled for the model's encoders. n: keep a seeded random subset of n task rows.
     tokenizer: passed to `PALModel.from_pretrained` (default: the LLM's own).
+    model: an already loaded PALModel to reuse (``checkpoint`` is then ignored); only the dataset is built.
     """
     from workbench.data.dataset import AudioTaskDataset
     from workbench.encoders import load_encoder
@@ -268,12 +269,13 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
     from workbench.model.pal import PALModel
 
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
-    if not (ckpt / "config.json").exists():
+    if model is None and not (ckpt / "config.json").exists():
         variant = variant_of(ckpt)
         raise FileNotFoundError(
             f"no checkpoint at {ckpt} (needs config.json + model.safetensors). Make it with: "
             + TRAIN_COMMAND.format(variant=variant if (Path("configs") / f"{variant}.yaml").exists() else "pal"))
-    model = PALModel.from_pretrained(ckpt, tokenizer=tokenizer)
+    if model is None:
+        model = PALModel.from_pretrained(ckpt, tokenizer=tokenizer)
     data = Path(data_dir) if data_dir is not None else DEFAULT_DATA
     if not ((data / "metadata.jsonl").exists() and (data / "tasks.jsonl").exists()):
         if preset is None:
@@ -288,22 +290,45 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
     encode_dataset(data, encoders, cache_dir, progress=progress)
     ds = AudioTaskDataset(data, model.tokenizer, encoders=model.encoder_names, cache_dir=cache_dir, tasks=tasks)
     if n is not None:
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if n < len(ds.rows):
-            g = torch.Generator().manual_seed(seed)
-            keep = sorted(torch.randperm(len(ds.rows), generator=g)[:n].tolist())
-            ds.rows = [ds.rows[i] for i in keep]
+        ds.rows = sample_rows(ds, n, seed).rows
     if len(ds) == 0:
         raise ValueError(f"dataset {data} has no task rows" + (f" for tasks {tasks}" if tasks else ""))
     return model, ds
 
 
+def sample_rows(dataset, n: int, seed: int = 0):
+    """A shallow copy of ``dataset`` keeping a seeded random subset of ``n`` task rows, in their original order
+    (all rows when n >= len). The same subset as ``load_for_analysis(..., n=n, seed=seed)``, so one model can
+    analyse every clip (probes) and a row sample (attention, ablations) without loading twice. The copy shares
+    the tokenizer and token cache; ``dataset`` itself is not changed."""
+    import copy
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    out = copy.copy(dataset)
+    if n < len(dataset.rows):
+        g = torch.Generator().manual_seed(seed)
+        keep = sorted(torch.randperm(len(dataset.rows), generator=g)[:n].tolist())
+        out.rows = [dataset.rows[i] for i in keep]
+    else:
+        out.rows = list(dataset.rows)
+    return out
+
+
+def prompt_item(item: dict) -> dict:
+    """A dataset item cut to its prompt (``input_ids[:prompt_len]``, labels all -100): what generation starts
+    from, also for a dataset built with answers (``with_answer=True``, the analysis default)."""
+    p = int(item["prompt_len"])
+    return {**item, "input_ids": item["input_ids"][:p], "labels": torch.full((p,), -100, dtype=torch.long)}
+
+
 def batches(dataset, batch_size: int = 8, prompt_only: bool = False):
-    """Collated batches over a dataset in order (right-padded, or left-padded prompts with prompt_only)."""
+    """Collated batches over a dataset in order: right-padded items, or with ``prompt_only`` left-padded
+    prompts without their answers (`prompt_item`; ready for ``model.generate_answers``)."""
     collate = dataset.prompt_collate_fn() if prompt_only else dataset.collate_fn
     for i in range(0, len(dataset), batch_size):
-        yield collate([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
+        items = [dataset[j] for j in range(i, min(i + batch_size, len(dataset)))]
+        yield collate([prompt_item(it) for it in items] if prompt_only else items)
 
 
 # ---------------------------------------------------------------------------------------------- CLI + outputs
@@ -327,26 +352,92 @@ def default_out_dir(args) -> Path:
 
 
 _PNG_OK: bool | None = None
+PNG_TIMEOUT_S = 120.0  # first image includes starting Chromium; later ones take well under a second
+_KALEIDO_LOGGERS = ("kaleido", "choreographer", "logistro", "browser_proc")
+
+
+def _quiet_kaleido() -> None:
+    """kaleido/choreographer log every browser start and stop at INFO ("Cancelling tasks.", "Exiting
+    Kaleido/Choreo.", ...) and forward Chromium's stderr: keep them to warnings unless a level was set."""
+    for name in _KALEIDO_LOGGERS:
+        lg = logging.getLogger(name)
+        if lg.level == logging.NOTSET:
+            lg.setLevel(logging.WARNING)
+
+
+def _start_png_server() -> None:
+    """Start kaleido's sync server once per process: one headless Chromium kept open, so each image costs
+    ~0.3 s instead of a browser start (~3-7 s). Stopped at exit. Raises if no Chrome/Chromium is found."""
+    import atexit
+
+    import kaleido
+
+    _quiet_kaleido()
+    try:
+        from choreographer.browsers.chromium import Chromium
+
+        found = Chromium.find_browser(skip_local=False)
+    except Exception:  # an API change in choreographer: let kaleido find (or not find) it
+        found = True
+    if not found:
+        raise RuntimeError("no Chrome/Chromium found for kaleido: install it with `apt-get install chromium` "
+                           "(or `./run setup`), or set BROWSER_PATH")
+    kaleido.start_sync_server(silence_warnings=True)
+    atexit.register(kaleido.stop_sync_server, silence_warnings=True)
+
+
+def _to_png(fig, timeout: float) -> bytes:
+    """``fig.to_image(format="png")`` with a time limit (a browser that dies under kaleido's server would
+    otherwise block forever)."""
+    import threading
+
+    out: dict = {}
+
+    def work():
+        import warnings
+
+        try:
+            with warnings.catch_warnings():  # the caller's thread only waits meanwhile
+                warnings.filterwarnings("ignore", message="The kopts argument is ignored", category=UserWarning)
+                out["png"] = fig.to_image(format="png")
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            out["error"] = e
+
+    t = threading.Thread(target=work, name="png-export", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise TimeoutError(f"no image from kaleido after {timeout:.0f} s")
+    if "error" in out:
+        raise out["error"]
+    return out["png"]
 
 
 def _png_bytes(fig) -> bytes | None:
-    """PNG of a plotly figure via kaleido, or None (once per process, a one-line notice) where it cannot run."""
+    """PNG of a plotly figure via kaleido (a persistent headless Chromium, started on the first call), or None
+    where it cannot run (once per process, a one-line notice)."""
     global _PNG_OK
     if _PNG_OK is False:
         return None
     try:
-        data = fig.to_image(format="png")
+        if _PNG_OK is None:
+            _start_png_server()
+        data = _to_png(fig, PNG_TIMEOUT_S)
+        if not data.startswith(b"\x89PNG"):
+            raise ValueError(f"kaleido returned {len(data)} bytes that are not a PNG")
         _PNG_OK = True
         return data
-    except Exception as e:  # kaleido missing, or no Chrome for kaleido >= 1
+    except Exception as e:  # kaleido missing, no Chrome for kaleido >= 1, or the browser failed
         _PNG_OK = False
-        print(f"note: PNG export skipped ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})")
+        msg = str(e).splitlines()[0][:160] if str(e) else ""
+        print(f"note: PNG export skipped ({type(e).__name__}: {msg})")
         return None
 
 
-def write_outputs(df, fig, out_dir: str | os.PathLike, name: str) -> dict[str, Path]:
+def write_outputs(df, fig, out_dir: str | os.PathLike, name: str, *, png: bool = True) -> dict[str, Path]:
     """Write ``out_dir/name.csv`` (df), ``name.html`` (self-contained plotly) and ``name.png`` when an image
-    exporter works; every write atomic. ``df`` or ``fig`` may be None. Returns {suffix: path}."""
+    exporter works and ``png`` (False skips the export: kaleido starts a browser, seconds per process); every
+    write atomic. ``df`` or ``fig`` may be None. Returns {suffix: path}."""
     out = Path(out_dir)
     written = {}
     if df is not None:
@@ -355,7 +446,7 @@ def write_outputs(df, fig, out_dir: str | os.PathLike, name: str) -> dict[str, P
         buf = io.StringIO()
         fig.write_html(buf, include_plotlyjs=True, full_html=True)
         written["html"] = atomic_write_bytes(out / f"{name}.html", buf.getvalue().encode())
-        png = _png_bytes(fig)
-        if png is not None:
-            written["png"] = atomic_write_bytes(out / f"{name}.png", png)
+        image = _png_bytes(fig) if png else None
+        if image is not None:
+            written["png"] = atomic_write_bytes(out / f"{name}.png", image)
     return written

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from workbench.analysis.core import block_audio_interventions, collect, last_prompt_index
+from workbench.analysis.figures import add_caption
 
 __all__ = ["CONDITIONS", "logit_lens", "summarize", "fig_logit_lens"]
 
@@ -98,9 +99,11 @@ def fig_logit_lens(df: pd.DataFrame, title: str | None = None):
         fig.add_trace(go.Scatter(x=sub.layer, y=sub.rank_median + 1, mode="lines+markers", name=f"{cond}: rank",
                                  line=style.get(cond, {})), row=1, col=2)
     fig.update_xaxes(title_text="layer (index; residual stream after the layer)")
-    fig.update_yaxes(title_text="probability (0..1)", row=1, col=1)
-    fig.update_yaxes(title_text="median rank + 1 (1 = top-1; log scale)", type="log", row=1, col=2)
+    fig.update_yaxes(title_text="P(answer token) (probability, 0..1)", row=1, col=1)
+    fig.update_yaxes(title_text="median rank + 1 (rank; 1 = top-1, log scale)", type="log", row=1, col=2)
     n = int(s["n"].max()) if len(s) else 0
-    fig.update_layout(title=title or f"Logit lens at the last prompt position: the first answer token, with audio and "
-                                     f"with audio cut (text cannot attend to it); {n} examples, error bars: s.e.m.")
-    return fig
+    fig.update_layout(title=title or "Logit lens at the last prompt position: the first answer token")
+    return add_caption(fig, f"Each layer's residual stream at the last prompt position, decoded with the model's final "
+                            f"norm and unembedding, {n} examples. Solid: with audio; dashed: audio cut (text queries "
+                            "cannot attend to audio keys). Left: mean probability of the first answer token, error "
+                            "bars ±1 s.e.m.; right: its median rank + 1 (1 = top-1).")

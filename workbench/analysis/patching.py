@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from workbench.analysis.core import answer_logit_diff, collect, run_with_interventions
+from workbench.analysis.figures import add_caption
 
 __all__ = ["SITES", "PatchingError", "make_pairs", "patch_batch", "patch_dataset", "summarize_patching",
            "patching_figure", "resolve_sites"]
@@ -237,12 +238,13 @@ def _head_patch(h, text_q):
 def patch_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrupt_ids,
                 sites: str | Sequence[str] | None = None, encoders: str | Sequence[str] | None = None,
                 layers: Sequence[int] | None = None, backend: str = "transformer_lens",
-                pair_offset: int = 0) -> pd.DataFrame:
+                pair_offset: int = 0, bar=None, n_batches: int = 1) -> pd.DataFrame:
     """Patch every site of ``sites`` from ``clean_batch`` into ``corrupt_batch`` (same prompts, different audio).
 
     clean_ids / corrupt_ids: [B] (or int) first answer tokens of the clean / corrupted answer; the logit
     difference is read at the last prompt position (``core.last_prompt_index``). Returns one row per
-    (site, layer, head, encoder, pair): ``ITEM_COLUMNS``."""
+    (site, layer, head, encoder, pair): ``ITEM_COLUMNS``. bar: an optional tqdm bar advanced once per patched
+    run (its total is set to ``n_batches`` x the number of patched runs per batch on first use)."""
     sites, encs = resolve_sites(model, sites, encoders)
     _check_same_prompt(model, clean_batch, corrupt_batch)
     layout = model.token_layout(corrupt_batch)
@@ -254,12 +256,17 @@ def patch_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrup
     ld_corr = answer_logit_diff(corrupt_logits, corrupt_batch, clean_ids, corrupt_ids).double().cpu()
     B = ld_clean.shape[0]
     rows = []
+    if bar is not None and not bar.total:
+        bar.total = n_batches * len(specs)
+        bar.refresh()
     for site, layer, head, enc, hooks in specs:
         ivs = [(name, make(clean_acts[name])) for name, make in hooks]
         logits = run_with_interventions(model, corrupt_batch, ivs, backend=backend)
         ld = answer_logit_diff(logits, corrupt_batch, clean_ids, corrupt_ids).double().cpu()
         for b in range(B):
             rows.append((site, layer, head, enc, pair_offset + b, float(ld_clean[b]), float(ld_corr[b]), float(ld[b])))
+        if bar is not None:
+            bar.update(1)
     return pd.DataFrame(rows, columns=ITEM_COLUMNS)
 
 
@@ -274,18 +281,21 @@ def patch_dataset(model, dataset, pairs: pd.DataFrame, sites=None, encoders=None
     with the pairs' ``attribute`` and ``n_other_diffs`` joined in."""
     collate = dataset.prompt_collate_fn()
     frames = []
-    it = range(0, len(pairs), batch_size)
+    starts = range(0, len(pairs), batch_size)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(it, desc="patching")
-    for i in it:
+        bar = tqdm(desc="patching", unit="run")
+    for i in starts:
         chunk = pairs.iloc[i:i + batch_size]
         clean = collate([_prompt_item(dataset[int(j)]) for j in chunk["clean"]])
         corrupt = collate([_prompt_item(dataset[int(j)]) for j in chunk["corrupted"]])
         frames.append(patch_batch(model, clean, corrupt, torch.tensor(chunk["clean_token"].to_numpy()),
                                   torch.tensor(chunk["corrupted_token"].to_numpy()), sites, encoders, layers,
-                                  backend, pair_offset=i))
+                                  backend, pair_offset=i, bar=bar, n_batches=len(starts)))
+    if bar is not None:
+        bar.close()
     items = pd.concat(frames, ignore_index=True)
     meta = pairs[["attribute", "n_other_diffs"]].reset_index(drop=True)
     return items.join(meta, on="pair")
@@ -325,20 +335,19 @@ def patching_figure(summary: pd.DataFrame, title: str | None = None):
     for r in summary[summary["site"] == "connector"].itertuples():
         fig.add_hline(y=r.restored, line_dash="dot", annotation_text=f"connector {r.encoder}", row=1, col=1)
     fig.update_xaxes(title_text="layer (index)", row=1, col=1)
-    fig.update_yaxes(title_text="fraction of logit difference restored", row=1, col=1)
+    fig.update_yaxes(title_text="logit difference restored (fraction; 1 = all)", row=1, col=1)
     if len(heads):
         piv = heads.pivot_table(index="head", columns="layer", values="restored")
         fig.add_trace(go.Heatmap(z=piv.to_numpy(), x=piv.columns, y=piv.index, colorscale="RdBu", zmid=0,
-                                 colorbar=dict(title="restored", len=0.4, y=0.2)), row=2, col=1)
+                                 colorbar=dict(title=dict(text="restored (fraction)", side="right"), len=0.4, y=0.2)),
+                      row=2, col=1)
         fig.update_xaxes(title_text="layer (index)", row=2, col=1)
         fig.update_yaxes(title_text="head (index)", row=2, col=1)
     n = int(summary["n_pairs"].max()) if len(summary) else 0
     fig.update_layout(title=title or "Activation patching: clean audio into corrupted runs", template="plotly_white",
-                      height=420 * n_rows + 120, margin=dict(b=130))
-    fig.add_annotation(
-        text=(f"Fraction restored = (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted), LD = logit(clean answer "
-              f"token) − logit(corrupted answer token) at the answer position (logits, unitless ratio); ratio of "
-              f"means over {n} pairs, error bars ±1 SE. 1 = the site carries all of the audio's effect."),
-        xref="paper", yref="paper", x=0, y=-0.12 if n_rows == 2 else -0.25, showarrow=False, xanchor="left",
-        yanchor="top", align="left", font=dict(size=11))
-    return fig
+                      height=420 * n_rows + 60)
+    return add_caption(
+        fig, f"Fraction restored = (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted), LD = logit(clean answer "
+             f"token) − logit(corrupted answer token) at the answer position; ratio of means over {n} pairs, error "
+             "bars ±1 SE. 1 = the site carries all of the audio's effect, 0 = none; dotted lines: whole connector "
+             "output patched.")

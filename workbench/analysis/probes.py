@@ -788,9 +788,13 @@ def probe_figure(df: pd.DataFrame, title: str | None = None):
     import plotly.graph_objects as go
     from plotly.colors import qualitative
 
+    from workbench.analysis.figures import add_caption
+
     fig = go.Figure()
     if df.empty:
-        return fig
+        fig.update_layout(title=title or "Linear probes: no results", xaxis_title="site (layer index)",
+                          yaxis_title="probe metric (out-of-fold)")
+        return add_caption(fig, "No probe results (empty table): nothing to plot.")
     metric = df["metric"].iloc[0]
     attr = df["attribute"].iloc[0]
     palette = qualitative.Plotly
@@ -832,20 +836,19 @@ def probe_figure(df: pd.DataFrame, title: str | None = None):
     text = (["encoders", "connectors"] if len(point) else []) + [str(t) for t in ticks[(2 if len(point) else 0):]]
     n, folds = int(df["n"].iloc[0]), int(df["folds"].iloc[0])
     ylab = ("accuracy (fraction of clips correct, out-of-fold)" if metric == "accuracy"
-            else "R² (out-of-fold, 1 = perfect)")
+            else "R² (coefficient of determination, out-of-fold; 1 = perfect)")
     fig.update_layout(
         title=title or f"Linear probes for {attr}: {metric} per site ({n} clips, {folds}-fold CV)",
         xaxis={"title": "site: encoder / connector output, then LLM layer (block index, 0-based)",
                "tickmode": "array", "tickvals": ticks, "ticktext": text},
-        yaxis={"title": ylab}, template="plotly_white", margin={"b": 140}, legend={"groupclick": "togglegroup"})
+        yaxis={"title": ylab}, template="plotly_white", legend={"groupclick": "togglegroup"})
     ctl = df["control_type"].iloc[0] if "control_type" in df else "random_identity"
-    fig.add_annotation(
-        xref="paper", yref="paper", x=0, y=-0.32, showarrow=False, align="left", xanchor="left",
-        text=(f"Standardised linear probe ({'logistic regression' if metric == 'accuracy' else 'ridge'}), "
-              f"{folds}-fold out-of-fold {metric}; bands/bars: 95% bootstrap CI over clips.<br>Dotted: control task "
-              f"({ctl.replace('_', ' ')} labels, same distribution); selectivity = {metric} - control. "
-              "Dashed: majority-class baseline. Same question for every clip, so only the audio carries the label."))
-    return fig
+    return add_caption(
+        fig, f"Standardised linear probe ({'logistic regression' if metric == 'accuracy' else 'ridge'}) on {n} clips, "
+             f"{folds}-fold out-of-fold {metric}; bands/bars: 95% bootstrap CI over clips. Dotted: control task "
+             f"({ctl.replace('_', ' ')} labels, same distribution); selectivity = {metric} - control. Dashed: "
+             f"{'majority-class' if metric == 'accuracy' else 'mean-predictor'} baseline. Same question for every "
+             "clip, so only the audio carries the label.")
 
 
 # ---------------------------------------------------------------------------------------------- end to end

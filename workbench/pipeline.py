@@ -1,0 +1,124 @@
+"""A resumable sequence of named steps: each finished step leaves a marker, and a re-run skips it.
+
+    steps = [Step("corpus", "generate the test split", make_corpus, params={"n": 120}, outputs=[data / "tasks.jsonl"]),
+             Step("encode", "encode it once", encode, deps=["corpus"])]
+    results = Pipeline("results/demo").run(steps)
+
+A step counts as done when ``ROOT/.steps/<name>.json`` exists, records the same parameters and the same
+finish times of the steps it depends on (``deps``), and every file in ``outputs`` exists. Markers are
+written atomically after the step returns, so a step interrupted half-way (Ctrl-C, a crash, a kill) has
+no marker and runs again next time; steps write their own files atomically
+(:func:`workbench.paths.atomic_write_bytes`), so no output is ever half-written. A step that re-runs gets a
+new finish time, which makes every step depending on it run again too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.paths import atomic_write_bytes
+
+__all__ = ["Step", "Pipeline", "StepFailed"]
+
+
+class StepFailed(RuntimeError):
+    """A step raised; the message names the step and how to resume."""
+
+
+@dataclass
+class Step:
+    """One unit of resumable work.
+
+    name: unique marker name (``[a-z0-9_-]``). title: what the progress line says. run: does the work and
+    returns a small JSON-able summary (kept in the marker; the pipeline returns it). params: everything the
+    result depends on besides upstream steps (a change re-runs the step). outputs: files that must exist.
+    deps: names of earlier steps whose re-run invalidates this one.
+    """
+
+    name: str
+    title: str
+    run: Callable[[], Any]
+    params: dict = field(default_factory=dict)
+    outputs: Sequence[str | os.PathLike] = ()
+    deps: Sequence[str] = ()
+
+
+def _key(params: dict, upstream: dict[str, str]) -> str:
+    blob = json.dumps({"params": params, "upstream": upstream}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class Pipeline:
+    """Runs steps in order under ``root`` (markers in ``root/.steps``); ``fresh=True`` ignores old markers."""
+
+    def __init__(self, root: str | os.PathLike, fresh: bool = False, stream=None):
+        self.root = Path(root)
+        self.marker_dir = self.root / ".steps"
+        self.fresh = fresh
+        self.stream = stream or sys.stdout
+
+    def marker(self, name: str) -> Path:
+        return self.marker_dir / f"{name}.json"
+
+    def read_marker(self, name: str) -> dict | None:
+        try:
+            return json.loads(self.marker(name).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def run(self, steps: Sequence[Step]) -> dict[str, Any]:
+        """Run (or skip) every step in order -> {name: summary}. A failing step raises `StepFailed`."""
+        names = [s.name for s in steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate step names in {names}")
+        finished: dict[str, str] = {}
+        results: dict[str, Any] = {}
+        t_all = time.time()
+        for i, step in enumerate(steps, 1):
+            missing_deps = [d for d in step.deps if d not in finished]
+            if missing_deps:
+                raise ValueError(f"step {step.name!r} depends on {missing_deps}, which do not run before it")
+            key = _key(step.params, {d: finished[d] for d in step.deps})
+            old = None if self.fresh else self.read_marker(step.name)
+            outputs = [Path(p) for p in step.outputs]
+            head = f"[{i}/{len(steps)}] {step.title}"
+            if old is not None and old.get("key") == key and all(p.exists() for p in outputs):
+                self._say(f"{head}: done earlier ({old.get('seconds', 0):.0f} s then), reused")
+                finished[step.name] = old["finished"]
+                results[step.name] = old.get("summary")
+                continue
+            self._say(f"{head} ...")
+            t0 = time.time()
+            try:
+                summary = step.run()
+            except KeyboardInterrupt:
+                self._say(f"\ninterrupted during step {step.name!r}; finished steps are kept: run the same command "
+                          f"again to continue from this step")
+                raise
+            except Exception as e:
+                raise StepFailed(f"step {step.name!r} ({step.title}) failed: {type(e).__name__}: {e}. Steps before it "
+                                 f"are kept; fix the cause and run the same command again to continue") from e
+            seconds = time.time() - t0
+            lost = [str(p) for p in outputs if not p.exists()]
+            if lost:
+                raise StepFailed(f"step {step.name!r} finished but did not write {lost}")
+            stamp = f"{time.time():.6f}"
+            record = {"name": step.name, "title": step.title, "key": key, "params": step.params, "deps": list(step.deps),
+                      "summary": summary, "seconds": round(seconds, 2), "finished": stamp,
+                      "outputs": [str(p) for p in outputs]}
+            atomic_write_bytes(self.marker(step.name), (json.dumps(record, indent=1, default=str) + "\n").encode())
+            finished[step.name] = stamp
+            results[step.name] = summary
+            self._say(f"      done in {seconds:.0f} s (total {time.time() - t_all:.0f} s)")
+        return results
