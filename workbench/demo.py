@@ -47,13 +47,13 @@ class Sizes:
 
     test_clips: int = 120  # the tiny preset's test split (the committed evaluations used all of it)
     eval_rows: int = 48  # closed rows re-answered per variant to check the committed evaluation
-    rows: int = 32  # task rows for attention, logit lens and ablations
+    rows: int = 48  # task rows for attention, logit lens and ablations
     probe_suites: tuple[str, ...] = ("category", "word", "pitch", "noise_color")
     probe_clips: int | None = None  # None: every clip of the test split
     probe_layers: tuple[int, ...] = (0, 4, 8, 12, 16, 20, 24, 29)
     probe_kv_layers: tuple[int, ...] = (8, 16, 24)
     probe_bootstrap: int = 300
-    pairs: int = 8  # clean/corrupted pairs for patching
+    pairs: int = 16  # clean/corrupted pairs for patching
     sweep_stride: int = 2  # ablation sweep over every k-th layer
     resamples: int = 1000  # bootstrap resamples of the comparison
 
@@ -241,7 +241,9 @@ class Demo:
         from workbench.analysis.ablation import ablation_sweep, sweep_figure
 
         model, ds = self.model("pal"), self.dataset("pal", self.sizes.rows)
-        layers = list(range(0, model.cfg.n_layers, self.sizes.sweep_stride))
+        # from the first layer where audio enters (blocking before it is the same as blocking from it)
+        first = min(e.integration.layer for e in model.pal_cfg.encoders)
+        layers = list(range(first, model.cfg.n_layers, self.sizes.sweep_stride))
         table = ablation_sweep(model, ds, "block", span="from", layers=layers, batch_size=self.batch_size,
                                accuracy=False, progress=True)
         self.write(table, sweep_figure(table, title="pal: audio keys blocked from layer l to the last layer"),
@@ -354,8 +356,8 @@ def build_steps(demo: Demo, retrain: bool) -> list:
              demo.ablations_ffn, params=common, deps=["encode"], outputs=[out / "ablation_delayed_ffn.csv"]),
         Step("ablate-encoders", "claim 3 inside: block one encoder at a time in pal", demo.ablations_encoders,
              params=common, deps=["encode"], outputs=[out / "ablation_pal_encoders.csv"]),
-        Step("ablate-sweep", f"ablation sweep over layers (every {s.sweep_stride}): pal", demo.ablation_sweep,
-             params={**common, "stride": s.sweep_stride}, deps=["encode"], outputs=[out / "ablation_sweep_pal.csv"]),
+        Step("ablate-sweep", f"ablation sweep over layers (every {s.sweep_stride} from the audio's entry): pal",
+             demo.ablation_sweep, params={**common, "stride": s.sweep_stride, "from": "entry"}, deps=["encode"], outputs=[out / "ablation_sweep_pal.csv"]),
     ]
     for suite in s.probe_suites:
         steps.append(Step(f"probe-{suite}", f"linear probes ({suite}) on pal, with a control task",

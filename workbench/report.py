@@ -60,6 +60,8 @@ def read_tables(run: Path) -> dict[str, pd.DataFrame]:
 
 def _kind(stem: str, df: pd.DataFrame) -> str | None:
     c = set(df.columns)
+    if stem.startswith("probe_") or {"site", "kind", "selectivity"} <= c:  # probe tables also have layer/metric/value
+        return "probe"
     if {"variant", "baseline", "diff"} <= c:
         return "diff"
     if {"variant", "metric", "value"} <= c:
@@ -70,8 +72,6 @@ def _kind(stem: str, df: pd.DataFrame) -> str | None:
         return "logit_lens"
     if {"layer", "metric", "value"} <= c:
         return "injection"
-    if stem.startswith("probe_"):
-        return "probe"
     return None
 
 

@@ -71,3 +71,21 @@ def test_missing_data_says_no_data(tmp_path):
     page = report.build_report(run)
     assert page.count("no data") == 3 and "plotly.js v" not in page
     assert report.main(["--run", str(tmp_path / "nope")]) == 2
+
+
+def test_probe_tables_are_summarised_as_probes_not_as_layer_sweeps(tmp_path):
+    """fit_probes tables also carry layer/metric/value columns (layer NaN at encoder sites); they must be read as
+    probes (claim 3), not as an injection-layer sweep (claim 1)."""
+    rows = [{"site": "encoders.whisper.hook_out", "kind": "encoder", "layer": float("nan"), "encoder": "whisper",
+             "metric": "accuracy", "value": 0.9, "selectivity": 0.7},
+            {"site": "encoders.mel.hook_out", "kind": "encoder", "layer": float("nan"), "encoder": "mel",
+             "metric": "accuracy", "value": 0.6, "selectivity": 0.4},
+            {"site": "blocks.3.hook_resid_post@last_prompt", "kind": "resid", "layer": 3.0, "encoder": None,
+             "metric": "accuracy", "value": 0.8, "selectivity": 0.6}]
+    pd.DataFrame(rows).to_csv(tmp_path / "probe_pitch.csv", index=False)
+    pd.DataFrame(rows).to_csv(tmp_path / "probes_renamed.csv", index=False)  # recognised by its columns too
+    claims = report.claim_summaries(report.read_tables(tmp_path))
+    assert claims["claim1"] == ["no data: no CSV in this run folder bears on this claim"]
+    assert any(l.startswith("probe_pitch: best value 0.9 at encoders.whisper.hook_out") for l in claims["claim3"])
+    assert any(l.startswith("probes_renamed: best value 0.9") for l in claims["claim3"])
+    assert not any("could not summarise" in l for l in claims["claim3"])
