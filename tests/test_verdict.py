@@ -75,3 +75,11 @@ def test_empty_folder_has_no_data_and_missing_folder_is_an_error(tmp_path, capsy
     assert "contrasts.csv missing" in v["evidence"].iloc[0]
     assert main([str(tmp_path / "nope")]) == 2
     assert "run the demo first" in capsys.readouterr().err
+
+
+def test_ablation_rows_without_a_condition_are_labelled_by_mode_and_layers(tmp_path):
+    _write_run(tmp_path, claim3_lo=0.005)
+    df = pd.read_csv(tmp_path / "ablation_delayed_ffn.csv").drop(columns="condition")
+    df.to_csv(tmp_path / "ablation_delayed_ffn.csv", index=False)
+    v = claim_verdicts(tmp_path).set_index("claim")
+    assert "ffn / all / layers 8-29 -0.100 ± 0.02" in v.loc["claim2", "inside"]

@@ -42,6 +42,18 @@ TITLES = {
     "claim3": "Claim 3, encoder ensemble",
 }
 VERDICT_COLUMNS = ["claim", "title", "verdict", "evidence", "inside", "scope"]
+# claim -> (ablation table the demo writes, what it ablates, what the verdict covers)
+INSIDE = {
+    "claim1": ("ablation_baseline_early_late.csv", "baseline (PLITS@0) with audio keys blocked for text queries",
+               "scope: one training run per variant (tiny preset, 300 steps); the CI covers test rows, not training "
+               "seeds; injection layers compared: 0 vs 8 (python -m workbench.sweep injection-layer trains more)"),
+    "claim2": ("ablation_delayed_ffn.csv", "delayed (PLITS@8) model",
+               "scope: one training run per variant; LAL and PLITS both enter at layer 8 with the same encoder and "
+               "connector; the FFN ablation tests whether a PLITS-trained model needs the FFN on audio"),
+    "claim3": ("ablation_pal_encoders.csv", "pal (LAL ensemble) with one encoder's keys blocked",
+               "scope: one training run per variant; encoders: Whisper-base, YAMNet and log-mel (the paper's "
+               "SSLAM/CLAP have no offline weights); the ensemble also has more audio tokens than one encoder"),
+}
 
 
 def decide(intervals: list[tuple[float, float]]) -> str:
@@ -112,6 +124,14 @@ def _ablation_line(df: pd.DataFrame | None, label_of, name: str) -> str | None:
     return f"{name} ({'n=' + str(n) + ' rows; ' if n else ''}± 1 s.e.): " + "; ".join(parts)
 
 
+def _condition(r: dict) -> str:
+    """The label of one ablation row: its ``condition`` (the demo's), else mode / encoder / layer range."""
+    c = r.get("condition")
+    if isinstance(c, str) and c:
+        return c
+    return f"{r['mode']} / {r['encoder']} / layers {int(r['layer_start'])}-{int(r['layer_end'])}"
+
+
 def _probe_winners(run: Path) -> str | None:
     """Which encoder's output probes best, per attribute (encoder-output sites only)."""
     found = []
@@ -145,31 +165,12 @@ def claim_verdicts(run: str | Path) -> pd.DataFrame:
             if ci is not None:
                 cis.append(ci)
         verdict = decide(cis) if len(cis) == len(pairs) else "no data"
-        inside = []
-        if claim == "claim1":
-            line = _ablation_line(_read(run, "ablation_baseline_early_late.csv"),
-                                  lambda r: f"layers {int(r['layer_start'])}-{int(r['layer_end'])}",
-                                  "baseline (PLITS@0) with audio keys blocked for text queries")
-            inside.append(line or "ablation_baseline_early_late.csv missing")
-            scope = ("scope: one training run per variant (tiny preset, 300 steps); the CI covers test rows, not "
-                     "training seeds; injection layers compared: 0 vs 8 (python -m workbench.sweep injection-layer "
-                     "trains more)")
-        elif claim == "claim2":
-            line = _ablation_line(_read(run, "ablation_delayed_ffn.csv"),
-                                  lambda r: f"FFN skipped at audio positions, layers {int(r['layer_start'])}-{int(r['layer_end'])}",
-                                  "delayed (PLITS@8) model")
-            inside.append(line or "ablation_delayed_ffn.csv missing")
-            scope = ("scope: one training run per variant; LAL and PLITS both enter at layer 8 with the same encoder and "
-                     "connector; the FFN ablation tests whether a PLITS-trained model needs the FFN on audio")
-        else:
-            line = _ablation_line(_read(run, "ablation_pal_encoders.csv"), lambda r: f"without {r['encoder']}",
-                                  "pal (LAL ensemble) with one encoder's keys blocked")
-            inside.append(line or "ablation_pal_encoders.csv missing")
+        csv, what, scope = INSIDE[claim]
+        inside = [_ablation_line(_read(run, csv), _condition, what) or f"{csv} missing"]
+        if claim == "claim3":
             probes = _probe_winners(run)
             if probes:
                 inside.append(probes)
-            scope = ("scope: one training run per variant; encoders: Whisper-base, YAMNet and log-mel (the paper's "
-                     "SSLAM/CLAP have no offline weights); the ensemble also has more audio tokens than one encoder")
         rows.append({"claim": claim, "title": TITLES[claim], "verdict": verdict, "evidence": " | ".join(sentences),
                      "inside": " | ".join(inside), "scope": scope})
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
