@@ -62,3 +62,15 @@ def test_demo_resumes_after_interrupt(tmp_path):
     for v in ("baseline", "pal"):
         s = json.loads((markers / f"eval-{v}.json").read_text())["summary"]
         assert s["checked"] == s["fresh_rows"] > 0 and s["identical"] == s["checked"], s
+
+
+def test_bad_demo_arguments_name_the_fix(tmp_path, capsys):
+    from workbench.demo import main
+
+    assert main(["--eval-rows", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--eval-rows must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["--checkpoints", str(tmp_path / "none"), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint for ['baseline', 'delayed', 'lal', 'ensemble', 'pal', 'hybrid']" in err
+    assert "./run demo --retrain" in err
+    assert not (tmp_path / "d").exists()

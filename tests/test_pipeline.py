@@ -98,3 +98,13 @@ def test_bad_step_lists_are_refused(tmp_path):
         _pipeline(tmp_path).run([rec.step("a"), rec.step("a")])
     with pytest.raises(ValueError, match="depends on"):
         _pipeline(tmp_path).run([rec.step("b", deps=["a"]), rec.step("a")])
+
+
+def test_an_always_step_runs_every_time(tmp_path):
+    rec = Recorder(tmp_path)
+    steps = [rec.step("a"), rec.step("b", deps=["a"])]
+    steps[1].always = True
+    _pipeline(tmp_path).run(steps)
+    rec.runs.clear()
+    _pipeline(tmp_path).run(steps)
+    assert rec.runs == ["b"]

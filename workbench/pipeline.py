@@ -40,7 +40,8 @@ class Step:
     name: unique marker name (``[a-z0-9_-]``). title: what the progress line says. run: does the work and
     returns a small JSON-able summary (kept in the marker; the pipeline returns it). params: everything the
     result depends on besides upstream steps (a change re-runs the step). outputs: files that must exist.
-    deps: names of earlier steps whose re-run invalidates this one.
+    deps: names of earlier steps whose re-run invalidates this one. always: run on every call (cheap steps that
+    read whatever the others left, such as a report).
     """
 
     name: str
@@ -49,6 +50,7 @@ class Step:
     params: dict = field(default_factory=dict)
     outputs: Sequence[str | os.PathLike] = ()
     deps: Sequence[str] = ()
+    always: bool = False
 
 
 def _key(params: dict, upstream: dict[str, str]) -> str:
@@ -93,7 +95,7 @@ class Pipeline:
             old = None if self.fresh else self.read_marker(step.name)
             outputs = [Path(p) for p in step.outputs]
             head = f"[{i}/{len(steps)}] {step.title}"
-            if old is not None and old.get("key") == key and all(p.exists() for p in outputs):
+            if not step.always and old is not None and old.get("key") == key and all(p.exists() for p in outputs):
                 self._say(f"{head}: done earlier ({old.get('seconds', 0):.0f} s then), reused")
                 finished[step.name] = old["finished"]
                 results[step.name] = old.get("summary")

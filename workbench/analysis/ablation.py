@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.analysis.core import answer_logprob, batches, run_with_interventions
+from workbench.analysis.core import answer_logprob, batches, prompt_item, run_with_interventions
 from workbench.analysis.figures import add_caption
 
 __all__ = ["MODES", "SPANS", "AblationError", "conditions_figure", "ablation_interventions", "audio_means", "item_metrics", "ablate",
@@ -215,14 +215,6 @@ def _resid_fn(index: torch.Tensor, S: int, value: torch.Tensor | None):
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-def _prompt_items(items: list[dict]) -> list[dict]:
-    out = []
-    for it in items:
-        p = int(it["prompt_len"])
-        out.append({**it, "input_ids": it["input_ids"][:p], "labels": torch.full((p,), -100, dtype=torch.long)})
-    return out
-
-
 def item_metrics(model, dataset, make_interventions: Callable[[dict], list[Intervention]] | None = None, *,
                  backend: str = "transformer_lens", batch_size: int = 8, accuracy: bool = True,
                  max_new_tokens: int = 8, answer_options: dict | None = None) -> pd.DataFrame:
@@ -242,7 +234,7 @@ def item_metrics(model, dataset, make_interventions: Callable[[dict], list[Inter
         lp = answer_logprob(model, batch, logits).double().cpu().tolist()
         preds = [None] * len(items)
         if accuracy and backend == "transformer_lens":
-            pbatch = dataset.prompt_collate_fn()(_prompt_items(items))
+            pbatch = dataset.prompt_collate_fn()([prompt_item(it) for it in items])
             phooks = make_interventions(pbatch) if make_interventions else []
             tl = [(n, (lambda f: (lambda t, hook: f(t)))(f)) for n, f in phooks]
             with model.hooks(fwd_hooks=tl):

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.analysis.core import answer_logit_diff, collect, run_with_interventions
+from workbench.analysis.core import answer_logit_diff, collect, prompt_item, run_with_interventions
 from workbench.analysis.figures import add_caption
 
 __all__ = ["SITES", "PatchingError", "make_pairs", "patch_batch", "patch_dataset", "summarize_patching",
@@ -270,11 +270,6 @@ def patch_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrup
     return pd.DataFrame(rows, columns=ITEM_COLUMNS)
 
 
-def _prompt_item(item: dict) -> dict:
-    p = int(item["prompt_len"])
-    return {**item, "input_ids": item["input_ids"][:p], "labels": torch.full((p,), -100, dtype=torch.long)}
-
-
 def patch_dataset(model, dataset, pairs: pd.DataFrame, sites=None, encoders=None, layers=None,
                   backend: str = "transformer_lens", batch_size: int = 8, progress: bool = False) -> pd.DataFrame:
     """:func:`patch_batch` over the pairs of :func:`make_pairs` (prompts only, left-padded) -> item rows,
@@ -289,8 +284,8 @@ def patch_dataset(model, dataset, pairs: pd.DataFrame, sites=None, encoders=None
         bar = tqdm(desc="patching", unit="run")
     for i in starts:
         chunk = pairs.iloc[i:i + batch_size]
-        clean = collate([_prompt_item(dataset[int(j)]) for j in chunk["clean"]])
-        corrupt = collate([_prompt_item(dataset[int(j)]) for j in chunk["corrupted"]])
+        clean = collate([prompt_item(dataset[int(j)]) for j in chunk["clean"]])
+        corrupt = collate([prompt_item(dataset[int(j)]) for j in chunk["corrupted"]])
         frames.append(patch_batch(model, clean, corrupt, torch.tensor(chunk["clean_token"].to_numpy()),
                                   torch.tensor(chunk["corrupted_token"].to_numpy()), sites, encoders, layers,
                                   backend, pair_offset=i, bar=bar, n_batches=len(starts)))
