@@ -161,8 +161,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
                         out_csv: str | os.PathLike | None = None, *, tasks: Sequence[str] | None = None,
                         max_rows: int | None = None, batch_size: int = 8, max_new_tokens: int = 16,
                         cache_dir: str | os.PathLike | None = None, meteor: bool = True, progress: bool = True,
-                        model=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Load ``PALModel.from_pretrained(checkpoint)`` (or use ``model``), answer greedily, score, write."""
+                        model=None, share_prefix: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Load ``PALModel.from_pretrained(checkpoint)`` (or use ``model``), answer greedily, score, write.
+
+    ``share_prefix``: run the system turn that every prompt shares once per batch (see
+    :mod:`workbench.model.shared_prefix`; same answers, checked against the committed evaluations)."""
     import torch
 
     from workbench.data.dataset import AudioTaskDataset
@@ -191,6 +194,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
 
     def predict(batch):
         with torch.no_grad():
+            if share_prefix:
+                return model.generate_answers(batch, max_new_tokens=max_new_tokens, share_prefix=True)
             return model.generate_answers(batch, max_new_tokens=max_new_tokens)
 
     if out_csv is None and checkpoint is not None:
@@ -220,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--cache-dir", default=None, help="encoder token cache (default cache/tokens, as in configs/*.yaml)")
     ap.add_argument("--no-meteor", action="store_true", help="skip METEOR (saves the ~10 s JVM start)")
+    ap.add_argument("--no-share-prefix", action="store_true",
+                    help="run every row's whole prompt (default: the shared system turn once per batch; same answers)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
@@ -230,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         answers, scores = evaluate_checkpoint(args.checkpoint, args.data, out, tasks=tasks, max_rows=args.max_rows,
                                               batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                               cache_dir=args.cache_dir, meteor=not args.no_meteor,
-                                              progress=not args.no_progress)
+                                              progress=not args.no_progress, share_prefix=not args.no_share_prefix)
     except EvaluationError as e:
         raise SystemExit(f"error: {e}") from None
     print(f"{len(answers)} rows -> {out} (+ scores.csv, run.json)")

@@ -69,9 +69,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def variant_of(checkpoint: str | os.PathLike) -> str:
-    """The variant a checkpoint folder belongs to: training writes ``OUT/final``, so ``final`` names its parent."""
+    """The variant a checkpoint folder belongs to: training writes ``OUT/final``, so ``final`` names its parent;
+    a seed run (``VARIANT/seed-S/final``, see :mod:`workbench.runs`) belongs to ``VARIANT``."""
     checkpoint = Path(checkpoint)
-    return checkpoint.parent.name if checkpoint.name == "final" else checkpoint.name
+    run = checkpoint.parent if checkpoint.name == "final" else checkpoint
+    return run.parent.name if run.name.startswith("seed-") and run.name[5:].isdigit() else run.name
 
 
 def replace_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:

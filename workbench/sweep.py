@@ -4,8 +4,16 @@
 python -m workbench.sweep injection-layer --layers 0,4,8,12,16 [--preset tiny] [--mode plits|lal]
        [--base-config configs/delayed.yaml] [--out results/sweep] [--max-steps N] [--eval-data DIR]
        [--max-rows N] [--resamples 1000] [--no-progress]
+python -m workbench.sweep injection-layer --modes plits,lal --layers 0,4,8,12,16,20,24 --seeds 0,1 [--jobs 2]
 ```
-For each layer L: ``OUT/L{L:02d}/config.yaml`` (the base config's preset with every encoder's
+With ``--modes``/``--seeds`` (the injection-layer curve of claim 1): one run per (mode, layer, seed) in
+``results/sweeps/injection-layer/MODE/LNN/seed-S`` (``OUT/MODE/LNN/config.yaml`` holds the point's config), each
+trained in its own single-thread process (``--jobs`` at a time) and evaluated on both test splits
+(:data:`workbench.runs.TEST_SPLITS`); resumable; a point whose config and seed equal a finished run under
+``results/checkpoints`` (e.g. PLITS@0 = baseline, PLITS@8 = delayed, LAL@8 = lal) reuses that run's logs and
+evaluations. See :mod:`workbench.training.jobs`.
+
+Without them (one mode, one seed): for each layer L: ``OUT/L{L:02d}/config.yaml`` (the base config's preset with every encoder's
 ``integration.layer`` set to L, and ``integration.mode`` to ``--mode`` if given; switching to LAL adds the
 per-layer adapter and gate as in configs/lal.yaml), training with :func:`workbench.train.train` into
 ``OUT/L{L:02d}`` and evaluation with :func:`workbench.evaluate.evaluate_checkpoint` on ``--eval-data``
@@ -151,6 +159,41 @@ def injection_layer_sweep(layers: Sequence[int], *, preset: str = "tiny", mode: 
     return sweep_table(done, resamples=resamples)
 
 
+def _write_config(cfg_path: Path, doc: dict) -> None:
+    text = f"# {doc['note']}\n" + yaml.safe_dump({"presets": doc["presets"]}, sort_keys=False)
+    if cfg_path.is_file() and cfg_path.read_text() != text:
+        raise SweepError(f"{cfg_path} exists with other settings than this sweep's (base config, mode, "
+                         "--max-steps or preset changed); use another --out or delete that folder")
+    cfg_path.parent.mkdir(parents=True, exist_ok=True)
+    if not cfg_path.is_file():
+        cfg_path.write_text(text)
+
+
+def injection_layer_jobs(modes: Sequence[str], layers: Sequence[int], seeds: Sequence[int], *, preset: str = "tiny",
+                         base_config: str | Path = "configs/delayed.yaml", out: str | Path | None = None,
+                         max_steps: int | None = None, reuse_root: str | Path | None = "results/checkpoints") -> list:
+    """The curve's runs as :class:`workbench.training.jobs.Job` s (configs written to ``OUT/MODE/LNN/config.yaml``)."""
+    from workbench.runs import SWEEP_ROOT, find_seed_runs, sweep_run_dir
+    from workbench.training.jobs import Job
+
+    out = Path(out) if out is not None else SWEEP_ROOT
+    bad = [m for m in modes if m not in ("plits", "lal")]
+    if bad or not modes:
+        raise SweepError(f"--modes must be plits and/or lal, got {list(modes)}")
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise SweepError(f"--seeds must be distinct non-negative integers, got {list(seeds)}")
+    reuse = [r.path for r in find_seed_runs(reuse_root)] if reuse_root is not None and Path(reuse_root).is_dir() else []
+    jobs = []
+    for mode in modes:
+        for layer, doc in sweep_configs(base_config, preset, layers, mode, max_steps).items():
+            cfg_path = out / mode / f"L{layer:02d}" / "config.yaml"
+            _write_config(cfg_path, doc)
+            for seed in seeds:
+                jobs.append(Job(f"{mode}@{layer}/seed-{seed}", cfg_path, preset, seed,
+                                sweep_run_dir(mode, layer, seed, out), reuse=reuse))
+    return jobs
+
+
 def sweep_table(answers: dict[int, Path], resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Bootstrap table (workbench.compare) over the evaluated layers, with a ``layer`` column."""
     from workbench.compare import _chances, bootstrap_table, item_scores, load_run
@@ -209,14 +252,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layers", required=True, help="comma-separated injection layers, e.g. 0,4,8,12,16")
     s.add_argument("--preset", default="tiny")
     s.add_argument("--mode", default=None, help="plits or lal (default: the base config's)")
+    s.add_argument("--modes", default=None, help="the curve: comma-separated modes (plits,lal), with --seeds")
+    s.add_argument("--seeds", default=None, help="the curve: comma-separated training seeds (default 0)")
+    s.add_argument("--jobs", type=int, default=2, help="the curve: runs at a time, one thread each (default 2)")
     s.add_argument("--base-config", default="configs/delayed.yaml")
-    s.add_argument("--out", default="results/sweep")
+    s.add_argument("--out", default=None, help="default results/sweep (one mode) or results/sweeps/injection-layer (--modes)")
     s.add_argument("--max-steps", type=int, default=None, help="cap every stage at N steps (quick run)")
     s.add_argument("--eval-data", default=None, help="evaluation audiofolder (default: the config's data.val)")
     s.add_argument("--max-rows", type=int, default=None, help="evaluate only the first N task rows")
     s.add_argument("--resamples", type=int, default=1000)
     s.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _run_curve(a, layers) -> int:
+    from workbench.train import parse_seeds
+    from workbench.training.jobs import run_jobs
+
+    modes = [m.strip() for m in (a.modes or a.mode or "plits").split(",") if m.strip()]
+    seeds = parse_seeds(a.seeds or "0")
+    jobs = injection_layer_jobs(modes, layers, seeds, preset=a.preset, base_config=a.base_config, out=a.out,
+                                max_steps=a.max_steps)
+    try:
+        run_jobs(jobs, parallel=a.jobs)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -231,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             layers = [int(x) for x in a.layers.split(",") if x.strip()]
         except ValueError:
             raise SweepError(f"--layers must be comma-separated integers, got {a.layers!r}") from None
+        if a.modes is not None or a.seeds is not None:
+            return _run_curve(a, layers)
+        a.out = a.out or "results/sweep"
         table = injection_layer_sweep(layers, preset=a.preset, mode=a.mode, base_config=a.base_config, out=a.out,
                                       max_steps=a.max_steps, eval_data=a.eval_data, max_rows=a.max_rows,
                                       resamples=a.resamples, progress=not a.no_progress)

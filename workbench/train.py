@@ -3,6 +3,7 @@
     python -m workbench.train --config configs/pal.yaml --preset tiny --out runs/pal [--resume]
                               [--max-steps N] [--seed S] [--no-progress]
     python -m workbench.train --all --preset tiny --out-root results/checkpoints   # every configs/{variant}.yaml
+    python -m workbench.train --all --seeds 0,1,2 [--variants pal,lal] [--jobs 2]  # OUT_ROOT/VARIANT/seed-S, evaluated
     accelerate launch -m workbench.train --config ... (DDP; batch_size is the global batch)
 
 Outputs under ``--out``: ``train_log.csv`` (one row per optimizer step, flushed each step), ``val_log.csv``
@@ -486,6 +487,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this global step (writes a checkpoint)")
     p.add_argument("--seed", type=int, default=None, help="override training.seed")
+    p.add_argument("--seeds", default=None,
+                   help="with --all: comma-separated training seeds; each run goes to OUT_ROOT/VARIANT/seed-S (seed 0: "
+                        "OUT_ROOT/VARIANT when that holds a seed-0 run) and is evaluated on every test split "
+                        "(workbench.runs.TEST_SPLITS); runs are separate processes, --jobs at a time")
+    p.add_argument("--variants", default=None, help=f"with --all: a comma-separated subset of {','.join(VARIANTS)}")
+    p.add_argument("--jobs", type=int, default=2, help="with --seeds: runs at a time (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="with --seeds: torch threads per run (default 1)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -516,6 +524,50 @@ def _run_one(config, preset, out, a, command) -> int:
     return 0
 
 
+def _parse_variants(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return VARIANTS
+    chosen = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or not chosen:
+        raise SystemExit(f"error: --variants {text!r}: unknown {unknown}; choose from {','.join(VARIANTS)}")
+    return chosen
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0,1,2" -> [0, 1, 2] (non-negative, no duplicates)."""
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"error: --seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise SystemExit(f"error: --seeds must be distinct non-negative integers, got {text!r}")
+    return seeds
+
+
+def _run_seeds(a, variants) -> int:
+    from workbench.runs import run_dir
+    from workbench.training.jobs import Job, run_jobs
+
+    if a.max_steps is not None or a.resume or a.seed is not None:
+        print("error: --seeds runs whole, resumable jobs: drop --max-steps/--resume/--seed", file=sys.stderr)
+        return 2
+    jobs = []
+    for s in parse_seeds(a.seeds):
+        for v in variants:
+            path = Path(a.configs_dir) / f"{v}.yaml"
+            if not path.is_file():
+                print(f"error: {path} missing (variant {v!r})", file=sys.stderr)
+                return 2
+            jobs.append(Job(f"{v}/seed-{s}", path, a.preset, s, run_dir(a.out_root, v, s)))
+    try:
+        run_jobs(jobs, parallel=a.jobs, threads=a.threads)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -524,8 +576,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.config or a.out:
             print("error: --all takes --out-root (and --configs-dir), not --config/--out", file=sys.stderr)
             return 2
+        variants = _parse_variants(a.variants)
+        if a.seeds is not None:
+            return _run_seeds(a, variants)
         rc, ran = 0, 0
-        for v in VARIANTS:
+        for v in variants:
             path = Path(a.configs_dir) / f"{v}.yaml"
             if not path.is_file():
                 warnings.warn(f"--all: {path} missing; skipping variant {v!r}")

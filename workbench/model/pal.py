@@ -35,6 +35,7 @@ from workbench.model.kv_cache import KVCache
 from workbench.model.layers import ExtraKV
 from workbench.model.layout import TokenLayout, build_layout
 from workbench.model.pal_config import ConfigError, EncoderSpec, PALConfig
+from workbench.model.shared_prefix import MIN_SHARED_PREFIX, forward_shared_prefix, pads_after_prefix, shared_prefix_len
 from workbench.model.weights import convert_state_dict
 from workbench.paths import replace_dir
 
@@ -272,32 +273,49 @@ class PALModel(HookedDecoder):
             insertions=insertions, logits_at=logits_at,
         )
 
-    def loss(self, batch: dict) -> torch.Tensor:
+    def loss(self, batch: dict, share_prefix: bool = True) -> torch.Tensor:
         """Mean next-token cross-entropy over the answer tokens (labels != -100).
 
-        Only the positions that predict an answer token are projected onto the vocabulary."""
+        Only the positions that predict an answer token are projected onto the vocabulary, and the prompt
+        prefix that every row shares (the system turn) runs once for the batch (``share_prefix``; see
+        :mod:`workbench.model.shared_prefix`: same loss and gradients up to float rounding)."""
         labels = batch["labels"].to(self.embed.weight.device)
         targets = labels[:, 1:]
         predicts = F.pad(targets != -100, (0, 1), value=False)  # position t predicts token t + 1
-        logits = self(batch, logits_at=predicts)
+        P = shared_prefix_len(batch) if share_prefix else 0
+        if P >= MIN_SHARED_PREFIX and not bool(predicts[:, :P].any()):
+            logits = forward_shared_prefix(self, batch, P, predicts)
+        else:
+            logits = self(batch, logits_at=predicts)
         return F.cross_entropy(logits.float(), targets[targets != -100])
 
     @torch.no_grad()
-    def generate_ids(self, batch: dict, max_new_tokens: int = 16) -> torch.Tensor:
-        """Greedy continuation of a left-padded prompt batch -> new token ids [B, T]."""
+    def generate_ids(self, batch: dict, max_new_tokens: int = 16, share_prefix: bool = False) -> torch.Tensor:
+        """Greedy continuation of a left-padded prompt batch -> new token ids [B, T].
+
+        ``share_prefix``: run the prompt prefix every row shares once and project only the last prompt position
+        (evaluation speed; same answers up to float rounding of near-ties). Off by default, so hooked analyses
+        see every row's full prompt."""
         ids = batch["input_ids"].to(self.embed.weight.device)
+        prefill = lambda cache: self(batch, past=cache)  # noqa: E731
+        if share_prefix:
+            moved, P = pads_after_prefix(batch)
+            if P >= MIN_SHARED_PREFIX:
+                last = torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
+                last[:, -1] = True
+                prefill = lambda cache: forward_shared_prefix(self, moved, P, last, past=cache)[:, None]  # noqa: E731
         out = greedy_generate(
             self, ids, batch["attention_mask"].to(ids.device), max_new_tokens=max_new_tokens,
             eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
-            prefill=lambda cache: self(batch, past=cache),
+            prefill=prefill,
         )
         return out[:, ids.shape[1]:]
 
-    def generate_answers(self, batch: dict, max_new_tokens: int = 16) -> list[str]:
+    def generate_answers(self, batch: dict, max_new_tokens: int = 16, share_prefix: bool = False) -> list[str]:
         """Greedy answers (decoded, stripped) for a prompt batch from ``AudioTaskDataset.prompt_collate_fn()``."""
         if batch["attention_mask"][:, -1].min() == 0:
             raise ValueError("generation needs a left-padded prompt batch: use dataset.prompt_collate_fn()")
-        new = self.generate_ids(batch, max_new_tokens)
+        new = self.generate_ids(batch, max_new_tokens, share_prefix=share_prefix)
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     # ------------------------------------------------------------------ trainable parts

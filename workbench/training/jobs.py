@@ -1,0 +1,201 @@
+"""Many training runs on a small machine: each run (train, then evaluate on every test split) in its own
+single-threaded process, a few at a time; resumable, reusing what exists.
+
+On a 2-core CPU, two single-thread processes train two runs in about the time one two-thread process trains
+one of them (torch's intra-op threads gain little on these small matrices: see ``benchmarks/train_step.py``).
+
+A job is done when every test split's ``answers.csv`` exists in its folder (weights are not needed then, so the
+committed logs and evaluations of runs whose weights are not committed still count as done on a fresh clone).
+A job with ``final/`` is only evaluated; one with training checkpoints resumes (``--resume``); a job whose
+config hash and seed equal those of a finished run elsewhere (``reuse`` folders) copies that run's logs and
+evaluations instead of training again, and records where they came from in ``reused_from.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.paths import atomic_write_bytes
+from workbench.runs import EVAL_DIRS, TEST_SPLITS, eval_answers
+
+__all__ = ["Job", "job_state", "run_jobs", "ensure_test_splits", "RUN_FILES"]
+
+#: what a finished run keeps besides its evaluations (copied when a run is reused)
+RUN_FILES = ("train_log.csv", "val_log.csv", "train_summary.json", "config.yaml")
+
+
+@dataclass
+class Job:
+    """One training run: ``config`` (YAML file) ``preset`` at training seed ``seed`` into ``out``; evaluated on
+    ``splits`` (names of :data:`workbench.runs.TEST_SPLITS`)."""
+
+    name: str
+    config: Path
+    preset: str
+    seed: int
+    out: Path
+    splits: Sequence[str] = field(default_factory=lambda: tuple(TEST_SPLITS))
+    reuse: Sequence[Path] = ()
+
+    def missing_evals(self) -> list[str]:
+        return [s for s in self.splits if not eval_answers(self.out, s).is_file()]
+
+
+def job_state(job: Job) -> str:
+    """"done", "evaluate" (final/ there, some split missing), "resume" (checkpoints there), or "train"."""
+    if not job.missing_evals():
+        return "done"
+    if (job.out / "final" / "config.json").is_file():
+        return "evaluate"
+    ck = job.out / "checkpoints"
+    if ck.is_dir() and any(p.name.startswith("step-") for p in ck.iterdir()):
+        return "resume"
+    return "train"
+
+
+def ensure_test_splits(splits: Sequence[str], progress: bool = False) -> None:
+    """Generate each named test split of the tiny corpus if it is not there (deterministic from its data seed)."""
+    from workbench.data.synth import generate
+
+    for s in splits:
+        folder, n, data_seed = TEST_SPLITS[s]
+        if not (folder / "tasks.jsonl").is_file():
+            generate(folder, n, seed=data_seed, split="test", preset="tiny", progress=progress)
+
+
+def prepare_all(jobs: Sequence[Job], progress: bool = False) -> None:
+    """Before the runs start (so that parallel runs never write the same token-cache entries): generate the test
+    splits, and the training data of every config, and encode them with every encoder the configs name."""
+    from workbench.encoders import load_encoder
+    from workbench.encoders.cache import encode_dataset
+    from workbench.training.config import load_run_config
+    from workbench.training.data import prepare_data
+
+    splits = sorted({s for j in jobs for s in j.splits})
+    ensure_test_splits(splits, progress)
+    seen: dict[tuple, None] = {}
+    for j in jobs:
+        cfg = load_run_config(j.config, j.preset)
+        specs = tuple((e["name"], tuple(sorted((e.get("options") or {}).items()))) for e in cfg.model["encoders"])
+        key = (str(cfg.data.train), str(cfg.data.val), str(cfg.data.cache_dir), specs)
+        if key in seen:
+            continue
+        seen[key] = None
+        prepare_data(cfg.data, [(n, dict(o)) for n, o in specs], progress=progress)
+        built = [load_encoder(n, **dict(o)) for n, o in specs]
+        for s in splits:
+            encode_dataset(TEST_SPLITS[s][0], built, cfg.data.cache_dir, progress=progress)
+
+
+def _config_identity(config: Path, preset: str, seed: int) -> str:
+    from workbench.training.config import load_run_config
+
+    return load_run_config(config, preset, seed=seed).hash()
+
+
+def _reusable(job: Job) -> Path | None:
+    """A finished run among ``job.reuse`` with the same config hash (the seed is part of it)."""
+    want = _config_identity(job.config, job.preset, job.seed)
+    for run in job.reuse:
+        summary = Path(run) / "train_summary.json"
+        if not summary.is_file():
+            continue
+        s = json.loads(summary.read_text())
+        if s.get("completed") and s.get("config_hash") == want:
+            return Path(run)
+    return None
+
+
+def _copy_run(src: Path, dst: Path, splits: Sequence[str]) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+    for s in splits:
+        d = src / EVAL_DIRS[s]
+        if d.is_dir() and not (dst / EVAL_DIRS[s]).exists():
+            shutil.copytree(d, dst / EVAL_DIRS[s])
+    atomic_write_bytes(dst / "reused_from.json", json.dumps({"run": str(src)}, indent=1).encode())
+
+
+def _commands(job: Job, state: str) -> list[list[str]]:
+    py = [sys.executable, "-m"]
+    cmds = []
+    if state in ("train", "resume"):
+        cmds.append(py + ["workbench.train", "--config", str(job.config), "--preset", job.preset, "--seed",
+                          str(job.seed), "--out", str(job.out), "--no-progress"] + (["--resume"] if state == "resume" else []))
+    for s in job.splits:
+        if state == "done":
+            break
+        if state in ("train", "resume") or not eval_answers(job.out, s).is_file():
+            cmds.append(py + ["workbench.evaluate", "--checkpoint", str(job.out / "final"), "--data",
+                              str(TEST_SPLITS[s][0]), "--out", str(eval_answers(job.out, s)), "--no-progress"])
+    return cmds
+
+
+def _run_job(job: Job, threads: int) -> tuple[Job, str, float]:
+    t0 = time.time()
+    src = _reusable(job) if job.reuse else None
+    if src is not None and src.resolve() != job.out.resolve():
+        _copy_run(src, job.out, job.splits)
+        if not job.missing_evals():
+            return job, f"reused {src}", time.time() - t0
+        if not (job.out / "final").exists() and (src / "final" / "config.json").is_file():
+            job = Job(job.name, job.config, job.preset, job.seed, job.out, job.splits)  # evaluate src's weights
+            cmds = [[sys.executable, "-m", "workbench.evaluate", "--checkpoint", str(src / "final"), "--data",
+                     str(TEST_SPLITS[s][0]), "--out", str(eval_answers(job.out, s)), "--no-progress"]
+                    for s in job.missing_evals()]
+            return _run_commands(job, cmds, threads, t0, f"reused {src}, evaluated")
+    state = job_state(job)
+    if state == "done":
+        return job, "done (kept)", 0.0
+    return _run_commands(job, _commands(job, state), threads, t0, state)
+
+
+def _run_commands(job: Job, cmds: list[list[str]], threads: int, t0: float, what: str) -> tuple[Job, str, float]:
+    job.out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
+               TOKENIZERS_PARALLELISM="false")
+    with open(job.out / "job.log", "a") as logf:
+        for cmd in cmds:
+            logf.write(f"$ {' '.join(cmd)}\n")
+            logf.flush()
+            rc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env).returncode
+            if rc != 0:
+                raise RuntimeError(f"{job.name}: `{' '.join(cmd)}` failed with exit code {rc}; see {job.out / 'job.log'}")
+    return job, what, time.time() - t0
+
+
+def run_jobs(jobs: Sequence[Job], parallel: int = 2, threads: int = 1,
+             log: Callable[[str], None] = print) -> list[tuple[str, str, float]]:
+    """Run ``jobs`` ``parallel`` at a time (each process with ``threads`` torch threads); returns
+    [(name, what happened, seconds)]. A failed job is reported and the others go on; raises at the end if any
+    failed (rerun the same command to continue: finished jobs are kept)."""
+    todo = [j for j in jobs if job_state(j) != "done"]
+    if todo:
+        prepare_all(todo)
+    log(f"{len(jobs)} runs: {len(jobs) - len(todo)} done, {len(todo)} to do, {parallel} at a time x {threads} thread(s)")
+    results, failed = [], []
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futs = {pool.submit(_run_job, j, threads): j for j in todo}
+        for i, fut in enumerate(as_completed(futs), 1):
+            j = futs[fut]
+            try:
+                _, what, dt = fut.result()
+                results.append((j.name, what, dt))
+                log(f"[{i}/{len(todo)}] {j.name}: {what} ({dt / 60:.1f} min) -> {j.out}")
+            except Exception as e:  # noqa: BLE001 - reported, the other runs go on
+                failed.append(j.name)
+                log(f"[{i}/{len(todo)}] {j.name}: FAILED: {e}")
+    if failed:
+        raise RuntimeError(f"{len(failed)} run(s) failed: {failed}; fix the cause and rerun (finished runs are kept)")
+    return results
