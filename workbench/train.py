@@ -23,14 +23,9 @@ Exit codes: 0 done (or stopped at ``--max-steps`` with a checkpoint), 2 bad conf
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
-import math
 import os
-import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -38,71 +33,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from workbench.data.audiofolder import DataError
 from workbench.paths import atomic_write_bytes
-from workbench.training.checkpoint import (CheckpointError, clean_tmp, find_latest, read_trainer_state, rng_state,
-                                           set_rng_state, write_checkpoint)
-from workbench.training.config import (REPO_ROOT, ConfigError, RunConfig, StageConfig, config_diff, load_run_config,
-                                       semantic_dict, to_jsonable)
-from workbench.training.data import EmptyDatasetError, StageBatchSampler, order_seed, prepare_data
+from workbench.training.checkpoint import CheckpointError, clean_tmp, find_latest, read_trainer_state
+from workbench.training.config import (REPO_ROOT, ConfigError, RunConfig, config_diff, load_run_config, semantic_dict,
+                                       to_jsonable)
+from workbench.training.data import EmptyDatasetError, prepare_data
+from workbench.training.loop import (LOG_COLUMNS, VAL_COLUMNS, CurriculumLoop, TrainingDivergedError, lr_factor,
+                                     read_log, versions)
 
-__all__ = ["train", "main", "TrainingDivergedError", "VARIANTS", "LOG_COLUMNS", "read_log", "lr_factor"]
+__all__ = ["train", "main", "TrainingDivergedError", "VARIANTS", "LOG_COLUMNS", "VAL_COLUMNS", "read_log",
+           "lr_factor", "parse_seeds"]
 
 log = logging.getLogger("workbench.train")
 
 VARIANTS = ("baseline", "delayed", "lal", "ensemble", "pal", "hybrid")
-LOG_COLUMNS = ["step", "stage", "stage_name", "stage_step", "epoch", "loss", "lr", "grad_norm", "tokens",
-               "label_tokens"]
-VAL_COLUMNS = ["step", "stage", "stage_name", "val_loss", "val_batches"]
-
-
-class TrainingDivergedError(RuntimeError):
-    """A non-finite loss / gradient norm; the message names the step, the stage and the last good checkpoint."""
-
-    def __init__(self, msg: str, checkpoint: Path | None = None):
-        super().__init__(msg)
-        self.checkpoint = checkpoint
-
-
-class _LossModule(torch.nn.Module):
-    """``forward(batch) = model.loss(batch)`` so DDP/FSDP wrappers and autocast see the loss computation."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch):
-        return self.model.loss(batch)
-
-
-def lr_factor(step: int, stage: StageConfig, min_ratio: float = 0.0) -> float:
-    """LR multiplier at scheduler step ``step`` (0-based): linear warmup, then cosine / linear / constant."""
-    if stage.warmup > 0 and step < stage.warmup:
-        return (step + 1) / stage.warmup
-    if stage.schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - stage.warmup) / max(1, stage.steps - stage.warmup))
-    f = 0.5 * (1.0 + math.cos(math.pi * progress)) if stage.schedule == "cosine" else 1.0 - progress
-    return min_ratio + (1.0 - min_ratio) * f
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("torch", "accelerate", "transformers", "numpy", "peft", "pal-workbench"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    try:
-        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                           text=True, timeout=5).stdout.strip() or None
-    except Exception:
-        out["git_commit"] = None
-    return out
 
 
 def default_model_factory(model_dict: dict, seed: int = 0):
@@ -118,43 +64,6 @@ def _encoder_specs(model) -> list:
     if pal_cfg is not None and getattr(pal_cfg, "encoders", None):
         return [(e.name, dict(getattr(e, "options", {}) or {})) for e in pal_cfg.encoders]
     return [(n, {}) for n in model.encoder_names]
-
-
-def read_log(path: str | os.PathLike) -> list[dict]:
-    """Rows of a ``train_log.csv`` as dicts of strings."""
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _fmt(x) -> str:
-    return repr(float(x)) if isinstance(x, float) else str(x)
-
-
-class _CsvLog:
-    """Append-only CSV, flushed + fsynced per row. On resume, rows after the checkpoint's step are dropped."""
-
-    def __init__(self, path: Path, columns: list[str], resume_step: int | None, inclusive: bool = True):
-        self.path, self.columns = path, columns
-        if resume_step is not None and path.is_file():
-            keep = [r for r in read_log(path)
-                    if int(r["step"]) < resume_step or (inclusive and int(r["step"]) == resume_step)]
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, columns, lineterminator="\n")
-            w.writeheader()
-            w.writerows(keep)
-            atomic_write_bytes(path, buf.getvalue().encode())
-        else:
-            path.write_text(",".join(columns) + "\n")
-        self.f = open(path, "a", newline="")
-        self.w = csv.DictWriter(self.f, columns, lineterminator="\n")
-
-    def write(self, row: dict) -> None:
-        self.w.writerow({k: _fmt(row[k]) for k in self.columns})
-        self.f.flush()
-        os.fsync(self.f.fileno())
-
-    def close(self) -> None:
-        self.f.close()
 
 
 def _stage_datasets(cfg: RunConfig, model, split: str) -> dict[tuple, object]:
@@ -173,10 +82,6 @@ def _stage_datasets(cfg: RunConfig, model, split: str) -> dict[tuple, object]:
                                     f"(stage {st.name!r}; {len(ds.report.tasks)} rows before filtering)")
         out[key] = ds
     return out
-
-
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
 
 
 def _save_final(model, out: Path) -> Path:
@@ -210,7 +115,6 @@ def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_s
     DataError for bad input, TrainingDivergedError for a non-finite loss.
     """
     from accelerate import Accelerator
-    from accelerate.utils import gather_object, send_to_device
 
     t0 = time.time()
     tc = cfg.training
@@ -226,7 +130,7 @@ def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_s
     if acc.distributed_type.value == "FSDP":
         warnings.warn("FSDP: checkpoints save the trainable parts through model.save_pretrained and the optimizer "
                       "state as seen by this process; this path is untested (DDP is): prefer DDP for these sizes")
-    main_proc, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
+    main_proc, world = acc.is_main_process, acc.num_processes
     if tc.batch_size % world:
         raise ConfigError(f"{cfg.path} [preset {cfg.preset}]: training.batch_size {tc.batch_size} is not divisible "
                           f"by the number of processes {world}")
@@ -257,220 +161,56 @@ def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_s
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     try:
-        return _run(cfg, out, ckpt_root, acc, state, ckpt, max_steps, model_factory,
-                    progress, command, t0, gather_object, send_to_device, _fail_checkpoint_at)
+        return _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command, t0, _fail_checkpoint_at)
     finally:
         torch.use_deterministic_algorithms(prev_det)
 
 
-def _run(cfg, out, ckpt_root, acc, state, ckpt, max_steps, model_factory, progress, command, t0, gather_object,
-         send_to_device, fail_ckpt_at):
+def _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command, t0, fail_ckpt_at) -> dict:
+    """Seed, model, data, then the :class:`CurriculumLoop`; writes ``final/`` and ``train_summary.json``."""
     import random
 
     import numpy as np
-    from tqdm.auto import tqdm
 
     tc = cfg.training
-    main_proc, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
     seed = tc.seed
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
     torch.manual_seed(seed)
-
-    # ---- model and data -----------------------------------------------------------------------------
     model = model_factory(cfg.model) if model_factory is not None else default_model_factory(cfg.model, seed=seed)
     if tc.uses_lora:
         lc = tc.lora
         model.enable_lora(rank=lc.rank, alpha=lc.alpha, dropout=lc.dropout, targets=list(lc.targets))
     with acc.main_process_first():
-        if main_proc:
+        if acc.is_main_process:
             prepare_data(cfg.data, _encoder_specs(model), progress=progress)
     train_sets = _stage_datasets(cfg, model, "train")
     val_sets = _stage_datasets(cfg, model, "val") if (cfg.data.val and tc.eval_batches) else {}
-
-    global_step, start_stage, start_step, wall_before = 0, 0, 0, 0.0
     if state is not None:
         from safetensors.torch import load_file
 
         model.load_trainable_state_dict(load_file(str(ckpt / "model" / "model.safetensors")))
-        global_step, start_stage, start_step = state["global_step"], state["stage_index"], state["stage_step"]
-        wall_before = float(state.get("wall_time_s", 0.0))
-    log_path, val_path = out / "train_log.csv", out / "val_log.csv"
-    csv_log = _CsvLog(log_path, LOG_COLUMNS, global_step if state else None) if main_proc else None
-    # a stage-end validation row at the checkpoint's step is recomputed after resuming, so drop it too
-    val_log = _CsvLog(val_path, VAL_COLUMNS, global_step if state else None, inclusive=False) if main_proc else None
-    last_good = ckpt
-
-    def save_checkpoint(si, stage_step, opt, sched, sampler):
-        nonlocal last_good
-        rngs = gather_object([rng_state()])
-        if main_proc:
-            if fail_ckpt_at is not None and global_step == fail_ckpt_at:
-                def write(tmp):  # test hook: a crash in the middle of writing
-                    model.save_pretrained(tmp / "model")
-                    raise OSError(f"simulated crash while writing the checkpoint of step {global_step}")
-            else:
-                def write(tmp):
-                    model.save_pretrained(tmp / "model")
-                    torch.save(opt.state_dict(), tmp / "optimizer.pt")
-                    torch.save(sched.state_dict(), tmp / "scheduler.pt")
-                    for r, st in enumerate(rngs):
-                        torch.save(st, tmp / f"rng-rank{r}.pt")
-            st = {"global_step": global_step, "stage_index": si, "stage_name": tc.stages[si].name,
-                  "stage_step": stage_step, "data_position": sampler.position(stage_step * tc.grad_accum),
-                  "order_seed": order_seed(seed, si, sampler.position(stage_step * tc.grad_accum)["epoch"]),
-                  "seed": seed, "world_size": world, "config_hash": cfg.hash(), "config": cfg.raw,
-                  "config_path": str(cfg.path), "preset": cfg.preset, "total_steps": tc.total_steps,
-                  "wall_time_s": wall_before + time.time() - t0, "versions": _versions()}
-            last_good = write_checkpoint(ckpt_root, global_step, write, st, keep=tc.keep_checkpoints)
-        acc.wait_for_everyone()
-
-    bar = tqdm(total=tc.total_steps, initial=global_step, desc="train", unit="step",
-               disable=not (progress and acc.is_local_main_process), dynamic_ncols=True)
-    runner = _LossModule(model)
-    stopped_early = False
-    try:
-        for si in range(start_stage, len(tc.stages)):
-            st = tc.stages[si]
-            names = model.set_trainable(list(st.trainable))
-            if not names:
-                raise ConfigError(f"{cfg.path} [preset {cfg.preset}]: stage {st.name!r} trains {st.trainable} but the "
-                                  f"model has no parameters in those parts")
-            params = [p for p in model.parameters() if p.requires_grad]
-            opt = torch.optim.AdamW(params, lr=st.lr, betas=tc.adam_betas, eps=tc.adam_eps, weight_decay=st.weight_decay)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s, st=st: lr_factor(s, st, tc.min_lr_ratio))
-            acc.free_memory()
-            prunner, popt = acc.prepare(runner, opt)
-            stage_step = start_step if si == start_stage else 0
-            if state is not None and si == start_stage:
-                popt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False))
-                sched.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=False))
-                rf = ckpt / f"rng-rank{rank}.pt"
-                if not rf.is_file():
-                    warnings.warn(f"{rf} missing (different number of processes?); using rank 0's RNG state")
-                    rf = ckpt / "rng-rank0.pt"
-                set_rng_state(torch.load(rf, map_location="cpu", weights_only=False))
-            ds = train_sets[tuple(st.tasks)]
-            ga = tc.grad_accum
-            sampler = StageBatchSampler(len(ds), tc.batch_size, seed, si, stage_step * ga, st.steps * ga, rank, world)
-            gen = torch.Generator()
-            gen.manual_seed(order_seed(seed, si, -1))  # DataLoader's base seed: never from the global RNG
-            loader = DataLoader(ds, batch_sampler=sampler, collate_fn=ds.collate_fn,
-                                num_workers=cfg.data.num_workers, generator=gen)
-            it = iter(loader)
-            model.train()
-            bar.set_description(f"train [{si + 1}/{len(tc.stages)} {st.name}]")
-            while stage_step < st.steps:
-                if max_steps is not None and global_step >= max_steps:
-                    stopped_early = True
-                    break
-                loss_sum, tokens, label_tokens = 0.0, 0, 0
-                epoch = sampler.position(stage_step * ga)["epoch"]
-                for micro in range(ga):
-                    batch = next(it)
-                    batch.pop("row", None)
-                    batch = send_to_device(batch, acc.device)
-                    tokens += int(batch["attention_mask"].sum())
-                    label_tokens += int((batch["labels"] != -100).sum())
-                    ctx = acc.no_sync(prunner) if micro < ga - 1 else _nullctx()
-                    with ctx:
-                        loss = prunner(batch)
-                        mean_loss = acc.reduce(loss.detach().float().clone(), "mean")
-                        lv = float(mean_loss)
-                        if not _finite(lv):
-                            raise _diverged("loss", lv, global_step + 1, si, st, stage_step + 1, last_good)
-                        acc.backward(loss / ga)
-                    loss_sum += lv
-                gn = acc.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm else float("inf"))
-                gn = float(gn) if gn is not None else float("nan")
-                if not _finite(gn):
-                    raise _diverged("gradient norm", gn, global_step + 1, si, st, stage_step + 1, last_good)
-                lr = sched.get_last_lr()[0]
-                popt.step()
-                sched.step()
-                popt.zero_grad(set_to_none=True)
-                global_step += 1
-                stage_step += 1
-                counts = acc.reduce(torch.tensor([tokens, label_tokens], device=acc.device), "sum")
-                row = {"step": global_step, "stage": si, "stage_name": st.name, "stage_step": stage_step,
-                       "epoch": epoch, "loss": loss_sum / ga, "lr": float(lr), "grad_norm": gn,
-                       "tokens": int(counts[0]), "label_tokens": int(counts[1])}
-                if main_proc:
-                    csv_log.write(row)
-                bar.update(1)
-                if global_step % tc.log_every == 0:
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", gn=f"{gn:.3f}")
-                    if bar.disable and main_proc:
-                        log.info("step %d/%d [%s] loss %.4f lr %.2e grad-norm %.3f", global_step, tc.total_steps,
-                                 st.name, row["loss"], lr, gn)
-                if global_step % tc.checkpoint_every == 0 or (max_steps is not None and global_step >= max_steps):
-                    save_checkpoint(si, stage_step, popt, sched, sampler)
-            if stopped_early:
-                break
-            if tuple(st.tasks) in val_sets:
-                vl, nb = _evaluate(prunner, val_sets[tuple(st.tasks)], tc, seed, si, rank, world, acc, send_to_device)
-                if main_proc and vl is not None:
-                    val_log.write({"step": global_step, "stage": si, "stage_name": st.name, "val_loss": vl,
-                                   "val_batches": nb})
-                model.train()
-            if max_steps is not None and global_step >= max_steps and si < len(tc.stages) - 1:
-                stopped_early = True
-                break
-    finally:
-        bar.close()
-        for lg in (csv_log, val_log):
-            if lg is not None:
-                lg.close()
-
+    loop = CurriculumLoop(cfg, out, acc, model, train_sets, val_sets, state=state, ckpt=ckpt, max_steps=max_steps,
+                          progress=progress, t0=t0, fail_checkpoint_at=fail_ckpt_at)
+    stopped_early = loop.run()
+    global_step = loop.pos.global_step
+    ckpt_root = out / "checkpoints"
     completed = not stopped_early and global_step >= tc.total_steps
+    latest = find_latest(ckpt_root)
     summary = {"command": command or " ".join([sys.executable, *sys.argv]), "config": str(cfg.path),
                "preset": cfg.preset, "config_hash": cfg.hash(), "seed": seed, "completed": completed,
                "steps": global_step, "total_steps": tc.total_steps, "resumed_from": str(ckpt) if ckpt else None,
-               "wall_time_s": wall_before + time.time() - t0, "device": str(acc.device), "num_processes": world,
-               "mixed_precision": acc.mixed_precision, "stages": _stage_summary(out / "train_log.csv",
-                                                                                out / "val_log.csv", cfg),
+               "wall_time_s": loop.pos.wall_before + time.time() - t0, "device": str(acc.device),
+               "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
+               "stages": _stage_summary(out / "train_log.csv", out / "val_log.csv", cfg),
                "final": str(out / "final") if completed else None,
-               "last_checkpoint": str(find_latest(ckpt_root)) if find_latest(ckpt_root) else None,
-               "versions": _versions(), "training": to_jsonable(tc)}
-    if main_proc:
+               "last_checkpoint": str(latest) if latest else None, "versions": versions(), "training": to_jsonable(tc)}
+    if acc.is_main_process:
         if completed:
             _save_final(model, out)
         atomic_write_bytes(out / "train_summary.json", json.dumps(summary, indent=1, default=str).encode())
     acc.wait_for_everyone()
     return summary
-
-
-class _nullctx:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
-def _diverged(what, value, step, si, st, stage_step, last_good) -> TrainingDivergedError:
-    where = (f"the last good checkpoint is {last_good} (it was not overwritten; fix the cause, then rerun with --resume)"
-             if last_good else "no checkpoint was written before it")
-    return TrainingDivergedError(f"training diverged: non-finite {what} ({value}) at step {step} (stage {si} "
-                                 f"{st.name!r}, stage step {stage_step}); stopped without saving; {where}", last_good)
-
-
-@torch.no_grad()
-def _evaluate(prunner, ds, tc, seed, si, rank, world, acc, send_to_device):
-    """Mean loss over the first ``eval_batches`` batches of a fixed (seeded) order of the val set."""
-    if len(ds) == 0:
-        return None, 0
-    nb = min(tc.eval_batches, math.ceil(len(ds) / tc.batch_size))
-    sampler = StageBatchSampler(len(ds), tc.batch_size, seed, 10_000 + si, 0, nb, rank, world)
-    gen = torch.Generator()
-    gen.manual_seed(order_seed(seed, 10_000 + si, -1))
-    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=ds.collate_fn, generator=gen)
-    prunner.eval()
-    total = 0.0
-    for batch in loader:
-        batch.pop("row", None)
-        total += float(acc.reduce(prunner(send_to_device(batch, acc.device)).detach().float().clone(), "mean"))
-    return total / nb, nb
 
 
 # ---- CLI ------------------------------------------------------------------------------------------------
