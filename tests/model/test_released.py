@@ -278,3 +278,17 @@ def test_prompt_puts_the_slot_where_the_template_puts_the_placeholder():
     assert model.audio_token_id not in ids
     answer = [t for t, lab in zip(ids, enc["labels"]) if lab != -100]
     assert tok.decode(answer) == "C4<|im_end|>" and enc["prompt_len"] == len(ids) - len(answer)
+
+
+def test_bf16_from_the_environment_runs_close_to_fp32(monkeypatch):
+    folder, *_ = shared_released("audioflamingo3")
+    fp32 = PALModel.from_pretrained(folder)
+    batch = _batch(fp32)
+    monkeypatch.setenv("WORKBENCH_DTYPE", "bfloat16")
+    bf16 = PALModel.from_pretrained(folder)
+    assert bf16.dtype == torch.bfloat16 and next(bf16.encoders["audioflamingo3"].parameters()).dtype == torch.bfloat16
+    logits = bf16(batch)
+    assert torch.isfinite(logits).all() and (logits.float() - fp32(batch)).abs().max() < 0.1
+    monkeypatch.setenv("WORKBENCH_DTYPE", "float64")
+    with pytest.raises(ValueError, match="WORKBENCH_DTYPE"):
+        PALModel.from_pretrained(folder)

@@ -106,12 +106,30 @@ def _load_module(module: torch.nn.Module, state: dict, what: str, source: str, d
     return module.eval().requires_grad_(False)
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _dtype(dtype) -> torch.dtype:
+    if dtype is None:
+        dtype = os.environ.get("WORKBENCH_DTYPE", "float32")
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} (WORKBENCH_DTYPE?) is not one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
 def load_released(name: str | os.PathLike, *, integration: dict | None = None, tokenizer=None,
-                  dtype: torch.dtype = torch.float32, device: str | torch.device | None = None):
+                  dtype: torch.dtype | str | None = None, device: str | torch.device | None = None):
     """`ReleasedPALModel` from a transformers folder or hub id (see the module docstring).
 
     integration: ``{"mode": "plits"|"lal", "layer": L}`` (default PLITS@0, the model as released).
+    dtype / device: default from the environment variables ``WORKBENCH_DTYPE`` (float32 | bfloat16 | float16;
+    default float32) and ``WORKBENCH_DEVICE`` (e.g. cuda; default cpu), so the analysis CLIs can put a 7B
+    model on a GPU: ``WORKBENCH_DEVICE=cuda WORKBENCH_DTYPE=bfloat16 python -m workbench.ablate --checkpoint DIR``.
     """
+    dtype = _dtype(dtype)
+    device = device if device is not None else os.environ.get("WORKBENCH_DEVICE") or None
     import transformers
     from transformers import AutoConfig
 
