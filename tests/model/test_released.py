@@ -292,3 +292,18 @@ def test_bf16_from_the_environment_runs_close_to_fp32(monkeypatch):
     monkeypatch.setenv("WORKBENCH_DTYPE", "float64")
     with pytest.raises(ValueError, match="WORKBENCH_DTYPE"):
         PALModel.from_pretrained(folder)
+
+
+def test_nnsight_and_transformer_lens_read_the_same_tower_and_decoder_hooks():
+    from workbench.analysis.core import collect
+
+    folder, *_ = shared_released("glmasr")
+    model = PALModel.from_pretrained(folder)
+    batch = _batch(model)
+    names = ["encoders.glmasr.blocks.0.attn.hook_pattern", "encoders.glmasr.hook_out", "connectors.glmasr.hook_out",
+             "blocks.1.hook_resid_post"]
+    tl_logits, tl = collect(model, batch, names, backend="transformer_lens")
+    nn_logits, ns = collect(model, batch, names, backend="nnsight")
+    assert torch.allclose(tl_logits, nn_logits)
+    for n in names:
+        assert torch.allclose(tl[n], ns[n]), n
