@@ -307,3 +307,24 @@ def test_nnsight_and_transformer_lens_read_the_same_tower_and_decoder_hooks():
     assert torch.allclose(tl_logits, nn_logits)
     for n in names:
         assert torch.allclose(tl[n], ns[n]), n
+
+
+def test_dataset_names_a_file_longer_than_the_tower_window(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from workbench.data.audiofolder import DataError
+
+    folder, *_ = shared_released("qwen2_audio")
+    model = PALModel.from_pretrained(folder)
+    (tmp_path / "audio").mkdir()
+    for name, sec in (("short", 1.0), ("long", 2.5)):
+        sf.write(tmp_path / "audio" / f"{name}.wav", np.zeros(int(sec * 16000), dtype=np.float32), 16000)
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"audio/{n}.wav"}) + "\n" for n in ("short", "long")))
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps({"file_name": f"audio/{n}.wav", "task": "cls", "row_id": n,
+                                                              "question": QUESTION, "answer": "C4"}) + "\n"
+                                                  for n in ("short", "long")))
+    ds = model.task_dataset(tmp_path, check_audio=False)
+    assert ds[0]["wave"].shape[0] == 16000
+    with pytest.raises(DataError, match="long.wav"):
+        ds[1]

@@ -105,7 +105,7 @@ class ReleasedPALModel(PALModel):
             raise AudioTooLongError(
                 f"a clip of {longest / rate:.2f} s is longer than the {self.window_samples / rate:g} s the "
                 f"{self.arch.cls} tower reads in one window; cut the audio into clips of at most "
-                f"{self.window_samples / rate:g} s (e.g. AudioTaskDataset(max_seconds=...) or split the files)")
+                f"{self.window_samples / rate:g} s (e.g. `sox in.wav out.wav trim 0 {self.window_samples / rate:g}`)")
         waves = [np.asarray(w[:n].float().cpu().numpy()) for w, n in zip(batch["waves"], lengths)]
         out = self.feature_extractor(waves, sampling_rate=self.sample_rate, padding="max_length",
                                      return_attention_mask=True, return_tensors="pt")

@@ -86,7 +86,8 @@ def released_example(model, question: str, answer: str | None = None, system_pro
 class ReleasedTaskDataset(AudioTaskDataset):
     """`AudioTaskDataset` (waveform mode, the model's sample rate) whose prompts are the released model's own.
 
-    ``system_prompt`` None (default) leaves the template's own default system turn. Items and batches have the
+    ``system_prompt`` None (default) leaves the template's own default system turn. ``max_seconds`` defaults to
+    the tower's window (a longer file raises a `DataError` naming it). Items and batches have the
     usual keys (``input_ids`` without the placeholder, ``audio_slot``, ``waves`` ...), so every analysis and
     `workbench.evaluate` run on them unchanged.
     """
@@ -95,6 +96,7 @@ class ReleasedTaskDataset(AudioTaskDataset):
         for bad in ("encoders", "cache_dir", "sample_rate", "slot"):
             if bad in kw:
                 raise TypeError(f"ReleasedTaskDataset sets {bad!r} itself (waveform mode, the model's own template)")
+        kw.setdefault("max_seconds", model.window_samples / model.sample_rate)  # a longer file: an error naming it
         # slot="prefix" only matters to code that renders the tokenizer's plain template (first answer tokens)
         super().__init__(root, model.tokenizer, sample_rate=model.sample_rate, system_prompt=system_prompt,
                          slot="prefix", **kw)
