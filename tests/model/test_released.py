@@ -328,3 +328,23 @@ def test_dataset_names_a_file_longer_than_the_tower_window(tmp_path):
     assert ds[0]["wave"].shape[0] == 16000
     with pytest.raises(DataError, match="long.wav"):
         ds[1]
+
+
+def test_left_padded_batched_generation_equals_each_prompt_alone():
+    from workbench.data.dataset import collate
+
+    folder, *_ = shared_released("qwen2_audio")
+    model = PALModel.from_pretrained(folder)
+    g = torch.Generator().manual_seed(5)
+    items = []
+    for question, sec in (("Is it loud?", 1.6), ("How many clicks do you hear in this recording, one, two or three?", 0.7)):
+        enc = released_example(model, question)
+        items.append({"input_ids": torch.tensor(enc["input_ids"]), "labels": torch.tensor(enc["labels"]),
+                      "audio_slot": enc["audio_slot"], "prompt_len": enc["prompt_len"], "row": {},
+                      "wave": (torch.randn(int(sec * 16000), generator=g) * 0.1).numpy()})
+    pad = model.tokenizer.pad_token_id
+    both = model.generate_ids(collate(items, pad_id=pad, padding_side="left"), max_new_tokens=8)
+    assert both.shape[0] == 2
+    for b, item in enumerate(items):
+        alone = model.generate_ids(collate([item], pad_id=pad, padding_side="left"), max_new_tokens=8)
+        assert alone[0].tolist() == both[b, :alone.shape[1]].tolist()

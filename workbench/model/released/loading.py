@@ -32,9 +32,10 @@ _KEY_RULES = (
 
 
 def is_hub_id(name: str | os.PathLike) -> bool:
-    """``org/name`` that is not a local path."""
+    """``org/name`` that is not a local path (nor under an existing local folder ``org``)."""
     text = str(name)
-    return bool(_HUB_ID.match(text)) and not Path(text).expanduser().exists()
+    path = Path(text).expanduser()
+    return bool(_HUB_ID.match(text)) and not path.exists() and not Path(path.parts[0]).is_dir()
 
 
 def is_released_source(name: str | os.PathLike) -> bool:
@@ -67,7 +68,8 @@ def resolve_folder(name: str | os.PathLike) -> Path:
         return Path(snapshot_download(str(name), allow_patterns=patterns, local_files_only=offline))
     except Exception as e:  # LocalEntryNotFoundError, connection errors, gated repos ...
         raise ReleasedModelError(
-            f"the weights of {name!r} are not on this machine and could not be downloaded "
+            f"the weights of {name!r} are not on this machine (no local folder of that name either) and could "
+            "not be downloaded "
             f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}). Where there is a network, "
             f"download them with `hf download {name} --local-dir DIR` (about 2 bytes per parameter in bf16), copy DIR "
             "here and pass the folder instead: PALModel.from_pretrained('DIR') or --checkpoint DIR") from e
