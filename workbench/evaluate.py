@@ -172,14 +172,18 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
 
     data = check_data_dir(data_dir)
     if model is None:
-        ckpt = check_checkpoint_dir(checkpoint)
         from workbench.model.pal import PALModel
+        from workbench.model.released import is_hub_id
+
+        ckpt = checkpoint if is_hub_id(checkpoint) else check_checkpoint_dir(checkpoint)
 
         model = PALModel.from_pretrained(ckpt)
     if hasattr(model, "eval"):
         model.eval()
     names = list(getattr(model, "encoder_names", None) or [])
     ds_kw: dict = {"tasks": list(tasks) if tasks else None, "with_answer": False}
+    if getattr(model, "is_released", False):  # a released audio-LLM: waveforms, its own chat template
+        names = []
     if names:
         cache = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         from workbench.encoders import load_encoder
@@ -190,7 +194,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
                  else [load_encoder(n) for n in names])
         encode_dataset(data, built, cache, progress=progress)
         ds_kw.update(encoders=names, cache_dir=cache)
-    ds = AudioTaskDataset(data, model.tokenizer, **ds_kw)
+    ds = (model.task_dataset(data, **ds_kw) if getattr(model, "is_released", False)
+          else AudioTaskDataset(data, model.tokenizer, **ds_kw))
 
     def predict(batch):
         with torch.no_grad():

@@ -256,7 +256,8 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
                       tasks: list[str] | None = None, progress: bool = False, tokenizer=None, model=None):
     """(PALModel, AudioTaskDataset) ready for analysis.
 
-    checkpoint: a `PALModel.save_pretrained` folder (default ``results/checkpoints/pal/final``).
+    checkpoint: a `PALModel.save_pretrained` folder (default ``results/checkpoints/pal/final``), or a released
+    audio-LLM's transformers folder / hub id (`workbench.model.released`; the dataset is then in its template).
     data_dir: an audiofolder (default ``data/synth-tiny/val``); if missing and ``preset`` is given, the
     synthetic generator writes ``n_generate`` clips of ``split`` there. The encoder token cache in
     ``cache_dir`` is filled for the model's encoders. n: keep a seeded random subset of n task rows.
@@ -268,8 +269,10 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
     from workbench.encoders.cache import encode_dataset
     from workbench.model.pal import PALModel
 
+    from workbench.model.released import is_hub_id
+
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
-    if model is None and not (ckpt / "config.json").exists():
+    if model is None and not (ckpt / "config.json").exists() and not is_hub_id(ckpt):
         variant = variant_of(ckpt)
         raise FileNotFoundError(
             f"no checkpoint at {ckpt} (needs config.json + model.safetensors). Make it with: "
@@ -286,9 +289,12 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
 
         log.info("generating %d synthetic %s clips (preset %s) into %s", n_generate, split, preset, data)
         generate(data, n_generate, seed=seed, split=split, preset=preset, progress=progress)
-    encoders = [load_encoder(s.name, **(s.options or {})) for s in model.pal_cfg.encoders]
-    encode_dataset(data, encoders, cache_dir, progress=progress)
-    ds = AudioTaskDataset(data, model.tokenizer, encoders=model.encoder_names, cache_dir=cache_dir, tasks=tasks)
+    if getattr(model, "is_released", False):  # a released audio-LLM: waveforms, its own chat template
+        ds = model.task_dataset(data, tasks=tasks)
+    else:
+        encoders = [load_encoder(s.name, **(s.options or {})) for s in model.pal_cfg.encoders]
+        encode_dataset(data, encoders, cache_dir, progress=progress)
+        ds = AudioTaskDataset(data, model.tokenizer, encoders=model.encoder_names, cache_dir=cache_dir, tasks=tasks)
     if n is not None:
         ds.rows = sample_rows(ds, n, seed).rows
     if len(ds) == 0:
@@ -334,7 +340,8 @@ def batches(dataset, batch_size: int = 8, prompt_only: bool = False):
 # ---------------------------------------------------------------------------------------------- CLI + outputs
 def cli_common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add --checkpoint --data --n --backend --out-dir --seed (plus --batch-size) to an analysis CLI."""
-    parser.add_argument("--checkpoint", default=None, help=f"PAL checkpoint folder (default {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--checkpoint", default=None, help=f"PAL checkpoint folder (default {DEFAULT_CHECKPOINT}), or a "
+                        "released audio-LLM's transformers folder / hub id (Qwen2-Audio, Voxtral, AF3, GLM-ASR)")
     parser.add_argument("--data", default=None, help=f"audiofolder to analyse (default {DEFAULT_DATA}; generated if missing)")
     parser.add_argument("--n", type=int, default=32, help="number of task rows (seeded random subset; default 32)")
     parser.add_argument("--backend", choices=BACKENDS, default="transformer_lens")

@@ -315,8 +315,11 @@ class _ClipView(torch.utils.data.Dataset):
 
         self.base, self.indices, self.question = base, list(indices), question
         mode = getattr(base, "slot", "after_system")
-        ids, slot = build_prompt(base.tokenizer, question, getattr(base, "system_prompt", DEFAULT_SYSTEM_PROMPT),
-                                 mode if isinstance(mode, str) else "after_system")
+        if hasattr(base, "build_prompt"):  # a dataset with its own prompt format (released models)
+            ids, slot = base.build_prompt(question)
+        else:
+            ids, slot = build_prompt(base.tokenizer, question, getattr(base, "system_prompt", DEFAULT_SYSTEM_PROMPT),
+                                     mode if isinstance(mode, str) else "after_system")
         self.ids, self.slot = torch.tensor(ids, dtype=torch.long), slot
 
     def __len__(self) -> int:

@@ -410,8 +410,18 @@ class PALModel(HookedDecoder):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, tokenizer=None) -> "PALModel":
-        """Rebuild the frozen parts from their packages and load the trained parts from ``directory``."""
+    def from_pretrained(cls, directory: str | os.PathLike, tokenizer=None, **released) -> "PALModel":
+        """Rebuild the frozen parts from their packages and load the trained parts from ``directory``.
+
+        A released audio-LLM's transformers folder or hub id (Qwen2-Audio, Voxtral, Audio Flamingo 3, GLM-ASR)
+        loads as a `ReleasedPALModel`; ``released`` then takes ``integration``, ``dtype``, ``device``
+        (`workbench.model.released.load_released`)."""
+        from workbench.model.released import is_released_source, load_released
+
+        if is_released_source(directory):
+            return load_released(directory, tokenizer=tokenizer, **released)
+        if released:
+            raise TypeError(f"{sorted(released)} apply to released transformers models only, not to {directory}")
         directory = Path(directory)
         cfg_file, weights = directory / "config.json", directory / "model.safetensors"
         if not cfg_file.exists() or not weights.exists():
