@@ -100,3 +100,25 @@ def test_real_sweep_trains_and_evaluates(tmp_path_factory):
     table = pd.read_csv(out / "injection_layer.csv")
     assert sorted(table["layer"].unique()) == [0, 28] and (out / "injection_layer.html").is_file()
     assert (out / "L28" / "final" / "config.json").is_file()
+
+
+def test_curve_jobs_one_per_mode_layer_and_seed_reusing_matching_runs(tmp_path):
+    from workbench.sweep import injection_layer_jobs
+
+    reuse = tmp_path / "checkpoints"
+    base = reuse / "delayed"
+    base.mkdir(parents=True)
+    (base / "train_summary.json").write_text(json.dumps({"seed": 0, "completed": True}))
+    jobs = injection_layer_jobs(["plits", "lal"], [0, 8], [0, 1], out=tmp_path / "curve", reuse_root=reuse)
+    assert [j.name for j in jobs] == ["plits@0/seed-0", "plits@0/seed-1", "plits@8/seed-0", "plits@8/seed-1",
+                                      "lal@0/seed-0", "lal@0/seed-1", "lal@8/seed-0", "lal@8/seed-1"]
+    assert jobs[6].out == tmp_path / "curve" / "lal" / "L08" / "seed-0" and jobs[6].seed == 0
+    assert all(j.reuse == [base] for j in jobs)
+    lal8 = load_run_config(jobs[6].config, "tiny", seed=0)
+    integ = lal8.model["encoders"][0]["integration"]
+    assert (integ["mode"], integ["layer"], integ.get("adapter"), integ.get("gate")) == ("lal", 8, True, True)
+    # PLITS@8 of the curve is configs/delayed.yaml itself: its hash (seed 0) is the delayed run's
+    assert load_run_config(jobs[2].config, "tiny", seed=0).hash() == load_run_config("configs/delayed.yaml", "tiny").hash()
+    for bad in ({"modes": ["ffn"]}, {"modes": ["lal"], "seeds": [1, 1]}):
+        with pytest.raises(SweepError):
+            injection_layer_jobs(bad["modes"], [4], bad.get("seeds", [0]), out=tmp_path / "bad", reuse_root=None)
