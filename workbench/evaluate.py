@@ -73,12 +73,24 @@ def load_answer_options(data_dir: str | os.PathLike) -> dict[str, list[str]]:
     return {str(k): [str(x) for x in v] for k, v in opts.items()}
 
 
+def answer_length_order(dataset, n: int) -> list[int]:
+    """Row indices 0..n-1 with the closed (short-answer) rows first, each group by prompt length: greedy decoding
+    stops when every row of a batch has ended, so batches of one-word answers end after a few tokens instead of
+    waiting for a caption in the same batch."""
+    keys = []
+    for i in range(n):
+        item = dataset[i]
+        keys.append((not bool(item["row"].get("closed", False)), int(item["input_ids"].shape[0]), i))
+    return [i for *_, i in sorted(keys)]
+
+
 def predict_rows(dataset, predict: Predictor, batch_size: int = 8, max_rows: int | None = None,
-                 collate_fn=None, progress: bool = True) -> pd.DataFrame:
+                 collate_fn=None, progress: bool = True, group_by_answer_length: bool = False) -> pd.DataFrame:
     """Run ``predict`` over the rows of an ``AudioTaskDataset`` (prompt mode) -> answers DataFrame.
 
     ``predict(batch)`` gets a batch from ``collate_fn`` (default ``dataset.prompt_collate_fn()``) and
     returns one string per row. ``correct`` is left to :func:`workbench.metrics.mark_correct`.
+    ``group_by_answer_length``: batch rows in :func:`answer_length_order` (the answers come back in row order).
     """
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
@@ -86,7 +98,8 @@ def predict_rows(dataset, predict: Predictor, batch_size: int = 8, max_rows: int
     n = len(dataset) if max_rows is None else min(int(max_rows), len(dataset))
     if n == 0:
         raise EvaluationError(f"{getattr(dataset, 'root', 'dataset')}: no task rows to evaluate (check --tasks)")
-    sub = Subset(dataset, range(n)) if n < len(dataset) else dataset
+    order = answer_length_order(dataset, n) if group_by_answer_length else list(range(n))
+    sub = Subset(dataset, order) if order != list(range(len(dataset))) else dataset
     loader = DataLoader(sub, batch_size=batch_size, shuffle=False,
                         collate_fn=collate_fn or dataset.prompt_collate_fn())
     records = []
@@ -101,6 +114,9 @@ def predict_rows(dataset, predict: Predictor, batch_size: int = 8, max_rows: int
                                 "answer": str(row["answer"]), "prediction": str(pred).strip(),
                                 "correct": None, "closed": bool(row.get("closed", False))})
             bar.update(len(preds))
+    if group_by_answer_length:
+        at = {row_index: k for k, row_index in enumerate(order)}
+        records = [records[at[i]] for i in range(n)]
     return pd.DataFrame(records, columns=ANSWER_COLUMNS)
 
 
@@ -139,12 +155,13 @@ def summarize(scores: pd.DataFrame) -> str:
 
 def evaluate_predictor(dataset, predict: Predictor, out_csv: str | os.PathLike | None = None, *,
                        answer_options: dict | None = None, batch_size: int = 8, max_rows: int | None = None,
-                       meteor: bool = True, info: dict | None = None, progress: bool = True
-                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                       meteor: bool = True, info: dict | None = None, progress: bool = True,
+                       group_by_answer_length: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predict every row, score, optionally write the CSVs. Returns ``(answers, scores)``."""
     if answer_options is None:
         answer_options = load_answer_options(dataset.root)
-    answers = predict_rows(dataset, predict, batch_size=batch_size, max_rows=max_rows, progress=progress)
+    answers = predict_rows(dataset, predict, batch_size=batch_size, max_rows=max_rows, progress=progress,
+                           group_by_answer_length=group_by_answer_length)
     answers = mark_correct(answers, answer_options)[ANSWER_COLUMNS]
     scores = score_answers(answers, answer_options, meteor=meteor)
     if out_csv is not None:
@@ -161,11 +178,13 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
                         out_csv: str | os.PathLike | None = None, *, tasks: Sequence[str] | None = None,
                         max_rows: int | None = None, batch_size: int = 8, max_new_tokens: int = 16,
                         cache_dir: str | os.PathLike | None = None, meteor: bool = True, progress: bool = True,
-                        model=None, share_prefix: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                        model=None, share_prefix: bool = True, group_by_answer_length: bool = True
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load ``PALModel.from_pretrained(checkpoint)`` (or use ``model``), answer greedily, score, write.
 
-    ``share_prefix``: run the system turn that every prompt shares once per batch (see
-    :mod:`workbench.model.shared_prefix`; same answers, checked against the committed evaluations)."""
+    Speed (same answers, checked against the committed evaluations): ``share_prefix`` runs the system turn that
+    every prompt shares once per batch (:mod:`workbench.model.shared_prefix`); ``group_by_answer_length``
+    batches the one-word answers together (:func:`answer_length_order`)."""
     import torch
 
     from workbench.data.dataset import AudioTaskDataset
@@ -197,11 +216,14 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
     ds = (model.task_dataset(data, **ds_kw) if getattr(model, "is_released", False)
           else AudioTaskDataset(data, model.tokenizer, **ds_kw))
 
+    import inspect
+
+    # any model with generate_answers(batch, max_new_tokens) can be evaluated; PALModel also shares the prefix
+    kw = {"share_prefix": True} if share_prefix and "share_prefix" in inspect.signature(model.generate_answers).parameters else {}
+
     def predict(batch):
         with torch.no_grad():
-            if share_prefix:
-                return model.generate_answers(batch, max_new_tokens=max_new_tokens, share_prefix=True)
-            return model.generate_answers(batch, max_new_tokens=max_new_tokens)
+            return model.generate_answers(batch, max_new_tokens=max_new_tokens, **kw)
 
     if out_csv is None and checkpoint is not None:
         out_csv = Path(checkpoint) / "eval" / "answers.csv"
@@ -211,7 +233,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
             "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
     answers, scores = evaluate_predictor(ds, predict, None, answer_options=load_answer_options(data),
                                          batch_size=batch_size, max_rows=max_rows, meteor=meteor, info=None,
-                                         progress=progress)
+                                         progress=progress, group_by_answer_length=group_by_answer_length)
     if out_csv is not None:
         info["n_rows"] = len(answers)
         write_results(answers, scores, out_csv, info)
@@ -232,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--no-meteor", action="store_true", help="skip METEOR (saves the ~10 s JVM start)")
     ap.add_argument("--no-share-prefix", action="store_true",
                     help="run every row's whole prompt (default: the shared system turn once per batch; same answers)")
+    ap.add_argument("--in-order", action="store_true",
+                    help="batch rows in file order (default: short-answer rows batched together; same answers)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
@@ -242,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         answers, scores = evaluate_checkpoint(args.checkpoint, args.data, out, tasks=tasks, max_rows=args.max_rows,
                                               batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                               cache_dir=args.cache_dir, meteor=not args.no_meteor,
-                                              progress=not args.no_progress, share_prefix=not args.no_share_prefix)
+                                              progress=not args.no_progress, share_prefix=not args.no_share_prefix,
+                                              group_by_answer_length=not args.in_order)
     except EvaluationError as e:
         raise SystemExit(f"error: {e}") from None
     print(f"{len(answers)} rows -> {out} (+ scores.csv, run.json)")

@@ -141,3 +141,19 @@ def test_cli_on_saved_untrained_checkpoint(tiny_data, tmp_path, capsys, monkeypa
     a = pd.read_csv(ckpt / "eval" / "answers.csv")
     assert len(a) == 3 and set(a["task"]) == {"qa"}
     assert json.loads((ckpt / "eval" / "run.json").read_text())["variant"] == "plits0"
+
+
+def test_grouping_short_answers_keeps_answers_in_row_order(dataset):
+    from workbench.evaluate import predict_rows
+
+    batches = []
+
+    def oracle(batch):
+        batches.append([bool(r.get("closed", False)) for r in batch["row"]])
+        return _oracle(batch)
+
+    plain = predict_rows(dataset, _oracle, batch_size=8, max_rows=40, progress=False)
+    grouped = predict_rows(dataset, oracle, batch_size=8, max_rows=40, progress=False, group_by_answer_length=True)
+    pd.testing.assert_frame_equal(plain, grouped)
+    flat = [c for b in batches for c in b]
+    assert flat == sorted(flat, reverse=True) and 0 < sum(flat) < len(flat)  # closed rows first, then the rest
