@@ -300,6 +300,20 @@ class PALModel(HookedDecoder):
         new = self.generate_ids(batch, max_new_tokens)
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
+    def ask(self, audio, question: str, **kw) -> str:
+        """Greedy answer to ``question`` about ``audio`` (a file path of any rate and channel count, or a waveform
+        with ``sample_rate=``); see `workbench.analysis.explain.ask`."""
+        from workbench.analysis.explain import ask
+
+        return ask(self, audio, question, **kw)
+
+    def explain(self, audio, question: str, **kw):
+        """`ask`, plus the answer's attention to each encoder's audio (by layer and over the clip's time) and its
+        logit lens: an `Explanation` (``.write_html(path)`` for the page); see `workbench.analysis.explain`."""
+        from workbench.analysis.explain import explain
+
+        return explain(self, audio, question, **kw)
+
     # ------------------------------------------------------------------ trainable parts
     def enable_lora(self, rank: int = 8, alpha: float = 16, dropout: float = 0.0, targets: Iterable[str] = ("q_proj", "v_proj")) -> None:
         """Add LoRA (peft) to the LLM's linears named in ``targets`` (frozen until set_trainable(["lora"]))."""
