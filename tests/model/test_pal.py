@@ -9,7 +9,6 @@ import torch
 
 from tests.model.tiny_models import D_MEL, build, enc_spec, make_batch, tiny_llama_checkpoint
 from workbench.model.llm import load_tokenizer
-from workbench.model.decoder import HookedDecoder
 from workbench.model.pal import CheckpointMismatchError, PALModel
 from workbench.model.pal_config import ConfigError, PALConfig
 
@@ -36,8 +35,28 @@ def test_zero_audio_tokens_equals_the_bare_llm(tiny_llama_dir, tok, variant):
     specs = [dict(s, connector=dict(s["connector"], n_tokens=0)) for s in VARIANTS[variant]]
     model = build(tiny_llama_dir, tok, *specs)
     batch = make_batch(dims={s["name"]: s["dim"] for s in specs})
-    bare = HookedDecoder.forward(model, batch["input_ids"])
+    bare = model.decode(batch["input_ids"])
     assert torch.allclose(model(batch), bare, atol=1e-6)
+
+
+def test_decode_is_the_one_decoder_entry(tiny_llama_dir, tok):
+    """HookedDecoder.__call__ and PALModel's forward both go through ``decode``; a PALModel called on token ids
+    says to use it."""
+    from workbench.model.decoder import HookedDecoder
+
+    model = build(tiny_llama_dir, tok, *VARIANTS["lal"])
+    batch = make_batch()
+    calls = []
+    real = model.decode
+    model.decode = lambda *a, **k: calls.append(k.get("text_index") is not None) or real(*a, **k)
+    logits = model(batch)
+    assert calls == [True]
+    with pytest.raises(TypeError, match=r"model\.decode\(input_ids"):
+        model(batch["input_ids"])
+    plain = HookedDecoder.from_pretrained(tiny_llama_dir[0])
+    assert torch.equal(plain(batch["input_ids"]), plain.decode(batch["input_ids"]))
+    assert torch.equal(real(batch["input_ids"]), plain.decode(batch["input_ids"]))
+    assert logits.shape == (*batch["input_ids"].shape, model.cfg.d_vocab)
 
 
 def test_plits_at_layer_0_equals_audio_as_input_embeddings_to_transformers(tiny_llama_dir, tok):
@@ -114,7 +133,7 @@ def test_lal_equals_hand_written_reference_attention(tiny_llama_dir, tok):
     ref = _reference_lal_forward(hf, batch["input_ids"], audio, 4, 1, adapters, gates)
     assert (logits - ref).abs().max() < 1e-4
     # and audio did matter
-    assert (logits - HookedDecoder.forward(model, batch["input_ids"])).abs().max() > 1e-3
+    assert (logits - model.decode(batch["input_ids"])).abs().max() > 1e-3
 
 
 def test_lal_audio_never_forms_queries_nor_passes_an_ffn(tiny_llama_dir, tok):
@@ -164,7 +183,7 @@ def test_delayed_plits_slots_are_dead_before_their_layer(tiny_llama_dir, tok):
     # text at layer 0 is exactly the bare LLM's (text runs alone through layers < L), same position ids
     layout = model.token_layout(batch)
     text_pos = layout.position_ids.gather(1, layout.text_index)
-    bare = HookedDecoder.forward(model, batch["input_ids"], position_ids=text_pos, stop_at_layer=1)
+    bare = model.decode(batch["input_ids"], position_ids=text_pos, stop_at_layer=1)
     text0 = cache["blocks.0.hook_resid_post"].gather(1, layout.text_index[..., None].expand(-1, -1, 64))
     assert torch.allclose(text0, bare, atol=1e-5)
 

@@ -154,7 +154,7 @@ class PALModel(HookedDecoder):
     def _residual_rms(self, layer: int) -> float:
         """RMS of the text residual stream entering ``layer`` on a fixed neutral prompt (connector gain init)."""
         ids = (torch.arange(100, 132, device=self.embed.weight.device) % self.cfg.d_vocab)[None]
-        resid = HookedDecoder.forward(self, ids, stop_at_layer=layer)
+        resid = self.decode(ids, stop_at_layer=layer)
         return float(resid[0, 1:].pow(2).mean().sqrt())
 
     @property
@@ -255,7 +255,7 @@ class PALModel(HookedDecoder):
         """
         if not isinstance(batch, dict):
             raise TypeError("PALModel takes a batch dict from AudioTaskDataset.collate_fn; for text only, "
-                            "use HookedDecoder.forward(model, input_ids, ...)")
+                            "use model.decode(input_ids, ...)")
         dev = self.embed.weight.device
         audio = self.encode_audio(batch)
         layout = self.token_layout(batch, audio)
@@ -264,8 +264,8 @@ class PALModel(HookedDecoder):
             for name, a in layout.audio.items() if a.mode == "plits"
         ]
         has_lal = any(a.mode == "lal" for a in layout.audio.values())
-        return HookedDecoder.forward(
-            self, batch["input_ids"].to(dev),
+        return self.decode(
+            batch["input_ids"].to(dev),
             attention_mask=layout.attention_mask, position_ids=layout.position_ids,
             extra_kv=self._lal_extra(audio, layout) if has_lal else None, past=past,
             mlp_position_mask=mlp_position_mask, text_index=layout.text_index, seq_len=layout.seq_len,
