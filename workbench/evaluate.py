@@ -176,7 +176,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
     if hasattr(model, "eval"):
         model.eval()
     names = list(getattr(model, "encoder_names", None) or [])
-    ds_kw: dict = {"tasks": list(tasks) if tasks else None, "with_answer": False}
+    ds_kw: dict = {"tasks": list(tasks) if tasks else None, "with_answer": False,
+                   "slot": getattr(getattr(model, "pal_cfg", None), "insertion", "after_system")}
     if names:
         cache = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         from workbench.encoders import load_encoder

@@ -254,3 +254,42 @@ def test_loss_is_next_token_cross_entropy_on_answer_tokens(tiny_llama_dir, tok):
     logp = model(batch).log_softmax(-1)
     expected = -(logp[0, 5, labels[0, 6]] + logp[0, 6, labels[0, 7]] + logp[1, 7, labels[1, 8]]) / 3
     assert torch.allclose(model.loss(batch), expected, atol=1e-5)
+
+
+def test_prefix_insertion_puts_the_audio_first_and_plits_and_lal_differ_only_in_reading_it(tiny_llama_dir, tok):
+    """``insertion: prefix``: the audio slot opens before the first real token (before the system prompt). PLITS
+    and LAL then give the same positions to text and audio; cutting the audio out of the text's view leaves the
+    bare LLM at those positions in both, so the two differ only in how the audio is read."""
+    from workbench.analysis.core import block_audio_interventions, run_with_interventions
+    from workbench.data.dataset import collate
+
+    n = 3
+    plits = build(tiny_llama_dir, tok, enc_spec(mode="plits", layer=0, n=n), insertion="prefix")
+    lal = build(tiny_llama_dir, tok, enc_spec(mode="lal", layer=0, n=n), insertion="prefix")
+    batch = make_batch(B=2, slot=0, lengths=(9, 6))
+    lp, ll = plits.token_layout(batch), lal.token_layout(batch)
+    text_pos = torch.arange(9)[None] + n
+    for layout in (lp, ll):
+        assert torch.equal(layout.audio["mel"].positions, torch.arange(n)[None].expand(2, -1))
+        assert torch.equal(layout.position_ids.gather(1, layout.text_index)[:, :6], text_pos.expand(2, -1)[:, :6])
+    assert torch.equal(lp.audio_residual_index("mel"), torch.arange(n)[None].expand(2, -1))  # residual 0..n-1
+    assert torch.equal(lp.text_index, torch.arange(9)[None].expand(2, -1) + n) and lp.seq_len == 9 + n
+    assert torch.equal(ll.text_index, torch.arange(9)[None].expand(2, -1)) and ll.seq_len == 9
+    bare = plits.decode(batch["input_ids"], attention_mask=batch["attention_mask"],
+                        position_ids=lp.position_ids.gather(1, lp.text_index))
+    real = batch["attention_mask"].bool()
+    for model in (plits, lal):
+        cut = run_with_interventions(model, batch, block_audio_interventions(model, batch))
+        assert (cut - bare)[real].abs().max() < 1e-5
+        assert (model(batch) - bare)[real].abs().max() > 1e-3  # the audio is read
+    # left-padded generation batches keep the slot at the first real token
+    items = [{"input_ids": batch["input_ids"][b, :k], "labels": batch["labels"][b, :k], "audio_slot": 0,
+              "prompt_len": k, "row": {}, "audio_tokens": {"mel": batch["audio_tokens"]["mel"][b]}} for b, k in ((0, 9), (1, 6))]
+    left = collate(items, padding_side="left")
+    assert left["audio_slot"].tolist() == [0, 3]
+    assert plits.generate_ids(left, max_new_tokens=2).shape == (2, 2)
+    # a batch laid out for the other insertion is refused, naming the fix
+    with pytest.raises(ValueError, match=r"insertion is 'prefix'.*slot='prefix'"):
+        plits(make_batch(B=2, slot=4))
+    with pytest.raises(ValueError, match=r"insertion is 'after_system'.*slot='after_system'"):
+        build(tiny_llama_dir, tok, enc_spec(mode="plits", layer=0, n=n))(batch)

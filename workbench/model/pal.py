@@ -203,8 +203,21 @@ class PALModel(HookedDecoder):
             out[spec.name] = self.connectors[spec.key](frames, fmask)
         return out
 
+    def check_audio_slot(self, batch: dict) -> None:
+        """Raise ValueError unless ``batch["audio_slot"]`` agrees with ``pal_cfg.insertion``: "prefix" puts the
+        audio before the first real token (before the system prompt), "after_system" after the system prompt."""
+        first_real = batch["attention_mask"].long().argmax(1).to(batch["audio_slot"].device)
+        at_start = batch["audio_slot"] == first_real
+        prefix = self.pal_cfg.insertion == "prefix"
+        if bool((at_start != prefix).any()):
+            where = "at the start of the prompt" if not prefix else "after the system prompt"
+            raise ValueError(f"this model's insertion is {self.pal_cfg.insertion!r} but the batch puts the audio "
+                             f"slot {where}: build the dataset with slot=model.pal_cfg.insertion "
+                             f"(AudioTaskDataset(..., slot={self.pal_cfg.insertion!r}))")
+
     def token_layout(self, batch: dict, audio: dict | None = None) -> TokenLayout:
         """Where each text and audio token sits (residual, key axis, position ids) for this batch."""
+        self.check_audio_slot(batch)
         if audio is None:
             masks = {}
             for spec in self.pal_cfg.encoders:
