@@ -203,6 +203,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
     ds_kw: dict = {"tasks": list(tasks) if tasks else None, "with_answer": False}
     if getattr(model, "is_released", False):  # a released audio-LLM: waveforms, its own chat template
         names = []
+    else:
+        ds_kw["slot"] = getattr(getattr(model, "pal_cfg", None), "insertion", "after_system")
     if names:
         cache = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         from workbench.encoders import load_encoder

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 
 from tests.analysis.tiny_pal import PROMPT_LEN, make_qa_batch, model
 from workbench.analysis import core
-from workbench.model.decoder import HookedDecoder
 
 NAMES = ["blocks.1.attn.hook_pattern", "connectors.mel.hook_out", "blocks.0.attn.hook_audio_k",
          "blocks.0.hook_resid_post", "encoders.whisper.hook_out", "blocks.0.hook_audio_in", "ln_final.hook_normalized"]
@@ -66,7 +65,7 @@ def test_blocking_audio_keys_equals_the_bare_llm(variant):
     batch = make_qa_batch(variant)
     layout = m.token_layout(batch)
     text_pos = layout.position_ids.gather(1, layout.text_index)
-    bare = HookedDecoder.forward(m, batch["input_ids"], position_ids=text_pos)
+    bare = m.decode(batch["input_ids"], position_ids=text_pos)
     for backend in core.BACKENDS:
         cut = core.run_with_interventions(m, batch, core.block_audio_interventions(m, batch), backend=backend)
         assert (cut - bare).abs().max() < 1e-5, backend

@@ -8,7 +8,6 @@ import torch
 
 from tests.analysis.tiny_pal import PROMPT_LEN, make_qa_batch, model
 from workbench.analysis import logit_lens as LL
-from workbench.model.decoder import HookedDecoder
 
 
 def _answer_is_top1(m, variant):
@@ -36,10 +35,10 @@ def test_last_layer_is_the_output_and_no_audio_is_the_bare_llm(variant):
     ans = batch["input_ids"][:, PROMPT_LEN]
     for layer in range(2):
         if layer == 1:
-            resid = HookedDecoder.forward(m, batch["input_ids"], position_ids=pos)[:, PROMPT_LEN - 1]
+            resid = m.decode(batch["input_ids"], position_ids=pos)[:, PROMPT_LEN - 1]
             p = resid.softmax(-1)[torch.arange(2), ans]
         else:
-            resid = HookedDecoder.forward(m, batch["input_ids"], position_ids=pos, stop_at_layer=1)[:, PROMPT_LEN - 1]
+            resid = m.decode(batch["input_ids"], position_ids=pos, stop_at_layer=1)[:, PROMPT_LEN - 1]
             p = m.unembed(m.ln_final(resid)).softmax(-1)[torch.arange(2), ans]
         got = df[(df.layer == layer) & (df.condition == "no_audio")].prob.to_numpy()
         assert np.allclose(got, p.numpy(), atol=1e-5), layer

@@ -9,7 +9,6 @@ import torch
 
 from tests.model.tiny_models import D_MEL, build, enc_spec, make_batch, tiny_llama_checkpoint
 from workbench.model.llm import load_tokenizer
-from workbench.model.decoder import HookedDecoder
 from workbench.model.pal import CheckpointMismatchError, PALModel
 from workbench.model.pal_config import ConfigError, PALConfig
 
@@ -36,8 +35,28 @@ def test_zero_audio_tokens_equals_the_bare_llm(tiny_llama_dir, tok, variant):
     specs = [dict(s, connector=dict(s["connector"], n_tokens=0)) for s in VARIANTS[variant]]
     model = build(tiny_llama_dir, tok, *specs)
     batch = make_batch(dims={s["name"]: s["dim"] for s in specs})
-    bare = HookedDecoder.forward(model, batch["input_ids"])
+    bare = model.decode(batch["input_ids"])
     assert torch.allclose(model(batch), bare, atol=1e-6)
+
+
+def test_decode_is_the_one_decoder_entry(tiny_llama_dir, tok):
+    """HookedDecoder.__call__ and PALModel's forward both go through ``decode``; a PALModel called on token ids
+    says to use it."""
+    from workbench.model.decoder import HookedDecoder
+
+    model = build(tiny_llama_dir, tok, *VARIANTS["lal"])
+    batch = make_batch()
+    calls = []
+    real = model.decode
+    model.decode = lambda *a, **k: calls.append(k.get("text_index") is not None) or real(*a, **k)
+    logits = model(batch)
+    assert calls == [True]
+    with pytest.raises(TypeError, match=r"model\.decode\(input_ids"):
+        model(batch["input_ids"])
+    plain = HookedDecoder.from_pretrained(tiny_llama_dir[0])
+    assert torch.equal(plain(batch["input_ids"]), plain.decode(batch["input_ids"]))
+    assert torch.equal(real(batch["input_ids"]), plain.decode(batch["input_ids"]))
+    assert logits.shape == (*batch["input_ids"].shape, model.cfg.d_vocab)
 
 
 def test_plits_at_layer_0_equals_audio_as_input_embeddings_to_transformers(tiny_llama_dir, tok):
@@ -114,7 +133,7 @@ def test_lal_equals_hand_written_reference_attention(tiny_llama_dir, tok):
     ref = _reference_lal_forward(hf, batch["input_ids"], audio, 4, 1, adapters, gates)
     assert (logits - ref).abs().max() < 1e-4
     # and audio did matter
-    assert (logits - HookedDecoder.forward(model, batch["input_ids"])).abs().max() > 1e-3
+    assert (logits - model.decode(batch["input_ids"])).abs().max() > 1e-3
 
 
 def test_lal_audio_never_forms_queries_nor_passes_an_ffn(tiny_llama_dir, tok):
@@ -164,7 +183,7 @@ def test_delayed_plits_slots_are_dead_before_their_layer(tiny_llama_dir, tok):
     # text at layer 0 is exactly the bare LLM's (text runs alone through layers < L), same position ids
     layout = model.token_layout(batch)
     text_pos = layout.position_ids.gather(1, layout.text_index)
-    bare = HookedDecoder.forward(model, batch["input_ids"], position_ids=text_pos, stop_at_layer=1)
+    bare = model.decode(batch["input_ids"], position_ids=text_pos, stop_at_layer=1)
     text0 = cache["blocks.0.hook_resid_post"].gather(1, layout.text_index[..., None].expand(-1, -1, 64))
     assert torch.allclose(text0, bare, atol=1e-5)
 
@@ -235,3 +254,42 @@ def test_loss_is_next_token_cross_entropy_on_answer_tokens(tiny_llama_dir, tok):
     logp = model(batch).log_softmax(-1)
     expected = -(logp[0, 5, labels[0, 6]] + logp[0, 6, labels[0, 7]] + logp[1, 7, labels[1, 8]]) / 3
     assert torch.allclose(model.loss(batch), expected, atol=1e-5)
+
+
+def test_prefix_insertion_puts_the_audio_first_and_plits_and_lal_differ_only_in_reading_it(tiny_llama_dir, tok):
+    """``insertion: prefix``: the audio slot opens before the first real token (before the system prompt). PLITS
+    and LAL then give the same positions to text and audio; cutting the audio out of the text's view leaves the
+    bare LLM at those positions in both, so the two differ only in how the audio is read."""
+    from workbench.analysis.core import block_audio_interventions, run_with_interventions
+    from workbench.data.dataset import collate
+
+    n = 3
+    plits = build(tiny_llama_dir, tok, enc_spec(mode="plits", layer=0, n=n), insertion="prefix")
+    lal = build(tiny_llama_dir, tok, enc_spec(mode="lal", layer=0, n=n), insertion="prefix")
+    batch = make_batch(B=2, slot=0, lengths=(9, 6))
+    lp, ll = plits.token_layout(batch), lal.token_layout(batch)
+    text_pos = torch.arange(9)[None] + n
+    for layout in (lp, ll):
+        assert torch.equal(layout.audio["mel"].positions, torch.arange(n)[None].expand(2, -1))
+        assert torch.equal(layout.position_ids.gather(1, layout.text_index)[:, :6], text_pos.expand(2, -1)[:, :6])
+    assert torch.equal(lp.audio_residual_index("mel"), torch.arange(n)[None].expand(2, -1))  # residual 0..n-1
+    assert torch.equal(lp.text_index, torch.arange(9)[None].expand(2, -1) + n) and lp.seq_len == 9 + n
+    assert torch.equal(ll.text_index, torch.arange(9)[None].expand(2, -1)) and ll.seq_len == 9
+    bare = plits.decode(batch["input_ids"], attention_mask=batch["attention_mask"],
+                        position_ids=lp.position_ids.gather(1, lp.text_index))
+    real = batch["attention_mask"].bool()
+    for model in (plits, lal):
+        cut = run_with_interventions(model, batch, block_audio_interventions(model, batch))
+        assert (cut - bare)[real].abs().max() < 1e-5
+        assert (model(batch) - bare)[real].abs().max() > 1e-3  # the audio is read
+    # left-padded generation batches keep the slot at the first real token
+    items = [{"input_ids": batch["input_ids"][b, :k], "labels": batch["labels"][b, :k], "audio_slot": 0,
+              "prompt_len": k, "row": {}, "audio_tokens": {"mel": batch["audio_tokens"]["mel"][b]}} for b, k in ((0, 9), (1, 6))]
+    left = collate(items, padding_side="left")
+    assert left["audio_slot"].tolist() == [0, 3]
+    assert plits.generate_ids(left, max_new_tokens=2).shape == (2, 2)
+    # a batch laid out for the other insertion is refused, naming the fix
+    with pytest.raises(ValueError, match=r"insertion is 'prefix'.*slot='prefix'"):
+        plits(make_batch(B=2, slot=4))
+    with pytest.raises(ValueError, match=r"insertion is 'after_system'.*slot='after_system'"):
+        build(tiny_llama_dir, tok, enc_spec(mode="plits", layer=0, n=n))(batch)

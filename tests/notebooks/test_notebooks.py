@@ -48,8 +48,9 @@ CASES = {
         checks={"answers": "list(answers['model'])", "mass_max": "float(att['mass'].max())",
                 "mass_min": "float(att['mass'].min())", "encoders": "sorted(att['encoder'].unique())",
                 "n_layers": "int(att['layer'].nunique())", "nnsight_same": "bool(same)",
-                "hooks": "len(model.hook_dict)"},
-        figures=2, outputs=["attention_layers.csv", "attention_layers.html"]),
+                "hooks": "len(model.hook_dict)", "ask": "[ex.answer, info.samplerate, info.channels]",
+                "ask_mass": "float(ex.time_attention['weight'].sum())"},
+        figures=3, outputs=["attention_layers.csv", "attention_layers.html", "ask.html"]),
     "01_delayed_integration.ipynb": Case(
         params={"N": 4, "BATCH_SIZE": 4, "SWEEP_LAYERS": [4, 20], "RESAMPLES": 200},
         checks={"diff": "float(headline[headline.task == 'all']['diff'].iloc[0])",
@@ -98,6 +99,9 @@ def _check_00(v):
     assert 0 <= v["mass_min"] <= v["mass_max"] <= 1 and v["mass_max"] > 0
     assert v["encoders"] == ["general", "mel", "whisper"] and v["n_layers"] == 30
     assert v["nnsight_same"] and v["hooks"] > 500
+    answer, rate, channels = v["ask"]
+    assert isinstance(answer, str) and answer and (rate, channels) == (44100, 2)
+    assert 0 < v["ask_mass"] <= 3  # attention mass on each of the 3 encoders, mapped onto the clip's frames
 
 
 def _check_01(v):

@@ -294,7 +294,8 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
     else:
         encoders = [load_encoder(s.name, **(s.options or {})) for s in model.pal_cfg.encoders]
         encode_dataset(data, encoders, cache_dir, progress=progress)
-        ds = AudioTaskDataset(data, model.tokenizer, encoders=model.encoder_names, cache_dir=cache_dir, tasks=tasks)
+        ds = AudioTaskDataset(data, model.tokenizer, encoders=model.encoder_names, cache_dir=cache_dir, tasks=tasks,
+                              slot=model.pal_cfg.insertion)
     if n is not None:
         ds.rows = sample_rows(ds, n, seed).rows
     if len(ds) == 0:

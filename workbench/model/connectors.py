@@ -14,23 +14,28 @@ from transformer_lens.hook_points import HookPoint
 from workbench.model.pal_config import ConnectorConfig
 
 
+def adaptive_pool_weights(mask: torch.Tensor, n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """[B, n, T] weights of `masked_adaptive_pool`: row j averages output token j's frames (rows sum to 1; an
+    item without valid frames gives zero rows). mask [B, T] bool."""
+    B, T = mask.shape
+    length = mask.long().sum(1).to(dtype)  # [B]
+    seg = torch.arange(n, device=mask.device, dtype=dtype)
+    start = torch.floor(seg[None] * length[:, None] / n)  # [B, n]
+    end = torch.maximum(torch.ceil((seg[None] + 1) * length[:, None] / n), start + 1)
+    end = torch.minimum(end, length[:, None].clamp(min=1))
+    t = torch.arange(T, device=mask.device, dtype=dtype)
+    weights = ((t[None, None] >= start[..., None]) & (t[None, None] < end[..., None])).to(dtype)
+    weights = weights * (length[:, None, None] > 0)
+    return weights / weights.sum(-1, keepdim=True).clamp(min=1)
+
+
 def masked_adaptive_pool(frames: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
     """Average each item's valid frames into n equal segments. frames [B, T, D], mask [B, T] -> [B, n, D].
 
     Valid frames are the first ``mask.sum(1)`` ones; with fewer valid frames than n, segments reuse frames;
     an item without valid frames gives zeros.
     """
-    B, T, _ = frames.shape
-    length = mask.long().sum(1).to(frames.dtype)  # [B]
-    seg = torch.arange(n, device=frames.device, dtype=frames.dtype)
-    start = torch.floor(seg[None] * length[:, None] / n)  # [B, n]
-    end = torch.maximum(torch.ceil((seg[None] + 1) * length[:, None] / n), start + 1)
-    end = torch.minimum(end, length[:, None].clamp(min=1))
-    t = torch.arange(T, device=frames.device, dtype=frames.dtype)
-    weights = ((t[None, None] >= start[..., None]) & (t[None, None] < end[..., None])).to(frames.dtype)
-    weights = weights * (length[:, None, None] > 0)
-    weights = weights / weights.sum(-1, keepdim=True).clamp(min=1)
-    return weights @ frames
+    return adaptive_pool_weights(mask.to(frames.device), n, frames.dtype) @ frames
 
 
 class _GainNorm(nn.Module):
@@ -65,6 +70,18 @@ class MLPConnector(nn.Module):
         out_mask = mask.any(1, keepdim=True).expand(-1, self.n_tokens)
         return self.hook_out(tokens), out_mask
 
+    @torch.no_grad()
+    def frame_weights(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, N, T]: how much of each frame each output token averages (its pooling segment; rows sum to 1)."""
+        return adaptive_pool_weights(mask.to(frames.device), self.n_tokens, frames.dtype)
+
+
+def _key_padding(mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] True on padding frames; an item without frames attends to its (zero) first frame."""
+    pad = ~mask.bool()
+    pad[:, 0] = pad[:, 0] & mask.any(1)
+    return pad
+
 
 class QFormerLayer(nn.Module):
     def __init__(self, hidden: int, heads: int):
@@ -76,9 +93,16 @@ class QFormerLayer(nn.Module):
         self.ln_mlp = nn.LayerNorm(hidden)
         self.mlp = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
 
-    def forward(self, q: torch.Tensor, frames: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, frames: torch.Tensor, pad: torch.Tensor, weights: list | None = None) -> torch.Tensor:
+        """q [B, N, H], frames [B, T, H], pad [B, T] bool (True = padding) -> q [B, N, H]. With a list as
+        ``weights``, the cross-attention pattern over frames (mean over heads, [B, N, T]) is appended to it."""
         h = self.ln_cross(q)
-        q = q + self.cross(h, frames, frames, key_padding_mask=pad, need_weights=False)[0]
+        if weights is None:
+            q = q + self.cross(h, frames, frames, key_padding_mask=pad, need_weights=False)[0]
+        else:
+            out, w = self.cross(h, frames, frames, key_padding_mask=pad, need_weights=True, average_attn_weights=True)
+            q = q + out
+            weights.append(w)
         h = self.ln_self(q)
         q = q + self.self_attn(h, h, h, need_weights=False)[0]
         return q + self.mlp(self.ln_mlp(q))
@@ -102,14 +126,24 @@ class QFormerConnector(nn.Module):
         """frames [B, T, D_enc], mask [B, T] -> tokens [B, N, d_model], token mask [B, N]."""
         B = frames.shape[0]
         has_audio = mask.any(1)
-        pad = ~mask.bool()
-        pad[:, 0] = pad[:, 0] & has_audio  # an item without frames attends to its (zero) first frame
+        pad = _key_padding(mask)
         x = self.proj_in(frames)
         q = self.queries[None].expand(B, -1, -1)
         for layer in self.layers:
             q = layer(q, x, pad)
         tokens = self.norm_out(self.proj_out(self.ln_out(q)))
         return self.hook_out(tokens), has_audio[:, None].expand(-1, self.n_tokens)
+
+    @torch.no_grad()
+    def frame_weights(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, N, T]: each latent query's cross-attention over the frames, averaged over heads and layers (rows
+        sum to 1 over the real frames)."""
+        x, pad = self.proj_in(frames), _key_padding(mask)
+        q = self.queries[None].expand(frames.shape[0], -1, -1)
+        weights: list[torch.Tensor] = []
+        for layer in self.layers:
+            q = layer(q, x, pad, weights)
+        return torch.stack(weights).mean(0)
 
 
 def make_connector(d_in: int, d_model: int, cfg: ConnectorConfig) -> nn.Module:

@@ -48,7 +48,8 @@ class HookedDecoder(HookedRootModule):
     """Decoder-only LM with TransformerLens hook points. Call it like a function:
 
     ``logits = model(input_ids [B, L], attention_mask=[B, L], position_ids=[B, L], extra_kv={l: ExtraKV},
-    past=KVCache, mlp_position_mask=[B, L])`` -> logits [B, L, V] (fp32 for fp32 weights).
+    past=KVCache, mlp_position_mask=[B, L])`` -> logits [B, L, V] (fp32 for fp32 weights). ``model.decode(...)``
+    takes the same arguments on every subclass (a `PALModel` is called on a batch dict instead).
     """
 
     def __init__(self, cfg: DecoderConfig):
@@ -155,7 +156,12 @@ class HookedDecoder(HookedRootModule):
         return pos + start
 
     # ------------------------------------------------------------------ forward
-    def forward(
+    def forward(self, input_ids: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """``model(input_ids, ...)``: the text-only entry, `decode` (subclasses such as `PALModel` change what
+        ``forward`` takes and call `decode` themselves)."""
+        return self.decode(input_ids, **kwargs)
+
+    def decode(
         self,
         input_ids: torch.Tensor | None = None,
         *,
@@ -171,7 +177,7 @@ class HookedDecoder(HookedRootModule):
         stop_at_layer: int | None = None,
         logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Run the LM.
+        """Run the LM (the one decoder entry: ``forward`` of this class and of `PALModel` both call it).
 
         Plain use: input_ids [B, L] (or inputs_embeds [B, L, M]); attention_mask [B, L] (1 real, 0 pad);
         position_ids [B, L] (default: counting real tokens); past: a `KVCache` this call extends in place.

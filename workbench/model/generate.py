@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 
 import torch
 
@@ -34,9 +33,7 @@ def greedy_generate(
     (slow; for checking the cache). ``prefill(cache) -> logits [B, L, V]`` replaces the first (prompt)
     forward, e.g. a PAL model's forward with audio; later steps are plain decoder steps on the cache.
     """
-    from workbench.model.decoder import HookedDecoder
-
-    step = partial(HookedDecoder.forward, model)  # the text-only forward, also for subclasses
+    step = model.decode  # the text-only entry, also for subclasses whose forward takes other inputs
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be [batch, seq], got {tuple(input_ids.shape)}")
     B, L = input_ids.shape

@@ -155,7 +155,7 @@ class PALModel(HookedDecoder):
     def _residual_rms(self, layer: int) -> float:
         """RMS of the text residual stream entering ``layer`` on a fixed neutral prompt (connector gain init)."""
         ids = (torch.arange(100, 132, device=self.embed.weight.device) % self.cfg.d_vocab)[None]
-        resid = HookedDecoder.forward(self, ids, stop_at_layer=layer)
+        resid = self.decode(ids, stop_at_layer=layer)
         return float(resid[0, 1:].pow(2).mean().sqrt())
 
     @property
@@ -204,8 +204,21 @@ class PALModel(HookedDecoder):
             out[spec.name] = self.connectors[spec.key](frames, fmask)
         return out
 
+    def check_audio_slot(self, batch: dict) -> None:
+        """Raise ValueError unless ``batch["audio_slot"]`` agrees with ``pal_cfg.insertion``: "prefix" puts the
+        audio before the first real token (before the system prompt), "after_system" after the system prompt."""
+        first_real = batch["attention_mask"].long().argmax(1).to(batch["audio_slot"].device)
+        at_start = batch["audio_slot"] == first_real
+        prefix = self.pal_cfg.insertion == "prefix"
+        if bool((at_start != prefix).any()):
+            where = "at the start of the prompt" if not prefix else "after the system prompt"
+            raise ValueError(f"this model's insertion is {self.pal_cfg.insertion!r} but the batch puts the audio "
+                             f"slot {where}: build the dataset with slot=model.pal_cfg.insertion "
+                             f"(AudioTaskDataset(..., slot={self.pal_cfg.insertion!r}))")
+
     def token_layout(self, batch: dict, audio: dict | None = None) -> TokenLayout:
         """Where each text and audio token sits (residual, key axis, position ids) for this batch."""
+        self.check_audio_slot(batch)
         if audio is None:
             masks = {}
             for spec in self.pal_cfg.encoders:
@@ -256,7 +269,7 @@ class PALModel(HookedDecoder):
         """
         if not isinstance(batch, dict):
             raise TypeError("PALModel takes a batch dict from AudioTaskDataset.collate_fn; for text only, "
-                            "use HookedDecoder.forward(model, input_ids, ...)")
+                            "use model.decode(input_ids, ...)")
         dev = self.embed.weight.device
         audio = self.encode_audio(batch)
         layout = self.token_layout(batch, audio)
@@ -265,8 +278,8 @@ class PALModel(HookedDecoder):
             for name, a in layout.audio.items() if a.mode == "plits"
         ]
         has_lal = any(a.mode == "lal" for a in layout.audio.values())
-        return HookedDecoder.forward(
-            self, batch["input_ids"].to(dev),
+        return self.decode(
+            batch["input_ids"].to(dev),
             attention_mask=layout.attention_mask, position_ids=layout.position_ids,
             extra_kv=self._lal_extra(audio, layout) if has_lal else None, past=past,
             mlp_position_mask=mlp_position_mask, text_index=layout.text_index, seq_len=layout.seq_len,
@@ -317,6 +330,20 @@ class PALModel(HookedDecoder):
             raise ValueError("generation needs a left-padded prompt batch: use dataset.prompt_collate_fn()")
         new = self.generate_ids(batch, max_new_tokens, share_prefix=share_prefix)
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def ask(self, audio, question: str, **kw) -> str:
+        """Greedy answer to ``question`` about ``audio`` (a file path of any rate and channel count, or a waveform
+        with ``sample_rate=``); see `workbench.analysis.explain.ask`."""
+        from workbench.analysis.explain import ask
+
+        return ask(self, audio, question, **kw)
+
+    def explain(self, audio, question: str, **kw):
+        """`ask`, plus the answer's attention to each encoder's audio (by layer and over the clip's time) and its
+        logit lens: an `Explanation` (``.write_html(path)`` for the page); see `workbench.analysis.explain`."""
+        from workbench.analysis.explain import explain
+
+        return explain(self, audio, question, **kw)
 
     # ------------------------------------------------------------------ trainable parts
     def enable_lora(self, rank: int = 8, alpha: float = 16, dropout: float = 0.0, targets: Iterable[str] = ("q_proj", "v_proj")) -> None:

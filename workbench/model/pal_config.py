@@ -3,7 +3,8 @@
 Saved as JSON beside the trainable weights; read from the ``model:`` section of ``configs/*.yaml``.
 
     llm: smollm2                        # alias, local checkpoint folder or hub id
-    insertion: after_system             # audio slot: after the system prompt (paper) or "prefix"
+    insertion: after_system             # audio slot: after the system prompt (paper), or "prefix": before it,
+                                        # at the very start (datasets: AudioTaskDataset(slot=insertion))
     encoders:
       - name: whisper                   # a workbench.encoders registry name
         dim: 512                        # token width (checked against the encoder when it is loaded)

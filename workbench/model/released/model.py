@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from workbench.model.decoder import HookedDecoder
 from workbench.model.layout import TokenLayout, build_layout
 from workbench.model.pal import PALModel
 from workbench.model.pal_config import ConfigError, ConnectorConfig, EncoderSpec, IntegrationConfig, PALConfig
@@ -146,8 +145,10 @@ class ReleasedPALModel(PALModel):
 
     # ------------------------------------------------------------------ generation, datasets
     @torch.no_grad()
-    def generate_ids(self, batch: dict, max_new_tokens: int = 16) -> torch.Tensor:
-        """Greedy continuation (stops at the model's own end-of-turn / EOS ids) -> new ids [B, T]."""
+    def generate_ids(self, batch: dict, max_new_tokens: int = 16, share_prefix: bool = False) -> torch.Tensor:
+        """Greedy continuation (stops at the model's own end-of-turn / EOS ids) -> new ids [B, T].
+
+        ``share_prefix`` is accepted for `PALModel`'s signature and ignored: released models prefill every row."""
         from workbench.model.generate import greedy_generate
 
         ids = batch["input_ids"].to(self.embed.weight.device)
@@ -164,7 +165,7 @@ class ReleasedPALModel(PALModel):
 
     def text_forward(self, input_ids: torch.Tensor, **kw) -> torch.Tensor:
         """The text model alone (no audio): logits [B, L, V]."""
-        return HookedDecoder.forward(self, input_ids, **kw)
+        return self.decode(input_ids, **kw)
 
     # ------------------------------------------------------------------ not for released models
     def save_pretrained(self, directory, extra=None):
