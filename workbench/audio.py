@@ -7,18 +7,123 @@ except :func:`pad_batch`, which returns torch tensors ready for an encoder.
 from __future__ import annotations
 
 import os
+import struct
+import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
 import soxr
 import torch
 
-__all__ = ["AudioError", "load_audio", "resample", "to_mono", "pad_batch"]
+__all__ = ["AudioError", "TruncatedAudioWarning", "HeaderFrames", "header_frames", "truncation_message",
+           "check_complete", "load_audio", "resample", "to_mono", "pad_batch"]
 
 
 class AudioError(ValueError):
     """An audio file or waveform that cannot be used; the message names the file and the fix."""
+
+
+class TruncatedAudioWarning(UserWarning):
+    """An audio file holds fewer frames than its header declares (cut-off download or copy); it was loaded anyway."""
+
+
+class HeaderFrames(NamedTuple):
+    declared: int  # frames the header promises
+    present: int  # whole frames the file's bytes hold (what a decoder can read)
+
+
+# Declared data sizes at or above this are placeholders of writers that could not seek back to fill in the
+# length (sox streaming WAV 0x7ffff000, AIFF 0x3f800000 frames x 2 bytes; ffmpeg 0xffffffff): length unknown.
+_UNKNOWN_LENGTH = 0x7F000000
+
+
+def _chunks(f, size: int, start: int, endian: str):
+    """``(chunk id, data offset, declared data size)`` of the RIFF/IFF chunks from byte ``start`` on."""
+    pos = start
+    while pos + 8 <= size:
+        f.seek(pos)
+        cid, csize = struct.unpack(endian + "4sI", f.read(8))
+        yield cid, pos + 8, csize
+        pos += 8 + csize + (csize & 1)
+
+
+def _wav_frames(f, size: int, rf64: bool) -> HeaderFrames | None:
+    align, big = None, None
+    for cid, off, csize in _chunks(f, size, 12, "<"):
+        if cid == b"ds64" and rf64:
+            f.seek(off + 8)
+            (big,) = struct.unpack("<Q", f.read(8))  # 64-bit data size
+        elif cid == b"fmt ":
+            f.seek(off + 12)
+            (align,) = struct.unpack("<H", f.read(2))  # block align = bytes per frame
+        elif cid == b"data":
+            if rf64 and csize == 0xFFFFFFFF:
+                csize = big
+            if not align or not csize or (not rf64 and csize >= _UNKNOWN_LENGTH):  # streaming: length unknown
+                return None
+            return HeaderFrames(csize // align, max(0, size - off) // align)
+    return None
+
+
+def _aiff_frames(f, size: int, aifc: bool) -> HeaderFrames | None:
+    frames, bytes_per_frame = None, None
+    for cid, off, _ in _chunks(f, size, 12, ">"):
+        if cid == b"COMM":
+            f.seek(off)
+            channels, frames, bits = struct.unpack(">hIh", f.read(8))
+            f.seek(off + 18)
+            if aifc and f.read(4) not in (b"NONE", b"sowt"):
+                return None  # compressed AIFF-C: bytes per frame not fixed
+            bytes_per_frame = channels * ((bits + 7) // 8)
+        elif cid == b"SSND":
+            if not frames or not bytes_per_frame or frames * bytes_per_frame >= _UNKNOWN_LENGTH:
+                return None
+            f.seek(off)
+            (skip,) = struct.unpack(">I", f.read(4))  # SSND offset field, then block size, then the samples
+            return HeaderFrames(frames, max(0, size - off - 8 - skip) // bytes_per_frame)
+    return None
+
+
+def header_frames(path: str | os.PathLike) -> HeaderFrames | None:
+    """Declared vs present frame counts of a WAV (RIFF, RF64) or AIFF/AIFF-C (uncompressed) file.
+
+    From the header and the file size only (no decoding). ``None`` for other formats, streaming headers
+    (length unknown) and headers that cannot be parsed (decoding reports those).
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(12)
+            if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+                return _wav_frames(f, size, head[:4] == b"RF64")
+            if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+                return _aiff_frames(f, size, head[8:12] == b"AIFC")
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def truncation_message(path: str | os.PathLike, declared: int, read: int, sr: int | None = None) -> str:
+    """``"{path}: truncated audio file: the header declares N frames but only M ..."`` (+ seconds, the fix)."""
+    secs = f" ({read / sr:.3f} s of {declared / sr:.3f} s)" if sr else ""
+    return (f"{path}: truncated audio file: the header declares {declared} frames but only {read} could be read{secs}. "
+            f"Re-download or re-export the file; `python -m workbench.data.validate DATASET --skip-bad` lists "
+            f"such files as bad rows.")
+
+
+def check_complete(path: str | os.PathLike) -> None:
+    """Raise :class:`AudioError` (:func:`truncation_message`) if the file holds fewer frames than its header
+    declares. Header and file size only; formats :func:`header_frames` does not parse pass."""
+    hf = header_frames(path)
+    if hf is not None and hf.present < hf.declared:
+        try:
+            sr = sf.info(str(path)).samplerate
+        except Exception:
+            sr = None
+        raise AudioError(truncation_message(path, hf.declared, hf.present, sr))
 
 
 def load_audio(
@@ -41,6 +146,10 @@ def load_audio(
     Raises:
         AudioError: missing/unreadable/corrupt/unsupported file, zero-length audio, NaN or inf samples,
             or a clip longer than ``max_seconds``. The message names the file.
+
+    Warns:
+        TruncatedAudioWarning: a WAV/AIFF that holds fewer frames than its header declares (what it holds
+            is returned); the message names the file and both frame counts.
     """
     p = Path(path)
     if not p.exists():
@@ -74,6 +183,9 @@ def load_audio(
             f"{p}: {data.shape[0] / sr:.2f} s is longer than the configured maximum of {max_seconds:g} s. "
             f"Trim the clip or raise max_seconds."
         )
+    hf = header_frames(p)
+    if hf is not None and data.shape[0] < hf.declared:
+        warnings.warn(truncation_message(p, hf.declared, data.shape[0], sr), TruncatedAudioWarning, stacklevel=2)
     wave = np.ascontiguousarray(data.T)  # [C, S]
     if mono:
         wave = to_mono(wave)

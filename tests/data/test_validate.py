@@ -136,3 +136,28 @@ def test_dataset_skip_bad(ds, tokenizer):
         AudioTaskDataset(ds, tokenizer)
     d = AudioTaskDataset(ds, tokenizer, skip_bad=True)
     assert len(d) == len(d.report.tasks) and d.report.bad
+
+
+def test_truncated_real_recording_is_a_bad_row_with_frame_counts(ds, tmp_path):
+    """A 3000-byte copy of a real espeak-ng recording: a bad row whose reason names declared vs read frames."""
+    import soundfile as sf
+
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    full = tmp_path / "speech.wav"
+    subprocess.run([exe, "-w", str(full), "Hello, this is a real recording."], check=True, capture_output=True)
+    fn = json.loads(_meta_lines(ds)[4])["file_name"]
+    (ds / fn).write_bytes(full.read_bytes()[:3000])
+    declared, read = sf.info(str(full)).frames, sf.info(str(ds / fn)).frames  # libsndfile reads what is there
+    assert read < declared
+    r = subprocess.run([sys.executable, "-m", "workbench.data.validate", str(ds), "--skip-bad"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "23 clips" in r.stdout, r.stderr
+    bad = [json.loads(line) for line in (ds / BAD_ROWS).read_text().splitlines()]
+    meta_bad = [b for b in bad if b["file"].endswith(METADATA)]
+    assert [(b["line"], b["file_name"]) for b in meta_bad] == [(5, fn)]
+    reason = meta_bad[0]["error"]
+    assert "truncated" in reason and fn in reason and f"declares {declared} frames but only {read}" in reason, reason
+    assert all(b["file_name"] == fn for b in bad if b["file"].endswith(TASKS))
+

@@ -1,11 +1,15 @@
 """workbench.audio: loading, resampling, mono-mixing, padding, and clear errors that name the file."""
 
+import shutil
+import subprocess
+import warnings
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from workbench.audio import AudioError, load_audio, pad_batch, resample, to_mono
+from workbench.audio import AudioError, TruncatedAudioWarning, header_frames, load_audio, pad_batch, resample, to_mono
 
 
 def test_load_resample_and_mono(multi_rate_files):
@@ -68,3 +72,49 @@ def test_too_long(tmp_path):
         load_audio(p, max_seconds=2)
     w, _ = load_audio(p, max_seconds=3.5)
     assert len(w) == 48000
+
+
+# ---------------------------------------------------------------- truncated files (header declares more frames)
+def _cut(src, dst, n_bytes: int = 3000):
+    dst.write_bytes(src.read_bytes()[:n_bytes])  # what an interrupted download or copy leaves
+    return dst
+
+
+def _loads_silently(path) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncatedAudioWarning)
+        return load_audio(path)[0]
+
+
+def test_truncated_real_recording_warns_with_frame_counts(speech_wav, tmp_path):
+    full = _loads_silently(speech_wav)  # the complete espeak-ng recording: no warning
+    declared = sf.info(str(speech_wav)).frames
+    cut = _cut(speech_wav, tmp_path / "cut.wav")
+    with pytest.warns(TruncatedAudioWarning) as rec:
+        w, sr = load_audio(cut)
+    msg = str(rec[0].message)
+    assert len(rec) == 1 and 0 < len(w) < declared // 10 and sr == 22050
+    np.testing.assert_array_equal(w, full[: len(w)])  # what the file holds is returned
+    assert str(cut) in msg and f"declares {declared} frames" in msg and f"only {len(w)} could be read" in msg, msg
+    assert header_frames(cut) == (declared, len(w)) and header_frames(speech_wav) == (declared, declared)
+
+
+def test_truncated_aiff_warns_and_streaming_headers_do_not(speech_wav, tmp_path):
+    sox = shutil.which("sox")
+    if sox is None:
+        pytest.skip("sox is not installed (apt-get install sox)")
+    aiff = tmp_path / "speech.aiff"
+    subprocess.run([sox, str(speech_wav), str(aiff)], check=True, capture_output=True)
+    declared = len(_loads_silently(aiff))
+    with pytest.warns(TruncatedAudioWarning, match=rf"cut\.aiff.*declares {declared} frames"):
+        load_audio(_cut(aiff, tmp_path / "cut.aiff"))
+    # a writer that cannot seek back (sox into a pipe, from raw samples of unknown length) leaves a placeholder
+    # length in the header; that is not a truncation
+    raw = subprocess.run([sox, str(speech_wav), "-t", "raw", "-"], check=True, capture_output=True).stdout
+    for fmt in ("wav", "aiff"):
+        out = subprocess.run([sox, "-t", "raw", "-r", "22050", "-e", "signed", "-b", "16", "-c", "1", "-", "-t", fmt,
+                              "-"], input=raw, check=True, capture_output=True).stdout
+        path = tmp_path / f"streamed.{fmt}"
+        path.write_bytes(out)
+        assert header_frames(path) is None and len(_loads_silently(path)) == len(raw) // 2, fmt
+

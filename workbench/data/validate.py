@@ -9,8 +9,9 @@ Checks, each reported as an error naming the file and line (or, with ``--skip-ba
 
 - a line that is not UTF-8, not JSON, or lacks ``file_name``; a duplicate ``file_name``;
 - a ``file_name`` that is absolute/escapes the folder, is missing, has an unsupported extension;
-- audio that does not decode, is zero-length/NaN (:func:`workbench.audio.load_audio`), or a WAV whose
-  header promises more data than the file holds (truncated);
+- audio that does not decode, is zero-length/NaN (:func:`workbench.audio.load_audio`), or a WAV/AIFF whose
+  header declares more frames than the file holds (truncated: :func:`workbench.audio.check_complete`, the
+  reason names both frame counts);
 - a task row without file_name/task/question/answer, or naming a clip that is not in the metadata.
 
 Exit status: 0 when every row is good (or all bad rows were skipped with --skip-bad), 1 otherwise.
@@ -20,15 +21,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.audio import AudioError, load_audio
+from workbench.audio import AudioError, check_complete, load_audio
 from workbench.data.audiofolder import BAD_ROWS, METADATA, TASKS, BadRow, BadRows, DataError, read_jsonl
 
-__all__ = ["AUDIO_EXTENSIONS", "ValidationReport", "check_audio_file", "check_wav_complete", "load_audiofolder", "main"]
+__all__ = ["AUDIO_EXTENSIONS", "ValidationReport", "check_audio_file", "load_audiofolder", "main"]
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus"}
 TASK_REQUIRED = ("file_name", "task", "question", "answer")
@@ -53,43 +53,15 @@ class ValidationReport:
                 + (f" (listed in {self.report_path})" if self.report_path else ""))
 
 
-def check_wav_complete(path: str | os.PathLike) -> None:
-    """Raise :class:`AudioError` if a RIFF/WAVE file's ``data`` chunk is cut short (truncated download).
-
-    Non-RIFF files pass (other formats are checked by decoding). Streaming headers (size 0 or >= 2^31-1)
-    are accepted.
-    """
-    p = Path(path)
-    size = p.stat().st_size
-    with open(p, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return
-        pos = 12
-        while pos + 8 <= size:
-            f.seek(pos)
-            cid, csize = struct.unpack("<4sI", f.read(8))
-            if cid == b"data":
-                if csize == 0 or csize >= 0x7FFFFFFF:
-                    return
-                have = size - (pos + 8)
-                if have < csize:
-                    raise AudioError(f"{p}: truncated WAV: header declares {csize} data bytes, file holds {have}. "
-                                     f"Re-download or re-export the file.")
-                return
-            pos += 8 + csize + (csize & 1)
-        raise AudioError(f"{p}: WAV has no complete 'data' chunk (truncated or corrupt header).")
-
-
 def check_audio_file(path: str | os.PathLike, decode: bool = True) -> None:
     """Raise :class:`AudioError` when ``path`` is missing, has an unsupported extension, is a truncated
-    WAV, or (``decode=True``) does not decode to finite, non-empty audio."""
+    WAV/AIFF, or (``decode=True``) does not decode to finite, non-empty audio."""
     p = Path(path)
     if not p.is_file():
         raise AudioError(f"{p}: audio file not found")
     if p.suffix.lower() not in AUDIO_EXTENSIONS:
         raise AudioError(f"{p}: unsupported audio format {p.suffix!r}; supported: {sorted(AUDIO_EXTENSIONS)}")
-    check_wav_complete(p)
+    check_complete(p)
     if decode:
         load_audio(p)
 

@@ -28,7 +28,8 @@ zero-padded patch). Padded tokens are zero and never computed.
 
 Numerics: weights are the dequantized int8 weights of the packaged graph, activations are fp32 by default.
 ``emulate_int8=True`` adds the graph's uint8 quantize-dequantize of the input and of every activation, which
-reproduces onnxruntime's output to within rounding (see tests/encoders/test_yamnet.py for the numbers).
+reproduces the graph's exact int8 evaluation (:class:`workbench.encoders.yamnet_reference.ExactYamnet`) up to
+float32 rounding flips of single activations (in float64 it is exact; see tests/encoders/test_yamnet.py).
 """
 
 from __future__ import annotations

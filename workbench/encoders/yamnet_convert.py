@@ -243,7 +243,9 @@ def load_converted(refresh: bool = False) -> dict[str, torch.Tensor]:
 
 
 class OnnxYamnet:
-    """Reference runner: the packaged int8 graph in onnxruntime (for tests and agreement checks).
+    """The packaged int8 graph in onnxruntime, for information only: its x86 int8 kernels are chosen per CPU
+    (AVX2 without VNNI can saturate int16 sums), so it is no oracle; the tests use
+    :class:`workbench.encoders.yamnet_reference.ExactYamnet`, the same numbers on every CPU.
 
     ``__call__(patches)``: float32 log-mel patches ``[N, 96, 64]`` or ``[N, 1, 96, 64]`` -> dequantized
     logits ``[N, 521]`` (float32). The graph takes one patch at a time; quantization of the input and
