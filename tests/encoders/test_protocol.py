@@ -49,7 +49,10 @@ def test_batch_invariance(name, speech_wav, whisper, mel):
     together, m2 = enc(waves, lengths)
     n = int(m1[0].sum())
     assert int(m2[0].sum()) == n and together.shape[1] > n
-    torch.testing.assert_close(together[0, :n], alone[0, :n], atol=2e-4, rtol=1e-4)
+    # Other padded lengths run other conv/attention shapes, so fp32 sums differ in order (per CPU kernel):
+    # measured max |diff| 0.8-1.3e-4 on whisper tokens of size ~15 (AVX-512 and AVX2 kernels, 1-2 threads).
+    # Padding that leaked into the clip would move its tokens by > 1e-1.
+    torch.testing.assert_close(together[0, :n], alone[0, :n], atol=1e-3, rtol=1e-4)
 
 
 def test_hook_out_fires(mel):

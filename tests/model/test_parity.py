@@ -1,11 +1,17 @@
-"""HookedDecoder reproduces the transformers model's logits (fp32, max abs diff <= 1e-4)."""
+"""HookedDecoder reproduces the transformers model's logits (fp32; SmolLM2 max abs diff <= 1e-3, tiny <= 1e-4)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-TOL = 1e-4
+TOL = 1e-4  # tiny random models (logits ~1, 2 layers)
+# SmolLM2: two correct fp32 computations that sum in another order (another implementation, a padded batch
+# = other matrix shapes, another CPU's kernels) drift apart through 30 layers by about
+# eps * sqrt(n_layers * d_ff) = 1.2e-7 * sqrt(30 * 1536) = 2.6e-5 of the logit scale (~40 here): ~1e-3.
+# Measured max |diff|: 0 to 7.3e-5 with AVX-512 kernels, 8.2e-5 to 1.06e-4 with AVX2 kernels and 2 threads
+# (which failed the former bound 1e-4). A wrong mask, position id or weight moves logits by far more.
+SMOLLM2_TOL = 1e-3
 PROMPTS = [
     "Hi",
     "What is the capital of France?",
@@ -29,7 +35,7 @@ def test_smollm2_logits_match_transformers(smollm2, hf_smollm2, implementation):
                 ours = model(ids)
                 ref = hf_smollm2(ids).logits
             assert ours.shape == ref.shape == (1, ids.shape[1], 49152)
-            assert (ours - ref).abs().max().item() <= TOL, text
+            assert (ours - ref).abs().max().item() <= SMOLLM2_TOL, text
     finally:
         model.set_attention_implementation("eager")
         hf_smollm2.set_attn_implementation("sdpa")
@@ -46,10 +52,12 @@ def test_smollm2_padded_batch_matches_transformers_and_unpadded(smollm2, hf_smol
         ours = model(enc.input_ids, attention_mask=enc.attention_mask)
         ref = hf_smollm2(enc.input_ids, attention_mask=enc.attention_mask, position_ids=pos).logits
         real = enc.attention_mask.bool()
-        assert (ours - ref)[real].abs().max().item() <= TOL
+        assert (ours - ref)[real].abs().max().item() <= SMOLLM2_TOL
         for i, text in enumerate(PROMPTS):  # each item equals its unpadded run
             alone = model(chat_ids(tok, text))[0]
-            assert (ours[i][real[i]] - alone).abs().max().item() <= TOL
+            assert (ours[i][real[i]] - alone).abs().max().item() <= SMOLLM2_TOL
+        if side == "left":  # the bound is not vacuous: ignoring the padding mask moves logits far beyond it
+            assert (model(enc.input_ids) - ours)[real].abs().max().item() > 100 * SMOLLM2_TOL
 
 
 def test_tiny_random_models_match_transformers(tiny_pair):
