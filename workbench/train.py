@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from workbench.constants import VARIANTS
 from workbench.data.audiofolder import DataError
 from workbench.paths import atomic_write_bytes
 from workbench.training.checkpoint import (CheckpointError, clean_tmp, find_latest, read_trainer_state, rng_state,
@@ -51,7 +52,6 @@ __all__ = ["train", "main", "TrainingDivergedError", "VARIANTS", "LOG_COLUMNS", 
 
 log = logging.getLogger("workbench.train")
 
-VARIANTS = ("baseline", "delayed", "lal", "ensemble", "pal", "hybrid")
 LOG_COLUMNS = ["step", "stage", "stage_name", "stage_step", "epoch", "loss", "lr", "grad_norm", "tokens",
                "label_tokens"]
 VAL_COLUMNS = ["step", "stage", "stage_name", "val_loss", "val_batches"]

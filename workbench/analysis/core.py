@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from workbench.constants import TOKEN_CACHE
 from workbench.paths import atomic_write_bytes, variant_of
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ __all__ = [
 BACKENDS = ("transformer_lens", "nnsight")
 DEFAULT_CHECKPOINT = Path("results/checkpoints/pal/final")
 DEFAULT_DATA = Path("data/synth-tiny/val")
-DEFAULT_CACHE = Path("cache/tokens")
+DEFAULT_CACHE = TOKEN_CACHE
 TRAIN_COMMAND = "python -m workbench.train --config configs/{variant}.yaml --preset tiny --out results/checkpoints/{variant}"
 
 Intervention = tuple[str, Callable[[torch.Tensor], torch.Tensor]]
