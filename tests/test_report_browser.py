@@ -17,7 +17,7 @@ from workbench import report
 from workbench import sweep as S
 from workbench.analysis import ablation as AB
 from workbench.analysis import attention as A
-from workbench.analysis import core
+from workbench.analysis import core, outputs
 from workbench.analysis import logit_lens as LL
 from workbench.analysis import probes as PR
 
@@ -34,13 +34,13 @@ def report_page(tmp_path_factory):
             "ablation": (None, AB.ablation_figure(ablation_table())),
             "compare_fig": (None, C.comparison_figure(table, diffs)),
             "injection_layer": (injection_table(), S.sweep_figure(injection_table()))}
-    saved = core._PNG_OK
-    core._PNG_OK = False
+    saved = outputs._PNG_OK
+    outputs._PNG_OK = False
     try:
         for name, (df, fig) in figs.items():
             core.write_outputs(df, fig, run, name)
     finally:
-        core._PNG_OK = saved
+        outputs._PNG_OK = saved
     assert report.main(["--run", str(run)]) == 0
     return run / "report.html", len(figs)
 

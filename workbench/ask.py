@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-DEFAULT_CHECKPOINT = Path("results/checkpoints/pal/final")
+from workbench.analysis.data import DEFAULT_CHECKPOINT
 
 
 def _attention_table(ex) -> pd.DataFrame:

@@ -33,11 +33,11 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-VARIANTS = ("baseline", "delayed", "lal", "ensemble", "pal", "hybrid")
+from workbench.constants import TOKEN_CACHE, VARIANTS
+
 COMMITTED = Path("results/checkpoints")
 RETRAINED = Path("results/checkpoints-retrained")
 TEST_DATA = Path("data/synth-tiny/test")
-TOKEN_CACHE = Path("cache/tokens")
 PROBE_DIR = Path("probes")
 
 

@@ -171,7 +171,9 @@ def evaluate_predictor(dataset, predict: Predictor, out_csv: str | os.PathLike |
 
 def _default_cache_dir() -> Path:
     """The token cache the configs and analyses use (``data.cache_dir: cache/tokens``), so nothing is encoded twice."""
-    return Path("cache/tokens")
+    from workbench.constants import TOKEN_CACHE
+
+    return TOKEN_CACHE
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLike,

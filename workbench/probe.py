@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from workbench.analysis.core import cli_common, default_out_dir, load_for_analysis
 from workbench.analysis.probes import ProbeError, load_suite, run_suite
+from workbench.constants import TOKEN_CACHE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.set_defaults(n=None, seed=None, batch_size=None)
     ap.add_argument("--keep-activations", default=None, metavar="DIR",
                     help="keep the pooled activations (one raw file per site + manifest.json) under DIR/<suite>")
-    ap.add_argument("--cache-dir", default="cache/tokens", help="encoder token cache (default cache/tokens)")
+    ap.add_argument("--cache-dir", default=str(TOKEN_CACHE), help=f"encoder token cache (default {TOKEN_CACHE})")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

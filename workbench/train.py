@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from workbench.constants import VARIANTS
 from workbench.data.audiofolder import DataError
 from workbench.paths import atomic_write_bytes
 from workbench.training.checkpoint import CheckpointError, clean_tmp, find_latest, read_trainer_state
@@ -48,7 +49,6 @@ __all__ = ["train", "main", "TrainingDivergedError", "VARIANTS", "LOG_COLUMNS", 
 
 log = logging.getLogger("workbench.train")
 
-VARIANTS = ("baseline", "delayed", "lal", "ensemble", "pal", "hybrid")
 
 
 def default_model_factory(model_dict: dict, seed: int = 0):
@@ -76,7 +76,8 @@ def _stage_datasets(cfg: RunConfig, model, split: str) -> dict[tuple, object]:
         if key in out:
             continue
         ds = AudioTaskDataset(root, model.tokenizer, tasks=list(st.tasks), encoders=list(model.encoder_names),
-                              cache_dir=cfg.data.cache_dir)
+                              cache_dir=cfg.data.cache_dir,
+                              slot=getattr(getattr(model, "pal_cfg", None), "insertion", "after_system"))
         if len(ds) == 0 and split == "train":
             raise EmptyDatasetError(f"{root}: 0 task rows after the task filter tasks={list(st.tasks)} "
                                     f"(stage {st.name!r}; {len(ds.report.tasks)} rows before filtering)")
@@ -239,13 +240,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _model_errors() -> tuple:
-    """The model package's bad-input errors (config / checkpoint mismatch), if it is there."""
-    try:
-        from workbench.model.pal import CheckpointMismatchError
-        from workbench.model.pal_config import ConfigError as ModelConfigError
-    except ImportError:
-        return ()
-    return (ModelConfigError, CheckpointMismatchError)
+    """The model's bad-input errors beyond the shared ConfigError (a checkpoint that does not fit)."""
+    from workbench.model.pal import CheckpointMismatchError
+
+    return (CheckpointMismatchError,)
 
 
 def _run_one(config, preset, out, a, command) -> int:

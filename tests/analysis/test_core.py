@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.analysis.tiny_pal import PROMPT_LEN, make_qa_batch, model
-from workbench.analysis import core
+from workbench.analysis import core, outputs
 
 NAMES = ["blocks.1.attn.hook_pattern", "connectors.mel.hook_out", "blocks.0.attn.hook_audio_k",
          "blocks.0.hook_resid_post", "encoders.whisper.hook_out", "blocks.0.hook_audio_in", "ln_final.hook_normalized"]
@@ -137,14 +137,14 @@ def test_write_outputs_writes_png_through_one_persistent_browser(tmp_path, monke
 
     assert shutil.which("chromium") or shutil.which("google-chrome") or shutil.which("chromium-browser"), (
         "no Chromium for PNG export: apt-get install chromium (or ./run setup)")
-    monkeypatch.setattr(core, "_PNG_OK", None)
+    monkeypatch.setattr(outputs, "_PNG_OK", None)
     caplog.set_level(logging.INFO)
     first = core.write_outputs(None, _small_fig(), tmp_path, "a")
     assert kaleido._global_server.is_running()  # one browser for the process, not one per image
     second = core.write_outputs(None, _small_fig().update_layout(title="again"), tmp_path, "b")
     for out in (first, second):
         assert out["png"].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    assert not [r for r in caplog.records if r.name.split(".")[0] in core._KALEIDO_LOGGERS]
+    assert not [r for r in caplog.records if r.name.split(".")[0] in outputs._KALEIDO_LOGGERS]
     assert not [w for w in recwarn if "kopts" in str(w.message)]
     text = "".join(capfd.readouterr())
     for noise in ("Cancelling tasks", "Exiting Kaleido", "PNG export skipped"):
@@ -155,8 +155,8 @@ def test_png_export_falls_back_with_one_notice(tmp_path, monkeypatch, capsys):
     def no_browser():
         raise RuntimeError("no Chrome/Chromium found for kaleido: install it with `apt-get install chromium`")
 
-    monkeypatch.setattr(core, "_PNG_OK", None)
-    monkeypatch.setattr(core, "_start_png_server", no_browser)
+    monkeypatch.setattr(outputs, "_PNG_OK", None)
+    monkeypatch.setattr(outputs, "_start_png_server", no_browser)
     out = core.write_outputs(None, _small_fig(), tmp_path, "a")
     assert set(out) == {"html"} and not (tmp_path / "a.png").exists()
     assert core.write_outputs(None, _small_fig(), tmp_path, "b").keys() == {"html"}

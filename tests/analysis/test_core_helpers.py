@@ -46,10 +46,10 @@ def test_write_outputs_png_false_skips_the_image_export(tmp_path, monkeypatch):
     import pandas as pd
     import plotly.graph_objects as go
 
-    from workbench.analysis import core
+    from workbench.analysis import core, outputs
 
     calls = []
-    monkeypatch.setattr(core, "_png_bytes", lambda fig: calls.append(fig) or b"png")
+    monkeypatch.setattr(outputs, "_png_bytes", lambda fig: calls.append(fig) or b"png")
     out = core.write_outputs(pd.DataFrame({"a": [1]}), go.Figure(), tmp_path, "x", png=False)
     assert sorted(out) == ["csv", "html"] and not calls and not (tmp_path / "x.png").exists()
     assert sorted(core.write_outputs(None, go.Figure(), tmp_path, "y")) == ["html", "png"] and len(calls) == 1

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
+from workbench.constants import TRAINABLE_PARTS
 from workbench.model.config import DecoderConfig
 from workbench.model.connectors import make_connector
 from workbench.model.decoder import HookedDecoder, Insertion
@@ -41,7 +42,6 @@ from workbench.paths import replace_dir
 
 log = logging.getLogger(__name__)
 
-TRAINABLE_PARTS = ("connectors", "adapters", "lora")
 CHECKPOINT_FORMAT = "pal-workbench/1"
 
 

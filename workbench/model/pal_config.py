@@ -23,14 +23,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.errors import ConfigError  # noqa: F401 (re-exported: workbench.model.pal_config.ConfigError)
+
 CONNECTOR_TYPES = ("mlp", "qformer")
 MODES = ("plits", "lal")
 INSERTIONS = ("after_system", "prefix")
 AUDIO_ROPE = ("slot", "none")
-
-
-class ConfigError(ValueError):
-    """A PAL config that cannot describe a model."""
 
 
 def _fields(cls, data: dict, where: str) -> dict:

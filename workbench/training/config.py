@@ -23,11 +23,13 @@ from typing import Any
 
 import yaml
 
+from workbench.constants import TRAINABLE_PARTS
+from workbench.errors import ConfigError
+
 __all__ = ["ConfigError", "StageConfig", "LoraConfig", "DataConfig", "TrainingConfig", "RunConfig",
            "load_run_config", "parse_preset", "config_hash", "TRAINABLE_PARTS", "KNOWN_TASKS", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TRAINABLE_PARTS = ("connectors", "adapters", "lora")
 KNOWN_TASKS = ("cls", "qa", "caption")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -43,10 +45,6 @@ LORA_KEYS = {"rank", "alpha", "dropout", "targets"}
 STAGE_KEYS = {"name", "steps", "lr", "warmup", "trainable", "tasks", "schedule", "weight_decay"}
 #: training keys that do not change the numbers a run produces (excluded from the resume hash)
 NON_SEMANTIC_TRAINING_KEYS = {"checkpoint_every", "log_every", "keep_checkpoints"}
-
-
-class ConfigError(ValueError):
-    """A config file is malformed (message names the file, the preset and the key)."""
 
 
 @dataclass
