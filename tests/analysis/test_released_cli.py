@@ -27,9 +27,9 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _no_png(monkeypatch):
-    from workbench.analysis import core
+    from workbench.analysis import outputs
 
-    monkeypatch.setattr(core, "_PNG_OK", False)  # no headless browser in these tests
+    monkeypatch.setattr(outputs, "_PNG_OK", False)  # no headless browser in these tests
 
 
 CASES = {
