@@ -118,18 +118,16 @@ class Demo:
     def encode(self) -> dict:
         import json
 
-        from workbench.encoders import load_encoder
+        from workbench.encoders import encoders_for
         from workbench.encoders.cache import encode_dataset
         from workbench.model.pal_config import PALConfig
 
-        specs: dict = {}
+        specs = []
         for v in VARIANTS:  # read the checkpoints' configs (no model load): which encoders, with which options
-            cfg = PALConfig.from_dict(json.loads((self.checkpoint(v) / "config.json").read_text())["pal"])
-            for e in cfg.encoders:
-                specs.setdefault((e.name, json.dumps(e.options or {}, sort_keys=True)), e)
-        encoders = [load_encoder(e.name, **(e.options or {})) for e in specs.values()]
+            specs += PALConfig.from_dict(json.loads((self.checkpoint(v) / "config.json").read_text())["pal"]).encoders
+        encoders = encoders_for(specs)
         stats = encode_dataset(TEST_DATA, encoders, TOKEN_CACHE, progress=True)
-        return {"encoders": [e.name for e in specs.values()], "stats": stats}
+        return {"encoders": [e.name for e in encoders], "stats": stats}
 
     def evaluate(self, variant: str) -> dict:
         """Fresh answers for a check subset (or every row with --full-eval); which evaluation the comparison uses."""

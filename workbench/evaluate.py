@@ -209,12 +209,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
         ds_kw["slot"] = getattr(getattr(model, "pal_cfg", None), "insertion", "after_system")
     if names:
         cache = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
-        from workbench.encoders import load_encoder
+        from workbench.encoders import encoders_for
         from workbench.encoders.cache import encode_dataset
 
         specs = getattr(getattr(model, "pal_cfg", None), "encoders", None)
-        built = ([load_encoder(e.name, **(e.options or {})) for e in specs] if specs  # the checkpoint's own options
-                 else [load_encoder(n) for n in names])
+        built = encoders_for(specs or names)  # the checkpoint's own options
         encode_dataset(data, built, cache, progress=progress)
         ds_kw.update(encoders=names, cache_dir=cache)
     ds = (model.task_dataset(data, **ds_kw) if getattr(model, "is_released", False)

@@ -98,3 +98,15 @@ def test_encode_files_errors_name_the_file(tmp_path, whisper):
     sf.write(long, np.zeros(16000 * 31, np.float32), 16000)
     with pytest.raises(AudioError, match="too_long.wav.*30 s"):
         whisper.encode_files([long])
+
+
+def test_encoders_for_builds_each_name_and_options_once():
+    from types import SimpleNamespace
+
+    from workbench.encoders import encoders_for
+
+    built = encoders_for(["mel", ("mel", {}), SimpleNamespace(name="mel", options={"n_mels": 32}),
+                          ("mel", {"n_mels": 32})])
+    assert [e.name for e in built] == ["mel", "mel"] and [e.n_mels for e in built] == [64, 32]
+    with pytest.raises(Exception, match="n_mels"):
+        encoders_for([("mel", {"n_mels": 0})])

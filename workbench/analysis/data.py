@@ -41,7 +41,7 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
     model: an already loaded PALModel to reuse (``checkpoint`` is then ignored); only the dataset is built.
     """
     from workbench.data.dataset import AudioTaskDataset
-    from workbench.encoders import load_encoder
+    from workbench.encoders import encoders_for
     from workbench.encoders.cache import encode_dataset
     from workbench.model.pal import PALModel
     from workbench.model.released import is_hub_id
@@ -67,8 +67,7 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
     if getattr(model, "is_released", False):  # a released audio-LLM: waveforms, its own chat template
         ds = model.task_dataset(data, tasks=tasks)
     else:
-        encoders = [load_encoder(s.name, **(s.options or {})) for s in model.pal_cfg.encoders]
-        encode_dataset(data, encoders, cache_dir, progress=progress)
+        encode_dataset(data, encoders_for(model.pal_cfg.encoders), cache_dir, progress=progress)
         ds = AudioTaskDataset(data, model.tokenizer, encoders=model.encoder_names, cache_dir=cache_dir, tasks=tasks,
                               slot=model.pal_cfg.insertion)
     if n is not None:

@@ -11,7 +11,7 @@ import importlib.util
 
 from workbench.encoders.base import AudioEncoder, EncoderInputError
 
-__all__ = ["AudioEncoder", "EncoderInputError", "load_encoder", "available_encoders", "register_encoder"]
+__all__ = ["AudioEncoder", "EncoderInputError", "load_encoder", "available_encoders", "register_encoder", "encoders_for"]
 
 # name -> "module:Class", imported lazily so a missing optional module only fails when asked for
 _REGISTRY: dict[str, str] = {
@@ -50,3 +50,24 @@ def load_encoder(name: str, **kw) -> AudioEncoder:
             raise ImportError(f"encoder {name!r} is registered as {mod_name} but that module does not exist") from e
         raise
     return getattr(mod, cls_name)(**kw)
+
+
+def encoders_for(specs) -> list[AudioEncoder]:
+    """The encoders a model or config names, each built with its own options, once per (name, options):
+    ``specs`` holds names, ``(name, options)`` pairs, or objects with ``.name`` / ``.options`` (``EncoderSpec``).
+    The one way the trainer, evaluation, analyses and the demo turn "which encoders" into encoders to fill the
+    token cache with (``workbench.encoders.cache.encode_dataset``)."""
+    import json
+
+    built: dict[tuple[str, str], AudioEncoder] = {}
+    for s in specs:
+        if isinstance(s, str):
+            name, options = s, {}
+        elif isinstance(s, tuple):
+            name, options = s[0], dict(s[1] or {})
+        else:
+            name, options = s.name, dict(getattr(s, "options", None) or {})
+        key = (name, json.dumps(options, sort_keys=True, default=str))
+        if key not in built:
+            built[key] = load_encoder(name, **options)
+    return list(built.values())

@@ -106,11 +106,11 @@ def prepare_data(data_cfg, encoders: list, progress: bool = True) -> None:
                 split, n = ("train", g["n_train"]) if d == tr else ("val", g["n_eval"])
                 generate(d, n, g["seed"], split, g["preset"], g["workers"], progress)
     if encoders:
-        from workbench.encoders import load_encoder
+        from workbench.encoders import encoders_for
         from workbench.encoders.cache import TokenCache, encode_dataset, read_audiofolder
 
         cache = TokenCache(data_cfg.cache_dir)
-        built = [load_encoder(n, **kw) for n, kw in ((e, {}) if isinstance(e, str) else e for e in encoders)]
+        built = encoders_for(encoders)
         for d in dirs:
             paths = read_audiofolder(d)
             todo = [e for e in built if not all(cache.has(p, e) for p in paths)]

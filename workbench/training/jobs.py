@@ -75,7 +75,7 @@ def ensure_test_splits(splits: Sequence[str], progress: bool = False) -> None:
 def prepare_all(jobs: Sequence[Job], progress: bool = False) -> None:
     """Before the runs start (so that parallel runs never write the same token-cache entries): generate the test
     splits, and the training data of every config, and encode them with every encoder the configs name."""
-    from workbench.encoders import load_encoder
+    from workbench.encoders import encoders_for
     from workbench.encoders.cache import encode_dataset
     from workbench.training.config import load_run_config
     from workbench.training.data import prepare_data
@@ -91,7 +91,7 @@ def prepare_all(jobs: Sequence[Job], progress: bool = False) -> None:
             continue
         seen[key] = None
         prepare_data(cfg.data, [(n, dict(o)) for n, o in specs], progress=progress)
-        built = [load_encoder(n, **dict(o)) for n, o in specs]
+        built = encoders_for([(n, dict(o)) for n, o in specs])
         for s in splits:
             encode_dataset(TEST_SPLITS[s][0], built, cfg.data.cache_dir, progress=progress)
 
