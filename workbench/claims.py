@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Analysis", "Claim", "VARIANTS", "CLAIMS", "EXTRA", "LAYER_CURVE_STEM", "contrast_pairs", "analysis",
+__all__ = ["Analysis", "Claim", "VARIANTS", "CLAIMS", "EXTRA", "LAYER_CURVE_STEM", "contrast_pairs", "analysis", "registered",
            "claim_of_figure"]
 
 #: the tiny variants the demo evaluates and compares (checkpoints ``results/checkpoints/VARIANT``)
@@ -111,6 +111,14 @@ def analysis(stem: str) -> Analysis:
             return a
     raise KeyError(f"no analysis with output stem {stem!r} in workbench.claims; known: "
                    f"{sorted(a.stem for c in CLAIMS.values() for a in c.analyses)}")
+
+
+def registered(variant: str, kind: str) -> tuple[Claim, Analysis]:
+    """The claim and the one analysis of ``kind`` that runs on ``variant`` (how the demo names its outputs)."""
+    found = [(c, a) for c in CLAIMS.values() for a in c.analyses if a.variant == variant and a.kind == kind]
+    if len(found) != 1:
+        raise KeyError(f"workbench.claims registers {len(found)} {kind!r} analyses on {variant!r}; expected one")
+    return found[0]
 
 
 def claim_of_figure(stem: str) -> str | None:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from workbench.runs import EVAL_DIRS, find_seed_runs
 
-__all__ = ["clip_scores", "load_clip_scores", "seed_accuracy", "seed_contrasts", "claim_seed_verdicts",
+__all__ = ["clip_scores", "answers_fingerprint", "load_clip_scores", "seed_accuracy", "seed_contrasts", "claim_seed_verdicts",
            "markdown_tables", "SeedStatsError", "main"]
 
 CLIP_COLUMNS = ["variant", "seed", "split", "clip", "n", "correct"]
@@ -54,12 +54,25 @@ def clip_scores(answers: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"clip": g.size().index, "n": g.size().to_numpy(), "correct": g.sum().to_numpy()})
 
 
-def load_clip_scores(root: str | Path, variants: list[str] | None = None) -> pd.DataFrame:
-    """Every evaluated (variant, seed, split) under ``root`` as per-clip sums (:data:`CLIP_COLUMNS`)."""
+def answers_fingerprint(*roots: str | Path) -> list[list]:
+    """``[[path, size, mtime_ns], ...]`` of every answers CSV under ``roots`` (a resumable step's parameter: new
+    or re-evaluated runs make it run again)."""
+    out = []
+    for root in roots:
+        for p in sorted(Path(root).rglob("answers.csv")) if Path(root).is_dir() else []:
+            st = p.stat()
+            out.append([str(p), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def load_clip_scores(root: str | Path, variants: list[str] | None = None,
+                     overrides: dict[tuple[str, int, str], str | Path] | None = None) -> pd.DataFrame:
+    """Every evaluated (variant, seed, split) under ``root`` as per-clip sums (:data:`CLIP_COLUMNS`);
+    ``overrides`` maps ``(variant, seed, split)`` to another answers CSV to use for that run (the demo's)."""
     out = []
     for run in find_seed_runs(root, variants):
         for split in EVAL_DIRS:
-            csv = run.answers(split)
+            csv = Path((overrides or {}).get((run.variant, run.seed, split), run.answers(split)))
             if csv.is_file():
                 df = pd.read_csv(csv, dtype={"file_name": str}, keep_default_na=False)
                 missing = {"file_name", "correct"} - set(df.columns)
