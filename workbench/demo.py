@@ -178,23 +178,13 @@ class Demo:
         return {r["variant"]: round(float(r["value"]), 4) for r in acc.to_dict("records")}
 
     def seed_stats(self, used: dict[str, str]) -> dict:
-        """Seed-aware statistics (workbench.seed_stats) over every training seed under the checkpoints and both
-        test splits (seed 0 on the test split: the evaluation the comparison used), and the injection-layer curve
-        (workbench.layer_curve) when its runs exist."""
-        from workbench.layer_curve import write_layer_curve
+        """Seed-aware contrasts over every training seed and both test splits (seed 0 on the test split: the
+        evaluation the comparison used), and the injection-layer curve when its runs exist."""
         from workbench.runs import SWEEP_ROOT
-        from workbench.seed_stats import claim_seed_verdicts, load_clip_scores, seed_accuracy, seed_contrasts
+        from workbench.seed_stats import write_seed_stats
 
-        clips = load_clip_scores(self.checkpoints, list(VARIANTS), overrides={(v, 0, "test"): p for v, p in used.items()})
-        acc, con = seed_accuracy(clips), seed_contrasts(clips, resamples=self.sizes.resamples)
-        self.write(acc, None, "seed_accuracy")
-        self.write(con, None, "seed_contrasts")
-        curve = write_layer_curve(SWEEP_ROOT, self.out, resamples=self.sizes.resamples)
-        seeds = acc[acc["seed"] == "all"].set_index(["variant", "split"])["seeds"].to_dict()
-        print("      seeds per variant and test split: " + "; ".join(f"{v}/{s}: {x}" for (v, s), x in seeds.items()))
-        v = claim_seed_verdicts(con)
-        return {"seeds": {f"{k[0]}/{k[1]}": x for k, x in seeds.items()}, "layer_curve": curve,
-                "verdicts": {f"{r['claim']} ({r['scope']})": r["verdict"] for r in v.to_dict("records")}}
+        return write_seed_stats(self.checkpoints, self.out, list(VARIANTS), {(v, 0, "test"): p for v, p in used.items()},
+                                resamples=self.sizes.resamples, sweeps=SWEEP_ROOT)
 
     def attention(self, variant: str) -> dict:
         from workbench.analysis.attention import attention_to_audio, fig_heatmap, fig_layers
@@ -357,30 +347,20 @@ def build_steps(demo: Demo, retrain: bool) -> list:
                           deps=["encode"] + trained))
     evals = [f"eval-{v}" for v in VARIANTS]
 
-    def compare_step():
+    def used() -> dict[str, str]:  # the evaluation of each variant the comparison uses (the eval steps' markers)
         from workbench.pipeline import Pipeline
 
-        p = Pipeline(out)
-        used = {v: p.read_marker(f"eval-{v}")["summary"]["used"] for v in VARIANTS}
-        return demo.compare(used)
-
-    steps.append(Step("compare", "compare the variants, paired contrasts per claim (bootstrap 95% CIs)", compare_step,
-                      params={"resamples": s.resamples}, deps=evals,
-                      outputs=[out / "compare.csv", out / "contrasts.csv"]))
-
-    def seed_step():
-        from workbench.pipeline import Pipeline
-
-        p = Pipeline(out)
-        return demo.seed_stats({v: p.read_marker(f"eval-{v}")["summary"]["used"] for v in VARIANTS})
+        return {v: Pipeline(out).read_marker(f"eval-{v}")["summary"]["used"] for v in VARIANTS}
 
     from workbench.runs import SWEEP_ROOT
     from workbench.seed_stats import answers_fingerprint
 
-    steps.append(Step("seed-stats", "seed-aware contrasts over training seeds and both test splits; injection-layer "
-                      "curve", seed_step, params={"resamples": s.resamples, "runs": answers_fingerprint(
-                          demo.checkpoints, SWEEP_ROOT)}, deps=evals,
-                      outputs=[out / "seed_accuracy.csv", out / "seed_contrasts.csv"]))
+    steps += [Step("compare", "compare the variants, paired contrasts per claim (bootstrap 95% CIs)",
+                   lambda: demo.compare(used()), params={"resamples": s.resamples}, deps=evals,
+                   outputs=[out / "compare.csv", out / "contrasts.csv"]),
+              Step("seed-stats", "seed-aware contrasts over training seeds and both test splits; injection-layer curve",
+                   lambda: demo.seed_stats(used()), deps=evals, outputs=[out / "seed_accuracy.csv", out / "seed_contrasts.csv"],
+                   params={"resamples": s.resamples, "runs": answers_fingerprint(demo.checkpoints, SWEEP_ROOT)})]
 
     def inside(variant: str) -> str:  # the step title of a claim's ablation, from the registry (workbench.claims)
         claim, a = registered(variant, "ablation")

@@ -73,7 +73,7 @@ def forest_figure(rows: pd.DataFrame, title: str | None = None):
                              arrayminus=(h["diff"] - h["ci_low"]) * 100, color=COLOURS.get(verdict, "#555")),
                 hovertemplate="%{y}: %{x:+.1f} points<extra></extra>"))
     fig.add_vline(x=0, line=dict(color="gray", width=1, dash="dash"))
-    fig.update_yaxes(autorange="reversed", title_text="claim: contrast, scope", categoryorder="array",
+    fig.update_yaxes(autorange="reversed", title_text="contrast (claim: variant − reference, scope)", categoryorder="array",
                      categoryarray=order)
     fig.update_xaxes(title_text="difference in closed-task accuracy (percentage points; 95% interval)")
     fig.update_layout(title=title or "Every claim's contrasts and verdicts", template="plotly_white",

@@ -147,7 +147,9 @@ def curve_figure(summary: pd.DataFrame, title: str | None = None):
                 hovertemplate=f"{mode} " + "layer %{x}: %{y:.1f}%<extra></extra>"), row=r, col=col)
     fig.update_xaxes(title_text="injection layer (first LLM layer that sees audio)", row=1, col=1)
     fig.update_yaxes(title_text="closed-task accuracy (%)", row=1, col=1)
-    fig.update_yaxes(title_text="accuracy (%)", row=2, col=1)
+    for j in range(1, len(fams) + 1):
+        fig.update_xaxes(title_text="injection layer (index)", row=2, col=j)
+        fig.update_yaxes(title_text="accuracy (%)", row=2, col=j)
     fig.update_layout(title=title or "Injection-layer curve (claim 1: delayed integration)", template="plotly_white",
                       height=720, legend_title_text="integration mode")
     seeds = sorted({int(s) for x in summary["seeds"] for s in str(x).split(",") if s != ""})

@@ -32,7 +32,7 @@ import pandas as pd
 from workbench.runs import EVAL_DIRS, find_seed_runs
 
 __all__ = ["clip_scores", "answers_fingerprint", "load_clip_scores", "seed_accuracy", "seed_contrasts", "claim_seed_verdicts",
-           "markdown_tables", "SeedStatsError", "main"]
+           "markdown_tables", "write_seed_stats", "SeedStatsError", "main"]
 
 CLIP_COLUMNS = ["variant", "seed", "split", "clip", "n", "correct"]
 CONTRAST_COLUMNS = ["claim", "variant", "reference", "split", "scope", "seeds", "n_seeds", "n_clips", "n_rows", "diff",
@@ -219,6 +219,25 @@ def markdown_tables(acc: pd.DataFrame, contrasts: pd.DataFrame, curve_sentence: 
     if curve_sentence:
         out += ["", "### Injection-layer curve", "", curve_sentence]
     return "\n".join(out) + "\n"
+
+
+def write_seed_stats(checkpoints: str | Path, out: str | Path, variants: list[str] | None = None,
+                     overrides: dict | None = None, resamples: int = 2000, sweeps: str | Path | None = None) -> dict:
+    """Write ``seed_accuracy.csv``, ``seed_contrasts.csv`` (and the injection-layer curve when ``sweeps`` has runs)
+    into ``out`` (the demo's seed-aware step); returns a short summary (seeds per variant, verdicts)."""
+    from workbench.analysis.core import write_outputs
+    from workbench.layer_curve import write_layer_curve
+
+    clips = load_clip_scores(checkpoints, variants, overrides)
+    acc, con = seed_accuracy(clips), seed_contrasts(clips, resamples=resamples)
+    write_outputs(acc, None, out, "seed_accuracy")
+    write_outputs(con, None, out, "seed_contrasts")
+    curve = write_layer_curve(sweeps, out, resamples=resamples) if sweeps is not None else None
+    seeds = acc[acc["seed"] == "all"].set_index(["variant", "split"])["seeds"].to_dict()
+    print("      seeds per variant and test split: " + "; ".join(f"{v}/{s}: {x}" for (v, s), x in seeds.items()))
+    verdicts = claim_seed_verdicts(con)
+    return {"seeds": {f"{k[0]}/{k[1]}": x for k, x in seeds.items()}, "layer_curve": curve,
+            "verdicts": {f"{r['claim']} ({r['scope']})": r["verdict"] for r in verdicts.to_dict("records")}}
 
 
 def main(argv: list[str] | None = None) -> int:
