@@ -343,7 +343,8 @@ def build_report(run: str | Path, title: str | None = None) -> str:
         if key == "claim1" and LAYER_CURVE_STEM in tables:
             from workbench.layer_curve import shape_sentence
 
-            lines.insert(0, "injection-layer curve: " + shape_sentence(tables[LAYER_CURVE_STEM]))
+            lines = ["injection-layer curve: " + shape_sentence(tables[LAYER_CURVE_STEM])] + \
+                [ln for ln in lines if not ln.startswith("no data")]
         body.append("<ul>" + "".join(f"<li>{html.escape(ln)}</li>" for ln in lines) + "</ul>" if lines else "")
         for pattern in claim.figures:
             for stem in [s for s in figures if fnmatch(s, pattern) and s not in used]:
