@@ -38,7 +38,7 @@ def forest_rows(run: str | Path) -> pd.DataFrame:
                 for r in sub.to_dict("records"):
                     if one_seed_only and r["scope"] == "all seeds":
                         continue  # the same numbers as seed 0 alone
-                    scope = "seed 0 alone" if r["scope"] == "one seed" else f"all seeds ({int(r['n_seeds'])})"
+                    scope = f"seed {r['seeds']} alone" if r["scope"] == "one seed" else f"all seeds ({int(r['n_seeds'])})"
                     rows.append({"claim": c.title, "contrast": f"{a} − {b}", "scope": scope, "diff": r["diff"],
                                  "ci_low": r["ci_low"], "ci_high": r["ci_high"], "verdict": r["verdict"]})
     elif old.is_file():
