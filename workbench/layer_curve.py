@@ -20,7 +20,6 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from workbench.runs import EVAL_DIRS, SWEEP_ROOT

@@ -1,5 +1,5 @@
 """One self-contained HTML page for a run folder: every figure (``*.html``) and table (``*.csv``) in it, one
-section per analysis, with a short summary per claim of the paper computed from the CSVs that are there.
+section per claim of the paper with its figures and a short summary computed from the CSVs that are there.
 
     python -m workbench.report --run results/pal [--out results/pal/report.html] [--title ...]
 
