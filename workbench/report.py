@@ -221,7 +221,7 @@ def claim_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
 _PLOTLY_DIV = re.compile(r'<div id="[^"]+" class="plotly-graph-div"[^>]*></div>\s*<script[^>]*>.*?</script>', re.S)
 
 
-def _embed_figure(text: str) -> tuple[str, bool]:
+def _embed_figure(text: str, seen: dict[str, str] | None = None, heading: str = "") -> tuple[str, bool]:
     """(html fragment, uses plotly.js) for one figure file: a <figure> with the plot and, when the figure has
     one (``layout.meta["caption"]``, workbench.analysis.figures.add_caption), its caption as <figcaption>."""
     from workbench.analysis.figures import caption_from_html
@@ -233,7 +233,13 @@ def _embed_figure(text: str) -> tuple[str, bool]:
         body, uses = (f'<iframe sandbox="allow-scripts" style="width:100%;height:600px;border:0" '
                       f'srcdoc="{html.escape(text, quote=True)}"></iframe>'), False
     caption = caption_from_html(text)
-    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    if caption and seen is not None and caption in seen:  # the same builder's caption: shown once, referred to
+        cap = (f"<figcaption>{html.escape(heading)}: read as the caption of “{html.escape(seen[caption])}” "
+               "above.</figcaption>")
+    else:
+        cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+        if caption and seen is not None:
+            seen[caption] = heading
     return f"<figure>{body}{cap}</figure>", uses
 
 
@@ -309,9 +315,11 @@ def build_report(run: str | Path, title: str | None = None) -> str:
     figures = {p.stem: p for p in sorted(run.glob("*.html")) if p.name != REPORT_NAME}
     need_plotly = False
 
+    captions: dict[str, str] = {}  # caption -> heading of the figure that shows it
+
     def figure(stem: str) -> str:
         nonlocal need_plotly
-        frag, uses = _embed_figure(figures[stem].read_text(errors="replace"))
+        frag, uses = _embed_figure(figures[stem].read_text(errors="replace"), captions, _heading(stem))
         need_plotly |= uses
         return f"<h3>{html.escape(_heading(stem))}</h3>\n{frag}"
 

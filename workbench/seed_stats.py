@@ -155,7 +155,7 @@ def seed_contrasts(clips: pd.DataFrame, pairs: list[tuple[str, str, str]] | None
                              "per_seed": ";".join(f"{s}:{d:+.4f}" for s, d in zip(ss, r.per_seed)),
                              "min_seed_diff": min(r.per_seed), "method": r.method,
                              "verdict": decide_contrast(r.ci_low, r.ci_high, r.per_seed),
-                             "note": "; ".join(notes + ([f"pooled over {'+'.join(used_splits)}"] if split == POOLED else []))})
+                             "note": "; ".join(notes + ([f"pooled over {'+'.join(used_splits)}"] if split == POOLED and len(used_splits) > 1 else []))})
     return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
 
 

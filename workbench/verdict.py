@@ -100,7 +100,7 @@ def _seed_contrast(table: pd.DataFrame, variant: str, ref: str) -> tuple[str, di
     r, one = rows["all seeds"], rows.get("one seed")
     per = str(r["per_seed"]).replace(";", ", ")
     text = (f"{variant} - {ref}: difference {r['diff']:+.3f} [95% CI {r['ci_low']:+.3f}, {r['ci_high']:+.3f}] over "
-            f"{int(r['n_seeds'])} training seed(s) ({per}) and {int(r['n_clips'])} test clips ({r['note'] or 'one split'})")
+            f"{int(r['n_seeds'])} training seed(s) ({per}) and {int(r['n_clips'])} test clips ({r['note'] if isinstance(r['note'], str) and r['note'] else 'one test split'})")
     if one is not None and int(r["n_seeds"]) > 1:
         text += f"; seed 0 alone: {one['diff']:+.3f} [{one['ci_low']:+.3f}, {one['ci_high']:+.3f}]"
     by_split = table[(table["variant"] == variant) & (table["reference"] == ref) & (table["scope"] == "all seeds")
