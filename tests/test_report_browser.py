@@ -53,7 +53,10 @@ def test_report_renders_in_headless_chromium_without_errors(report_page, tmp_pat
     assert r["figures_expected"] == r["figures_rendered"] == n_figs, r["figures"]
     assert all(f["traces"] >= 1 and f["width"] > 300 and f["height"] > 300 for f in r["figures"]), r["figures"]
     shot = (tmp_path / "shot.png").read_bytes()
-    assert shot.startswith(b"\x89PNG") and r["screenshot_size"] == (1280, 4000)
+    assert shot.startswith(b"\x89PNG") and r["screenshot_size"] == (1400, 4000)
+    # a report people read: no sideways scroll at 1400 px, headings in words, each caption once
+    assert not r["horizontal_overflow"] and r["page_width"] <= 1400, r["page_width"]
+    assert r["file_headings"] == [] and r["duplicate_captions"] == [] and r["captions_in_plot"] == []
     assert not r["blank"] and r["colours"] > 200 and r["background_fraction"] < 0.98
     assert r["ok"]
 
@@ -72,6 +75,22 @@ def test_the_check_catches_script_errors_and_undrawn_figures(report_page, tmp_pa
     assert "Uncaught TypeError" in out and "newPlotTypo" in out
     assert "Uncaught ReferenceError: undefinedFunction is not defined" in out and "console.error: boom" in out
     assert "not rendered: figure div" in out
+
+
+def test_the_check_catches_file_name_headings_repeated_captions_and_sideways_scroll(report_page, tmp_path, capsys):
+    page, _ = report_page
+    html = page.read_text()
+    i = html.index("<figcaption>")
+    j = html.index("</figcaption>", i) + len("</figcaption>")
+    bad = html.replace("<body>", "<body><h2>ablation_baseline_early_late.html</h2><div style='width:2400px'>wide</div>", 1)
+    bad = bad.replace("</body>", html[i:j] + "</body>")  # the first caption a second time
+    bad = bad.replace("Plotly.newPlot=function", "Plotly.newPlotUnused=function")  # captions drawn in the plots too
+    path = tmp_path / "unreadable.html"
+    path.write_text(bad)
+    assert B.main([str(path), "--screenshot", str(tmp_path / "u.png")]) == 1
+    out = capsys.readouterr().out
+    assert "page scrolls sideways" in out and "heading reads like a file name: 'ablation_baseline_early_late.html'" in out
+    assert out.count("caption shown twice") >= 2, out
 
 
 def test_a_missing_browser_or_page_names_the_fix(monkeypatch, tmp_path):

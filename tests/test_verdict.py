@@ -83,3 +83,99 @@ def test_ablation_rows_without_a_condition_are_labelled_by_mode_and_layers(tmp_p
     df.to_csv(tmp_path / "ablation_delayed_ffn.csv", index=False)
     v = claim_verdicts(tmp_path).set_index("claim")
     assert "ffn / all / layers 8-29 -0.100 ± 0.02" in v.loc["claim2", "inside"]
+
+
+def _answers(path, clips, rates, rng_seed):
+    """An answers.csv with 6 closed rows per clip; row i of clip c correct with probability rates[c % len]."""
+    import numpy as np
+
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for c in range(clips):
+        for i in range(6):
+            ok = bool(rng.random() < rates)
+            rows.append({"row_id": f"t-{c}-{i}", "file_name": f"audio/t-{c:03d}.wav", "task": "cls",
+                         "attribute": "category", "question": "q", "answer": "a", "prediction": "a" if ok else "b",
+                         "correct": ok, "closed": True})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def _seed_runs(root, accuracy: dict, seeds=(0, 1, 2), clips=40):
+    """Fake run folders: VARIANT/ (seed 0, train_summary.json) and VARIANT/seed-S, both test splits."""
+    import json
+
+    for v, acc in accuracy.items():
+        for s in seeds:
+            run = root / v if s == 0 else root / v / f"seed-{s}"
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "train_summary.json").write_text(json.dumps({"seed": s}))
+            a = acc[s] if isinstance(acc, dict) else acc
+            _answers(run / "eval" / "answers.csv", clips, a, [len(v), ord(v[0]), s])
+            _answers(run / "eval-test-seed1" / "answers.csv", clips, a, [len(v), ord(v[0]), s, 1])
+
+
+def test_seed_aware_verdicts_one_seed_vs_all_seeds(tmp_path, capsys):
+    """delayed beats baseline under seed 0 only: one-seed agree, all-seeds inconclusive; the verdict and the
+    report use the seed-aware contrasts, and the markdown tables say which verdict changed."""
+    from workbench.seed_stats import main as seed_main
+
+    ck = tmp_path / "checkpoints"
+    _seed_runs(ck, {"baseline": 0.4, "delayed": {0: 0.75, 1: 0.38, 2: 0.42}, "lal": 0.8, "pal": 0.95,
+                    "ensemble": 0.6})
+    run = tmp_path / "demo"
+    assert seed_main(["--checkpoints", str(ck), "--out", str(run), "--markdown", str(tmp_path / "seeds.md"),
+                      "--resamples", "400"]) == 0
+    v = claim_verdicts(run).set_index("claim")
+    assert v.loc["claim1", "verdict_one_seed"] == "agree" and v.loc["claim1", "verdict"] == "inconclusive"
+    assert v.loc["claim3", "verdict"] == "agree" and "3 training seed(s)" in v.loc["claim3", "evidence"]
+    assert "80 test clips" in v.loc["claim3", "evidence"]  # both splits pooled
+    md = (tmp_path / "seeds.md").read_text()
+    assert "| delayed − baseline |" in md and "**yes**" in md and "| baseline | test-seed1 |" in md
+    assert main([str(run), "--markdown"]) == 0
+    assert "| Claim 1, delayed integration | agree | **inconclusive** |" in capsys.readouterr().out
+
+
+def test_seeds_only_partly_present_pair_common_seeds(tmp_path):
+    from workbench.seed_stats import load_clip_scores, seed_accuracy, seed_contrasts
+
+    ck = tmp_path / "checkpoints"
+    _seed_runs(ck, {"baseline": 0.4}, seeds=(0, 1, 2))
+    _seed_runs(ck, {"delayed": 0.7}, seeds=(0, 2))
+    clips = load_clip_scores(ck)
+    acc = seed_accuracy(clips)
+    assert acc[(acc["seed"] == "all") & (acc["variant"] == "delayed")]["seeds"].tolist() == ["0,2", "0,2"]
+    con = seed_contrasts(clips, [("claim1", "delayed", "baseline")], resamples=300)
+    r = con[(con["split"] == "pooled") & (con["scope"] == "all seeds")].iloc[0]
+    assert r["seeds"] == "0,2" and "seeds [1] only in one of delayed/baseline" in r["note"]
+    one = con[(con["split"] == "test") & (con["scope"] == "one seed")].iloc[0]
+    assert one["seeds"] == "0" and "clip bootstrap" in one["method"]
+
+
+def test_a_toy_claim_in_the_registry_shows_in_the_verdicts_and_the_report(tmp_path, monkeypatch):
+    from workbench import claims, report
+    from workbench.seed_stats import main as seed_main
+
+    toy = claims.Claim("claim4", "Claim 4, toy claim", "pal beats the hybrid", (("pal", "hybrid"),),
+                       "a toy scope", (claims.Analysis("toy_analysis", "Toy analysis in words", "pal"),),
+                       ("toy_analysis",))
+    monkeypatch.setitem(claims.CLAIMS, "claim4", toy)
+    ck = tmp_path / "checkpoints"
+    _seed_runs(ck, {"baseline": 0.4, "delayed": 0.6, "lal": 0.7, "pal": 0.9, "ensemble": 0.5, "hybrid": 0.5})
+    run = tmp_path / "demo"
+    assert seed_main(["--checkpoints", str(ck), "--out", str(run), "--resamples", "300"]) == 0
+    v = claim_verdicts(run).set_index("claim")
+    assert v.loc["claim4", "title"] == "Claim 4, toy claim" and v.loc["claim4", "verdict"] == "agree"
+    assert "pal - hybrid: difference +0.3" in v.loc["claim4", "evidence"] and "a toy scope" in v.loc["claim4", "scope"]
+    from workbench.analysis.core import write_outputs
+    import plotly.graph_objects as go
+
+    from workbench.analysis.figures import add_caption
+
+    write_outputs(None, add_caption(go.Figure(go.Scatter(x=[0, 1], y=[1, 2])), "toy caption"), run, "toy_analysis",
+                  png=False)
+    main([str(run)])
+    page = report.build_report(run)
+    assert "<h2>Claim 4, toy claim: pal beats the hybrid</h2>" in page
+    assert page.index("Claim 4, toy claim: pal beats the hybrid") < page.index("<h3>Toy analysis in words</h3>")
+    assert "Claim 4, toy claim: pal \\u2212 hybrid" in page  # a line of the forest plot (JSON-escaped minus)

@@ -57,6 +57,21 @@ _FIGURES_JS = """(() => {
           height: document.documentElement.scrollHeight, ready: document.readyState};
 })()"""
 
+# what a reader of the report sees besides the figures: headings that are words (not file names), each caption
+# once (not also drawn inside its plot), and no sideways scrolling at the viewport width
+_PAGE_JS = r"""(() => {
+  const el = document.documentElement;
+  const heads = [...document.querySelectorAll('h1,h2,h3,h4')].map(h => h.textContent.trim());
+  const fileLike = heads.filter(t => /\.(html|csv|png|json|ya?ml)\b/i.test(t) || /^[\w.-]*_[\w.-]*$/.test(t));
+  const norm = t => t.replace(/\s+/g, ' ').trim();
+  const caps = [...document.querySelectorAll('figcaption')].map(c => norm(c.textContent));
+  const dup = [...new Set(caps.filter((c, i) => caps.indexOf(c) !== i))];
+  const ann = [...document.querySelectorAll('.plotly-graph-div .annotation-text')].map(a => norm(a.textContent));
+  const inPlot = caps.filter(c => ann.some(a => a.length >= 30 && c.startsWith(a.slice(0, 30))));
+  return {scroll_width: el.scrollWidth, client_width: el.clientWidth, file_headings: fileLike,
+          duplicate_captions: dup, captions_in_plot: inPlot, headings: heads.length, captions: caps.length};
+})()"""
+
 _PIXELS_JS = """(async (b64) => {
   const img = new Image();
   img.src = 'data:image/png;base64,' + b64;
@@ -183,12 +198,13 @@ async def _drive(browser_path: str, url: str, width: int, height: int, timeout: 
                 changed = time.monotonic()
             figs = now
         await asyncio.sleep(0.3)  # late console errors (e.g. from requestAnimationFrame callbacks)
+        page = await _evaluate(tab, _PAGE_JS)
         shot = await tab.send_command("Page.captureScreenshot", params={"format": "png"})
         if "error" in shot:
             raise BrowserCheckError(f"screenshot failed: {shot['error']}")
         png = base64.b64decode(shot["result"]["data"])
         pixels = await _evaluate(tab, f"{_PIXELS_JS}({json.dumps(shot['result']['data'])})", await_promise=True)
-    return {"figures": figs, "errors": errors, "warnings": warnings_, "png": png, "pixels": pixels,
+    return {"figures": figs, "page": page, "errors": errors, "warnings": warnings_, "png": png, "pixels": pixels,
             "seconds": time.monotonic() - t0}
 
 
@@ -214,7 +230,7 @@ def _run(coro):
     return out["value"]
 
 
-def check_report(path: str | os.PathLike, *, screenshot: str | os.PathLike | None = None, width: int = 1280,
+def check_report(path: str | os.PathLike, *, screenshot: str | os.PathLike | None = None, width: int = 1400,
                  height: int = 4000, timeout: float = 60.0, browser: str | None = None) -> dict:
     """Open ``path`` (an HTML file) in headless Chromium; return
 
@@ -226,7 +242,12 @@ def check_report(path: str | os.PathLike, *, screenshot: str | os.PathLike | Non
       common colour; ``blank``: fewer than `MIN_COLOURS` colours;
     * ``figures``: per figure div: id, rendered, traces drawn, traces in its data, size in pixels;
       ``page_height``; ``seconds``;
-    * ``ok``: no console errors, every figure rendered, screenshot not blank.
+    * ``horizontal_overflow``: the page is wider than the viewport (it would scroll sideways);
+      ``file_headings``: headings that read like file names (an extension, or one word with underscores);
+      ``duplicate_captions``: figure captions shown more than once; ``captions_in_plot``: captions also drawn
+      inside their plot;
+    * ``ok``: no console errors, every figure rendered, screenshot not blank, no horizontal overflow, no
+      file-name headings, every caption once.
 
     Raises `BrowserCheckError` when no browser is found (naming the fix) or the page cannot be opened."""
     page = Path(path).resolve()
@@ -249,14 +270,19 @@ def check_report(path: str | os.PathLike, *, screenshot: str | os.PathLike | Non
     shot_path.write_bytes(r["png"])
     figs, px = r["figures"], r["pixels"]
     blank = px["colours"] < MIN_COLOURS
+    pg = r["page"]
+    overflow = pg["scroll_width"] > pg["client_width"]
+    readable = not overflow and not pg["file_headings"] and not pg["duplicate_captions"] and not pg["captions_in_plot"]
     return {
         "page": str(page), "browser": exe,
         "figures_expected": expected, "figures_found": figs["found"], "figures_rendered": figs["rendered"],
         "figures": figs["info"], "console_errors": r["errors"], "console_warnings": r["warnings"],
         "screenshot": str(shot_path), "screenshot_size": (px["width"], px["height"]), "colours": px["colours"],
         "background_fraction": px["background_fraction"], "blank": blank, "page_height": figs["height"],
-        "seconds": round(r["seconds"], 2),
-        "ok": not r["errors"] and figs["rendered"] == expected == figs["found"] and not blank,
+        "seconds": round(r["seconds"], 2), "horizontal_overflow": overflow, "page_width": pg["scroll_width"],
+        "file_headings": pg["file_headings"], "duplicate_captions": pg["duplicate_captions"],
+        "captions_in_plot": pg["captions_in_plot"],
+        "ok": not r["errors"] and figs["rendered"] == expected == figs["found"] and not blank and readable,
     }
 
 
@@ -264,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m workbench.browser_check", description=__doc__.split("\n\n")[0])
     p.add_argument("page", help="HTML file, e.g. results/demo/report.html")
     p.add_argument("--screenshot", default=None, help="PNG to write (default: <page stem>_screenshot.png beside it)")
-    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--width", type=int, default=1400)
     p.add_argument("--height", type=int, default=4000)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds for the page to load and draw (default 60)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -282,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
               f"({r['colours']} colours{', BLANK' if r['blank'] else ''}) in {r['seconds']} s")
         for line in r["console_errors"]:
             print(f"  console error: {line}")
+        if r["horizontal_overflow"]:
+            print(f"  page scrolls sideways: {r['page_width']} px wide at a {r['screenshot_size'][0]} px viewport")
+        for h in r["file_headings"]:
+            print(f"  heading reads like a file name: {h!r}")
+        for c in r["duplicate_captions"] + r["captions_in_plot"]:
+            print(f"  caption shown twice: {c[:80]!r}")
         for f in r["figures"]:
             if not f["rendered"]:
                 print(f"  not rendered: figure div {f['id']}")

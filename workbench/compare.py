@@ -16,7 +16,8 @@ references only, so they are the same for every variant) for (task, attribute). 
 mean item score (for these metrics the same as the corpus score). ``--metrics bleu_4`` etc. also work but
 bootstrap the mean *sentence* BLEU, which is not the corpus BLEU of ``scores.csv``.
 
-Bootstrap: percentile 95% CI from ``resamples`` resamples of the cell's items (numpy, fixed ``seed``).
+Bootstrap: percentile 95% CI from ``resamples`` resamples of the cell's items (numpy, fixed ``seed``;
+the one bootstrap of :mod:`workbench.stats`, which also gives the seed-aware contrasts of :mod:`workbench.seed_stats`).
 Paired difference vs ``--baseline``: the same resampled item indices for both variants, CI of the mean
 difference; ``p_value`` = two-sided bootstrap p (2 x the smaller tail of the resampled differences
 around 0, floored at 1 / resamples).
@@ -39,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.metrics import caption_item_scores, caption_items, normalize_answer
+from workbench.stats import percentile_ci, resample_indices, stable_seed
 
 __all__ = ["load_run", "load_runs", "item_scores", "bootstrap_table", "paired_differences", "comparison_figure",
            "compare", "CompareError"]
@@ -185,22 +187,9 @@ def _chances(answers: pd.DataFrame, answer_options: dict | None) -> dict[tuple[s
 
 
 def _boot_indices(n: int, resamples: int, seed: int, key: tuple) -> np.ndarray:
-    # a cell's resamples depend only on (seed, cell) (crc32, not the per-process salted hash()), so adding a
-    # variant or a cell never changes another cell's CI
-    rng = np.random.default_rng([seed, _stable_hash(key)])
-    return rng.integers(0, n, size=(resamples, n))
-
-
-def _stable_hash(key: tuple) -> int:
-    import zlib
-
-    return zlib.crc32("\x1f".join(str(k) for k in key).encode())
-
-
-def _ci(stats: np.ndarray, level: float) -> tuple[float, float]:
-    a = (1 - level) / 2
-    lo, hi = np.quantile(stats, [a, 1 - a])
-    return float(lo), float(hi)
+    # a cell's resamples depend only on (seed, cell) (a stable hash, not the per-process salted hash()), so adding
+    # a variant or a cell never changes another cell's CI
+    return next(resample_indices(np.random.default_rng([seed, stable_seed(*key)]), n, resamples))
 
 
 def _aligned(items: dict[str, pd.DataFrame], key: tuple) -> tuple[list[str], np.ndarray] | None:
@@ -232,7 +221,7 @@ def bootstrap_table(items: dict[str, pd.DataFrame], resamples: int = 1000, seed:
         means = np.stack([mat[idx, j].mean(axis=1) for j in range(mat.shape[1])], axis=1)  # [R, V]
         resampled[key] = (variants, means, mat, idx)
         for j, v in enumerate(variants):
-            lo, hi = _ci(means[:, j], level)
+            lo, hi = percentile_ci(means[:, j], level)
             rows.append({"variant": v, "metric": key[0], "task": key[1], "attribute": key[2],
                          "value": float(np.nanmean(mat[:, j])), "ci_low": lo, "ci_high": hi, "n": n,
                          "chance": (chances or {}).get((key[1], key[2]), np.nan) if key[0] == "accuracy" else np.nan})
@@ -251,7 +240,7 @@ def paired_differences(resampled: dict, baseline: str, level: float = 0.95) -> p
             if j == b:
                 continue
             d = means[:, j] - means[:, b]
-            lo, hi = _ci(d, level)
+            lo, hi = percentile_ci(d, level)
             R = len(d)
             p = min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))
             rows.append({"variant": v, "baseline": baseline, "metric": key[0], "task": key[1], "attribute": key[2],

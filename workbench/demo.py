@@ -33,7 +33,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from workbench.constants import TOKEN_CACHE, VARIANTS
+from workbench.claims import VARIANTS, registered  # the registry of claims, contrasts, variants and outputs
+from workbench.constants import TOKEN_CACHE
 
 COMMITTED = Path("results/checkpoints")
 RETRAINED = Path("results/checkpoints-retrained")
@@ -155,8 +156,8 @@ class Demo:
     def compare(self, used: dict[str, str]) -> dict:
         import pandas as pd
 
+        from workbench.claims import contrast_pairs
         from workbench.compare import compare, comparison_figure
-        from workbench.verdict import CLAIM_CONTRASTS
 
         specs = [f"{v}={p}" for v, p in used.items()]
         opts = self.answer_options()
@@ -165,15 +166,23 @@ class Demo:
                                                                "variant (held-out test split)"), "compare")
         self.write(diffs, None, "compare_diff")
         contrasts = []
-        for pairs in CLAIM_CONTRASTS.values():
-            for a, b in pairs:
-                _, d = compare([f"{a}={used[a]}", f"{b}={used[b]}"], baseline=b, resamples=self.sizes.resamples,
-                               answer_options=opts)
-                contrasts.append(d[d["variant"] == a])
+        for _claim, a, b in contrast_pairs():
+            _, d = compare([f"{a}={used[a]}", f"{b}={used[b]}"], baseline=b, resamples=self.sizes.resamples,
+                           answer_options=opts)
+            contrasts.append(d[d["variant"] == a])
         contrasts = pd.concat(contrasts, ignore_index=True)
         self.write(contrasts, None, "contrasts")
         acc = table[(table["metric"] == "accuracy") & (table["task"] == "all") & (table["attribute"] == "all")]
         return {r["variant"]: round(float(r["value"]), 4) for r in acc.to_dict("records")}
+
+    def seed_stats(self, used: dict[str, str]) -> dict:
+        """Seed-aware contrasts over every training seed and both test splits (seed 0 on the test split: the
+        evaluation the comparison used), and the injection-layer curve when its runs exist."""
+        from workbench.runs import SWEEP_ROOT
+        from workbench.seed_stats import write_seed_stats
+
+        return write_seed_stats(self.checkpoints, self.out, list(VARIANTS), {(v, 0, "test"): p for v, p in used.items()},
+                                resamples=self.sizes.resamples, sweeps=SWEEP_ROOT)
 
     def attention(self, variant: str) -> dict:
         from workbench.analysis.attention import attention_to_audio, fig_heatmap, fig_layers
@@ -224,14 +233,14 @@ class Demo:
         return self._ablate_conditions(
             "baseline", [("layers 0-7 blocked", list(range(0, 8)), "block", None),
                          (f"layers 8-{n - 1} blocked", list(range(8, n)), "block", None)],
-            "ablation_baseline_early_late",
+            registered("baseline", "ablation")[1].stem,
             "Baseline (PLITS@0): effect of blocking text queries from the audio keys in the early vs the late layers")
 
     def ablations_ffn(self) -> dict:
         n = self.model("delayed").cfg.n_layers
         return self._ablate_conditions(
             "delayed", [(f"FFN skipped at audio, layers 8-{n - 1}", list(range(8, n)), "ffn", None)],
-            "ablation_delayed_ffn",
+            registered("delayed", "ablation")[1].stem,
             "Delayed (PLITS@8): effect of skipping the FFN at the audio positions (claim 2 on a PLITS-trained model)")
 
     def ablations_encoders(self) -> dict:
@@ -239,7 +248,7 @@ class Demo:
         n = model.cfg.n_layers
         return self._ablate_conditions(
             "pal", [(f"without {e}", list(range(0, n)), "block", e) for e in model.encoder_names],
-            "ablation_pal_encoders", "pal (LAL ensemble): effect of blocking one encoder's audio keys at every layer")
+            registered("pal", "ablation")[1].stem, "pal (LAL ensemble): effect of blocking one encoder's audio keys at every layer")
 
     def ablation_sweep(self) -> dict:
         from workbench.analysis.ablation import ablation_sweep, sweep_figure
@@ -336,16 +345,28 @@ def build_steps(demo: Demo, retrain: bool) -> list:
                           deps=["encode"] + trained))
     evals = [f"eval-{v}" for v in VARIANTS]
 
-    def compare_step():
+    def used() -> dict[str, str]:  # the evaluation of each variant the comparison uses (the eval steps' markers)
         from workbench.pipeline import Pipeline
 
-        p = Pipeline(out)
-        used = {v: p.read_marker(f"eval-{v}")["summary"]["used"] for v in VARIANTS}
-        return demo.compare(used)
+        return {v: Pipeline(out).read_marker(f"eval-{v}")["summary"]["used"] for v in VARIANTS}
 
-    steps.append(Step("compare", "compare the variants, paired contrasts per claim (bootstrap 95% CIs)", compare_step,
-                      params={"resamples": s.resamples}, deps=evals,
-                      outputs=[out / "compare.csv", out / "contrasts.csv"]))
+    from workbench.runs import SWEEP_ROOT
+    from workbench.seed_stats import answers_fingerprint
+
+    steps += [Step("compare", "compare the variants, paired contrasts per claim (bootstrap 95% CIs)",
+                   lambda: demo.compare(used()), params={"resamples": s.resamples}, deps=evals,
+                   outputs=[out / "compare.csv", out / "contrasts.csv"]),
+              Step("seed-stats", "seed-aware contrasts over training seeds and both test splits; injection-layer curve",
+                   lambda: demo.seed_stats(used()), deps=evals, outputs=[out / "seed_accuracy.csv", out / "seed_contrasts.csv"],
+                   params={"resamples": s.resamples, "runs": answers_fingerprint(demo.checkpoints, SWEEP_ROOT)})]
+
+    def inside(variant: str) -> str:  # the step title of a claim's ablation, from the registry (workbench.claims)
+        claim, a = registered(variant, "ablation")
+        return f"{claim.title.split(',')[0].lower()} inside: {a.title}"
+
+    def inside_csv(variant: str) -> Path:
+        return out / f"{registered(variant, 'ablation')[1].stem}.csv"
+
     common = {"rows": s.rows, "checkpoints": ck}
     steps += [
         Step("attention-pal", "attention to audio: pal", lambda: demo.attention("pal"), params=common, deps=["encode"],
@@ -354,12 +375,12 @@ def build_steps(demo: Demo, retrain: bool) -> list:
              deps=["encode"], outputs=[out / "attention_baseline.csv"]),
         Step("logit-lens-pal", "logit lens: pal", lambda: demo.logit_lens("pal"), params=common, deps=["encode"],
              outputs=[out / "logit_lens_pal.csv"]),
-        Step("ablate-baseline", "claim 1 inside: block audio in the baseline's early vs late layers",
-             demo.ablations_baseline, params=common, deps=["encode"], outputs=[out / "ablation_baseline_early_late.csv"]),
-        Step("ablate-ffn", "claim 2 inside: skip the FFN at audio positions of the delayed PLITS model",
-             demo.ablations_ffn, params=common, deps=["encode"], outputs=[out / "ablation_delayed_ffn.csv"]),
-        Step("ablate-encoders", "claim 3 inside: block one encoder at a time in pal", demo.ablations_encoders,
-             params=common, deps=["encode"], outputs=[out / "ablation_pal_encoders.csv"]),
+        Step("ablate-baseline", inside("baseline"), demo.ablations_baseline, params=common, deps=["encode"],
+             outputs=[inside_csv("baseline")]),
+        Step("ablate-ffn", inside("delayed"), demo.ablations_ffn, params=common, deps=["encode"],
+             outputs=[inside_csv("delayed")]),
+        Step("ablate-encoders", inside("pal"), demo.ablations_encoders, params=common, deps=["encode"],
+             outputs=[inside_csv("pal")]),
         Step("ablate-sweep", f"ablation sweep over layers (every {s.sweep_stride} from the audio's entry): pal",
              demo.ablation_sweep, params={**common, "stride": s.sweep_stride, "from": "entry"}, deps=["encode"], outputs=[out / "ablation_sweep_pal.csv"]),
     ]

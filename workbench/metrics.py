@@ -56,6 +56,7 @@ prediction of its first row is the candidate.
 from __future__ import annotations
 
 import contextlib
+import os
 import io
 import re
 import shutil
@@ -125,13 +126,40 @@ def chance_level(attribute, answer_options: Mapping[str, Sequence[str]] | None) 
 
 
 # ----------------------------------------------------------------------------------------- captions
+_PTB_CHATTER = re.compile(r"^PTBTokenizer tokenized \d+ tokens at .* tokens per second\.$")
+
+
+@contextlib.contextmanager
+def _quiet_java_stderr():
+    """Send file descriptor 2 (where the PTB tokenizer's java process writes "PTBTokenizer tokenized N tokens at
+    ...", once per call) to a temporary file for the duration, then pass on every line that is not that notice."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            rest = [ln for ln in tmp.read().decode(errors="replace").splitlines() if ln and not _PTB_CHATTER.match(ln)]
+            if rest:
+                print("\n".join(rest), file=sys.stderr)
+
+
 def tokenize_captions(texts: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """``{id: [text, ...]}`` -> same, PTB-tokenised, lower-cased, punctuation removed (coco-caption)."""
     if shutil.which("java"):
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
         flat = {k: [{"caption": str(t)} for t in v] for k, v in texts.items()}
-        out = PTBTokenizer().tokenize(flat)
+        with _quiet_java_stderr():
+            out = PTBTokenizer().tokenize(flat)
         return {k: out.get(k, [""] * len(v)) for k, v in texts.items()}
     warnings.warn("java not found: captions are tokenised with a regex instead of the PTB tokenizer; "
                   "METEOR is unavailable. Install a JRE (e.g. apt-get install default-jre-headless).")

@@ -1,21 +1,26 @@
-"""Three-line verdicts on the paper's three claims, computed from the CSVs of a demo run folder.
+"""Three-line verdicts on the paper's claims, computed from the CSVs of a demo run folder.
 
-    python -m workbench.verdict results/demo        # prints the verdicts, writes results/demo/verdict.csv
+    python -m workbench.verdict results/demo             # prints the verdicts, writes results/demo/verdict.csv
+    python -m workbench.verdict results/demo --markdown  # the verdict table for results/README.md
 
+The claims, their contrasts and their inside-the-model analyses come from the registry :mod:`workbench.claims`.
 Each claim gets: (1) the verdict (agree / disagree / inconclusive with the paper's direction) and the primary
-measurement: a paired difference of closed-task accuracy between two variants that differ only in the
-property the claim is about, with its bootstrap 95% CI; (2) what the inside of a model shows (ablations,
-probes); (3) what the verdict does and does not cover. The rule is fixed in advance: **agree** when every
-primary CI lies above 0, **disagree** when any lies below 0, **inconclusive** otherwise. Nothing is
-hard-coded: every number comes from the CSVs (files it needs and does not find are named in the lines).
+measurement: a paired difference of closed-task accuracy between two variants that differ only in the property
+the claim is about; (2) what the inside of a model shows (ablations, probes); (3) what the verdict does and does
+not cover. Nothing is hard-coded: every number comes from the CSVs (files it needs and does not find are named).
+
+When the folder has ``seed_contrasts.csv`` (:mod:`workbench.seed_stats`: training seeds x test clips, both test
+splits pooled), the verdict uses it with the rule fixed in advance (:data:`workbench.stats.VERDICT_RULE`): agree
+only when every contrast's seed-aware 95% interval lies above 0 and the contrast is positive for every seed;
+disagree when one lies below 0; inconclusive otherwise; ``verdict_one_seed`` is the same rule on seed 0 alone.
+Without it, the older ``contrasts.csv`` (row bootstrap of one run per variant) is used with :func:`decide`.
 
 Files read (written by :mod:`workbench.demo`):
 
-* ``contrasts.csv``: paired differences (``variant, baseline, metric, task, attribute, diff, ci_low, ci_high``);
-* ``compare.csv``: per-variant accuracy (``variant, metric, task, attribute, value, ci_low, ci_high, n``);
-* ``ablation_baseline_early_late.csv``, ``ablation_delayed_ffn.csv``, ``ablation_pal_encoders.csv``
-  (:func:`workbench.analysis.ablation.summarize_items` tables);
-* ``probe_*.csv`` (:func:`workbench.analysis.probes.fit_probes` tables).
+* ``seed_contrasts.csv`` (preferred) or ``contrasts.csv`` (``variant, baseline, metric, task, attribute, diff,
+  ci_low, ci_high``); ``compare.csv`` / ``seed_accuracy.csv``: per-variant accuracy;
+* each claim's registered ablation tables (``kind="ablation"``, :func:`workbench.analysis.ablation.summarize_items`)
+  and probe tables (``probe_*.csv``, :func:`workbench.analysis.probes.fit_probes`).
 """
 
 from __future__ import annotations
@@ -26,34 +31,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench.claims import CLAIMS
 from workbench.paths import atomic_write_bytes
 
-__all__ = ["CLAIM_CONTRASTS", "decide", "claim_verdicts", "format_verdicts", "main"]
+__all__ = ["CLAIM_CONTRASTS", "decide", "claim_verdicts", "format_verdicts", "markdown_verdicts", "main"]
 
-# claim -> [(variant, reference)]: pairs that differ only in what the claim is about
-CLAIM_CONTRASTS = {
-    "claim1": [("delayed", "baseline")],  # PLITS@8 vs PLITS@0, same encoder
-    "claim2": [("lal", "delayed")],  # LAL@8 vs PLITS@8, same encoder and layer
-    "claim3": [("pal", "lal"), ("ensemble", "baseline")],  # 3 encoders vs whisper alone, under LAL@8 and PLITS@0
-}
-TITLES = {
-    "claim1": "Claim 1, delayed integration",
-    "claim2": "Claim 2, attention-only reading (LAL)",
-    "claim3": "Claim 3, encoder ensemble",
-}
-VERDICT_COLUMNS = ["claim", "title", "verdict", "evidence", "inside", "scope"]
-# claim -> (ablation table the demo writes, what it ablates, what the verdict covers)
-INSIDE = {
-    "claim1": ("ablation_baseline_early_late.csv", "baseline (PLITS@0) with audio keys blocked for text queries",
-               "scope: one training run per variant (tiny preset, 300 steps); the CI covers test rows, not training "
-               "seeds; injection layers compared: 0 vs 8 (python -m workbench.sweep injection-layer trains more)"),
-    "claim2": ("ablation_delayed_ffn.csv", "delayed (PLITS@8) model",
-               "scope: one training run per variant; LAL and PLITS both enter at layer 8 with the same encoder and "
-               "connector; the FFN ablation tests whether a PLITS-trained model needs the FFN on audio"),
-    "claim3": ("ablation_pal_encoders.csv", "pal (LAL ensemble) with one encoder's keys blocked",
-               "scope: one training run per variant; encoders: Whisper-base, YAMNet and log-mel (the paper's "
-               "SSLAM/CLAP have no offline weights); the ensemble also has more audio tokens than one encoder"),
-}
+# views of the registry (workbench.claims), kept for callers of the older names
+CLAIM_CONTRASTS = {c.id: list(c.contrasts) for c in CLAIMS.values()}
+TITLES = {c.id: c.title for c in CLAIMS.values()}
+VERDICT_COLUMNS = ["claim", "title", "verdict", "verdict_one_seed", "evidence", "inside", "scope"]
 
 
 def decide(intervals: list[tuple[float, float]]) -> str:
@@ -105,6 +91,26 @@ def _contrast(run: Path, variant: str, ref: str) -> tuple[str, tuple[float, floa
             (float(r["ci_low"]), float(r["ci_high"])))
 
 
+def _seed_contrast(table: pd.DataFrame, variant: str, ref: str) -> tuple[str, dict | None, dict | None]:
+    """(sentence, all-seeds row, one-seed row) of one contrast from ``seed_contrasts.csv`` (pooled splits)."""
+    sub = table[(table["variant"] == variant) & (table["reference"] == ref) & (table["split"] == "pooled")]
+    rows = {r["scope"]: r for r in sub.to_dict("records")}
+    if "all seeds" not in rows:
+        return f"{variant} vs {ref}: not in seed_contrasts.csv", None, None
+    r, one = rows["all seeds"], rows.get("one seed")
+    per = str(r["per_seed"]).replace(";", ", ")
+    text = (f"{variant} - {ref}: difference {r['diff']:+.3f} [95% CI {r['ci_low']:+.3f}, {r['ci_high']:+.3f}] over "
+            f"{int(r['n_seeds'])} training seed(s) ({per}) and {int(r['n_clips'])} test clips ({r['note'] if isinstance(r['note'], str) and r['note'] else 'one test split'})")
+    if one is not None and int(r["n_seeds"]) > 1:
+        text += f"; seed 0 alone: {one['diff']:+.3f} [{one['ci_low']:+.3f}, {one['ci_high']:+.3f}]"
+    by_split = table[(table["variant"] == variant) & (table["reference"] == ref) & (table["scope"] == "all seeds")
+                     & (table["split"] != "pooled")]
+    if by_split["verdict"].nunique() > 1:
+        text += "; the test splits differ: " + ", ".join(f"{x['split']} {x['diff']:+.3f} [{x['ci_low']:+.3f}, "
+                                                          f"{x['ci_high']:+.3f}] {x['verdict']}" for x in by_split.to_dict("records"))
+    return text, r, one
+
+
 def _ablation_line(df: pd.DataFrame | None, label_of, name: str) -> str | None:
     if df is None:
         return None
@@ -153,37 +159,81 @@ def _probe_winners(run: Path) -> str | None:
     return f"linear probes on each encoder's output: {text}: {how}"
 
 
-def claim_verdicts(run: str | Path) -> pd.DataFrame:
-    """One row per claim: ``claim, title, verdict, evidence, inside, scope`` (see the module docstring)."""
-    run = Path(run)
-    rows = []
-    for claim, pairs in CLAIM_CONTRASTS.items():
-        sentences, cis = [], []
-        for variant, ref in pairs:
-            s, ci = _contrast(run, variant, ref)
-            sentences.append(s)
-            if ci is not None:
-                cis.append(ci)
-        verdict = decide(cis) if len(cis) == len(pairs) else "no data"
-        csv, what, scope = INSIDE[claim]
-        inside = [_ablation_line(_read(run, csv), _condition, what) or f"{csv} missing"]
-        if claim == "claim3":
+def _inside(run: Path, claim) -> str:
+    lines = []
+    for an in claim.analyses:
+        if an.kind == "ablation":
+            line = _ablation_line(_read(run, f"{an.stem}.csv"), _condition, an.what)
+            if line or not an.optional:
+                lines.append(line or f"{an.stem}.csv missing")
+        elif an.kind == "probe":
             probes = _probe_winners(run)
             if probes:
-                inside.append(probes)
-        rows.append({"claim": claim, "title": TITLES[claim], "verdict": verdict, "evidence": " | ".join(sentences),
-                     "inside": " | ".join(inside), "scope": scope})
+                lines.append(probes)
+    return " | ".join(lines)
+
+
+def claim_verdicts(run: str | Path) -> pd.DataFrame:
+    """One row per claim of the registry: ``claim, title, verdict, verdict_one_seed, evidence, inside, scope``
+    (see the module docstring)."""
+    from workbench.stats import decide_claim, decide_contrast
+
+    run = Path(run)
+    seeds = _read(run, "seed_contrasts.csv")
+    rows = []
+    for claim in CLAIMS.values():
+        sentences, cis, many, one_v, all_v = [], [], [], [], []
+        for variant, ref in claim.contrasts:
+            if seeds is not None:
+                s, r, one = _seed_contrast(seeds, variant, ref)
+                sentences.append(s)
+                all_v.append(decide_contrast(r["ci_low"], r["ci_high"], _per_seed(r)) if r else "no data")
+                one_v.append(decide_contrast(one["ci_low"], one["ci_high"]) if one else "no data")
+                many.append(int(r["n_seeds"]) if r else 0)
+            else:
+                s, ci = _contrast(run, variant, ref)
+                sentences.append(s)
+                if ci is not None:
+                    cis.append(ci)
+        if seeds is not None:
+            verdict, one_seed = decide_claim(all_v), decide_claim(one_v)
+            n = max(many, default=0)
+            seed_scope = (f"{n} training seeds per variant, seed-aware intervals (seeds and test clips resampled)"
+                          if n > 1 else "one training run per variant; the CI covers test clips, not training seeds")
+        else:
+            verdict = decide(cis) if len(cis) == len(claim.contrasts) else "no data"
+            one_seed = verdict
+            seed_scope = "one training run per variant; the CI covers test rows, not training seeds"
+        rows.append({"claim": claim.id, "title": claim.title, "verdict": verdict, "verdict_one_seed": one_seed,
+                     "evidence": " | ".join(sentences), "inside": _inside(run, claim),
+                     "scope": f"scope: {seed_scope}; {claim.scope}"})
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+
+
+def _per_seed(r: dict) -> list[float]:
+    return [float(x.split(":")[1]) for x in str(r.get("per_seed", "")).split(";") if ":" in x]
 
 
 def format_verdicts(df: pd.DataFrame) -> str:
     """Three lines per claim, for the terminal."""
     out = []
     for r in df.to_dict("records"):
-        out.append(f"{r['title']}: {r['verdict'].upper()} with the paper's direction. {r['evidence']}")
+        one = r.get("verdict_one_seed")
+        side = f" (seed 0 alone: {str(one).upper()})" if isinstance(one, str) and one != r["verdict"] else ""
+        out.append(f"{r['title']}: {r['verdict'].upper()} with the paper's direction{side}. {r['evidence']}")
         out.append(f"    inside: {r['inside']}")
         out.append(f"    {r['scope']}")
     return "\n".join(out)
+
+
+def markdown_verdicts(df: pd.DataFrame) -> str:
+    """The verdicts as a markdown table (claim, verdict on seed 0 alone, verdict over every seed, evidence)."""
+    lines = ["| claim | seed 0 alone | all seeds | primary contrasts | inside the model |", "|---|---|---|---|---|"]
+    for r in df.to_dict("records"):
+        cells = [r["title"], str(r.get("verdict_one_seed", "")), f"**{r['verdict']}**",
+                 str(r["evidence"]).replace(" | ", "<br>"), str(r["inside"]).replace(" | ", "<br>")]
+        lines.append("| " + " | ".join(c.replace("|", "/") if i < 3 else c for i, c in enumerate(cells)) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def write_verdicts(run: str | Path) -> tuple[pd.DataFrame, Path]:
@@ -196,12 +246,13 @@ def write_verdicts(run: str | Path) -> tuple[pd.DataFrame, Path]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m workbench.verdict", description=__doc__.split("\n\n")[0])
     ap.add_argument("run", nargs="?", default="results/demo", help="demo run folder (default results/demo)")
+    ap.add_argument("--markdown", action="store_true", help="print the verdicts as a markdown table (results/README.md)")
     a = ap.parse_args(argv)
     if not Path(a.run).is_dir():
         print(f"error: {a.run} is not a folder; run the demo first: ./run demo", file=sys.stderr)
         return 2
     df, path = write_verdicts(a.run)
-    print(format_verdicts(df))
+    print(markdown_verdicts(df) if a.markdown else format_verdicts(df))
     print(f"wrote {path}")
     return 0
 

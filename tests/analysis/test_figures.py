@@ -18,6 +18,8 @@ import torch
 from tests.analysis.tiny_pal import DIMS, make_qa_batch, model
 from tests.evaluation.conftest import synthetic_answers
 from workbench import compare as C
+from workbench import forest as F
+from workbench import layer_curve as LC
 from workbench import sweep as S
 from workbench.analysis import ablation as AB
 from workbench.analysis import attention as A
@@ -100,6 +102,22 @@ def injection_table():
     return pd.DataFrame(rows)
 
 
+def layer_curve_summary() -> pd.DataFrame:
+    rows = [{"mode": m, "layer": l, "family": f, "accuracy": a, "ci_low": a - 0.05, "ci_high": a + 0.05, "n_seeds": 2,
+             "seeds": "0,1", "n_clips": 240, "n_rows": 1384, "splits": "test+test-seed1", "method": "two-level"}
+            for m, base in (("plits", 0.5), ("lal", 0.6)) for l in (0, 8, 16)
+            for f, a in (("all attributes", base + l / 100), ("spoken word", base), ("pitch", base - 0.1),
+                         ("category", base + 0.2), ("count", base - 0.2))]
+    return pd.DataFrame(rows)
+
+
+def forest_table() -> pd.DataFrame:
+    return pd.DataFrame([{"claim": "Claim 1, delayed integration", "contrast": "delayed − baseline", "scope": s,
+                          "diff": d, "ci_low": d - w, "ci_high": d + w, "verdict": v}
+                         for s, d, w, v in (("seed 0 alone", 0.15, 0.04, "agree"),
+                                            ("all seeds (3)", 0.09, 0.1, "inconclusive"))])
+
+
 def all_figures(attention_frames, lens_frame, patching_summary) -> dict:
     att, tok = attention_frames
     sweep = pd.concat([ablation_table(l).assign(span="from") for l in (0, 1)], ignore_index=True)
@@ -119,6 +137,8 @@ def all_figures(attention_frames, lens_frame, patching_summary) -> dict:
         "compare.comparison_figure": C.comparison_figure(table, diffs),
         "compare.comparison_figure(no diffs)": C.comparison_figure(table),
         "sweep.sweep_figure": S.sweep_figure(injection_table()),
+        "layer_curve.curve_figure": LC.curve_figure(layer_curve_summary()),
+        "forest.forest_figure": F.forest_figure(forest_table()),
     }
 
 
@@ -166,7 +186,7 @@ def test_every_figure_has_axis_units_colourbar_titles_and_a_caption(attention_fr
     for name, fig in figs.items():
         check_figure(name, fig)
     # every figure builder of the package is covered here
-    builders = {f"{mod.__name__.rsplit('.', 1)[1]}.{n}" for mod in (A, LL, PR, AB, P, C, S)
+    builders = {f"{mod.__name__.rsplit('.', 1)[1]}.{n}" for mod in (A, LL, PR, AB, P, C, S, LC, F)
                 for n, f in inspect.getmembers(mod, inspect.isfunction)
                 if f.__module__ == mod.__name__ and (n.startswith("fig_") or n.endswith("_figure"))}
     covered = {k.split("(")[0] for k in figs}

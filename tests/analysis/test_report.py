@@ -89,3 +89,30 @@ def test_probe_tables_are_summarised_as_probes_not_as_layer_sweeps(tmp_path):
     assert any(l.startswith("probe_pitch: best value 0.9 at encoders.whisper.hook_out") for l in claims["claim3"])
     assert any(l.startswith("probes_renamed: best value 0.9") for l in claims["claim3"])
     assert not any("could not summarise" in l for l in claims["claim3"])
+
+
+def test_verdicts_forest_plot_first_then_one_section_per_claim_with_headings_in_words(tmp_path):
+    from tests.analysis.test_figures import layer_curve_summary
+    from workbench.layer_curve import curve_figure
+
+    run = tmp_path / "run"
+    diffs = pd.DataFrame([{"variant": a, "baseline": b, "metric": "accuracy", "task": "all", "attribute": "all",
+                           "diff": d, "ci_low": d - 0.03, "ci_high": d + 0.03, "p_value": 0.01, "n": 692}
+                          for a, b, d in (("delayed", "baseline", 0.15), ("lal", "delayed", 0.02),
+                                          ("pal", "lal", 0.05), ("ensemble", "baseline", 0.1))])
+    write_outputs(diffs, None, run, "contrasts")
+    att = _attention_df()
+    write_outputs(att, A.fig_heatmap(att), run, "attention_pal_heads")
+    curve = layer_curve_summary()
+    write_outputs(curve, curve_figure(curve), run, "injection_layer_curve")
+    page = report.build_report(run)
+    order = [page.index(h) for h in ("<h2>Verdicts at a glance</h2>", "<h2>Claim 1, delayed integration",
+                                     "<h3>Accuracy against the injection layer (PLITS and LAL)</h3>",
+                                     "<h2>Claim 2, attention-only", "<h2>Claim 3, encoder ensemble",
+                                     "<h3>pal: attention to each encoder&#x27;s audio: heads</h3>")]
+    assert order == sorted(order)
+    assert "injection-layer curve: LAL peaks at layer 16" in page  # the generated sentence, under claim 1
+    assert page.count('class="plotly-graph-div"') == 3  # forest plot + the two figures
+    assert "Claim 2, attention-only reading (LAL): lal \\u2212 delayed, one run (test rows resampled)" in page
+    assert "<h3>attention_pal_heads" not in page and ".html</h3>" not in page
+    assert page.count("<figcaption>") == 3

@@ -171,6 +171,20 @@ def test_ptb_tokenizer():
 
 
 @pytest.mark.slow  # ~12 s: the METEOR jar loads its paraphrase table
+@pytest.mark.skipif(shutil.which("java") is None, reason="the PTB tokenizer needs java")
+def test_ptb_tokenizer_is_quiet_but_passes_other_errors_on(capfd):
+    import os
+
+    from workbench import metrics
+
+    metrics.tokenize_captions({"a": ["A dog barks."]})
+    assert "PTBTokenizer tokenized" not in capfd.readouterr().err  # java's per-call notice on file descriptor 2
+    with metrics._quiet_java_stderr():  # what the java process writes: straight to file descriptor 2
+        os.write(2, b"PTBTokenizer tokenized 4 tokens at 96.07 tokens per second.\njava: something went wrong\n")
+    err = capfd.readouterr().err
+    assert "something went wrong" in err and "tokens per second" not in err
+
+
 @pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs java")
 def test_meteor_offline():
     g = caption_scores(REFS, GOOD, meteor=True)

@@ -126,20 +126,20 @@ def _metric(y, pred, task: str) -> float:
 def _bootstrap_ci(y, pred, task: str, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
     if n_boot <= 0 or len(y) < 2:
         return float("nan"), float("nan")
+    from workbench.stats import percentile_ci, resample_indices
+
     rng = np.random.default_rng([seed, 31337])
     n = len(y)
-    stats = np.empty(n_boot)
-    for start in range(0, n_boot, 256):  # chunks keep the index matrix small for large n
-        idx = rng.integers(0, n, size=(min(256, n_boot - start), n))
+    parts = []
+    for idx in resample_indices(rng, n, n_boot, chunk=256):  # chunks keep the index matrix small for large n
         if task == "classification":
-            stats[start:start + len(idx)] = (y == pred)[idx].mean(1)
+            parts.append((y == pred)[idx].mean(1))
         else:
             yy, pp = y[idx], pred[idx]
             sst = ((yy - yy.mean(1, keepdims=True)) ** 2).sum(1)
             with np.errstate(divide="ignore", invalid="ignore"):
-                stats[start:start + len(idx)] = 1 - ((yy - pp) ** 2).sum(1) / sst
-    a = (1 - level) / 2
-    return float(np.nanquantile(stats, a)), float(np.nanquantile(stats, 1 - a))
+                parts.append(1 - ((yy - pp) ** 2).sum(1) / sst)
+    return percentile_ci(np.concatenate(parts), level, nan_ok=True)
 
 
 def fit_probes(store: ActivationStore, labels, identities=None, *, task: str | None = None, folds: int = 5,

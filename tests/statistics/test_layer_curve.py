@@ -1,0 +1,67 @@
+"""workbench.layer_curve: sweep answer CSVs -> tidy table, seed-aware curve, its shape in words, the figure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from workbench import layer_curve as LC
+from workbench.analysis.figures import caption_of
+from workbench.runs import EVAL_DIRS, sweep_run_dir
+
+ATTRS = ["word", "pitch_class", "category", "count", "loudness_class"]
+TRUE = {"plits": {0: 0.45, 8: 0.75, 16: 0.5}, "lal": {0: 0.6, 8: 0.65, 16: 0.62}}
+
+
+def _write_sweep(root, seeds=(0, 1), clips=30):
+    for mode, curve in TRUE.items():
+        for layer, p in curve.items():
+            for s in seeds:
+                for split, folder in EVAL_DIRS.items():
+                    rng = np.random.default_rng([layer, s, len(mode), len(split)])
+                    rows = [{"row_id": f"{c}-{a}", "file_name": f"audio/{split}-{c:03d}.wav", "task": "cls",
+                             "attribute": a, "answer": "x", "prediction": "x", "correct": bool(rng.random() < p),
+                             "closed": True} for c in range(clips) for a in ATTRS]
+                    out = sweep_run_dir(mode, layer, s, root) / folder / "answers.csv"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    pd.DataFrame(rows).to_csv(out, index=False)
+    (root / "plits" / "L24" / "seed-0").mkdir(parents=True)  # a point still training: skipped
+
+
+def test_layer_curve_table_summary_sentence_and_figure(tmp_path):
+    root = tmp_path / "sweeps"
+    _write_sweep(root)
+    clips = LC.load_sweep_clips(root)
+    tidy = LC.curve_seeds(clips)
+    assert set(tidy["family"]) == {"all attributes", "spoken word", "pitch", "category", "count"}
+    assert set(tidy["layer"]) == {0, 8, 16} and set(tidy["seed"]) == {0, 1} and set(tidy["split"]) == set(EVAL_DIRS)
+    assert (tidy.loc[tidy["family"] == "all attributes", "n_rows"] == 30 * len(ATTRS)).all()
+    summary = LC.curve_summary(clips, resamples=300)
+    top = summary[summary["family"] == "all attributes"].set_index(["mode", "layer"])
+    assert top.loc[("plits", 8), "n_clips"] == 60 and top.loc[("plits", 8), "n_seeds"] == 2  # both splits pooled
+    assert abs(top.loc[("plits", 8), "accuracy"] - 0.75) < 0.06
+    assert (top["ci_low"] < top["accuracy"]).all() and (top["accuracy"] < top["ci_high"]).all()
+    sentence = LC.shape_sentence(summary)
+    assert sentence.startswith("LAL peaks at layer") and "PLITS peaks at layer 8" in sentence
+    assert "falls below the peak's interval from layer 16 on" in sentence and "earlier layers 0 lie below it" in sentence
+    fig = LC.curve_figure(summary)
+    assert len(fig.data) == 2 * 5 and "training seed" in caption_of(fig)
+    assert fig.layout.yaxis.title.text == "closed-task accuracy (%)"
+
+
+def test_write_layer_curve_and_cli(tmp_path, capsys):
+    from workbench.analysis import core
+
+    assert LC.main(["--sweeps", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+    assert "no evaluated sweep point" in capsys.readouterr().err
+    root = tmp_path / "sweeps"
+    _write_sweep(root, seeds=(0,))
+    saved, core._PNG_OK = core._PNG_OK, False
+    try:
+        assert LC.main(["--sweeps", str(root), "--out", str(tmp_path / "out"), "--resamples", "200"]) == 0
+    finally:
+        core._PNG_OK = saved
+    assert "1 seed)" in capsys.readouterr().out
+    s = pd.read_csv(tmp_path / "out" / "injection_layer_curve.csv")
+    assert s["method"].str.contains("clip bootstrap").all()
+    assert (tmp_path / "out" / "injection_layer_curve.html").is_file()

@@ -1,0 +1,116 @@
+"""workbench.stats: the seed-aware interval covers the true contrast on simulated data with known seed, clip and
+row variance, is wider than a row-only interval when seeds vary, and the verdict rule decides as written.
+
+Measured (this file's settings, 200 simulations each, 3 seeds x 120 clips, deterministic seeds): coverage 0.95
+with seed SD 0.03 (seed variance dominating), 0.985 without seed variance; the row-only interval of one seed
+(today's compare.py) covers 0.685 of the time with seed SD 0.03.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workbench.stats import (decide_claim, decide_contrast, percentile_ci, resample_indices, two_level_interval)
+
+TRUE = 0.05  # the true contrast (expected difference in accuracy over seeds and clips)
+
+
+def _simulate(rng, S, C, sd_seed, sd_clip, sd_row):
+    """Row-level paired score differences: TRUE + seed effect + clip effect (shared by seeds) + row noise; each
+    clip has 5-8 rows. Returns (diff[S, C] per-clip sums, n[C], rows of seed 0 as a flat array)."""
+    n = rng.integers(5, 9, size=C)
+    u = rng.normal(0, sd_seed, S)
+    v = rng.normal(0, sd_clip, C)
+    rows = [TRUE + u[:, None] + v[c] + rng.normal(0, sd_row, (S, n[c])) for c in range(C)]  # each [S, n_c]
+    diff = np.stack([r.sum(axis=1) for r in rows], axis=1)
+    return diff, n.astype(float), np.concatenate([r[0] for r in rows])
+
+
+def _row_only(rows, R, rng):
+    """Today's interval: percentile bootstrap over the rows of one training run."""
+    stats = np.concatenate([rows[idx].mean(axis=1) for idx in resample_indices(rng, len(rows), R)])
+    return percentile_ci(stats)
+
+
+def _coverage(sd_seed, sims=200, S=3, C=120, R=400):
+    rng = np.random.default_rng(12345)
+    hit = row_hit = 0
+    widths, row_widths = [], []
+    for i in range(sims):
+        diff, n, rows0 = _simulate(rng, S, C, sd_seed, sd_clip=0.08, sd_row=0.5)
+        r = two_level_interval(diff, n, resamples=R, seed=i)
+        lo, hi = _row_only(rows0, R, rng)
+        hit += r.ci_low <= TRUE <= r.ci_high
+        row_hit += lo <= TRUE <= hi
+        widths.append(r.ci_high - r.ci_low)
+        row_widths.append(hi - lo)
+    return hit / sims, row_hit / sims, float(np.mean(widths)), float(np.mean(row_widths))
+
+
+def test_two_level_interval_covers_the_true_contrast_and_is_wider_than_row_only_with_seed_variance():
+    cover, row_cover, width, row_width = _coverage(sd_seed=0.03)
+    assert 0.9 <= cover <= 0.99, cover  # measured 0.95
+    assert width > 1.5 * row_width, (width, row_width)
+    assert row_cover < 0.8, row_cover  # the row-only interval ignores the seed: it misses often
+
+
+def test_without_seed_variance_coverage_is_still_about_95_percent():
+    cover, _, _, _ = _coverage(sd_seed=0.0)
+    assert 0.9 <= cover <= 1.0, cover  # measured 0.985 (the t interval with few seeds errs on the safe side)
+
+
+def test_one_seed_falls_back_to_the_clip_bootstrap_and_says_so():
+    rng = np.random.default_rng(0)
+    diff, n, _ = _simulate(rng, 1, 120, 0.0, 0.08, 0.5)
+    r = two_level_interval(diff, n, resamples=500)
+    assert r.n_seeds == 1 and "clip bootstrap" in r.method and "seed variance not covered" in r.method
+    assert r.ci_low < r.estimate < r.ci_high
+    assert r.estimate == pytest.approx(diff.sum() / n.sum())
+    again = two_level_interval(diff, n, resamples=500)
+    assert (again.ci_low, again.ci_high) == (r.ci_low, r.ci_high)  # deterministic
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match=r"diff must be \[seeds, clips\]"):
+        two_level_interval(np.zeros((2, 3)), np.ones(4))
+    with pytest.raises(ValueError, match="two clips"):
+        two_level_interval(np.zeros((2, 1)), np.ones(1))
+
+
+def test_chunked_resampling_is_part_of_the_stream():
+    a = np.concatenate(list(resample_indices(np.random.default_rng(1), 7, 600, chunk=256)))
+    b = np.concatenate(list(resample_indices(np.random.default_rng(1), 7, 600, chunk=256)))
+    assert a.shape == (600, 7) and (a == b).all() and a.min() >= 0 and a.max() <= 6
+
+
+@pytest.mark.parametrize("lo, hi, per_seed, want", [
+    (0.02, 0.1, (0.05, 0.04, 0.06), "agree"),
+    (0.02, 0.1, (0.09, 0.08, -0.01), "inconclusive"),  # pooled interval above 0, one seed's sign negative
+    (-0.1, -0.02, (-0.05, -0.04, 0.01), "disagree"),
+    (-0.02, 0.1, (0.05, 0.04, 0.06), "inconclusive"),
+    (0.02, 0.1, (), "agree"),
+    (float("nan"), float("nan"), (), "no data"),
+])
+def test_verdict_rule_for_one_contrast(lo, hi, per_seed, want):
+    assert decide_contrast(lo, hi, per_seed) == want
+
+
+@pytest.mark.parametrize("verdicts, want", [
+    (["agree", "agree"], "agree"), (["agree", "inconclusive"], "inconclusive"), (["agree", "disagree"], "disagree"),
+    (["agree", "no data"], "no data"), ([], "no data"),
+])
+def test_verdict_rule_for_a_claim(verdicts, want):
+    assert decide_claim(verdicts) == want
+
+
+def test_pooled_interval_above_zero_but_one_seed_negative_is_inconclusive_end_to_end():
+    # two seeds with a large positive contrast, one with a small negative one, many clips: the interval's
+    # lower end is above 0 only if the t interval is narrow, so check the rule on whatever the interval is
+    rng = np.random.default_rng(3)
+    n = rng.integers(5, 9, size=200).astype(float)
+    diff = np.stack([(m + rng.normal(0, 0.1, 200)) * n for m in (0.20, 0.21, -0.05)])
+    r = two_level_interval(diff, n, resamples=500)
+    assert min(r.per_seed) < 0 < r.estimate
+    assert decide_contrast(r.ci_low, r.ci_high, r.per_seed) == "inconclusive"
+    assert decide_contrast(0.01, r.ci_high, r.per_seed) == "inconclusive"  # even were the interval above 0

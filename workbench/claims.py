@@ -1,0 +1,131 @@
+"""The one registry of the paper's claims: for each claim its contrasts (pairs of variants that differ only in what
+the claim is about), the inside-the-model analyses that bear on it (with the files the demo writes), its title,
+statement and scope, and which figures its report section shows. :mod:`workbench.demo`, :mod:`workbench.verdict`,
+:mod:`workbench.seed_stats` and :mod:`workbench.report` read it; adding a claim or a variant is one edit here.
+
+An analysis's ``stem`` is the name of its outputs in a run folder (``STEM.csv``, ``STEM.html``, ``STEM.png``);
+``figures`` of a claim are glob patterns over the run folder's figure stems, shown in that order. Analyses marked
+``optional`` are shown when their files are there and are otherwise left out without a "missing" note (they are
+written by steps that may not run, e.g. the newer analyses or the injection-layer curve before its runs exist).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Analysis", "Claim", "VARIANTS", "CLAIMS", "EXTRA", "LAYER_CURVE_STEM", "contrast_pairs", "analysis", "registered",
+           "claim_of_figure"]
+
+#: the tiny variants the demo evaluates and compares (checkpoints ``results/checkpoints/VARIANT``)
+VARIANTS: tuple[str, ...] = ("baseline", "delayed", "lal", "ensemble", "pal", "hybrid")
+#: stem of the injection-layer curve (workbench.layer_curve) in a run folder
+LAYER_CURVE_STEM = "injection_layer_curve"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One inside-the-model analysis: its output ``stem``, the ``variant`` it runs on (None: several), a heading in
+    words, what it does (one line, used in the verdict's "inside" sentence) and its ``kind`` (how the verdict
+    summarises its table: ``ablation``, ``probe`` or ``figure`` for shown-only)."""
+
+    stem: str
+    title: str
+    variant: str | None = None
+    what: str = ""
+    kind: str = "figure"
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    title: str
+    statement: str
+    contrasts: tuple[tuple[str, str], ...]
+    scope: str
+    analyses: tuple[Analysis, ...] = ()
+    figures: tuple[str, ...] = field(default=())
+
+
+CLAIMS: dict[str, Claim] = {c.id: c for c in (
+    Claim(
+        "claim1", "Claim 1, delayed integration",
+        "audio entering later in the LLM costs little or helps",
+        (("delayed", "baseline"),),  # PLITS@8 vs PLITS@0, same encoder
+        "tiny preset, 300 steps; injection layers compared by the primary contrast: 0 vs 8, the injection-layer "
+        "curve (when its runs exist) shows every fourth layer for PLITS and LAL",
+        (Analysis(LAYER_CURVE_STEM, "Accuracy against the injection layer (PLITS and LAL)", None,
+                  "held-out accuracy per injection layer", optional=True),
+         Analysis("ablation_baseline_early_late", "Baseline: audio blocked in the early vs the late layers", "baseline",
+                  "baseline (PLITS@0) with audio keys blocked for text queries", kind="ablation"),
+         Analysis("attention_baseline", "Baseline: attention to audio per layer", "baseline"),
+         Analysis("logit_lens_pal", "pal: logit lens with and without audio", "pal"),
+         Analysis("attribute_lens", "Attribute lens: the layer where each attribute is decided", None, optional=True)),
+        (LAYER_CURVE_STEM, "ablation_baseline_early_late", "attention_baseline", "logit_lens_pal", "attribute_lens*"),
+    ),
+    Claim(
+        "claim2", "Claim 2, attention-only reading (LAL)",
+        "attention-only integration (LAL) matches or beats putting audio in the input (PLITS)",
+        (("lal", "delayed"),),  # LAL@8 vs PLITS@8, same encoder and layer
+        "LAL and PLITS both enter at layer 8 with the same encoder and connector (LAL adds per-layer adapters and "
+        "gates); the FFN ablation tests whether a PLITS-trained model needs the FFN on audio",
+        (Analysis("ablation_delayed_ffn", "Delayed PLITS model: FFN skipped at the audio positions", "delayed",
+                  "delayed (PLITS@8) model", kind="ablation"),
+         Analysis("listening_heads", "Listening heads: which heads read the audio", None, optional=True),
+         Analysis("listening_ablation", "Listening heads ablated vs random heads", None, optional=True)),
+        ("ablation_delayed_ffn", "listening_heads*", "listening_ablation*"),
+    ),
+    Claim(
+        "claim3", "Claim 3, encoder ensemble",
+        "an ensemble of encoders beats a single encoder; each encoder carries different information",
+        (("pal", "lal"), ("ensemble", "baseline")),  # 3 encoders vs Whisper alone, under LAL@8 and PLITS@0
+        "encoders: Whisper-base, YAMNet and log-mel (the paper's SSLAM/CLAP have no offline weights); the ensemble "
+        "also has more audio tokens than one encoder",
+        (Analysis("ablation_pal_encoders", "pal: one encoder blocked at a time", "pal",
+                  "pal (LAL ensemble) with one encoder's keys blocked", kind="ablation"),
+         Analysis("probe_*", "Linear probes on each encoder, connector and layer", "pal", kind="probe"),
+         Analysis("attention_pal", "pal: attention to each encoder's audio", "pal"),
+         Analysis("patching_pal", "pal: patching clean audio keys and values into corrupted runs", "pal"),
+         Analysis("atp", "Attribution patching (AtP) of every head and audio site", None, optional=True)),
+        ("ablation_pal_encoders", "probe_*", "attention_pal*", "patching_pal", "atp*"),
+    ),
+)}
+
+#: analyses shown in the report's last section, under no claim
+EXTRA: tuple[Analysis, ...] = (
+    Analysis("compare", "Accuracy and caption scores per variant", None),
+    Analysis("ablation_sweep_pal", "pal: audio blocked from each layer to the last", "pal"),
+    Analysis("steering", "Audio-minus-silence steering", None, optional=True),
+)
+
+
+def contrast_pairs() -> list[tuple[str, str, str]]:
+    """``[(claim id, variant, reference)]`` over every claim, in registry order."""
+    return [(c.id, a, b) for c in CLAIMS.values() for a, b in c.contrasts]
+
+
+def analysis(stem: str) -> Analysis:
+    """The registered analysis with this output stem (KeyError naming the known ones)."""
+    for a in [a for c in CLAIMS.values() for a in c.analyses] + list(EXTRA):
+        if a.stem == stem:
+            return a
+    raise KeyError(f"no analysis with output stem {stem!r} in workbench.claims; known: "
+                   f"{sorted(a.stem for c in CLAIMS.values() for a in c.analyses)}")
+
+
+def registered(variant: str, kind: str) -> tuple[Claim, Analysis]:
+    """The claim and the one analysis of ``kind`` that runs on ``variant`` (how the demo names its outputs)."""
+    found = [(c, a) for c in CLAIMS.values() for a in c.analyses if a.variant == variant and a.kind == kind]
+    if len(found) != 1:
+        raise KeyError(f"workbench.claims registers {len(found)} {kind!r} analyses on {variant!r}; expected one")
+    return found[0]
+
+
+def claim_of_figure(stem: str) -> str | None:
+    """The id of the first claim whose ``figures`` patterns match ``stem`` (None: no claim)."""
+    from fnmatch import fnmatch
+
+    for c in CLAIMS.values():
+        if any(fnmatch(stem, p) for p in c.figures):
+            return c.id
+    return None

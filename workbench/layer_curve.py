@@ -1,0 +1,191 @@
+"""The injection-layer curve behind claim 1: held-out closed-task accuracy against the layer where audio enters,
+one line per integration mode (PLITS, LAL), with seed-aware intervals, overall and per attribute family.
+
+    python -m workbench.layer_curve [--sweeps results/sweeps/injection-layer] [--out results]
+
+Reads ``SWEEPS/MODE/LNN/seed-S/{eval,eval-test-seed1}/answers.csv`` (:func:`workbench.runs.sweep_run_dir`; points
+still training or not evaluated are skipped), closed rows only. Both test splits are pooled (their clips side by
+side); the interval of a point is :func:`workbench.stats.two_level_interval` over the point's seeds and clips (one
+seed: clip bootstrap). Attribute families (the ``attribute`` of each task row): :data:`FAMILIES`.
+
+Writes ``OUT/injection_layer_curve.csv`` (``mode, layer, family, accuracy, ci_low, ci_high, n_seeds, seeds,
+n_clips, n_rows, method``), ``OUT/injection_layer_curve_seeds.csv`` (``mode, layer, seed, split, family,
+accuracy, n_rows``) and the figure ``OUT/injection_layer_curve.html`` (+ ``.png``); prints :func:`shape_sentence`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from workbench.runs import EVAL_DIRS, SWEEP_ROOT
+
+__all__ = ["FAMILIES", "load_sweep_clips", "curve_seeds", "curve_summary", "shape_sentence", "curve_figure",
+           "write_layer_curve", "main"]
+
+#: attribute family shown in the figure -> the data's attribute names (answer_options.json keys)
+FAMILIES: dict[str, tuple[str, ...]] = {"spoken word": ("word",), "pitch": ("pitch_class",), "category": ("category",),
+                                        "count": ("count",)}
+ALL = "all attributes"
+_POINT = re.compile(r"^L(\d+)$")
+_SEED = re.compile(r"^seed-(\d+)$")
+
+
+def _family_of(attribute: str) -> str | None:
+    return next((f for f, names in FAMILIES.items() if attribute in names), None)
+
+
+def load_sweep_clips(root: str | Path = SWEEP_ROOT) -> pd.DataFrame:
+    """Per-clip closed-row sums of every evaluated sweep point: ``mode, layer, seed, split, family, clip, n,
+    correct`` (family ``all attributes`` and each of :data:`FAMILIES`)."""
+    from workbench.seed_stats import clip_scores
+
+    out = []
+    for csv in sorted(Path(root).glob("*/L*/seed-*/*/answers.csv")):
+        seed_dir, point, mode = csv.parent.parent, csv.parent.parent.parent, csv.parent.parent.parent.parent
+        split = next((s for s, d in EVAL_DIRS.items() if d == csv.parent.name), None)
+        if split is None or not _POINT.match(point.name) or not _SEED.match(seed_dir.name):
+            continue
+        df = pd.read_csv(csv, dtype={"file_name": str, "attribute": str}, keep_default_na=False)
+        key = dict(mode=mode.name, layer=int(_POINT.match(point.name).group(1)),
+                   seed=int(_SEED.match(seed_dir.name).group(1)), split=split)
+        out.append(clip_scores(df).assign(family=ALL, **key))
+        fam = df["attribute"].map(_family_of)
+        for f, g in df[fam.notna()].groupby(fam[fam.notna()]):
+            out.append(clip_scores(g).assign(family=f, **key))
+    cols = ["mode", "layer", "seed", "split", "family", "clip", "n", "correct"]
+    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
+
+
+def curve_seeds(clips: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per ``mode, layer, seed, split, family`` (the tidy per-run table)."""
+    g = clips.groupby(["mode", "layer", "seed", "split", "family"], sort=True)[["n", "correct"]].sum().reset_index()
+    g["accuracy"] = g["correct"] / g["n"]
+    return g.rename(columns={"n": "n_rows"})[["mode", "layer", "seed", "split", "family", "accuracy", "n_rows"]]
+
+
+def curve_summary(clips: pd.DataFrame, resamples: int = 2000) -> pd.DataFrame:
+    """Per ``mode, layer, family``: accuracy over seeds with both splits pooled and its seed-aware 95% interval.
+    Only the seeds that have every split evaluated at that point are used."""
+    from workbench.stats import two_level_interval
+
+    rows = []
+    for (mode, layer, fam), g in clips.groupby(["mode", "layer", "family"], sort=True):
+        splits = sorted(set(g["split"]))
+        seeds = sorted(set.intersection(*(set(g.loc[g["split"] == s, "seed"]) for s in splits)))
+        g = g[g["seed"].isin(seeds)].assign(key=lambda d: d["split"] + "/" + d["clip"])
+        corr = g.pivot_table(index="seed", columns="key", values="correct", aggfunc="sum").dropna(axis=1)
+        n = g.pivot_table(index="seed", columns="key", values="n", aggfunc="sum")[corr.columns].iloc[0]
+        if corr.shape[1] < 2:
+            continue
+        r = two_level_interval(corr.to_numpy(float), n.to_numpy(float), resamples=resamples, key=(mode, layer, fam))
+        rows.append({"mode": mode, "layer": int(layer), "family": fam, "accuracy": r.estimate, "ci_low": r.ci_low,
+                     "ci_high": r.ci_high, "n_seeds": r.n_seeds, "seeds": ",".join(map(str, seeds)),
+                     "n_clips": r.n_clips, "n_rows": r.n_rows, "splits": "+".join(splits), "method": r.method})
+    cols = ["mode", "layer", "family", "accuracy", "ci_low", "ci_high", "n_seeds", "seeds", "n_clips", "n_rows",
+            "splits", "method"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def shape_sentence(summary: pd.DataFrame) -> str:
+    """One sentence per mode on the overall curve: where it peaks, and from which layer on it falls below the
+    peak's interval (or that it does not)."""
+    parts = []
+    t = summary[summary["family"] == ALL]
+    for mode, g in t.groupby("mode", sort=True):
+        g = g.sort_values("layer")
+        if len(g) < 2:
+            parts.append(f"{mode.upper()}: one layer only ({int(g['layer'].iloc[0])}), no curve yet.")
+            continue
+        best = g.loc[g["accuracy"].idxmax()]
+        after = g[(g["layer"] > best["layer"]) & (g["accuracy"] < best["ci_low"])]
+        before = g[(g["layer"] < best["layer"]) & (g["accuracy"] < best["ci_low"])]
+        s = (f"{mode.upper()} peaks at layer {int(best['layer'])} ({best['accuracy']:.3f} [{best['ci_low']:.3f}, "
+             f"{best['ci_high']:.3f}], {int(best['n_seeds'])} seed{'s' if best['n_seeds'] > 1 else ''})")
+        if len(after):
+            f = after.iloc[0]
+            s += f"; it falls below the peak's interval from layer {int(f['layer'])} on ({f['accuracy']:.3f})"
+        elif best["layer"] < g["layer"].max():
+            s += f"; later layers up to {int(g['layer'].max())} stay within the peak's interval"
+        if len(before):
+            s += (f"; earlier layers {', '.join(str(int(x)) for x in before['layer'])} lie below it "
+                  f"(layer {int(g['layer'].iloc[0])}: {g['accuracy'].iloc[0]:.3f})")
+        parts.append(s + ".")
+    return " ".join(parts) if parts else "No injection-layer runs evaluated yet."
+
+
+def curve_figure(summary: pd.DataFrame, title: str | None = None):
+    """Accuracy (%) against injection layer: overall on top, one panel per attribute family below; one line per
+    mode, error bars = seed-aware 95% intervals."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from workbench.analysis.figures import add_caption
+
+    fams = [f for f in FAMILIES if f in set(summary["family"])]
+    cols = max(len(fams), 1)
+    specs = [[{"colspan": cols}] + [None] * (cols - 1), [{} for _ in range(cols)]]
+    fig = make_subplots(rows=2, cols=cols, specs=specs, row_heights=[0.6, 0.4], vertical_spacing=0.14,
+                        subplot_titles=[ALL] + fams)
+    colours = {"plits": "#1f77b4", "lal": "#d62728"}
+    for i, (mode, g) in enumerate(summary.groupby("mode", sort=True)):
+        c = colours.get(mode, ["#2ca02c", "#9467bd", "#8c564b"][i % 3])
+        for fam, (r, col) in [(ALL, (1, 1))] + [(f, (2, j + 1)) for j, f in enumerate(fams)]:
+            d = g[g["family"] == fam].sort_values("layer")
+            if not len(d):
+                continue
+            fig.add_trace(go.Scatter(
+                x=d["layer"], y=d["accuracy"] * 100, mode="lines+markers", name=mode.upper(), legendgroup=mode,
+                showlegend=fam == ALL, line=dict(color=c),
+                error_y=dict(type="data", symmetric=False, array=(d["ci_high"] - d["accuracy"]) * 100,
+                             arrayminus=(d["accuracy"] - d["ci_low"]) * 100),
+                hovertemplate=f"{mode} " + "layer %{x}: %{y:.1f}%<extra></extra>"), row=r, col=col)
+    fig.update_xaxes(title_text="injection layer (first LLM layer that sees audio)", row=1, col=1)
+    fig.update_yaxes(title_text="closed-task accuracy (%)", row=1, col=1)
+    for j in range(1, len(fams) + 1):
+        fig.update_xaxes(title_text="injection layer (index)", row=2, col=j)
+        fig.update_yaxes(title_text="accuracy (%)", row=2, col=j)
+    fig.update_layout(title=title or "Injection-layer curve (claim 1: delayed integration)", template="plotly_white",
+                      height=720, legend_title_text="integration mode")
+    seeds = sorted({int(s) for x in summary["seeds"] for s in str(x).split(",") if s != ""})
+    return add_caption(fig, "One model trained per integration mode, injection layer and training seed (tiny preset, "
+                            f"same data and schedule; seeds {', '.join(map(str, seeds)) or '?'}); greedy answers on "
+                            "both held-out test splits pooled. Points: mean accuracy over seeds; error bars: 95% "
+                            "interval over training seeds and test clips (two-level bootstrap, t interval; one seed: "
+                            "clip bootstrap). Lower panels: the rows of one attribute family.")
+
+
+def write_layer_curve(sweeps: str | Path, out: str | Path, resamples: int = 2000) -> str | None:
+    """Write the curve's tables and figure into ``out``; returns the shape sentence (None: no evaluated point)."""
+    from workbench.analysis.core import write_outputs
+
+    clips = load_sweep_clips(sweeps)
+    if clips.empty:
+        return None
+    summary = curve_summary(clips, resamples)
+    write_outputs(curve_seeds(clips), None, out, "injection_layer_curve_seeds")
+    write_outputs(summary, curve_figure(summary), out, "injection_layer_curve")
+    return shape_sentence(summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m workbench.layer_curve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sweeps", default=str(SWEEP_ROOT), help=f"sweep root (default {SWEEP_ROOT})")
+    p.add_argument("--out", default="results", help="output folder (default results)")
+    p.add_argument("--resamples", type=int, default=2000)
+    a = p.parse_args(argv)
+    sentence = write_layer_curve(a.sweeps, a.out, a.resamples)
+    if sentence is None:
+        print(f"error: no evaluated sweep point under {a.sweeps} (expected MODE/LNN/seed-S/eval/answers.csv); run "
+              "python -m workbench.sweep injection-layer first", file=sys.stderr)
+        return 2
+    print(sentence)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
