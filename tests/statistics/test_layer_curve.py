@@ -50,17 +50,17 @@ def test_layer_curve_table_summary_sentence_and_figure(tmp_path):
 
 
 def test_write_layer_curve_and_cli(tmp_path, capsys):
-    from workbench.analysis import core
+    from workbench.analysis import outputs
 
     assert LC.main(["--sweeps", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert "no evaluated sweep point" in capsys.readouterr().err
     root = tmp_path / "sweeps"
     _write_sweep(root, seeds=(0,))
-    saved, core._PNG_OK = core._PNG_OK, False
+    saved, outputs._PNG_OK = outputs._PNG_OK, False
     try:
         assert LC.main(["--sweeps", str(root), "--out", str(tmp_path / "out"), "--resamples", "200"]) == 0
     finally:
-        core._PNG_OK = saved
+        outputs._PNG_OK = saved
     assert "1 seed)" in capsys.readouterr().out
     s = pd.read_csv(tmp_path / "out" / "injection_layer_curve.csv")
     assert s["method"].str.contains("clip bootstrap").all()
