@@ -278,6 +278,11 @@ def _run_curve(a, layers) -> int:
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    from workbench.layer_curve import write_layer_curve
+
+    root = Path(a.out) if a.out else None
+    sentence = write_layer_curve(root or "results/sweeps/injection-layer", root or "results")
+    print(sentence or "no evaluated sweep point yet")
     return 0
 
 
