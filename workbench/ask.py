@@ -13,11 +13,11 @@ clip, its spectrogram and that attention mapped onto the clip's time axis (impli
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
 
+from workbench.analysis.cli import run_cli
 from workbench.analysis.data import DEFAULT_CHECKPOINT
 
 
@@ -45,16 +45,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from workbench.audio import AudioError, load_audio
+    torch.set_num_threads(min(torch.get_num_threads(), 4))
+    return run_cli(lambda: _run(a))
+
+
+def _run(a) -> int:
+    from workbench.audio import load_audio
     from workbench.model.pal import PALModel
 
-    torch.set_num_threads(min(torch.get_num_threads(), 4))
-    try:
-        load_audio(a.clip, mono=False)  # fail on a bad clip before loading the model
-        model = PALModel.from_pretrained(a.checkpoint)
-    except (AudioError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    load_audio(a.clip, mono=False)  # fail on a bad clip before loading the model
+    model = PALModel.from_pretrained(a.checkpoint)
     if not (a.explain or a.html or a.csv_dir):
         print(model.ask(a.clip, a.question, max_new_tokens=a.max_new_tokens))
         return 0

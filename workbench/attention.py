@@ -12,24 +12,28 @@ Writes ``attention_to_audio.csv`` (one row per layer/head/encoder/query set), ``
 from __future__ import annotations
 
 import argparse
-import sys
 
 import pandas as pd
+
+from workbench.analysis.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
     from workbench.analysis import attention as A
-    from workbench.analysis.core import batches, cli_common, default_out_dir, load_for_analysis, write_outputs
+    from workbench.analysis.core import cli_common
 
     p = argparse.ArgumentParser(prog="python -m workbench.attention", description=__doc__.split("\n\n")[0])
     cli_common(p)
     p.add_argument("--query-set", choices=[*A.QUERY_SETS, "all"], default="all")
     a = p.parse_args(argv)
-    try:
-        model, ds = load_for_analysis(a.checkpoint, a.data, a.n, seed=a.seed)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(a))
+
+
+def _run(a) -> int:
+    from workbench.analysis import attention as A
+    from workbench.analysis.core import batches, default_out_dir, load_for_analysis, write_outputs
+
+    model, ds = load_for_analysis(a.checkpoint, a.data, a.n, seed=a.seed)
     out = default_out_dir(a)
     sets = A.QUERY_SETS if a.query_set == "all" else (a.query_set,)
     frames = [A.attention_to_audio(model, batches(ds, a.batch_size), q, backend=a.backend) for q in sets]

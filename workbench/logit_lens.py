@@ -10,21 +10,24 @@ condition) and ``logit_lens.html``.
 from __future__ import annotations
 
 import argparse
-import sys
+
+from workbench.analysis.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    from workbench.analysis import logit_lens as LL
-    from workbench.analysis.core import batches, cli_common, default_out_dir, load_for_analysis, write_outputs
+    from workbench.analysis.core import cli_common
 
     p = argparse.ArgumentParser(prog="python -m workbench.logit_lens", description=__doc__.split("\n\n")[0])
     cli_common(p)
     a = p.parse_args(argv)
-    try:
-        model, ds = load_for_analysis(a.checkpoint, a.data, a.n, seed=a.seed)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(a))
+
+
+def _run(a) -> int:
+    from workbench.analysis import logit_lens as LL
+    from workbench.analysis.core import batches, default_out_dir, load_for_analysis, write_outputs
+
+    model, ds = load_for_analysis(a.checkpoint, a.data, a.n, seed=a.seed)
     out = default_out_dir(a)
     df = LL.logit_lens(model, batches(ds, a.batch_size), backend=a.backend)
     write_outputs(df, LL.fig_logit_lens(df), out, "logit_lens")

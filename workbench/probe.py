@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from workbench.analysis.cli import run_cli
 from workbench.analysis.core import cli_common, default_out_dir, load_for_analysis
 from workbench.analysis.probes import ProbeError, load_suite, run_suite
 from workbench.constants import TOKEN_CACHE
@@ -31,11 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        suites = [load_suite(p) for p in args.suites]
-    except (ProbeError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(args))
+
+
+def _run(args) -> int:
+    suites = [load_suite(p) for p in args.suites]
     model, dataset = load_for_analysis(args.checkpoint, args.data, None, seed=args.seed or 0, cache_dir=args.cache_dir,
                                        progress=not args.no_progress)
     out = default_out_dir(args)
