@@ -25,17 +25,17 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformer_lens.hook_points import HookPoint
 
 from workbench.constants import TRAINABLE_PARTS
 from workbench.model.config import DecoderConfig
 from workbench.model.connectors import make_connector
+from workbench.model.audio_modules import EncoderSlot, LowRankAdapter, adapter_key as _adapter_key
 from workbench.model.decoder import HookedDecoder, Insertion
 from workbench.model.generate import greedy_generate
 from workbench.model.kv_cache import KVCache
 from workbench.model.layers import ExtraKV
 from workbench.model.layout import TokenLayout, build_layout
-from workbench.model.pal_config import ConfigError, EncoderSpec, PALConfig
+from workbench.model.pal_config import ConfigError, PALConfig
 from workbench.model.shared_prefix import MIN_SHARED_PREFIX, forward_shared_prefix, pads_after_prefix, shared_prefix_len
 from workbench.model.weights import convert_state_dict
 from workbench.paths import replace_dir
@@ -47,50 +47,6 @@ CHECKPOINT_FORMAT = "pal-workbench/1"
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint's weights or config do not fit the model it is loaded into."""
-
-
-class EncoderSlot(nn.Module):
-    """Where encoder ``name``'s frame tokens enter: ``hook_out`` [B, T, D_enc].
-
-    The frozen encoder itself is kept outside the module tree (not in the state dict, never trained,
-    loaded only when waveforms must be encoded); token-cache batches skip it entirely.
-    """
-
-    def __init__(self, spec: EncoderSpec):
-        super().__init__()
-        self.spec = spec
-        self.hook_out = HookPoint()
-        self.__dict__["_impl"] = None
-
-    def encoder(self):
-        if self.__dict__["_impl"] is None:
-            from workbench.encoders import load_encoder
-
-            enc = load_encoder(self.spec.name, **self.spec.options)
-            if self.spec.dim is not None and enc.dim != self.spec.dim:
-                raise ConfigError(f"encoder {self.spec.name!r} gives {enc.dim}-d tokens but the config says dim {self.spec.dim}")
-            self.__dict__["_impl"] = enc
-        return self.__dict__["_impl"]
-
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.hook_out(tokens), mask
-
-
-class LowRankAdapter(nn.Module):
-    """x + up(down(x)), up initialised to zero (identity at start). [B, N, M] -> [B, N, M]."""
-
-    def __init__(self, d_model: int, rank: int):
-        super().__init__()
-        self.down = nn.Linear(d_model, rank, bias=False)
-        self.up = nn.Linear(rank, d_model, bias=False)
-        nn.init.zeros_(self.up.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.up(self.down(x))
-
-
-def _adapter_key(name: str, layer: int) -> str:
-    return f"{name}_L{layer}"
 
 
 class PALModel(HookedDecoder):

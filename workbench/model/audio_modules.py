@@ -1,0 +1,57 @@
+"""The small audio-side modules of a `PALModel`: where an encoder's frame tokens enter (`EncoderSlot`, with its
+``encoders.{name}.hook_out``) and the per-layer low-rank adapter of LAL audio (`LowRankAdapter`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformer_lens.hook_points import HookPoint
+
+from workbench.model.pal_config import ConfigError, EncoderSpec
+
+__all__ = ["EncoderSlot", "LowRankAdapter", "adapter_key"]
+
+
+class EncoderSlot(nn.Module):
+    """Where encoder ``name``'s frame tokens enter: ``hook_out`` [B, T, D_enc].
+
+    The frozen encoder itself is kept outside the module tree (not in the state dict, never trained,
+    loaded only when waveforms must be encoded); token-cache batches skip it entirely.
+    """
+
+    def __init__(self, spec: EncoderSpec):
+        super().__init__()
+        self.spec = spec
+        self.hook_out = HookPoint()
+        self.__dict__["_impl"] = None
+
+    def encoder(self):
+        if self.__dict__["_impl"] is None:
+            from workbench.encoders import load_encoder
+
+            enc = load_encoder(self.spec.name, **self.spec.options)
+            if self.spec.dim is not None and enc.dim != self.spec.dim:
+                raise ConfigError(f"encoder {self.spec.name!r} gives {enc.dim}-d tokens but the config says dim {self.spec.dim}")
+            self.__dict__["_impl"] = enc
+        return self.__dict__["_impl"]
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.hook_out(tokens), mask
+
+
+class LowRankAdapter(nn.Module):
+    """x + up(down(x)), up initialised to zero (identity at start). [B, N, M] -> [B, N, M]."""
+
+    def __init__(self, d_model: int, rank: int):
+        super().__init__()
+        self.down = nn.Linear(d_model, rank, bias=False)
+        self.up = nn.Linear(rank, d_model, bias=False)
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(self.down(x))
+
+
+def adapter_key(name: str, layer: int) -> str:
+    """Key of encoder ``name``'s LAL adapter / gate at ``layer`` (``lal_adapters`` / ``lal_gates``)."""
+    return f"{name}_L{layer}"
