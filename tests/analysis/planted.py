@@ -8,6 +8,7 @@ whose every effect is linear, a saturated attention softmax.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 import tempfile
 from pathlib import Path
 
@@ -71,4 +72,43 @@ def planted_lens_model(k: int, dataset):
     t = torch.stack(targets) * 20  # [n, M]
     w_o = t.T @ torch.linalg.pinv(z.double().T)  # W_O z_i = t_i
     model.blocks[k].attn.o_proj.weight.copy_(w_o.float())
+    return model
+
+
+@torch.no_grad()
+def linearize(model, keep_queries: Sequence[int] = ()):
+    """Make every effect on the logits linear (affine): MLP outputs zero, queries zero (uniform attention, so the
+    pattern cannot change) except in ``keep_queries`` layers, and every RMSNorm a fixed scale (eps 1e8, weight
+    x 1e4: x * rsqrt(mean(x^2) + 1e8) = x * 1e-4 to 1e-8 relative)."""
+    for l, block in enumerate(model.blocks):
+        block.mlp.down_proj.weight.zero_()
+        if l not in keep_queries:
+            block.attn.q_proj.weight.zero_()
+        for norm in (block.ln1, block.ln2):
+            norm.eps = 1e8
+            norm.weight.mul_(1e4)
+    model.ln_final.eps = 1e8
+    model.ln_final.weight.mul_(1e4)
+    return model
+
+
+@torch.no_grad()
+def saturated_lal_model(clean, corrupt, query_scale: float = 1000.0):
+    """LAL@1 model, linear everywhere except layer 1's attention softmax, which is saturated (queries x
+    ``query_scale``), and whose W_V is projected off the audio inputs of both batches (audio values exactly 0):
+    patching the clean audio K/V into the corrupted run changes only the pattern."""
+    from workbench.analysis.core import collect
+    from tests.analysis.tiny_pal import fresh_model
+
+    torch.manual_seed(0)  # build() draws the adapters and gates from the global generator
+    model = linearize(fresh_model("lal"), keep_queries=(1,))
+    model.blocks[1].attn.q_proj.weight.mul_(query_scale)
+    ys = []
+    for b in (clean, corrupt):
+        _, acts = collect(model, b, ["connectors.mel.hook_out"])
+        x = model.lal_adapters["mel_L1"](acts["connectors.mel.hook_out"])
+        ys.append(model.blocks[1].ln1.normalize(x).flatten(0, 1))
+    q, _ = torch.linalg.qr(torch.cat(ys).double().T)  # [M, r] orthonormal basis of the audio inputs
+    w = model.blocks[1].attn.v_proj.weight.double()  # [G*D, M]
+    model.blocks[1].attn.v_proj.weight.copy_((w - (w @ q) @ q.T).float())
     return model
