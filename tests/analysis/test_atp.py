@@ -79,3 +79,22 @@ def test_atp_needs_transformer_lens_hooks():
         atp_batch(model("lal"), clean, corr, *IDS, "head_out", backend="nnsight")
     with pytest.raises(PatchingError, match="unknown patching site"):
         atp_batch(model("lal"), clean, corr, *IDS, "heads")
+
+
+def test_cli_method_atp(tok, tmp_path, monkeypatch, capsys):
+    import workbench.analysis.patching as P
+    import workbench.patch as cli
+    from tests.analysis.fakes import FakeDataset
+
+    monkeypatch.setattr(P, "_first_answer_token", lambda ds, row: 10 + len(row["answer"]))
+    ds = FakeDataset(tok, tmp_path, n=8)
+    monkeypatch.setattr(cli, "load_for_analysis", lambda *a, **k: (model("lal"), ds))
+    out = tmp_path / "out"
+    assert cli.main(["--method", "atp", "--sites", "audio_kv,head_out", "--out-dir", str(out)]) == 0
+    s = pd.read_csv(out / "atp.csv")
+    assert {"atp", "atp_qk", "exact", "restored_exact"} <= set(s.columns) and len(s[s.site == "head_out"]) == 16
+    a = pd.read_csv(out / "atp_agreement.csv")
+    assert set(a["method"]) == {"atp", "atp_qk"} and (a["atp_seconds"] > 0).all() and (out / "atp.html").is_file()
+    assert "spearman" in capsys.readouterr().out
+    assert cli.main(["--method", "atp", "--backend", "nnsight", "--out-dir", str(out)]) == 2
+    assert "--backend transformer_lens" in capsys.readouterr().err
