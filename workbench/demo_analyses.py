@@ -1,5 +1,6 @@
 """The demo's steps for the attribute lens, listening heads, steering and attribution patching, at cheap settings
-(the CLIs ``python -m workbench.attribute_lens / listening_heads / steer / patch --method atp`` run the full ones).
+(the CLIs ``python -m workbench.attribute_lens / listening_heads / steer / patch --method atp`` run the full ones):
+together about 3 minutes of the demo's 15-minute budget on the 2-core CPU machine.
 
 ``analysis_steps(demo)`` returns the `workbench.pipeline.Step`s; ``workbench.demo`` adds them before its report.
 Each writes its csv/html into the demo folder through ``demo.write`` and returns a small summary for the marker.
@@ -16,10 +17,10 @@ LENS_VARIANTS = ("baseline", "delayed", "lal", "pal")
 
 @dataclass(frozen=True)
 class AnalysisSizes:
-    rows: int = 32  # validation rows for listening scores / steering directions; lens rows
-    test_rows: int = 64  # test rows for the steering gain
+    rows: int = 16  # lens rows per variant; validation rows for listening scores and steering directions
+    test_rows: int = 48  # test rows for the steering gain
     k: int = 5
-    draws: int = 3
+    draws: int = 2
     alphas: tuple[float, ...] = (-1.0, 1.0, 2.0)
     pairs: int = 4  # AtP vs exact patching of pal's audio K/V
 
