@@ -45,6 +45,21 @@ def analysis_parser(prog: str, doc: str, n: int = 48) -> argparse.ArgumentParser
     return p
 
 
+def cli_errors() -> tuple[type[Exception], ...]:
+    """The errors these CLIs turn into ``error: ...`` and exit status 2 (bad input, missing files)."""
+    from workbench.analysis.audio_conditions import AudioAnalysisError
+
+    return (AudioAnalysisError, FileNotFoundError, KeyError, ValueError, IndexError)
+
+
+def variant_first(frames):
+    """Frames (each with a ``variant`` column) concatenated, ``variant`` as the first column."""
+    import pandas as pd
+
+    df = pd.concat(list(frames), ignore_index=True)
+    return df[["variant", *[c for c in df.columns if c != "variant"]]]
+
+
 def checkpoints_of(a) -> list[Path]:
     cks = [Path(c) for c in a.checkpoint] if a.checkpoint else committed_checkpoints()
     if not cks:
@@ -54,11 +69,7 @@ def checkpoints_of(a) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import pandas as pd
-    import torch
-
     from workbench.analysis.attribute_lens import attribute_lens, attribute_lens_figure, summarize_lens
-    from workbench.analysis.audio_conditions import AudioAnalysisError
     from workbench.analysis.core import load_for_analysis, write_outputs
     from workbench.evaluate import load_answer_options
     from workbench.paths import variant_of
@@ -77,12 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             frames[variant] = df
             summaries.append(summarize_lens(df).assign(variant=variant))
             del model
-    except (AudioAnalysisError, FileNotFoundError, KeyError, ValueError, IndexError) as e:
+    except cli_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = pd.concat(summaries, ignore_index=True)
-    summary = summary[["variant", *[c for c in summary.columns if c != "variant"]]]
-    items = pd.concat([d.assign(variant=v) for v, d in frames.items()], ignore_index=True)
+    summary = variant_first(summaries)
+    items = variant_first(d.assign(variant=v) for v, d in frames.items())
     title = "Attribute lens: when does each variant resolve the attribute?" + (f" ({a.attribute})" if a.attribute else "")
     out = write_outputs(summary, attribute_lens_figure(frames, title), a.out_dir, "attribute_lens", png=not a.no_png)
     write_outputs(items, None, a.out_dir, "attribute_lens_items")

@@ -16,13 +16,10 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import pandas as pd
-
-    from workbench.analysis.audio_conditions import AudioAnalysisError
     from workbench.analysis.core import load_for_analysis, write_outputs
     from workbench.analysis.listening import (listening_ablation, listening_ablation_figure, listening_figure,
                                               listening_scores)
-    from workbench.attribute_lens import analysis_parser, checkpoints_of
+    from workbench.attribute_lens import analysis_parser, checkpoints_of, cli_errors, variant_first
     from workbench.evaluate import load_answer_options
     from workbench.paths import variant_of
 
@@ -51,14 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                       for r in top.itertuples()))
             print(t[["condition", "metric", "delta", "ci_low", "ci_high", "n"]].to_string(index=False))
             del model
-    except (AudioAnalysisError, FileNotFoundError, KeyError, ValueError, IndexError) as e:
+    except cli_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    scores = pd.concat(scores, ignore_index=True)
-    tables = pd.concat(tables, ignore_index=True)
-    first = lambda df: df[["variant", *[c for c in df.columns if c != "variant"]]]  # noqa: E731
-    w1 = write_outputs(first(scores), None, a.out_dir, "listening_heads")
-    w2 = write_outputs(first(tables), None, a.out_dir, "listening_ablation")
+    w1 = write_outputs(variant_first(scores), None, a.out_dir, "listening_heads")
+    w2 = write_outputs(variant_first(tables), None, a.out_dir, "listening_ablation")
     print(f"wrote {w1['csv']}, {w2['csv']} and the figures in {a.out_dir}")
     return 0
 

@@ -20,13 +20,10 @@ TEST_DATA = Path("data/synth-tiny/test")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import pandas as pd
-
-    from workbench.analysis.audio_conditions import AudioAnalysisError
     from workbench.analysis.core import load_for_analysis, write_outputs
     from workbench.analysis.listening import listening_scores, top_heads
     from workbench.analysis.steering import DEFAULT_ALPHAS, check_alpha, steer, steering_figure
-    from workbench.attribute_lens import analysis_parser, checkpoints_of
+    from workbench.attribute_lens import analysis_parser, checkpoints_of, cli_errors, variant_first
     from workbench.evaluate import load_answer_options
     from workbench.paths import variant_of
 
@@ -57,11 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             g = t[t["split"] == "gain"]
             print(g[["variant", "mode", "metric", "alpha", "gain", "ci_low", "ci_high", "n"]].to_string(index=False))
             del model
-    except (AudioAnalysisError, FileNotFoundError, KeyError, ValueError, IndexError) as e:
+    except cli_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    table = pd.concat(tables, ignore_index=True)
-    table = table[["variant", *[c for c in table.columns if c != "variant"]]]
+    table = variant_first(tables)
     out = write_outputs(table, steering_figure(table), a.out_dir, "steering", png=not a.no_png)
     print("wrote " + ", ".join(str(v) for v in out.values()))
     return 0
