@@ -3,8 +3,6 @@ backends give the same numbers; bad input names the fix."""
 
 import numpy as np
 import pytest
-import torch
-
 from tests.analysis.planted import OPTION_IDS, OPTIONS, fake_dataset, planted_lens_model
 from tests.analysis.tiny_pal import model
 from workbench.analysis.attribute_lens import attribute_lens, critical_layers, summarize_lens
@@ -59,5 +57,8 @@ def test_bad_input_names_the_fix():
         attribute_lens(model("lal"), ds, OPTIONS, "colour", option_ids=OPTION_IDS)
     with pytest.raises(AudioAnalysisError, match="unknown condition"):
         attribute_lens(model("lal"), ds, OPTIONS, conditions=("loud",), option_ids=OPTION_IDS)
-    with pytest.raises(AudioAnalysisError, match="needs a model with audio"):
-        attribute_lens(torch.nn.Module(), ds, OPTIONS, option_ids=OPTION_IDS)
+    from tests.model.tiny_models import make_tiny
+
+    text_only = make_tiny("llama_gqa_llama3_rope")[1]  # a HookedDecoder: no encoders
+    with pytest.raises(AudioAnalysisError, match="needs a model with audio.*--checkpoint"):
+        attribute_lens(text_only, ds, OPTIONS, option_ids=OPTION_IDS)
