@@ -22,7 +22,9 @@ through a later site is cut.
 queries: ``hook_rot_q``, or ``hook_q`` without RoPE; scale and any gate bias as in the corrupted scores) and
 the key part is estimated as ``(pattern_patched - pattern_corrupted) . dLD/dpattern``; the value part stays
 ``(v_clean - v_corrupted) . dLD/dv``. Column ``atp_qk`` holds it (equal to ``atp`` for sites without keys).
-The query side of the fix is not needed here: no site changes the queries of its own layer only.
+Scope: the fix is applied where the site *is* a key (the audio keys of a LAL layer, the
+dominant saturation path of audio); effects that reach later layers' attention through their queries and keys
+(head outputs, audio residuals) stay first-order, as in plain AtP (AtP* also recomputes those patterns).
 
 Gradients need TransformerLens-style hooks (the ``transformer_lens`` backend); exact patching, the reference,
 runs on either backend.
