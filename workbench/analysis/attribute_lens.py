@@ -185,9 +185,9 @@ def attribute_lens_figure(frames: dict[str, pd.DataFrame] | pd.DataFrame, title:
 
     if isinstance(frames, pd.DataFrame):
         frames = {"model": frames}
-    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.14, horizontal_spacing=0.1,
+    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.14,
                         subplot_titles=("top-1 among options", "P(right option)",
-                                        "with audio: final answer right vs wrong (top-1)", "critical layer (median)"))
+                                        "with audio, by final answer", "critical layer (median)"))
     dash = {"audio": "solid", "silence": "dash", "blocked": "dot"}
     crit_x, crit_y, crit_c = [], [], []
     n_rows = 0
@@ -218,7 +218,8 @@ def attribute_lens_figure(frames: dict[str, pd.DataFrame] | pd.DataFrame, title:
     fig.update_yaxes(title_text="probability (0..1, over options)", row=1, col=2)
     fig.update_yaxes(title_text="accuracy (fraction)", row=2, col=1)
     fig.update_yaxes(title_text="critical layer (layer index)", row=2, col=2)
-    fig.update_layout(title=title or f"Attribute lens at the {position} position", template="plotly_white", height=760)
+    fig.update_layout(title=title or f"Attribute lens at the {position} position", template="plotly_white", height=820,
+                      width=1150)
     return add_caption(
         fig, f"Each layer's residual at the {position} position decoded with the final norm and unembedding and "
              f"scored over the attribute's answer options only (first answer token of each option), up to {n_rows} "
