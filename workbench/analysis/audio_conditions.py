@@ -8,7 +8,7 @@ tokens, the same rows with silence in place of their audio, and reading a positi
   the same length; ``"zeros"`` sets the encoder tokens to zero (a cheap stand-in, used by the tiny tests whose
   encoders are not real). Either keeps the token count, so ``model.token_layout`` is the same for both.
 * :func:`paired_batches`: collated (audio, silence) batch pairs over a dataset.
-* :func:`at_positions`: ``act[b, index[b]]`` for an activation in the residual layout.
+* :func:`last_prompt_residual_index`: where the answer-predicting token sits in the residual layout.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 __all__ = ["AudioAnalysisError", "SILENCES", "require_audio", "option_tokens", "closed_rows_with_options",
-           "make_silence", "paired_batches", "at_positions", "last_prompt_residual_index"]
+           "make_silence", "paired_batches", "last_prompt_residual_index"]
 
 log = logging.getLogger(__name__)
 SILENCES = ("encoder", "zeros")
@@ -168,8 +168,3 @@ def last_prompt_residual_index(model, batch) -> torch.Tensor:
     layout = model.token_layout(batch)
     lp = last_prompt_index(batch).to(layout.text_index.device)
     return layout.text_index.gather(1, lp[:, None])[:, 0]
-
-
-def at_positions(act: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``act[b, index[b]]``: [B, S, ...] -> [B, ...]."""
-    return act[torch.arange(act.shape[0], device=act.device), index.to(act.device)]
