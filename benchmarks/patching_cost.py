@@ -10,7 +10,7 @@ so it equals plain AtP on heads). ``--audio`` adds the audio K/V / audio residua
 to the timed head run).
 
 Usage: python benchmarks/patching_cost.py [--checkpoint results/checkpoints/pal/final] [--data data/synth-tiny/test]
-       [--pairs 4] [--group 4] [--threads 1] [--audio] [--out results/analyses/patching_cost.csv]
+       [--pairs 4] [--group 1] [--threads 1] [--audio] [--out results/analyses/patching_cost.csv]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default="results/checkpoints/pal/final")
     p.add_argument("--data", default="data/synth-tiny/test")
     p.add_argument("--pairs", type=int, default=4)
-    p.add_argument("--group", type=int, default=4)
+    p.add_argument("--group", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--audio", action="store_true", help="also compare the audio sites (timed separately)")
     p.add_argument("--out", default=None, help="write the agreement table here (csv)")

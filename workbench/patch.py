@@ -2,7 +2,7 @@
 
 ```
 python -m workbench.patch [--method exact|atp] [--attribute pitch_class] [--sites audio_kv,resid_audio,head_out,connector]
-       [--encoder NAME] [--layers 0,4,8] [--max-pairs 16] [--group 4] [--no-exact]
+       [--encoder NAME] [--layers 0,4,8] [--max-pairs 16] [--group 1] [--no-exact]
        [--checkpoint DIR] [--data DIR] [--n 32] [--backend transformer_lens|nnsight] [--out-dir DIR] [--seed 0]
 ```
 Reports the fraction of the answer logit difference restored per site/layer/head (see
@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pairs", type=int, default=16)
     p.add_argument("--method", choices=("exact", "atp"), default="exact",
                    help="exact patching (one patched run per site) or attribution patching (AtP + QK fix)")
-    p.add_argument("--group", type=int, default=4, help="exact patching: patched runs per forward (default 4)")
+    p.add_argument("--group", type=int, default=1, help="exact patching: patched runs per forward (default 1; "
+                                                        "more helps on a GPU, not on a small CPU)")
     p.add_argument("--no-exact", action="store_true", help="--method atp: skip the validation by exact patching")
     cli_common(p)
     p.set_defaults(n=128)

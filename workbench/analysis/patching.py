@@ -270,34 +270,45 @@ def _grouped_ivs(group, clean_acts, B):
     return [(name, combined(fns)) for name, fns in by_name.items()]
 
 
+def _last_prompt_mask(batch) -> torch.Tensor:
+    """[B, Lt] bool: the last prompt position of each row (``logits_at``: unembed only there)."""
+    from workbench.analysis.core import last_prompt_index
+
+    at = torch.zeros(batch["input_ids"].shape, dtype=torch.bool)
+    at[torch.arange(at.shape[0]), last_prompt_index(batch)] = True
+    return at.to(batch["input_ids"].device)
+
+
+def _rep_ids(x, B: int, g: int) -> torch.Tensor:
+    t = torch.as_tensor(x).long()
+    return t.expand(B).repeat(g) if t.ndim == 0 else t.repeat(g)
+
+
+def _ld_at_last(logits: torch.Tensor, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """[n] logit(c) - logit(w) from the last-prompt-position logits [n, V] of ``logits_at``."""
+    logits = logits.float()
+    r = torch.arange(logits.shape[0], device=logits.device)
+    return logits[r, c.to(logits.device)] - logits[r, w.to(logits.device)]
+
+
 def _last_logit_diff(model, batch, ivs, backend, clean_ids, corrupt_ids, g):
     """[g * B] LD of ``batch`` (g stacked copies) under ``ivs``. TransformerLens backend: only the last prompt
     position is unembedded (``logits_at``); nnsight: the full logits."""
-    from workbench.analysis.core import last_prompt_index
-
     B = batch["input_ids"].shape[0] // g
-
-    def rep(x):
-        t = torch.as_tensor(x).long()
-        return t.expand(B).repeat(g) if t.ndim == 0 else t.repeat(g)
-
-    c, w = rep(clean_ids), rep(corrupt_ids)
+    c, w = _rep_ids(clean_ids, B, g), _rep_ids(corrupt_ids, B, g)
     if backend != "transformer_lens":
         logits = run_with_interventions(model, batch, ivs, backend=backend)
         return answer_logit_diff(logits, batch, c, w)
-    at = torch.zeros(batch["input_ids"].shape, dtype=torch.bool)
-    at[torch.arange(at.shape[0]), last_prompt_index(batch)] = True
     logits = model.run_with_hooks(batch, fwd_hooks=[(n, (lambda f: (lambda t, hook: f(t)))(f)) for n, f in ivs],
-                                  logits_at=at.to(batch["input_ids"].device)).float()  # [g * B, V]
-    r = torch.arange(logits.shape[0], device=logits.device)
-    return logits[r, c.to(logits.device)] - logits[r, w.to(logits.device)]
+                                  logits_at=_last_prompt_mask(batch))  # [g * B, V]
+    return _ld_at_last(logits, c, w)
 
 
 @torch.no_grad()
 def patch_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrupt_ids,
                 sites: str | Sequence[str] | None = None, encoders: str | Sequence[str] | None = None,
                 layers: Sequence[int] | None = None, backend: str = "transformer_lens",
-                pair_offset: int = 0, bar=None, n_batches: int = 1, group: int = 4) -> pd.DataFrame:
+                pair_offset: int = 0, bar=None, n_batches: int = 1, group: int = 1) -> pd.DataFrame:
     """Patch every site of ``sites`` from ``clean_batch`` into ``corrupt_batch`` (same prompts, different audio).
 
     clean_ids / corrupt_ids: [B] (or int) first answer tokens of the clean / corrupted answer; the logit
@@ -307,7 +318,9 @@ def patch_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrup
 
     group: patched runs done in one forward, on ``group`` stacked copies of the corrupted batch (each copy
     patched at its own site; items never interact, so the numbers are those of one run per site up to float
-    rounding of the larger matmuls), and only the last prompt position unembedded: fewer, larger forwards."""
+    rounding of the larger matmuls): fewer, larger forwards, for accelerators (on a 2-core CPU the forward is
+    compute-bound and group 4 took as long as group 1). Either way only the last prompt position is unembedded
+    (``logits_at``): the 49k-token unembedding of every position was about a sixth of each patched forward."""
     if int(group) < 1:
         raise PatchingError(f"group must be >= 1 (patched runs per forward), got {group!r}")
     sites, encs = resolve_sites(model, sites, encoders)
@@ -315,11 +328,15 @@ def patch_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrup
     layout = model.token_layout(corrupt_batch)
     specs = _patch_specs(model, layout, sites, encs, layers)
     names = sorted({name for *_, hooks in specs for name, _ in hooks})
-    clean_logits, clean_acts = collect(model, clean_batch, names, backend=backend)
-    corrupt_logits, _ = collect(model, corrupt_batch, [], backend=backend)
-    ld_clean = answer_logit_diff(clean_logits, clean_batch, clean_ids, corrupt_ids).double().cpu()
-    ld_corr = answer_logit_diff(corrupt_logits, corrupt_batch, clean_ids, corrupt_ids).double().cpu()
-    B = ld_clean.shape[0]
+    B = clean_batch["input_ids"].shape[0]
+    if backend == "transformer_lens":  # the clean and corrupted runs unembed exactly as the patched runs do
+        logits, cache = model.run_with_cache(clean_batch, names_filter=names, logits_at=_last_prompt_mask(clean_batch))
+        clean_acts = {n: cache[n] for n in names}
+        ld_clean = _ld_at_last(logits, _rep_ids(clean_ids, B, 1), _rep_ids(corrupt_ids, B, 1)).double().cpu()
+    else:
+        clean_logits, clean_acts = collect(model, clean_batch, names, backend=backend)
+        ld_clean = answer_logit_diff(clean_logits, clean_batch, clean_ids, corrupt_ids).double().cpu()
+    ld_corr = _last_logit_diff(model, corrupt_batch, [], backend, clean_ids, corrupt_ids, 1).double().cpu()
     rows = []
     if bar is not None and not bar.total:
         bar.total = n_batches * len(specs)
@@ -341,7 +358,7 @@ def patch_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrup
 
 def patch_dataset(model, dataset, pairs: pd.DataFrame, sites=None, encoders=None, layers=None,
                   backend: str = "transformer_lens", batch_size: int = 8, progress: bool = False,
-                  group: int = 4) -> pd.DataFrame:
+                  group: int = 1) -> pd.DataFrame:
     """:func:`patch_batch` over the pairs of :func:`make_pairs` (prompts only, left-padded) -> item rows,
     with the pairs' ``attribute`` and ``n_other_diffs`` joined in."""
     collate = dataset.prompt_collate_fn()
