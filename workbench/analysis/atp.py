@@ -226,8 +226,6 @@ def summarize_atp(atp_items: pd.DataFrame, exact_items: pd.DataFrame | None = No
 def agreement(summary: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     """Per method (atp, atp_qk) and site group (every site, head_out, audio sites): Spearman correlation of the
     estimated with the exact effect over sites, and the overlap of the top-``top`` sites by |effect|."""
-    from scipy.stats import spearmanr
-
     rows = []
     s = summary[summary["layer"] >= 0].dropna(subset=["exact"]) if "exact" in summary else summary.iloc[0:0]
     groups = [("all", s), ("head_out", s[s["site"] == "head_out"]),
@@ -236,7 +234,7 @@ def agreement(summary: pd.DataFrame, top: int = 10) -> pd.DataFrame:
         for name, g in groups:
             if len(g) < 2:
                 continue
-            rho = spearmanr(g[method], g["exact"]).statistic
+            rho = g[method].corr(g["exact"], method="spearman")
             k = min(top, len(g))
             est = set(g[method].abs().nlargest(k).index)
             ref = set(g["exact"].abs().nlargest(k).index)
