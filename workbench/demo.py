@@ -15,7 +15,7 @@ Steps (each resumable: a finished step is reused when the command runs again, se
    positions of the delayed PLITS model (claim 2), one encoder blocked at a time in pal (claim 3), a layer
    sweep on pal;
 7. linear probes (category, spoken word, pitch) on pal, with control tasks;
-8. activation patching of pal's audio keys/values (clean into corrupted audio);
+8. activation patching of pal's audio K/V; attribute lens, listening heads, steering, AtP (`demo_analyses`);
 9. ``results/demo/report.html`` with every figure, and ``verdict.csv``: a three-line verdict per claim.
 
 ``--retrain`` first retrains every tiny variant into ``results/checkpoints-retrained`` (about 70 min on
@@ -282,6 +282,8 @@ def build_steps(demo: Demo, retrain: bool) -> list:
                           deps=["encode"], outputs=[out / f"probe_{suite}.csv"]))
     steps.append(Step("patching", f"activation patching of pal's audio K/V ({s.pairs} pairs)", demo.patching,
                       params={"pairs": s.pairs, "checkpoints": ck}, deps=["encode"], outputs=[out / "patching_pal.csv"]))
+    from workbench.demo_analyses import analysis_steps  # attribute lens, listening heads, steering, AtP (cheap)
+    steps += analysis_steps(demo)
     analyses = [st.name for st in steps if st.name not in ("corpus", "encode", *trained, *evals)]
     # the report always re-runs (a few seconds): it reads whatever the other steps left in the folder
     steps.append(Step("report", "report and verdicts", demo.report, deps=analyses, always=True,

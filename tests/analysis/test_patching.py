@@ -101,3 +101,16 @@ def test_cli(models, tok, tmp_path, monkeypatch, capsys):
     assert (out / "patching_pitch_class_items.csv").is_file() and (out / "patching_pitch_class.html").is_file()
     assert cli.main(["--sites", "resid_audio", "--out-dir", str(out)]) == 2
     assert "needs a PLITS encoder" in capsys.readouterr().err
+
+
+def test_grouped_patched_runs_give_the_numbers_of_one_run_per_site(models):
+    clean, corr = fake_batch_pair(DIMS)
+    m, ids = models["hybrid"], (torch.tensor([5, 6]), torch.tensor([7, 8]))
+    sites = "audio_kv,resid_audio,head_out,connector"
+    one = patch_batch(m, clean, corr, *ids, sites, group=1)
+    assert len(one) == 2 * (2 + 2 + 16 + 2 + 3)  # 2 pairs x (audio_kv 2 layers + all, resid 2 + all, 16 heads, connectors)
+    for backend, group in (("transformer_lens", 7), ("transformer_lens", 100), ("nnsight", 3)):
+        many = patch_batch(m, clean, corr, *ids, sites, backend=backend, group=group)
+        pd.testing.assert_frame_equal(one, many, check_exact=False, rtol=1e-5, atol=1e-6)
+    with pytest.raises(PatchingError, match="group must be >= 1"):
+        patch_batch(m, clean, corr, *ids, sites, group=0)

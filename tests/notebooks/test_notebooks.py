@@ -87,6 +87,22 @@ CASES = {
                 "layers": "sorted(int(x) for x in summary['layer'].unique())",
                 "restored": "summary['restored'].tolist()"},
         figures=1, outputs=["patching.csv", "patching.html", "patching_items.csv"]),
+    "06_listening_heads_and_steering.ipynb": Case(
+        params={"N": 8, "N_TEST": 8, "K": 2, "DRAWS": 1, "ALPHAS": [1], "SILENCE": "zeros", "BATCH_SIZE": 8},
+        checks={"n_heads": "len(scores)", "scores": "scores['score'].tolist()", "mass": "scores['audio_mass'].tolist()",
+                "conditions": "sorted(ablation['condition'].unique())", "deltas": "ablation['delta'].tolist()",
+                "val_alphas": "sorted(steering[(steering.split == 'val') & (steering['mode'] == 'resid')]['alpha'])",
+                "gains": "gain['gain'].tolist()", "modes": "sorted(gain['mode'].unique())"},
+        figures=3, outputs=["listening_heads.csv", "listening_ablation.csv", "steering.csv", "steering.html"]),
+    "07_attribute_lens.ipynb": Case(
+        params={"CHECKPOINTS": ["results/checkpoints/baseline/final", "results/checkpoints/lal/final"], "N": 6,
+                "BATCH_SIZE": 6},
+        checks={"variants": "sorted(frames)", "layers": "int(summary['layer'].nunique())",
+                "conditions": "sorted(summary['condition'].unique())", "accuracy": "summary['accuracy'].tolist()",
+                "prob": "summary['prob'].tolist()",
+                "critical": "[x for x in summary['critical_median'].tolist() if x == x]",
+                "positions": "sorted(summary['position'].unique())"},
+        figures=1, outputs=["attribute_lens.csv", "attribute_lens.html"]),
 }
 
 
@@ -139,7 +155,23 @@ def _check_05(v):
     assert _finite(v["restored"])
 
 
-CHECKERS = {"00": _check_00, "01": _check_01, "02": _check_02, "03": _check_03, "04": _check_04, "05": _check_05}
+def _check_06(v):
+    assert v["n_heads"] == 270 and min(v["scores"]) >= 0 and max(v["scores"]) > 0  # 30 layers x 9 heads
+    assert all(0 <= m <= 1 + 1e-6 for m in v["mass"])
+    assert v["conditions"] == ["random", "top-k", "top_minus_random"] and _finite(v["deltas"])
+    assert v["val_alphas"] == [0, 1] and v["modes"] == ["heads", "resid"] and _finite(v["gains"])
+
+
+def _check_07(v):
+    assert v["variants"] == ["baseline", "lal"] and v["layers"] == 30
+    assert v["conditions"] == ["audio", "blocked", "silence"]
+    assert v["positions"] == ["audio:whisper", "last_prompt"]  # baseline is PLITS: its audio positions are read too
+    assert all(0 <= x <= 1 for x in v["accuracy"] + v["prob"])
+    assert all(0 <= c <= 29 for c in v["critical"])
+
+
+CHECKERS = {"00": _check_00, "01": _check_01, "02": _check_02, "03": _check_03, "04": _check_04, "05": _check_05,
+            "06": _check_06, "07": _check_07}
 
 
 def _notebooks() -> list[Path]:

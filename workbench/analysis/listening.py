@@ -1,0 +1,317 @@
+"""Listening heads (audio-specialist heads): which attention heads carry the audio to the answer, and does the
+model need them?
+
+**Listening score** of head h in layer l. At the answer-predicting position (the last prompt token; residual
+index from ``model.token_layout``) the head writes ``o = W_O[h] z_h`` into the residual stream (``z_h`` from
+``blocks.{l}.attn.hook_z``, ``W_O[h]`` the head's slice of the output projection; [d_model]). With the real
+audio and with silence of the same length in its place (same rows, same prompts):
+
+    score(l, h) = mean_rows ||o_audio - o_silence|| / sqrt(mean_rows ||o_audio||^2)
+
+the change the audio makes to the head's output, in units of the head's typical output size (RMS over rows).
+0 exactly for a head whose output does not depend on the audio (e.g. below the layer where audio enters).
+Beside it, ``audio_mass``: the head's attention weight on all audio keys at that position, with the audio
+(``hook_pattern``, key indices from ``token_layout.audio_key_index``), mean over rows.
+
+**Causal check** (:func:`listening_ablation`): mean-ablate the top-k heads by score, i.e. replace their
+``hook_z`` at every real text position by that head's mean ``z`` over all real text positions of the analysed
+rows (with audio), vs k heads drawn uniformly at random from all heads (``draws`` draws). Per row: the
+teacher-forced answer log-probability (nats, summed over answer tokens) and, on closed rows with an option
+list, option accuracy (the right option's first token has the largest logit among the options at the last
+prompt position). Deltas are ablated minus unablated on the same rows; intervals are 95% bootstrap
+percentiles over rows (random heads: each row's delta averaged over the draws), and ``top_minus_random``
+is the paired difference.
+
+API: :func:`listening_scores`, :func:`listening_ablation`, :func:`listening_figure`,
+:func:`listening_ablation_figure`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench.analysis.audio_conditions import (AudioAnalysisError, closed_rows_with_options,
+                                                 last_prompt_residual_index, make_silence, paired_batches,
+                                                 require_audio)
+from workbench.analysis.core import answer_logprob, collect, run_with_interventions
+from workbench.analysis.figures import add_caption
+
+__all__ = ["listening_scores", "top_heads", "head_means", "mean_ablation", "option_correct", "listening_ablation",
+           "bootstrap_ci", "listening_figure", "listening_ablation_figure"]
+
+SCORE_COLUMNS = ["layer", "head", "score", "delta_norm", "out_rms", "audio_mass", "rank", "n"]
+
+
+def _head_out(model, z: torch.Tensor, layer: int) -> torch.Tensor:
+    """z [B, H, D] at one position -> per-head residual writes [B, H, M] (W_O slice per head, no bias)."""
+    H, D = model.cfg.n_heads, model.cfg.d_head
+    w = model.blocks[layer].attn.o_proj.weight  # [M, H*D]
+    return torch.einsum("bhd,mhd->bhm", z.to(w.dtype), w.view(-1, H, D))
+
+
+@torch.no_grad()
+def listening_scores(model, dataset, silence: str | Callable[[dict], dict] = "encoder", *,
+                     backend: str = "transformer_lens", batch_size: int = 8, progress: bool = False) -> pd.DataFrame:
+    """One row per (layer, head): ``SCORE_COLUMNS`` (module docstring), ranked by score (rank 1 = top)."""
+    require_audio(model, "listening scores")
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    sil = make_silence(model, dataset, silence)
+    zn = [f"blocks.{l}.attn.hook_z" for l in range(L)]
+    pn = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
+    dnorm = torch.zeros(L, H, dtype=torch.float64)
+    sq = torch.zeros(L, H, dtype=torch.float64)
+    mass = torch.zeros(L, H, dtype=torch.float64)
+    n = 0
+    it = paired_batches(dataset, list(range(len(dataset))), sil, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, total=-(-len(dataset) // batch_size), desc="listening scores")
+    for _, audio_b, silent_b in it:
+        _, a = collect(model, audio_b, zn + pn, backend=backend)
+        _, s = collect(model, silent_b, zn, backend=backend)
+        pos = last_prompt_residual_index(model, audio_b)
+        layout = model.token_layout(audio_b)
+        B = pos.shape[0]
+        ar = torch.arange(B)
+        for l in range(L):
+            oa = _head_out(model, a[zn[l]][ar, pos.to(a[zn[l]].device)], l).double()
+            os_ = _head_out(model, s[zn[l]][ar, pos.to(s[zn[l]].device)], l).double()
+            dnorm[l] += (oa - os_).norm(dim=-1).sum(0).cpu()
+            sq[l] += oa.pow(2).sum(-1).sum(0).cpu()
+            keys = [layout.audio_key_index(l, e) for e in layout.audio]
+            keys = [k for k in keys if k is not None and k.shape[1]]
+            if keys:
+                kidx = torch.cat(keys, 1).to(a[pn[l]].device)  # [B, N]
+                p = a[pn[l]][ar, :, pos.to(a[pn[l]].device)]  # [B, H, K]
+                mass[l] += p.gather(2, kidx[:, None].expand(-1, H, -1)).double().sum((0, 2)).cpu()
+        n += B
+    delta, rms = dnorm / n, (sq / n).sqrt()
+    score = torch.where(delta == 0, torch.zeros_like(delta), delta / rms.clamp(min=1e-30))
+    rows = [(l, h, float(score[l, h]), float(delta[l, h]), float(rms[l, h]), float(mass[l, h] / n), 0, n)
+            for l in range(L) for h in range(H)]
+    df = pd.DataFrame(rows, columns=SCORE_COLUMNS).sort_values(["score", "layer", "head"], ascending=[False, True, True])
+    df["rank"] = np.arange(1, len(df) + 1)
+    return df.reset_index(drop=True)
+
+
+def top_heads(scores: pd.DataFrame, k: int) -> list[tuple[int, int]]:
+    """The k best-ranked (layer, head) pairs; a clear error when k is not in 1..number of heads."""
+    n = len(scores)
+    if not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= n:
+        raise AudioAnalysisError(f"k={k!r} heads requested but the model has {n} heads (layers x heads); pass "
+                                 f"--k between 1 and {n}")
+    top = scores.sort_values("rank").head(int(k))
+    return [(int(r.layer), int(r.head)) for r in top.itertuples()]
+
+
+def _text_positions(model, batch) -> torch.Tensor:
+    layout = model.token_layout(batch)
+    B, S = layout.attention_mask.shape
+    is_text = torch.zeros(B, S, dtype=torch.bool, device=layout.text_index.device)
+    is_text.scatter_(1, layout.text_index, layout.text_mask)
+    return is_text
+
+
+@torch.no_grad()
+def head_means(model, dataset, indices: Sequence[int] | None = None, *, backend: str = "transformer_lens",
+               batch_size: int = 8) -> torch.Tensor:
+    """[L, H, D] mean of each head's ``z`` over every real text position of the rows (with audio)."""
+    L = model.cfg.n_layers
+    names = [f"blocks.{l}.attn.hook_z" for l in range(L)]
+    idx = list(range(len(dataset))) if indices is None else list(indices)
+    total, count = None, 0
+    for i in range(0, len(idx), batch_size):
+        batch = dataset.collate_fn([dataset[j] for j in idx[i:i + batch_size]])
+        _, acts = collect(model, batch, names, backend=backend)
+        m = _text_positions(model, batch)
+        z = torch.stack([acts[n][m.to(acts[n].device)].double().sum(0) for n in names])  # [L, H, D]
+        total = z if total is None else total + z
+        count += int(m.sum())
+    return (total / count).to(model.dtype)
+
+
+def mean_ablation(model, batch, heads: Sequence[tuple[int, int]], means: torch.Tensor):
+    """Interventions replacing each (layer, head)'s z at the real text positions by ``means[layer, head]``."""
+    m = _text_positions(model, batch)
+    by_layer: dict[int, list[int]] = {}
+    for l, h in heads:
+        by_layer.setdefault(int(l), []).append(int(h))
+
+    def make(l, hs):
+        def fn(z):  # [B, S, H, D]
+            z = z.clone()
+            mask = m.to(z.device)[..., None]
+            for h in hs:
+                z[:, :, h] = torch.where(mask, means[l, h].to(z.device, z.dtype), z[:, :, h])
+            return z
+        return fn
+
+    return [(f"blocks.{l}.attn.hook_z", make(l, hs)) for l, hs in sorted(by_layer.items())]
+
+
+def option_correct(model, batch, logits: torch.Tensor, option_ids: list[dict[str, int] | None], right: list) -> list:
+    """Per row: whether the right option's first token has the largest logit among the options at the last
+    prompt position (NaN for rows without options)."""
+    from workbench.analysis.core import last_prompt_index
+
+    lp = last_prompt_index(batch).to(logits.device)
+    out = []
+    for b, (ids, r) in enumerate(zip(option_ids, right)):
+        if ids is None:
+            out.append(np.nan)
+            continue
+        opts = list(ids)
+        v = logits[b, lp[b], [ids[o] for o in opts]].double()
+        others = torch.cat([v[: opts.index(r)], v[opts.index(r) + 1:]])
+        out.append(float(bool(v[opts.index(r)] > others.max())))
+    return out
+
+
+def _row_metrics(model, dataset, indices, toks, make_ivs, backend, batch_size) -> pd.DataFrame:
+    rows = []
+    for i in range(0, len(indices), batch_size):
+        idx = indices[i:i + batch_size]
+        batch = dataset.collate_fn([dataset[j] for j in idx])
+        ivs = make_ivs(batch) if make_ivs else []
+        logits = run_with_interventions(model, batch, ivs, backend=backend) if ivs else model(batch)
+        lp = answer_logprob(model, batch, logits).double().cpu().tolist()
+        rights = []
+        for j in idx:
+            ans = str(dataset.rows[j]["answer"]).strip().lower()
+            rights.append(next((o for o in toks[j] if o.lower() == ans), None) if j in toks else None)
+        corr = option_correct(model, batch, logits, [toks.get(j) for j in idx], rights)
+        rows += [{"row": j, "logprob": a, "option_correct": c} for j, a, c in zip(idx, lp, corr)]
+    return pd.DataFrame(rows)
+
+
+def bootstrap_ci(values: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the mean of ``values`` (NaNs dropped) over bootstrap resamples of rows."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return (np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), (resamples, len(v)))].mean(1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+@torch.no_grad()
+def listening_ablation(model, dataset, scores: pd.DataFrame, k: int = 5, *, draws: int = 5, seed: int = 0,
+                       answer_options: dict | None = None, option_ids: dict | None = None,
+                       backend: str = "transformer_lens", batch_size: int = 8, resamples: int = 1000,
+                       progress: bool = False) -> pd.DataFrame:
+    """Mean-ablate the top-k listening heads vs k random heads (module docstring). One row per (condition,
+    metric): ``condition`` in top-k / random / top_minus_random, ``baseline``, ``ablated``, ``delta``, ``ci_low``,
+    ``ci_high``, ``draw_min``/``draw_max`` (random: range of the per-draw mean deltas), ``n``, ``heads``."""
+    require_audio(model, "the listening-head ablation")
+    top = top_heads(scores, k)
+    if draws < 1:
+        raise AudioAnalysisError(f"draws must be >= 1, got {draws}")
+    all_heads = [(int(r.layer), int(r.head)) for r in scores.itertuples()]
+    rng = np.random.default_rng(seed)
+    random_sets = [[all_heads[j] for j in sorted(rng.choice(len(all_heads), size=len(top), replace=False))]
+                   for _ in range(draws)]
+    indices = list(range(len(dataset)))
+    toks = {}
+    if answer_options:
+        try:
+            _, toks = closed_rows_with_options(dataset, answer_options, None, option_ids)
+        except AudioAnalysisError:
+            toks = {}
+    means = head_means(model, dataset, indices, backend=backend, batch_size=batch_size)
+    kw = dict(backend=backend, batch_size=batch_size)
+    sets = [("top-k", top)] + [(f"random-{d}", s) for d, s in enumerate(random_sets)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        sets = tqdm(sets, desc="listening ablation")
+    base = _row_metrics(model, dataset, indices, toks, None, **kw)
+    deltas = {}
+    for name, heads in sets:
+        m = _row_metrics(model, dataset, indices, toks, lambda b, heads=heads: mean_ablation(model, b, heads, means), **kw)
+        deltas[name] = m
+    out = []
+    for metric, col in (("answer_logprob", "logprob"), ("option_accuracy", "option_correct")):
+        b = base[col].to_numpy(float)
+        d_top = deltas["top-k"][col].to_numpy(float) - b
+        d_rand = np.stack([deltas[f"random-{d}"][col].to_numpy(float) - b for d in range(draws)])  # [draws, rows]
+        per_draw = np.nanmean(d_rand, 1) if np.isfinite(d_rand).any() else np.full(draws, np.nan)
+        d_rand_row = d_rand.mean(0)
+        n = int(np.isfinite(b).sum())
+        if n == 0:
+            continue
+        for cond, d, heads, extra in (
+                ("top-k", d_top, top, (np.nan, np.nan)),
+                ("random", d_rand_row, random_sets, (float(np.min(per_draw)), float(np.max(per_draw)))),
+                ("top_minus_random", d_top - d_rand_row, top, (np.nan, np.nan))):
+            lo, hi = bootstrap_ci(d, resamples, seed)
+            out.append({"condition": cond, "k": len(top), "metric": metric, "baseline": float(np.nanmean(b)),
+                        "ablated": float(np.nanmean(b + d)) if cond != "top_minus_random" else np.nan,
+                        "delta": float(np.nanmean(d)), "ci_low": lo, "ci_high": hi, "draw_min": extra[0],
+                        "draw_max": extra[1], "draws": draws if cond != "top-k" else 0, "n": n,
+                        "heads": (";".join(f"L{l}H{h}" for l, h in heads) if cond != "random"
+                                  else " | ".join(";".join(f"L{l}H{h}" for l, h in s) for s in heads))})
+    return pd.DataFrame(out)
+
+
+def listening_figure(scores: pd.DataFrame, title: str | None = None, top: int = 10):
+    """Left: listening score per layer x head (heatmap); right: score against attention mass on audio keys,
+    the top heads labelled."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.16,
+                        subplot_titles=("listening score per head", "score vs attention to audio"))
+    piv = scores.pivot_table(index="head", columns="layer", values="score")
+    fig.add_trace(go.Heatmap(z=piv.to_numpy(), x=piv.columns, y=piv.index, colorscale="Viridis",
+                             colorbar=dict(title=dict(text="score (ratio)", side="right"), x=0.42)), row=1, col=1)
+    best = scores.sort_values("rank").head(top)
+    rest = scores.sort_values("rank").iloc[top:]
+    fig.add_trace(go.Scatter(x=rest["audio_mass"], y=rest["score"], mode="markers", name="other heads",
+                             marker=dict(color="#bbb", size=5)), row=1, col=2)
+    fig.add_trace(go.Scatter(x=best["audio_mass"], y=best["score"], mode="markers+text", name=f"top {top}",
+                             text=[f"L{r.layer}H{r.head}" for r in best.itertuples()], textposition="top center",
+                             marker=dict(color="#d62728", size=8)), row=1, col=2)
+    fig.update_xaxes(title_text="layer (index)", row=1, col=1)
+    fig.update_yaxes(title_text="head (index)", row=1, col=1)
+    fig.update_xaxes(title_text="attention on audio keys (fraction of softmax)", row=1, col=2)
+    fig.update_yaxes(title_text="listening score (ratio)", row=1, col=2)
+    n = int(scores["n"].max()) if len(scores) else 0
+    fig.update_layout(title=title or "Listening heads: how much each head's output changes when the audio is "
+                                     "replaced by silence", template="plotly_white", height=520, width=1000)
+    return add_caption(fig, f"Listening score = mean over {n} rows of ||head output with audio − with silence of the "
+                            "same length|| at the last prompt position, divided by the RMS of the head's output "
+                            "with audio (0 = the head ignores the audio). Right: the same score against the head's "
+                            "attention weight on all audio keys at that position.")
+
+
+def listening_ablation_figure(table: pd.DataFrame, title: str | None = None):
+    """Bars: change of answer log-probability and option accuracy when the top-k heads vs k random heads are
+    mean-ablated, 95% bootstrap intervals."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("answer log-probability", "option accuracy"))
+    for col, metric, scale in ((1, "answer_logprob", 1.0), (2, "option_accuracy", 100.0)):
+        t = table[table["metric"] == metric]
+        if not len(t):
+            continue
+        fig.add_trace(go.Bar(x=t["condition"], y=t["delta"] * scale, showlegend=False,
+                             error_y=dict(type="data", symmetric=False, array=(t["ci_high"] - t["delta"]).fillna(0) * scale,
+                                          arrayminus=(t["delta"] - t["ci_low"]).fillna(0) * scale)), row=1, col=col)
+        fig.update_xaxes(title_text="heads ablated (condition)", row=1, col=col)
+    fig.update_yaxes(title_text="Δ log p(answer) (nats)", row=1, col=1)
+    fig.update_yaxes(title_text="Δ option accuracy (percentage points)", row=1, col=2)
+    k = int(table["k"].max()) if len(table) else 0
+    n = int(table["n"].max()) if len(table) else 0
+    draws = int(table["draws"].max()) if len(table) else 0
+    fig.update_layout(title=title or f"Mean-ablating the top {k} listening heads vs {k} random heads",
+                      template="plotly_white", height=480)
+    return add_caption(fig, f"Ablated minus unablated on the same {n} rows (heads' z replaced by their mean over text "
+                            f"positions); random: mean over {draws} draws of {k} heads; top_minus_random: paired "
+                            "difference. Error bars: 95% bootstrap intervals over rows.")
