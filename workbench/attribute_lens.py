@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from workbench.analysis.cli import fail
 from workbench.analysis.core import BACKENDS
 
 DEFAULT_OUT = Path("results/analyses")
@@ -46,10 +47,11 @@ def analysis_parser(prog: str, doc: str, n: int = 48) -> argparse.ArgumentParser
 
 
 def cli_errors() -> tuple[type[Exception], ...]:
-    """The errors these CLIs turn into ``error: ...`` and exit status 2 (bad input, missing files)."""
-    from workbench.analysis.audio_conditions import AudioAnalysisError
+    """The errors these CLIs turn into ``error: ...`` and exit status 2: :data:`workbench.analysis.cli.BAD_INPUT`
+    (AudioAnalysisError is a ValueError)."""
+    from workbench.analysis.cli import BAD_INPUT
 
-    return (AudioAnalysisError, FileNotFoundError, KeyError, ValueError, IndexError)
+    return BAD_INPUT
 
 
 def variant_first(frames):
@@ -89,8 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             summaries.append(summarize_lens(df).assign(variant=variant))
             del model
     except cli_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(str(e))
     summary = variant_first(summaries)
     items = variant_first(d.assign(variant=v) for v, d in frames.items())
     title = "Attribute lens: when does each variant resolve the attribute?" + (f" ({a.attribute})" if a.attribute else "")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from workbench.analysis.cli import fail
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     from workbench.analysis.core import load_for_analysis, write_outputs
@@ -49,8 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(t[["condition", "metric", "delta", "ci_low", "ci_high", "n"]].to_string(index=False))
             del model
     except cli_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(str(e))
     w1 = write_outputs(variant_first(scores), None, a.out_dir, "listening_heads")
     w2 = write_outputs(variant_first(tables), None, a.out_dir, "listening_ablation")
     print(f"wrote {w1['csv']}, {w2['csv']} and the figures in {a.out_dir}")

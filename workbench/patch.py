@@ -22,6 +22,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from workbench.analysis.cli import BAD_INPUT, fail
 from workbench.analysis.core import cli_common, default_out_dir, load_for_analysis, write_outputs
 
 
@@ -67,9 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         items = patch_dataset(model, ds, pairs, sites, a.encoder, layers, a.backend, a.batch_size, progress=True,
                               group=a.group)
         summary = summarize_patching(items)
-    except (PatchingError, FileNotFoundError, KeyError, ValueError, IndexError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except BAD_INPUT as e:
+        return fail(str(e))
     name = "patching" + (f"_{a.attribute}" if a.attribute else "")
     title = f"Activation patching ({len(pairs)} pairs" + (f", attribute {a.attribute}" if a.attribute else "") + ")"
     out_dir = default_out_dir(a)

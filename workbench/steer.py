@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from workbench.analysis.cli import fail
+
 TEST_DATA = Path("data/synth-tiny/test")
 
 
@@ -55,8 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(g[["variant", "mode", "metric", "alpha", "gain", "ci_low", "ci_high", "n"]].to_string(index=False))
             del model
     except cli_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(str(e))
     table = variant_first(tables)
     out = write_outputs(table, steering_figure(table), a.out_dir, "steering", png=not a.no_png)
     print("wrote " + ", ".join(str(v) for v in out.values()))

@@ -46,3 +46,12 @@ def test_runner_unwraps_key_errors_and_keeps_bugs_loud(capsys):
 
     with pytest.raises(RuntimeError):
         run_cli(bug)
+
+
+@pytest.mark.parametrize("name", ["attribute_lens", "listening_heads", "steer"])
+def test_audio_analysis_clis_report_a_missing_checkpoint(name, tmp_path, capsys):
+    missing = tmp_path / "gone" / "final"
+    main = importlib.import_module(f"workbench.{name}").main
+    assert main(["--checkpoint", str(missing), "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(missing) in err

@@ -292,11 +292,12 @@ def _ld_at_last(logits: torch.Tensor, c: torch.Tensor, w: torch.Tensor) -> torch
 
 
 def _last_logit_diff(model, batch, ivs, backend, clean_ids, corrupt_ids, g):
-    """[g * B] LD of ``batch`` (g stacked copies) under ``ivs``. TransformerLens backend: only the last prompt
-    position is unembedded (``logits_at``); nnsight: the full logits."""
+    """[g * B] LD of ``batch`` (g stacked copies) under ``ivs``. Stacked copies (g > 1, TransformerLens backend)
+    unembed only the last prompt position (``logits_at``); one run per site (g = 1, the default) unembeds every
+    position as the analyses always have, so its numbers are bit for bit those of earlier versions."""
     B = batch["input_ids"].shape[0] // g
     c, w = _rep_ids(clean_ids, B, g), _rep_ids(corrupt_ids, B, g)
-    if backend != "transformer_lens":
+    if backend != "transformer_lens" or g == 1:
         logits = run_with_interventions(model, batch, ivs, backend=backend)
         return answer_logit_diff(logits, batch, c, w)
     logits = model.run_with_hooks(batch, fwd_hooks=[(n, (lambda f: (lambda t, hook: f(t)))(f)) for n, f in ivs],
@@ -319,8 +320,8 @@ def patch_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrup
     group: patched runs done in one forward, on ``group`` stacked copies of the corrupted batch (each copy
     patched at its own site; items never interact, so the numbers are those of one run per site up to float
     rounding of the larger matmuls): fewer, larger forwards, for accelerators (on a 2-core CPU the forward is
-    compute-bound and group 4 took as long as group 1). Either way only the last prompt position is unembedded
-    (``logits_at``): the 49k-token unembedding of every position was about a sixth of each patched forward."""
+    compute-bound and group 4 took as long as group 1), which unembed only the last prompt position. group 1 (the
+    default) runs one forward per site with every position unembedded, bit for bit as earlier versions did."""
     if int(group) < 1:
         raise PatchingError(f"group must be >= 1 (patched runs per forward), got {group!r}")
     sites, encs = resolve_sites(model, sites, encoders)
@@ -329,14 +330,18 @@ def patch_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrup
     specs = _patch_specs(model, layout, sites, encs, layers)
     names = sorted({name for *_, hooks in specs for name, _ in hooks})
     B = clean_batch["input_ids"].shape[0]
-    if backend == "transformer_lens":  # the clean and corrupted runs unembed exactly as the patched runs do
+    stacked = backend == "transformer_lens" and int(group) > 1
+    if stacked:  # the clean and corrupted runs unembed exactly as the stacked patched runs do
         logits, cache = model.run_with_cache(clean_batch, names_filter=names, logits_at=_last_prompt_mask(clean_batch))
         clean_acts = {n: cache[n] for n in names}
         ld_clean = _ld_at_last(logits, _rep_ids(clean_ids, B, 1), _rep_ids(corrupt_ids, B, 1)).double().cpu()
+        corrupt_logits = model.run_with_hooks(corrupt_batch, logits_at=_last_prompt_mask(corrupt_batch))
+        ld_corr = _ld_at_last(corrupt_logits, _rep_ids(clean_ids, B, 1), _rep_ids(corrupt_ids, B, 1)).double().cpu()
     else:
         clean_logits, clean_acts = collect(model, clean_batch, names, backend=backend)
         ld_clean = answer_logit_diff(clean_logits, clean_batch, clean_ids, corrupt_ids).double().cpu()
-    ld_corr = _last_logit_diff(model, corrupt_batch, [], backend, clean_ids, corrupt_ids, 1).double().cpu()
+        corrupt_logits, _ = collect(model, corrupt_batch, [], backend=backend)
+        ld_corr = answer_logit_diff(corrupt_logits, corrupt_batch, clean_ids, corrupt_ids).double().cpu()
     rows = []
     if bar is not None and not bar.total:
         bar.total = n_batches * len(specs)
