@@ -64,13 +64,13 @@ def _time_steps(step, reps: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in parts.items()}
 
 
-def _ours(model, batch, share_prefix: bool):
-    params = [p for p in model.parameters() if p.requires_grad]
+def _timed_step(loss_fn, params):
+    """A training step of ``loss_fn()`` with AdamW on ``params``, returning the time of each part."""
     opt = torch.optim.AdamW(params, lr=1e-6)
 
     def step():
         t0 = time.perf_counter()
-        loss = model.loss(batch, share_prefix=share_prefix)
+        loss = loss_fn()
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
@@ -79,6 +79,11 @@ def _ours(model, batch, share_prefix: bool):
         return {"forward": t1 - t0, "backward": t2 - t1, "optimizer": time.perf_counter() - t2}
 
     return step
+
+
+def _ours(model, batch, share_prefix: bool):
+    return _timed_step(lambda: model.loss(batch, share_prefix=share_prefix),
+                       [p for p in model.parameters() if p.requires_grad])
 
 
 def _hf(model, batch, stage, lora_cfg):
@@ -105,23 +110,14 @@ def _hf(model, batch, stage, lora_cfg):
         params = [p for p in hf.parameters() if p.requires_grad]
     embeds.requires_grad_(True)
     params.append(embeds)
-    opt = torch.optim.AdamW(params, lr=1e-6)
     base = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
     mask = layout.attention_mask.long()
 
-    def step():
-        t0 = time.perf_counter()
+    def loss_fn():
         hidden = base.model(inputs_embeds=embeds, attention_mask=mask, position_ids=layout.position_ids).last_hidden_state
-        logits = base.lm_head(hidden[labels_at])
-        loss = torch.nn.functional.cross_entropy(logits, targets)
-        t1 = time.perf_counter()
-        loss.backward()
-        t2 = time.perf_counter()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return {"forward": t1 - t0, "backward": t2 - t1, "optimizer": time.perf_counter() - t2}
+        return torch.nn.functional.cross_entropy(base.lm_head(hidden[labels_at]), targets)
 
-    return step
+    return _timed_step(loss_fn, params)
 
 
 def run(variants, reps: int) -> list[dict]:

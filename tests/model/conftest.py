@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tests.model.tiny_models import make_tiny, tiny_hf_configs
-from workbench.model.llm import load_hf_model, load_llm
+from tests.model.tiny_models import make_tiny, tiny_hf_configs, tiny_llama_checkpoint
+from workbench.model.llm import load_hf_model, load_llm, load_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +21,14 @@ def hf_smollm2():
 @pytest.fixture(params=list(tiny_hf_configs()))
 def tiny_pair(request):
     return (request.param, *make_tiny(request.param))
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory):
+    """(folder, transformers model) of a 2-layer random Llama checkpoint (`tiny_models.tiny_llama_checkpoint`)."""
+    return tiny_llama_checkpoint(tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer("smollm2")

@@ -7,19 +7,10 @@ import math
 import pytest
 import torch
 
-from tests.model.tiny_models import D_MEL, build, enc_spec, make_batch, tiny_llama_checkpoint
-from workbench.model.llm import load_tokenizer
+from tests.model.tiny_models import D_MEL, build, enc_spec, make_batch
 from workbench.model.pal import CheckpointMismatchError, PALModel
 from workbench.model.pal_config import ConfigError, PALConfig
 
-@pytest.fixture(scope="module")
-def tiny_llama_dir(tmp_path_factory):
-    return tiny_llama_checkpoint(tmp_path_factory.mktemp("tiny_llama"))
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("smollm2")
 
 
 VARIANTS = {

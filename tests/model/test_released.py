@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tests.model.released_tiny import KINDS, build_released, shared_released
+from tests.model.released_tiny import KINDS, shared_released
 from tests.model.test_pal import _reference_lal_forward
 from workbench.model.pal import PALModel
 from workbench.model.pal_config import ConfigError

@@ -6,20 +6,11 @@ import pytest
 import torch
 
 from tests.model.test_pal import VARIANTS
-from tests.model.tiny_models import D_MEL, build, make_batch, tiny_llama_checkpoint
+from tests.model.tiny_models import D_MEL, build, make_batch
 from workbench.model.kv_cache import KVCache
-from workbench.model.llm import load_tokenizer
 from workbench.model.shared_prefix import forward_shared_prefix, pads_after_prefix, shared_prefix_len
 
 
-@pytest.fixture(scope="module")
-def tiny_llama_dir(tmp_path_factory):
-    return tiny_llama_checkpoint(tmp_path_factory.mktemp("tiny_llama"))
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("smollm2")
 
 
 def _dims(variant):
