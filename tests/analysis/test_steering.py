@@ -3,7 +3,6 @@ the protocol chooses alpha on validation and reports a paired test gain; bad alp
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
