@@ -99,7 +99,6 @@ def audio_means(model, dataset_or_batches, layers: Sequence[int], encoders: Sequ
     its = batches(dataset_or_batches, batch_size) if hasattr(dataset_or_batches, "collate_fn") else dataset_or_batches
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, torch.Tensor] = {}
-    specs = {s.name: s for s in model.pal_cfg.encoders}
     for batch in its:
         layout = model.token_layout(batch)
         names, wants = [], []
@@ -108,7 +107,7 @@ def audio_means(model, dataset_or_batches, layers: Sequence[int], encoders: Sequ
                 a = layout.audio[e]
                 if l < a.layer or a.n_tokens == 0:
                     continue
-                if specs[e].integration.mode == "lal":
+                if a.mode == "lal":
                     for h in ("hook_audio_k", "hook_audio_v"):
                         names.append(f"blocks.{l}.attn.{h}")
                         wants.append((f"blocks.{l}.attn.{h}", l, e, h))
@@ -125,8 +124,7 @@ def audio_means(model, dataset_or_batches, layers: Sequence[int], encoders: Sequ
                 idx = a.residual_index.to(act.device)
                 x = act.gather(1, idx[..., None].expand(-1, -1, act.shape[-1]))  # [B, N, M]
             else:
-                off = int(layout.audio_key_index(l, e)[0, 0])
-                x = act[:, off:off + a.n_tokens]  # [B, N, G, D]
+                x = act[:, layout.audio_key_slice(l, e)]  # [B, N, G, D]
             w = a.mask.to(x.dtype).view(*a.mask.shape, *([1] * (x.ndim - 2)))
             key = _mean_key(h, l, e)
             s = (x.double() * w.double()).sum(0)
@@ -152,9 +150,7 @@ def ablation_interventions(model, batch, layers: Sequence[int], mode: str = "blo
     layout = model.token_layout(batch)
     S = layout.seq_len
     dev = model.device
-    specs = {s.name: s for s in model.pal_cfg.encoders}
-    text_q = torch.zeros(layout.text_index.shape[0], S, dtype=torch.bool, device=dev)
-    text_q.scatter_(1, layout.text_index.to(dev), True)
+    text_q = layout.text_positions(dev)
     out: list[Intervention] = []
     for l in sorted(set(int(x) for x in layers)):
         visible = [e for e in encs if l >= layout.audio[e].layer and layout.audio[e].n_tokens > 0]
@@ -166,14 +162,14 @@ def ablation_interventions(model, batch, layers: Sequence[int], mode: str = "blo
             continue
         for e in visible:
             a = layout.audio[e]
-            lal = specs[e].integration.mode == "lal"
+            lal = a.mode == "lal"
             if mode == "ffn":
                 out.append((f"blocks.{l}.hook_mlp_out", _resid_fn(a.residual_index.to(dev), S, None)))
             elif lal:
-                off = int(layout.audio_key_index(l, e)[0, 0])
+                keys = layout.audio_key_slice(l, e)
                 for h in ("hook_audio_k", "hook_audio_v"):
                     value = None if mode == "zero" else _need_mean(means, h, l, e)
-                    out.append((f"blocks.{l}.attn.{h}", _slice_fn(off, a.n_tokens, value)))
+                    out.append((f"blocks.{l}.attn.{h}", _slice_fn(keys.start, a.n_tokens, value)))
             else:
                 value = None if mode == "zero" else _need_mean(means, "hook_resid_pre", l, e)
                 out.append((f"blocks.{l}.hook_resid_pre", _resid_fn(a.residual_index.to(dev), S, value)))

@@ -51,7 +51,6 @@ ITEM_COLUMNS = ["site", "layer", "head", "encoder", "pair", "clean_ld", "corrupt
 
 def _site_names(model, layout, sites, encs, layers):
     """[(site, layer, head, encoder, [(hook name, how)])] with how in {"z:h", "slice:off:n", "resid", "all"}."""
-    specs = {s.name: s for s in model.pal_cfg.encoders}
     layers = list(range(model.cfg.n_layers)) if layers is None else [model.check_layer(int(l)) for l in layers]
     out = []
     for site in sites:
@@ -67,14 +66,15 @@ def _site_names(model, layout, sites, encs, layers):
             want = "lal" if site == "audio_kv" else "plits"
             for e in encs:
                 a = layout.audio[e]
-                if specs[e].integration.mode != want or a.n_tokens == 0:
+                if a.mode != want or a.n_tokens == 0:
                     continue
                 for l in layers:
                     if l < a.layer:
                         continue
                     if site == "audio_kv":
-                        off = int(layout.audio_key_index(l, e)[0, 0])
-                        hooks = [(f"blocks.{l}.attn.{h}", ("slice", off, a.n_tokens)) for h in ("hook_audio_k", "hook_audio_v")]
+                        keys = layout.audio_key_slice(l, e)
+                        hooks = [(f"blocks.{l}.attn.{h}", ("slice", keys.start, a.n_tokens))
+                                 for h in ("hook_audio_k", "hook_audio_v")]
                     else:
                         hooks = [(f"blocks.{l}.hook_resid_pre", ("resid",))]
                     out.append((site, l, -1, e, hooks))
@@ -154,9 +154,7 @@ def atp_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrupt_
     for n in order:
         if grads[n] is None:
             grads[n] = torch.zeros_like(deltas[n])
-    S = layout.seq_len
-    text_q = torch.zeros(layout.text_index.shape[0], S, dtype=torch.bool, device=layout.text_index.device)
-    text_q.scatter_(1, layout.text_index, True)
+    text_q = layout.text_positions()
     rows = []
     for site, layer, head, enc, hooks in specs:
         plain = sum(_dot(how, clean_acts[n] - corr_acts[n], grads[n], text_q, layout, enc) for n, how in hooks)

@@ -156,7 +156,6 @@ def _check_same_prompt(model, clean, corrupt):
 
 def _patch_specs(model, layout, sites, encs, layers):
     """[(site, layer, head, encoder, [(hook name, fn(clean) -> fn(act))])]."""
-    specs = {s.name: s for s in model.pal_cfg.encoders}
     n = model.cfg.n_layers
     layers = list(range(n)) if layers is None else [int(l) for l in layers]
     for l in layers:
@@ -178,15 +177,16 @@ def _patch_specs(model, layout, sites, encs, layers):
             want = "lal" if site == "audio_kv" else "plits"
             for e in encs:
                 a = layout.audio[e]
-                if specs[e].integration.mode != want or a.n_tokens == 0:
+                if a.mode != want or a.n_tokens == 0:
                     continue
                 per_layer = []
                 for l in layers:
                     if l < a.layer:
                         continue
                     if site == "audio_kv":
-                        off = int(layout.audio_key_index(l, e)[0, 0])
-                        hooks = [(f"blocks.{l}.attn.{h}", _slice_patch(off, a.n_tokens)) for h in ("hook_audio_k", "hook_audio_v")]
+                        keys = layout.audio_key_slice(l, e)
+                        hooks = [(f"blocks.{l}.attn.{h}", _slice_patch(keys.start, a.n_tokens))
+                                 for h in ("hook_audio_k", "hook_audio_v")]
                     else:
                         hooks = [(f"blocks.{l}.hook_resid_pre", _resid_patch(a.residual_index.to(dev), S))]
                     per_layer += hooks
@@ -194,8 +194,7 @@ def _patch_specs(model, layout, sites, encs, layers):
                 if per_layer:
                     out.append((site, -1, -1, e, per_layer))
         elif site == "head_out":
-            text_q = torch.zeros(layout.text_index.shape[0], S, dtype=torch.bool, device=dev)
-            text_q.scatter_(1, layout.text_index.to(dev), True)
+            text_q = layout.text_positions(dev)
             for l in layers:
                 for h in range(model.cfg.n_heads):
                     out.append((site, l, h, "all", [(f"blocks.{l}.attn.hook_z", _head_patch(h, text_q))]))

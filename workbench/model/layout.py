@@ -68,6 +68,27 @@ class TokenLayout:
             return idx[None].expand(B, -1)
         return a.residual_index + self.n_extra_keys(layer)
 
+    def audio_key_slice(self, layer: int, name: str) -> slice:
+        """Encoder ``name``'s keys on the key axis of ``layer`` as a slice, for a LAL encoder (the same for every row:
+        LAL keys come first, in config order); ``act[:, layout.audio_key_slice(l, e)]`` selects them from
+        ``blocks.{l}.attn.hook_audio_k/v`` [B, N_all, G, D]. Raises ValueError for PLITS encoders (their keys sit
+        at per-row residual positions: use :meth:`audio_key_index`) and where the encoder is not visible yet."""
+        a = self.audio[name]
+        if a.mode != "lal":
+            raise ValueError(f"encoder {name!r} is integrated by PLITS: its keys are residual positions "
+                             "(audio_key_index gives them per row)")
+        if layer < a.layer:
+            raise ValueError(f"encoder {name!r} enters at layer {a.layer}: no audio keys at layer {layer}")
+        off = int(self.audio_key_index(layer, name)[0, 0]) if a.n_tokens else 0
+        return slice(off, off + a.n_tokens)
+
+    def text_positions(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """[B, S] bool in the residual layout: True at every text slot (padding slots included, as in
+        ``text_index``), False at PLITS audio slots. The query rows an audio intervention may touch."""
+        dev = self.text_index.device if device is None else device
+        out = torch.zeros(self.text_index.shape[0], self.seq_len, dtype=torch.bool, device=dev)
+        return out.scatter_(1, self.text_index.to(dev), True)
+
     def text_key_index(self, layer: int) -> torch.Tensor:
         """[B, Lt] indices of the text tokens on the key axis of layer ``layer``."""
         return self.text_index + self.n_extra_keys(layer)
