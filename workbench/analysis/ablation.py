@@ -35,7 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.analysis.core import answer_logprob, batches, prompt_item, run_with_interventions
+from workbench.analysis.core import (answer_logprob, batches, block_audio_interventions, prompt_item,
+                                     run_with_interventions)
 from workbench.analysis.figures import add_caption
 
 __all__ = ["MODES", "SPANS", "AblationError", "conditions_figure", "ablation_interventions", "audio_means", "item_metrics", "ablate",
@@ -150,15 +151,12 @@ def ablation_interventions(model, batch, layers: Sequence[int], mode: str = "blo
     layout = model.token_layout(batch)
     S = layout.seq_len
     dev = model.device
-    text_q = layout.text_positions(dev)
+    if mode == "block":  # the workbench's one block-the-audio intervention
+        return block_audio_interventions(model, batch, encs, layers)
     out: list[Intervention] = []
     for l in sorted(set(int(x) for x in layers)):
         visible = [e for e in encs if l >= layout.audio[e].layer and layout.audio[e].n_tokens > 0]
         if not visible:
-            continue
-        if mode == "block":
-            kidx = torch.cat([layout.audio_key_index(l, e).to(dev) for e in visible], 1)  # [B, n]
-            out.append((f"blocks.{l}.attn.hook_attn_scores", _block_fn(kidx, text_q, S)))
             continue
         for e in visible:
             a = layout.audio[e]
@@ -181,15 +179,6 @@ def _need_mean(means, h, l, e):
     if key not in means:
         raise AblationError(f"no mean for {h} of encoder {e!r} at layer {l}: compute audio_means over these layers")
     return means[key]
-
-
-def _block_fn(kidx: torch.Tensor, text_q: torch.Tensor, S: int):
-    def fn(scores: torch.Tensor) -> torch.Tensor:  # [B, H, Lq, K]
-        B, _, Lq, K = scores.shape
-        kmask = torch.zeros(B, K, dtype=torch.bool, device=scores.device).scatter(1, kidx.to(scores.device), True)
-        q = text_q.to(scores.device) if Lq == S else torch.ones(B, Lq, dtype=torch.bool, device=scores.device)
-        return scores.masked_fill(q[:, None, :, None] & kmask[:, None, None, :], torch.finfo(scores.dtype).min)
-    return fn
 
 
 def _slice_fn(off: int, n: int, value: torch.Tensor | None):

@@ -155,29 +155,33 @@ def run_with_interventions(model, batch, interventions: list[Intervention], back
     return _nnsight_collect(model, batch, names, set(), fns)[0]
 
 
-def block_audio_interventions(model, batch, encoders: Sequence[str] | None = None) -> list[Intervention]:
-    """Interventions that cut the audio out of the text's view: at every layer where an encoder's tokens are
-    keys, their attention scores are set to the mask value (``finfo.min``), so no query reads them (pattern
-    exactly 0 there). The text then runs as the bare LLM with the same position ids. PLITS audio tokens still
-    flow through the residual stream, but nothing reads them. ``encoders``: which ones (default all)."""
+def block_audio_interventions(model, batch, encoders: Sequence[str] | None = None,
+                              layers: Sequence[int] | None = None) -> list[Intervention]:
+    """The one "block the audio" intervention of the workbench (logit lens, attribute lens, ablation ``block``):
+    at each of ``layers`` (default every layer) where ``encoders``' tokens (default all) are keys, text queries'
+    attention scores on them are set to the mask value (``finfo.min``), so no text query reads them (pattern exactly
+    0 there). With every layer blocked the text runs as the bare LLM with the same position ids; PLITS audio tokens
+    still flow through the residual stream, but no text reads them. Also works during cached generation (a decoding
+    step's single query is text)."""
     layout = model.token_layout(batch)
     names = model.check_encoders(encoders)
+    text_q = layout.text_positions()
     out: list[Intervention] = []
-    for layer in range(model.cfg.n_layers):
+    for layer in (range(model.cfg.n_layers) if layers is None else sorted({int(x) for x in layers})):
         idx = [layout.audio_key_index(layer, n) for n in names]
         idx = [i for i in idx if i is not None and i.shape[1]]
-        if not idx:
-            continue
-        keys = torch.cat(idx, 1)  # [B, N]
-        B, S = layout.attention_mask.shape
-        K = S + layout.n_extra_keys(layer)
-        cut = torch.zeros(B, S, K, dtype=torch.bool, device=keys.device)
-        is_text = torch.zeros(B, S, dtype=torch.bool, device=keys.device).scatter(1, layout.text_index, True)
-        cut.scatter_(2, keys[:, None, :].expand(B, S, -1), True)
-        cut &= is_text[:, :, None]  # text queries only (audio queries keep their own view)
-
-        def block(scores, cut=cut):
-            return scores.masked_fill(cut.to(scores.device)[:, None], torch.finfo(scores.dtype).min)
-
-        out.append((f"blocks.{layer}.attn.hook_attn_scores", block))
+        if idx:
+            out.append((f"blocks.{layer}.attn.hook_attn_scores", block_scores_fn(torch.cat(idx, 1), text_q,
+                                                                                 layout.seq_len)))
     return out
+
+
+def block_scores_fn(kidx: torch.Tensor, text_q: torch.Tensor, S: int):
+    """scores [B, H, Lq, K] -> the same with text queries' scores on keys ``kidx`` [B, n] at the mask value.
+    ``text_q`` [B, S]: which residual positions are text; a call with Lq != S (a decoding step) blocks every query."""
+    def fn(scores: torch.Tensor) -> torch.Tensor:
+        B, _, Lq, K = scores.shape
+        kmask = torch.zeros(B, K, dtype=torch.bool, device=scores.device).scatter(1, kidx.to(scores.device), True)
+        q = text_q.to(scores.device) if Lq == S else torch.ones(B, Lq, dtype=torch.bool, device=scores.device)
+        return scores.masked_fill(q[:, None, :, None] & kmask[:, None, None, :], torch.finfo(scores.dtype).min)
+    return fn
