@@ -149,8 +149,7 @@ def _run_job(job: Job, threads: int) -> tuple[Job, str, float]:
         _copy_run(src, job.out, job.splits)
         if not job.missing_evals():
             return job, f"reused {src}", time.time() - t0
-        if not (job.out / "final").exists() and (src / "final" / "config.json").is_file():
-            job = Job(job.name, job.config, job.preset, job.seed, job.out, job.splits)  # evaluate src's weights
+        if not (job.out / "final").exists() and (src / "final" / "config.json").is_file():  # evaluate src's weights
             cmds = [[sys.executable, "-m", "workbench.evaluate", "--checkpoint", str(src / "final"), "--data",
                      str(TEST_SPLITS[s][0]), "--out", str(eval_answers(job.out, s)), "--no-progress"]
                     for s in job.missing_evals()]
