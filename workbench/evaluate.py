@@ -74,13 +74,12 @@ def load_answer_options(data_dir: str | os.PathLike) -> dict[str, list[str]]:
 
 
 def answer_length_order(dataset, n: int) -> list[int]:
-    """Row indices 0..n-1 with the closed (short-answer) rows first, each group by prompt length: greedy decoding
+    """Row indices 0..n-1 with the closed (short-answer) rows first, each group by question length: greedy decoding
     stops when every row of a batch has ended, so batches of one-word answers end after a few tokens instead of
-    waiting for a caption in the same batch."""
-    keys = []
-    for i in range(n):
-        item = dataset[i]
-        keys.append((not bool(item["row"].get("closed", False)), int(item["input_ids"].shape[0]), i))
+    waiting for a caption in the same batch. Reads only the task rows (``dataset.rows``), no audio or tokens."""
+    rows = getattr(dataset, "rows", None)
+    row = (lambda i: rows[i]) if rows is not None else (lambda i: dataset[i]["row"])
+    keys = [(not bool(row(i).get("closed", False)), len(str(row(i).get("question", ""))), i) for i in range(n)]
     return [i for *_, i in sorted(keys)]
 
 
