@@ -1,6 +1,6 @@
 """Cost of collecting probe activations vs a plain forward, and memory as N grows (streaming to disk).
 
-Model: the SmolLM2-135M PALModel of configs/pal.yaml preset ``tiny`` (whisper + general + mel, LAL from layer
+Model: the SmolLM2-135M PALModel of configs/pal.yaml preset ``tiny`` (whisper + yamnet + mel, LAL from layer
 8), built fresh (untrained connectors/adapters: timing only), fed random encoder tokens (token mode, no encoder
 runs) and the fixed probe prompt. Sites: those of probes/category.yaml (every encoder and connector output,
 ``blocks.{l}.hook_resid_post`` at last_prompt and slot_after for all 30 layers, audio K and V of every LAL
@@ -30,7 +30,7 @@ from workbench.analysis.probes import collect_activations, load_suite, prepare_c
 from workbench.data.dataset import build_prompt, collate
 
 REPO = Path(__file__).resolve().parents[1]
-FRAMES = {"whisper": 50, "general": 10, "mel": 100}  # frames per clip (about 1 s of audio)
+FRAMES = {"whisper": 50, "yamnet": 10, "mel": 100}  # frames per clip (about 1 s of audio)
 
 
 class RandomTokenClips:

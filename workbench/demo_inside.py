@@ -90,7 +90,7 @@ class InsideTheModel:
 
         model, ds = self.model("pal"), self.dataset("pal", self.sizes.rows)
         # from the first layer where audio enters (blocking before it is the same as blocking from it)
-        first = min(e.integration.layer for e in model.pal_cfg.encoders)
+        first = min(layer for _, layer in model.integration.values())
         layers = list(range(first, model.cfg.n_layers, self.sizes.sweep_stride))
         table = ablation_sweep(model, ds, "block", span="from", layers=layers, batch_size=self.batch_size,
                                accuracy=False, progress=True)

@@ -200,23 +200,20 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
         model = PALModel.from_pretrained(ckpt)
     if hasattr(model, "eval"):
         model.eval()
-    names = list(getattr(model, "encoder_names", None) or [])
-    ds_kw: dict = {"tasks": list(tasks) if tasks else None, "with_answer": False}
-    if getattr(model, "is_released", False):  # a released audio-LLM: waveforms, its own chat template
-        names = []
-    else:
-        ds_kw["slot"] = getattr(getattr(model, "pal_cfg", None), "insertion", "after_system")
-    if names:
-        cache = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
-        from workbench.encoders import encoders_for
-        from workbench.encoders.cache import encode_dataset
+    tasks = list(tasks) if tasks else None
+    if hasattr(model, "task_dataset"):  # a PALModel (token cache) or a released audio-LLM (waveforms)
+        ds = model.task_dataset(data, tasks=tasks, with_answer=False, cache_dir=cache_dir, progress=progress)
+    else:  # any model with a tokenizer, encoder_names and generate_answers(batch, max_new_tokens)
+        names = list(getattr(model, "encoder_names", None) or [])
+        ds_kw: dict = {"tasks": tasks, "with_answer": False}
+        if names:
+            from workbench.encoders import encoders_for
+            from workbench.encoders.cache import encode_dataset
 
-        specs = getattr(getattr(model, "pal_cfg", None), "encoders", None)
-        built = encoders_for(specs or names)  # the checkpoint's own options
-        encode_dataset(data, built, cache, progress=progress)
-        ds_kw.update(encoders=names, cache_dir=cache)
-    ds = (model.task_dataset(data, **ds_kw) if getattr(model, "is_released", False)
-          else AudioTaskDataset(data, model.tokenizer, **ds_kw))
+            cache = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+            encode_dataset(data, encoders_for(names), cache, progress=progress)
+            ds_kw.update(encoders=names, cache_dir=cache)
+        ds = AudioTaskDataset(data, model.tokenizer, **ds_kw)
 
     import inspect
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["stable_seed", "resample_indices", "percentile_ci", "bootstrap_weights", "TwoLevel",
+__all__ = ["stable_seed", "resample_indices", "percentile_ci", "bootstrap_ci", "bootstrap_weights", "TwoLevel",
            "two_level_interval", "decide_contrast", "decide_claim", "VERDICT_RULE"]
 
 VERDICT_RULE = ("agree only when the seed-aware 95% interval of every contrast of the claim lies above 0 and the "
@@ -58,6 +58,19 @@ def percentile_ci(stats: np.ndarray, level: float = 0.95, nan_ok: bool = False) 
     a = (1 - level) / 2
     q = np.nanquantile if nan_ok else np.quantile
     lo, hi = q(stats, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def bootstrap_ci(values: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean of ``values`` (NaNs dropped) over bootstrap resamples of its entries;
+    (nan, nan) with fewer than 2 finite values."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return (np.nan, np.nan)
+    idx = next(resample_indices(np.random.default_rng(seed), len(v), resamples))
+    a = round((1 - level) / 2, 12)  # 0.025 exactly for 95% (not 0.025000000000000022)
+    lo, hi = np.quantile(v[idx].mean(1), [a, 1 - a])
     return float(lo), float(hi)
 
 

@@ -171,8 +171,11 @@ def _write_config(cfg_path: Path, doc: dict) -> None:
 
 def injection_layer_jobs(modes: Sequence[str], layers: Sequence[int], seeds: Sequence[int], *, preset: str = "tiny",
                          base_config: str | Path = "configs/delayed.yaml", out: str | Path | None = None,
-                         max_steps: int | None = None, reuse_root: str | Path | None = "results/checkpoints") -> list:
-    """The curve's runs as :class:`workbench.training.jobs.Job` s (configs written to ``OUT/MODE/LNN/config.yaml``)."""
+                         max_steps: int | None = None, reuse_root: str | Path | None = "results/checkpoints",
+                         splits: Sequence[str] = ("test",)) -> list:
+    """The curve's runs as :class:`workbench.training.jobs.Job` s (configs written to ``OUT/MODE/LNN/config.yaml``),
+    each evaluated on the test ``splits`` (names of `workbench.runs.TEST_SPLITS`; default the committed split: the
+    curve compares layers on one split, and a second split costs about a quarter more time per point)."""
     from workbench.runs import SWEEP_ROOT, find_seed_runs, sweep_run_dir
     from workbench.training.jobs import Job
 
@@ -182,6 +185,11 @@ def injection_layer_jobs(modes: Sequence[str], layers: Sequence[int], seeds: Seq
         raise SweepError(f"--modes must be plits and/or lal, got {list(modes)}")
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise SweepError(f"--seeds must be distinct non-negative integers, got {list(seeds)}")
+    from workbench.runs import TEST_SPLITS
+
+    bad_splits = [s for s in splits if s not in TEST_SPLITS]
+    if bad_splits or not splits:
+        raise SweepError(f"--splits must name test splits among {list(TEST_SPLITS)}, got {list(splits)}")
     reuse = [r.path for r in find_seed_runs(reuse_root)] if reuse_root is not None and Path(reuse_root).is_dir() else []
     jobs = []
     for mode in modes:
@@ -190,7 +198,7 @@ def injection_layer_jobs(modes: Sequence[str], layers: Sequence[int], seeds: Seq
             _write_config(cfg_path, doc)
             for seed in seeds:
                 jobs.append(Job(f"{mode}@{layer}/seed-{seed}", cfg_path, preset, seed,
-                                sweep_run_dir(mode, layer, seed, out), reuse=reuse))
+                                sweep_run_dir(mode, layer, seed, out), splits=tuple(splits), reuse=reuse))
     return jobs
 
 
@@ -255,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--modes", default=None, help="the curve: comma-separated modes (plits,lal), with --seeds")
     s.add_argument("--seeds", default=None, help="the curve: comma-separated training seeds (default 0)")
     s.add_argument("--jobs", type=int, default=2, help="the curve: runs at a time, one thread each (default 2)")
+    s.add_argument("--splits", default="test", help="the curve: test splits each point is evaluated on (default "
+                   "test; add test-seed1 for the second split)")
     s.add_argument("--base-config", default="configs/delayed.yaml")
     s.add_argument("--out", default=None, help="default results/sweep (one mode) or results/sweeps/injection-layer (--modes)")
     s.add_argument("--max-steps", type=int, default=None, help="cap every stage at N steps (quick run)")
@@ -271,8 +281,9 @@ def _run_curve(a, layers) -> int:
 
     modes = [m.strip() for m in (a.modes or a.mode or "plits").split(",") if m.strip()]
     seeds = parse_seeds(a.seeds or "0")
+    splits = [s.strip() for s in a.splits.split(",") if s.strip()]
     jobs = injection_layer_jobs(modes, layers, seeds, preset=a.preset, base_config=a.base_config, out=a.out,
-                                max_steps=a.max_steps)
+                                max_steps=a.max_steps, splits=splits)
     try:
         run_jobs(jobs, parallel=a.jobs)
     except RuntimeError as e:

@@ -59,10 +59,11 @@ def default_model_factory(model_dict: dict, seed: int = 0):
 
 
 def _encoder_specs(model) -> list:
-    """``[(name, load_encoder kwargs)]`` for the token cache: from ``model.pal_cfg`` if there, else names only."""
-    pal_cfg = getattr(model, "pal_cfg", None)
-    if pal_cfg is not None and getattr(pal_cfg, "encoders", None):
-        return [(e.name, dict(getattr(e, "options", {}) or {})) for e in pal_cfg.encoders]
+    """``[(name, load_encoder kwargs)]`` for the token cache: the model's encoder specs if it has them (a
+    `PALModel`), else its encoder names with default options."""
+    specs = getattr(model, "encoder_specs", None)
+    if specs:
+        return [(e.name, dict(e.options or {})) for e in specs]
     return [(n, {}) for n in model.encoder_names]
 
 
@@ -75,9 +76,11 @@ def _stage_datasets(cfg: RunConfig, model, split: str) -> dict[tuple, object]:
         key = tuple(st.tasks)
         if key in out:
             continue
-        ds = AudioTaskDataset(root, model.tokenizer, tasks=list(st.tasks), encoders=list(model.encoder_names),
-                              cache_dir=cfg.data.cache_dir,
-                              slot=getattr(getattr(model, "pal_cfg", None), "insertion", "after_system"))
+        if hasattr(model, "task_dataset"):  # a PALModel: its encoders and audio slot (cache filled by prepare_data)
+            ds = model.task_dataset(root, tasks=list(st.tasks), cache_dir=cfg.data.cache_dir, fill_cache=False)
+        else:
+            ds = AudioTaskDataset(root, model.tokenizer, tasks=list(st.tasks), encoders=list(model.encoder_names),
+                                  cache_dir=cfg.data.cache_dir)
         if len(ds) == 0 and split == "train":
             raise EmptyDatasetError(f"{root}: 0 task rows after the task filter tasks={list(st.tasks)} "
                                     f"(stage {st.name!r}; {len(ds.report.tasks)} rows before filtering)")

@@ -1,6 +1,6 @@
 """Asking a trained model about a recording (workbench.analysis.explain, python -m workbench.ask).
 
-The model is the committed checkpoint ``results/checkpoints/pal/final`` (SmolLM2 + whisper, general, mel, all
+The model is the committed checkpoint ``results/checkpoints/pal/final`` (SmolLM2 + whisper, yamnet, mel, all
 LAL); the clip is real espeak-ng speech converted to 44.1 kHz stereo (the encoders want 16 kHz mono).
 """
 

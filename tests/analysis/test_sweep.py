@@ -119,6 +119,11 @@ def test_curve_jobs_one_per_mode_layer_and_seed_reusing_matching_runs(tmp_path):
     assert (integ["mode"], integ["layer"], integ.get("adapter"), integ.get("gate")) == ("lal", 8, True, True)
     # PLITS@8 of the curve is configs/delayed.yaml itself: its hash (seed 0) is the delayed run's
     assert load_run_config(jobs[2].config, "tiny", seed=0).hash() == load_run_config("configs/delayed.yaml", "tiny").hash()
-    for bad in ({"modes": ["ffn"]}, {"modes": ["lal"], "seeds": [1, 1]}):
+    assert all(j.splits == ("test",) for j in jobs)  # the curve is evaluated on the committed split by default
+    both = injection_layer_jobs(["lal"], [8], [0], out=tmp_path / "curve", reuse_root=reuse,
+                                splits=["test", "test-seed1"])
+    assert both[0].missing_evals() == ["test", "test-seed1"]
+    for bad in ({"modes": ["ffn"]}, {"modes": ["lal"], "seeds": [1, 1]}, {"modes": ["lal"], "splits": ["val"]}):
         with pytest.raises(SweepError):
-            injection_layer_jobs(bad["modes"], [4], bad.get("seeds", [0]), out=tmp_path / "bad", reuse_root=None)
+            injection_layer_jobs(bad["modes"], [4], bad.get("seeds", [0]), out=tmp_path / "bad", reuse_root=None,
+                                 splits=bad.get("splits", ["test"]))

@@ -11,9 +11,27 @@ from workbench.encoders import AudioEncoder, EncoderInputError, available_encode
 
 def test_registry():
     names = available_encoders()
-    assert {"whisper", "mel", "general", "pitch"} <= set(names)
-    with pytest.raises(KeyError, match="known encoders: general, mel, pitch, whisper"):
+    assert {"whisper", "mel", "yamnet", "crepe"} <= set(names)
+    with pytest.raises(KeyError, match="known encoders: crepe, mel, whisper, yamnet"):
         load_encoder("wav2vec-nonexistent")
+
+
+def test_old_role_names_are_read_as_model_names(tmp_path):
+    """``general``/``pitch`` (the names before encoders were named by model) still work wherever a name is read:
+    the registry, a config's encoder list, a dataset's encoder list and the token cache."""
+    from workbench.encoders import canonical_encoder_name
+    from workbench.encoders.cache import TokenCache
+    from workbench.model.pal_config import PALConfig
+
+    assert canonical_encoder_name("general") == "yamnet" and canonical_encoder_name("pitch") == "crepe"
+    assert canonical_encoder_name("whisper") == "whisper"
+    cfg = PALConfig.from_dict({"encoders": [{"name": "general"}, {"name": "whisper"}]})
+    assert cfg.encoder_names == ["yamnet", "whisper"]
+    from workbench.encoders import ENCODER_ALIASES
+
+    assert set(ENCODER_ALIASES.values()) <= set(available_encoders())
+    with pytest.raises(KeyError, match="'yamnet'"):  # a name-only lookup of the old name reads the new folder
+        TokenCache(tmp_path).entry_path(tmp_path / "x.wav", "general")
 
 
 @pytest.mark.parametrize("name", ["whisper", "mel"])

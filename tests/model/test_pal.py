@@ -214,6 +214,35 @@ def test_trainable_parts_and_checkpoint_roundtrip(tiny_llama_dir, tok, tmp_path)
         model.set_trainable(["ffn"])
 
 
+def test_checkpoint_with_old_encoder_names_loads_under_model_names(tiny_llama_dir, tok, tmp_path):
+    """A checkpoint written when YAMNet was called ``general`` (config and weight keys) loads as ``yamnet``:
+    same outputs, hook names and batch keys under the new name."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    spec = enc_spec(name="yamnet", dim=16, mode="lal", layer=0, adapter=True, gate=True)
+    model = build(tiny_llama_dir, tok, spec)
+    with torch.no_grad():
+        for p in model.trainable_state_dict().values():
+            p.add_(0.01)
+    batch = make_batch(dims={"yamnet": 16})
+    expected = model(batch)
+    model.save_pretrained(tmp_path / "ckpt")
+    cfg_file, weights = tmp_path / "ckpt" / "config.json", tmp_path / "ckpt" / "model.safetensors"
+    meta = json.loads(cfg_file.read_text())
+    meta["pal"]["encoders"][0]["name"] = "general"
+    cfg_file.write_text(json.dumps(meta))
+    old = {k.replace("yamnet", "general"): v for k, v in load_file(str(weights)).items()}
+    assert any(".general_L0." in k for k in old) and any(k.startswith("connectors.general.") for k in old)
+    save_file(old, str(weights))
+    again = PALModel.from_pretrained(tmp_path / "ckpt", tokenizer=tok)
+    assert again.encoder_names == ["yamnet"]
+    logits, cache = again.run_with_cache(batch, names_filter=["connectors.yamnet.hook_out", "encoders.yamnet.hook_mask"])
+    assert torch.equal(logits, expected)
+    assert cache["encoders.yamnet.hook_mask"].dtype == torch.bool
+
+
 def test_bad_configs_and_checkpoints(tiny_llama_dir, tok, tmp_path):
     d, _ = tiny_llama_dir
     with pytest.raises(ConfigError, match="unknown encoder 'beats'"):

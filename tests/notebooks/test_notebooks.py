@@ -113,7 +113,7 @@ def _finite(values) -> bool:
 def _check_00(v):
     assert len(v["answers"]) == 4 and all(isinstance(a, str) for a in v["answers"])
     assert 0 <= v["mass_min"] <= v["mass_max"] <= 1 and v["mass_max"] > 0
-    assert v["encoders"] == ["general", "mel", "whisper"] and v["n_layers"] == 30
+    assert v["encoders"] == ["mel", "whisper", "yamnet"] and v["n_layers"] == 30
     assert v["nnsight_same"] and v["hooks"] > 500
     answer, rate, channels = v["ask"]
     assert isinstance(answer, str) and answer and (rate, channels) == (44100, 2)
@@ -138,8 +138,8 @@ def _check_02(v):
 
 def _check_03(v):
     assert v["diffs"]["pal vs lal (LAL@8)"] > 0 and v["diffs"]["ensemble vs baseline (PLITS@0)"] > 0
-    assert v["encoders"] == ["general", "mel", "whisper"]
-    assert v["ablated"] == ["all", "general", "mel", "whisper"]
+    assert v["encoders"] == ["mel", "whisper", "yamnet"]
+    assert v["ablated"] == ["all", "mel", "whisper", "yamnet"]
     assert v["probe_attributes"] == ["category", "noise_color"]
     assert len(v["probe_values"]) == 12 and all(0 <= x <= 1 for x in v["probe_values"])
 

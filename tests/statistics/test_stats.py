@@ -114,3 +114,19 @@ def test_pooled_interval_above_zero_but_one_seed_negative_is_inconclusive_end_to
     assert min(r.per_seed) < 0 < r.estimate
     assert decide_contrast(r.ci_low, r.ci_high, r.per_seed) == "inconclusive"
     assert decide_contrast(0.01, r.ci_high, r.per_seed) == "inconclusive"  # even were the interval above 0
+
+
+def test_bootstrap_ci_of_a_mean():
+    """The one row bootstrap of a mean (listening heads, steering): NaNs dropped, the interval holds the mean and
+    narrows with more data; fewer than two values give no interval."""
+    import numpy as np
+
+    from workbench.stats import bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    small, big = rng.normal(1.0, 1.0, 30), rng.normal(1.0, 1.0, 3000)
+    lo, hi = bootstrap_ci(np.append(small, np.nan), 1000, 0)
+    assert lo < small.mean() < hi and (lo, hi) == bootstrap_ci(small, 1000, 0)
+    blo, bhi = bootstrap_ci(big, 1000, 0)
+    assert blo < 1.0 < bhi and (bhi - blo) < (hi - lo) / 5
+    assert all(np.isnan(bootstrap_ci(np.array([1.0, np.nan]))))

@@ -155,3 +155,24 @@ def test_all_variants_skips_missing(tmp_path, data_root, factory, monkeypatch, c
     assert (tmp_path / "res" / "pal" / "final" / "model.safetensors").is_file()
     rc = main(["--all", "--configs-dir", str(tmp_path / "none"), "--out-root", str(tmp_path / "r2")])
     assert rc == 2
+
+
+def test_encoder_alias_does_not_change_the_hash():
+    """``yamnet`` and its old name ``general`` run the same numbers: the committed runs (hashed with ``general``)
+    keep matching the configs, which now say ``yamnet`` (``--resume``, reuse of finished runs)."""
+    import copy
+
+    cfg = load_run_config("configs/pal.yaml", "tiny")
+    names = [e["name"] for e in cfg.raw["model"]["encoders"]]
+    assert "yamnet" in names and "general" not in names
+    old = copy.deepcopy(cfg.raw)
+    for e in old["model"]["encoders"]:
+        e["name"] = {"yamnet": "general"}.get(e["name"], e["name"])
+    assert config_hash(old, 0) == config_hash(cfg.raw, 0) == cfg.hash()
+    import json
+    from pathlib import Path
+
+    assert json.loads(Path("results/checkpoints/pal/train_summary.json").read_text())["config_hash"] == cfg.hash()
+    other = copy.deepcopy(cfg.raw)
+    other["model"]["encoders"][0]["name"] = "mel"
+    assert config_hash(other, 0) != cfg.hash()

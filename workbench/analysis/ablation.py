@@ -61,7 +61,7 @@ def resolve_encoders(model, encoders: str | Sequence[str] | None, mode: str) -> 
     if mode not in MODES:
         raise AblationError(f"unknown ablation mode {mode!r}; choose one of {MODES}")
     chosen = model.check_encoders(encoders, AblationError)
-    modes = {s.name: s.integration.mode for s in model.pal_cfg.encoders}
+    modes = {name: mode for name, (mode, _) in model.integration.items()}
     if mode == "ffn":
         lal = [e for e in chosen if modes[e] != "plits"]
         if encoders is not None and lal:

@@ -91,7 +91,7 @@ def attribute_lens(model, dataset, answer_options: dict, attribute: str | None =
     keep, toks = closed_rows_with_options(dataset, answer_options, attribute, option_ids)
     sil = make_silence(model, dataset, silence) if "silence" in conditions else (lambda it: it)
     names = [f"blocks.{l}.hook_resid_post" for l in layers]
-    plits = [s.name for s in model.pal_cfg.encoders if s.integration.mode == "plits"] if audio_positions else []
+    plits = model.encoders_in_mode("plits") if audio_positions else []
     it = paired_batches(dataset, keep, sil, batch_size)
     if progress:
         from tqdm.auto import tqdm

@@ -31,11 +31,11 @@ class AudioAnalysisError(ValueError):
 
 def require_audio(model, what: str) -> list[str]:
     """The model's encoder names, or an error when it has none (text-only models have nothing to listen to)."""
-    names = list(getattr(getattr(model, "pal_cfg", None), "encoders", None) or [])
+    names = list(getattr(model, "encoder_names", None) or [])
     if not names:
         raise AudioAnalysisError(f"{what} needs a model with audio (a PALModel with at least one encoder); this "
                                  f"model has none. Load a PAL checkpoint, e.g. --checkpoint results/checkpoints/pal/final")
-    return [s.name for s in model.pal_cfg.encoders]
+    return names
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -126,7 +126,7 @@ def make_silence(model, dataset, kind: str | Callable[[dict], dict] = "encoder")
 
     from workbench.encoders import load_encoder
 
-    encoders = {s.name: load_encoder(s.name, **(s.options or {})) for s in model.pal_cfg.encoders}
+    encoders = {s.name: load_encoder(s.name, **(s.options or {})) for s in model.encoder_specs}
     cache: dict = {}
 
     def silent_tokens(name, n):

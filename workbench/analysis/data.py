@@ -40,9 +40,6 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
     tokenizer: passed to `PALModel.from_pretrained` (default: the LLM's own).
     model: an already loaded PALModel to reuse (``checkpoint`` is then ignored); only the dataset is built.
     """
-    from workbench.data.dataset import AudioTaskDataset
-    from workbench.encoders import encoders_for
-    from workbench.encoders.cache import encode_dataset
     from workbench.model.pal import PALModel
     from workbench.model.released import is_hub_id
 
@@ -64,12 +61,8 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
 
         log.info("generating %d synthetic %s clips (preset %s) into %s", n_generate, split, preset, data)
         generate(data, n_generate, seed=seed, split=split, preset=preset, progress=progress)
-    if getattr(model, "is_released", False):  # a released audio-LLM: waveforms, its own chat template
-        ds = model.task_dataset(data, tasks=tasks)
-    else:
-        encode_dataset(data, encoders_for(model.pal_cfg.encoders), cache_dir, progress=progress)
-        ds = AudioTaskDataset(data, model.tokenizer, encoders=model.encoder_names, cache_dir=cache_dir, tasks=tasks,
-                              slot=model.pal_cfg.insertion)
+    # token cache filled for this model's encoders (a released audio-LLM reads waveforms, in its own chat template)
+    ds = model.task_dataset(data, tasks=tasks, cache_dir=cache_dir, progress=progress)
     if n is not None:
         ds.rows = sample_rows(ds, n, seed).rows
     if len(ds) == 0:

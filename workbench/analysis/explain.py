@@ -70,7 +70,7 @@ def load_clip(audio: AudioInput, sample_rate: int | None = None) -> tuple[np.nda
 def _encode(model, wave: np.ndarray, sr: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{encoder: (frames [1, T, D], mask [1, T])}, each encoder fed the clip at its own rate."""
     out = {}
-    for spec in model.pal_cfg.encoders:
+    for spec in model.encoder_specs:
         enc = model.encoders[spec.key].encoder()
         w = torch.from_numpy(resample(wave, sr, enc.sample_rate))[None]
         out[spec.name] = enc(w)
@@ -95,7 +95,7 @@ def _generate(model, wave, sr, question, system_prompt, max_new_tokens):
     if not isinstance(question, str) or not question.strip():
         raise ValueError("the question is empty: pass the question to ask about the clip as a string")
     tok = model.tokenizer
-    prompt, slot = build_prompt(tok, question, system_prompt, slot=model.pal_cfg.insertion)
+    prompt, slot = build_prompt(tok, question, system_prompt, slot=model.insertion)
     frames = _encode(model, wave, sr)
     batch = collate([_item(model, prompt, slot, frames)], pad_id=_pad_id(tok), padding_side="left")
     new = model.generate_ids(batch, max_new_tokens)[0].tolist()
@@ -164,7 +164,7 @@ def _frame_maps(model, frames: dict, duration: float) -> dict[str, tuple[np.ndar
     """{encoder: (token -> frame weights [N, T], frame start times [T] in s)} over the clip's real frames."""
     out = {}
     dev = model.embed.weight.device
-    for spec in model.pal_cfg.encoders:
+    for spec in model.encoder_specs:
         f, m = frames[spec.name]
         conn = model.connectors[spec.key]
         w = conn.frame_weights(f.to(dev, model.dtype), m.to(dev))[0].float().cpu().numpy()  # [N, T]

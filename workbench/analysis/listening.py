@@ -39,9 +39,10 @@ from workbench.analysis.audio_conditions import (AudioAnalysisError, closed_rows
                                                  require_audio)
 from workbench.analysis.core import answer_logprob, collect, run_with_interventions
 from workbench.analysis.figures import add_caption
+from workbench.stats import bootstrap_ci
 
 __all__ = ["listening_scores", "top_heads", "head_means", "mean_ablation", "option_correct", "listening_ablation",
-           "bootstrap_ci", "listening_figure", "listening_ablation_figure"]
+           "listening_figure", "listening_ablation_figure"]
 
 SCORE_COLUMNS = ["layer", "head", "score", "delta_norm", "out_rms", "audio_mass", "rank", "n"]
 
@@ -187,17 +188,6 @@ def _row_metrics(model, dataset, indices, toks, make_ivs, backend, batch_size) -
         corr = option_correct(model, batch, logits, [toks.get(j) for j in idx], rights)
         rows += [{"row": j, "logprob": a, "option_correct": c} for j, a, c in zip(idx, lp, corr)]
     return pd.DataFrame(rows)
-
-
-def bootstrap_ci(values: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of the mean of ``values`` (NaNs dropped) over bootstrap resamples of rows."""
-    v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
-    if len(v) < 2:
-        return (np.nan, np.nan)
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), (resamples, len(v)))].mean(1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 @torch.no_grad()

@@ -62,7 +62,7 @@ def resolve_sites(model, sites: str | Sequence[str] | None, encoders: str | Sequ
     if bad or not sites:
         raise PatchingError(f"unknown patching site(s) {bad or sites}; choose from {SITES} (comma-separated)")
     encs = model.check_encoders(encoders, PatchingError)
-    modes = {s.name: s.integration.mode for s in model.pal_cfg.encoders}
+    modes = {name: mode for name, (mode, _) in model.integration.items()}
     keep = []
     for s in sites:
         need = {"audio_kv": "lal", "resid_audio": "plits"}.get(s)

@@ -126,6 +126,10 @@ class AudioTaskDataset(Dataset):
             rows = [r for r in rows if r.get("attribute") in attributes]
         self.rows = [{**{k: v for k, v in clips[r["file_name"]].items() if k != "_line"}, **r} for r in rows]
         self.sample_rate, self.max_seconds = sample_rate, max_seconds
+        if encoders:
+            from workbench.encoders import canonical_encoder_name
+
+            encoders = [canonical_encoder_name(n) for n in encoders]  # old names (general, pitch) accepted
         self.encoders = list(encoders) if encoders else None
         self.cache = None
         if self.encoders:

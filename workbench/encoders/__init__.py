@@ -1,6 +1,6 @@
 """Frozen audio encoders behind one protocol (see ``base.AudioEncoder``) and a by-name registry.
 
->>> enc = load_encoder("mel")                  # or "whisper", "general"
+>>> enc = load_encoder("mel")                  # or "whisper", "yamnet", "crepe"
 >>> tokens, mask = enc(waves, lengths)          # waves [B, S] @ enc.sample_rate -> [B, T, enc.dim], [B, T]
 """
 
@@ -11,15 +11,26 @@ import importlib.util
 
 from workbench.encoders.base import AudioEncoder, EncoderInputError
 
-__all__ = ["AudioEncoder", "EncoderInputError", "load_encoder", "available_encoders", "register_encoder", "encoders_for"]
+__all__ = ["AudioEncoder", "EncoderInputError", "load_encoder", "available_encoders", "register_encoder", "encoders_for",
+           "canonical_encoder_name", "ENCODER_ALIASES"]
 
-# name -> "module:Class", imported lazily so a missing optional module only fails when asked for
+# name -> "module:Class", imported lazily so a missing optional module only fails when asked for. Encoders are
+# named after the model they run (the name is in hook names, token-cache folders and tables).
 _REGISTRY: dict[str, str] = {
     "whisper": "workbench.encoders.whisper:WhisperEncoder",
     "mel": "workbench.encoders.mel:MelEncoder",
-    "general": "workbench.encoders.yamnet:YamnetEncoder",
-    "pitch": "workbench.encoders.crepe:CrepeEncoder",
+    "yamnet": "workbench.encoders.yamnet:YamnetEncoder",
+    "crepe": "workbench.encoders.crepe:CrepeEncoder",
 }
+
+#: names used before the encoders were named by model (role names); still accepted everywhere a name is read
+#: (configs, checkpoints, ``load_encoder``) and mapped to the model name
+ENCODER_ALIASES: dict[str, str] = {"general": "yamnet", "pitch": "crepe"}
+
+
+def canonical_encoder_name(name: str) -> str:
+    """The registry name for ``name`` (an old role name such as ``general`` maps to ``yamnet``)."""
+    return ENCODER_ALIASES.get(name, name)
 
 
 def register_encoder(name: str, target: str) -> None:
@@ -39,7 +50,9 @@ def available_encoders() -> list[str]:
 
 
 def load_encoder(name: str, **kw) -> AudioEncoder:
-    """Build the encoder registered as ``name`` with constructor kwargs ``kw`` (frozen, eval mode)."""
+    """Build the encoder registered as ``name`` (or an old alias of it) with constructor kwargs ``kw`` (frozen,
+    eval mode)."""
+    name = canonical_encoder_name(name)
     if name not in _REGISTRY:
         raise KeyError(f"unknown encoder {name!r}; known encoders: {', '.join(sorted(_REGISTRY))}")
     mod_name, cls_name = _REGISTRY[name].split(":")
@@ -67,6 +80,7 @@ def encoders_for(specs) -> list[AudioEncoder]:
             name, options = s[0], dict(s[1] or {})
         else:
             name, options = s.name, dict(getattr(s, "options", None) or {})
+        name = canonical_encoder_name(name)
         key = (name, json.dumps(options, sort_keys=True, default=str))
         if key not in built:
             built[key] = load_encoder(name, **options)

@@ -77,6 +77,9 @@ class TokenCache:
     def _ident(self, encoder: AudioEncoder | str) -> tuple[str, str]:
         if isinstance(encoder, AudioEncoder):
             return encoder.name, encoder.fingerprint()
+        from workbench.encoders import canonical_encoder_name
+
+        encoder = canonical_encoder_name(encoder)
         cur = self.root / encoder / "current.json"
         if not cur.is_file():
             raise KeyError(

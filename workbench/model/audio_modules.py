@@ -13,7 +13,8 @@ __all__ = ["EncoderSlot", "LowRankAdapter", "adapter_key"]
 
 
 class EncoderSlot(nn.Module):
-    """Where encoder ``name``'s frame tokens enter: ``hook_out`` [B, T, D_enc].
+    """Where encoder ``name``'s frame tokens enter: ``hook_out`` [B, T, D_enc], ``hook_mask`` [B, T] bool (real
+    frames).
 
     The frozen encoder itself is kept outside the module tree (not in the state dict, never trained,
     loaded only when waveforms must be encoded); token-cache batches skip it entirely.
@@ -23,6 +24,7 @@ class EncoderSlot(nn.Module):
         super().__init__()
         self.spec = spec
         self.hook_out = HookPoint()
+        self.hook_mask = HookPoint()
         self.__dict__["_impl"] = None
 
     def encoder(self):
@@ -36,7 +38,7 @@ class EncoderSlot(nn.Module):
         return self.__dict__["_impl"]
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.hook_out(tokens), mask
+        return self.hook_out(tokens), self.hook_mask(mask)
 
 
 class LowRankAdapter(nn.Module):

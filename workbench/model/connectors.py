@@ -62,13 +62,14 @@ class MLPConnector(nn.Module):
         self.fc2 = nn.Linear(cfg.hidden, d_model)
         self.norm_out = _GainNorm(d_model)
         self.hook_out = HookPoint()  # [B, N, d_model]
+        self.hook_mask = HookPoint()  # [B, N] bool: which tokens are real (rows without audio have none)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames [B, T, D_enc], mask [B, T] -> tokens [B, N, d_model], token mask [B, N]."""
         pooled = masked_adaptive_pool(frames, mask, self.n_tokens)
         tokens = self.norm_out(self.fc2(self.act(self.fc1(self.norm_in(pooled)))))
         out_mask = mask.any(1, keepdim=True).expand(-1, self.n_tokens)
-        return self.hook_out(tokens), out_mask
+        return self.hook_out(tokens), self.hook_mask(out_mask)
 
     @torch.no_grad()
     def frame_weights(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -121,6 +122,7 @@ class QFormerConnector(nn.Module):
         self.proj_out = nn.Linear(cfg.hidden, d_model)
         self.norm_out = _GainNorm(d_model)
         self.hook_out = HookPoint()  # [B, N, d_model]
+        self.hook_mask = HookPoint()  # [B, N] bool: which tokens are real (rows without audio have none)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames [B, T, D_enc], mask [B, T] -> tokens [B, N, d_model], token mask [B, N]."""
@@ -132,7 +134,7 @@ class QFormerConnector(nn.Module):
         for layer in self.layers:
             q = layer(q, x, pad)
         tokens = self.norm_out(self.proj_out(self.ln_out(q)))
-        return self.hook_out(tokens), has_audio[:, None].expand(-1, self.n_tokens)
+        return self.hook_out(tokens), self.hook_mask(has_audio[:, None].expand(-1, self.n_tokens))
 
     @torch.no_grad()
     def frame_weights(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

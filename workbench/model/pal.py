@@ -2,8 +2,9 @@
 the pretrained LLM (`HookedDecoder`), every intermediate behind a hook name.
 
 PALModel *is* a HookedDecoder (same ``blocks.{l}...`` hook names) with audio modules added:
-``encoders.{name}.hook_out`` [B, T, D_enc] (frame tokens, from the encoder or the token cache),
-``connectors.{name}.hook_out`` [B, N, d_model], ``blocks.{l}.hook_audio_in`` [B, N, d_model] (PLITS
+``encoders.{name}.hook_out`` [B, T, D_enc] (frame tokens, from the encoder or the token cache) and
+``encoders.{name}.hook_mask`` [B, T] bool (real frames), ``connectors.{name}.hook_out`` [B, N, d_model] and
+``connectors.{name}.hook_mask`` [B, N] bool, ``blocks.{l}.hook_audio_in`` [B, N, d_model] (PLITS
 insertion), ``blocks.{l}.attn.hook_audio_k/v`` [B, N, kv_heads, d_head] (LAL layers).
 
 Call it on a batch from ``workbench.data.AudioTaskDataset`` (token mode: ``audio_tokens`` /
@@ -13,17 +14,11 @@ aligned with ``batch["input_ids"]``.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from workbench.constants import TRAINABLE_PARTS
@@ -35,21 +30,16 @@ from workbench.model.generate import greedy_generate
 from workbench.model.kv_cache import KVCache
 from workbench.model.layers import ExtraKV
 from workbench.model.layout import TokenLayout, build_layout
-from workbench.model.pal_config import ConfigError, PALConfig
+from workbench.model.pal_checkpoint import CHECKPOINT_FORMAT, CheckpointMismatchError, PALCheckpointMixin  # noqa: F401 (re-exported)
+from workbench.model.pal_config import ConfigError, EncoderSpec, PALConfig
 from workbench.model.shared_prefix import MIN_SHARED_PREFIX, forward_shared_prefix, pads_after_prefix, shared_prefix_len
 from workbench.model.weights import convert_state_dict
-from workbench.paths import replace_dir
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "pal-workbench/1"
+__all__ = ["PALModel", "PALConfig", "CheckpointMismatchError", "CHECKPOINT_FORMAT"]
 
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's weights or config do not fit the model it is loaded into."""
-
-
-class PALModel(HookedDecoder):
+class PALModel(PALCheckpointMixin, HookedDecoder):
     """See the module docstring. Build with `PALModel.from_config` or `PALModel.from_pretrained`."""
 
     def __init__(self, pal_cfg: PALConfig, dec_cfg: DecoderConfig):
@@ -114,9 +104,46 @@ class PALModel(HookedDecoder):
         resid = self.decode(ids, stop_at_layer=layer)
         return float(resid[0, 1:].pow(2).mean().sqrt())
 
+    # ------------------------------------------------------------------ what data loading and analyses read
     @property
     def encoder_names(self) -> list[str]:
         return self.pal_cfg.encoder_names
+
+    @property
+    def encoder_specs(self) -> list[EncoderSpec]:
+        """Each encoder's spec (name, dim, load options, connector, integration), in config order."""
+        return list(self.pal_cfg.encoders)
+
+    @property
+    def insertion(self) -> str:
+        """Where the audio slot sits in the prompt: "after_system" or "prefix" (datasets take it as ``slot``)."""
+        return self.pal_cfg.insertion
+
+    @property
+    def integration(self) -> dict[str, tuple[str, int]]:
+        """{encoder: (mode "plits"/"lal", first layer that sees its tokens)}: what an analysis checks before a run
+        (per batch, `token_layout` says where each token sits)."""
+        return {s.name: (s.integration.mode, s.integration.layer) for s in self.pal_cfg.encoders}
+
+    def encoders_in_mode(self, mode: str) -> list[str]:
+        """Names of the encoders integrated by ``mode`` ("plits" or "lal"), in config order."""
+        return [name for name, (m, _) in self.integration.items() if m == mode]
+
+    def task_dataset(self, root, *, cache_dir=None, fill_cache: bool = True, progress: bool = False, **kw):
+        """`AudioTaskDataset` over the audiofolder ``root`` for this model (its encoders, its audio slot), reading
+        the token cache ``cache_dir`` (default `workbench.constants.TOKEN_CACHE`), which is first filled with every
+        clip this model's encoders have not encoded yet (``fill_cache``). ``kw``: tasks, with_answer, ..."""
+        from workbench.constants import TOKEN_CACHE
+        from workbench.data.dataset import AudioTaskDataset
+
+        cache_dir = TOKEN_CACHE if cache_dir is None else cache_dir
+        if fill_cache and self.pal_cfg.encoders:
+            from workbench.encoders import encoders_for
+            from workbench.encoders.cache import encode_dataset
+
+            encode_dataset(root, encoders_for(self.pal_cfg.encoders), cache_dir, progress=progress)
+        return AudioTaskDataset(root, self.tokenizer, encoders=self.encoder_names, cache_dir=cache_dir,
+                                slot=self.insertion, **kw)
 
     def check_encoders(self, encoders: str | Iterable[str] | None, error: type[Exception] = KeyError) -> list[str]:
         """The named encoders (all when None), or ``error`` naming the unknown ones and the valid names."""
@@ -344,82 +371,3 @@ class PALModel(HookedDecoder):
             if on:
                 names.append(name)
         return names
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Every parameter of the trainable parts (connectors, adapters, gates, LoRA), trained now or not."""
-        return {n: p.detach() for n, p in self.named_parameters() if self._part_of(n) is not None}
-
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
-        own = self.trainable_state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise CheckpointMismatchError(
-                f"{source} does not fit this model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}. Load it with the config it was "
-                "trained with (PALModel.from_pretrained(dir) reads it from the checkpoint)."
-            )
-        for name, tensor in state.items():
-            if own[name].shape != tensor.shape:
-                raise CheckpointMismatchError(f"{source}: {name} has shape {tuple(tensor.shape)}, the model expects {tuple(own[name].shape)}")
-        params = dict(self.named_parameters())
-        with torch.no_grad():
-            for name, tensor in state.items():
-                params[name].copy_(tensor.to(params[name].dtype))
-
-    # ------------------------------------------------------------------ checkpoints
-    def checkpoint_meta(self) -> dict:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "pal": self.pal_cfg.to_dict(),
-            "lora": self.lora_cfg,
-            "llm": {"name": self.pal_cfg.llm, "model_type": self.cfg.model_type, "n_layers": self.cfg.n_layers,
-                    "d_model": self.cfg.d_model, "d_vocab": self.cfg.d_vocab},
-        }
-
-    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (trainable parts only) atomically into ``directory``."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-        try:
-            meta = self.checkpoint_meta() | ({"extra": extra} if extra else {})
-            (tmp / "config.json").write_text(json.dumps(meta, indent=2))
-            state = {k: v.contiguous().cpu() for k, v in self.trainable_state_dict().items()}
-            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-            replace_dir(tmp, directory)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, tokenizer=None, **released) -> "PALModel":
-        """Rebuild the frozen parts from their packages and load the trained parts from ``directory``.
-
-        A released audio-LLM's transformers folder or hub id (Qwen2-Audio, Voxtral, Audio Flamingo 3, GLM-ASR)
-        loads as a `ReleasedPALModel`; ``released`` then takes ``integration``, ``dtype``, ``device``
-        (`workbench.model.released.load_released`)."""
-        from workbench.model.released import is_released_source, load_released
-
-        if is_released_source(directory):
-            return load_released(directory, tokenizer=tokenizer, **released)
-        if released:
-            raise TypeError(f"{sorted(released)} apply to released transformers models only, not to {directory}")
-        directory = Path(directory)
-        cfg_file, weights = directory / "config.json", directory / "model.safetensors"
-        if not cfg_file.exists() or not weights.exists():
-            raise FileNotFoundError(f"{directory} is not a PAL checkpoint (needs config.json and model.safetensors); "
-                                    "train one with `python -m workbench.train` or use results/checkpoints/<variant>")
-        meta = json.loads(cfg_file.read_text())
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointMismatchError(f"{cfg_file}: not a {CHECKPOINT_FORMAT} checkpoint (format {meta.get('format')!r})")
-        model = cls.from_config(PALConfig.from_dict(meta["pal"]), tokenizer=tokenizer)
-        want = meta.get("llm", {})
-        have = model.checkpoint_meta()["llm"]
-        diff = {k: (want.get(k), have[k]) for k in have if k in want and want[k] != have[k]}
-        if diff:
-            raise CheckpointMismatchError(f"{directory} was trained on another LLM: {diff} (checkpoint vs loaded)")
-        if meta.get("lora"):
-            model.enable_lora(**meta["lora"])
-        model.load_trainable_state_dict(load_file(str(weights)), source=str(directory))
-        return model

@@ -6,7 +6,8 @@ Saved as JSON beside the trainable weights; read from the ``model:`` section of 
     insertion: after_system             # audio slot: after the system prompt (paper), or "prefix": before it,
                                         # at the very start (datasets: AudioTaskDataset(slot=insertion))
     encoders:
-      - name: whisper                   # a workbench.encoders registry name
+      - name: whisper                   # a workbench.encoders registry name (whisper, yamnet, mel, crepe; the
+                                        # old names general/pitch are read as yamnet/crepe)
         dim: 512                        # token width (checked against the encoder when it is loaded)
         options: {}                     # keyword arguments for load_encoder
         connector: {type: mlp, n_tokens: 8, hidden: 512}      # or {type: qformer, n_tokens, hidden, layers, heads}
@@ -94,6 +95,11 @@ class EncoderSpec:
     options: dict[str, Any] = field(default_factory=dict)
     connector: ConnectorConfig = field(default_factory=ConnectorConfig)
     integration: IntegrationConfig = field(default_factory=IntegrationConfig)
+
+    def __post_init__(self):
+        from workbench.encoders import canonical_encoder_name
+
+        self.name = canonical_encoder_name(self.name)  # old role names (general, pitch) -> model names
 
     @property
     def key(self) -> str:

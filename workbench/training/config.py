@@ -307,7 +307,20 @@ def _semantic(raw: dict) -> dict:
         tr.pop(k, None)
     raw.pop("description", None)
     raw.pop("eval", None)
+    _hash_spelling_of_encoders(raw.get("model"))
     return raw
+
+
+def _hash_spelling_of_encoders(model: Any) -> None:
+    """Spell every encoder name in ``model`` (a preset's model dict, changed in place) as hashes have always spelled
+    it: a name and its old alias (yamnet / general, crepe / pitch) run the same numbers, so they hash the same,
+    and runs hashed before the encoders were named by model still match (``--resume``, reuse of finished runs)."""
+    from workbench.encoders import ENCODER_ALIASES
+
+    old_spelling = {new: old for old, new in ENCODER_ALIASES.items()}
+    for enc in (model or {}).get("encoders", []) if isinstance(model, dict) else []:
+        if isinstance(enc, dict) and enc.get("name") in old_spelling:
+            enc["name"] = old_spelling[enc["name"]]
 
 
 def config_hash(raw: dict, seed: int | None = None) -> str:

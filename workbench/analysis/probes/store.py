@@ -251,20 +251,10 @@ class ActivationStore:
         return np.array(mm, dtype=np.float32)
 
 
-def _capture_masks(model):
-    """Forward hooks on the encoder slots / connectors recording their output masks -> (dict, handles)."""
-    masks: dict[str, dict[str, torch.Tensor]] = {"enc": {}, "conn": {}}
-    handles = []
-    for spec in model.pal_cfg.encoders:
-        def enc_hook(_m, _i, out, name=spec.name):
-            masks["enc"][name] = out[1].detach()
-
-        def conn_hook(_m, _i, out, name=spec.name):
-            masks["conn"][name] = out[1].detach()
-
-        handles.append(model.encoders[spec.key].register_forward_hook(enc_hook))
-        handles.append(model.connectors[spec.key].register_forward_hook(conn_hook))
-    return masks, handles
+def mask_hooks(model) -> dict[str, tuple[str, str]]:
+    """{encoder: (``encoders.{e}.hook_mask``, ``connectors.{e}.hook_mask``)}: the real frames [B, T] and real
+    tokens [B, N] of each encoder, read with the same ``collect`` call as the sites."""
+    return {e: (f"encoders.{e}.hook_mask", f"connectors.{e}.hook_mask") for e in model.encoder_names}
 
 
 @torch.no_grad()
@@ -278,7 +268,8 @@ def collect_activations(model, clips: ClipSet | Any, sites: list[Site], run_dir:
     dataset = clips.dataset if isinstance(clips, ClipSet) else clips
     hooks = list(dict.fromkeys(s.hook for s in sites))
     store = ActivationStore(run_dir, sites, dtype)
-    masks, handles = _capture_masks(model)
+    masks = mask_hooks(model)
+    names = hooks + [h for pair in masks.values() for h in pair if h not in hooks]
     it = range(0, len(dataset), batch_size)
     if progress:
         from tqdm import tqdm
@@ -287,12 +278,9 @@ def collect_activations(model, clips: ClipSet | Any, sites: list[Site], run_dir:
     try:
         for start in it:
             batch = dataset.collate_fn([dataset[j] for j in range(start, min(start + batch_size, len(dataset)))])
-            masks["enc"].clear(), masks["conn"].clear()
-            _, acts = collect(model, batch, hooks, backend=backend)
-            enc_mask = {name: masks["enc"].get(name, batch.get("audio_token_mask", {}).get(name))
-                        for name in model.encoder_names}
-            audio = {name: (None, m) for name, m in masks["conn"].items()}
-            layout = model.token_layout(batch, audio if len(audio) == len(model.encoder_names) else None)
+            _, acts = collect(model, batch, names, backend=backend)
+            enc_mask = {e: acts[enc] for e, (enc, _) in masks.items()}
+            layout = model.token_layout(batch, {e: (None, acts[conn]) for e, (_, conn) in masks.items()})
             ctx = {"layout": layout, "enc_mask": enc_mask, "prompt_len": batch["prompt_len"]}
             store.append({s.name: _pool(s, acts[s.hook], ctx).cpu().numpy() for s in sites})
             del acts
@@ -300,9 +288,6 @@ def collect_activations(model, clips: ClipSet | Any, sites: list[Site], run_dir:
         for h in store._handles.values():
             h.close()
         raise
-    finally:
-        for h in handles:
-            h.remove()
     info = {}
     if isinstance(clips, ClipSet):
         pd.DataFrame({"file_name": clips.file_names, "label": clips.labels, "identity": clips.identities}).to_csv(

@@ -148,10 +148,10 @@ def _names(spec, have: list[str], what: str) -> list[str]:
 def _lal_layers(model) -> dict[int, list[str]]:
     """{layer: LAL encoder names whose keys are visible there}."""
     out: dict[int, list[str]] = {}
-    for s in model.pal_cfg.encoders:
-        if s.integration.mode == "lal":
-            for layer in range(s.integration.layer, model.cfg.n_layers):
-                out.setdefault(layer, []).append(s.name)
+    for name, (mode, first) in model.integration.items():
+        if mode == "lal":
+            for layer in range(first, model.cfg.n_layers):
+                out.setdefault(layer, []).append(name)
     return out
 
 

@@ -157,8 +157,10 @@ class ReleasedPALModel(PALModel):
                               prefill=lambda cache: self(batch, past=cache))
         return out[:, ids.shape[1]:]
 
-    def task_dataset(self, root, **kw):
-        """`prompts.ReleasedTaskDataset` over an audiofolder, in this model's chat template."""
+    def task_dataset(self, root, *, cache_dir=None, fill_cache: bool = True, progress: bool = False, **kw):
+        """`prompts.ReleasedTaskDataset` over an audiofolder, in this model's chat template (waveforms: its own audio
+        tower encodes them, so ``cache_dir`` / ``fill_cache`` / ``progress`` have nothing to do; they keep the
+        signature of `PALModel.task_dataset`)."""
         from workbench.model.released.prompts import ReleasedTaskDataset
 
         return ReleasedTaskDataset(root, self, **kw)

@@ -11,9 +11,10 @@ Hook names, inside ``encoders.{key}.`` (``key`` from `registry.Architecture`):
     blocks.{i}.attn.hook_z               [B, T, H, d_head]
     blocks.{i}.hook_attn_out / hook_mlp_out    [B, T, D];  blocks.{i}.mlp.hook_post [B, T, D_ffn]
     hook_out                             [B, T', D]     after the final norm (and the pooling of Qwen2-Audio / AF3)
+    hook_mask                            [B, T'] bool   its real frames
 
 ``connectors.{key}.hook_out`` [B, N, d_model] is the projector's output: the tokens written at the
-placeholder positions.
+placeholder positions (``connectors.{key}.hook_mask`` [B, N] bool: the real ones).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class HookedTower(nn.Module):
         self.hook_embed = HookPoint()
         self.blocks = nn.ModuleList(TowerBlockHooks() for _ in hf_tower.layers)
         self.hook_out = HookPoint()
+        self.hook_mask = HookPoint()  # [B, T'] bool: real frames
         cfg = hf_tower.config
         self.dim = cfg.hidden_size
         self.n_heads = cfg.num_attention_heads
@@ -139,7 +141,7 @@ class HookedTower(nn.Module):
         x = (t.norm if self.arch.tower == "glm" else t.layer_norm)(x)
         frames = self.arch.valid_frames(n_mel, x.shape[1]).to(x.device)
         mask = torch.arange(x.shape[1], device=x.device)[None] < frames[:, None]
-        return self.hook_out(x), mask
+        return self.hook_out(x), self.hook_mask(mask)
 
 
 class ReleasedConnector(nn.Module):
@@ -152,6 +154,7 @@ class ReleasedConnector(nn.Module):
         super().__init__()
         self.projector, self.arch = projector, arch
         self.hook_out = HookPoint()
+        self.hook_mask = HookPoint()  # [B, N] bool: real tokens
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, D = frames.shape
@@ -159,4 +162,4 @@ class ReleasedConnector(nn.Module):
         tokens = self.projector(frames.reshape(B, T // k, k * D))
         n = (mask.long().sum(1) - k) // k + 1
         out_mask = torch.arange(T // k, device=frames.device)[None] < n[:, None]
-        return self.hook_out(tokens), out_mask
+        return self.hook_out(tokens), self.hook_mask(out_mask)
