@@ -69,7 +69,6 @@ def _duplicate(d):
 
 def _non_utf8(d):
     lines = _meta_lines(d)
-    fn = json.loads(lines[7])["file_name"]
     lines[7] = lines[7].replace(b'"category"', b'"cat\xe9gory"')
     _set_meta(d, lines)
     return 8, None

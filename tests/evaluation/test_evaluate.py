@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pandas as pd
@@ -104,7 +103,6 @@ def test_bad_input_messages(tiny_data, tmp_path, capsys):
 
 
 @pytest.mark.slow  # ~15 s; the CLI test below covers the same path (+ save/from_pretrained) in the fast suite
-@pytest.mark.skipif(importlib.util.find_spec("workbench.model.pal") is None, reason="workbench.model.pal not there yet")
 def test_real_untrained_pal_model(tiny_data, tmp_path):
     """The real path on a freshly initialised PALModel (untrained): runs, writes, scores in [0, 1]."""
     from workbench.model.pal import PALModel
@@ -128,7 +126,6 @@ def _untrained_pal(PALModel, tmp_path):
     return PALModel.from_config(cfg)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("workbench.model.pal") is None, reason="workbench.model.pal not there yet")
 def test_cli_on_saved_untrained_checkpoint(tiny_data, tmp_path, capsys, monkeypatch):
     """save_pretrained -> `python -m workbench.evaluate --checkpoint ...` (PALModel.from_pretrained path)."""
     from workbench.model.pal import PALModel

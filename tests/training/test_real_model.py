@@ -12,7 +12,7 @@ from tests.training.conftest import write_config
 from workbench.train import read_log, train
 from workbench.training.config import load_run_config
 
-pal = pytest.importorskip("workbench.model.pal")
+import workbench.model.pal as pal  # noqa: E402 (a broken import must fail, not skip)
 pytestmark = pytest.mark.slow  # ~60 s on 2 CPU cores
 
 MODEL = {"llm": "smollm2", "encoders": [
