@@ -4,12 +4,13 @@ one line per integration mode (PLITS, LAL), with seed-aware intervals, overall a
     python -m workbench.layer_curve [--sweeps results/sweeps/injection-layer] [--out results]
 
 Reads ``SWEEPS/MODE/LNN/seed-S/{eval,eval-test-seed1}/answers.csv`` (:func:`workbench.runs.sweep_run_dir`; points
-still training or not evaluated are skipped), closed rows only. Both test splits are pooled (their clips side by
-side); the interval of a point is :func:`workbench.stats.two_level_interval` over the point's seeds and clips (one
+still training or not evaluated are skipped), closed rows only. Every point is scored on the same test splits: those
+that every run of the curve was evaluated on (`workbench.sweep` evaluates on ``test`` by default; with both splits
+everywhere they are pooled, their clips side by side), so no layer gains from a split the others lack; the interval of a point is :func:`workbench.stats.two_level_interval` over the point's seeds and clips (one
 seed: clip bootstrap). Attribute families (the ``attribute`` of each task row): :data:`FAMILIES`.
 
 Writes ``OUT/injection_layer_curve.csv`` (``mode, layer, family, accuracy, ci_low, ci_high, n_seeds, seeds,
-n_clips, n_rows, method``), ``OUT/injection_layer_curve_seeds.csv`` (``mode, layer, seed, split, family,
+n_clips, n_rows, splits, method``), ``OUT/injection_layer_curve_seeds.csv`` (``mode, layer, seed, split, family,
 accuracy, n_rows``) and the figure ``OUT/injection_layer_curve.html`` (+ ``.png``); prints :func:`shape_sentence`.
 """
 
@@ -24,7 +25,7 @@ import pandas as pd
 
 from workbench.runs import EVAL_DIRS, SWEEP_ROOT
 
-__all__ = ["FAMILIES", "load_sweep_clips", "curve_seeds", "curve_summary", "shape_sentence", "curve_figure",
+__all__ = ["FAMILIES", "load_sweep_clips", "common_splits", "curve_seeds", "curve_summary", "shape_sentence", "curve_figure",
            "write_layer_curve", "main"]
 
 #: attribute family shown in the figure -> the data's attribute names (answer_options.json keys)
@@ -68,12 +69,19 @@ def curve_seeds(clips: pd.DataFrame) -> pd.DataFrame:
     return g.rename(columns={"n": "n_rows"})[["mode", "layer", "seed", "split", "family", "accuracy", "n_rows"]]
 
 
+def common_splits(clips: pd.DataFrame) -> list[str]:
+    """The test splits every run (mode, layer, seed) of the curve was evaluated on, sorted."""
+    per_run = clips.groupby(["mode", "layer", "seed"])["split"].agg(lambda s: frozenset(s))
+    return sorted(frozenset.intersection(*per_run)) if len(per_run) else []
+
+
 def curve_summary(clips: pd.DataFrame, resamples: int = 2000) -> pd.DataFrame:
-    """Per ``mode, layer, family``: accuracy over seeds with both splits pooled and its seed-aware 95% interval.
-    Only the seeds that have every split evaluated at that point are used."""
+    """Per ``mode, layer, family``: accuracy over seeds and its seed-aware 95% interval, on the test splits every
+    run has (:func:`common_splits`, pooled when several)."""
     from workbench.stats import two_level_interval
 
     rows = []
+    clips = clips[clips["split"].isin(common_splits(clips))]
     for (mode, layer, fam), g in clips.groupby(["mode", "layer", "family"], sort=True):
         splits = sorted(set(g["split"]))
         seeds = sorted(set.intersection(*(set(g.loc[g["split"] == s, "seed"]) for s in splits)))
@@ -152,9 +160,12 @@ def curve_figure(summary: pd.DataFrame, title: str | None = None):
     fig.update_layout(title=title or "Injection-layer curve (claim 1: delayed integration)", template="plotly_white",
                       height=720, legend_title_text="integration mode")
     seeds = sorted({int(s) for x in summary["seeds"] for s in str(x).split(",") if s != ""})
+    splits = sorted({s for x in summary["splits"] for s in str(x).split("+") if s})
+    on = (f"the held-out test split {splits[0]}" if len(splits) == 1 else
+          f"the held-out test splits {' and '.join(splits)} pooled")
     return add_caption(fig, "One model trained per integration mode, injection layer and training seed (tiny preset, "
                             f"same data and schedule; seeds {', '.join(map(str, seeds)) or '?'}); greedy answers on "
-                            "both held-out test splits pooled. Points: mean accuracy over seeds; error bars: 95% "
+                            f"{on}, the splits every run was evaluated on. Points: mean accuracy over seeds; error bars: 95% "
                             "interval over training seeds and test clips (two-level bootstrap, t interval; one seed: "
                             "clip bootstrap). Lower panels: the rows of one attribute family.")
 

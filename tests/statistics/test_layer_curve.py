@@ -49,6 +49,25 @@ def test_layer_curve_table_summary_sentence_and_figure(tmp_path):
     assert fig.layout.yaxis.title.text == "closed-task accuracy (%)"
 
 
+def test_every_point_is_scored_on_the_splits_all_runs_share(tmp_path):
+    """A point evaluated on a second split as well (a reused variant run) is scored on the shared split only, as
+    every other point: no layer gains or loses from a split the others lack."""
+    import shutil
+
+    root = tmp_path / "sweeps"
+    _write_sweep(root)
+    for mode, curve in TRUE.items():
+        for layer in curve:
+            if (mode, layer) != ("plits", 8):
+                for s in (0, 1):
+                    shutil.rmtree(sweep_run_dir(mode, layer, s, root) / EVAL_DIRS["test-seed1"])
+    clips = LC.load_sweep_clips(root)
+    assert LC.common_splits(clips) == ["test"]
+    summary = LC.curve_summary(clips, resamples=200)
+    assert set(summary["splits"]) == {"test"} and set(summary.loc[summary["family"] == "all attributes", "n_clips"]) == {30}
+    assert "held-out test split test," in caption_of(LC.curve_figure(summary))
+
+
 def test_write_layer_curve_and_cli(tmp_path, capsys):
     from workbench.analysis import outputs
 
