@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["PALModel", "PALConfig", "CheckpointMismatchError", "CHECKPOINT_FORMAT"]
 
+
 class PALModel(PALCheckpointMixin, HookedDecoder):
     """See the module docstring. Build with `PALModel.from_config` or `PALModel.from_pretrained`."""
 
