@@ -25,8 +25,8 @@ import pandas as pd
 
 from workbench.runs import EVAL_DIRS, SWEEP_ROOT
 
-__all__ = ["FAMILIES", "load_sweep_clips", "common_splits", "curve_seeds", "curve_summary", "shape_sentence", "curve_figure",
-           "write_layer_curve", "main"]
+__all__ = ["FAMILIES", "load_sweep_clips", "common_splits", "seed_points", "curve_seeds", "curve_summary",
+           "shape_sentence", "curve_figure", "write_layer_curve", "main"]
 
 #: attribute family shown in the figure -> the data's attribute names (answer_options.json keys)
 FAMILIES: dict[str, tuple[str, ...]] = {"spoken word": ("word",), "pitch": ("pitch_class",), "category": ("category",),
@@ -62,6 +62,14 @@ def load_sweep_clips(root: str | Path = SWEEP_ROOT) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
 
 
+def seed_points(clips: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per ``mode, layer, seed, family`` on the splits every run shares (:func:`common_splits`, pooled):
+    the per-seed points behind each curve point (what the figure draws next to the mean)."""
+    clips = clips[clips["split"].isin(common_splits(clips))]
+    g = clips.groupby(["mode", "layer", "seed", "family"], sort=True)[["n", "correct"]].sum().reset_index()
+    return g.assign(accuracy=g["correct"] / g["n"])[["mode", "layer", "seed", "family", "accuracy"]]
+
+
 def curve_seeds(clips: pd.DataFrame) -> pd.DataFrame:
     """Accuracy per ``mode, layer, seed, split, family`` (the tidy per-run table)."""
     g = clips.groupby(["mode", "layer", "seed", "split", "family"], sort=True)[["n", "correct"]].sum().reset_index()
@@ -77,7 +85,9 @@ def common_splits(clips: pd.DataFrame) -> list[str]:
 
 def curve_summary(clips: pd.DataFrame, resamples: int = 2000) -> pd.DataFrame:
     """Per ``mode, layer, family``: accuracy over seeds and its seed-aware 95% interval, on the test splits every
-    run has (:func:`common_splits`, pooled when several)."""
+    run has (:func:`common_splits`, pooled when several). The interval is intersected with [0, 1], the range of an
+    accuracy (with two seeds the t interval has about one degree of freedom and can reach past it); the truth lies
+    in [0, 1], so this never lowers the coverage. ``method`` says when a bound was clipped."""
     from workbench.stats import two_level_interval
 
     rows = []
@@ -91,9 +101,11 @@ def curve_summary(clips: pd.DataFrame, resamples: int = 2000) -> pd.DataFrame:
         if corr.shape[1] < 2:
             continue
         r = two_level_interval(corr.to_numpy(float), n.to_numpy(float), resamples=resamples, key=(mode, layer, fam))
-        rows.append({"mode": mode, "layer": int(layer), "family": fam, "accuracy": r.estimate, "ci_low": r.ci_low,
-                     "ci_high": r.ci_high, "n_seeds": r.n_seeds, "seeds": ",".join(map(str, seeds)),
-                     "n_clips": r.n_clips, "n_rows": r.n_rows, "splits": "+".join(splits), "method": r.method})
+        lo, hi = max(0.0, r.ci_low), min(1.0, r.ci_high)  # an accuracy lies in [0, 1]: clipping keeps the coverage
+        clipped = "; clipped to [0, 1]" if (lo, hi) != (r.ci_low, r.ci_high) else ""
+        rows.append({"mode": mode, "layer": int(layer), "family": fam, "accuracy": r.estimate, "ci_low": lo,
+                     "ci_high": hi, "n_seeds": r.n_seeds, "seeds": ",".join(map(str, seeds)),
+                     "n_clips": r.n_clips, "n_rows": r.n_rows, "splits": "+".join(splits), "method": r.method + clipped})
     cols = ["mode", "layer", "family", "accuracy", "ci_low", "ci_high", "n_seeds", "seeds", "n_clips", "n_rows",
             "splits", "method"]
     return pd.DataFrame(rows, columns=cols)
@@ -126,9 +138,10 @@ def shape_sentence(summary: pd.DataFrame) -> str:
     return " ".join(parts) if parts else "No injection-layer runs evaluated yet."
 
 
-def curve_figure(summary: pd.DataFrame, title: str | None = None):
+def curve_figure(summary: pd.DataFrame, title: str | None = None, per_seed: pd.DataFrame | None = None):
     """Accuracy (%) against injection layer: overall on top, one panel per attribute family below; one line per
-    mode, error bars = seed-aware 95% intervals."""
+    mode, error bars = seed-aware 95% intervals. ``per_seed`` (:func:`seed_points`): each training seed's accuracy
+    drawn as small open markers beside the mean."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -152,6 +165,15 @@ def curve_figure(summary: pd.DataFrame, title: str | None = None):
                 error_y=dict(type="data", symmetric=False, array=(d["ci_high"] - d["accuracy"]) * 100,
                              arrayminus=(d["accuracy"] - d["ci_low"]) * 100),
                 hovertemplate=f"{mode} " + "layer %{x}: %{y:.1f}%<extra></extra>"), row=r, col=col)
+            if per_seed is not None:
+                p = per_seed[(per_seed["mode"] == mode) & (per_seed["family"] == fam)].sort_values(["layer", "seed"])
+                if len(p):
+                    fig.add_trace(go.Scatter(
+                        x=p["layer"], y=p["accuracy"] * 100, mode="markers", name=f"{mode.upper()}, each seed",
+                        legendgroup=f"{mode}-seeds", showlegend=fam == ALL, customdata=p["seed"],
+                        marker=dict(color=c, symbol="circle-open", size=6, opacity=0.7),
+                        hovertemplate=f"{mode} " + "layer %{x}, seed %{customdata}: %{y:.1f}%<extra></extra>"),
+                        row=r, col=col)
     fig.update_xaxes(title_text="injection layer (first LLM layer that sees audio)", row=1, col=1)
     fig.update_yaxes(title_text="closed-task accuracy (%)", row=1, col=1)
     for j in range(1, len(fams) + 1):
@@ -166,8 +188,10 @@ def curve_figure(summary: pd.DataFrame, title: str | None = None):
     return add_caption(fig, "One model trained per integration mode, injection layer and training seed (tiny preset, "
                             f"same data and schedule; seeds {', '.join(map(str, seeds)) or '?'}); greedy answers on "
                             f"{on}, the splits every run was evaluated on. Points: mean accuracy over seeds; error bars: 95% "
-                            "interval over training seeds and test clips (two-level bootstrap, t interval; one seed: "
-                            "clip bootstrap). Lower panels: the rows of one attribute family.")
+                            "interval over training seeds and test clips (two-level bootstrap, t interval, kept within "
+                            "[0, 100]%; one seed: clip bootstrap)" + ("; open markers: each training seed" if
+                                                                     per_seed is not None else "") +
+                       ". Lower panels: the rows of one attribute family.")
 
 
 def write_layer_curve(sweeps: str | Path, out: str | Path, resamples: int = 2000) -> str | None:
@@ -179,7 +203,7 @@ def write_layer_curve(sweeps: str | Path, out: str | Path, resamples: int = 2000
         return None
     summary = curve_summary(clips, resamples)
     write_outputs(curve_seeds(clips), None, out, "injection_layer_curve_seeds")
-    write_outputs(summary, curve_figure(summary), out, "injection_layer_curve")
+    write_outputs(summary, curve_figure(summary, per_seed=seed_points(clips)), out, "injection_layer_curve")
     return shape_sentence(summary)
 
 

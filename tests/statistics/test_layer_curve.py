@@ -84,3 +84,27 @@ def test_write_layer_curve_and_cli(tmp_path, capsys):
     s = pd.read_csv(tmp_path / "out" / "injection_layer_curve.csv")
     assert s["method"].str.contains("clip bootstrap").all()
     assert (tmp_path / "out" / "injection_layer_curve.html").is_file()
+
+
+def test_intervals_stay_within_an_accuracys_range_and_seeds_are_drawn(tmp_path):
+    """Two seeds far apart at a point near 100%: the two-seed t interval (about one degree of freedom) reaches past
+    1; the curve keeps it within [0, 1] and says so. The figure draws each seed's point beside the mean."""
+    root = tmp_path / "sweeps"
+    for s, p in [(0, 1.0), (1, 0.6)]:
+        rows = [{"row_id": f"{c}-w", "file_name": f"audio/test-{c:03d}.wav", "task": "cls", "attribute": "word",
+                 "answer": "x", "prediction": "x", "correct": bool(p == 1.0 or c % 5 < 3), "closed": True}
+                for c in range(20)]
+        out = sweep_run_dir("plits", 4, s, root) / EVAL_DIRS["test"] / "answers.csv"
+        out.parent.mkdir(parents=True)
+        pd.DataFrame(rows).to_csv(out, index=False)
+    clips = LC.load_sweep_clips(root)
+    summary = LC.curve_summary(clips, resamples=200)
+    top = summary[summary["family"] == "all attributes"].iloc[0]
+    assert abs(top["accuracy"] - 0.8) < 1e-9 and top["ci_high"] == 1.0 and 0.0 <= top["ci_low"] < 0.8
+    assert top["method"].endswith("clipped to [0, 1]")
+    seeds = LC.seed_points(clips)
+    assert sorted(seeds.loc[seeds["family"] == "all attributes", "accuracy"]) == [0.6, 1.0]
+    fig = LC.curve_figure(summary, per_seed=seeds)
+    marks = [t for t in fig.data if t.name == "PLITS, each seed"]
+    assert len(marks) == 2 and sorted(marks[0].y) == [60.0, 100.0]  # overall + spoken-word panel
+    assert "each training seed" in caption_of(fig) and "each training seed" not in caption_of(LC.curve_figure(summary))
