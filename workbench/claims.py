@@ -61,7 +61,8 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
          Analysis("attention_baseline", "Baseline: attention to audio per layer", "baseline"),
          Analysis("logit_lens_pal", "pal: logit lens with and without audio", "pal"),
          Analysis("attribute_lens", "Attribute lens: the layer where each attribute is decided", None, optional=True)),
-        (LAYER_CURVE_STEM, "ablation_baseline_early_late", "attention_baseline", "logit_lens_pal", "attribute_lens*"),
+        (LAYER_CURVE_STEM, f"{LAYER_CURVE_STEM}_contrasts", "ablation_baseline_early_late", "attention_baseline",
+         "logit_lens_pal", "attribute_lens*"),
     ),
     Claim(
         "claim2", "Claim 2, attention-only reading (LAL)",

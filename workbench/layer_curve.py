@@ -6,12 +6,16 @@ one line per integration mode (PLITS, LAL), with seed-aware intervals, overall a
 Reads ``SWEEPS/MODE/LNN/seed-S/{eval,eval-test-seed1}/answers.csv`` (:func:`workbench.runs.sweep_run_dir`; points
 still training or not evaluated are skipped), closed rows only. Every point is scored on the same test splits: those
 that every run of the curve was evaluated on (`workbench.sweep` evaluates on ``test`` by default; with both splits
-everywhere they are pooled, their clips side by side), so no layer gains from a split the others lack; the interval of a point is :func:`workbench.stats.two_level_interval` over the point's seeds and clips (one
-seed: clip bootstrap). Attribute families (the ``attribute`` of each task row): :data:`FAMILIES`.
+everywhere they are pooled, their clips side by side), so no layer gains from a split the others lack. The interval
+of a point is :func:`workbench.stats.two_level_interval` over the point's seeds and clips (one seed: clip bootstrap),
+kept within [0, 1]. Layers are compared with each other paired by training seed and clip (:func:`layer_contrasts`):
+a seed moves every layer of a mode alike, so only paired differences resolve the curve's shape with two seeds.
+Attribute families (the ``attribute`` of each task row): :data:`FAMILIES`.
 
 Writes ``OUT/injection_layer_curve.csv`` (``mode, layer, family, accuracy, ci_low, ci_high, n_seeds, seeds,
 n_clips, n_rows, splits, method``), ``OUT/injection_layer_curve_seeds.csv`` (``mode, layer, seed, split, family,
-accuracy, n_rows``) and the figure ``OUT/injection_layer_curve.html`` (+ ``.png``); prints :func:`shape_sentence`.
+accuracy, n_rows``), ``OUT/injection_layer_curve_contrasts.csv`` (:func:`layer_contrasts`) and the figure
+``OUT/injection_layer_curve.html`` (+ ``.png``); prints :func:`shape_sentence`.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ import pandas as pd
 
 from workbench.runs import EVAL_DIRS, SWEEP_ROOT
 
-__all__ = ["FAMILIES", "load_sweep_clips", "common_splits", "seed_points", "curve_seeds", "curve_summary",
-           "shape_sentence", "curve_figure", "write_layer_curve", "main"]
+__all__ = ["FAMILIES", "CONTRASTS_STEM", "load_sweep_clips", "common_splits", "seed_points", "curve_seeds",
+           "curve_summary", "layer_contrasts", "shape_sentence", "curve_figure", "write_layer_curve", "main"]
 
 #: attribute family shown in the figure -> the data's attribute names (answer_options.json keys)
 FAMILIES: dict[str, tuple[str, ...]] = {"spoken word": ("word",), "pitch": ("pitch_class",), "category": ("category",),
                                         "count": ("count",)}
 ALL = "all attributes"
+#: stem of the table of paired layer contrasts (:func:`layer_contrasts`) next to the curve
+CONTRASTS_STEM = "injection_layer_curve_contrasts"
 _POINT = re.compile(r"^L(\d+)$")
 _SEED = re.compile(r"^seed-(\d+)$")
 
@@ -83,6 +89,19 @@ def common_splits(clips: pd.DataFrame) -> list[str]:
     return sorted(frozenset.intersection(*per_run)) if len(per_run) else []
 
 
+def _point_matrices(clips: pd.DataFrame):
+    """Per ``mode, layer, family`` on the splits every run has: ``(key, splits, correct, n)`` with ``correct`` a
+    ``[seeds, clips]`` frame of per-clip correct sums (columns ``split/clip``) and ``n`` the rows per clip."""
+    clips = clips[clips["split"].isin(common_splits(clips))]
+    for key, g in clips.groupby(["mode", "layer", "family"], sort=True):
+        splits = sorted(set(g["split"]))
+        seeds = sorted(set.intersection(*(set(g.loc[g["split"] == s, "seed"]) for s in splits)))
+        g = g[g["seed"].isin(seeds)].assign(key=lambda d: d["split"] + "/" + d["clip"])
+        corr = g.pivot_table(index="seed", columns="key", values="correct", aggfunc="sum").dropna(axis=1)
+        n = g.pivot_table(index="seed", columns="key", values="n", aggfunc="sum")[corr.columns].iloc[0]
+        yield key, splits, corr, n
+
+
 def curve_summary(clips: pd.DataFrame, resamples: int = 2000) -> pd.DataFrame:
     """Per ``mode, layer, family``: accuracy over seeds and its seed-aware 95% interval, on the test splits every
     run has (:func:`common_splits`, pooled when several). The interval is intersected with [0, 1], the range of an
@@ -91,29 +110,83 @@ def curve_summary(clips: pd.DataFrame, resamples: int = 2000) -> pd.DataFrame:
     from workbench.stats import two_level_interval
 
     rows = []
-    clips = clips[clips["split"].isin(common_splits(clips))]
-    for (mode, layer, fam), g in clips.groupby(["mode", "layer", "family"], sort=True):
-        splits = sorted(set(g["split"]))
-        seeds = sorted(set.intersection(*(set(g.loc[g["split"] == s, "seed"]) for s in splits)))
-        g = g[g["seed"].isin(seeds)].assign(key=lambda d: d["split"] + "/" + d["clip"])
-        corr = g.pivot_table(index="seed", columns="key", values="correct", aggfunc="sum").dropna(axis=1)
-        n = g.pivot_table(index="seed", columns="key", values="n", aggfunc="sum")[corr.columns].iloc[0]
+    for (mode, layer, fam), splits, corr, n in _point_matrices(clips):
         if corr.shape[1] < 2:
             continue
         r = two_level_interval(corr.to_numpy(float), n.to_numpy(float), resamples=resamples, key=(mode, layer, fam))
         lo, hi = max(0.0, r.ci_low), min(1.0, r.ci_high)  # an accuracy lies in [0, 1]: clipping keeps the coverage
         clipped = "; clipped to [0, 1]" if (lo, hi) != (r.ci_low, r.ci_high) else ""
         rows.append({"mode": mode, "layer": int(layer), "family": fam, "accuracy": r.estimate, "ci_low": lo,
-                     "ci_high": hi, "n_seeds": r.n_seeds, "seeds": ",".join(map(str, seeds)),
-                     "n_clips": r.n_clips, "n_rows": r.n_rows, "splits": "+".join(splits), "method": r.method + clipped})
+                     "ci_high": hi, "n_seeds": r.n_seeds, "seeds": ",".join(map(str, corr.index)),
+                     "n_clips": r.n_clips, "n_rows": r.n_rows, "splits": "+".join(splits),
+                     "method": r.method + clipped})
     cols = ["mode", "layer", "family", "accuracy", "ci_low", "ci_high", "n_seeds", "seeds", "n_clips", "n_rows",
             "splits", "method"]
     return pd.DataFrame(rows, columns=cols)
 
 
-def shape_sentence(summary: pd.DataFrame) -> str:
-    """One sentence per mode on the overall curve: where it peaks, and from which layer on it falls below the
-    peak's interval (or that it does not)."""
+def _reading(r) -> str:
+    """'higher' / 'lower' (interval on one side of 0 and every seed's difference with the same sign) or
+    'no clear difference': the verdict rule of :mod:`workbench.stats`, made symmetric."""
+    if r.ci_low > 0 and all(x > 0 for x in r.per_seed):
+        return "higher"
+    if r.ci_high < 0 and all(x < 0 for x in r.per_seed):
+        return "lower"
+    return "no clear difference"
+
+
+def layer_contrasts(clips: pd.DataFrame, summary: pd.DataFrame, resamples: int = 2000) -> pd.DataFrame:
+    """Each layer against two reference layers of its mode and family, paired by training seed and test clip:
+    the first layer tested (``versus`` = ``first``: does delaying the audio help?) and the peak (``versus`` =
+    ``peak``, the layer of highest mean accuracy in ``summary``: where does the curve fall off?).
+
+    Pairing matters here: a training seed shifts a mode's accuracy at every layer alike (it fixes the init of
+    the shared parts and the data order), so the unpaired per-point intervals of two seeds are far wider than the
+    differences between layers. Columns: ``mode, family, versus, reference_layer, layer, difference, ci_low,
+    ci_high, per_seed, n_seeds, n_clips, reading, method`` (``reading``: :func:`_reading`). The peak is chosen from
+    the same data, so its contrasts describe the curve's shape rather than test a hypothesis fixed in advance."""
+    from workbench.stats import two_level_interval
+
+    mats = {key: (corr, n) for key, _, corr, n in _point_matrices(clips)}
+    rows = []
+    for (mode, fam), g in summary.groupby(["mode", "family"], sort=True):
+        refs = {"first": int(g["layer"].min()), "peak": int(g.loc[g["accuracy"].idxmax(), "layer"])}
+        for versus, ref in refs.items():
+            c_ref, n_ref = mats[(mode, ref, fam)]
+            for layer in sorted(int(x) for x in g["layer"] if int(x) != ref):
+                c, n = mats[(mode, layer, fam)]
+                seeds = c.index.intersection(c_ref.index)
+                cols = c.columns.intersection(c_ref.columns)
+                if len(seeds) < 1 or len(cols) < 2:
+                    continue
+                if not (n[cols] == n_ref[cols]).all():
+                    raise ValueError(f"{mode} layers {layer} and {ref} ({fam}) have different closed rows per test "
+                                     "clip; were they evaluated on the same test split?")
+                diff = c.loc[seeds, cols].to_numpy(float) - c_ref.loc[seeds, cols].to_numpy(float)
+                r = two_level_interval(diff, n[cols].to_numpy(float), resamples=resamples,
+                                       key=(mode, fam, versus, layer, ref))
+                rows.append({"mode": mode, "family": fam, "versus": versus, "reference_layer": ref, "layer": layer,
+                             "difference": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                             "per_seed": ";".join(f"{s}:{x:+.4f}" for s, x in zip(seeds, r.per_seed)),
+                             "n_seeds": r.n_seeds, "n_clips": r.n_clips, "reading": _reading(r), "method": r.method})
+    cols = ["mode", "family", "versus", "reference_layer", "layer", "difference", "ci_low", "ci_high", "per_seed",
+            "n_seeds", "n_clips", "reading", "method"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _layers(xs) -> str:
+    xs = [str(int(x)) for x in xs]
+    return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
+
+
+def shape_sentence(summary: pd.DataFrame, contrasts: pd.DataFrame | None = None) -> str:
+    """One sentence per mode on the overall curve: where it peaks and whether it falls off after the peak.
+
+    With ``contrasts`` (:func:`layer_contrasts`) the comparisons are paired by seed and clip: the peak against the
+    first layer, which layers lie below the peak, and whether any later layer does. Without, a layer "lies below"
+    when its accuracy is under the peak's (unpaired) interval."""
+    if contrasts is not None and len(contrasts):
+        return _paired_shape_sentence(summary, contrasts)
     parts = []
     t = summary[summary["family"] == ALL]
     for mode, g in t.groupby("mode", sort=True):
@@ -134,6 +207,47 @@ def shape_sentence(summary: pd.DataFrame) -> str:
         if len(before):
             s += (f"; earlier layers {', '.join(str(int(x)) for x in before['layer'])} lie below it "
                   f"(layer {int(g['layer'].iloc[0])}: {g['accuracy'].iloc[0]:.3f})")
+        parts.append(s + ".")
+    return " ".join(parts) if parts else "No injection-layer runs evaluated yet."
+
+
+def _paired_shape_sentence(summary: pd.DataFrame, contrasts: pd.DataFrame) -> str:
+    parts = []
+    t, c = summary[summary["family"] == ALL], contrasts[contrasts["family"] == ALL]
+    for mode, g in t.groupby("mode", sort=True):
+        g = g.sort_values("layer")
+        if len(g) < 2:
+            parts.append(f"{mode.upper()}: one layer only ({int(g['layer'].iloc[0])}), no curve yet.")
+            continue
+        best = g.loc[g["accuracy"].idxmax()]
+        peak, first, last = int(best["layer"]), int(g["layer"].min()), int(g["layer"].max())
+        n_seeds = int(best["n_seeds"])
+        s = f"{mode.upper()} peaks at layer {peak} ({best['accuracy']:.3f}, {n_seeds} seed{'s' if n_seeds > 1 else ''})"
+        vs_first = c[(c["mode"] == mode) & (c["versus"] == "first") & (c["layer"] == peak)]
+        if len(vs_first):
+            r = vs_first.iloc[0]
+            how = {"higher": "above", "lower": "below"}.get(r["reading"])
+            s += (f"; paired by training seed and test clip it is {r['difference']:+.3f} [{r['ci_low']:+.3f}, "
+                  f"{r['ci_high']:+.3f}] " + (f"{how} layer {first}" if how else
+                                              f"against layer {first}, no clear difference"))
+        vs_peak = c[(c["mode"] == mode) & (c["versus"] == "peak")]
+        lower = vs_peak[vs_peak["reading"] == "lower"]
+        before, after = lower[lower["layer"] < peak], lower[lower["layer"] > peak]
+        unclear = vs_peak[vs_peak["reading"] != "lower"]
+        if len(before):
+            many = len(before) > 1
+            s += f"; layer{'s' if many else ''} {_layers(before['layer'])} lie{'' if many else 's'} below the peak"
+        if len(unclear):
+            many = len(unclear) > 1
+            s += (f"; layer{'s' if many else ''} {_layers(unclear['layer'])} {'do' if many else 'does'} not differ "
+                  "clearly from it")
+        if len(after):
+            f = after.iloc[0]
+            s += f"; it falls off after the peak (layer {int(f['layer'])}: {f['difference']:+.3f})"
+        elif peak == last:
+            s += f"; the peak is the last layer tested ({last}), so whether it falls off later is untested"
+        else:
+            s += f"; no later layer up to {last} lies clearly below it"
         parts.append(s + ".")
     return " ".join(parts) if parts else "No injection-layer runs evaluated yet."
 
@@ -185,13 +299,14 @@ def curve_figure(summary: pd.DataFrame, title: str | None = None, per_seed: pd.D
     splits = sorted({s for x in summary["splits"] for s in str(x).split("+") if s})
     on = (f"the held-out test split {splits[0]}" if len(splits) == 1 else
           f"the held-out test splits {' and '.join(splits)} pooled")
+    seed_marks = "; open markers: each training seed" if per_seed is not None else ""
     return add_caption(fig, "One model trained per integration mode, injection layer and training seed (tiny preset, "
                             f"same data and schedule; seeds {', '.join(map(str, seeds)) or '?'}); greedy answers on "
-                            f"{on}, the splits every run was evaluated on. Points: mean accuracy over seeds; error bars: 95% "
-                            "interval over training seeds and test clips (two-level bootstrap, t interval, kept within "
-                            "[0, 100]%; one seed: clip bootstrap)" + ("; open markers: each training seed" if
-                                                                     per_seed is not None else "") +
-                       ". Lower panels: the rows of one attribute family.")
+                            f"{on}, the splits every run was evaluated on. Points: mean accuracy over seeds; error "
+                            "bars: 95% interval over training seeds and test clips (two-level bootstrap, t interval, "
+                            f"kept within [0, 100]%; one seed: clip bootstrap){seed_marks}. The bars include the "
+                            "seed's shift of every layer alike; compare layers with the paired differences in "
+                            f"{CONTRASTS_STEM}.csv. Lower panels: the rows of one attribute family.")
 
 
 def write_layer_curve(sweeps: str | Path, out: str | Path, resamples: int = 2000) -> str | None:
@@ -202,9 +317,11 @@ def write_layer_curve(sweeps: str | Path, out: str | Path, resamples: int = 2000
     if clips.empty:
         return None
     summary = curve_summary(clips, resamples)
+    contrasts = layer_contrasts(clips, summary, resamples)
     write_outputs(curve_seeds(clips), None, out, "injection_layer_curve_seeds")
+    write_outputs(contrasts, None, out, CONTRASTS_STEM)
     write_outputs(summary, curve_figure(summary, per_seed=seed_points(clips)), out, "injection_layer_curve")
-    return shape_sentence(summary)
+    return shape_sentence(summary, contrasts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -349,9 +349,10 @@ def build_report(run: str | Path, title: str | None = None) -> str:
         lines = [ln for ln in claims.get(key, []) if ln not in seen_lines or ln.startswith("no data")]
         seen_lines.update(lines)
         if key == "claim1" and LAYER_CURVE_STEM in tables:
-            from workbench.layer_curve import shape_sentence
+            from workbench.layer_curve import CONTRASTS_STEM, shape_sentence
 
-            lines = ["injection-layer curve: " + shape_sentence(tables[LAYER_CURVE_STEM])] + \
+            sentence = shape_sentence(tables[LAYER_CURVE_STEM], tables.get(CONTRASTS_STEM))
+            lines = ["injection-layer curve: " + sentence] + \
                 [ln for ln in lines if not ln.startswith("no data")]
         body.append("<ul>" + "".join(f"<li>{html.escape(ln)}</li>" for ln in lines) + "</ul>" if lines else "")
         for pattern in claim.figures:

@@ -108,3 +108,63 @@ def test_intervals_stay_within_an_accuracys_range_and_seeds_are_drawn(tmp_path):
     marks = [t for t in fig.data if t.name == "PLITS, each seed"]
     assert len(marks) == 2 and sorted(marks[0].y) == [60.0, 100.0]  # overall + spoken-word panel
     assert "each training seed" in caption_of(fig) and "each training seed" not in caption_of(LC.curve_figure(summary))
+
+
+def _write_blocked_sweep(root, clips=60):
+    """PLITS rising with the layer (0 -> 8 -> 16), with training seed 1 lower at every layer (a seed moves every
+    layer alike). A seed's runs share their row draws (as runs share what is hard for them), so a row flips only
+    where the layer's gain moves it: the per-seed layer differences agree, the seeds' levels do not."""
+    difficulty = np.random.default_rng(7).normal(0, 1.0, clips)
+    u = {s: np.random.default_rng([11, s]).random((clips, len(ATTRS))) for s in (0, 1)}
+    for layer, s in [(layer, s) for layer in (0, 8, 16) for s in (0, 1)]:
+        p = 1 / (1 + np.exp(-(0.3 + 0.35 * layer / 8 - 0.75 * s + difficulty)))
+        correct = u[s] < p[:, None]
+        rows = [{"row_id": f"{c}-{a}", "file_name": f"audio/test-{c:03d}.wav", "task": "cls", "attribute": a,
+                 "answer": "x", "prediction": "x", "correct": bool(correct[c, j]), "closed": True}
+                for c in range(clips) for j, a in enumerate(ATTRS)]
+        out = sweep_run_dir("plits", layer, s, root) / EVAL_DIRS["test"] / "answers.csv"
+        out.parent.mkdir(parents=True)
+        pd.DataFrame(rows).to_csv(out, index=False)
+
+
+def test_layers_are_compared_paired_by_seed_and_clip(tmp_path):
+    """With two seeds the unpaired intervals of neighbouring layers overlap (the seed shift is in each), while the
+    paired layer contrasts resolve the rise; the sentence reads the paired ones, and the table says why."""
+    root = tmp_path / "sweeps"
+    _write_blocked_sweep(root)
+    clips = LC.load_sweep_clips(root)
+    summary = LC.curve_summary(clips, resamples=400)
+    top = summary[summary["family"] == "all attributes"].set_index("layer")
+    assert top.loc[16, "ci_low"] < top.loc[0, "ci_high"]  # unpaired: layer 16 not clearly above layer 0
+    c = LC.layer_contrasts(clips, summary, resamples=400)
+    assert set(c["versus"]) == {"first", "peak"} and set(c["family"]) >= {"all attributes", "spoken word"}
+    a = c[c["family"] == "all attributes"].set_index(["versus", "layer"])
+    assert a.loc[("first", 16), "reference_layer"] == 0 and a.loc[("peak", 0), "reference_layer"] == 16
+    assert a.loc[("first", 16), "reading"] == "higher" and a.loc[("first", 16), "ci_low"] > 0
+    assert a.loc[("peak", 0), "reading"] == "lower"
+    per_seed = dict(x.split(":") for x in a.loc[("first", 16), "per_seed"].split(";"))
+    assert set(per_seed) == {"0", "1"} and all(float(v) > 0 for v in per_seed.values())
+    # the paired difference is the difference of the means, and narrower than the unpaired bars
+    assert abs(a.loc[("first", 16), "difference"] - (top.loc[16, "accuracy"] - top.loc[0, "accuracy"])) < 1e-12
+    assert a.loc[("first", 16), "ci_high"] - a.loc[("first", 16), "ci_low"] < top.loc[16, "ci_high"] - top.loc[16, "ci_low"]
+    sentence = LC.shape_sentence(summary, c)
+    assert sentence.startswith("PLITS peaks at layer 16") and "above layer 0" in sentence
+    assert "lies below the peak" in sentence or "lie below the peak" in sentence
+    assert "last layer tested (16)" in sentence
+    assert LC.shape_sentence(summary) != sentence  # the unpaired reading is kept for tables without contrasts
+
+
+def test_write_layer_curve_writes_the_paired_contrasts(tmp_path):
+    from workbench.analysis import outputs
+    from workbench.claims import CLAIMS
+
+    root = tmp_path / "sweeps"
+    _write_blocked_sweep(root, clips=20)
+    saved, outputs._PNG_OK = outputs._PNG_OK, False
+    try:
+        sentence = LC.write_layer_curve(root, tmp_path / "out", resamples=200)
+    finally:
+        outputs._PNG_OK = saved
+    c = pd.read_csv(tmp_path / "out" / f"{LC.CONTRASTS_STEM}.csv")
+    assert len(c) == 2 * 2 * 5 and "paired by training seed" in sentence  # 2 other layers x 2 references x 5 families
+    assert LC.CONTRASTS_STEM in CLAIMS["claim1"].figures  # shown in the report under claim 1
