@@ -252,10 +252,12 @@ def _paired_shape_sentence(summary: pd.DataFrame, contrasts: pd.DataFrame) -> st
     return " ".join(parts) if parts else "No injection-layer runs evaluated yet."
 
 
-def curve_figure(summary: pd.DataFrame, title: str | None = None, per_seed: pd.DataFrame | None = None):
-    """Accuracy (%) against injection layer: overall on top, one panel per attribute family below; one line per
-    mode, error bars = seed-aware 95% intervals. ``per_seed`` (:func:`seed_points`): each training seed's accuracy
-    drawn as small open markers beside the mean."""
+def curve_figure(summary: pd.DataFrame, title: str | None = None, per_seed: pd.DataFrame | None = None,
+                 contrasts: pd.DataFrame | None = None):
+    """Accuracy (%) against injection layer: overall on top, one panel per attribute family at the bottom; one line
+    per mode, error bars = seed-aware 95% intervals. ``per_seed`` (:func:`seed_points`): each training seed's
+    accuracy drawn as small open markers beside the mean. ``contrasts`` (:func:`layer_contrasts`): a middle panel
+    with each layer's gain over the mode's first layer, paired by seed and clip, with its 95% interval."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -263,13 +265,21 @@ def curve_figure(summary: pd.DataFrame, title: str | None = None, per_seed: pd.D
 
     fams = [f for f in FAMILIES if f in set(summary["family"])]
     cols = max(len(fams), 1)
-    specs = [[{"colspan": cols}] + [None] * (cols - 1), [{} for _ in range(cols)]]
-    fig = make_subplots(rows=2, cols=cols, specs=specs, row_heights=[0.6, 0.4], vertical_spacing=0.14,
-                        subplot_titles=[ALL] + fams)
+    gain = None
+    if contrasts is not None and len(contrasts):
+        gain = contrasts[(contrasts["family"] == ALL) & (contrasts["versus"] == "first")]
+    wide = [{"colspan": cols}] + [None] * (cols - 1)
+    titles = [ALL] + (["gain over the first layer, paired by training seed and test clip"] if gain is not None
+                      else []) + fams
+    rows = 3 if gain is not None else 2
+    fam_row = rows
+    fig = make_subplots(rows=rows, cols=cols, specs=[wide] * (rows - 1) + [[{} for _ in range(cols)]],
+                        row_heights=[0.42, 0.24, 0.34] if gain is not None else [0.6, 0.4],
+                        vertical_spacing=0.1 if gain is not None else 0.14, subplot_titles=titles)
     colours = {"plits": "#1f77b4", "lal": "#d62728"}
     for i, (mode, g) in enumerate(summary.groupby("mode", sort=True)):
         c = colours.get(mode, ["#2ca02c", "#9467bd", "#8c564b"][i % 3])
-        for fam, (r, col) in [(ALL, (1, 1))] + [(f, (2, j + 1)) for j, f in enumerate(fams)]:
+        for fam, (r, col) in [(ALL, (1, 1))] + [(f, (fam_row, j + 1)) for j, f in enumerate(fams)]:
             d = g[g["family"] == fam].sort_values("layer")
             if not len(d):
                 continue
@@ -288,25 +298,43 @@ def curve_figure(summary: pd.DataFrame, title: str | None = None, per_seed: pd.D
                         marker=dict(color=c, symbol="circle-open", size=6, opacity=0.7),
                         hovertemplate=f"{mode} " + "layer %{x}, seed %{customdata}: %{y:.1f}%<extra></extra>"),
                         row=r, col=col)
+        if gain is not None:
+            d = gain[gain["mode"] == mode].sort_values("layer")
+            if len(d):
+                first = int(d["reference_layer"].iloc[0])
+                fig.add_trace(go.Scatter(
+                    x=[first] + list(d["layer"]), y=[0.0] + list(d["difference"] * 100), mode="lines+markers",
+                    name=f"{mode.upper()}, gain over layer {first}", legendgroup=mode, showlegend=False,
+                    line=dict(color=c, dash="dot"),
+                    error_y=dict(type="data", symmetric=False,
+                                 array=[0.0] + list((d["ci_high"] - d["difference"]) * 100),
+                                 arrayminus=[0.0] + list((d["difference"] - d["ci_low"]) * 100)),
+                    hovertemplate=f"{mode} " + "layer %{x}: %{y:+.1f} points<extra></extra>"), row=2, col=1)
     fig.update_xaxes(title_text="injection layer (first LLM layer that sees audio)", row=1, col=1)
     fig.update_yaxes(title_text="closed-task accuracy (%)", row=1, col=1)
+    if gain is not None:
+        fig.add_hline(y=0, line=dict(color="grey", width=1, dash="dash"), row=2, col=1)
+        fig.update_xaxes(title_text="injection layer", row=2, col=1)
+        fig.update_yaxes(title_text="gain (points)", row=2, col=1)
     for j in range(1, len(fams) + 1):
-        fig.update_xaxes(title_text="injection layer (index)", row=2, col=j)
-        fig.update_yaxes(title_text="accuracy (%)", row=2, col=j)
+        fig.update_xaxes(title_text="layer", row=fam_row, col=j)
+    fig.update_yaxes(title_text="accuracy (%)", row=fam_row, col=1)
     fig.update_layout(title=title or "Injection-layer curve (claim 1: delayed integration)", template="plotly_white",
-                      height=720, legend_title_text="integration mode")
+                      height=980 if gain is not None else 720, legend_title_text="integration mode")
     seeds = sorted({int(s) for x in summary["seeds"] for s in str(x).split(",") if s != ""})
     splits = sorted({s for x in summary["splits"] for s in str(x).split("+") if s})
     on = (f"the held-out test split {splits[0]}" if len(splits) == 1 else
           f"the held-out test splits {' and '.join(splits)} pooled")
     seed_marks = "; open markers: each training seed" if per_seed is not None else ""
+    gain_words = "middle panel: each layer minus the first, paired by seed and clip, 95% interval; all in " if \
+        gain is not None else ""
     return add_caption(fig, "One model trained per integration mode, injection layer and training seed (tiny preset, "
                             f"same data and schedule; seeds {', '.join(map(str, seeds)) or '?'}); greedy answers on "
                             f"{on}, the splits every run was evaluated on. Points: mean accuracy over seeds; error "
                             "bars: 95% interval over training seeds and test clips (two-level bootstrap, t interval, "
                             f"kept within [0, 100]%; one seed: clip bootstrap){seed_marks}. The bars include the "
-                            "seed's shift of every layer alike; compare layers with the paired differences in "
-                            f"{CONTRASTS_STEM}.csv. Lower panels: the rows of one attribute family.")
+                            "seed's shift of every layer alike; compare layers with the paired differences "
+                            f"({gain_words}{CONTRASTS_STEM}.csv). Bottom panels: the rows of one attribute family.")
 
 
 def write_layer_curve(sweeps: str | Path, out: str | Path, resamples: int = 2000) -> str | None:
@@ -320,7 +348,8 @@ def write_layer_curve(sweeps: str | Path, out: str | Path, resamples: int = 2000
     contrasts = layer_contrasts(clips, summary, resamples)
     write_outputs(curve_seeds(clips), None, out, "injection_layer_curve_seeds")
     write_outputs(contrasts, None, out, CONTRASTS_STEM)
-    write_outputs(summary, curve_figure(summary, per_seed=seed_points(clips)), out, "injection_layer_curve")
+    fig = curve_figure(summary, per_seed=seed_points(clips), contrasts=contrasts)
+    write_outputs(summary, fig, out, "injection_layer_curve")
     return shape_sentence(summary, contrasts)
 
 

@@ -146,12 +146,19 @@ def test_layers_are_compared_paired_by_seed_and_clip(tmp_path):
     assert set(per_seed) == {"0", "1"} and all(float(v) > 0 for v in per_seed.values())
     # the paired difference is the difference of the means, and narrower than the unpaired bars
     assert abs(a.loc[("first", 16), "difference"] - (top.loc[16, "accuracy"] - top.loc[0, "accuracy"])) < 1e-12
-    assert a.loc[("first", 16), "ci_high"] - a.loc[("first", 16), "ci_low"] < top.loc[16, "ci_high"] - top.loc[16, "ci_low"]
+    paired_width = a.loc[("first", 16), "ci_high"] - a.loc[("first", 16), "ci_low"]
+    assert paired_width < top.loc[16, "ci_high"] - top.loc[16, "ci_low"]
     sentence = LC.shape_sentence(summary, c)
     assert sentence.startswith("PLITS peaks at layer 16") and "above layer 0" in sentence
     assert "lies below the peak" in sentence or "lie below the peak" in sentence
     assert "last layer tested (16)" in sentence
     assert LC.shape_sentence(summary) != sentence  # the unpaired reading is kept for tables without contrasts
+    fig = LC.curve_figure(summary, contrasts=c)
+    gain = [t for t in fig.data if t.name == "PLITS, gain over layer 0"]
+    assert len(gain) == 1 and list(gain[0].x) == [0, 8, 16] and gain[0].y[0] == 0.0
+    assert abs(gain[0].y[2] - 100 * a.loc[("first", 16), "difference"]) < 1e-9
+    assert "paired by seed and clip" in caption_of(fig)
+    assert "paired by seed and clip" not in caption_of(LC.curve_figure(summary))
 
 
 def test_write_layer_curve_writes_the_paired_contrasts(tmp_path):
