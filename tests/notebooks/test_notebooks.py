@@ -57,8 +57,14 @@ CASES = {
                 "ci_low": "float(headline[headline.task == 'all']['ci_low'].iloc[0])",
                 "delta": "{f'{r.encoder}@{r.layer_start}': r.delta for r in overall.itertuples()}",
                 "mass_before_8": "float(attention[attention.encoder.str.startswith('delayed') "
-                                 "& (attention.layer < 8)]['mass'].abs().max())"},
-        figures=3, outputs=["compare.csv", "attention_layers.csv", "ablation_sweep.html"]),
+                                 "& (attention.layer < 8)]['mass'].abs().max())",
+                "seed_rows": "across_seeds[across_seeds.split == 'pooled'][['scope', 'n_seeds', 'diff', 'ci_low', "
+                             "'verdict']].values.tolist()",
+                "curve_layers": "{m: sorted(int(x) for x in g['layer']) for m, g in curve[curve.family == "
+                                "'all attributes'].groupby('mode')}",
+                "plits_gain_24": "layer_gains.query(\"mode == 'plits' and family == 'all attributes' and versus == "
+                                 "'first' and layer == 24\")[['difference', 'ci_low', 'reading']].values.tolist()"},
+        figures=4, outputs=["compare.csv", "attention_layers.csv", "ablation_sweep.html", "injection_layer_curve.csv"]),
     "02_attention_only.ipynb": Case(
         params={"N": 4, "BATCH_SIZE": 4, "ACCURACY": False, "RESAMPLES": 200},
         checks={"diff": "float(headline[headline.task == 'all']['diff'].iloc[0])",
@@ -127,6 +133,14 @@ def _check_01(v):
     deltas = v["delta"]  # "variant@first ablated layer" -> change of the answer log-probability (nats)
     assert sorted(deltas) == ["baseline@20", "baseline@4", "delayed@20", "delayed@4"] and _finite(deltas.values())
     assert all(d < 0.5 for d in deltas.values())  # cutting the audio does not help the answers
+    # the committed seed runs (results/README.md: +0.139 [+0.071, +0.208] over 3 seeds, every seed positive)
+    rows = {scope: (n, diff, lo, verdict) for scope, n, diff, lo, verdict in v["seed_rows"]}
+    assert rows["one seed"][0] == 1 and rows["all seeds"][0] >= 3
+    assert 0.08 < rows["all seeds"][1] < 0.2 and rows["all seeds"][2] > 0 and rows["all seeds"][3] == "agree"
+    # the committed injection-layer sweep: both modes at every fourth layer up to 24; PLITS@24 above PLITS@0
+    assert v["curve_layers"] == {"lal": [0, 4, 8, 12, 16, 20, 24], "plits": [0, 4, 8, 12, 16, 20, 24]}
+    [(gain, lo, reading)] = v["plits_gain_24"]
+    assert 0.15 < gain < 0.4 and lo > 0 and reading == "higher"
 
 
 def _check_02(v):
