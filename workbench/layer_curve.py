@@ -314,11 +314,11 @@ def curve_figure(summary: pd.DataFrame, title: str | None = None, per_seed: pd.D
     fig.update_yaxes(title_text="closed-task accuracy (%)", row=1, col=1)
     if gain is not None:
         fig.add_hline(y=0, line=dict(color="grey", width=1, dash="dash"), row=2, col=1)
-        fig.update_xaxes(title_text="injection layer", row=2, col=1)
-        fig.update_yaxes(title_text="gain (points)", row=2, col=1)
+        fig.update_xaxes(title_text="injection layer (index)", row=2, col=1)
+        fig.update_yaxes(title_text="gain (percentage points)", row=2, col=1)
     for j in range(1, len(fams) + 1):
-        fig.update_xaxes(title_text="layer", row=fam_row, col=j)
-    fig.update_yaxes(title_text="accuracy (%)", row=fam_row, col=1)
+        fig.update_xaxes(title_text="layer (index)", row=fam_row, col=j)
+        fig.update_yaxes(title_text="accuracy (%)", title_standoff=2, row=fam_row, col=j)
     fig.update_layout(title=title or "Injection-layer curve (claim 1: delayed integration)", template="plotly_white",
                       height=980 if gain is not None else 720, legend_title_text="integration mode")
     seeds = sorted({int(s) for x in summary["seeds"] for s in str(x).split(",") if s != ""})

@@ -111,6 +111,12 @@ def layer_curve_summary() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def layer_curve_gains() -> pd.DataFrame:
+    return pd.DataFrame([{"mode": m, "family": "all attributes", "versus": "first", "reference_layer": 0, "layer": l,
+                          "difference": d, "ci_low": d - 0.03, "ci_high": d + 0.03}
+                         for m in ("plits", "lal") for l, d in ((8, 0.08), (16, 0.16))])
+
+
 def forest_table() -> pd.DataFrame:
     return pd.DataFrame([{"claim": "Claim 1, delayed integration", "contrast": "delayed − baseline", "scope": s,
                           "diff": d, "ci_low": d - w, "ci_high": d + w, "verdict": v}
@@ -138,6 +144,8 @@ def all_figures(attention_frames, lens_frame, patching_summary) -> dict:
         "compare.comparison_figure(no diffs)": C.comparison_figure(table),
         "sweep.sweep_figure": S.sweep_figure(injection_table()),
         "layer_curve.curve_figure": LC.curve_figure(layer_curve_summary()),
+        "layer_curve.curve_figure(paired gains)": LC.curve_figure(layer_curve_summary(),
+                                                                  contrasts=layer_curve_gains()),
         "forest.forest_figure": F.forest_figure(forest_table()),
     }
 
