@@ -127,10 +127,12 @@ def curve_summary(clips: pd.DataFrame, resamples: int = 2000) -> pd.DataFrame:
 
 def _reading(r) -> str:
     """'higher' / 'lower' (interval on one side of 0 and every seed's difference with the same sign) or
-    'no clear difference': the verdict rule of :mod:`workbench.stats`, made symmetric."""
-    if r.ci_low > 0 and all(x > 0 for x in r.per_seed):
+    'no clear difference': the verdict rule (:func:`workbench.stats.decide_contrast`'s *agree*), both ways."""
+    from workbench.stats import decide_contrast
+
+    if decide_contrast(r.ci_low, r.ci_high, r.per_seed) == "agree":
         return "higher"
-    if r.ci_high < 0 and all(x < 0 for x in r.per_seed):
+    if decide_contrast(-r.ci_high, -r.ci_low, [-x for x in r.per_seed]) == "agree":
         return "lower"
     return "no clear difference"
 
