@@ -187,71 +187,67 @@ def shape_sentence(summary: pd.DataFrame, contrasts: pd.DataFrame | None = None)
     With ``contrasts`` (:func:`layer_contrasts`) the comparisons are paired by seed and clip: the peak against the
     first layer, which layers lie below the peak, and whether any later layer does. Without, a layer "lies below"
     when its accuracy is under the peak's (unpaired) interval."""
-    if contrasts is not None and len(contrasts):
-        return _paired_shape_sentence(summary, contrasts)
     parts = []
-    t = summary[summary["family"] == ALL]
-    for mode, g in t.groupby("mode", sort=True):
+    paired = contrasts[contrasts["family"] == ALL] if contrasts is not None and len(contrasts) else None
+    for mode, g in summary[summary["family"] == ALL].groupby("mode", sort=True):
         g = g.sort_values("layer")
         if len(g) < 2:
             parts.append(f"{mode.upper()}: one layer only ({int(g['layer'].iloc[0])}), no curve yet.")
             continue
         best = g.loc[g["accuracy"].idxmax()]
-        after = g[(g["layer"] > best["layer"]) & (g["accuracy"] < best["ci_low"])]
-        before = g[(g["layer"] < best["layer"]) & (g["accuracy"] < best["ci_low"])]
-        s = (f"{mode.upper()} peaks at layer {int(best['layer'])} ({best['accuracy']:.3f} [{best['ci_low']:.3f}, "
-             f"{best['ci_high']:.3f}], {int(best['n_seeds'])} seed{'s' if best['n_seeds'] > 1 else ''})")
-        if len(after):
-            f = after.iloc[0]
-            s += f"; it falls below the peak's interval from layer {int(f['layer'])} on ({f['accuracy']:.3f})"
-        elif best["layer"] < g["layer"].max():
-            s += f"; later layers up to {int(g['layer'].max())} stay within the peak's interval"
-        if len(before):
-            s += (f"; earlier layers {', '.join(str(int(x)) for x in before['layer'])} lie below it "
-                  f"(layer {int(g['layer'].iloc[0])}: {g['accuracy'].iloc[0]:.3f})")
-        parts.append(s + ".")
+        words = _unpaired_shape(mode, g, best) if paired is None else _paired_shape(mode, g, best, paired)
+        parts.append(words + ".")
     return " ".join(parts) if parts else "No injection-layer runs evaluated yet."
 
 
-def _paired_shape_sentence(summary: pd.DataFrame, contrasts: pd.DataFrame) -> str:
-    parts = []
-    t, c = summary[summary["family"] == ALL], contrasts[contrasts["family"] == ALL]
-    for mode, g in t.groupby("mode", sort=True):
-        g = g.sort_values("layer")
-        if len(g) < 2:
-            parts.append(f"{mode.upper()}: one layer only ({int(g['layer'].iloc[0])}), no curve yet.")
-            continue
-        best = g.loc[g["accuracy"].idxmax()]
-        peak, first, last = int(best["layer"]), int(g["layer"].min()), int(g["layer"].max())
-        n_seeds = int(best["n_seeds"])
-        s = f"{mode.upper()} peaks at layer {peak} ({best['accuracy']:.3f}, {n_seeds} seed{'s' if n_seeds > 1 else ''})"
-        vs_first = c[(c["mode"] == mode) & (c["versus"] == "first") & (c["layer"] == peak)]
-        if len(vs_first):
-            r = vs_first.iloc[0]
-            how = {"higher": "above", "lower": "below"}.get(r["reading"])
-            s += (f"; paired by training seed and test clip it is {r['difference']:+.3f} [{r['ci_low']:+.3f}, "
-                  f"{r['ci_high']:+.3f}] " + (f"{how} layer {first}" if how else
-                                              f"against layer {first}, no clear difference"))
-        vs_peak = c[(c["mode"] == mode) & (c["versus"] == "peak")]
-        lower = vs_peak[vs_peak["reading"] == "lower"]
-        before, after = lower[lower["layer"] < peak], lower[lower["layer"] > peak]
-        unclear = vs_peak[vs_peak["reading"] != "lower"]
-        if len(before):
-            many = len(before) > 1
-            s += f"; layer{'s' if many else ''} {_layers(before['layer'])} lie{'' if many else 's'} below the peak"
-        if len(unclear):
-            many = len(unclear) > 1
-            s += (f"; layer{'s' if many else ''} {_layers(unclear['layer'])} {'do' if many else 'does'} not differ "
-                  "clearly from it")
-        if len(after):
-            f = after.iloc[0]
-            s += f"; it falls off after the peak (layer {int(f['layer'])}: {f['difference']:+.3f})"
-        elif peak == last:
-            s += f"; the peak is the last layer tested ({last}), so whether it falls off later is untested"
-        else:
-            s += f"; no later layer up to {last} lies clearly below it"
-        parts.append(s + ".")
-    return " ".join(parts) if parts else "No injection-layer runs evaluated yet."
+def _unpaired_shape(mode: str, g: pd.DataFrame, best: pd.Series) -> str:
+    """One mode's curve ``g`` (sorted by layer) read through the peak's unpaired interval."""
+    after = g[(g["layer"] > best["layer"]) & (g["accuracy"] < best["ci_low"])]
+    before = g[(g["layer"] < best["layer"]) & (g["accuracy"] < best["ci_low"])]
+    s = (f"{mode.upper()} peaks at layer {int(best['layer'])} ({best['accuracy']:.3f} [{best['ci_low']:.3f}, "
+         f"{best['ci_high']:.3f}], {int(best['n_seeds'])} seed{'s' if best['n_seeds'] > 1 else ''})")
+    if len(after):
+        f = after.iloc[0]
+        s += f"; it falls below the peak's interval from layer {int(f['layer'])} on ({f['accuracy']:.3f})"
+    elif best["layer"] < g["layer"].max():
+        s += f"; later layers up to {int(g['layer'].max())} stay within the peak's interval"
+    if len(before):
+        s += (f"; earlier layers {', '.join(str(int(x)) for x in before['layer'])} lie below it "
+              f"(layer {int(g['layer'].iloc[0])}: {g['accuracy'].iloc[0]:.3f})")
+    return s
+
+
+def _paired_shape(mode: str, g: pd.DataFrame, best: pd.Series, c: pd.DataFrame) -> str:
+    """One mode's curve ``g`` read through the paired contrasts ``c`` (:func:`layer_contrasts`, overall rows)."""
+    peak, first, last = int(best["layer"]), int(g["layer"].min()), int(g["layer"].max())
+    n_seeds = int(best["n_seeds"])
+    s = f"{mode.upper()} peaks at layer {peak} ({best['accuracy']:.3f}, {n_seeds} seed{'s' if n_seeds > 1 else ''})"
+    vs_first = c[(c["mode"] == mode) & (c["versus"] == "first") & (c["layer"] == peak)]
+    if len(vs_first):
+        r = vs_first.iloc[0]
+        how = {"higher": "above", "lower": "below"}.get(r["reading"])
+        s += (f"; paired by training seed and test clip it is {r['difference']:+.3f} [{r['ci_low']:+.3f}, "
+              f"{r['ci_high']:+.3f}] " + (f"{how} layer {first}" if how else
+                                          f"against layer {first}, no clear difference"))
+    vs_peak = c[(c["mode"] == mode) & (c["versus"] == "peak")]
+    lower = vs_peak[vs_peak["reading"] == "lower"]
+    before, after = lower[lower["layer"] < peak], lower[lower["layer"] > peak]
+    unclear = vs_peak[vs_peak["reading"] != "lower"]
+    if len(before):
+        many = len(before) > 1
+        s += f"; layer{'s' if many else ''} {_layers(before['layer'])} lie{'' if many else 's'} below the peak"
+    if len(unclear):
+        many = len(unclear) > 1
+        s += (f"; layer{'s' if many else ''} {_layers(unclear['layer'])} {'do' if many else 'does'} not differ "
+              "clearly from it")
+    if len(after):
+        f = after.iloc[0]
+        s += f"; it falls off after the peak (layer {int(f['layer'])}: {f['difference']:+.3f})"
+    elif peak == last:
+        s += f"; the peak is the last layer tested ({last}), so whether it falls off later is untested"
+    else:
+        s += f"; no later layer up to {last} lies clearly below it"
+    return s
 
 
 def curve_figure(summary: pd.DataFrame, title: str | None = None, per_seed: pd.DataFrame | None = None,

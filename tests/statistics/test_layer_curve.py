@@ -175,3 +175,18 @@ def test_write_layer_curve_writes_the_paired_contrasts(tmp_path):
     c = pd.read_csv(tmp_path / "out" / f"{LC.CONTRASTS_STEM}.csv")
     assert len(c) == 2 * 2 * 5 and "paired by training seed" in sentence  # 2 other layers x 2 references x 5 families
     assert LC.CONTRASTS_STEM in CLAIMS["claim1"].figures  # shown in the report under claim 1
+
+
+def test_layers_evaluated_on_different_rows_are_not_paired(tmp_path):
+    """Two layers whose answer files hold different closed rows for the same clip (e.g. evaluated on different
+    regenerations of the split) cannot be paired row-for-row: a clear error names both layers."""
+    import pytest
+
+    root = tmp_path / "sweeps"
+    _write_blocked_sweep(root, clips=20)
+    csv = sweep_run_dir("plits", 8, 0, root) / EVAL_DIRS["test"] / "answers.csv"
+    df = pd.read_csv(csv)
+    df.drop(index=df.index[df["file_name"] == "audio/test-003.wav"][:2]).to_csv(csv, index=False)
+    clips = LC.load_sweep_clips(root)
+    with pytest.raises(ValueError, match="plits layers 8 and 0 .* different closed rows per test clip"):
+        LC.layer_contrasts(clips, LC.curve_summary(clips, resamples=50), resamples=50)
