@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench.claims import LAYER_CURVE_STEM
 from workbench.runs import EVAL_DIRS, SWEEP_ROOT
 
 __all__ = ["FAMILIES", "CONTRASTS_STEM", "load_sweep_clips", "common_splits", "seed_points", "curve_seeds",
@@ -37,7 +38,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {"spoken word": ("word",), "pitch": ("pit
                                         "count": ("count",)}
 ALL = "all attributes"
 #: stem of the table of paired layer contrasts (:func:`layer_contrasts`) next to the curve
-CONTRASTS_STEM = "injection_layer_curve_contrasts"
+CONTRASTS_STEM = f"{LAYER_CURVE_STEM}_contrasts"
 _POINT = re.compile(r"^L(\d+)$")
 _SEED = re.compile(r"^seed-(\d+)$")
 
@@ -344,10 +345,10 @@ def write_layer_curve(sweeps: str | Path, out: str | Path, resamples: int = 2000
         return None
     summary = curve_summary(clips, resamples)
     contrasts = layer_contrasts(clips, summary, resamples)
-    write_outputs(curve_seeds(clips), None, out, "injection_layer_curve_seeds")
+    write_outputs(curve_seeds(clips), None, out, f"{LAYER_CURVE_STEM}_seeds")
     write_outputs(contrasts, None, out, CONTRASTS_STEM)
     fig = curve_figure(summary, per_seed=seed_points(clips), contrasts=contrasts)
-    write_outputs(summary, fig, out, "injection_layer_curve")
+    write_outputs(summary, fig, out, LAYER_CURVE_STEM)
     return shape_sentence(summary, contrasts)
 
 

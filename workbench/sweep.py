@@ -4,12 +4,12 @@
 python -m workbench.sweep injection-layer --layers 0,4,8,12,16 [--preset tiny] [--mode plits|lal]
        [--base-config configs/delayed.yaml] [--out results/sweep] [--max-steps N] [--eval-data DIR]
        [--max-rows N] [--resamples 1000] [--no-progress]
-python -m workbench.sweep injection-layer --modes plits,lal --layers 0,4,8,12,16,20,24 --seeds 0,1 [--jobs 2]
+python -m workbench.sweep injection-layer --modes plits,lal --layers 0,4,8,12,16,20,24 --seeds 0,1,2 [--jobs 2]
 ```
 With ``--modes``/``--seeds`` (the injection-layer curve of claim 1): one run per (mode, layer, seed) in
 ``results/sweeps/injection-layer/MODE/LNN/seed-S`` (``OUT/MODE/LNN/config.yaml`` holds the point's config), each
-trained in its own single-thread process (``--jobs`` at a time) and evaluated on both test splits
-(:data:`workbench.runs.TEST_SPLITS`); resumable; a point whose config and seed equal a finished run under
+trained in its own single-thread process (``--jobs`` at a time) and evaluated on the test splits of ``--splits``
+(default ``test``, the one every curve point shares; ``test,test-seed1`` adds the second); resumable; a point whose config and seed equal a finished run under
 ``results/checkpoints`` (e.g. PLITS@0 = baseline, PLITS@8 = delayed, LAL@8 = lal) reuses that run's logs and
 evaluations. See :mod:`workbench.training.jobs`.
 
