@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     from workbench.analysis.atp import agreement, atp_dataset, summarize_atp
     from workbench.analysis.core import load_for_analysis
     from workbench.analysis.patching import make_pairs, patch_dataset
-    from workbench.evaluate import load_answer_options
+    from workbench.evaluation.evaluator import load_answer_options
 
     model, ds = load_for_analysis(a.checkpoint, a.data, None, split="test")
     pairs = make_pairs(ds, None, a.pairs, seed=0, answer_options=load_answer_options(ds.root))

@@ -1,16 +1,18 @@
-"""One home for shared names (workbench.constants, workbench.errors); the old import paths still give them."""
+"""One home for shared names (workbench.common.constants, workbench.common.errors); the old import paths still give them."""
 
 from pathlib import Path
 
 import pytest
 
-from workbench import constants, errors
+from workbench.common import constants
+from workbench.common import errors
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_old_names_are_the_shared_objects():
-    from workbench import demo, train
+    from workbench import train
+    from workbench.pipeline import demo
     from workbench.analysis import core
     from workbench.model import pal, pal_config
     from workbench.training import config as run_config

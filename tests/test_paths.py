@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from workbench.paths import atomic_write_bytes, replace_dir, variant_of
+from workbench.common.paths import atomic_write_bytes, replace_dir, variant_of
 
 
 def test_replace_dir_swaps_whole_folders_and_leaves_no_leftovers(tmp_path):
@@ -31,8 +31,8 @@ def test_variant_of_names_final_by_its_run():
 
 
 def test_repo_root_walks_up_to_the_checkout(tmp_path, monkeypatch):
-    import workbench.paths as paths
-    from workbench.paths import repo_root
+    import workbench.common.paths as paths
+    from workbench.common.paths import repo_root
 
     here = repo_root()
     assert (here / "pyproject.toml").is_file() and (here / "workbench" / "paths.py").is_file()

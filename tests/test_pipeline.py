@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from workbench.pipeline import Pipeline, Step, StepFailed
+from workbench.pipeline.steps import Pipeline, Step, StepFailed
 
 
 class Recorder:

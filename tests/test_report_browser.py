@@ -11,9 +11,11 @@ import pytest
 
 from tests.analysis.test_figures import ablation_table, compare_tables, injection_table, probe_frame
 from tests.analysis.test_report import _attention_df, _lens_df
-from workbench import browser_check as B
-from workbench import compare as C
-from workbench import report
+from workbench import browser_check as browser_check_cli
+from workbench.reporting import browser_check as B
+from workbench.claims import compare as C
+from workbench import report as report_cli
+from workbench.reporting import report
 from workbench import sweep as S
 from workbench.analysis import ablation as AB
 from workbench.analysis import attention as A
@@ -41,7 +43,7 @@ def report_page(tmp_path_factory):
             core.write_outputs(df, fig, run, name)
     finally:
         outputs._PNG_OK = saved
-    assert report.main(["--run", str(run)]) == 0
+    assert report_cli.main(["--run", str(run)]) == 0
     return run / "report.html", len(figs)
 
 
@@ -69,7 +71,7 @@ def test_the_check_catches_script_errors_and_undrawn_figures(report_page, tmp_pa
     broken = broken.replace("</body>", "<script>console.error('boom'); undefinedFunction();</script></body>")
     bad = tmp_path / "broken.html"
     bad.write_text(broken)
-    assert B.main([str(bad), "--screenshot", str(tmp_path / "bad.png")]) == 1
+    assert browser_check_cli.main([str(bad), "--screenshot", str(tmp_path / "bad.png")]) == 1
     out = capsys.readouterr().out
     assert f"{n_figs - 1}/{n_figs} figures rendered" in out and "FAILED" in out
     assert "Uncaught TypeError" in out and "newPlotTypo" in out
@@ -87,7 +89,7 @@ def test_the_check_catches_file_name_headings_repeated_captions_and_sideways_scr
     bad = bad.replace("Plotly.newPlot=function", "Plotly.newPlotUnused=function")  # captions drawn in the plots too
     path = tmp_path / "unreadable.html"
     path.write_text(bad)
-    assert B.main([str(path), "--screenshot", str(tmp_path / "u.png")]) == 1
+    assert browser_check_cli.main([str(path), "--screenshot", str(tmp_path / "u.png")]) == 1
     out = capsys.readouterr().out
     assert "page scrolls sideways" in out and "heading reads like a file name: 'ablation_baseline_early_late.html'" in out
     assert out.count("caption shown twice") >= 2, out
@@ -106,7 +108,7 @@ def test_a_missing_browser_or_page_names_the_fix(monkeypatch, tmp_path):
         B.check_report(_write(tmp_path / "p.html", "<html><body>x</body></html>"))
     with pytest.raises(B.BrowserCheckError, match="no such page.*workbench.report"):
         B.check_report(tmp_path / "missing.html", browser="/usr/bin/true")
-    assert B.main([str(tmp_path / "missing.html")]) == 2
+    assert browser_check_cli.main([str(tmp_path / "missing.html")]) == 2
 
 
 def _write(path, text):

@@ -3,7 +3,8 @@
 import pandas as pd
 import pytest
 
-from workbench.verdict import claim_verdicts, decide, format_verdicts, main
+from workbench.claims.verdict import claim_verdicts, decide, format_verdicts
+from workbench.verdict import main
 
 
 @pytest.mark.parametrize("cis, want", [
@@ -137,7 +138,7 @@ def test_seed_aware_verdicts_one_seed_vs_all_seeds(tmp_path, capsys):
 
 
 def test_seeds_only_partly_present_pair_common_seeds(tmp_path):
-    from workbench.seed_stats import load_clip_scores, seed_accuracy, seed_contrasts
+    from workbench.claims.seeds import load_clip_scores, seed_accuracy, seed_contrasts
 
     ck = tmp_path / "checkpoints"
     _seed_runs(ck, {"baseline": 0.4}, seeds=(0, 1, 2))
@@ -153,7 +154,8 @@ def test_seeds_only_partly_present_pair_common_seeds(tmp_path):
 
 
 def test_a_toy_claim_in_the_registry_shows_in_the_verdicts_and_the_report(tmp_path, monkeypatch):
-    from workbench import claims, report
+    from workbench.claims import registry as claims
+    from workbench.reporting import report
     from workbench.seed_stats import main as seed_main
 
     toy = claims.Claim("claim4", "Claim 4, toy claim", "pal beats the hybrid", (("pal", "hybrid"),),

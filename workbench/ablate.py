@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(a) -> int:
     from workbench.analysis.ablation import (MODES, SPANS, ablate, ablation_figure, ablation_sweep, resolve_encoders,
                                              resolve_layers, sweep_figure)
-    from workbench.evaluate import load_answer_options
+    from workbench.evaluation.evaluator import load_answer_options
 
     if a.mode not in MODES:
         return fail(f"unknown --mode {a.mode!r}; choose one of {', '.join(MODES)}")

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(a) -> int:
-    from workbench.audio import load_audio
+    from workbench.common.audio_io import load_audio
     from workbench.model.pal import PALModel
 
     load_audio(a.clip, mono=False)  # fail on a bad clip before loading the model
@@ -66,7 +66,7 @@ def _run(a) -> int:
         print(f"\nlogit lens of the first answer token {ex.lens.answer_token.iloc[0]!r} (prob, rank; audio vs audio cut):")
         print(_lens_table(ex).to_string())
     if a.csv_dir:
-        from workbench.paths import atomic_write_bytes
+        from workbench.common.paths import atomic_write_bytes
 
         for name in ("attention", "attention_layers", "lens", "token_attention", "time_attention"):
             atomic_write_bytes(Path(a.csv_dir) / f"ask_{name}.csv", getattr(ex, name).to_csv(index=False).encode())

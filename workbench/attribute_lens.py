@@ -73,8 +73,8 @@ def checkpoints_of(a) -> list[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     from workbench.analysis.attribute_lens import attribute_lens, attribute_lens_figure, summarize_lens
     from workbench.analysis.core import load_for_analysis, write_outputs
-    from workbench.evaluate import load_answer_options
-    from workbench.paths import variant_of
+    from workbench.evaluation.evaluator import load_answer_options
+    from workbench.common.paths import variant_of
 
     p = analysis_parser("python -m workbench.attribute_lens", __doc__)
     p.add_argument("--attribute", default=None, help="only rows asking about this attribute (default: every one "

@@ -2,26 +2,7 @@
 
     python -m workbench.demo [--out results/demo] [--retrain] [--full-eval] [--quick] [--fresh]
 
-Steps (each resumable: a finished step is reused when the command runs again, see :mod:`workbench.pipeline`):
-
-1. generate the held-out synthetic test split (tiny preset, 120 clips) unless it is there;
-2. encode it once with every encoder the variants use (token cache ``cache/tokens``);
-3. per variant (baseline, delayed, lal, ensemble, pal, hybrid): re-answer the first ``--eval-rows`` closed
-   test rows with the checkpoint and check them against the checkpoint's committed evaluation of the whole
-   test split, which the comparison then uses (``--full-eval``: re-answer every row instead);
-4. compare the variants (bootstrap CIs) and the claim contrasts (paired differences);
-5. attention to audio (pal, baseline), logit lens (pal);
-6. ablations: audio blocked in the early vs late layers of the baseline (claim 1), FFN skipped at the audio
-   positions of the delayed PLITS model (claim 2), one encoder blocked at a time in pal (claim 3), a layer
-   sweep on pal;
-7. linear probes (category, spoken word, pitch) on pal, with control tasks;
-8. activation patching of pal's audio K/V; attribute lens, listening heads, steering, AtP (`demo_analyses`);
-9. ``results/demo/report.html`` with every figure, and ``verdict.csv``: a three-line verdict per claim.
-
-``--retrain`` first retrains every tiny variant into ``results/checkpoints-retrained`` (about 70 min on
-2 cores, resumable) and evaluates the new checkpoints on the whole test split. ``--quick`` shrinks every
-step (a smoke run, minutes; its numbers are not meaningful). Interrupt at any time (Ctrl-C): every output
-is written atomically and the next run continues with the step that was interrupted.
+The steps (each resumable): :mod:`workbench.pipeline.demo`.
 """
 
 from __future__ import annotations
@@ -30,265 +11,11 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from workbench.claims import VARIANTS, registered  # the registry of claims, contrasts, variants and outputs
-from workbench.constants import TOKEN_CACHE
-from workbench.demo_inside import InsideTheModel
-
-COMMITTED = Path("results/checkpoints")
-RETRAINED = Path("results/checkpoints-retrained")
-TEST_DATA = Path("data/synth-tiny/test")
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How much work each step does (``--quick`` shrinks all of it)."""
-
-    test_clips: int = 120  # the tiny preset's test split (the committed evaluations used all of it)
-    eval_rows: int = 48  # closed rows re-answered per variant to check the committed evaluation
-    rows: int = 48  # task rows for attention, logit lens and ablations
-    probe_suites: tuple[str, ...] = ("category", "word", "pitch", "noise_color")
-    probe_clips: int | None = None  # None: every clip of the test split
-    probe_layers: tuple[int, ...] = (0, 4, 8, 12, 16, 20, 24, 29)
-    probe_kv_layers: tuple[int, ...] = (8, 16, 24)
-    probe_bootstrap: int = 300
-    pairs: int = 16  # clean/corrupted pairs for patching
-    sweep_stride: int = 2  # ablation sweep over every k-th layer
-    resamples: int = 1000  # bootstrap resamples of the comparison
-
-
-QUICK = Sizes(eval_rows=4, rows=4, probe_suites=("category",), probe_clips=24, probe_layers=(0, 8, 29),
-              probe_kv_layers=(8,), probe_bootstrap=50, pairs=2, sweep_stride=10, resamples=200)
-
-
-class Demo(InsideTheModel):
-    """The demo's state: where things go, which checkpoints, and the models loaded so far (reused by steps)."""
-
-    def __init__(self, out: Path, checkpoints: Path, sizes: Sizes, full_eval: bool, batch_size: int = 8):
-        self.out, self.checkpoints, self.sizes, self.full_eval = out, checkpoints, sizes, full_eval
-        self.batch_size = batch_size
-        self._models: dict = {}
-        self._datasets: dict = {}
-
-    # ------------------------------------------------------------------------------------------ helpers
-    def checkpoint(self, variant: str) -> Path:
-        return self.checkpoints / variant / "final"
-
-    def model(self, variant: str):
-        if variant not in self._models:
-            from workbench.model.pal import PALModel
-
-            self._models[variant] = PALModel.from_pretrained(self.checkpoint(variant)).eval()
-        return self._models[variant]
-
-    def dataset(self, variant: str, n: int | None):
-        """The test split for ``variant``'s encoders (built once), or its seeded subset of ``n`` rows (the rows
-        ``load_for_analysis(n=n, seed=0)`` picks)."""
-        from workbench.analysis.core import load_for_analysis, sample_rows
-
-        if variant not in self._datasets:
-            self._datasets[variant] = load_for_analysis(data_dir=TEST_DATA, split="test", seed=0, cache_dir=TOKEN_CACHE,
-                                                        model=self.model(variant))[1]
-        full = self._datasets[variant]
-        return full if n is None else sample_rows(full, n, seed=0)
-
-    def answer_options(self) -> dict:
-        from workbench.evaluate import load_answer_options
-
-        return load_answer_options(TEST_DATA)
-
-    def write(self, df, fig, name: str) -> dict:
-        from workbench.analysis.core import write_outputs
-
-        return {k: str(v) for k, v in write_outputs(df, fig, self.out, name).items()}
-
-    # ------------------------------------------------------------------------------------------ steps
-    def make_corpus(self) -> dict:
-        from workbench.data.synth import generate
-        from workbench.paths import replace_dir
-
-        if (TEST_DATA / "tasks.jsonl").exists() and (TEST_DATA / "dataset_info.json").exists():
-            return {"generated": False, "path": str(TEST_DATA)}
-        tmp = TEST_DATA.with_name(f".{TEST_DATA.name}.tmp-{os.getpid()}")
-        generate(tmp, self.sizes.test_clips, seed=0, split="test", preset="tiny", progress=True)
-        replace_dir(tmp, TEST_DATA)
-        return {"generated": True, "path": str(TEST_DATA)}
-
-    def encode(self) -> dict:
-        import json
-
-        from workbench.encoders import encoders_for
-        from workbench.encoders.cache import encode_dataset
-        from workbench.model.pal_config import PALConfig
-
-        specs = []
-        for v in VARIANTS:  # read the checkpoints' configs (no model load): which encoders, with which options
-            specs += PALConfig.from_dict(json.loads((self.checkpoint(v) / "config.json").read_text())["pal"]).encoders
-        encoders = encoders_for(specs)
-        stats = encode_dataset(TEST_DATA, encoders, TOKEN_CACHE, progress=True)
-        return {"encoders": [e.name for e in encoders], "stats": stats}
-
-    def evaluate(self, variant: str) -> dict:
-        """Fresh answers for a check subset (or every row with --full-eval); which evaluation the comparison uses."""
-        from workbench.evaluate import evaluate_checkpoint
-
-        committed = self.checkpoints / variant / "eval" / "answers.csv"
-        here = self.out / "eval" / variant
-        if self.full_eval or not committed.exists():
-            answers, _ = evaluate_checkpoint(self.checkpoint(variant), TEST_DATA, here / "answers.csv",
-                                             cache_dir=TOKEN_CACHE, meteor=False, model=self.model(variant))
-            return {"used": str(here / "answers.csv"), "fresh_rows": len(answers), "checked": None}
-        import pandas as pd
-
-        fresh, _ = evaluate_checkpoint(self.checkpoint(variant), TEST_DATA, here / "check.csv", tasks=["cls", "qa"],
-                                       max_rows=self.sizes.eval_rows, cache_dir=TOKEN_CACHE, meteor=False,
-                                       model=self.model(variant))
-        old = pd.read_csv(committed, dtype={"prediction": str}, keep_default_na=False)
-        merged = fresh.merge(old[["row_id", "prediction"]], on="row_id", suffixes=("", "_committed"))
-        same = int((merged["prediction"].astype(str).str.strip() == merged["prediction_committed"].str.strip()).sum())
-        if len(merged) < len(fresh):
-            print(f"      warning: {len(fresh) - len(merged)} re-answered rows are not in {committed}")
-        print(f"      {same}/{len(fresh)} re-answered rows identical to the committed evaluation ({committed})")
-        return {"used": str(committed), "fresh_rows": len(fresh), "checked": len(merged), "identical": same}
-
-    def compare(self, used: dict[str, str]) -> dict:
-        import pandas as pd
-
-        from workbench.claims import contrast_pairs
-        from workbench.compare import compare, comparison_figure
-
-        specs = [f"{v}={p}" for v, p in used.items()]
-        opts = self.answer_options()
-        table, diffs = compare(specs, baseline="baseline", resamples=self.sizes.resamples, answer_options=opts)
-        self.write(table, comparison_figure(table, diffs, title="Closed-task accuracy and caption scores per "
-                                                               "variant (held-out test split)"), "compare")
-        self.write(diffs, None, "compare_diff")
-        contrasts = []
-        for _claim, a, b in contrast_pairs():
-            _, d = compare([f"{a}={used[a]}", f"{b}={used[b]}"], baseline=b, resamples=self.sizes.resamples,
-                           answer_options=opts)
-            contrasts.append(d[d["variant"] == a])
-        contrasts = pd.concat(contrasts, ignore_index=True)
-        self.write(contrasts, None, "contrasts")
-        acc = table[(table["metric"] == "accuracy") & (table["task"] == "all") & (table["attribute"] == "all")]
-        return {r["variant"]: round(float(r["value"]), 4) for r in acc.to_dict("records")}
-
-    def seed_stats(self, used: dict[str, str]) -> dict:
-        """Seed-aware contrasts over every training seed and both test splits (seed 0 on the test split: the
-        evaluation the comparison used), and the injection-layer curve when its runs exist."""
-        from workbench.runs import SWEEP_ROOT
-        from workbench.seed_stats import write_seed_stats
-
-        return write_seed_stats(self.checkpoints, self.out, list(VARIANTS), {(v, 0, "test"): p for v, p in used.items()},
-                                resamples=self.sizes.resamples, sweeps=SWEEP_ROOT)
-
-    def report(self) -> dict:
-        from workbench.paths import atomic_write_bytes
-        from workbench.report import REPORT_NAME, build_report
-        from workbench.verdict import write_verdicts
-
-        verdicts, _ = write_verdicts(self.out)
-        page = build_report(self.out, title="pal-workbench demo: the three claims of PAL on the tiny checkpoints")
-        atomic_write_bytes(self.out / REPORT_NAME, page.encode())
-        return {r["claim"]: r["verdict"] for r in verdicts.to_dict("records")}
-
-
-def retrain_steps(root: Path):
-    from workbench.pipeline import Step
-
-    def train(variant):
-        def run():
-            from workbench.train import main as train_main
-
-            out = root / variant
-            args = ["--config", f"configs/{variant}.yaml", "--preset", "tiny", "--out", str(out)]
-            if (out / "checkpoints").exists():
-                args.append("--resume")
-            train_main(args)
-            return {"checkpoint": str(out / "final")}
-        return Step(f"train-{variant}", f"retrain {variant} (tiny preset)", run, params={"variant": variant},
-                    outputs=[root / variant / "final" / "config.json"])
-
-    return [train(v) for v in VARIANTS]
-
-
-def build_steps(demo: Demo, retrain: bool) -> list:
-    from workbench.pipeline import Step
-
-    s = demo.sizes
-    out = demo.out
-    ck = str(demo.checkpoints)
-    steps = retrain_steps(demo.checkpoints) if retrain else []
-    trained = [st.name for st in steps]
-    steps += [
-        Step("corpus", f"synthetic test split ({s.test_clips} clips, tiny preset) in {TEST_DATA}", demo.make_corpus,
-             params={"clips": s.test_clips}, outputs=[TEST_DATA / "tasks.jsonl"]),
-        Step("encode", f"encode the test split once (token cache {TOKEN_CACHE})", demo.encode, deps=["corpus"],
-             params={"checkpoints": ck}),
-    ]
-    for v in VARIANTS:
-        what = "answer every test row" if demo.full_eval else f"re-answer {s.eval_rows} closed rows, check the committed evaluation"
-        steps.append(Step(f"eval-{v}", f"evaluate {v}: {what}", (lambda v=v: demo.evaluate(v)),
-                          params={"rows": s.eval_rows, "full": demo.full_eval, "checkpoints": ck},
-                          deps=["encode"] + trained))
-    evals = [f"eval-{v}" for v in VARIANTS]
-
-    def used() -> dict[str, str]:  # the evaluation of each variant the comparison uses (the eval steps' markers)
-        from workbench.pipeline import Pipeline
-
-        return {v: Pipeline(out).read_marker(f"eval-{v}")["summary"]["used"] for v in VARIANTS}
-
-    from workbench.runs import SWEEP_ROOT
-    from workbench.seed_stats import answers_fingerprint
-
-    steps += [Step("compare", "compare the variants, paired contrasts per claim (bootstrap 95% CIs)",
-                   lambda: demo.compare(used()), params={"resamples": s.resamples}, deps=evals,
-                   outputs=[out / "compare.csv", out / "contrasts.csv"]),
-              Step("seed-stats", "seed-aware contrasts over training seeds and both test splits; injection-layer curve",
-                   lambda: demo.seed_stats(used()), deps=evals, outputs=[out / "seed_accuracy.csv", out / "seed_contrasts.csv"],
-                   params={"resamples": s.resamples, "runs": answers_fingerprint(demo.checkpoints, SWEEP_ROOT)})]
-
-    def inside(variant: str) -> str:  # the step title of a claim's ablation, from the registry (workbench.claims)
-        claim, a = registered(variant, "ablation")
-        return f"{claim.title.split(',')[0].lower()} inside: {a.title}"
-
-    def inside_csv(variant: str) -> Path:
-        return out / f"{registered(variant, 'ablation')[1].stem}.csv"
-
-    common = {"rows": s.rows, "checkpoints": ck}
-    steps += [
-        Step("attention-pal", "attention to audio: pal", lambda: demo.attention("pal"), params=common, deps=["encode"],
-             outputs=[out / "attention_pal.csv"]),
-        Step("attention-baseline", "attention to audio: baseline", lambda: demo.attention("baseline"), params=common,
-             deps=["encode"], outputs=[out / "attention_baseline.csv"]),
-        Step("logit-lens-pal", "logit lens: pal", lambda: demo.logit_lens("pal"), params=common, deps=["encode"],
-             outputs=[out / "logit_lens_pal.csv"]),
-        Step("ablate-baseline", inside("baseline"), demo.ablations_baseline, params=common, deps=["encode"],
-             outputs=[inside_csv("baseline")]),
-        Step("ablate-ffn", inside("delayed"), demo.ablations_ffn, params=common, deps=["encode"],
-             outputs=[inside_csv("delayed")]),
-        Step("ablate-encoders", inside("pal"), demo.ablations_encoders, params=common, deps=["encode"],
-             outputs=[inside_csv("pal")]),
-        Step("ablate-sweep", f"ablation sweep over layers (every {s.sweep_stride} from the audio's entry): pal",
-             demo.ablation_sweep, params={**common, "stride": s.sweep_stride, "from": "entry"}, deps=["encode"], outputs=[out / "ablation_sweep_pal.csv"]),
-    ]
-    for suite in s.probe_suites:
-        steps.append(Step(f"probe-{suite}", f"linear probes ({suite}) on pal, with a control task",
-                          (lambda suite=suite: demo.probes(suite)),
-                          params={"clips": s.probe_clips, "layers": s.probe_layers, "kv": s.probe_kv_layers,
-                                  "bootstrap": s.probe_bootstrap, "checkpoints": ck},
-                          deps=["encode"], outputs=[out / f"probe_{suite}.csv"]))
-    steps.append(Step("patching", f"activation patching of pal's audio K/V ({s.pairs} pairs)", demo.patching,
-                      params={"pairs": s.pairs, "checkpoints": ck}, deps=["encode"], outputs=[out / "patching_pal.csv"]))
-    from workbench.demo_analyses import analysis_steps  # attribute lens, listening heads, steering, AtP (cheap)
-    steps += analysis_steps(demo)
-    analyses = [st.name for st in steps if st.name not in ("corpus", "encode", *trained, *evals)]
-    # the report always re-runs (a few seconds): it reads whatever the other steps left in the folder
-    steps.append(Step("report", "report and verdicts", demo.report, deps=analyses, always=True,
-                      outputs=[out / "report.html", out / "verdict.csv"]))
-    return steps
+from workbench.claims.registry import VARIANTS
+from workbench.pipeline.demo import COMMITTED, Demo, QUICK, RETRAINED, Sizes, build_steps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _browser_check(report: Path) -> None:
-    from workbench.browser_check import check_report
+    from workbench.reporting.browser_check import check_report
 
     try:
         res = check_report(report)
@@ -342,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     out = Path(a.out)
     demo = Demo(out, checkpoints, sizes, full_eval=a.full_eval or a.retrain)
-    from workbench.pipeline import Pipeline, StepFailed
+    from workbench.pipeline.steps import Pipeline, StepFailed
 
     t0 = time.time()
     print(f"pal-workbench demo -> {out}/ (checkpoints: {checkpoints}{'; quick smoke run' if a.quick else ''}; "
@@ -357,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     report = out / "report.html"
     if not a.no_browser_check:
         _browser_check(report)
-    from workbench.verdict import claim_verdicts, format_verdicts
+    from workbench.claims.verdict import claim_verdicts, format_verdicts
 
     print("\n" + format_verdicts(claim_verdicts(out)))
     print(f"\nreport: {report}   tables: {out}/*.csv   ({time.time() - t0:.0f} s)")

@@ -22,8 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from workbench.analysis.listening import (listening_ablation, listening_ablation_figure, listening_figure,
                                               listening_scores)
     from workbench.attribute_lens import analysis_parser, checkpoints_of, cli_errors, variant_first
-    from workbench.evaluate import load_answer_options
-    from workbench.paths import variant_of
+    from workbench.evaluation.evaluator import load_answer_options
+    from workbench.common.paths import variant_of
 
     p = analysis_parser("python -m workbench.listening_heads", __doc__)
     p.add_argument("--k", type=int, default=5, help="top heads to ablate (default 5)")

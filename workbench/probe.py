@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from workbench.analysis.cli import run_cli
 from workbench.analysis.core import cli_common, default_out_dir, load_for_analysis
 from workbench.analysis.probes import ProbeError, load_suite, run_suite
-from workbench.constants import TOKEN_CACHE
+from workbench.common.constants import TOKEN_CACHE
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,8 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from workbench.analysis.listening import listening_scores, top_heads
     from workbench.analysis.steering import DEFAULT_ALPHAS, check_alpha, steer, steering_figure
     from workbench.attribute_lens import analysis_parser, checkpoints_of, cli_errors, variant_first
-    from workbench.evaluate import load_answer_options
-    from workbench.paths import variant_of
+    from workbench.evaluation.evaluator import load_answer_options
+    from workbench.common.paths import variant_of
 
     p = analysis_parser("python -m workbench.steer", __doc__)
     p.add_argument("--test-data", default=str(TEST_DATA), help=f"test audiofolder (default {TEST_DATA})")

@@ -16,7 +16,7 @@ evaluations. See :mod:`workbench.training.jobs`.
 Without them (one mode, one seed): for each layer L: ``OUT/L{L:02d}/config.yaml`` (the base config's preset with every encoder's
 ``integration.layer`` set to L, and ``integration.mode`` to ``--mode`` if given; switching to LAL adds the
 per-layer adapter and gate as in configs/lal.yaml), training with :func:`workbench.train.train` into
-``OUT/L{L:02d}`` and evaluation with :func:`workbench.evaluate.evaluate_checkpoint` on ``--eval-data``
+``OUT/L{L:02d}`` and evaluation with :func:`workbench.evaluation.evaluator.evaluate_checkpoint` on ``--eval-data``
 (default: the config's ``data.val``) into ``OUT/L{L:02d}/eval/answers.csv``.
 
 Resumable: a layer whose ``eval/answers.csv`` exists is skipped; one with ``final/`` is only evaluated; one
@@ -25,7 +25,7 @@ layer needs a fresh ``--out``: the written config is compared with the one on di
 ``--max-steps N`` caps every stage at N steps (a quick run; the written config says so, the run completes).
 
 Outputs: ``OUT/injection_layer.csv`` (tidy: ``layer, metric, task, attribute, value, ci_low, ci_high, n,
-chance``; percentile bootstrap 95% CIs over rows via :mod:`workbench.compare`) and ``.html/.png``:
+chance``; percentile bootstrap 95% CIs over rows via :mod:`workbench.claims.compare`) and ``.html/.png``:
 closed-task accuracy against the injection layer.
 """
 
@@ -104,7 +104,7 @@ def _default_train(cfg_path: Path, preset: str, run_dir: Path, resume: bool, pro
 
 
 def _default_evaluate(checkpoint: Path, data: Path, out_csv: Path, max_rows, cache_dir, progress: bool):
-    from workbench.evaluate import evaluate_checkpoint
+    from workbench.evaluation.evaluator import evaluate_checkpoint
 
     return evaluate_checkpoint(checkpoint, data, out_csv, max_rows=max_rows, cache_dir=cache_dir, meteor=False,
                                progress=progress)
@@ -204,8 +204,8 @@ def injection_layer_jobs(modes: Sequence[str], layers: Sequence[int], seeds: Seq
 
 def sweep_table(answers: dict[int, Path], resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Bootstrap table (workbench.compare) over the evaluated layers, with a ``layer`` column."""
-    from workbench.compare import _chances, bootstrap_table, item_scores, load_run
-    from workbench.evaluate import load_answer_options
+    from workbench.claims.compare import _chances, bootstrap_table, item_scores, load_run
+    from workbench.evaluation.evaluator import load_answer_options
 
     items, chances = {}, None
     for layer, csv in sorted(answers.items()):
@@ -289,7 +289,7 @@ def _run_curve(a, layers) -> int:
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    from workbench.layer_curve import write_layer_curve
+    from workbench.claims.layer_curve import write_layer_curve
 
     root = Path(a.out) if a.out else None
     sentence = write_layer_curve(root or "results/sweeps/injection-layer", root or "results")
@@ -299,7 +299,7 @@ def _run_curve(a, layers) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from workbench.analysis.core import write_outputs
-    from workbench.evaluate import EvaluationError
+    from workbench.evaluation.evaluator import EvaluationError
     from workbench.training.checkpoint import CheckpointError
     from workbench.training.config import ConfigError
 

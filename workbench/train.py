@@ -34,9 +34,9 @@ from pathlib import Path
 
 import torch
 
-from workbench.constants import VARIANTS
+from workbench.common.constants import VARIANTS
 from workbench.data.audiofolder import DataError
-from workbench.paths import atomic_write_bytes
+from workbench.common.paths import atomic_write_bytes
 from workbench.training.checkpoint import CheckpointError, clean_tmp, find_latest, read_trainer_state
 from workbench.training.config import (REPO_ROOT, ConfigError, RunConfig, config_diff, load_run_config, semantic_dict,
                                        to_jsonable)

@@ -21,7 +21,7 @@ from tests.analysis.tiny_pal import DIMS, fresh_model
 from tests.encoders.conftest import espeak
 from workbench.analysis.explain import load_clip
 from workbench.analysis.explain_view import fig_audio_attention, page_html
-from workbench.audio import AudioError
+from workbench.common.audio_io import AudioError
 
 CHECKPOINT = "results/checkpoints/pal/final"
 QUESTION = "Is someone speaking?"

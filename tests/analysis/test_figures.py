@@ -17,9 +17,9 @@ import torch
 
 from tests.analysis.tiny_pal import DIMS, make_qa_batch, model
 from tests.evaluation.conftest import synthetic_answers
-from workbench import compare as C
-from workbench import forest as F
-from workbench import layer_curve as LC
+from workbench.claims import compare as C
+from workbench.reporting import forest as F
+from workbench.claims import layer_curve as LC
 from workbench import sweep as S
 from workbench.analysis import ablation as AB
 from workbench.analysis import attention as A

@@ -75,7 +75,7 @@ def test_cli_reports_an_unsupported_architecture(setup, tmp_path, capsys):
 
 
 def test_evaluate_scores_a_released_model_in_its_own_template(setup, tmp_path):
-    from workbench.evaluate import evaluate_checkpoint
+    from workbench.evaluation.evaluator import evaluate_checkpoint
 
     folder, data, _, _ = setup
     answers, scores = evaluate_checkpoint(folder, data, tmp_path / "answers.csv", max_rows=3, batch_size=3,

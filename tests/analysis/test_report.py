@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from workbench import report
+from workbench import report as report_cli
+from workbench.reporting import report
 from workbench.analysis import attention as A
 from workbench.analysis import logit_lens as LL
 from workbench.analysis.core import write_outputs
@@ -44,7 +45,7 @@ def test_report_embeds_figures_once_and_summarises_claims(tmp_path):
     cmp = pd.DataFrame({"variant": ["delayed", "lal"], "metric": "accuracy", "task": "all", "attribute": "all",
                         "value": [0.61, 0.66], "ci_low": [0.55, 0.6], "ci_high": [0.67, 0.72], "n": 120, "chance": 0.1})
     write_outputs(cmp, None, run, "compare")
-    assert report.main(["--run", str(run)]) == 0
+    assert report_cli.main(["--run", str(run)]) == 0
     page = (run / "report.html").read_text()
     assert page.count("plotly.js v") == 1  # the library once, whatever the number of figures
     assert page.count('class="plotly-graph-div"') == 2
@@ -70,7 +71,7 @@ def test_missing_data_says_no_data(tmp_path):
     assert all(lines == ["no data: no CSV in this run folder bears on this claim"] for lines in claims.values())
     page = report.build_report(run)
     assert page.count("no data") == 3 and "plotly.js v" not in page
-    assert report.main(["--run", str(tmp_path / "nope")]) == 2
+    assert report_cli.main(["--run", str(tmp_path / "nope")]) == 2
 
 
 def test_probe_tables_are_summarised_as_probes_not_as_layer_sweeps(tmp_path):
@@ -93,7 +94,7 @@ def test_probe_tables_are_summarised_as_probes_not_as_layer_sweeps(tmp_path):
 
 def test_verdicts_forest_plot_first_then_one_section_per_claim_with_headings_in_words(tmp_path):
     from tests.analysis.test_figures import layer_curve_summary
-    from workbench.layer_curve import curve_figure
+    from workbench.claims.layer_curve import curve_figure
 
     run = tmp_path / "run"
     diffs = pd.DataFrame([{"variant": a, "baseline": b, "metric": "accuracy", "task": "all", "attribute": "all",

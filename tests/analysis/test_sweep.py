@@ -6,9 +6,8 @@ import json
 
 import pandas as pd
 import pytest
-import yaml
 
-from workbench.metrics import ANSWER_COLUMNS
+from workbench.evaluation.metrics import ANSWER_COLUMNS
 from workbench.sweep import SweepError, injection_layer_sweep, main, sweep_configs, sweep_figure
 from workbench.training.config import load_run_config
 

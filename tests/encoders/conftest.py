@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from workbench.audio import load_audio
+from workbench.common.audio_io import load_audio
 
 # Voices x (pitch, words/min): the held-out-voice folds of the word probe use these voice groups.
 VOICES = ["en-us", "en-gb+f3", "en-gb-scotland+m2", "en-gb-x-rp+f2", "en-029+m4",

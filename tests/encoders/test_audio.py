@@ -1,4 +1,4 @@
-"""workbench.audio: loading, resampling, mono-mixing, padding, and clear errors that name the file."""
+"""workbench.common.audio_io: loading, resampling, mono-mixing, padding, and clear errors that name the file."""
 
 import shutil
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from workbench.audio import AudioError, TruncatedAudioWarning, header_frames, load_audio, pad_batch, resample, to_mono
+from workbench.common.audio_io import AudioError, TruncatedAudioWarning, header_frames, load_audio, pad_batch, resample, to_mono
 
 
 def test_load_resample_and_mono(multi_rate_files):

@@ -79,7 +79,7 @@ def test_corrupt_entry_is_detected_and_recomputed(dataset, tmp_path, mel):
 
 def test_atomic_write_leaves_no_partial_entry(dataset, tmp_path, mel, monkeypatch):
     """A crash while writing leaves no file under the entry's name and no temp litter."""
-    import workbench.paths as paths
+    import workbench.common.paths as paths
 
     out = tmp_path / "cache"
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformer_lens.hook_points import HookPoint
 
-from workbench.audio import AudioError
+from workbench.common.audio_io import AudioError
 from workbench.encoders import AudioEncoder, EncoderInputError, available_encoders, load_encoder
 
 
@@ -60,7 +60,7 @@ def test_batch_invariance(name, speech_wav, whisper, mel):
     enc = {"whisper": whisper, "mel": mel}[name]
     alone, m1 = enc.encode_files([speech_wav])
     long_noise = np.random.default_rng(0).standard_normal(16000 * 5).astype(np.float32) * 0.1
-    from workbench.audio import load_audio
+    from workbench.common.audio_io import load_audio
 
     w, _ = load_audio(speech_wav, 16000)
     waves, lengths = enc.prepare([w, long_noise], 16000)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.audio import load_audio
+from workbench.common.audio_io import load_audio
 from workbench.encoders import load_encoder
 
 

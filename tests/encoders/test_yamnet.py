@@ -75,7 +75,7 @@ def speech(tmp_path_factory) -> np.ndarray:
     exe = shutil.which("espeak-ng")
     if exe is None:
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
-    from workbench.audio import load_audio
+    from workbench.common.audio_io import load_audio
 
     path = tmp_path_factory.mktemp("speech") / "speech.wav"
     text = "Hello, this is a test of the audio encoder. The quick brown fox jumps over the lazy dog."

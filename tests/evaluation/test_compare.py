@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.compare import (CompareError, bootstrap_table, compare, comparison_figure, item_scores, load_runs,
-                               main, paired_differences)
+from workbench.claims.compare import (CompareError, bootstrap_table, compare, comparison_figure, item_scores,
+                                      load_runs, paired_differences)
+from workbench.compare import main
 
 from .conftest import synthetic_answers
 

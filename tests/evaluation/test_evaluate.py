@@ -7,8 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from workbench.evaluate import EvaluationError, evaluate_checkpoint, evaluate_predictor, main
-from workbench.metrics import normalize_answer
+from workbench.evaluate import main
+from workbench.evaluation.evaluator import EvaluationError, evaluate_checkpoint, evaluate_predictor
+from workbench.evaluation.metrics import normalize_answer
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +142,7 @@ def test_cli_on_saved_untrained_checkpoint(tiny_data, tmp_path, capsys, monkeypa
 
 
 def test_grouping_short_answers_keeps_answers_in_row_order(dataset):
-    from workbench.evaluate import predict_rows
+    from workbench.evaluation.evaluator import predict_rows
 
     batches = []
 

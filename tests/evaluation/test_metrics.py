@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.metrics import (caption_item_scores, caption_scores, chance_level, first_option, is_correct,
+from workbench.evaluation.metrics import (caption_item_scores, caption_scores, chance_level, first_option, is_correct,
                                normalize_answer, score_answers)
 
 COUNT = ["1", "2", "3", "4", "5", "6"]
@@ -175,7 +175,7 @@ def test_ptb_tokenizer():
 def test_ptb_tokenizer_is_quiet_but_passes_other_errors_on(capfd):
     import os
 
-    from workbench import metrics
+    from workbench.evaluation import metrics
 
     metrics.tokenize_captions({"a": ["A dog barks."]})
     assert "PTBTokenizer tokenized" not in capfd.readouterr().err  # java's per-call notice on file descriptor 2

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from workbench import layer_curve as LC
+from workbench.claims import layer_curve as LC
 from workbench.analysis.figures import caption_of
 from workbench.runs import EVAL_DIRS, sweep_run_dir
+from workbench import layer_curve as layer_curve_cli
 
 ATTRS = ["word", "pitch_class", "category", "count", "loudness_class"]
 TRUE = {"plits": {0: 0.45, 8: 0.75, 16: 0.5}, "lal": {0: 0.6, 8: 0.65, 16: 0.62}}
@@ -71,13 +72,13 @@ def test_every_point_is_scored_on_the_splits_all_runs_share(tmp_path):
 def test_write_layer_curve_and_cli(tmp_path, capsys):
     from workbench.analysis import outputs
 
-    assert LC.main(["--sweeps", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+    assert layer_curve_cli.main(["--sweeps", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert "no evaluated sweep point" in capsys.readouterr().err
     root = tmp_path / "sweeps"
     _write_sweep(root, seeds=(0,))
     saved, outputs._PNG_OK = outputs._PNG_OK, False
     try:
-        assert LC.main(["--sweeps", str(root), "--out", str(tmp_path / "out"), "--resamples", "200"]) == 0
+        assert layer_curve_cli.main(["--sweeps", str(root), "--out", str(tmp_path / "out"), "--resamples", "200"]) == 0
     finally:
         outputs._PNG_OK = saved
     assert "1 seed)" in capsys.readouterr().out
@@ -163,7 +164,7 @@ def test_layers_are_compared_paired_by_seed_and_clip(tmp_path):
 
 def test_write_layer_curve_writes_the_paired_contrasts(tmp_path):
     from workbench.analysis import outputs
-    from workbench.claims import CLAIMS
+    from workbench.claims.registry import CLAIMS
 
     root = tmp_path / "sweeps"
     _write_blocked_sweep(root, clips=20)

@@ -1,4 +1,4 @@
-"""workbench.stats: the seed-aware interval covers the true contrast on simulated data with known seed, clip and
+"""workbench.stats.bootstrap: the seed-aware interval covers the true contrast on simulated data with known seed, clip and
 row variance, is wider than a row-only interval when seeds vary, and the verdict rule decides as written.
 
 Measured (this file's settings, 200 simulations each, 3 seeds x 120 clips, deterministic seeds): coverage 0.95
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.stats import (decide_claim, decide_contrast, percentile_ci, resample_indices, two_level_interval)
+from workbench.stats.bootstrap import (decide_claim, decide_contrast, percentile_ci, resample_indices, two_level_interval)
 
 TRUE = 0.05  # the true contrast (expected difference in accuracy over seeds and clips)
 
@@ -121,7 +121,7 @@ def test_bootstrap_ci_of_a_mean():
     narrows with more data; fewer than two values give no interval."""
     import numpy as np
 
-    from workbench.stats import bootstrap_ci
+    from workbench.stats.bootstrap import bootstrap_ci
 
     rng = np.random.default_rng(0)
     small, big = rng.normal(1.0, 1.0, 30), rng.normal(1.0, 1.0, 3000)

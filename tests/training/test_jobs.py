@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.training.conftest import EXAMPLE
-from workbench.paths import variant_of
+from workbench.common.paths import variant_of
 from workbench.runs import EVAL_DIRS, find_seed_runs, run_dir, sweep_run_dir
 from workbench.train import main as train_main
 from workbench.train import parse_seeds

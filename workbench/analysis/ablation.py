@@ -206,7 +206,7 @@ def item_metrics(model, dataset, make_interventions: Callable[[dict], list[Inter
     """One row per task row: ``row_id, task, attribute, closed, logprob, prediction, correct`` with the
     interventions ``make_interventions(batch)`` active (None: the unablated model). Accuracy (greedy answers
     under the same hooks) only with the TransformerLens backend."""
-    from workbench.metrics import is_correct
+    from workbench.evaluation.metrics import is_correct
 
     records = []
     options = answer_options or {}

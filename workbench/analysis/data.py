@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from workbench.constants import TOKEN_CACHE
-from workbench.paths import variant_of
+from workbench.common.constants import TOKEN_CACHE
+from workbench.common.paths import variant_of
 
 log = logging.getLogger(__name__)
 

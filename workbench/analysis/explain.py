@@ -36,7 +36,7 @@ import torch
 from workbench.analysis.attention import attention_to_audio, query_mask
 from workbench.analysis.core import collect
 from workbench.analysis.logit_lens import logit_lens
-from workbench.audio import AudioError, load_audio, resample, to_mono
+from workbench.common.audio_io import AudioError, load_audio, resample, to_mono
 from workbench.data.dataset import DEFAULT_SYSTEM_PROMPT, build_prompt, collate
 
 __all__ = ["Explanation", "load_clip", "ask", "explain", "audio_token_attention"]
@@ -47,7 +47,7 @@ AudioInput = str | os.PathLike | np.ndarray | torch.Tensor
 def load_clip(audio: AudioInput, sample_rate: int | None = None) -> tuple[np.ndarray, int, str]:
     """(mono float32 wave [S] at its own rate, that rate, a label for it) from a path or a waveform.
 
-    A waveform is ``[S]`` or ``[C, S]`` (channels first, as `workbench.audio` uses) and needs ``sample_rate``."""
+    A waveform is ``[S]`` or ``[C, S]`` (channels first, as `workbench.common.audio_io` uses) and needs ``sample_rate``."""
     if isinstance(audio, (str, os.PathLike)):
         wave, sr = load_audio(audio, target_sr=None, mono=True)
         return wave, sr, str(audio)

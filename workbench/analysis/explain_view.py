@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.analysis.figures import add_caption
-from workbench.paths import atomic_write_bytes
+from workbench.common.paths import atomic_write_bytes
 
 __all__ = ["spectrogram", "fig_audio_attention", "page_html", "write_html"]
 

@@ -39,7 +39,7 @@ from workbench.analysis.audio_conditions import (AudioAnalysisError, closed_rows
                                                  require_audio)
 from workbench.analysis.core import answer_logprob, collect, run_with_interventions
 from workbench.analysis.figures import add_caption
-from workbench.stats import bootstrap_ci
+from workbench.stats.bootstrap import bootstrap_ci
 
 __all__ = ["listening_scores", "top_heads", "head_means", "mean_ablation", "option_correct", "listening_ablation",
            "listening_figure", "listening_ablation_figure"]

@@ -96,7 +96,7 @@ def make_pairs(dataset, attribute: str | None = None, max_pairs: int | None = No
     if attribute is not None and attribute not in attrs:
         raise PatchingError(f"no closed task rows ask about attribute {attribute!r}; attributes in this data: {attrs}")
     if answer_options is None:
-        from workbench.evaluate import load_answer_options
+        from workbench.evaluation.evaluator import load_answer_options
 
         answer_options = load_answer_options(dataset.root) if getattr(dataset, "root", None) else {}
     class_keys = sorted(answer_options)

@@ -33,7 +33,7 @@ from workbench.analysis.audio_conditions import (AudioAnalysisError, closed_rows
 from workbench.analysis.core import collect, last_prompt_index, run_with_interventions
 from workbench.analysis.figures import add_caption
 from workbench.analysis.listening import option_correct
-from workbench.stats import bootstrap_ci
+from workbench.stats.bootstrap import bootstrap_ci
 
 __all__ = ["MODES", "DEFAULT_ALPHAS", "check_alpha", "steering_vector", "head_steering_vectors",
            "steering_interventions", "steered_metrics", "steer", "steering_figure"]

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from workbench.audio import AudioError, load_audio, pad_batch
+from workbench.common.audio_io import AudioError, load_audio, pad_batch
 from workbench.data.audiofolder import DataError
 from workbench.data.validate import load_audiofolder
 

@@ -18,7 +18,7 @@ import mido
 import numpy as np
 import soundfile as sf
 
-from workbench.audio import resample
+from workbench.common.audio_io import resample
 
 __all__ = ["MusicError", "Note", "soundfont_path", "fluidsynth_available", "render_notes", "note_bank", "render_from_bank"]
 
@@ -127,7 +127,7 @@ _banks: dict[tuple[int, int], np.ndarray] = {}
 def _bank_path(program: int, sr: int) -> Path:
     import hashlib
 
-    from workbench.paths import cache_dir
+    from workbench.common.paths import cache_dir
 
     sf2 = soundfont_path()
     st = sf2.stat()
@@ -157,7 +157,7 @@ def note_bank(program: int, sr: int) -> np.ndarray:
         bank = np.stack([full[int(round(k * BANK_STRIDE_S * sr)):][:n] for k in range(len(midis))]).astype(np.float32)
         import io
 
-        from workbench.paths import atomic_write_bytes
+        from workbench.common.paths import atomic_write_bytes
 
         buf = io.BytesIO()
         np.save(buf, bank)

@@ -15,7 +15,7 @@ import tempfile
 import numpy as np
 import soundfile as sf
 
-from workbench.audio import resample
+from workbench.common.audio_io import resample
 
 __all__ = ["SpeechError", "espeak_available", "speak", "trim_silence"]
 

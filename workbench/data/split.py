@@ -19,7 +19,7 @@ Every task row goes to its clip's split, so no clip is in two splits. Each outpu
 ``holdout.json``, ...; ``dataset_info.json`` gets ``split``, ``n_clips``, ``n_tasks`` and a ``split_from``
 note), and the audio at the same ``file_name`` paths: relative symlinks to the source's files (default) or
 copies (``--copy``). ``bad_rows.jsonl`` is not carried over (its line numbers are the source's). Each output
-folder is built in a temporary folder beside it and moved into place with :func:`workbench.paths.replace_dir`
+folder is built in a temporary folder beside it and moved into place with :func:`workbench.common.paths.replace_dir`
 once every split is built, so an old ``OUT/{name}`` is replaced whole or not at all.
 """
 
@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 
 from workbench.data.audiofolder import METADATA, TASKS, DataError, read_jsonl, write_json, write_jsonl
-from workbench.paths import replace_dir
+from workbench.common.paths import replace_dir
 
 __all__ = ["SplitError", "split_audiofolder", "random_assignment", "column_assignment", "parse_map", "main"]
 

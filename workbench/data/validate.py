@@ -9,8 +9,8 @@ Checks, each reported as an error naming the file and line (or, with ``--skip-ba
 
 - a line that is not UTF-8, not JSON, or lacks ``file_name``; a duplicate ``file_name``;
 - a ``file_name`` that is absolute/escapes the folder, is missing, has an unsupported extension;
-- audio that does not decode, is zero-length/NaN (:func:`workbench.audio.load_audio`), or a WAV/AIFF whose
-  header declares more frames than the file holds (truncated: :func:`workbench.audio.check_complete`, the
+- audio that does not decode, is zero-length/NaN (:func:`workbench.common.audio_io.load_audio`), or a WAV/AIFF whose
+  header declares more frames than the file holds (truncated: :func:`workbench.common.audio_io.check_complete`, the
   reason names both frame counts);
 - a task row without file_name/task/question/answer, or naming a clip that is not in the metadata.
 
@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.audio import AudioError, check_complete, load_audio
+from workbench.common.audio_io import AudioError, check_complete, load_audio
 from workbench.data.audiofolder import BAD_ROWS, METADATA, TASKS, BadRow, BadRows, DataError, read_jsonl
 
 __all__ = ["AUDIO_EXTENSIONS", "ValidationReport", "check_audio_file", "load_audiofolder", "main"]

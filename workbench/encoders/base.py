@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
-from workbench.audio import AudioError, load_audio, pad_batch, resample, to_mono
+from workbench.common.audio_io import AudioError, load_audio, pad_batch, resample, to_mono
 
 __all__ = ["AudioEncoder", "EncoderInputError"]
 
@@ -101,14 +101,14 @@ class AudioEncoder(nn.Module):
         if not isinstance(waves, torch.Tensor):
             raise EncoderInputError(
                 f"{self.name}: waves must be a torch.Tensor [B, S], got {type(waves).__name__}. "
-                f"Use encoder.prepare(list_of_arrays, sample_rates) or workbench.audio.pad_batch."
+                f"Use encoder.prepare(list_of_arrays, sample_rates) or workbench.common.audio_io.pad_batch."
             )
         if waves.ndim == 1:
             waves = waves[None]
         if waves.ndim != 2:
             raise EncoderInputError(
                 f"{self.name}: waves must be mono [B, S], got shape {tuple(waves.shape)}. "
-                f"Mix channels down first (workbench.audio.to_mono) or use encoder.prepare(...)."
+                f"Mix channels down first (workbench.common.audio_io.to_mono) or use encoder.prepare(...)."
             )
         if not waves.is_floating_point():
             raise EncoderInputError(

@@ -26,9 +26,9 @@ import torch
 from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
-from workbench.audio import load_audio, pad_batch
+from workbench.common.audio_io import load_audio, pad_batch
 from workbench.encoders.base import AudioEncoder
-from workbench.paths import atomic_write_bytes
+from workbench.common.paths import atomic_write_bytes
 
 __all__ = ["TokenCache", "encode_dataset", "file_sha256", "read_audiofolder"]
 

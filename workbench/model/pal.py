@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.constants import TRAINABLE_PARTS
+from workbench.common.constants import TRAINABLE_PARTS
 from workbench.model.config import DecoderConfig
 from workbench.model.connectors import make_connector
 from workbench.model.audio_modules import EncoderSlot, LowRankAdapter, adapter_key as _adapter_key
@@ -132,9 +132,9 @@ class PALModel(PALCheckpointMixin, HookedDecoder):
 
     def task_dataset(self, root, *, cache_dir=None, fill_cache: bool = True, progress: bool = False, **kw):
         """`AudioTaskDataset` over the audiofolder ``root`` for this model (its encoders, its audio slot), reading
-        the token cache ``cache_dir`` (default `workbench.constants.TOKEN_CACHE`), which is first filled with every
+        the token cache ``cache_dir`` (default `workbench.common.constants.TOKEN_CACHE`), which is first filled with every
         clip this model's encoders have not encoded yet (``fill_cache``). ``kw``: tasks, with_answer, ..."""
-        from workbench.constants import TOKEN_CACHE
+        from workbench.common.constants import TOKEN_CACHE
         from workbench.data.dataset import AudioTaskDataset
 
         cache_dir = TOKEN_CACHE if cache_dir is None else cache_dir

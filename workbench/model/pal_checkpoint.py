@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from workbench.model.pal_config import PALConfig
-from workbench.paths import replace_dir
+from workbench.common.paths import replace_dir
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointMismatchError", "PALCheckpointMixin", "legacy_encoder_names",
            "rename_encoder_keys"]

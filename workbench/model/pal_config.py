@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import ConfigError  # noqa: F401 (re-exported: workbench.model.pal_config.ConfigError)
+from workbench.common.errors import ConfigError  # noqa: F401 (re-exported: workbench.model.pal_config.ConfigError)
 
 CONNECTOR_TYPES = ("mlp", "qformer")
 MODES = ("plits", "lal")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench.paths import atomic_write_bytes, replace_dir
+from workbench.common.paths import atomic_write_bytes, replace_dir
 
 __all__ = ["CheckpointError", "rng_state", "set_rng_state", "write_checkpoint", "find_latest", "read_trainer_state",
            "clean_tmp", "STATE_FILE"]

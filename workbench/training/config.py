@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from workbench.constants import TRAINABLE_PARTS
-from workbench.errors import ConfigError
+from workbench.common.constants import TRAINABLE_PARTS
+from workbench.common.errors import ConfigError
 
 __all__ = ["ConfigError", "StageConfig", "LoraConfig", "DataConfig", "TrainingConfig", "RunConfig",
            "load_run_config", "parse_preset", "config_hash", "TRAINABLE_PARTS", "KNOWN_TASKS", "REPO_ROOT"]

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.paths import atomic_write_bytes
+from workbench.common.paths import atomic_write_bytes
 from workbench.runs import EVAL_DIRS, TEST_SPLITS, eval_answers
 
 __all__ = ["Job", "job_state", "run_jobs", "ensure_test_splits", "RUN_FILES"]

@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch.utils.data import DataLoader
 
-from workbench.paths import atomic_write_bytes
+from workbench.common.paths import atomic_write_bytes
 from workbench.training.checkpoint import rng_state, set_rng_state, write_checkpoint
 from workbench.training.config import ConfigError, RunConfig, StageConfig
 from workbench.training.data import StageBatchSampler, order_seed

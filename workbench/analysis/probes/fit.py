@@ -126,7 +126,7 @@ def _metric(y, pred, task: str) -> float:
 def _bootstrap_ci(y, pred, task: str, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
     if n_boot <= 0 or len(y) < 2:
         return float("nan"), float("nan")
-    from workbench.stats import percentile_ci, resample_indices
+    from workbench.stats.bootstrap import percentile_ci, resample_indices
 
     rng = np.random.default_rng([seed, 31337])
     n = len(y)

@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from workbench.audio import AudioError
+from workbench.common.audio_io import AudioError
 from workbench.data.audiofolder import (
     ANSWER_OPTIONS_FILE, BAD_ROWS, METADATA, TASKS, BadRows, DataError, write_json, write_jsonl,
 )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from workbench.audio import AudioError, load_audio
+from workbench.common.audio_io import AudioError, load_audio
 from workbench.data.audiofolder import DataError
 from workbench.data.dataset import AudioTaskDataset
 from workbench.model.released.registry import ReleasedModelError

@@ -1,8 +1,8 @@
 """The one bootstrap of the workbench: resampling indices, percentile intervals, and the seed-aware (two-level)
 interval of a paired contrast, with the verdict rule that reads it.
 
-Used by :mod:`workbench.compare` (cell CIs over items), :mod:`workbench.analysis.probes` (probe metric CIs over
-clips) and :mod:`workbench.seed_stats` (contrasts over training seeds and test clips).
+Used by :mod:`workbench.claims.compare` (cell CIs over items), :mod:`workbench.analysis.probes` (probe metric CIs over
+clips) and :mod:`workbench.claims.seeds` (contrasts over training seeds and test clips).
 
 **Two-level interval of a paired contrast** (:func:`two_level_interval`). Input: ``diff[s, c]``, the summed
 per-row score difference (variant minus reference, paired on the same rows) of test clip ``c`` under training

@@ -1,7 +1,7 @@
 """The report's first figure: every claim's contrasts with their 95% intervals and verdicts (a forest plot), seed 0
 alone beside all training seeds where both are known.
 
-``forest_rows(run)`` reads ``seed_contrasts.csv`` (pooled test splits; :mod:`workbench.seed_stats`) or, without it,
+``forest_rows(run)`` reads ``seed_contrasts.csv`` (pooled test splits; :mod:`workbench.claims.seeds`) or, without it,
 ``contrasts.csv`` (overall accuracy, one run per variant) into ``claim, contrast, scope, diff, ci_low, ci_high,
 verdict``; ``forest_figure(rows)`` draws them.
 """
@@ -19,9 +19,9 @@ SYMBOLS = ["circle-open", "diamond"]
 
 
 def forest_rows(run: str | Path) -> pd.DataFrame:
-    """One row per (contrast, scope) of the claims in :mod:`workbench.claims`, in registry order."""
-    from workbench.claims import CLAIMS
-    from workbench.stats import decide_contrast
+    """One row per (contrast, scope) of the claims in :mod:`workbench.claims.registry`, in registry order."""
+    from workbench.claims.registry import CLAIMS
+    from workbench.stats.bootstrap import decide_contrast
 
     run = Path(run)
     cols = ["claim", "contrast", "scope", "diff", "ci_low", "ci_high", "verdict"]

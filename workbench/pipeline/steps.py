@@ -8,7 +8,7 @@ A step counts as done when ``ROOT/.steps/<name>.json`` exists, records the same 
 finish times of the steps it depends on (``deps``), and every file in ``outputs`` exists. Markers are
 written atomically after the step returns, so a step interrupted half-way (Ctrl-C, a crash, a kill) has
 no marker and runs again next time; steps write their own files atomically
-(:func:`workbench.paths.atomic_write_bytes`), so no output is ever half-written. A step that re-runs gets a
+(:func:`workbench.common.paths.atomic_write_bytes`), so no output is ever half-written. A step that re-runs gets a
 new finish time, which makes every step depending on it run again too.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.paths import atomic_write_bytes
+from workbench.common.paths import atomic_write_bytes
 
 __all__ = ["Step", "Pipeline", "StepFailed"]
 

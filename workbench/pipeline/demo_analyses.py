@@ -2,7 +2,7 @@
 (the CLIs ``python -m workbench.attribute_lens / listening_heads / steer / patch --method atp`` run the full ones):
 together about 3 minutes of the demo's 15-minute budget on the 2-core CPU machine.
 
-``analysis_steps(demo)`` returns the `workbench.pipeline.Step`s; ``workbench.demo`` adds them before its report.
+``analysis_steps(demo)`` returns the `workbench.pipeline.steps.Step`s; ``workbench.demo`` adds them before its report.
 Each writes its csv/html into the demo folder through ``demo.write`` and returns a small summary for the marker.
 """
 
@@ -107,7 +107,7 @@ def atp(demo) -> dict:
 
 
 def analysis_steps(demo) -> list:
-    from workbench.pipeline import Step
+    from workbench.pipeline.steps import Step
 
     s = _sizes(demo)
     out, ck = demo.out, str(demo.checkpoints)

@@ -1,7 +1,7 @@
 """The one registry of the paper's claims: for each claim its contrasts (pairs of variants that differ only in what
 the claim is about), the inside-the-model analyses that bear on it (with the files the demo writes), its title,
-statement and scope, and which figures its report section shows. :mod:`workbench.demo`, :mod:`workbench.verdict`,
-:mod:`workbench.seed_stats` and :mod:`workbench.report` read it; adding a claim or a variant is one edit here.
+statement and scope, and which figures its report section shows. :mod:`workbench.pipeline.demo`, :mod:`workbench.claims.verdict`,
+:mod:`workbench.claims.seeds` and :mod:`workbench.reporting.report` read it; adding a claim or a variant is one edit here.
 
 An analysis's ``stem`` is the name of its outputs in a run folder (``STEM.csv``, ``STEM.html``, ``STEM.png``);
 ``figures`` of a claim are glob patterns over the run folder's figure stems, shown in that order. Analyses marked
@@ -111,7 +111,7 @@ def analysis(stem: str) -> Analysis:
     for a in [a for c in CLAIMS.values() for a in c.analyses] + list(EXTRA):
         if a.stem == stem:
             return a
-    raise KeyError(f"no analysis with output stem {stem!r} in workbench.claims; known: "
+    raise KeyError(f"no analysis with output stem {stem!r} in workbench.claims.registry; known: "
                    f"{sorted(a.stem for c in CLAIMS.values() for a in c.analyses)}")
 
 
@@ -119,7 +119,7 @@ def registered(variant: str, kind: str) -> tuple[Claim, Analysis]:
     """The claim and the one analysis of ``kind`` that runs on ``variant`` (how the demo names its outputs)."""
     found = [(c, a) for c in CLAIMS.values() for a in c.analyses if a.variant == variant and a.kind == kind]
     if len(found) != 1:
-        raise KeyError(f"workbench.claims registers {len(found)} {kind!r} analyses on {variant!r}; expected one")
+        raise KeyError(f"workbench.claims.registry registers {len(found)} {kind!r} analyses on {variant!r}; expected one")
     return found[0]
 
 

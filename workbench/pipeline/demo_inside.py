@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from workbench.claims import registered
+from workbench.claims.registry import registered
 
 PROBE_DIR = Path("probes")
 
