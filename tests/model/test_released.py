@@ -427,3 +427,31 @@ def test_left_padded_batched_generation_equals_each_prompt_alone():
     for b, item in enumerate(items):
         alone = model.generate_ids(collate([item], pad_id=pad, padding_side="left"), max_new_tokens=8)
         assert alone[0].tolist() == both[b, :alone.shape[1]].tolist()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ask_cli_answers_as_the_transformers_processor_and_model_do(kind, tmp_path, capsys):
+    """``python -m workbench.ask --checkpoint FOLDER clip.wav QUESTION`` prints the greedy answer transformers'
+    processor + model give for the same file (decoded without special tokens)."""
+    import soundfile as sf
+
+    from workbench.ask import main
+
+    folder, hf, tok, _ = shared_released(kind)
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, (np.random.default_rng(1).standard_normal(20800) * 0.1).astype(np.float32), 16000, subtype="FLOAT")
+    assert main(["--checkpoint", str(folder), str(clip), QUESTION, "--max-new-tokens", "6"]) == 0
+    printed = capsys.readouterr().out.strip()
+    wave, _ = sf.read(clip, dtype="float32")
+    if PROCESSORS[kind] is None:  # Voxtral: our ids, the same features (see the parity test)
+        model = PALModel.from_pretrained(folder)
+        batch = _batch(model)
+        batch["waves"], batch["wave_lengths"] = torch.from_numpy(wave)[None], torch.tensor([wave.shape[0]])
+        inputs = _hf_inputs(model, batch, kind)
+    else:
+        inputs = _processor_inputs(folder, wave, QUESTION)
+    with torch.no_grad():
+        new = hf.generate(**inputs, max_new_tokens=6, do_sample=False)[0, inputs["input_ids"].shape[1]:].tolist()
+    eos = hf.generation_config.eos_token_id
+    new = new[:new.index(eos) + 1] if eos in new else new
+    assert printed == tok.decode(new, skip_special_tokens=True).strip() and printed

@@ -155,6 +155,10 @@ class ReleasedTaskDataset(AudioTaskDataset):
                          slot="prefix", **kw)
         self.model = model
 
+    def encode_row(self, question: str, answer: str | None = None) -> dict:
+        """`released_example` of ``question`` (and ``answer``) in this model's template and system prompt."""
+        return released_example(self.model, question, answer, self.system_prompt)
+
     def build_prompt(self, question: str) -> tuple[list[int], int]:
         """(ids, audio_slot) of a generation prompt for ``question``."""
         enc = released_example(self.model, question, None, self.system_prompt)
