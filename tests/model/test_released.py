@@ -60,7 +60,7 @@ def _processor_inputs(folder, wave: np.ndarray, question: str):
     proc = AutoProcessor.from_pretrained(folder)
     msgs = [{"role": "user", "content": [{"type": "audio", "audio": wave}, {"type": "text", "text": question}]}]
     text = proc.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    return proc(text=text, audio=wave, return_tensors="pt")
+    return proc(text=text, audio=wave, sampling_rate=proc.feature_extractor.sampling_rate, return_tensors="pt")
 
 
 @pytest.fixture(scope="module", params=KINDS)
