@@ -22,8 +22,7 @@ TEST_DATA = Path("data/synth-tiny/test")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from workbench.analysis.core import write_outputs
-    from workbench.analysis.core import load_for_analysis
+    from workbench.analysis.core import load_for_analysis, write_outputs
     from workbench.analysis.listening import listening_scores, top_heads
     from workbench.analysis.steering import DEFAULT_ALPHAS, check_alpha, steer, steering_figure
     from workbench.evaluate import load_answer_options
