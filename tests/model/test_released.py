@@ -455,3 +455,22 @@ def test_ask_cli_answers_as_the_transformers_processor_and_model_do(kind, tmp_pa
     eos = hf.generation_config.eos_token_id
     new = new[:new.index(eos) + 1] if eos in new else new
     assert printed == tok.decode(new, skip_special_tokens=True).strip() and printed
+
+
+def test_the_processor_template_wins_over_the_tokenizer_template(tmp_path):
+    """audio-flamingo-3-hf ships two templates: the processor's (chat_template.jinja, places <sound>) and the
+    tokenizer's (tokenizer_config.json, string contents only, convert_audioflamingo3_to_hf.py). As with
+    AutoProcessor, the processor's is used."""
+    folder, *_ = shared_released("audioflamingo3")
+    af3 = tmp_path / "af3"
+    shutil.copytree(folder, af3)
+    tokenizer_only = ("{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant."
+                      "<|im_end|>\\n' }}{% endif %}{% for message in messages if message['content'] is not none %}"
+                      "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+                      "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    cfg = json.loads((af3 / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = tokenizer_only
+    (af3 / "tokenizer_config.json").write_text(json.dumps(cfg))
+    model = PALModel.from_pretrained(af3)
+    assert model.chat_template == real_template("audioflamingo3")
+    assert released_example(model, QUESTION) == released_example(PALModel.from_pretrained(folder), QUESTION)
