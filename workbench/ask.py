@@ -1,10 +1,12 @@
-"""CLI: ask a trained PAL model a question about your own recording (workbench.analysis.explain).
+"""CLI: ask a model a question about your own recording (workbench.model.inference, workbench.analysis.explain).
 
     python -m workbench.ask [--checkpoint results/checkpoints/pal/final] CLIP.wav "Is there speech?"
         [--explain] [--html OUT.html] [--max-new-tokens 32] [--csv-dir DIR]
 
-CLIP: any file libsndfile reads (wav, flac, ogg, mp3 ...), any sample rate and channel count (resampled per
-encoder, mixed down to mono). Prints the answer. ``--explain`` also prints the answer's attention to each
+--checkpoint: a trained PAL checkpoint folder, or a released audio-LLM (a transformers folder such as
+Qwen2-Audio-7B-Instruct's, or its hub id), asked in its own chat template.
+CLIP: any file libsndfile reads (wav, flac, ogg, mp3 ...), any sample rate and channel count (mixed down to
+mono, resampled to the model's audio rate). Prints the answer. ``--explain`` also prints the answer's attention to each
 encoder's audio per layer and the logit lens of its first token; ``--html`` writes a page with the playable
 clip, its spectrogram and that attention mapped onto the clip's time axis (implies ``--explain``);
 ``--csv-dir`` writes the explanation's tables as CSV there.
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m workbench.ask", description=__doc__.split("\n\n")[0])
     p.add_argument("clip", help="audio file (any rate, any channel count)")
     p.add_argument("question", help="the question to ask about the clip (quote it)")
-    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help=f"PAL checkpoint folder (default {DEFAULT_CHECKPOINT})")
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help=f"PAL checkpoint or released model folder / hub id (default {DEFAULT_CHECKPOINT})")
     p.add_argument("--explain", action="store_true", help="print attention to audio per layer and the logit lens")
     p.add_argument("--html", default=None, help="write the explanation page here (implies --explain)")
     p.add_argument("--csv-dir", default=None, help="write the explanation's tables as CSV here (implies --explain)")
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(a) -> int:
+    from workbench.analysis.explain import explain
     from workbench.common.audio_io import load_audio
     from workbench.model.pal import PALModel
 
@@ -58,7 +61,7 @@ def _run(a) -> int:
     if not (a.explain or a.html or a.csv_dir):
         print(model.ask(a.clip, a.question, max_new_tokens=a.max_new_tokens))
         return 0
-    ex = model.explain(a.clip, a.question, max_new_tokens=a.max_new_tokens)
+    ex = explain(model, a.clip, a.question, max_new_tokens=a.max_new_tokens)
     print(ex.answer)
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print("\nattention of the answer to each encoder's audio (mean over heads; ratio = mass / uniform attention):")

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.analysis.cli import fail
+from workbench.analysis.cli import analysis_parser, run_cli, run_per_checkpoint, variant_first
 
 TEST_DATA = Path("data/synth-tiny/test")
 
@@ -25,9 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from workbench.analysis.core import load_for_analysis, write_outputs
     from workbench.analysis.listening import listening_scores, top_heads
     from workbench.analysis.steering import DEFAULT_ALPHAS, check_alpha, steer, steering_figure
-    from workbench.attribute_lens import analysis_parser, checkpoints_of, cli_errors, variant_first
     from workbench.evaluation.evaluator import load_answer_options
-    from workbench.common.paths import variant_of
 
     p = analysis_parser("python -m workbench.steer", __doc__)
     p.add_argument("--test-data", default=str(TEST_DATA), help=f"test audiofolder (default {TEST_DATA})")
@@ -38,26 +36,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=5, help="listening heads steered in mode heads (default 5)")
     a = p.parse_args(argv)
     tables = []
-    try:
-        alphas = [check_alpha(x) for x in a.alphas.split(",") if x.strip()]
-        modes = [m.strip() for m in a.modes.split(",") if m.strip()]
-        for ck in checkpoints_of(a):
-            variant = variant_of(ck)
-            model, val = load_for_analysis(ck, a.data, a.n, seed=a.seed)
-            _, test = load_for_analysis(data_dir=a.test_data, n=a.n_test, split="test", seed=a.seed, model=model)
-            heads = []
-            if "heads" in modes:
-                heads = top_heads(listening_scores(model, val, a.silence, backend=a.backend, batch_size=a.batch_size,
-                                                   progress=True), a.k)
-            t = steer(model, val, test, load_answer_options(val.root), alphas=alphas, modes=modes, heads=heads,
-                      silence=a.silence, backend=a.backend, batch_size=a.batch_size, seed=a.seed, progress=True)
-            t = t.assign(variant=variant, heads=";".join(f"L{l}H{h}" for l, h in heads))
-            tables.append(t)
-            g = t[t["split"] == "gain"]
-            print(g[["variant", "mode", "metric", "alpha", "gain", "ci_low", "ci_high", "n"]].to_string(index=False))
-            del model
-    except cli_errors() as e:
-        return fail(str(e))
+    settings = {}
+
+    def parse() -> None:
+        settings["alphas"] = [check_alpha(x) for x in a.alphas.split(",") if x.strip()]
+        settings["modes"] = [m.strip() for m in a.modes.split(",") if m.strip()]
+
+    def one(variant, model, val):
+        _, test = load_for_analysis(data_dir=a.test_data, n=a.n_test, split="test", seed=a.seed, model=model)
+        modes, heads = settings["modes"], []
+        if "heads" in modes:
+            heads = top_heads(listening_scores(model, val, a.silence, backend=a.backend, batch_size=a.batch_size,
+                                               progress=True), a.k)
+        t = steer(model, val, test, load_answer_options(val.root), alphas=settings["alphas"], modes=modes, heads=heads,
+                  silence=a.silence, backend=a.backend, batch_size=a.batch_size, seed=a.seed, progress=True)
+        t = t.assign(variant=variant, heads=";".join(f"L{l}H{h}" for l, h in heads))
+        tables.append(t)
+        g = t[t["split"] == "gain"]
+        print(g[["variant", "mode", "metric", "alpha", "gain", "ci_low", "ci_high", "n"]].to_string(index=False))
+
+    rc = run_cli(parse) or run_per_checkpoint(a, one)
+    if rc:
+        return rc
     table = variant_first(tables)
     out = write_outputs(table, steering_figure(table), a.out_dir, "steering", png=not a.no_png)
     print("wrote " + ", ".join(str(v) for v in out.values()))

@@ -51,7 +51,9 @@ def stereo_44k(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def explanation(pal, stereo_44k):
-    return pal.explain(stereo_44k, QUESTION)
+    from workbench.analysis.explain import explain
+
+    return explain(pal, stereo_44k, QUESTION)
 
 
 def test_ask_on_a_44k_stereo_recording(pal, stereo_44k):
@@ -60,15 +62,16 @@ def test_ask_on_a_44k_stereo_recording(pal, stereo_44k):
     # the same clip as a channels-first waveform with its rate gives the same answer
     data, sr = sf.read(str(stereo_44k), dtype="float32", always_2d=True)
     assert pal.ask(data.T, QUESTION, sample_rate=sr) == answer
-    # each encoder sees the clip as its own file loader would give it (mono mix, resampled to its rate)
-    from workbench.analysis.explain import _encode
+    # each encoder sees the clip, on the model's own waveform path, as its own file loader would give it
+    from workbench.analysis.explain import encoder_frames
+    from workbench.model.inference import answer_clip
 
     wave, rate, _ = load_clip(stereo_44k)
     assert rate == 44100 and wave.ndim == 1
-    for name, (frames, mask) in _encode(pal, wave, rate).items():
+    for name, (frames, mask) in encoder_frames(pal, answer_clip(pal, stereo_44k, QUESTION).batch).items():
         ref, ref_mask = pal.encoders[name].encoder().encode_files([stereo_44k])
-        assert torch.equal(mask, ref_mask)
-        torch.testing.assert_close(frames, ref, rtol=1e-5, atol=1e-5)
+        assert torch.equal(mask.cpu(), ref_mask)
+        torch.testing.assert_close(frames.float().cpu(), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_explanation_is_consistent(pal, explanation):

@@ -1,14 +1,16 @@
-"""Every analysis CLI, and `workbench.evaluate`, on a tiny random Qwen2-Audio folder (``--checkpoint DIR``)
-with a few synthetic clips asked in the model's own chat template."""
+"""Every analysis CLI (attention, logit_lens, attribute_lens, listening_heads, steer, ablate, patch, probe,
+evaluate, ask) on a tiny random Qwen2-Audio folder (``--checkpoint DIR``) saved by today's
+``processor.save_pretrained`` with the checkpoint's real chat template, asked about a few synthetic clips."""
 
 from __future__ import annotations
 
 import importlib
+import json
 
 import pandas as pd
 import pytest
 
-from tests.model.released_tiny import shared_released
+from tests.model.released_tiny import real_template, shared_released
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +19,7 @@ def setup(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("released-cli")
     folder, *_ = shared_released("qwen2_audio")
+    assert (folder / "processor_config.json").exists() and (folder / "chat_template.jinja").read_text() == real_template("qwen2_audio")
     data = generate(root / "data", 12, seed=0, split="val", preset="tiny", progress=False)
     suite = root / "loudness.yaml"
     suite.write_text("attribute: loudness_class\nsites:\n  encoders: all\n  connectors: all\n"
@@ -38,6 +41,10 @@ CASES = {
     "logit_lens": (["--n", "4"], "logit_lens.csv"),
     "patch": (["--n", "60", "--max-pairs", "2", "--layers", "0,2"], "patching.csv"),
     "probe": (["SUITE", "--no-progress"], "probe_loudness.csv"),
+    "attribute_lens": (["--n", "8", "--no-png"], "attribute_lens.csv"),
+    "listening_heads": (["--n", "8", "--k", "2", "--draws", "2", "--no-png"], "listening_heads.csv"),
+    "steer": (["--n", "8", "--k", "2", "--test-data", "DATA", "--n-test", "8", "--alphas=-1,1", "--no-png"],
+              "steering.csv"),
 }
 
 
@@ -45,7 +52,7 @@ CASES = {
 def test_analysis_cli_runs_on_a_released_checkpoint(setup, cli, capsys):
     folder, data, root, suite = setup
     extra, produced = CASES[cli]
-    extra = [str(suite) if a == "SUITE" else a for a in extra]
+    extra = [{"SUITE": str(suite), "DATA": str(data)}.get(a, a) for a in extra]
     out = root / "out" / cli
     main = importlib.import_module(f"workbench.{cli}").main
     rc = main(["--checkpoint", str(folder), "--data", str(data), "--out-dir", str(out), *extra])
@@ -58,13 +65,52 @@ def test_analysis_cli_runs_on_a_released_checkpoint(setup, cli, capsys):
         "logit_lens": lambda: "audio" in set(df["condition"]) and set(df["layer"]) == {0, 1, 2},
         "patch": lambda: "resid_audio" in set(df["site"]) and "qwen2_audio" in set(df["encoder"]),
         "probe": lambda: {"encoders.qwen2_audio.hook_out", "connectors.qwen2_audio.hook_out"} <= set(df["site"]),
+        "attribute_lens": lambda: set(df["condition"]) == {"audio", "silence", "blocked"}
+                                  and set(df["layer"]) == {0, 1, 2},
+        "listening_heads": lambda: len(df) == 3 * 4 and df["score"].notna().all()
+                                   and (out / "listening_ablation.csv").is_file(),
+        "steer": lambda: set(df["mode"]) == {"resid", "heads"} and (df["split"] == "gain").sum() == 4,
     }
     assert checks[cli](), df.head()
 
 
-def test_cli_reports_an_unsupported_architecture(setup, tmp_path, capsys):
-    import json
+def test_evaluate_cli_scores_a_released_model_in_its_own_template(setup, tmp_path, capsys):
+    from workbench.evaluate import main
 
+    folder, data, _, _ = setup
+    out = tmp_path / "answers.csv"
+    main(["--checkpoint", str(folder), "--data", str(data), "--out", str(out), "--max-rows", "3", "--batch-size", "3",
+          "--max-new-tokens", "3", "--no-meteor", "--no-progress"])
+    answers = pd.read_csv(out, keep_default_na=False)
+    assert len(answers) == 3 and (tmp_path / "scores.csv").exists()
+    assert answers["prediction"].map(lambda p: isinstance(p, str)).all()
+
+
+def test_ask_cli_answers_and_explains_on_a_released_checkpoint(setup, tmp_path, capsys):
+    """``python -m workbench.ask --checkpoint FOLDER clip question`` answers (the model's own greedy answer) and
+    ``--html`` writes the page with the attention over the tower's frames."""
+    from workbench.ask import main
+    from workbench.model.pal import PALModel
+
+    folder, data, _, _ = setup
+    clip = str(next((data / "audio").glob("*.wav")))
+    assert main(["--checkpoint", str(folder), clip, "What is the pitch class?", "--max-new-tokens", "4"]) == 0
+    answer = capsys.readouterr().out.strip()
+    assert answer == PALModel.from_pretrained(folder).ask(clip, "What is the pitch class?", max_new_tokens=4)
+    html, csv = tmp_path / "view.html", tmp_path / "csv"
+    assert main(["--checkpoint", str(folder), clip, "What is the pitch class?", "--max-new-tokens", "4",
+                 "--html", str(html), "--csv-dir", str(csv)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0] == answer and "qwen2_audio" in printed
+    time = pd.read_csv(csv / "ask_time_attention.csv")
+    layers = pd.read_csv(csv / "ask_attention_layers.csv")
+    assert set(time["encoder"]) == {"qwen2_audio"} and time["start_s"].min() == 0
+    assert time["weight"].sum() == pytest.approx(layers["mass"].mean(), rel=1e-4)  # attention mass conserved
+    page = html.read_text()
+    assert "data:audio/wav;base64," in page and page.count("Plotly.newPlot") == 3
+
+
+def test_cli_reports_an_unsupported_architecture(setup, tmp_path, capsys):
     from workbench.ablate import main
 
     _, data, _, _ = setup
@@ -74,11 +120,20 @@ def test_cli_reports_an_unsupported_architecture(setup, tmp_path, capsys):
     assert "LlavaForConditionalGeneration" in err and "Qwen2AudioForConditionalGeneration" in err
 
 
-def test_evaluate_scores_a_released_model_in_its_own_template(setup, tmp_path):
-    from workbench.evaluation.evaluator import evaluate_checkpoint
+@pytest.mark.parametrize("broken", ["no_tasks", "empty_tasks"])
+def test_an_audiofolder_without_task_rows_names_the_file(setup, tmp_path, capsys, broken):
+    import shutil
+
+    from workbench.attention import main
 
     folder, data, _, _ = setup
-    answers, scores = evaluate_checkpoint(folder, data, tmp_path / "answers.csv", max_rows=3, batch_size=3,
-                                          max_new_tokens=3, meteor=False, progress=False)
-    assert len(answers) == 3 and (tmp_path / "answers.csv").exists() and len(scores) > 0
-    assert answers["prediction"].map(lambda p: isinstance(p, str)).all()
+    bad = tmp_path / "data"
+    shutil.copytree(data, bad)
+    if broken == "no_tasks":
+        (bad / "tasks.jsonl").unlink()
+    else:
+        (bad / "tasks.jsonl").write_text("")
+    assert main(["--checkpoint", str(folder), "--data", str(bad), "--out-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad / "tasks.jsonl") in err and ("file not found" if broken == "no_tasks" else "no task rows") in err
+    assert not (bad / "tasks.jsonl").exists() or broken == "empty_tasks"  # nothing generated into the user's folder

@@ -1,6 +1,8 @@
 """Tiny randomly initialised released audio-LLMs (Qwen2-Audio, Voxtral, Audio Flamingo 3, GLM-ASR), built
-offline from their transformers config classes and saved as model folders (config, safetensors, tokenizer
-with an audio chat template, feature extractor): 2-layer towers, 3-layer text models."""
+offline from their transformers config classes and saved as model folders the way users get them: weights by
+``model.save_pretrained``, tokenizer + feature extractor + the checkpoint's real chat template (fixtures/
+chat_templates) by today's ``processor.save_pretrained`` (Voxtral: the hub layout, its processor needs
+mistral-common). 2-layer towers, 3-layer text models."""
 
 from __future__ import annotations
 
@@ -10,25 +12,26 @@ from pathlib import Path
 import torch
 
 N_MEL = 8
-TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'audio' %}Audio 1: AUDIO_SPAN\n"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-#: class -> (placeholder token, tokens around it)
+FIXTURES = Path(__file__).parent / "fixtures" / "chat_templates"
+#: class -> (placeholder token, other special tokens its real template writes)
 PLACEHOLDERS = {
-    "qwen2_audio": ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"),
-    "voxtral": ("[AUDIO]", "[BEGIN_AUDIO]", ""),
-    "audioflamingo3": ("<sound>", "", ""),
-    "glmasr": ("<|pad|>", "<|begin_of_audio|>", "<|end_of_audio|>"),
+    "qwen2_audio": ("<|AUDIO|>", ("<|audio_bos|>", "<|audio_eos|>")),
+    "voxtral": ("[AUDIO]", ("[BEGIN_AUDIO]", "[INST]", "[/INST]", "<s>", "</s>")),
+    "audioflamingo3": ("<sound>", ()),
+    "glmasr": ("<|pad|>", ("<|begin_of_audio|>", "<|end_of_audio|>", "<|user|>", "<|assistant|>", "<|system|>")),
 }
+#: the token that ends an assistant turn in each class's real template (the tiny model's generation EOS)
+END_OF_TURN = {"qwen2_audio": "<|im_end|>", "voxtral": "</s>", "audioflamingo3": "<|im_end|>", "glmasr": "<|user|>"}
+#: the transformers processor class that writes each folder (None: the checkpoint's processor needs mistral-common,
+#: so the folder is written as the hub has it: preprocessor_config.json + the tokenizer's own template)
+PROCESSORS = {"qwen2_audio": "Qwen2AudioProcessor", "voxtral": None, "audioflamingo3": "AudioFlamingo3Processor",
+              "glmasr": "GlmAsrProcessor"}
 KINDS = tuple(PLACEHOLDERS)
+
+
+def real_template(kind: str) -> str:
+    """The chat template the released checkpoint ships (tests/model/fixtures/chat_templates/SOURCE.md)."""
+    return (FIXTURES / f"{kind}.jinja").read_text()
 
 
 @functools.lru_cache(maxsize=None)
@@ -42,9 +45,11 @@ def _tokenizer(kind: str):
     import copy
 
     tok = copy.deepcopy(_base_tokenizer())
-    audio, bos, eos = PLACEHOLDERS[kind]
-    tok.add_tokens([t for t in (audio, bos, eos) if t], special_tokens=True)
-    tok.chat_template = TEMPLATE.replace("AUDIO_SPAN", bos + audio + eos)
+    audio, others = PLACEHOLDERS[kind]
+    tok.add_tokens([audio, *others], special_tokens=True)
+    if kind == "voxtral":
+        tok.bos_token, tok.eos_token = "<s>", "</s>"
+    tok.chat_template = real_template(kind)
     return tok
 
 
@@ -72,6 +77,36 @@ def _config(kind: str, vocab: int, audio_id: int, window_s: float):
                         tie_word_embeddings=False)
 
 
+def save_folder_preprocessing(kind: str, folder: Path, tok, fe, layout: str = "processor"):
+    """Write tokenizer, feature extractor and chat template as users get them. ``layout``: "processor" (today's
+    ``processor.save_pretrained``: ``processor_config.json`` holding the feature extractor, ``chat_template.jinja``),
+    "hub" (``preprocessor_config.json``, the template inside ``tokenizer_config.json``) or "json"
+    (``preprocessor_config.json`` + ``chat_template.json``)."""
+    import json
+
+    import transformers
+
+    cls = PROCESSORS[kind]
+    if layout == "processor" and cls is not None:
+        getattr(transformers, cls)(feature_extractor=fe, tokenizer=tok, chat_template=real_template(kind)).save_pretrained(folder)
+        return
+    fe.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    if layout == "json":
+        (Path(folder) / "chat_template.jinja").unlink(missing_ok=True)
+        cfg = Path(folder) / "tokenizer_config.json"
+        meta = json.loads(cfg.read_text())
+        meta.pop("chat_template", None)
+        cfg.write_text(json.dumps(meta))
+        (Path(folder) / "chat_template.json").write_text(json.dumps({"chat_template": real_template(kind)}))
+    elif layout == "hub" and (Path(folder) / "chat_template.jinja").exists():
+        (Path(folder) / "chat_template.jinja").unlink()
+        cfg = Path(folder) / "tokenizer_config.json"
+        meta = json.loads(cfg.read_text())
+        meta["chat_template"] = real_template(kind)
+        cfg.write_text(json.dumps(meta))
+
+
 def build_released(kind: str, folder: Path, window_s: int = 2, seed: int = 0):
     """Save a tiny random ``kind`` model folder; returns (folder, the transformers model, tokenizer, extractor)."""
     import transformers
@@ -89,11 +124,10 @@ def build_released(kind: str, folder: Path, window_s: int = 2, seed: int = 0):
     with torch.no_grad():  # random init leaves biases and norm weights at 0 / 1: perturb every tensor
         for p in hf.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    hf.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
+    hf.generation_config.eos_token_id = tok.convert_tokens_to_ids(END_OF_TURN[kind])
     hf.save_pretrained(folder)
-    tok.save_pretrained(folder)
     fe = WhisperFeatureExtractor(feature_size=N_MEL, chunk_length=int(window_s))
-    fe.save_pretrained(folder)
+    save_folder_preprocessing(kind, folder, tok, fe)
     return folder, hf, tok, fe
 
 

@@ -14,7 +14,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tests.model.released_tiny import KINDS, shared_released
+import numpy as np
+
+from tests.model.released_tiny import KINDS, PROCESSORS, real_template, save_folder_preprocessing, shared_released
 from tests.model.test_pal import _reference_lal_forward
 from workbench.model.pal import PALModel
 from workbench.model.pal_config import ConfigError
@@ -39,14 +41,26 @@ def _batch(model, seconds=(1.3,), seed=0):
 
 
 def _hf_inputs(model, batch, kind):
-    """transformers' inputs for the same item: the placeholder repeated once per audio token, same features."""
+    """transformers' inputs for the same item built from our ids (the placeholder repeated once per audio token,
+    same features): for Voxtral, whose processor needs mistral-common (not installed)."""
     assert batch["input_ids"].shape[0] == 1
     n = int(model.n_audio_tokens(batch)[0])
     ids, s = batch["input_ids"][0].tolist(), int(batch["audio_slot"][0])
     hf_ids = torch.tensor([ids[:s] + [model.audio_token_id] * n + ids[s:]])
     feats, fmask = model.audio_inputs(batch)
     extra = {"qwen2_audio": {"feature_attention_mask": fmask}, "voxtral": {}}.get(kind, {"input_features_mask": fmask})
-    return dict(input_ids=hf_ids, input_features=feats, attention_mask=torch.ones_like(hf_ids), **extra), s, n
+    return dict(input_ids=hf_ids, input_features=feats, attention_mask=torch.ones_like(hf_ids), **extra)
+
+
+def _processor_inputs(folder, wave: np.ndarray, question: str):
+    """The oracle's inputs: transformers' own processor, loaded from the folder, renders the chat (the audio part
+    as its docs show it for an array) and encodes the raw waveform."""
+    from transformers import AutoProcessor
+
+    proc = AutoProcessor.from_pretrained(folder)
+    msgs = [{"role": "user", "content": [{"type": "audio", "audio": wave}, {"type": "text", "text": question}]}]
+    text = proc.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return proc(text=text, audio=wave, sampling_rate=proc.feature_extractor.sampling_rate, return_tensors="pt")
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -55,25 +69,50 @@ def released(request):
     return request.param, folder, hf, PALModel.from_pretrained(folder)
 
 
-def test_logits_and_greedy_generation_equal_transformers(released):
-    kind, _, hf, model = released
+def test_logits_and_greedy_generation_equal_transformers_processor_and_model(released):
+    """The real template + a folder saved by today's processor.save_pretrained: our prompt is the processor's
+    prompt without its expanded placeholder run; logits (<= 1e-4) and 20 greedy tokens equal transformers'
+    processor + model fed the same raw waveform."""
+    kind, folder, hf, model = released
     batch = _batch(model)
+    wave = batch["waves"][0].numpy()
     logits = model(batch)
-    inputs, s, n = _hf_inputs(model, batch, kind)
-    assert 0 < n <= model.n_audio_slots
+    if PROCESSORS[kind] is None:  # Voxtral: no processor here (mistral-common); our ids, the same features
+        inputs = _hf_inputs(model, batch, kind)
+    else:
+        inputs = _processor_inputs(folder, wave, QUESTION)
+    hf_ids = inputs["input_ids"][0]
+    is_audio = hf_ids == model.audio_token_id
+    where = torch.nonzero(is_audio)[:, 0]
+    s, n = int(batch["audio_slot"][0]), int(is_audio.sum())
+    assert hf_ids[~is_audio].tolist() == batch["input_ids"][0].tolist()  # the same prompt, token for token
+    assert where.tolist() == list(range(s, s + n)) and n == int(model.n_audio_tokens(batch)[0]) > 0
     with torch.no_grad():
         ref = hf(**inputs).logits
-    ref_text = torch.cat([ref[:, :s], ref[:, s + n:]], 1)
-    assert (logits - ref_text).abs().max() < 1e-4
+    assert (logits - ref[:, ~is_audio]).abs().max() < 1e-4
     new = model.generate_ids(batch, max_new_tokens=20)
     with torch.no_grad():
-        hf_new = hf.generate(**inputs, max_new_tokens=20, do_sample=False)[:, inputs["input_ids"].shape[1]:]
-    assert new.shape == (1, 20) and new.tolist() == hf_new.tolist()
+        hf_new = hf.generate(**inputs, max_new_tokens=20, do_sample=False)[:, hf_ids.shape[0]:]
+    assert new.shape[1] == hf_new.shape[1] > 0 and new.tolist() == hf_new.tolist()
     # the layout says where every audio token sits: the residual positions right after the text before the slot
     layout = model.token_layout(batch)
     a = layout.audio[kind]
     assert a.mode == "plits" and a.layer == 0 and int(a.mask.sum()) == n
     assert a.residual_index[0, 0] == s and layout.text_index[0, s] == s + model.n_audio_slots
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_real_template_places_the_audio_of_our_prompts(kind):
+    """Each checkpoint's template as shipped (fixtures/chat_templates) renders our prompt with one audio
+    placeholder run (the slot), with and without an answer."""
+    folder, _, tok, _ = shared_released(kind)
+    model = PALModel.from_pretrained(folder)
+    assert model.chat_template == real_template(kind)
+    enc = released_example(model, QUESTION, "C4")
+    ids, s = enc["input_ids"], enc["audio_slot"]
+    assert model.audio_token_id not in ids and 0 < s < enc["prompt_len"]
+    answer = [t for t, lab in zip(ids, enc["labels"]) if lab != -100]
+    assert tok.decode(answer).startswith("C4"), tok.decode(answer)
 
 
 def test_tower_hooks_equal_the_transformers_tower(released):
@@ -260,13 +299,53 @@ def test_audio_longer_than_the_tower_window_is_refused():
         model.token_layout(batch)
 
 
-def test_a_folder_without_feature_extractor_is_refused(tmp_path):
+@pytest.mark.parametrize("layout", ["processor", "hub", "json"])
+def test_every_folder_layout_users_get_loads_the_same(tmp_path, layout):
+    """processor_config.json + chat_template.jinja (today's processor.save_pretrained), preprocessor_config.json +
+    the template in tokenizer_config.json (the hub's Qwen2-Audio), preprocessor_config.json + chat_template.json."""
+    from transformers import AutoProcessor, WhisperFeatureExtractor
+
+    from tests.model.released_tiny import N_MEL, _tokenizer
+
+    folder, *_ = shared_released("qwen2_audio")
+    model = PALModel.from_pretrained(folder)
+    other = tmp_path / layout
+    other.mkdir()
+    for f in ("config.json", "generation_config.json", "model.safetensors"):
+        shutil.copy(folder / f, other / f)
+    save_folder_preprocessing("qwen2_audio", other, _tokenizer("qwen2_audio"),
+                              WhisperFeatureExtractor(feature_size=N_MEL, chunk_length=2), layout)
+    names = {p.name for p in other.iterdir()}
+    expect = {"processor": {"processor_config.json", "chat_template.jinja"},
+              "hub": {"preprocessor_config.json"}, "json": {"preprocessor_config.json", "chat_template.json"}}[layout]
+    assert expect <= names and ("processor_config.json" in names) == (layout == "processor")
+    loaded = PALModel.from_pretrained(other)
+    # the template AutoProcessor resolves (Qwen2AudioProcessor falls back on its own default when the folder has
+    # no chat_template.jinja/.json, even when tokenizer_config.json holds one)
+    assert loaded.chat_template == AutoProcessor.from_pretrained(other).chat_template
+    if layout != "hub":
+        assert loaded.chat_template == real_template("qwen2_audio")
+    batch = _batch(model)
+    assert released_example(loaded, QUESTION) == released_example(model, QUESTION)
+    assert torch.equal(loaded(batch), model(batch))
+
+
+def test_a_folder_lacking_a_part_names_the_files_looked_for(tmp_path):
     folder, *_ = shared_released("glmasr")
     bare = tmp_path / "bare"
     shutil.copytree(folder, bare)
-    (bare / "preprocessor_config.json").unlink()
-    with pytest.raises(ReleasedModelError, match="preprocessor_config.json"):
+    (bare / "processor_config.json").unlink()
+    with pytest.raises(ReleasedModelError, match="preprocessor_config.json and processor_config.json"):
         PALModel.from_pretrained(bare)
+    shutil.rmtree(bare)
+    shutil.copytree(folder, bare)
+    (bare / "chat_template.jinja").unlink()
+    cfg = json.loads((bare / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ReleasedModelError) as e:
+        PALModel.from_pretrained(bare)
+    assert all(f in str(e.value) for f in ("chat_template.jinja", "chat_template.json", "tokenizer_config.json"))
 
 
 def test_prompt_puts_the_slot_where_the_template_puts_the_placeholder():
@@ -348,3 +427,50 @@ def test_left_padded_batched_generation_equals_each_prompt_alone():
     for b, item in enumerate(items):
         alone = model.generate_ids(collate([item], pad_id=pad, padding_side="left"), max_new_tokens=8)
         assert alone[0].tolist() == both[b, :alone.shape[1]].tolist()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ask_cli_answers_as_the_transformers_processor_and_model_do(kind, tmp_path, capsys):
+    """``python -m workbench.ask --checkpoint FOLDER clip.wav QUESTION`` prints the greedy answer transformers'
+    processor + model give for the same file (decoded without special tokens)."""
+    import soundfile as sf
+
+    from workbench.ask import main
+
+    folder, hf, tok, _ = shared_released(kind)
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, (np.random.default_rng(1).standard_normal(20800) * 0.1).astype(np.float32), 16000, subtype="FLOAT")
+    assert main(["--checkpoint", str(folder), str(clip), QUESTION, "--max-new-tokens", "6"]) == 0
+    printed = capsys.readouterr().out.strip()
+    wave, _ = sf.read(clip, dtype="float32")
+    if PROCESSORS[kind] is None:  # Voxtral: our ids, the same features (see the parity test)
+        model = PALModel.from_pretrained(folder)
+        batch = _batch(model)
+        batch["waves"], batch["wave_lengths"] = torch.from_numpy(wave)[None], torch.tensor([wave.shape[0]])
+        inputs = _hf_inputs(model, batch, kind)
+    else:
+        inputs = _processor_inputs(folder, wave, QUESTION)
+    with torch.no_grad():
+        new = hf.generate(**inputs, max_new_tokens=6, do_sample=False)[0, inputs["input_ids"].shape[1]:].tolist()
+    eos = hf.generation_config.eos_token_id
+    new = new[:new.index(eos) + 1] if eos in new else new
+    assert printed == tok.decode(new, skip_special_tokens=True).strip() and printed
+
+
+def test_the_processor_template_wins_over_the_tokenizer_template(tmp_path):
+    """audio-flamingo-3-hf ships two templates: the processor's (chat_template.jinja, places <sound>) and the
+    tokenizer's (tokenizer_config.json, string contents only, convert_audioflamingo3_to_hf.py). As with
+    AutoProcessor, the processor's is used."""
+    folder, *_ = shared_released("audioflamingo3")
+    af3 = tmp_path / "af3"
+    shutil.copytree(folder, af3)
+    tokenizer_only = ("{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant."
+                      "<|im_end|>\\n' }}{% endif %}{% for message in messages if message['content'] is not none %}"
+                      "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+                      "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    cfg = json.loads((af3 / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = tokenizer_only
+    (af3 / "tokenizer_config.json").write_text(json.dumps(cfg))
+    model = PALModel.from_pretrained(af3)
+    assert model.chat_template == real_template("audioflamingo3")
+    assert released_example(model, QUESTION) == released_example(PALModel.from_pretrained(folder), QUESTION)

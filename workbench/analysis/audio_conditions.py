@@ -4,7 +4,7 @@ tokens, the same rows with silence in place of their audio, and reading a positi
 * :func:`option_tokens`: ``{option: first answer token id}`` of a row's attribute (answer_options.json), the
   token the model emits first when it answers with that option after this row's prompt.
 * Silence: ``"encoder"`` (default) runs each of the model's encoders on digital silence of the clip's own
-  length (``duration`` from the audio file), so the model sees the tokens it would get for a silent clip of
+  length (waveform-mode items, such as a released model's, get the silent waveform and the model's own tower) (``duration`` from the audio file), so the model sees the tokens it would get for a silent clip of
   the same length; ``"zeros"`` sets the encoder tokens to zero (a cheap stand-in, used by the tiny tests whose
   encoders are not real). Either keeps the token count, so ``model.token_layout`` is the same for both.
 * :func:`paired_batches`: collated (audio, silence) batch pairs over a dataset.
@@ -42,7 +42,10 @@ def require_audio(model, what: str) -> list[str]:
 def _first_token(dataset, question: str, option: str) -> int:
     from workbench.data.dataset import encode_example
 
-    enc = encode_example(dataset.tokenizer, question, option, dataset.system_prompt, dataset.slot)
+    if hasattr(dataset, "encode_row"):  # a released model's dataset: its own chat template
+        enc = dataset.encode_row(question, option)
+    else:
+        enc = encode_example(dataset.tokenizer, question, option, dataset.system_prompt, dataset.slot)
     return int(enc["input_ids"][enc["prompt_len"]])
 
 
@@ -124,14 +127,20 @@ def make_silence(model, dataset, kind: str | Callable[[dict], dict] = "encoder")
             return {**item, "wave": torch.zeros_like(torch.as_tensor(item["wave"]))}
         return zeros
 
-    from workbench.encoders import load_encoder
-
-    encoders = {s.name: load_encoder(s.name, **(s.options or {})) for s in model.encoder_specs}
+    encoders: dict = {}  # loaded on first use: waveform-mode items (a released model's) need none
     cache: dict = {}
+
+    def encoder(name):
+        if name not in encoders:
+            from workbench.encoders import load_encoder
+
+            spec = next(s for s in model.encoder_specs if s.name == name)
+            encoders[name] = load_encoder(spec.name, **(spec.options or {}))
+        return encoders[name]
 
     def silent_tokens(name, n):
         if (name, n) not in cache:
-            enc = encoders[name]
+            enc = encoder(name)
             with torch.no_grad():
                 tok, mask = enc(torch.zeros(1, n), torch.tensor([n]))
             cache[(name, n)] = tok[0, : int(mask[0].sum())].float()
@@ -142,7 +151,7 @@ def make_silence(model, dataset, kind: str | Callable[[dict], dict] = "encoder")
             return {**item, "wave": torch.zeros_like(torch.as_tensor(item["wave"]))}
         out = {}
         for name, tok in item["audio_tokens"].items():
-            s = silent_tokens(name, _clip_samples(dataset, item["row"], encoders[name].sample_rate))
+            s = silent_tokens(name, _clip_samples(dataset, item["row"], encoder(name).sample_rate))
             if s.shape[0] != tok.shape[0]:  # a frame more or less from rounding: keep the real token count
                 s = torch.nn.functional.pad(s, (0, 0, 0, max(0, tok.shape[0] - s.shape[0])))[: tok.shape[0]]
             out[name] = s.to(tok.dtype)

@@ -41,6 +41,7 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
     model: an already loaded PALModel to reuse (``checkpoint`` is then ignored); only the dataset is built.
     """
     from workbench.model.pal import PALModel
+    from workbench.data.audiofolder import require_tasks
     from workbench.model.released import is_hub_id
 
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
@@ -52,6 +53,8 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
     if model is None:
         model = PALModel.from_pretrained(ckpt, tokenizer=tokenizer)
     data = Path(data_dir) if data_dir is not None else DEFAULT_DATA
+    if (data / "metadata.jsonl").exists():
+        require_tasks(data)  # a user's audiofolder without questions: say so (never generate into it)
     if not ((data / "metadata.jsonl").exists() and (data / "tasks.jsonl").exists()):
         if preset is None:
             raise FileNotFoundError(f"dataset {data} is missing (no metadata.jsonl/tasks.jsonl); pass a preset to "

@@ -77,8 +77,9 @@ def fig_audio_attention(ex, title: str | None = None):
                             "encoder: the attention of the answer's text positions on that encoder's audio tokens "
                             "(mean over heads and answer positions, then over the layers that see the audio), spread "
                             "back onto the encoder's frames through each token's frame weights (an MLP token's "
-                            "pooling segment, a Q-Former latent's cross-attention over frames). A row's values "
-                            "sum to the mean attention mass on that encoder; one clip (n = 1).")
+                            "pooling segment, a Q-Former latent's cross-attention over frames, a released "
+                            "projector token's stacked tower frames). A row's values sum to the mean attention "
+                            "mass on that encoder; one clip (n = 1).")
 
 
 def _wav_base64(wave: np.ndarray, sr: int) -> str:

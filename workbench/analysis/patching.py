@@ -80,7 +80,10 @@ def resolve_sites(model, sites: str | Sequence[str] | None, encoders: str | Sequ
 def _first_answer_token(dataset, row) -> int:
     from workbench.data.dataset import encode_example
 
-    enc = encode_example(dataset.tokenizer, row["question"], str(row["answer"]), dataset.system_prompt, dataset.slot)
+    if hasattr(dataset, "encode_row"):  # a released model's dataset: its own chat template
+        enc = dataset.encode_row(row["question"], str(row["answer"]))
+    else:
+        enc = encode_example(dataset.tokenizer, row["question"], str(row["answer"]), dataset.system_prompt, dataset.slot)
     if enc["prompt_len"] >= len(enc["input_ids"]):
         raise PatchingError(f"row {row.get('row_id')!r} has an empty answer")
     return int(enc["input_ids"][enc["prompt_len"]])

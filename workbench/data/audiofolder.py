@@ -27,6 +27,7 @@ __all__ = [
     "BadRows",
     "METADATA",
     "TASKS",
+    "require_tasks",
     "ANSWER_OPTIONS_FILE",
     "BAD_ROWS",
     "write_jsonl",
@@ -38,6 +39,18 @@ METADATA = "metadata.jsonl"
 TASKS = "tasks.jsonl"
 ANSWER_OPTIONS_FILE = "answer_options.json"
 BAD_ROWS = "bad_rows.jsonl"
+
+
+def require_tasks(root: str | os.PathLike) -> Path:
+    """``root/tasks.jsonl``, or a :class:`DataError` naming it: a task dataset (what the model is asked about each
+    clip) needs one; ``metadata.jsonl`` alone describes the clips, not the questions."""
+    path = Path(root) / TASKS
+    if not path.is_file():
+        raise DataError(f"{path}: file not found. A task dataset needs {TASKS} next to {METADATA} (one JSON object "
+                        "per question: file_name, task, question, answer, ...; see docs/guide.md, 'Your own data'); "
+                        "import a dataset with python -m workbench.data.importers or make synthetic rows with "
+                        "python -m workbench.data.synth")
+    return path
 
 
 class DataError(ValueError):

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from workbench.common.audio_io import AudioError, load_audio, pad_batch
-from workbench.data.audiofolder import DataError
+from workbench.data.audiofolder import DataError, require_tasks
 from workbench.data.validate import load_audiofolder
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "build_prompt", "encode_example", "AudioTaskDataset", "collate"]
@@ -117,9 +117,13 @@ class AudioTaskDataset(Dataset):
                  check_audio: bool = True, with_answer: bool = True, report_path: str | os.PathLike | None = None):
         self.root = Path(root)
         self.tokenizer = tokenizer
+        tasks_file = require_tasks(self.root)
         self.report = load_audiofolder(self.root, skip_bad=skip_bad, check_audio=check_audio, report_path=report_path)
         clips = {c["file_name"]: c for c in self.report.clips}
         rows = self.report.tasks
+        if not rows:
+            raise DataError(f"{tasks_file}: no task rows" + (f" left after skipping bad ones (see {self.report.report_path})"
+                                                            if self.report.bad else "; the file is empty"))
         if tasks is not None:
             rows = [r for r in rows if r["task"] in tasks]
         if attributes is not None:

@@ -317,17 +317,11 @@ class PALModel(PALCheckpointMixin, HookedDecoder):
 
     def ask(self, audio, question: str, **kw) -> str:
         """Greedy answer to ``question`` about ``audio`` (a file path of any rate and channel count, or a waveform
-        with ``sample_rate=``); see `workbench.analysis.explain.ask`."""
-        from workbench.analysis.explain import ask
+        with ``sample_rate=``); see `workbench.model.inference.ask`. To see why, ``workbench.analysis.explain.
+        explain(model, audio, question)`` (or ``python -m workbench.ask --explain``)."""
+        from workbench.model.inference import ask
 
         return ask(self, audio, question, **kw)
-
-    def explain(self, audio, question: str, **kw):
-        """`ask`, plus the answer's attention to each encoder's audio (by layer and over the clip's time) and its
-        logit lens: an `Explanation` (``.write_html(path)`` for the page); see `workbench.analysis.explain`."""
-        from workbench.analysis.explain import explain
-
-        return explain(self, audio, question, **kw)
 
     # ------------------------------------------------------------------ trainable parts
     def enable_lora(self, rank: int = 8, alpha: float = 16, dropout: float = 0.0, targets: Iterable[str] = ("q_proj", "v_proj")) -> None:

@@ -76,6 +76,7 @@ class ReleasedPALModel(PALModel):
             raise ReleasedModelError(f"{folder}: the feature extractor gives {fe.nb_max_frames} mel frames per window "
                                      f"but the tower reads {window}; preprocessor_config.json does not fit config.json")
         self.window_frames = int(fe.nb_max_frames)
+        self.encoders[self.arch.key].set_mel_rate(fe.sampling_rate / fe.hop_length)
         self.n_audio_slots = int(self.arch.n_tokens(torch.tensor(self.window_frames), conv_frames(self.window_frames)))
         self.pal_cfg.encoders[0].connector.n_tokens = self.n_audio_slots
         gen = Path(folder) / "generation_config.json"

@@ -1,7 +1,9 @@
 """Prompts for released audio-LLMs in their own chat template, and `ReleasedTaskDataset`, the adapter that
 asks an audiofolder's task rows (the synthetic corpus, the importers' datasets) to such a model.
 
-The template renders the user turn ``[audio, question]`` with the model's audio placeholder (Qwen2-Audio:
+The template renders the user turn ``[audio, question]`` (the audio part in the shape transformers' processors
+document, `AUDIO_PART`, so the real templates of every supported checkpoint place it) with the model's audio
+placeholder (Qwen2-Audio:
 ``<|audio_bos|><|AUDIO|><|audio_eos|>``; Audio Flamingo 3: ``<sound>``; ...); the placeholder token is taken
 out of ``input_ids`` and its index becomes ``audio_slot``, where the model writes the clip's audio tokens
 (the processor would have repeated the placeholder that many times). Answers are labelled as in
@@ -22,29 +24,80 @@ from workbench.data.dataset import AudioTaskDataset
 from workbench.model.released.registry import ReleasedModelError
 
 
-def load_preprocessing(folder: Path, tokenizer=None):
-    """(tokenizer, feature extractor, chat template) from a released model's folder."""
-    from transformers import AutoFeatureExtractor, AutoTokenizer
+#: where a feature extractor can sit in a model folder: the hub's file, and the processor file into which
+#: transformers 5's ``processor.save_pretrained`` writes it
+FEATURE_EXTRACTOR_FILES = ("preprocessor_config.json", "processor_config.json")
+#: where a chat template can sit (AutoProcessor's order), the tokenizer's own last
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
+#: the audio part of a user turn, in the shape transformers' processors document for an audio array
+#: (`transformers.audio_utils.make_audio_chat_template_content`: ``{"type": "audio", "audio": ...}``): every
+#: supported template places it, whether it tests ``content['type'] == 'audio'`` or ``'audio' in content``
+AUDIO_PART = {"type": "audio", "audio": "clip"}
 
-    if not (folder / "preprocessor_config.json").exists():
-        raise ReleasedModelError(f"{folder}: no preprocessor_config.json (the model's feature extractor); copy the "
-                                 "complete model folder, not only its weights")
-    fe = AutoFeatureExtractor.from_pretrained(folder)
+
+def _processor(folder: Path):
+    """transformers' AutoProcessor for the folder, or None when it does not load here (Voxtral's needs the
+    mistral-common package); the feature extractor and tokenizer then load on their own."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(folder)
+    except (ImportError, ValueError, OSError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _feature_extractor(folder: Path, processor):
+    from transformers import AutoFeatureExtractor
+
+    fe = getattr(processor, "feature_extractor", None)
+    if fe is not None:
+        return fe
+    if not any((folder / f).exists() for f in FEATURE_EXTRACTOR_FILES):
+        raise ReleasedModelError(f"{folder}: no feature extractor: looked for {' and '.join(FEATURE_EXTRACTOR_FILES)} "
+                                 "(the first as on the hub, the second as transformers' processor.save_pretrained "
+                                 "writes it); copy the complete model folder, not only its weights")
+    try:
+        return AutoFeatureExtractor.from_pretrained(folder)
+    except (ValueError, OSError, KeyError) as e:
+        raise ReleasedModelError(f"{folder}: its feature extractor ({' or '.join(FEATURE_EXTRACTOR_FILES)}) does "
+                                 f"not load ({type(e).__name__}: {e})") from e
+
+
+def _chat_template(folder: Path, processor, tokenizer) -> str:
+    """The template ``processor.apply_chat_template`` would use, else the files in AutoProcessor's order, else the
+    tokenizer's own."""
+    template = getattr(processor, "chat_template", None)
+    if isinstance(template, dict):  # several named templates: the default one
+        template = template.get("default")
+    if not template and (folder / "chat_template.jinja").exists():
+        template = (folder / "chat_template.jinja").read_text()
+    if not template and (folder / "chat_template.json").exists():
+        template = json.loads((folder / "chat_template.json").read_text()).get("chat_template")
+    template = template or getattr(tokenizer, "chat_template", None)
+    if not template:
+        raise ReleasedModelError(f"{folder}: no chat template: looked for {', '.join(CHAT_TEMPLATE_FILES[:2])} and "
+                                 f"the chat_template of {CHAT_TEMPLATE_FILES[2]}; copy the complete model folder "
+                                 "(the template says where the audio goes in a prompt)")
+    return template
+
+
+def load_preprocessing(folder: Path, tokenizer=None):
+    """(tokenizer, feature extractor, chat template) from a released model's folder, resolved as transformers'
+    ``AutoProcessor`` does (any layout it reads: see FEATURE_EXTRACTOR_FILES, CHAT_TEMPLATE_FILES)."""
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    processor = _processor(folder)
+    fe = _feature_extractor(folder, processor)
+    if tokenizer is None:
+        tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is None:
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except (ImportError, ValueError, OSError) as e:
             raise ReleasedModelError(f"{folder}: its tokenizer does not load here ({type(e).__name__}: {e}); Voxtral's "
                                      "tekken tokenizer needs the package mistral-common") from e
-    template = None
-    if (folder / "chat_template.jinja").exists():
-        template = (folder / "chat_template.jinja").read_text()
-    elif (folder / "chat_template.json").exists():
-        template = json.loads((folder / "chat_template.json").read_text()).get("chat_template")
-    template = template or getattr(tokenizer, "chat_template", None)
-    if not template:
-        raise ReleasedModelError(f"{folder}: no chat template (chat_template.jinja/.json or the tokenizer's)")
-    return tokenizer, fe, template
+    return tokenizer, fe, _chat_template(folder, processor, tokenizer)
 
 
 def _render(model, messages, generation: bool) -> list[int]:
@@ -67,7 +120,7 @@ def released_example(model, question: str, answer: str | None = None, system_pro
     """``{input_ids, labels, audio_slot, prompt_len}`` (lists / ints) for one question (and answer) about one
     clip, in ``model``'s chat template; labels -100 outside the answer and its end-of-turn token."""
     msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
-    msgs.append({"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": question}]})
+    msgs.append({"role": "user", "content": [dict(AUDIO_PART), {"type": "text", "text": question}]})
     prompt, slot = _take_placeholder(model, _render(model, msgs, True))
     if answer is None:
         return {"input_ids": prompt, "labels": [-100] * len(prompt), "audio_slot": slot, "prompt_len": len(prompt)}
@@ -101,6 +154,10 @@ class ReleasedTaskDataset(AudioTaskDataset):
         super().__init__(root, model.tokenizer, sample_rate=model.sample_rate, system_prompt=system_prompt,
                          slot="prefix", **kw)
         self.model = model
+
+    def encode_row(self, question: str, answer: str | None = None) -> dict:
+        """`released_example` of ``question`` (and ``answer``) in this model's template and system prompt."""
+        return released_example(self.model, question, answer, self.system_prompt)
 
     def build_prompt(self, question: str) -> tuple[list[int], int]:
         """(ids, audio_slot) of a generation prompt for ``question``."""

@@ -66,6 +66,11 @@ class HookedTower(nn.Module):
         self.dim = cfg.hidden_size
         self.n_heads = cfg.num_attention_heads
         self.window_frames = 2 * cfg.max_source_positions if arch.tower == "whisper" else None
+        self.frames_per_second: float | None = None  # frames at hook_out per second of audio (set with the extractor)
+
+    def set_mel_rate(self, mel_frames_per_second: float) -> None:
+        """Frames per second at ``hook_out``: the mel rate halved by the second convolution (and by the pooling)."""
+        self.frames_per_second = mel_frames_per_second / 2 / (2 if self.arch.pool else 1)
 
     # ------------------------------------------------------------------ helpers
     def _split(self, x: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -155,6 +160,16 @@ class ReleasedConnector(nn.Module):
         self.projector, self.arch = projector, arch
         self.hook_out = HookPoint()
         self.hook_mask = HookPoint()  # [B, N] bool: real tokens
+
+    @torch.no_grad()
+    def frame_weights(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, N, T]: token j reads the ``stack`` frames j*stack ... (j+1)*stack - 1 (each row sums to 1)."""
+        B, T, _ = frames.shape
+        k = self.arch.stack
+        w = torch.zeros(B, T // k, T, dtype=frames.dtype, device=frames.device)
+        for j in range(T // k):
+            w[:, j, j * k:(j + 1) * k] = 1.0 / k
+        return w
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, D = frames.shape
