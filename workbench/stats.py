@@ -16,23 +16,30 @@ correlated. The estimate's variance is ``V = V_seed + V_clip``:
 * ``V_seed = Var(u + b) / S``, estimated by ``A = var(y_s) / S`` (``S - 1`` degrees of freedom: all the spread of
   the seeds, whatever its source);
 * ``V_clip = Var(a)``, estimated by ``B = V_c - I / S``: ``V_c`` is the clip bootstrap's variance of the
-  seed-mean estimate (the clip draw shared by the seeds) and ``I`` that of one seed's estimate about the seed mean
-  (the seed-by-clip interaction, already inside ``A``); both in closed form, the delta-method variance of a ratio
-  ``C / (C - 1) * sum_c z_c^2 / N^2`` with ``z_c = diff[c] - y * n[c]`` (the bootstrap's variance without its
-  Monte Carlo noise), and ``B`` set to 0 when negative. (Summing ``A`` and ``V_c``, as this module did before,
-  counts the interaction twice.)
+  seed-mean estimate (the clip draw shared by the seeds) and ``I`` the mean over seeds of the same variance of one
+  seed's clip residuals about the seed mean (the seed-by-clip noise ``Var(b)``, already inside ``A``); both in
+  closed form, the delta-method variance of a ratio ``C / (C - 1) * sum_c z_c^2 / N^2`` with ``z_c = diff[c] - y *
+  n[c]`` (what the bootstrap estimates, without its Monte Carlo noise); ``B`` is set to 0 when negative. (Adding
+  ``V_c`` to ``A``, as this module did before, counts the seed-by-clip noise twice.)
+* Seeds cannot agree better than their clip noise allows: ``A`` is kept at least at ``I / S * q`` with ``q`` the
+  2.5% quantile of ``chi2(S - 1) / (S - 1)`` (:data:`SEED_FLOOR_QUANTILE`), the value ``A`` falls below in 2.5%
+  of the cases when the seeds differ by that noise alone. It matters only when the per-seed estimates tie by
+  chance (few clips, whole-row differences), where ``A = B = 0`` would give an interval of zero width; in the
+  coverage study it moves no cell by more than 0.001.
 
-The interval is ``estimate +- h * sqrt(A + B)``. With three seeds ``A`` is known to within a factor of about 4
-either way, and a t quantile with Welch-Satterthwaite degrees of freedom (this module's interval until issue 25)
-under-covers: its degrees of freedom grow when the seeds happen to agree, which is exactly when ``A``
-underestimates ``V_seed``; simulated like the committed runs (3 seeds, 240 clips, seed SD 0.02-0.05) it covered
-0.95 down to 0.92 (``benchmarks/interval_coverage.py``; a plug-in parametric bootstrap-t does the same, since it
-also treats the estimated seed share as the true one). So ``h`` is the calibrated multiplier of
+The interval is ``estimate +- h * sqrt(A + B)``. With three seeds ``A`` is uncertain by a large factor (``chi2(2) /
+2`` has the 95% range 0.025-3.7), and a t quantile with Welch-Satterthwaite degrees of freedom (this module's
+interval until issue 25) under-covers: its degrees of freedom grow when the seeds happen to agree, which is
+exactly when ``A`` underestimates ``V_seed``. Simulated like the committed runs (3 seeds, 240 clips, seed SD
+0.02-0.06) it covered 0.92-0.95, and 0.87-0.93 with two seeds (``benchmarks/interval_coverage.py``). A
+parametric bootstrap-t that simulates the pivot at the estimated components has the same flaw: it too treats the
+estimated seed share as the true one. So ``h`` is the calibrated multiplier of
 :mod:`workbench.stats_lib.calibrated_t`: a function of the estimated seed share ``A / (A + B)``, solved so that the
-coverage is 95% whatever the true share (Welch's 1947 exact-coverage criterion, solved numerically; from
-``t(C - 1)`` at share 0 to ``t(S - 1)`` at share 1). It assumes normal seed shifts (three seeds cannot check that)
-and uses no random numbers, so it is deterministic. ``benchmarks/interval_coverage.py`` measures its coverage
-with 2, 3, 5 and 10 seeds under the committed runs' clip variance (0.94-0.96 in every cell, see results/README.md).
+coverage is 95% whatever the true share (Welch's 1947 exact-coverage criterion, solved numerically by quadrature;
+it runs from ``t(C - 1)`` at share 0 to ``t(S - 1)`` at share 1). It assumes normal seed shifts (three seeds
+cannot check that) and uses no random numbers, so it is deterministic and vectorised
+(:func:`two_level_intervals` takes a batch). ``benchmarks/interval_coverage.py`` measures 0.94-0.96 in every cell
+of 2, 3, 5 and 10 seeds, seed SD 0.01-0.06 and the committed runs' clip components (table in results/README.md).
 With one seed it falls back to the percentile interval of the clip bootstrap (and says so: the method column).
 """
 
@@ -47,6 +54,9 @@ import numpy as np
 __all__ = ["stable_seed", "resample_indices", "percentile_ci", "bootstrap_ci", "bootstrap_weights", "TwoLevel",
            "seed_clip_components", "two_level_intervals", "two_level_interval", "decide_contrast", "decide_claim",
            "VERDICT_RULE"]
+
+#: ``A`` is kept at least at this quantile of its distribution when seeds differ by clip noise alone (docstring)
+SEED_FLOOR_QUANTILE = 0.025
 
 VERDICT_RULE = ("agree only when the seed-aware 95% interval of every contrast of the claim lies above 0 and the "
                 "contrast is positive for every training seed; disagree when an interval lies below 0; otherwise "
@@ -141,7 +151,11 @@ def seed_clip_components(diff: np.ndarray, n: np.ndarray) -> dict[str, np.ndarra
     scale = C / (C - 1) / rows ** 2
     v_mean = scale * (z_mean ** 2).sum(axis=-1)  # clip bootstrap variance of the seed-mean estimate
     interaction = scale * ((z - z_mean[..., None, :]) ** 2).sum(axis=(-2, -1)) / (S - 1)
-    return {"estimate": per_seed.mean(axis=-1), "per_seed": per_seed, "v_seed": per_seed.var(axis=-1, ddof=1) / S,
+    from scipy.stats import chi2
+
+    floor = interaction / S * chi2.ppf(SEED_FLOOR_QUANTILE, S - 1) / (S - 1)  # seeds never agree beyond clip noise
+    return {"estimate": per_seed.mean(axis=-1), "per_seed": per_seed,
+            "v_seed": np.maximum(per_seed.var(axis=-1, ddof=1) / S, floor),
             "v_clip": np.maximum(v_mean - interaction / S, 0.0)}
 
 
