@@ -29,7 +29,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import optimize, special, stats
 
-__all__ = ["KNOTS", "seed_share_multiplier", "multiplier_table", "ideal_coverage"]
+__all__ = ["KNOTS", "ideal_coverage", "multiplier_table", "seed_share_multiplier"]
 
 #: estimated seed shares where the multiplier is solved (dense near 1, where it rises to t(S - 1))
 KNOTS = np.concatenate([np.linspace(0.0, 0.9, 19)[:-1], 1.0 - np.geomspace(0.1, 1e-3, 12), [1.0]])
