@@ -133,7 +133,7 @@ def _check_01(v):
     deltas = v["delta"]  # "variant@first ablated layer" -> change of the answer log-probability (nats)
     assert sorted(deltas) == ["baseline@20", "baseline@4", "delayed@20", "delayed@4"] and _finite(deltas.values())
     assert all(d < 0.5 for d in deltas.values())  # cutting the audio does not help the answers
-    # the committed seed runs (results/README.md: +0.139 [+0.071, +0.208] over 3 seeds, every seed positive)
+    # the committed seed runs (results/README.md: +0.139 [+0.056, +0.222] over 3 seeds, every seed positive)
     rows = {scope: (n, diff, lo, verdict) for scope, n, diff, lo, verdict in v["seed_rows"]}
     assert rows["one seed"][0] == 1 and rows["all seeds"][0] >= 3
     assert 0.08 < rows["all seeds"][1] < 0.2 and rows["all seeds"][2] > 0 and rows["all seeds"][3] == "agree"

@@ -328,7 +328,7 @@ def curve_figure(summary: pd.DataFrame, title: str | None = None, per_seed: pd.D
     return add_caption(fig, "One model trained per integration mode, injection layer and training seed (tiny preset, "
                             f"same data and schedule; seeds {', '.join(map(str, seeds)) or '?'}); greedy answers on "
                             f"{on}, the splits every run was evaluated on. Points: mean accuracy over seeds; error "
-                            "bars: 95% interval over training seeds and test clips (two-level bootstrap, t interval, "
+                            "bars: 95% interval over training seeds and test clips (two-level interval, calibrated t, "
                             f"kept within [0, 100]%; one seed: clip bootstrap){seed_marks}. The bars include the "
                             "seed's shift of every layer alike; compare layers with the paired differences "
                             f"({gain_words}{CONTRASTS_STEM}.csv). Bottom panels: the rows of one attribute family.")

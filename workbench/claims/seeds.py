@@ -11,8 +11,8 @@ rows only, and writes:
   the mean over seeds, the sample SD ``sd`` and ``min``/``max``; ``seeds`` lists the seeds a variant has);
 * ``seed_contrasts.csv``: for each claim's contrast (:mod:`workbench.claims.registry`), test split (``test``,
   ``test-seed1`` and ``pooled`` = both splits' clips together) and ``scope`` (``one seed`` = seed 0 alone,
-  ``all seeds``): the paired difference, its interval (:func:`workbench.stats.bootstrap.two_level_interval`: seeds and
-  clips resampled; one seed: clip bootstrap), the per-seed differences, and the contrast's verdict under the
+  ``all seeds``): the paired difference, its interval (:func:`workbench.stats.bootstrap.two_level_interval`: over seeds
+  and clips; one seed: clip bootstrap), the per-seed differences, and the contrast's verdict under the
   rule fixed in advance (:data:`workbench.stats.bootstrap.VERDICT_RULE`). Variants are paired by seed and clip; only the
   seeds both variants have are used (``note`` names the others);
 * with ``--sweeps``: the injection-layer curve (:mod:`workbench.claims.layer_curve`) ``injection_layer_curve.csv/.html``;
