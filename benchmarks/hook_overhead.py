@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from workbench.model.llm import load_hf_model, load_llm
+from workbench.model.llm import load_hf_model
+from workbench.model.loading import load_llm
 
 NNSIGHT_BODY = '''
 def nnsight_forward(wrapped, ids):

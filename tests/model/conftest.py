@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from tests.model.tiny_models import make_tiny, tiny_hf_configs, tiny_llama_checkpoint
-from workbench.model.llm import load_hf_model, load_llm, load_tokenizer
+from workbench.model.llm import load_hf_model, load_tokenizer
+from workbench.model.loading import load_llm
 
 
 @pytest.fixture(scope="session")

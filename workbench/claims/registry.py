@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from workbench.common.constants import VARIANTS  # the trained variants the claims contrast
+
 __all__ = ["Analysis", "Claim", "VARIANTS", "CLAIMS", "EXTRA", "LAYER_CURVE_STEM", "contrast_pairs", "analysis", "registered",
            "claim_of_figure"]
 
-#: the tiny variants the demo evaluates and compares (checkpoints ``results/checkpoints/VARIANT``)
-VARIANTS: tuple[str, ...] = ("baseline", "delayed", "lal", "ensemble", "pal", "hybrid")
 #: stem of the injection-layer curve (workbench.layer_curve) in a run folder; its paired layer contrasts are
 #: ``{LAYER_CURVE_STEM}_contrasts`` (``workbench.layer_curve.CONTRASTS_STEM``)
 LAYER_CURVE_STEM = "injection_layer_curve"

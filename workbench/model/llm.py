@@ -148,12 +148,3 @@ def load_tokenizer(name_or_path: str | os.PathLike = DEFAULT_LLM):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(resolve(name_or_path))
-
-
-def load_llm(name_or_path: str | os.PathLike = DEFAULT_LLM, dtype=torch.float32):
-    """(HookedDecoder, tokenizer): the usual entry point."""
-    from workbench.model.decoder import HookedDecoder
-
-    hf_config, state, source = load_state(name_or_path)
-    model = HookedDecoder.from_hf_config_and_state_dict(hf_config, state, source, dtype)
-    return model, load_tokenizer(name_or_path)

@@ -12,13 +12,25 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from workbench.model.pal_config import PALConfig
 from workbench.common.paths import replace_dir
+from workbench.model.pal_config import PALConfig
+
+#: kinds of checkpoint other than PAL's own that ``PALModel.from_pretrained`` opens: name -> (is_source(path) -> bool,
+#: load(path, tokenizer=None, **options) -> model). `workbench.model.released` registers released audio-LLMs here when
+#: `workbench.model` is imported, so the PAL model needs no import of the modules built on it.
+CHECKPOINT_KINDS: dict[str, tuple[Callable[[str | os.PathLike], bool], Callable[..., Any]]] = {}
+
+
+def register_checkpoint_kind(name: str, is_source: Callable[[str | os.PathLike], bool], load: Callable[..., Any]) -> None:
+    """Let ``PALModel.from_pretrained`` open another kind of checkpoint (see :data:`CHECKPOINT_KINDS`)."""
+    CHECKPOINT_KINDS[name] = (is_source, load)
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointMismatchError", "PALCheckpointMixin", "legacy_encoder_names",
            "rename_encoder_keys"]
@@ -106,13 +118,12 @@ class PALCheckpointMixin:
     def from_pretrained(cls, directory: str | os.PathLike, tokenizer=None, **released) -> "PALCheckpointMixin":
         """Rebuild the frozen parts from their packages and load the trained parts from ``directory``.
 
-        A released audio-LLM's transformers folder or hub id (Qwen2-Audio, Voxtral, Audio Flamingo 3, GLM-ASR)
-        loads as a `ReleasedPALModel`; ``released`` then takes ``integration``, ``dtype``, ``device``
-        (`workbench.model.released.load_released`)."""
-        from workbench.model.released import is_released_source, load_released
-
-        if is_released_source(directory):
-            return load_released(directory, tokenizer=tokenizer, **released)
+        Another registered kind of checkpoint (:data:`CHECKPOINT_KINDS`: a released audio-LLM's transformers folder
+        or hub id, which `workbench.model.released` registers) loads through that kind's loader; ``released`` then
+        takes ``integration``, ``dtype``, ``device`` (`workbench.model.released.load_released`)."""
+        for is_source, load in CHECKPOINT_KINDS.values():
+            if is_source(directory):
+                return load(directory, tokenizer=tokenizer, **released)
         if released:
             raise TypeError(f"{sorted(released)} apply to released transformers models only, not to {directory}")
         directory = Path(directory)

@@ -5,5 +5,9 @@ from workbench.model.released.loading import is_hub_id, is_released_source, load
 from workbench.model.released.registry import (SUPPORTED_ARCHITECTURES, ReleasedModelError,
                                                UnsupportedReleasedArchitecture)
 
+from workbench.model.pal_checkpoint import register_checkpoint_kind
+
+register_checkpoint_kind("released", is_released_source, load_released)
+
 __all__ = ["SUPPORTED_ARCHITECTURES", "ReleasedModelError", "UnsupportedReleasedArchitecture", "is_hub_id",
            "is_released_source", "load_released"]
