@@ -74,6 +74,9 @@ ARCHITECTURES: dict[str, Architecture] = {
                        tower_module="qwen2_5_omni", projector="", loader="workbench.model.released.qwen2_5_omni")
           for cls in ("Qwen2_5OmniThinkerForConditionalGeneration", "Qwen2_5OmniForConditionalGeneration",
                       "Qwen2_5OmniModel")),
+        Architecture("GraniteSpeechForConditionalGeneration", "granite_speech", "conformer", pool=False, masked=False,
+                     stack=1, all_frames=False, tower_module="granite_speech", projector="GraniteSpeechEncoderProjector",
+                     loader="workbench.model.released.granite_speech"),
     )
 }
 SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
