@@ -181,3 +181,11 @@ def test_waveforms_without_torchaudio_give_an_error_naming_the_fix():
              "audio_slot": torch.tensor([slot]), "waves": torch.zeros(1, 16000), "wave_lengths": torch.tensor([16000])}
     with pytest.raises(ReleasedModelError, match="torchaudio"):
         model(batch)
+
+
+def test_audio_token_counts_are_those_of_transformers_processor_tests():
+    """transformers' tests/models/granite_speech/test_processing_granite_speech.py (run against the real
+    ibm-granite/granite-speech-3.3-8b processor): 269920 samples -> 844 encoder frames and 171 audio tokens,
+    142100 samples -> 90 tokens."""
+    assert int(frames_for(torch.tensor(269920))) == 844
+    assert [int(tokens_for(torch.tensor(n))) for n in (142100, 269920)] == [90, 171]

@@ -246,3 +246,48 @@ def test_hub_full_model_layout_and_in_memory_keys_load_the_same(tmp_path):
     base = model(batch)
     assert torch.equal(PALModel.from_pretrained(full)(batch), base)
     assert torch.equal(PALModel.from_pretrained(memory)(batch), base)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from workbench.data.synth import generate
+
+    root = tmp_path_factory.mktemp("omni-cli")
+    data = generate(root / "data", 12, seed=0, split="val", preset="tiny", progress=False)
+    suite = root / "loudness.yaml"
+    suite.write_text("attribute: loudness_class\nsites:\n  encoders: all\n  connectors: all\n"
+                     "  resid: {layers: [1], positions: [last_prompt, slot_after]}\n"
+                     "estimator:\n  classification: {C: 1.0, max_iter: 200}\nfolds: 2\nseed: 0\nbootstrap: 20\n")
+    return data, root, suite
+
+
+CLI_CASES = {
+    "attention": (["--n", "4"], "attention_to_audio.csv", lambda df: set(df["encoder"]) == {KEY}),
+    "logit_lens": (["--n", "4"], "logit_lens.csv", lambda df: set(df["layer"]) == {0, 1, 2}),
+    "patch": (["--n", "60", "--max-pairs", "2", "--layers", "0,2"], "patching.csv", lambda df: KEY in set(df["encoder"])),
+    "probe": (["SUITE", "--no-progress"], "probe_loudness.csv",
+              lambda df: {f"encoders.{KEY}.hook_out", f"connectors.{KEY}.hook_out"} <= set(df["site"])),
+}
+
+
+@pytest.mark.parametrize("cli", list(CLI_CASES))
+def test_analysis_clis_run_on_the_omni_folder(omni, synth, cli, monkeypatch, capsys):
+    """The hub's layout keeps the template in chat_template.json only: the CLIs (patching's first answer token
+    included) read it from there."""
+    import importlib
+
+    import pandas as pd
+
+    from workbench.analysis import outputs
+
+    monkeypatch.setattr(outputs, "_PNG_OK", False)
+    folder = omni[0]
+    data, root, suite = synth
+    extra, produced, check = CLI_CASES[cli]
+    extra = [str(suite) if a == "SUITE" else a for a in extra]
+    out = root / "out" / cli
+    rc = importlib.import_module(f"workbench.{cli}").main(["--checkpoint", str(folder), "--data", str(data),
+                                                           "--out-dir", str(out), *extra])
+    assert rc == 0, capsys.readouterr().err
+    df = pd.read_csv(out / produced)
+    assert len(df) > 0 and check(df), df.head()

@@ -191,6 +191,8 @@ def load(folder: Path, source: str, *, integration=None, tokenizer=None, dtype=N
     model.load_decoder_weights(convert_state_dict(text_state, dec_cfg, source), source, dtype)
     model.attach_audio(OmniTower(tower, arch), OmniConnector(proj))
     tok, fe, template = load_preprocessing(folder, tokenizer)
+    if not getattr(tok, "chat_template", None):  # the hub keeps it in chat_template.json: code that renders with the
+        tok.chat_template = template                # tokenizer alone (patching's first answer token) needs it there
     model.set_preprocessing(tok, fe, template, folder)
     if device is not None:
         model.to(device)
