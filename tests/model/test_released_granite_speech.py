@@ -109,8 +109,9 @@ def _hf_inputs(model, batch):
     n = int(model.n_audio_tokens(batch)[0])
     ids, s = batch["input_ids"][0].tolist(), int(batch["audio_slot"][0])
     hf_ids = torch.tensor([ids[:s] + [model.audio_token_id] * n + ids[s:]])
+    projected = -(-batch["input_features"].shape[1] // 15) * 3  # the projector's tokens for the (padded) features
     return dict(input_ids=hf_ids, attention_mask=torch.ones_like(hf_ids), input_features=batch["input_features"],
-                input_features_mask=torch.ones(1, n, dtype=torch.bool)), s, n
+                input_features_mask=torch.arange(projected)[None] < n), s, n
 
 
 @pytest.mark.parametrize("lora", [False, True])
@@ -189,3 +190,20 @@ def test_audio_token_counts_are_those_of_transformers_processor_tests():
     142100 samples -> 90 tokens."""
     assert int(frames_for(torch.tensor(269920))) == 844
     assert [int(tokens_for(torch.tensor(n))) for n in (142100, 269920)] == [90, 171]
+
+
+def test_batch_of_two_clip_lengths_equals_transformers_row_by_row():
+    """Clips of 1.3 s and 0.5 s in one batch: the features are padded to the longer clip (as the processor pads a
+    batch; the Conformer reads the padding), the short clip keeps its own 6 tokens and the slot masks the rest."""
+    folder, hf, _ = shared_granite(False)
+    model = PALModel.from_pretrained(folder)
+    batch = _batch(model, seconds=(1.3, 0.5), seed=4)
+    assert model.n_audio_tokens(batch).tolist() == [15, 6]
+    logits = model(batch)
+    for b in range(2):
+        row = {k: v[b:b + 1] for k, v in batch.items()}
+        inputs, s, n = _hf_inputs(model, row)
+        with torch.no_grad():
+            ref = hf(**inputs).logits
+        assert (logits[b:b + 1] - torch.cat([ref[:, :s], ref[:, s + n:]], 1)).abs().max() < 1e-4
+    assert model.token_layout(batch).audio[KEY].mask.sum(1).tolist() == [15, 6]
