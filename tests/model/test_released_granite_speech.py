@@ -207,3 +207,14 @@ def test_batch_of_two_clip_lengths_equals_transformers_row_by_row():
             ref = hf(**inputs).logits
         assert (logits[b:b + 1] - torch.cat([ref[:, :s], ref[:, s + n:]], 1)).abs().max() < 1e-4
     assert model.token_layout(batch).audio[KEY].mask.sum(1).tolist() == [15, 6]
+
+
+def test_retrofitted_integrations_run_and_move_the_logits():
+    folder, _, _ = shared_granite(False)
+    model = PALModel.from_pretrained(folder)
+    batch = _batch(model)
+    base = model(batch)
+    for mode in ("plits", "lal"):
+        other = PALModel.from_pretrained(folder, integration={"mode": mode, "layer": 1})
+        logits = other(batch)
+        assert torch.isfinite(logits).all() and (logits - base).abs().max() > 1e-3, mode

@@ -241,6 +241,11 @@ def test_hub_full_model_layout_and_in_memory_keys_load_the_same(tmp_path):
     cfg = Qwen2_5OmniConfig(thinker_config=hf.config.to_dict()).to_dict()
     cfg["architectures"] = ["Qwen2_5OmniModel"]
     (full / "config.json").write_text(json.dumps(cfg))
+    # the hub's preprocessor_config.json holds the image processor's fields beside the feature extractor's
+    pre = json.loads((folder / "preprocessor_config.json").read_text())
+    pre.update(processor_class="Qwen2_5OmniProcessor", image_processor_type="Qwen2VLImageProcessor", min_pixels=3136,
+               max_pixels=12845056, patch_size=14, merge_size=2, temporal_patch_size=2)
+    (full / "preprocessor_config.json").write_text(json.dumps(pre))
     model = PALModel.from_pretrained(folder)
     batch = _batch(model, [_wave(0.9, 5)])
     base = model(batch)
@@ -291,3 +296,14 @@ def test_analysis_clis_run_on_the_omni_folder(omni, synth, cli, monkeypatch, cap
     assert rc == 0, capsys.readouterr().err
     df = pd.read_csv(out / produced)
     assert len(df) > 0 and check(df), df.head()
+
+
+def test_retrofitted_integrations_run_and_move_the_logits(omni):
+    folder, _, _, model = omni
+    batch = _batch(model, [_wave(1.1, 6)])
+    base = model(batch)
+    for mode in ("plits", "lal"):
+        other = PALModel.from_pretrained(folder, integration={"mode": mode, "layer": 1})
+        logits = other(batch)
+        assert torch.isfinite(logits).all() and (logits - base).abs().max() > 1e-3, mode
+        assert other.token_layout(batch).audio[KEY].mode == mode
