@@ -218,3 +218,19 @@ def test_retrofitted_integrations_run_and_move_the_logits():
         other = PALModel.from_pretrained(folder, integration={"mode": mode, "layer": 1})
         logits = other(batch)
         assert torch.isfinite(logits).all() and (logits - base).abs().max() > 1e-3, mode
+
+
+def test_nnsight_and_transformer_lens_read_the_same_hooks():
+    from workbench.analysis.core import collect
+
+    folder, _, _ = shared_granite(False)
+    model = PALModel.from_pretrained(folder)
+    batch = _batch(model)
+    names = [f"encoders.{KEY}.blocks.0.attn.hook_pattern", f"encoders.{KEY}.hook_ctc_logits", f"encoders.{KEY}.hook_out",
+             f"connectors.{KEY}.hook_out", "blocks.1.hook_resid_post"]
+    tl_logits, tl = collect(model, batch, names, backend="transformer_lens")
+    nn_logits, ns = collect(model, batch, names, backend="nnsight")
+    assert torch.allclose(tl_logits, nn_logits)
+    for n in names:
+        assert torch.allclose(tl[n], ns[n]), n
+    assert tl["blocks.1.hook_resid_post"].shape == (1, batch["input_ids"].shape[1] + model.n_audio_slots, model.cfg.d_model)

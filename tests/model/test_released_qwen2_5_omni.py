@@ -307,3 +307,17 @@ def test_retrofitted_integrations_run_and_move_the_logits(omni):
         logits = other(batch)
         assert torch.isfinite(logits).all() and (logits - base).abs().max() > 1e-3, mode
         assert other.token_layout(batch).audio[KEY].mode == mode
+
+
+def test_nnsight_and_transformer_lens_read_the_same_hooks(omni):
+    from workbench.analysis.core import collect
+
+    _, _, _, model = omni
+    batch = _batch(model, [_wave(1.2, 7)])
+    names = [f"encoders.{KEY}.blocks.0.attn.hook_pattern", f"encoders.{KEY}.hook_out", f"connectors.{KEY}.hook_out",
+             "blocks.1.hook_resid_post"]
+    tl_logits, tl = collect(model, batch, names, backend="transformer_lens")
+    nn_logits, ns = collect(model, batch, names, backend="nnsight")
+    assert torch.allclose(tl_logits, nn_logits)
+    for n in names:
+        assert torch.allclose(tl[n], ns[n]), n
