@@ -89,7 +89,7 @@ def build_granite(folder: Path, lora: bool = False, seed: int = 0):
     return folder, hf.eval(), tok
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shared_granite(lora: bool = False):
     return build_granite(Path(tempfile.mkdtemp(prefix="pal-released-granite-")), lora=lora)
 
@@ -110,8 +110,8 @@ def _hf_inputs(model, batch):
     ids, s = batch["input_ids"][0].tolist(), int(batch["audio_slot"][0])
     hf_ids = torch.tensor([ids[:s] + [model.audio_token_id] * n + ids[s:]])
     projected = -(-batch["input_features"].shape[1] // 15) * 3  # the projector's tokens for the (padded) features
-    return dict(input_ids=hf_ids, attention_mask=torch.ones_like(hf_ids), input_features=batch["input_features"],
-                input_features_mask=torch.arange(projected)[None] < n), s, n
+    return {"input_ids": hf_ids, "attention_mask": torch.ones_like(hf_ids), "input_features": batch["input_features"],
+            "input_features_mask": torch.arange(projected)[None] < n}, s, n
 
 
 @pytest.mark.parametrize("lora", [False, True])

@@ -43,8 +43,12 @@ def _tokenizer(folder: Path):
 
 
 def _config(tok):
-    from transformers import (Qwen2_5OmniAudioEncoderConfig, Qwen2_5OmniTextConfig, Qwen2_5OmniThinkerConfig,
-                              Qwen2_5OmniVisionEncoderConfig)
+    from transformers import (
+        Qwen2_5OmniAudioEncoderConfig,
+        Qwen2_5OmniTextConfig,
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniVisionEncoderConfig,
+    )
 
     audio = Qwen2_5OmniAudioEncoderConfig(num_mel_bins=N_MEL, d_model=16, encoder_layers=2, encoder_attention_heads=2,
                                           encoder_ffn_dim=32, max_source_positions=64, n_window=N_WINDOW, output_dim=32)
@@ -98,7 +102,7 @@ def processor(tok, fe):
         return Qwen2_5OmniProcessor(feature_extractor=fe, tokenizer=tok, chat_template=TEMPLATE)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shared_omni():
     return build_omni(Path(tempfile.mkdtemp(prefix="pal-released-omni-")))
 
@@ -133,7 +137,7 @@ def omni():
 
 
 def test_logits_and_greedy_answers_equal_transformers_processor_and_thinker(omni):
-    folder, hf, proc, model = omni
+    _, hf, proc, model = omni
     wave = _wave(1.3)
     batch = _batch(model, [wave])
     inputs = _processor_inputs(proc, wave)
@@ -158,7 +162,7 @@ def test_logits_and_greedy_answers_equal_transformers_processor_and_thinker(omni
 
 
 def test_template_as_shipped_puts_the_slot_between_audio_bos_and_eos(omni):
-    folder, _, proc, model = omni
+    _, _, _, model = omni
     assert model.chat_template == TEMPLATE
     enc = released_example(model, QUESTION, "C4")
     ids, s = enc["input_ids"], enc["audio_slot"]
@@ -172,7 +176,7 @@ def test_template_as_shipped_puts_the_slot_between_audio_bos_and_eos(omni):
 def test_chunked_tower_hooks_equal_transformers_tower(omni):
     """Two clips of different lengths in one batch (4 and 3 chunks of 50 mel frames): every layer's output, the
     pooled + normed frames and the projected tokens equal transformers' tower on the processor's features."""
-    folder, hf, proc, model = omni
+    _, hf, proc, model = omni
     waves = [_wave(1.7, 1), _wave(1.1, 2)]
     batch = _batch(model, waves)
     _, cache = model.run_with_cache(batch)

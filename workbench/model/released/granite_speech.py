@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
-from workbench.model.released.registry import Architecture, ReleasedModelError, architecture_of
+from workbench.model.released.registry import ReleasedModelError, architecture_of
 
 KEY = "granite_speech"
 WINDOW_SECONDS = 30  # one slot of audio tokens per clip, as for the other classes
@@ -229,7 +229,7 @@ def split_state(state: dict[str, torch.Tensor], source: str) -> dict[str, dict[s
             parts["text"]["lm_head." + k.split("lm_head.", 1)[1]] = tensor
         elif k.startswith("language_model."):
             rest = k[len("language_model."):]
-            parts["text"]["model." + (rest[len("model."):] if rest.startswith("model.") else rest)] = tensor
+            parts["text"]["model." + (rest.removeprefix("model."))] = tensor
     for part, got in parts.items():
         if not got:
             raise ReleasedModelError(f"{source}: no {part} weights of Granite Speech in the safetensors files "
@@ -309,8 +309,10 @@ def _preprocessing(folder: Path, tokenizer):
 def load(folder: Path, source: str, *, integration=None, tokenizer=None, dtype=None, device=None):
     """Granite Speech as a hooked PAL model (see the module docstring and `loading.load_released`)."""
     from transformers import AutoConfig
-    from transformers.models.granite_speech.modeling_granite_speech import (GraniteSpeechCTCEncoder,
-                                                                            GraniteSpeechEncoderProjector)
+    from transformers.models.granite_speech.modeling_granite_speech import (
+        GraniteSpeechCTCEncoder,
+        GraniteSpeechEncoderProjector,
+    )
 
     from workbench.model.config import DecoderConfig
     from workbench.model.llm import _read_safetensors_folder

@@ -118,7 +118,7 @@ def split_state(state: dict[str, torch.Tensor], source: str) -> dict[str, dict[s
     ``model.audio_tower.*``, ``lm_head.*``). Vision, talker and token2wav tensors are dropped."""
     parts: dict[str, dict[str, torch.Tensor]] = {"tower": {}, "text": {}}
     for key, tensor in state.items():
-        k = key[len("thinker."):] if key.startswith("thinker.") else key
+        k = key.removeprefix("thinker.")
         if k.startswith(_SKIPPED):
             continue
         for prefix in ("model.audio_tower.", "audio_tower."):
