@@ -24,20 +24,26 @@ QUESTION = "What is the pitch of the tone?"
 
 
 def granite_prompt(model, question: str) -> tuple[list[int], int]:
-    """(ids without the placeholder, slot) in the message shape Granite's processor documents: string content with
-    ``<|audio|>`` inline (`released_example` renders ``[{"type": "audio"}, {"type": "text"}]`` content, which the
-    Granite templates cannot render)."""
+    """(ids without the placeholder, slot) in the message shape Granite's model card documents: string content with
+    ``<|audio|>`` inline (`released_example` renders ``[{"type": "audio"}, {"type": "text"}]`` content, which
+    Granite's template concatenates to a string and so cannot render)."""
     msgs = [{"role": "user", "content": "<|audio|>" + question}]
     text = model.tokenizer.apply_chat_template(msgs, chat_template=model.chat_template, tokenize=False,
                                                add_generation_prompt=True)
     return _take_placeholder(model, list(model.tokenizer(text, add_special_tokens=False)["input_ids"]))
 
 
+TEMPLATE = json.loads((Path(__file__).parent / "chat_templates" / "granite_speech.json").read_text())["chat_template"]
+
+
 def _tokenizer(folder: Path):
+    """SmolLM2's vocabulary with Granite's role and audio tokens and Granite 3.3's chat template (in
+    tokenizer_config.json, where the Granite folders keep it)."""
     from workbench.model.llm import load_tokenizer
 
     tok = copy.deepcopy(load_tokenizer("smollm2"))
-    tok.add_tokens(["<|audio|>"], special_tokens=True)  # the folder keeps SmolLM2's ChatML template
+    tok.add_tokens(["<|audio|>", "<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>"], special_tokens=True)
+    tok.chat_template = TEMPLATE
     tok.save_pretrained(folder)
     return tok
 
@@ -72,7 +78,7 @@ def build_granite(folder: Path, lora: bool = False, seed: int = 0):
     with torch.no_grad():  # random init leaves biases, norms and BatchNorm statistics at 0 / 1: perturb every tensor
         for p in list(hf.parameters()) + [b for n, b in hf.named_buffers() if "running" in n]:
             p.add_(torch.randn_like(p).abs() * 0.05 if "running_var" in str(p) else torch.randn_like(p) * 0.05)
-    hf.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
+    hf.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|end_of_text|>")
     hf.save_pretrained(folder)
     # the feature extractor's config as the hub has it (GraniteSpeechFeatureExtractor itself needs torchaudio to build)
     (folder / "preprocessor_config.json").write_text(json.dumps({
@@ -82,7 +88,7 @@ def build_granite(folder: Path, lora: bool = False, seed: int = 0):
     if lora:
         from peft import LoraConfig, get_peft_model
 
-        peft = get_peft_model(hf.model.language_model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"],
+        peft = get_peft_model(hf.model.language_model, LoraConfig(r=2, lora_alpha=32, target_modules=["q_proj", "v_proj"],
                                                                   lora_dropout=0.0, init_lora_weights=False))
         peft.save_pretrained(folder)
         hf.model.language_model = peft.merge_and_unload()  # the adapter's effect, as transformers enables it with audio
@@ -161,8 +167,11 @@ def test_conformer_hooks_equal_the_transformers_encoder():
     assert ours.shape == (1, model.n_audio_slots, model.cfg.d_model) and model.n_audio_slots == tokens_for(30 * 16000)
     emb = hf.config.text_config.embedding_multiplier  # folded into the connector: the tokens as written
     assert torch.allclose(ours[:, :15], tokens * emb, atol=1e-4)
-    edited = model.run_with_hooks(batch, fwd_hooks=[(f"encoders.{KEY}.blocks.0.hook_conv_out", lambda t, hook: t * 0)])
-    assert (edited - model(batch)).abs().max() > 1e-4
+    with model.hooks(fwd_hooks=[(f"encoders.{KEY}.blocks.0.hook_conv_out", lambda t, hook: t * 0)]):
+        edited_logits, edited = model.run_with_cache(batch, names_filter=f"connectors.{KEY}.hook_out")
+    # a tower edit reaches the tokens and the logits (the tiny random Q-Former damps it: its queries dominate)
+    assert (edited[f"connectors.{KEY}.hook_out"] - ours).abs().max() > 1e-3
+    assert (edited_logits - model(batch)).abs().max() > 1e-6
 
 
 def test_waveforms_without_torchaudio_give_an_error_naming_the_fix():
@@ -234,3 +243,15 @@ def test_nnsight_and_transformer_lens_read_the_same_hooks():
     for n in names:
         assert torch.allclose(tl[n], ns[n]), n
     assert tl["blocks.1.hook_resid_post"].shape == (1, batch["input_ids"].shape[1] + model.n_audio_slots, model.cfg.d_model)
+
+
+def test_template_as_shipped_puts_the_slot_at_the_start_of_the_user_turn():
+    folder, _, tok = shared_granite(False)
+    model = PALModel.from_pretrained(folder)
+    assert model.chat_template == TEMPLATE
+    ids, s = granite_prompt(model, QUESTION)
+    head, tail = tok.decode(ids[:s]), tok.decode(ids[s:])
+    assert head.startswith("<|start_of_role|>system<|end_of_role|>Knowledge Cutoff Date: April 2024.\nToday's Date: ")
+    assert head.endswith("You are a helpful AI assistant.<|end_of_text|>\n<|start_of_role|>user<|end_of_role|>")
+    assert tail == QUESTION + "<|end_of_text|>\n<|start_of_role|>assistant<|end_of_role|>"
+    assert model.audio_token_id not in ids and model.eos_token_ids[0] == tok.convert_tokens_to_ids("<|end_of_text|>")
