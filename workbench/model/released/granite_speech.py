@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
+from workbench.model.released.model import AudioTooLongError, ReleasedPALModel
 from workbench.model.released.registry import ReleasedModelError, architecture_of
 
 KEY = "granite_speech"
@@ -156,63 +157,58 @@ def tokens_for(samples, window: int = 15, queries: int = 3, hop: int = 160):
     return -(-frames_for(samples, hop) // window) * queries
 
 
-def _model_class():
-    from workbench.model.released.model import AudioTooLongError, ReleasedPALModel
+class GraniteSpeechPALModel(ReleasedPALModel):
+    """`ReleasedPALModel` whose audio counts come from the clip's samples (Granite has no frame mask)."""
 
-    class GraniteSpeechPALModel(ReleasedPALModel):
-        """`ReleasedPALModel` whose audio counts come from the clip's samples (Granite has no frame mask)."""
+    def set_preprocessing(self, tokenizer, feature_extractor, chat_template, folder: Path) -> None:
+        self.tokenizer, self.feature_extractor, self.chat_template = tokenizer, feature_extractor, chat_template
+        self.sample_rate = 16000
+        self.hop = int(feature_extractor.melspec_kwargs["hop_length"]) if feature_extractor is not None else 160
+        self.window_samples = WINDOW_SECONDS * self.sample_rate
+        self.n_audio_slots = int(self._tokens(self.window_samples))
+        self.connectors[KEY].n_slots = self.n_audio_slots
+        self.pal_cfg.encoders[0].connector.n_tokens = self.n_audio_slots
+        gen = Path(folder) / "generation_config.json"
+        eos = json.loads(gen.read_text()).get("eos_token_id") if gen.exists() else None
+        eos = eos if eos is not None else getattr(self.hf_config.text_config, "eos_token_id", None)
+        ids = [eos] if isinstance(eos, int) else list(eos or [])
+        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+            ids.append(tokenizer.eos_token_id)
+        self.eos_token_ids = ids
 
-        def set_preprocessing(self, tokenizer, feature_extractor, chat_template, folder: Path) -> None:
-            self.tokenizer, self.feature_extractor, self.chat_template = tokenizer, feature_extractor, chat_template
-            self.sample_rate = 16000
-            self.hop = int(feature_extractor.melspec_kwargs["hop_length"]) if feature_extractor is not None else 160
-            self.window_samples = WINDOW_SECONDS * self.sample_rate
-            self.n_audio_slots = int(self._tokens(self.window_samples))
-            self.connectors[KEY].n_slots = self.n_audio_slots
-            self.pal_cfg.encoders[0].connector.n_tokens = self.n_audio_slots
-            gen = Path(folder) / "generation_config.json"
-            eos = json.loads(gen.read_text()).get("eos_token_id") if gen.exists() else None
-            eos = eos if eos is not None else getattr(self.hf_config.text_config, "eos_token_id", None)
-            ids = [eos] if isinstance(eos, int) else list(eos or [])
-            if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-                ids.append(tokenizer.eos_token_id)
-            self.eos_token_ids = ids
+    def _tokens(self, samples):
+        p = self.connectors[KEY].projector
+        return tokens_for(samples, p.window_size, p.num_queries, self.hop)
 
-        def _tokens(self, samples):
-            p = self.connectors[KEY].projector
-            return tokens_for(samples, p.window_size, p.num_queries, self.hop)
+    def _samples(self, batch: dict) -> torch.Tensor:
+        samples = batch["audio_lengths"] if "input_features" in batch else batch["wave_lengths"]
+        longest = int(samples.max())
+        if longest > self.window_samples:
+            raise AudioTooLongError(f"a clip of {longest / self.sample_rate:.2f} s is longer than the {WINDOW_SECONDS} s "
+                                    "audio slot of the workbench's Granite Speech model; cut the audio into clips")
+        return samples
 
-        def _samples(self, batch: dict) -> torch.Tensor:
-            samples = batch["audio_lengths"] if "input_features" in batch else batch["wave_lengths"]
-            longest = int(samples.max())
-            if longest > self.window_samples:
-                raise AudioTooLongError(f"a clip of {longest / self.sample_rate:.2f} s is longer than the {WINDOW_SECONDS} s "
-                                        "audio slot of the workbench's Granite Speech model; cut the audio into clips")
-            return samples
+    def audio_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features [B, T, 160], tower frames per clip [B]); from ``input_features`` + ``audio_lengths`` or
+        from ``waves`` + ``wave_lengths`` through the folder's feature extractor (as the processor calls it)."""
+        samples = self._samples(batch)
+        if "input_features" in batch:
+            return batch["input_features"], frames_for(samples, self.hop)
+        if self.feature_extractor is None:
+            raise ReleasedModelError("Granite Speech's feature extractor needs torchaudio (`pip install torchaudio` "
+                                     "built for your torch); without it pass input_features + audio_lengths")
+        waves = [w[:n].float().cpu() for w, n in zip(batch["waves"], samples.tolist())]
+        return self.feature_extractor(waves)["input_features"], frames_for(samples, self.hop)
 
-        def audio_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-            """(features [B, T, 160], tower frames per clip [B]); from ``input_features`` + ``audio_lengths`` or
-            from ``waves`` + ``wave_lengths`` through the folder's feature extractor (as the processor calls it)."""
-            samples = self._samples(batch)
-            if "input_features" in batch:
-                return batch["input_features"], frames_for(samples, self.hop)
-            if self.feature_extractor is None:
-                raise ReleasedModelError("Granite Speech's feature extractor needs torchaudio (`pip install torchaudio` "
-                                         "built for your torch); without it pass input_features + audio_lengths")
-            waves = [w[:n].float().cpu() for w, n in zip(batch["waves"], samples.tolist())]
-            return self.feature_extractor(waves)["input_features"], frames_for(samples, self.hop)
+    def n_audio_tokens(self, batch: dict) -> torch.Tensor:
+        return self._tokens(self._samples(batch))
 
-        def n_audio_tokens(self, batch: dict) -> torch.Tensor:
-            return self._tokens(self._samples(batch))
-
-        def encode_audio(self, batch: dict) -> dict:
-            feats, frames = self.audio_inputs(batch)
-            dev = self.embed.weight.device
-            out, frame_mask = self.encoders[KEY](feats.to(dev), frames.to(dev))
-            tokens, mask = self.connectors[KEY](out, frame_mask)
-            return {KEY: (tokens.to(self.dtype), mask)}
-
-    return GraniteSpeechPALModel
+    def encode_audio(self, batch: dict) -> dict:
+        feats, frames = self.audio_inputs(batch)
+        dev = self.embed.weight.device
+        out, frame_mask = self.encoders[KEY](feats.to(dev), frames.to(dev))
+        tokens, mask = self.connectors[KEY](out, frame_mask)
+        return {KEY: (tokens.to(self.dtype), mask)}
 
 
 def split_state(state: dict[str, torch.Tensor], source: str) -> dict[str, dict[str, torch.Tensor]]:
@@ -348,7 +344,7 @@ def load(folder: Path, source: str, *, integration=None, tokenizer=None, dtype=N
 
     shim = types.SimpleNamespace(audio_config=types.SimpleNamespace(hidden_size=config.encoder_config.hidden_dim),
                                  audio_token_index=config.audio_token_index, text_config=text_cfg)
-    model = _model_class().build(arch, shim, dec_cfg, source, integration)
+    model = GraniteSpeechPALModel.build(arch, shim, dec_cfg, source, integration)
     model.hf_config = config
     model.load_decoder_weights(convert_state_dict(text, dec_cfg, source), source, dtype)
     model.attach_audio(GraniteTower(encoder), GraniteConnector(projector))
