@@ -242,6 +242,9 @@ def merge_lora(text: dict[str, torch.Tensor], folder: Path) -> bool:
     from safetensors.torch import load_file
 
     cfg = json.loads(cfg_file.read_text())
+    if cfg.get("use_dora") or cfg.get("peft_type", "LORA") != "LORA":
+        raise ReleasedModelError(f"{cfg_file}: only plain LoRA adapters merge here (got peft_type "
+                                 f"{cfg.get('peft_type')!r}, use_dora={cfg.get('use_dora')})")
     r, alpha = cfg["r"], cfg.get("lora_alpha", cfg["r"])
     scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
     lora = load_file(str(weights))
