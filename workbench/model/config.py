@@ -38,6 +38,7 @@ class DecoderConfig:
     mlp_bias: bool = False
     tie_embeddings: bool = False
     attn_scale_by_layer: bool = False
+    attn_scale: float | None = None  # replaces 1/sqrt(d_head) when set (Granite's attention_multiplier)
     hf_config: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -114,6 +114,8 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(M, G * D, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(H * D, M, bias=cfg.o_bias)
         self.scale = 1.0 / math.sqrt(D) / ((layer + 1) if cfg.attn_scale_by_layer else 1.0)
+        if cfg.attn_scale is not None:
+            self.scale = cfg.attn_scale
         for name in ("q", "k", "v", "rot_q", "rot_k", "audio_k", "audio_v", "attn_scores", "pattern", "z"):
             setattr(self, f"hook_{name}", HookPoint())
         #: "eager" materialises scores/pattern (every hook fires); "sdpa" uses the fused kernel

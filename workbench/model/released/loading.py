@@ -145,6 +145,11 @@ def load_released(name: str | os.PathLike, *, integration: dict | None = None, t
     folder = resolve_folder(name)
     source = str(name)
     arch = architecture_of(json.loads((folder / "config.json").read_text()), source)
+    if arch.loader:  # a class with a module of its own (Qwen2.5-Omni, Granite Speech)
+        import importlib
+
+        return importlib.import_module(arch.loader).load(folder, source, integration=integration, tokenizer=tokenizer,
+                                                         dtype=dtype, device=device)
     config = AutoConfig.from_pretrained(folder)
     try:
         state = _read_safetensors_folder(folder)

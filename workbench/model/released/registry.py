@@ -44,6 +44,7 @@ class Architecture:
     all_frames: bool
     tower_module: str
     projector: str
+    loader: str = ""  # a module of its own with ``load(folder, source, **kw)`` (classes beyond the first four)
 
     def valid_frames(self, n_mel_frames, n_window_frames: int):
         """Valid tower output frames for F valid mel frames (tensor or int)."""
@@ -69,6 +70,13 @@ ARCHITECTURES: dict[str, Architecture] = {
                      projector="AudioFlamingo3MultiModalProjector"),
         Architecture("GlmAsrForConditionalGeneration", "glmasr", "glm", pool=False, masked=False, stack=4,
                      all_frames=False, tower_module="glmasr", projector="GlmAsrMultiModalProjector"),
+        *(Architecture(cls, "qwen2_5_omni", "omni", pool=True, masked=True, stack=1, all_frames=False,
+                       tower_module="qwen2_5_omni", projector="", loader="workbench.model.released.qwen2_5_omni")
+          for cls in ("Qwen2_5OmniThinkerForConditionalGeneration", "Qwen2_5OmniForConditionalGeneration",
+                      "Qwen2_5OmniModel")),
+        Architecture("GraniteSpeechForConditionalGeneration", "granite_speech", "conformer", pool=False, masked=False,
+                     stack=1, all_frames=False, tower_module="granite_speech", projector="GraniteSpeechEncoderProjector",
+                     loader="workbench.model.released.granite_speech"),
     )
 }
 SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
