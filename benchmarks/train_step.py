@@ -35,7 +35,7 @@ VARIANTS = ("baseline", "delayed", "lal", "ensemble", "pal", "hybrid")
 
 
 def _batch(variant: str, stage: int):
-    from workbench.train import _encoder_specs, _stage_datasets, default_model_factory
+    from workbench.training.driver import _encoder_specs, _stage_datasets, default_model_factory
     from workbench.training.config import load_run_config
     from workbench.training.data import StageBatchSampler, prepare_data
 

@@ -14,7 +14,7 @@ from tests.analysis.test_report import _attention_df, _lens_df
 from workbench import browser_check as B
 from workbench import compare as C
 from workbench import report
-from workbench import sweep as S
+from workbench.training import sweep_report as S
 from workbench.analysis import ablation as AB
 from workbench.analysis import attention as A
 from workbench.analysis import core, outputs

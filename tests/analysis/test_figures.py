@@ -20,7 +20,7 @@ from tests.evaluation.conftest import synthetic_answers
 from workbench import compare as C
 from workbench import forest as F
 from workbench import layer_curve as LC
-from workbench import sweep as S
+from workbench.training import sweep_report as S
 from workbench.analysis import ablation as AB
 from workbench.analysis import attention as A
 from workbench.analysis import logit_lens as LL

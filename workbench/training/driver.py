@@ -1,28 +1,25 @@
-"""Three-stage training curriculum for the PAL audio-LLM variants (one script for CPU, one GPU, many GPUs).
+"""The training driver: the three-stage curriculum of one run (:func:`train`), and the logic of the
+``workbench.train`` command (:func:`run_command`: one run, every variant, or many seeds as separate processes).
 
-    python -m workbench.train --config configs/pal.yaml --preset tiny --out runs/pal [--resume]
-                              [--max-steps N] [--seed S] [--no-progress]
-    python -m workbench.train --all --preset tiny --out-root results/checkpoints   # every configs/{variant}.yaml
-    python -m workbench.train --all --seeds 0,1,2 [--variants pal,lal] [--jobs 2]  # OUT_ROOT/VARIANT/seed-S, evaluated
-    accelerate launch -m workbench.train --config ... (DDP; batch_size is the global batch)
+:func:`train` runs (or resumes) the curriculum of a :class:`~workbench.training.config.RunConfig` into a folder:
+``train_log.csv`` (one row per optimizer step, flushed each step), ``val_log.csv`` (validation loss at the end of
+each stage), ``checkpoints/step-XXXXXX`` + ``checkpoints/latest`` (atomic; see :mod:`workbench.training.checkpoint`),
+``final/`` (``save_pretrained``) and ``train_summary.json`` (what the numbers depend on: config hash, seed, versions,
+threads, CPU and vector ISA, device, processes; paths relative to the repository; see
+:mod:`workbench.training.environment`).
 
-Outputs under ``--out``: ``train_log.csv`` (one row per optimizer step, flushed each step), ``val_log.csv``
-(validation loss at the end of each stage), ``checkpoints/step-XXXXXX`` + ``checkpoints/latest`` (atomic;
-see :mod:`workbench.training.checkpoint`), ``final/`` (``save_pretrained``) and ``train_summary.json``.
-
-Stages, trainable parts, tasks and learning rates come from the config (see
-:mod:`workbench.training.config`); each stage starts a fresh AdamW + warmup/decay schedule. The data order
-depends only on (seed, stage, dataset), never on the model variant (see :mod:`workbench.training.data`).
-``--resume`` restores the trainable weights, optimizer, scheduler, every RNG state and the position in the
-stage's data order, so an interrupted + resumed run writes the same CSV rows as an uninterrupted one.
-
-Exit codes: 0 done (or stopped at ``--max-steps`` with a checkpoint), 2 bad config / data / checkpoint,
-3 training diverged (non-finite loss or gradient norm).
+Stages, trainable parts, tasks and learning rates come from the config; each stage starts a fresh AdamW +
+warmup/decay schedule. The data order depends only on (seed, stage, dataset), never on the model variant or the
+number of processes (see :mod:`workbench.training.data`). ``resume`` restores the trainable weights, optimizer,
+scheduler, every process's RNG state and the position in the stage's data order, so an interrupted + resumed run
+writes the same CSV rows as an uninterrupted one; resuming with another thread count or vector ISA warns that the
+continuation will not be bit-identical. ``reproducible`` checks and applies :mod:`workbench.training.reproducible`.
+Several processes (``torchrun`` / ``accelerate launch``) train data-parallel: see :mod:`workbench.training.launch`
+and :mod:`workbench.training.loop`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -38,14 +35,16 @@ from workbench.constants import VARIANTS
 from workbench.data.audiofolder import DataError
 from workbench.paths import atomic_write_bytes
 from workbench.training.checkpoint import CheckpointError, clean_tmp, find_latest, read_trainer_state
-from workbench.training.config import (REPO_ROOT, ConfigError, RunConfig, config_diff, load_run_config, semantic_dict,
+from workbench.training.config import (ConfigError, RunConfig, config_diff, load_run_config, semantic_dict,
                                        to_jsonable)
 from workbench.training.data import EmptyDatasetError, prepare_data
+from workbench.training.environment import relative_command, repo_relative, resume_mismatches, run_environment
+from workbench.training.launch import make_accelerator
 from workbench.training.loop import (LOG_COLUMNS, VAL_COLUMNS, CurriculumLoop, TrainingDivergedError, lr_factor,
                                      read_log, versions)
 
-__all__ = ["train", "main", "TrainingDivergedError", "VARIANTS", "LOG_COLUMNS", "VAL_COLUMNS", "read_log",
-           "lr_factor", "parse_seeds"]
+__all__ = ["train", "run_command", "run_one", "default_model_factory", "TrainingDivergedError", "VARIANTS",
+           "LOG_COLUMNS", "VAL_COLUMNS", "read_log", "lr_factor", "parse_seeds"]
 
 log = logging.getLogger("workbench.train")
 
@@ -110,16 +109,17 @@ def _stage_summary(log_path: Path, val_path: Path, cfg: RunConfig) -> list[dict]
 
 def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_steps: int | None = None,
           model_factory: Callable[[dict], torch.nn.Module] | None = None, progress: bool = True,
-          command: str | None = None, _fail_checkpoint_at: int | None = None) -> dict:
+          command: str | None = None, reproducible: bool = False, _fail_checkpoint_at: int | None = None) -> dict:
     """Run (or resume) the curriculum of ``cfg`` into ``out``; returns the summary dict.
+
+    ``reproducible``: one thread, deterministic algorithms, and a check that the AVX2 pins of
+    :mod:`workbench.training.reproducible` are in the environment and took effect (ReproducibilityError if not).
 
     ``model_factory(cfg.model)`` builds the model (default: ``PALModel.from_config(PALConfig.from_dict(cfg.model),
     seed=training.seed)``).
     ``max_steps`` stops after that global step (with a checkpoint). Raises ConfigError / CheckpointError /
     DataError for bad input, TrainingDivergedError for a non-finite loss.
     """
-    from accelerate import Accelerator
-
     t0 = time.time()
     tc = cfg.training
     out = Path(out).resolve()
@@ -130,7 +130,7 @@ def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_s
     if mp != "no" and not torch.cuda.is_available():
         warnings.warn(f"mixed_precision={mp!r} needs a GPU; training in float32 on CPU")
         mp = "no"
-    acc = Accelerator(mixed_precision=mp)
+    acc = make_accelerator(mp)  # one process, or a group of the launcher's processes (LaunchError if alone)
     if acc.distributed_type.value == "FSDP":
         warnings.warn("FSDP: checkpoints save the trainable parts through model.save_pretrained and the optimizer "
                       "state as seen by this process; this path is untested (DDP is): prefer DDP for these sizes")
@@ -154,6 +154,9 @@ def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_s
             raise CheckpointError(
                 f"--resume: the config differs from the one checkpoint {ckpt} was trained with "
                 f"(hash {state['config_hash']} vs {cfg.hash()}): " + "; ".join(diff[:10]))
+        if state.get("world_size", 1) != world and main_proc:
+            warnings.warn(f"--resume: {ckpt} was written by {state.get('world_size', 1)} process(es), this run has "
+                          f"{world}: the continuation will not be bit-identical to an uninterrupted run")
     elif existing is not None:
         raise CheckpointError(f"{out} already holds a checkpoint ({existing}); pass --resume to continue it or "
                               f"choose another --out")
@@ -161,13 +164,27 @@ def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_s
         out.mkdir(parents=True, exist_ok=True)
 
     prev_det = torch.are_deterministic_algorithms_enabled()
-    if tc.deterministic:
+    if reproducible:
+        from workbench.training.reproducible import enter
+
+        enter()
+    elif tc.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+    if state is not None and main_proc:
+        _warn_environment_change(ckpt, state.get("environment"), run_environment(str(acc.device)))
     try:
         return _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command, t0, _fail_checkpoint_at)
     finally:
         torch.use_deterministic_algorithms(prev_det)
+
+
+def _warn_environment_change(ckpt: Path, saved: dict | None, now: dict) -> None:
+    diffs = resume_mismatches(saved, now)
+    if diffs:
+        warnings.warn(f"--resume: {ckpt} was written with other settings that change the numbers ({'; '.join(diffs)}): "
+                      "the continuation will not be bit-identical to an uninterrupted run (resume with the "
+                      "checkpoint's settings, e.g. --reproducible if it was made with it, to continue exactly)")
 
 
 def _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command, t0, fail_ckpt_at) -> dict:
@@ -201,14 +218,15 @@ def _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command
     ckpt_root = out / "checkpoints"
     completed = not stopped_early and global_step >= tc.total_steps
     latest = find_latest(ckpt_root)
-    summary = {"command": command or " ".join([sys.executable, *sys.argv]), "config": str(cfg.path),
+    summary = {"command": command or relative_command(["python", *sys.argv]), "config": repo_relative(cfg.path),
                "preset": cfg.preset, "config_hash": cfg.hash(), "seed": seed, "completed": completed,
-               "steps": global_step, "total_steps": tc.total_steps, "resumed_from": str(ckpt) if ckpt else None,
+               "steps": global_step, "total_steps": tc.total_steps, "resumed_from": repo_relative(ckpt),
                "wall_time_s": loop.pos.wall_before + time.time() - t0, "device": str(acc.device),
                "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
                "stages": _stage_summary(out / "train_log.csv", out / "val_log.csv", cfg),
-               "final": str(out / "final") if completed else None,
-               "last_checkpoint": str(latest) if latest else None, "versions": versions(), "training": to_jsonable(tc)}
+               "final": repo_relative(out / "final") if completed else None,
+               "last_checkpoint": repo_relative(latest), "versions": versions(),
+               "environment": run_environment(str(acc.device)), "training": to_jsonable(tc)}
     if acc.is_main_process:
         if completed:
             _save_final(model, out)
@@ -217,30 +235,7 @@ def _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command
     return summary
 
 
-# ---- CLI ------------------------------------------------------------------------------------------------
-
-def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML config (presets: {NAME: {model, data, training}})")
-    p.add_argument("--preset", default="tiny", help="preset name inside the config (default: tiny)")
-    p.add_argument("--out", help="run folder (log, checkpoints, final/)")
-    p.add_argument("--all", action="store_true", help=f"train every configs/{{{','.join(VARIANTS)}}}.yaml")
-    p.add_argument("--out-root", default="results/checkpoints", help="with --all: runs go to OUT_ROOT/VARIANT")
-    p.add_argument("--configs-dir", default=str(REPO_ROOT / "configs"), help="with --all: where the variant configs are")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this global step (writes a checkpoint)")
-    p.add_argument("--seed", type=int, default=None, help="override training.seed")
-    p.add_argument("--seeds", default=None,
-                   help="with --all: comma-separated training seeds; each run goes to OUT_ROOT/VARIANT/seed-S (seed 0: "
-                        "OUT_ROOT/VARIANT when that holds a seed-0 run) and is evaluated on every test split "
-                        "(workbench.runs.TEST_SPLITS); runs are separate processes, --jobs at a time")
-    p.add_argument("--variants", default=None, help=f"with --all: a comma-separated subset of {','.join(VARIANTS)}")
-    p.add_argument("--jobs", type=int, default=2, help="with --seeds: runs at a time (default 2)")
-    p.add_argument("--threads", type=int, default=1, help="with --seeds: torch threads per run (default 1)")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
+# ---- the command's logic (workbench.train parses the arguments) -------------------------------------
 
 def _model_errors() -> tuple:
     """The model's bad-input errors beyond the shared ConfigError (a checkpoint that does not fit)."""
@@ -249,20 +244,38 @@ def _model_errors() -> tuple:
     return (CheckpointMismatchError,)
 
 
-def _run_one(config, preset, out, a, command) -> int:
+def _is_rank0() -> bool:
+    """Whether this process is the launcher's rank 0 (True without a launcher)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def run_one(config, preset: str, out: str | os.PathLike, *, seed: int | None = None, resume: bool = False,
+            max_steps: int | None = None, progress: bool = True, command: str | None = None,
+            reproducible: bool = False) -> int:
+    """Train one run and print one line (rank 0): the exit code of ``workbench.train`` (0 done or stopped at
+    ``max_steps``, 2 bad input, 3 diverged); errors are printed to stderr."""
+    from workbench.training.reproducible import ReproducibilityError
+
     try:
-        cfg = load_run_config(config, preset, seed=a.seed)
-        s = train(cfg, out, resume=a.resume, max_steps=a.max_steps, progress=not a.no_progress, command=command)
-    except (ConfigError, CheckpointError, DataError, EmptyDatasetError, *_model_errors()) as e:
+        cfg = load_run_config(config, preset, seed=seed)
+        s = train(cfg, out, resume=resume, max_steps=max_steps, progress=progress, command=command,
+                  reproducible=reproducible)
+    except (ConfigError, CheckpointError, DataError, EmptyDatasetError, ReproducibilityError, *_model_errors()) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingDivergedError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    state = "done" if s["completed"] else f"stopped at step {s['steps']}/{s['total_steps']} (resume with --resume)"
-    print(f"{out}: {state}; " + ", ".join(f"{x['name']} loss {x['final_loss']}" for x in s["stages"]
-                                          if x["final_loss"] is not None))
+    if _is_rank0():
+        state = "done" if s["completed"] else f"stopped at step {s['steps']}/{s['total_steps']} (resume with --resume)"
+        print(f"{out}: {state}; " + ", ".join(f"{x['name']} loss {x['final_loss']}" for x in s["stages"]
+                                              if x["final_loss"] is not None))
     return 0
+
+
+def _run_one(config, preset, out, a, command) -> int:
+    return run_one(config, preset, out, seed=a.seed, resume=a.resume, max_steps=a.max_steps,
+                   progress=not a.no_progress, command=command, reproducible=bool(a.reproducible))
 
 
 def _parse_variants(text: str | None) -> tuple[str, ...]:
@@ -287,11 +300,15 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def _run_seeds(a, variants) -> int:
-    from workbench.runs import run_dir
     from workbench.training.jobs import Job, run_jobs
+    from workbench.training.runs import run_dir
 
     if a.max_steps is not None or a.resume or a.seed is not None:
         print("error: --seeds runs whole, resumable jobs: drop --max-steps/--resume/--seed", file=sys.stderr)
+        return 2
+    if a.reproducible is not False and a.threads != 1:
+        print(f"error: --threads {a.threads}: the seed runs are reproducible (one thread) by default; add "
+              "--no-reproducible to run them with more threads", file=sys.stderr)
         return 2
     jobs = []
     for s in parse_seeds(a.seeds):
@@ -300,7 +317,8 @@ def _run_seeds(a, variants) -> int:
             if not path.is_file():
                 print(f"error: {path} missing (variant {v!r})", file=sys.stderr)
                 return 2
-            jobs.append(Job(f"{v}/seed-{s}", path, a.preset, s, run_dir(a.out_root, v, s)))
+            jobs.append(Job(f"{v}/seed-{s}", path, a.preset, s, run_dir(a.out_root, v, s),
+                            reproducible=a.reproducible is not False))
     try:
         run_jobs(jobs, parallel=a.jobs, threads=a.threads)
     except RuntimeError as e:
@@ -309,10 +327,13 @@ def _run_seeds(a, variants) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = _build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    command = " ".join(["python -m workbench.train", *(argv if argv is not None else sys.argv[1:])])
+def run_command(a, argv: list[str]) -> int:
+    """The ``workbench.train`` command with parsed arguments ``a`` (``argv``: the arguments as given, recorded in
+    the summary): one run (``--config``/``--out``), every variant (``--all``) or seed jobs (``--all --seeds``)."""
+    logging.basicConfig(level=logging.INFO if _is_rank0() else logging.WARNING, format="%(message)s")
+    if not _is_rank0():
+        warnings.filterwarnings("ignore")  # rank 0 says it once
+    command = relative_command(["python -m workbench.train", *argv])
     if a.all:
         if a.config or a.out:
             print("error: --all takes --out-root (and --configs-dir), not --config/--out", file=sys.stderr)
@@ -327,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
                 warnings.warn(f"--all: {path} missing; skipping variant {v!r}")
                 continue
             ran += 1
-            print(f"== {v}: {path} -> {Path(a.out_root) / v}")
+            if _is_rank0():
+                print(f"== {v}: {path} -> {Path(a.out_root) / v}")
             rc = max(rc, _run_one(path, a.preset, Path(a.out_root) / v, a, command))
         if not ran:
             print(f"error: no variant configs found in {a.configs_dir}", file=sys.stderr)
@@ -338,6 +360,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return _run_one(a.config, a.preset, Path(a.out), a, command)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The reproducible mode: pin what x86 allows, so a run gives the same numbers bit for bit on any x86 CPU with AVX2.
+
+Pinned (``--reproducible`` of ``workbench.train``, the default of ``./run retrain`` and of the seed / curve jobs):
+
+- one thread per run (``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1``, ``torch.set_num_threads(1)``): the order of
+  the partial sums of every reduction;
+- the AVX2 code paths of MKL (``MKL_CBWR=AVX2``, conditional numerical reproducibility), ATen
+  (``ATEN_CPU_CAPABILITY=avx2``) and oneDNN (``ONEDNN_MAX_CPU_ISA=AVX2``): an AVX-512 machine otherwise runs
+  other kernels than an AVX2-only one (e.g. an AMD CPU), with other roundings;
+- ``torch.use_deterministic_algorithms(True)`` (an error, not a warning, for an op without a deterministic
+  implementation).
+
+The libraries read these variables once, when they first run a kernel, so they must be in the environment
+before Python starts: :func:`relaunch_with_pins` re-executes the command with them (the same process id, so
+``torchrun`` and signals keep working) and :func:`enter` checks, inside the run, that they took effect
+(``torch.backends.cpu.get_cpu_capability()`` must say ``AVX2``). Not pinned: GPUs (other kernels altogether),
+other versions of torch / MKL, and more than one thread. This module imports nothing heavy (it runs before torch).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+__all__ = ["REPRO_ENV", "ReproducibilityError", "pins_in_place", "pinned_env", "relaunch_with_pins", "enter"]
+
+#: the environment of the reproducible mode
+REPRO_ENV: dict[str, str] = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MKL_CBWR": "AVX2",
+                             "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+class ReproducibilityError(RuntimeError):
+    """The reproducible mode cannot be entered here (the message says why and what to do)."""
+
+
+def pins_in_place(env: dict | None = None) -> bool:
+    """Whether every variable of :data:`REPRO_ENV` has its pinned value in ``env`` (default ``os.environ``)."""
+    env = os.environ if env is None else env
+    return all(env.get(k) == v for k, v in REPRO_ENV.items())
+
+
+def pinned_env(env: dict | None = None) -> dict[str, str]:
+    """``env`` (default ``os.environ``) with the pins of :data:`REPRO_ENV` set."""
+    return {**(os.environ if env is None else env), **REPRO_ENV}
+
+
+def relaunch_with_pins(module: str, argv: list[str], exec_: bool = True) -> int | None:
+    """Make ``python -m module argv`` run with the pins: None when they are already in place (go on in this
+    process); else re-execute this process with them (``exec_``; never returns) or, for a library call that must
+    not replace its caller (a test, the demo), run the command as a subprocess and return its exit code."""
+    if pins_in_place():
+        return None
+    cmd = [sys.executable, "-m", module, *argv]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if exec_:
+        os.execve(sys.executable, cmd, pinned_env())
+    return subprocess.run(cmd, env=pinned_env()).returncode
+
+
+def enter() -> bool:
+    """Inside the run (torch imported): one thread, deterministic algorithms, and a check that the pins took
+    effect. Returns the previous ``torch.are_deterministic_algorithms_enabled()`` (to restore it afterwards).
+    Raises :class:`ReproducibilityError` when the variables are missing or ATen does not dispatch to AVX2."""
+    import torch
+
+    if not pins_in_place():
+        missing = {k: os.environ.get(k) for k, v in REPRO_ENV.items() if os.environ.get(k) != v}
+        raise ReproducibilityError(
+            f"reproducible mode: the environment lacks {missing} (wanted {REPRO_ENV}); they must be set before Python "
+            "starts: run `python -m workbench.train --reproducible ...` (it re-launches itself with them) or export "
+            "them before calling train(..., reproducible=True)")
+    cap = torch.backends.cpu.get_cpu_capability()
+    if cap != "AVX2":
+        raise ReproducibilityError(
+            f"reproducible mode: torch dispatches to {cap!r}, not AVX2, although ATEN_CPU_CAPABILITY=avx2: either "
+            "torch ran a kernel before the variable was set (start a fresh process with the variables exported) or "
+            "this CPU has no AVX2 (the mode needs an x86 CPU with AVX2)")
+    torch.set_num_threads(1)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    return before
