@@ -17,7 +17,7 @@ import platform
 from pathlib import Path
 
 __all__ = ["run_environment", "repo_relative", "relative_command", "with_environment", "resume_mismatches",
-           "PINNED_ENV", "cpu_model"]
+           "PINNED_ENV", "cpu_model", "mkl_branch"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +38,27 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: MKL's conditional-numerical-reproducibility branch constants (mkl_cbwr_get(MKL_CBWR_BRANCH))
+_MKL_BRANCHES = {0: "OFF", 1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2",
+                 9: "AVX", 10: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1"}
+
+
+def mkl_branch() -> str | None:
+    """The code branch MKL (inside torch) runs its reproducibility mode on: ``"OFF"`` (no ``MKL_CBWR``), ``"AVX2"``,
+    ``"AUTO"`` (what MKL falls back to, silently, when the asked-for branch is not available: its ISA branches
+    exist on Intel processors only), ...; None when torch has no MKL to ask."""
+    import ctypes
+
+    import torch
+
+    try:
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        code = int(lib.mkl_serv_cbwr_get(1))  # MKL_CBWR_BRANCH
+    except (OSError, AttributeError):
+        return None
+    return _MKL_BRANCHES.get(code, str(code))
+
+
 def _version(pkg: str) -> str | None:
     import importlib.metadata as md
 
@@ -52,7 +73,7 @@ def run_environment(device: str | None = None) -> dict:
     "deterministic_algorithms", "reproducible", "env"}`` of this process, now.
 
     ``cpu_capability`` is the vector ISA ATen dispatches to (``torch.backends.cpu.get_cpu_capability()``: e.g.
-    ``AVX512``, ``AVX2``); ``env`` the :data:`PINNED_ENV` variables that are set; ``reproducible`` whether
+    ``AVX512``, ``AVX2``); ``mkl_cbwr`` MKL's reproducibility branch (:func:`mkl_branch`); ``env`` the :data:`PINNED_ENV` variables that are set; ``reproducible`` whether
     :mod:`workbench.training.reproducible`'s pins, one thread and deterministic algorithms are all in place."""
     import torch
 
@@ -60,7 +81,8 @@ def run_environment(device: str | None = None) -> dict:
 
     out = {pkg: _version(pkg) for pkg in ("torch", "transformers", "accelerate", "numpy")}
     out.update(python=platform.python_version(), threads=torch.get_num_threads(), cpu=cpu_model(),
-               cpu_capability=torch.backends.cpu.get_cpu_capability(), device=str(device or "cpu"))
+               cpu_capability=torch.backends.cpu.get_cpu_capability(), mkl_cbwr=mkl_branch(),
+               device=str(device or "cpu"))
     if str(device or "cpu").startswith("cuda") and torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(torch.device(device))
     out["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
@@ -101,7 +123,7 @@ def resume_mismatches(saved: dict | None, now: dict) -> list[str]:
     ``saved`` is unknown (a checkpoint from before these were recorded)."""
     if not saved:
         return []
-    keys = ("threads", "cpu_capability", "device", "deterministic_algorithms")
+    keys = ("threads", "cpu_capability", "mkl_cbwr", "device", "deterministic_algorithms")
     diffs = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
     env_a, env_b = saved.get("env") or {}, now.get("env") or {}
     diffs += [f"{k} {env_a.get(k)!r} -> {env_b.get(k)!r}" for k in ("MKL_CBWR", "ATEN_CPU_CAPABILITY",

@@ -13,7 +13,10 @@ Pinned (``--reproducible`` of ``workbench.train``, the default of ``./run retrai
 The libraries read these variables once, when they first run a kernel, so they must be in the environment
 before Python starts: :func:`relaunch_with_pins` re-executes the command with them (the same process id, so
 ``torchrun`` and signals keep working) and :func:`enter` checks, inside the run, that they took effect
-(``torch.backends.cpu.get_cpu_capability()`` must say ``AVX2``). Not pinned: GPUs (other kernels altogether),
+(``torch.backends.cpu.get_cpu_capability()`` must say ``AVX2``; MKL's branch is recorded and a warning says when
+it is not AVX2: MKL documents its ISA branches for Intel processors only, falling back to ``AUTO`` elsewhere, so on
+an AMD CPU the committed reference of ``tests/training/test_reproducible.py`` tells whether MKL's products
+still match). Not pinned: GPUs (other kernels altogether),
 other versions of torch / MKL, and more than one thread. This module imports nothing heavy (it runs before torch).
 """
 
@@ -77,6 +80,15 @@ def enter() -> bool:
             f"reproducible mode: torch dispatches to {cap!r}, not AVX2, although ATEN_CPU_CAPABILITY=avx2: either "
             "torch ran a kernel before the variable was set (start a fresh process with the variables exported) or "
             "this CPU has no AVX2 (the mode needs an x86 CPU with AVX2)")
+    from workbench.training.environment import mkl_branch
+
+    branch = mkl_branch()
+    if branch not in ("AVX2", None):
+        import warnings
+
+        warnings.warn(f"reproducible mode: MKL runs its {branch!r} branch, not AVX2, although MKL_CBWR=AVX2 (MKL's ISA "
+                      "branches exist on Intel processors only and it falls back to AUTO silently elsewhere): the "
+                      "matrix products may not match an Intel machine's; the summary records it (mkl_cbwr)")
     torch.set_num_threads(1)
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
