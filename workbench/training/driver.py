@@ -38,10 +38,10 @@ from workbench.training.checkpoint import CheckpointError, clean_tmp, find_lates
 from workbench.training.config import (ConfigError, RunConfig, config_diff, load_run_config, semantic_dict,
                                        to_jsonable)
 from workbench.training.data import EmptyDatasetError, prepare_data
-from workbench.training.environment import relative_command, repo_relative, resume_mismatches, run_environment
+from workbench.training.environment import (relative_command, repo_relative, resume_mismatches, run_environment,
+                                             versions)
 from workbench.training.launch import make_accelerator
-from workbench.training.loop import (LOG_COLUMNS, VAL_COLUMNS, CurriculumLoop, TrainingDivergedError, lr_factor,
-                                     read_log, versions)
+from workbench.training.loop import LOG_COLUMNS, VAL_COLUMNS, CurriculumLoop, TrainingDivergedError, lr_factor, read_log
 
 __all__ = ["train", "run_command", "run_one", "default_model_factory", "TrainingDivergedError", "VARIANTS",
            "LOG_COLUMNS", "VAL_COLUMNS", "read_log", "lr_factor", "parse_seeds"]

@@ -16,8 +16,8 @@ import os
 import platform
 from pathlib import Path
 
-__all__ = ["run_environment", "repo_relative", "relative_command", "with_environment", "resume_mismatches",
-           "PINNED_ENV", "cpu_model", "mkl_branch"]
+__all__ = ["run_environment", "versions", "repo_relative", "relative_command", "with_environment",
+           "resume_mismatches", "PINNED_ENV", "cpu_model", "mkl_branch"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,3 +130,21 @@ def resume_mismatches(saved: dict | None, now: dict) -> list[str]:
               "ONEDNN_MAX_CPU_ISA") if env_a.get(k) != env_b.get(k)]
     return diffs
 
+
+def versions() -> dict:
+    """Package versions and the git commit, recorded in checkpoints and summaries."""
+    import importlib.metadata as md
+    import subprocess
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("torch", "accelerate", "transformers", "numpy", "peft", "pal-workbench"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                                           text=True, timeout=5).stdout.strip() or None
+    except Exception:
+        out["git_commit"] = None
+    return out

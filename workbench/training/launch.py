@@ -17,7 +17,7 @@ from workbench.errors import ConfigError
 
 __all__ = ["LaunchError", "launched_world_size", "make_accelerator", "check_launch", "LAUNCH_HELP"]
 
-LAUNCH_HELP = ("launch several processes with `torchrun --nproc_per_node N -m workbench.train ...` (CPU: they form a "
+LAUNCH_HELP = ("Launch several processes with `torchrun --nproc_per_node N -m workbench.train ...` (CPU: they form a "
                "gloo group; GPU: NCCL) or `accelerate launch --multi_gpu --num_processes N -m workbench.train ...` "
                "(GPUs); one process: `python -m workbench.train ...`")
 

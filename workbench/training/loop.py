@@ -35,10 +35,10 @@ from workbench.paths import atomic_write_bytes
 from workbench.training.checkpoint import rng_state, set_rng_state, write_checkpoint
 from workbench.training.config import ConfigError, RunConfig, StageConfig
 from workbench.training.data import StageBatchSampler, order_seed
-from workbench.training.environment import repo_relative, run_environment
+from workbench.training.environment import repo_relative, run_environment, versions
 
 __all__ = ["TrainableModel", "CurriculumLoop", "LoopPosition", "TrainingDivergedError", "lr_factor", "read_log",
-           "LOG_COLUMNS", "VAL_COLUMNS", "CsvLog", "versions"]
+           "LOG_COLUMNS", "VAL_COLUMNS", "CsvLog"]
 
 LOG_COLUMNS = ["step", "stage", "stage_name", "stage_step", "epoch", "loss", "lr", "grad_norm", "tokens",
                "label_tokens"]
@@ -377,24 +377,3 @@ class _LossModule(torch.nn.Module):
     def forward(self, batch):
         return self.model.loss(batch)
 
-
-def versions() -> dict:
-    """Package versions and the git commit, recorded in checkpoints and summaries."""
-    import importlib.metadata as md
-    import platform
-    import subprocess
-
-    from workbench.training.config import REPO_ROOT
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("torch", "accelerate", "transformers", "numpy", "peft", "pal-workbench"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    try:
-        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                           text=True, timeout=5).stdout.strip() or None
-    except Exception:
-        out["git_commit"] = None
-    return out
