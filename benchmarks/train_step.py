@@ -2,6 +2,7 @@
 the gain of running the shared prompt prefix once, and the ratio to a plain ``transformers`` step.
 
     python benchmarks/train_step.py [--variants baseline,lal] [--reps 4] [--threads 1] [--parallel 2]
+    python benchmarks/train_step.py --mode-ratio 5 [--variants baseline] [--reps 3] [--threads 1]
 
 For each variant (its ``configs/VARIANT.yaml`` tiny preset, LoRA enabled as in training) and for the two kinds of
 stage (``connector``: only the connector trains, the LLM frozen; ``lora``: connector, adapters and LoRA train), one
@@ -19,11 +20,21 @@ steps after one warm-up step:
 Times are medians over the reps, measured in this one process with ``--threads`` torch threads. ``--parallel N``
 runs N copies of this benchmark at once (each with ``--threads``) and prints their summed throughput: on a 2-core
 machine, compare ``--threads 2`` with ``--threads 1 --parallel 2``.
+
+``--mode-ratio N``: the cost of the reproducible mode (:mod:`workbench.training.reproducible`: AVX2 code paths of
+MKL/ATen/oneDNN, deterministic algorithms) against the default mode at the same thread count, for the ``shared``
+training step of each variant and stage. The pins are environment variables read once per process, so each mode
+runs in its own subprocess (model, data and timing as above); N repetitions, the two modes interleaved (their
+order alternating), the ratio reproducible / default per repetition and its median, min and max printed. A
+variant may also be a YAML path (its ``tiny`` preset), e.g. ``tests/training/reproducible/config.yaml``, which
+needs no corpus beyond its 6 clips.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import subprocess
 import sys
@@ -35,11 +46,11 @@ VARIANTS = ("baseline", "delayed", "lal", "ensemble", "pal", "hybrid")
 
 
 def _batch(variant: str, stage: int):
-    from workbench.train import _encoder_specs, _stage_datasets, default_model_factory
+    from workbench.training.driver import _encoder_specs, _stage_datasets, default_model_factory
     from workbench.training.config import load_run_config
     from workbench.training.data import StageBatchSampler, prepare_data
 
-    cfg = load_run_config(f"configs/{variant}.yaml", "tiny")
+    cfg = load_run_config(variant if variant.endswith(".yaml") else f"configs/{variant}.yaml", "tiny")
     model = default_model_factory(cfg.model, seed=0)
     lc = cfg.training.lora
     model.enable_lora(rank=lc.rank, alpha=lc.alpha, dropout=lc.dropout, targets=list(lc.targets))
@@ -120,26 +131,53 @@ def _hf(model, batch, stage, lora_cfg):
     return _timed_step(loss_fn, params)
 
 
-def run(variants, reps: int) -> list[dict]:
+def run(variants, reps: int, paths=("plain", "shared", "hf")) -> list[dict]:
     rows = []
     for v in variants:
         for stage in (0, 1):
             cfg, model, batch, st = _batch(v, stage)
             tokens = int(model.token_layout(batch).attention_mask.sum())
             res = {}
-            for name, step in (("plain", _ours(model, batch, False)), ("shared", _ours(model, batch, True)),
-                               ("hf", _hf(model, batch, st, cfg.training.lora))):
-                t = _time_steps(step, reps)
+            steps = {"plain": lambda: _ours(model, batch, False), "shared": lambda: _ours(model, batch, True),
+                     "hf": lambda: _hf(model, batch, st, cfg.training.lora)}
+            for name in paths:
+                t = _time_steps(steps[name](), reps)
                 res[name] = sum(t.values())
                 rows.append({"variant": v, "stage": st.name, "path": name, **{k: round(x, 3) for k, x in t.items()},
                              "step_s": round(res[name], 3), "tokens_per_s": round(tokens / res[name], 1)})
                 print(f"{v:9s} {st.name:9s} {name:6s} fwd {t['forward']:.3f} bwd {t['backward']:.3f} "
                       f"opt {t['optimizer']:.3f} s  = {res[name]:.3f} s/step, {tokens / res[name]:.0f} tokens/s",
                       flush=True)
-            print(f"{v:9s} {st.name:9s} shared vs plain x{res['plain'] / res['shared']:.2f}; "
-                  f"hf / ours(shared) = {res['hf'] / res['shared']:.2f}, hf / ours(plain) = {res['hf'] / res['plain']:.2f}",
-                  flush=True)
+            if len(res) == 3:
+                print(f"{v:9s} {st.name:9s} shared vs plain x{res['plain'] / res['shared']:.2f}; "
+                      f"hf / ours(shared) = {res['hf'] / res['shared']:.2f}, "
+                      f"hf / ours(plain) = {res['hf'] / res['plain']:.2f}", flush=True)
     return rows
+
+
+def mode_ratio(variants: str, reps: int, repeats: int, threads: int) -> list[float]:
+    """Reproducible / default step time of the ``shared`` path, ``repeats`` interleaved subprocess pairs."""
+    from workbench.training.reproducible import REPRO_ENV, pinned_env
+
+    cmd = [sys.executable, __file__, "--variants", variants, "--reps", str(reps), "--threads", str(threads),
+           "--paths", "shared", "--json"]
+    base = {k: v for k, v in os.environ.items() if k not in REPRO_ENV}
+    base.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    ratios = []
+    for i in range(repeats):
+        times, caps = {}, {}
+        for mode in (("default", "reproducible") if i % 2 == 0 else ("reproducible", "default")):
+            env = pinned_env(base) if mode == "reproducible" else base
+            extra = ["--deterministic"] if mode == "reproducible" else []
+            out = subprocess.run(cmd + extra, env=env, capture_output=True, text=True, check=True).stdout
+            res = json.loads(out.strip().splitlines()[-1])
+            times[mode], caps[mode] = sum(r["step_s"] for r in res["rows"]), res["cpu_capability"]
+        ratios.append(times["reproducible"] / times["default"])
+        print(f"repetition {i + 1}: default ({caps['default']}) {times['default']:.3f} s, reproducible "
+              f"({caps['reproducible']}) {times['reproducible']:.3f} s per step set; ratio {ratios[-1]:.3f}", flush=True)
+    print(f"reproducible / default step time ({threads} thread(s), {variants}, shared path, both stages): median "
+          f"{statistics.median(ratios):.3f}, min {min(ratios):.3f}, max {max(ratios):.3f} over {repeats} repetitions")
+    return ratios
 
 
 def main(argv=None) -> int:
@@ -148,7 +186,15 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--parallel", type=int, default=1, help="run N copies at once and sum their throughput")
+    p.add_argument("--paths", default="plain,shared,hf", help="which steps to time (plain, shared, hf)")
+    p.add_argument("--mode-ratio", type=int, default=0, metavar="N",
+                   help="N interleaved repetitions of reproducible vs default mode (subprocesses)")
+    p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
+    p.add_argument("--json", action="store_true", help="print the rows as one JSON line at the end")
     a = p.parse_args(argv)
+    if a.mode_ratio:
+        mode_ratio(a.variants, a.reps, a.mode_ratio, a.threads)
+        return 0
     if a.parallel > 1:
         cmd = [sys.executable, __file__, "--variants", a.variants, "--reps", str(a.reps), "--threads", str(a.threads)]
         t0 = time.perf_counter()
@@ -159,8 +205,14 @@ def main(argv=None) -> int:
         print(f"{a.parallel} copies x {a.threads} thread(s): {wall:.1f} s wall for {a.parallel} x the work above")
         return 0
     torch.set_num_threads(a.threads)
-    print(f"torch {torch.__version__}, {a.threads} thread(s), reps {a.reps}")
-    run([v.strip() for v in a.variants.split(",") if v.strip()], a.reps)
+    if a.deterministic:
+        torch.use_deterministic_algorithms(True)
+    cap = torch.backends.cpu.get_cpu_capability()
+    print(f"torch {torch.__version__}, {a.threads} thread(s), reps {a.reps}, ISA {cap}")
+    rows = run([v.strip() for v in a.variants.split(",") if v.strip()], a.reps,
+               tuple(x.strip() for x in a.paths.split(",") if x.strip()))
+    if a.json:
+        print(json.dumps({"cpu_capability": cap, "rows": rows}))
     return 0
 
 

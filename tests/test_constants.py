@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_old_names_are_the_shared_objects():
-    from workbench import train
     from workbench.pipeline import demo
+    from workbench.training import driver as train
     from workbench.analysis import core
     from workbench.model import pal, pal_config
     from workbench.training import config as run_config

@@ -12,11 +12,11 @@ import pytest
 from tests.analysis.test_figures import ablation_table, compare_tables, injection_table, probe_frame
 from tests.analysis.test_report import _attention_df, _lens_df
 from workbench import browser_check as browser_check_cli
+from workbench import report as report_cli
 from workbench.reporting import browser_check as B
 from workbench.claims import compare as C
-from workbench import report as report_cli
 from workbench.reporting import report
-from workbench import sweep as S
+from workbench.claims import sweep_table as S
 from workbench.analysis import ablation as AB
 from workbench.analysis import attention as A
 from workbench.analysis import core, outputs

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workbench.runs import SWEEP_ROOT
+from workbench.training.runs import SWEEP_ROOT
 from workbench.claims.layer_curve import write_layer_curve
 
 

@@ -1,231 +1,44 @@
-"""Three-stage training curriculum for the PAL audio-LLM variants (one script for CPU, one GPU, many GPUs).
+"""Three-stage training curriculum for the PAL audio-LLM variants (one command for CPU, one GPU, many processes).
 
     python -m workbench.train --config configs/pal.yaml --preset tiny --out runs/pal [--resume]
-                              [--max-steps N] [--seed S] [--no-progress]
+                              [--max-steps N] [--seed S] [--reproducible] [--no-progress]
     python -m workbench.train --all --preset tiny --out-root results/checkpoints   # every configs/{variant}.yaml
     python -m workbench.train --all --seeds 0,1,2 [--variants pal,lal] [--jobs 2]  # OUT_ROOT/VARIANT/seed-S, evaluated
-    accelerate launch -m workbench.train --config ... (DDP; batch_size is the global batch)
+    torchrun --nproc_per_node 2 -m workbench.train --config ... --out ...          # data-parallel, CPU (gloo) or GPU
+    accelerate launch --multi_gpu --num_processes 4 -m workbench.train --config ... # data-parallel on 4 GPUs
 
-Outputs under ``--out``: ``train_log.csv`` (one row per optimizer step, flushed each step), ``val_log.csv``
-(validation loss at the end of each stage), ``checkpoints/step-XXXXXX`` + ``checkpoints/latest`` (atomic;
-see :mod:`workbench.training.checkpoint`), ``final/`` (``save_pretrained``) and ``train_summary.json``.
+Outputs under ``--out``: ``train_log.csv`` (one row per optimizer step), ``val_log.csv``, ``checkpoints/``
+(atomic), ``final/`` and ``train_summary.json`` (with what the numbers depend on: versions, threads, CPU, vector
+ISA, device, processes). ``--resume`` continues exactly (same rows as an uninterrupted run; a warning when the
+thread count or ISA differ from the checkpoint's). ``--reproducible`` pins one thread, the AVX2 code paths of
+MKL/ATen/oneDNN and deterministic algorithms (it re-launches itself with the variables set), so a run gives the
+same numbers on any x86 CPU with AVX2; it is the default of ``--seeds`` (``--no-reproducible`` to opt out).
+With several processes ``training.batch_size`` is the global batch; rank 0 alone prints and writes.
+See :mod:`workbench.training.driver`.
 
-Stages, trainable parts, tasks and learning rates come from the config (see
-:mod:`workbench.training.config`); each stage starts a fresh AdamW + warmup/decay schedule. The data order
-depends only on (seed, stage, dataset), never on the model variant (see :mod:`workbench.training.data`).
-``--resume`` restores the trainable weights, optimizer, scheduler, every RNG state and the position in the
-stage's data order, so an interrupted + resumed run writes the same CSV rows as an uninterrupted one.
-
-Exit codes: 0 done (or stopped at ``--max-steps`` with a checkpoint), 2 bad config / data / checkpoint,
-3 training diverged (non-finite loss or gradient norm).
+Exit codes: 0 done (or stopped at ``--max-steps`` with a checkpoint), 1 a seed job failed, 2 bad config / data /
+checkpoint / launch, 3 training diverged (non-finite loss or gradient norm).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
 import sys
-import time
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 
-import torch
+from workbench.common.constants import VARIANTS  # light: no torch before --reproducible re-launches
 
-from workbench.common.constants import VARIANTS
-from workbench.data.audiofolder import DataError
-from workbench.common.paths import atomic_write_bytes
-from workbench.training.checkpoint import CheckpointError, clean_tmp, find_latest, read_trainer_state
-from workbench.training.config import (REPO_ROOT, ConfigError, RunConfig, config_diff, load_run_config, semantic_dict,
-                                       to_jsonable)
-from workbench.training.data import EmptyDatasetError, prepare_data
-from workbench.training.loop import (LOG_COLUMNS, VAL_COLUMNS, CurriculumLoop, TrainingDivergedError, lr_factor,
-                                     read_log, versions)
-
-__all__ = ["train", "main", "TrainingDivergedError", "VARIANTS", "LOG_COLUMNS", "VAL_COLUMNS", "read_log",
-           "lr_factor", "parse_seeds"]
-
-log = logging.getLogger("workbench.train")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VARIANT_NAMES = ",".join(VARIANTS)
 
 
-
-def default_model_factory(model_dict: dict, seed: int = 0):
-    """``PALModel.from_config(PALConfig.from_dict(model_dict), seed=seed)`` (connector init from ``seed``)."""
-    from workbench.model.pal import PALConfig, PALModel
-
-    return PALModel.from_config(PALConfig.from_dict(model_dict), seed=seed)
-
-
-def _encoder_specs(model) -> list:
-    """``[(name, load_encoder kwargs)]`` for the token cache: the model's encoder specs if it has them (a
-    `PALModel`), else its encoder names with default options."""
-    specs = getattr(model, "encoder_specs", None)
-    if specs:
-        return [(e.name, dict(e.options or {})) for e in specs]
-    return [(n, {}) for n in model.encoder_names]
-
-
-def _stage_datasets(cfg: RunConfig, model, split: str) -> dict[tuple, object]:
-    from workbench.data.dataset import AudioTaskDataset
-
-    root = cfg.data.train if split == "train" else cfg.data.val
-    out = {}
-    for st in cfg.training.stages:
-        key = tuple(st.tasks)
-        if key in out:
-            continue
-        if hasattr(model, "task_dataset"):  # a PALModel: its encoders and audio slot (cache filled by prepare_data)
-            ds = model.task_dataset(root, tasks=list(st.tasks), cache_dir=cfg.data.cache_dir, fill_cache=False)
-        else:
-            ds = AudioTaskDataset(root, model.tokenizer, tasks=list(st.tasks), encoders=list(model.encoder_names),
-                                  cache_dir=cfg.data.cache_dir)
-        if len(ds) == 0 and split == "train":
-            raise EmptyDatasetError(f"{root}: 0 task rows after the task filter tasks={list(st.tasks)} "
-                                    f"(stage {st.name!r}; {len(ds.report.tasks)} rows before filtering)")
-        out[key] = ds
-    return out
-
-
-def _save_final(model, out: Path) -> Path:
-    """``OUT/final`` (``save_pretrained`` writes it atomically)."""
-    return model.save_pretrained(out / "final")
-
-
-def _stage_summary(log_path: Path, val_path: Path, cfg: RunConfig) -> list[dict]:
-    rows = read_log(log_path) if log_path.is_file() else []
-    vals = read_log(val_path) if val_path.is_file() else []
-    out = []
-    for i, st in enumerate(cfg.training.stages):
-        r = [x for x in rows if int(x["stage"]) == i]
-        v = [x for x in vals if int(x["stage"]) == i]
-        tail = [float(x["loss"]) for x in r[-10:]]
-        out.append({"name": st.name, "steps": st.steps, "steps_done": len(r),
-                    "final_loss": float(r[-1]["loss"]) if r else None,
-                    "mean_loss_last10": sum(tail) / len(tail) if tail else None,
-                    "val_loss": float(v[-1]["val_loss"]) if v else None})
-    return out
-
-
-def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_steps: int | None = None,
-          model_factory: Callable[[dict], torch.nn.Module] | None = None, progress: bool = True,
-          command: str | None = None, _fail_checkpoint_at: int | None = None) -> dict:
-    """Run (or resume) the curriculum of ``cfg`` into ``out``; returns the summary dict.
-
-    ``model_factory(cfg.model)`` builds the model (default: ``PALModel.from_config(PALConfig.from_dict(cfg.model),
-    seed=training.seed)``).
-    ``max_steps`` stops after that global step (with a checkpoint). Raises ConfigError / CheckpointError /
-    DataError for bad input, TrainingDivergedError for a non-finite loss.
-    """
-    from accelerate import Accelerator
-
-    t0 = time.time()
-    tc = cfg.training
-    out = Path(out).resolve()
-    ckpt_root = out / "checkpoints"
-    if tc.deterministic and torch.cuda.is_available():
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    mp = tc.mixed_precision
-    if mp != "no" and not torch.cuda.is_available():
-        warnings.warn(f"mixed_precision={mp!r} needs a GPU; training in float32 on CPU")
-        mp = "no"
-    acc = Accelerator(mixed_precision=mp)
-    if acc.distributed_type.value == "FSDP":
-        warnings.warn("FSDP: checkpoints save the trainable parts through model.save_pretrained and the optimizer "
-                      "state as seen by this process; this path is untested (DDP is): prefer DDP for these sizes")
-    main_proc, world = acc.is_main_process, acc.num_processes
-    if tc.batch_size % world:
-        raise ConfigError(f"{cfg.path} [preset {cfg.preset}]: training.batch_size {tc.batch_size} is not divisible "
-                          f"by the number of processes {world}")
-
-    # ---- resume point -------------------------------------------------------------------------------
-    state, ckpt = None, None
-    if main_proc:
-        clean_tmp(ckpt_root)
-    acc.wait_for_everyone()
-    existing = find_latest(ckpt_root)
-    if resume:
-        if existing is None:
-            raise CheckpointError(f"--resume: no checkpoint in {ckpt_root} (nothing to resume; run without --resume)")
-        ckpt, state = existing, read_trainer_state(existing)
-        if state["config_hash"] != cfg.hash():
-            diff = config_diff(semantic_dict(state["config"]), semantic_dict(cfg.raw))
-            raise CheckpointError(
-                f"--resume: the config differs from the one checkpoint {ckpt} was trained with "
-                f"(hash {state['config_hash']} vs {cfg.hash()}): " + "; ".join(diff[:10]))
-    elif existing is not None:
-        raise CheckpointError(f"{out} already holds a checkpoint ({existing}); pass --resume to continue it or "
-                              f"choose another --out")
-    if main_proc:
-        out.mkdir(parents=True, exist_ok=True)
-
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    if tc.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    try:
-        return _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command, t0, _fail_checkpoint_at)
-    finally:
-        torch.use_deterministic_algorithms(prev_det)
-
-
-def _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command, t0, fail_ckpt_at) -> dict:
-    """Seed, model, data, then the :class:`CurriculumLoop`; writes ``final/`` and ``train_summary.json``."""
-    import random
-
-    import numpy as np
-
-    tc = cfg.training
-    seed = tc.seed
-    random.seed(seed)
-    np.random.seed(seed % (1 << 32))
-    torch.manual_seed(seed)
-    model = model_factory(cfg.model) if model_factory is not None else default_model_factory(cfg.model, seed=seed)
-    if tc.uses_lora:
-        lc = tc.lora
-        model.enable_lora(rank=lc.rank, alpha=lc.alpha, dropout=lc.dropout, targets=list(lc.targets))
-    with acc.main_process_first():
-        if acc.is_main_process:
-            prepare_data(cfg.data, _encoder_specs(model), progress=progress)
-    train_sets = _stage_datasets(cfg, model, "train")
-    val_sets = _stage_datasets(cfg, model, "val") if (cfg.data.val and tc.eval_batches) else {}
-    if state is not None:
-        from safetensors.torch import load_file
-
-        model.load_trainable_state_dict(load_file(str(ckpt / "model" / "model.safetensors")))
-    loop = CurriculumLoop(cfg, out, acc, model, train_sets, val_sets, state=state, ckpt=ckpt, max_steps=max_steps,
-                          progress=progress, t0=t0, fail_checkpoint_at=fail_ckpt_at)
-    stopped_early = loop.run()
-    global_step = loop.pos.global_step
-    ckpt_root = out / "checkpoints"
-    completed = not stopped_early and global_step >= tc.total_steps
-    latest = find_latest(ckpt_root)
-    summary = {"command": command or " ".join([sys.executable, *sys.argv]), "config": str(cfg.path),
-               "preset": cfg.preset, "config_hash": cfg.hash(), "seed": seed, "completed": completed,
-               "steps": global_step, "total_steps": tc.total_steps, "resumed_from": str(ckpt) if ckpt else None,
-               "wall_time_s": loop.pos.wall_before + time.time() - t0, "device": str(acc.device),
-               "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
-               "stages": _stage_summary(out / "train_log.csv", out / "val_log.csv", cfg),
-               "final": str(out / "final") if completed else None,
-               "last_checkpoint": str(latest) if latest else None, "versions": versions(), "training": to_jsonable(tc)}
-    if acc.is_main_process:
-        if completed:
-            _save_final(model, out)
-        atomic_write_bytes(out / "train_summary.json", json.dumps(summary, indent=1, default=str).encode())
-    acc.wait_for_everyone()
-    return summary
-
-
-# ---- CLI ------------------------------------------------------------------------------------------------
-
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m workbench.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML config (presets: {NAME: {model, data, training}})")
     p.add_argument("--preset", default="tiny", help="preset name inside the config (default: tiny)")
     p.add_argument("--out", help="run folder (log, checkpoints, final/)")
-    p.add_argument("--all", action="store_true", help=f"train every configs/{{{','.join(VARIANTS)}}}.yaml")
+    p.add_argument("--all", action="store_true", help=f"train every configs/{{{VARIANT_NAMES}}}.yaml")
     p.add_argument("--out-root", default="results/checkpoints", help="with --all: runs go to OUT_ROOT/VARIANT")
     p.add_argument("--configs-dir", default=str(REPO_ROOT / "configs"), help="with --all: where the variant configs are")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
@@ -234,109 +47,29 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None,
                    help="with --all: comma-separated training seeds; each run goes to OUT_ROOT/VARIANT/seed-S (seed 0: "
                         "OUT_ROOT/VARIANT when that holds a seed-0 run) and is evaluated on every test split "
-                        "(workbench.runs.TEST_SPLITS); runs are separate processes, --jobs at a time")
-    p.add_argument("--variants", default=None, help=f"with --all: a comma-separated subset of {','.join(VARIANTS)}")
+                        "(workbench.training.runs.TEST_SPLITS); runs are separate processes, --jobs at a time")
+    p.add_argument("--variants", default=None, help=f"with --all: a comma-separated subset of {VARIANT_NAMES}")
     p.add_argument("--jobs", type=int, default=2, help="with --seeds: runs at a time (default 2)")
-    p.add_argument("--threads", type=int, default=1, help="with --seeds: torch threads per run (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="with --seeds --no-reproducible: torch threads per run")
+    p.add_argument("--reproducible", action=argparse.BooleanOptionalAction, default=None,
+                   help="one thread, AVX2 code paths of MKL/ATen/oneDNN, deterministic algorithms (default: on for "
+                        "--seeds, off otherwise)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
-def _model_errors() -> tuple:
-    """The model's bad-input errors beyond the shared ConfigError (a checkpoint that does not fit)."""
-    from workbench.model.pal import CheckpointMismatchError
-
-    return (CheckpointMismatchError,)
-
-
-def _run_one(config, preset, out, a, command) -> int:
-    try:
-        cfg = load_run_config(config, preset, seed=a.seed)
-        s = train(cfg, out, resume=a.resume, max_steps=a.max_steps, progress=not a.no_progress, command=command)
-    except (ConfigError, CheckpointError, DataError, EmptyDatasetError, *_model_errors()) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except TrainingDivergedError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    state = "done" if s["completed"] else f"stopped at step {s['steps']}/{s['total_steps']} (resume with --resume)"
-    print(f"{out}: {state}; " + ", ".join(f"{x['name']} loss {x['final_loss']}" for x in s["stages"]
-                                          if x["final_loss"] is not None))
-    return 0
-
-
-def _parse_variants(text: str | None) -> tuple[str, ...]:
-    if text is None:
-        return VARIANTS
-    chosen = tuple(v.strip() for v in text.split(",") if v.strip())
-    unknown = [v for v in chosen if v not in VARIANTS]
-    if unknown or not chosen:
-        raise SystemExit(f"error: --variants {text!r}: unknown {unknown}; choose from {','.join(VARIANTS)}")
-    return chosen
-
-
-def parse_seeds(text: str) -> list[int]:
-    """"0,1,2" -> [0, 1, 2] (non-negative, no duplicates)."""
-    try:
-        seeds = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise SystemExit(f"error: --seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise SystemExit(f"error: --seeds must be distinct non-negative integers, got {text!r}")
-    return seeds
-
-
-def _run_seeds(a, variants) -> int:
-    from workbench.runs import run_dir
-    from workbench.training.jobs import Job, run_jobs
-
-    if a.max_steps is not None or a.resume or a.seed is not None:
-        print("error: --seeds runs whole, resumable jobs: drop --max-steps/--resume/--seed", file=sys.stderr)
-        return 2
-    jobs = []
-    for s in parse_seeds(a.seeds):
-        for v in variants:
-            path = Path(a.configs_dir) / f"{v}.yaml"
-            if not path.is_file():
-                print(f"error: {path} missing (variant {v!r})", file=sys.stderr)
-                return 2
-            jobs.append(Job(f"{v}/seed-{s}", path, a.preset, s, run_dir(a.out_root, v, s)))
-    try:
-        run_jobs(jobs, parallel=a.jobs, threads=a.threads)
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    a = _build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    command = " ".join(["python -m workbench.train", *(argv if argv is not None else sys.argv[1:])])
-    if a.all:
-        if a.config or a.out:
-            print("error: --all takes --out-root (and --configs-dir), not --config/--out", file=sys.stderr)
-            return 2
-        variants = _parse_variants(a.variants)
-        if a.seeds is not None:
-            return _run_seeds(a, variants)
-        rc, ran = 0, 0
-        for v in variants:
-            path = Path(a.configs_dir) / f"{v}.yaml"
-            if not path.is_file():
-                warnings.warn(f"--all: {path} missing; skipping variant {v!r}")
-                continue
-            ran += 1
-            print(f"== {v}: {path} -> {Path(a.out_root) / v}")
-            rc = max(rc, _run_one(path, a.preset, Path(a.out_root) / v, a, command))
-        if not ran:
-            print(f"error: no variant configs found in {a.configs_dir}", file=sys.stderr)
-            return 2
-        return rc
-    if not a.config or not a.out:
-        print("error: --config and --out are required (or use --all)", file=sys.stderr)
-        return 2
-    return _run_one(a.config, a.preset, Path(a.out), a, command)
+    a = build_parser().parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if a.reproducible and a.seeds is None:  # the pins must be in the environment before torch starts
+        from workbench.training.reproducible import relaunch_with_pins
+
+        rc = relaunch_with_pins("workbench.train", args, exec_=argv is None)
+        if rc is not None:
+            return rc
+    from workbench.training.driver import run_command
+
+    return run_command(a, args)
 
 
 if __name__ == "__main__":

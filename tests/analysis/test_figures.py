@@ -20,7 +20,7 @@ from tests.evaluation.conftest import synthetic_answers
 from workbench.claims import compare as C
 from workbench.reporting import forest as F
 from workbench.claims import layer_curve as LC
-from workbench import sweep as S
+from workbench.claims import sweep_table as S
 from workbench.analysis import ablation as AB
 from workbench.analysis import attention as A
 from workbench.analysis import logit_lens as LL

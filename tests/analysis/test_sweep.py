@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from workbench.evaluation.metrics import ANSWER_COLUMNS
-from workbench.sweep import SweepError, injection_layer_sweep, main, sweep_configs, sweep_figure
+from workbench.sweep import main
+from workbench.pipeline.sweep import SweepError, injection_layer_sweep, sweep_configs
+from workbench.claims.sweep_table import sweep_figure
 from workbench.training.config import load_run_config
 
 BASE = "configs/delayed.yaml"
@@ -102,7 +104,7 @@ def test_real_sweep_trains_and_evaluates(tmp_path_factory):
 
 
 def test_curve_jobs_one_per_mode_layer_and_seed_reusing_matching_runs(tmp_path):
-    from workbench.sweep import injection_layer_jobs
+    from workbench.pipeline.sweep import injection_layer_jobs
 
     reuse = tmp_path / "checkpoints"
     base = reuse / "delayed"

@@ -138,7 +138,12 @@ def test_cli_on_saved_untrained_checkpoint(tiny_data, tmp_path, capsys, monkeypa
     assert "accuracy" in capsys.readouterr().out
     a = pd.read_csv(ckpt / "eval" / "answers.csv")
     assert len(a) == 3 and set(a["task"]) == {"qa"}
-    assert json.loads((ckpt / "eval" / "run.json").read_text())["variant"] == "plits0"
+    info = json.loads((ckpt / "eval" / "run.json").read_text())
+    assert info["variant"] == "plits0"
+    import torch  # what the answers depend on (workbench.training.environment)
+
+    assert info["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert info["environment"]["threads"] == torch.get_num_threads() and info["environment"]["device"] == "cpu"
 
 
 def test_grouping_short_answers_keeps_answers_in_row_order(dataset):

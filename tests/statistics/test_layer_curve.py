@@ -7,8 +7,8 @@ import pandas as pd
 
 from workbench.claims import layer_curve as LC
 from workbench.analysis.figures import caption_of
-from workbench.runs import EVAL_DIRS, sweep_run_dir
 from workbench import layer_curve as layer_curve_cli
+from workbench.training.runs import EVAL_DIRS, sweep_run_dir
 
 ATTRS = ["word", "pitch_class", "category", "count", "loudness_class"]
 TRUE = {"plits": {0: 0.45, 8: 0.75, 16: 0.5}, "lal": {0: 0.6, 8: 0.65, 16: 0.62}}

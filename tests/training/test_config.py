@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from tests.training.conftest import EXAMPLE, example_dict, write_config
-from workbench.train import main, train
+from workbench.train import main
+from workbench.training.driver import train
 from workbench.training.checkpoint import CheckpointError
 from workbench.training.config import ConfigError, config_hash, load_run_config
 from workbench.training.data import EmptyDatasetError
@@ -130,7 +131,7 @@ def test_resume_errors(tmp_path, data_root, factory, monkeypatch, capsys):
         train(load_run_config(write_config(tmp_path, data_root), "tiny", seed=4), tmp_path / "run", resume=True,
               model_factory=factory, progress=False)
     # CLI: exit code 2 and a message
-    import workbench.train as T
+    import workbench.training.driver as T
 
     monkeypatch.setattr(T, "default_model_factory", factory)
     rc = main(["--config", str(tmp_path / "c2.yaml"), "--out", str(tmp_path / "run"), "--resume", "--no-progress"])
@@ -140,7 +141,7 @@ def test_resume_errors(tmp_path, data_root, factory, monkeypatch, capsys):
 
 
 def test_all_variants_skips_missing(tmp_path, data_root, factory, monkeypatch, capsys):
-    import workbench.train as T
+    import workbench.training.driver as T
 
     monkeypatch.setattr(T, "default_model_factory", factory)
     cdir = tmp_path / "configs"

@@ -21,7 +21,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from workbench.train import read_log
+from workbench.training.driver import read_log
 
 ROOT = Path(__file__).resolve().parents[2]
 KILL_AFTER_ROW = 3  # SIGKILL once step 3's log row is written: checkpoint 2 (stage 1, step 2 of 3) is the latest

@@ -10,9 +10,9 @@ import pytest
 
 from tests.training.conftest import EXAMPLE
 from workbench.common.paths import variant_of
-from workbench.runs import EVAL_DIRS, find_seed_runs, run_dir, sweep_run_dir
+from workbench.training.runs import EVAL_DIRS, find_seed_runs, run_dir, sweep_run_dir
 from workbench.train import main as train_main
-from workbench.train import parse_seeds
+from workbench.training.driver import parse_seeds
 from workbench.training import jobs as J
 from workbench.training.config import load_run_config
 

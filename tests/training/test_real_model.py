@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.training.conftest import write_config
-from workbench.train import read_log, train
+from workbench.training.driver import read_log, train
 from workbench.training.config import load_run_config
 
 import workbench.model.pal as pal  # noqa: E402 (a broken import must fail, not skip)

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.training.conftest import write_config
-from workbench.train import LOG_COLUMNS, TrainingDivergedError, lr_factor, read_log, train
+from workbench.training.driver import LOG_COLUMNS, TrainingDivergedError, lr_factor, read_log, train
 from workbench.training.checkpoint import find_latest, is_complete, read_trainer_state
 from workbench.training.config import load_run_config
 
@@ -137,10 +137,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_root, fact
 
 
 def test_nan_cli_exit_code(tmp_path, data_root, factory, monkeypatch, capsys):
-    import workbench.train as T
+    import workbench.training.driver as T
+    import workbench.training.driver as D
 
     factory.kw = {"fail_at_call": 2, "fail_kind": "nan"}
-    monkeypatch.setattr(T, "default_model_factory", factory)
+    monkeypatch.setattr(D, "default_model_factory", factory)
     rc = T.main(["--config", str(write_config(tmp_path, data_root)), "--preset", "tiny", "--out",
                  str(tmp_path / "run"), "--no-progress"])
     assert rc == 3

@@ -70,7 +70,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def variant_of(checkpoint: str | os.PathLike) -> str:
     """The variant a checkpoint folder belongs to: training writes ``OUT/final``, so ``final`` names its parent;
-    a seed run (``VARIANT/seed-S/final``, see :mod:`workbench.runs`) belongs to ``VARIANT``."""
+    a seed run (``VARIANT/seed-S/final``, see :mod:`workbench.training.runs`) belongs to ``VARIANT``."""
     checkpoint = Path(checkpoint)
     run = checkpoint.parent if checkpoint.name == "final" else checkpoint
     return run.parent.name if run.name.startswith("seed-") and run.name[5:].isdigit() else run.name

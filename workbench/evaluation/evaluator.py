@@ -226,9 +226,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
     if out_csv is None and checkpoint is not None:
         out_csv = Path(checkpoint) / "eval" / "answers.csv"
     variant = variant_of(checkpoint) if checkpoint is not None else "model"
-    info = {"variant": variant, "checkpoint": str(checkpoint), "data": str(data), "tasks": list(tasks or []),
+    from workbench.training.environment import with_environment  # versions, threads, CPU, ISA; relative paths
+
+    info = with_environment({"variant": variant, "checkpoint": str(checkpoint), "data": str(data), "tasks": list(tasks or []),
             "max_rows": max_rows, "max_new_tokens": max_new_tokens, "n_rows": None,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S")}, device=str(getattr(model, "device", "cpu")))
     answers, scores = evaluate_predictor(ds, predict, None, answer_options=load_answer_options(data),
                                          batch_size=batch_size, max_rows=max_rows, meteor=meteor, info=None,
                                          progress=progress, group_by_answer_length=group_by_answer_length)

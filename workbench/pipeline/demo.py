@@ -175,7 +175,7 @@ class Demo(InsideTheModel):
     def seed_stats(self, used: dict[str, str]) -> dict:
         """Seed-aware contrasts over every training seed and both test splits (seed 0 on the test split: the
         evaluation the comparison used), and the injection-layer curve when its runs exist."""
-        from workbench.runs import SWEEP_ROOT
+        from workbench.training.runs import SWEEP_ROOT
         from workbench.claims.seeds import write_seed_stats
 
         return write_seed_stats(self.checkpoints, self.out, list(VARIANTS), {(v, 0, "test"): p for v, p in used.items()},
@@ -197,13 +197,10 @@ def retrain_steps(root: Path):
 
     def train(variant):
         def run():
-            from workbench.train import main as train_main
+            from workbench.training.driver import run_one
 
             out = root / variant
-            args = ["--config", f"configs/{variant}.yaml", "--preset", "tiny", "--out", str(out)]
-            if (out / "checkpoints").exists():
-                args.append("--resume")
-            train_main(args)
+            run_one(f"configs/{variant}.yaml", "tiny", out, resume=(out / "checkpoints").exists())
             return {"checkpoint": str(out / "final")}
         return Step(f"train-{variant}", f"retrain {variant} (tiny preset)", run, params={"variant": variant},
                     outputs=[root / variant / "final" / "config.json"])
@@ -237,7 +234,7 @@ def build_steps(demo: Demo, retrain: bool) -> list:
 
         return {v: Pipeline(out).read_marker(f"eval-{v}")["summary"]["used"] for v in VARIANTS}
 
-    from workbench.runs import SWEEP_ROOT
+    from workbench.training.runs import SWEEP_ROOT
     from workbench.claims.seeds import answers_fingerprint
 
     steps += [Step("compare", "compare the variants, paired contrasts per claim (bootstrap 95% CIs)",

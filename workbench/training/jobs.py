@@ -1,6 +1,10 @@
 """Many training runs on a small machine: each run (train, then evaluate on every test split) in its own
 single-threaded process, a few at a time; resumable, reusing what exists.
 
+By default every job runs in the reproducible mode (:mod:`workbench.training.reproducible`: the AVX2 pins in the
+environment of its training and evaluation processes, ``--reproducible`` for training), so its numbers are the
+same on any x86 CPU with AVX2; ``Job(reproducible=False)`` runs with the machine's own kernels.
+
 On a 2-core CPU, two single-thread processes train two runs in about the time one two-thread process trains
 one of them (torch's intra-op threads gain little on these small matrices: see ``benchmarks/train_step.py``).
 
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.common.paths import atomic_write_bytes
-from workbench.runs import EVAL_DIRS, TEST_SPLITS, eval_answers
+from workbench.training.runs import EVAL_DIRS, TEST_SPLITS, eval_answers
 
 __all__ = ["Job", "job_state", "run_jobs", "ensure_test_splits", "RUN_FILES"]
 
@@ -36,7 +40,7 @@ RUN_FILES = ("train_log.csv", "val_log.csv", "train_summary.json", "config.yaml"
 @dataclass
 class Job:
     """One training run: ``config`` (YAML file) ``preset`` at training seed ``seed`` into ``out``; evaluated on
-    ``splits`` (names of :data:`workbench.runs.TEST_SPLITS`)."""
+    ``splits`` (names of :data:`workbench.training.runs.TEST_SPLITS`); ``reproducible``: the pinned mode."""
 
     name: str
     config: Path
@@ -45,6 +49,7 @@ class Job:
     out: Path
     splits: Sequence[str] = field(default_factory=lambda: tuple(TEST_SPLITS))
     reuse: Sequence[Path] = ()
+    reproducible: bool = True
 
     def missing_evals(self) -> list[str]:
         return [s for s in self.splits if not eval_answers(self.out, s).is_file()]
@@ -132,7 +137,8 @@ def _commands(job: Job, state: str) -> list[list[str]]:
     cmds = []
     if state in ("train", "resume"):
         cmds.append(py + ["workbench.train", "--config", str(job.config), "--preset", job.preset, "--seed",
-                          str(job.seed), "--out", str(job.out), "--no-progress"] + (["--resume"] if state == "resume" else []))
+                          str(job.seed), "--out", str(job.out), "--no-progress"] + (["--resume"] if state == "resume" else [])
+                    + (["--reproducible"] if job.reproducible else []))
     for s in job.splits:
         if state == "done":
             break
@@ -164,6 +170,10 @@ def _run_commands(job: Job, cmds: list[list[str]], threads: int, t0: float, what
     job.out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
                TOKENIZERS_PARALLELISM="false")
+    if job.reproducible:
+        from workbench.training.reproducible import pinned_env
+
+        env = pinned_env(env)  # evaluations too; training re-checks them (--reproducible)
     with open(job.out / "job.log", "a") as logf:
         for cmd in cmds:
             logf.write(f"$ {' '.join(cmd)}\n")

@@ -1,11 +1,17 @@
 """The curriculum's step loop: stages, optimizer steps, logs, atomic checkpoints and exact resume.
 
-:func:`workbench.train.train` builds the model, the data and the :class:`accelerate.Accelerator`, then hands them
+:func:`workbench.training.driver.train` builds the model, the data and the :class:`accelerate.Accelerator`, then hands them
 to a :class:`CurriculumLoop`. What the loop needs from a model is the small :class:`TrainableModel` protocol
 (``PALModel`` implements it; so does the stand-in model of the tests).
 
 Per optimizer step: ``grad_accum`` micro-batches (``loss / grad_accum`` backpropagated, no DDP sync but on
 the last), gradient clipping, AdamW + warmup/decay schedule, one ``train_log.csv`` row (flushed and fsynced).
+
+With P processes (data-parallel), each process computes its shard of every global micro-batch (see
+:class:`~workbench.training.data.StageBatchSampler`) and scales its mean loss by ``P * n_r / N`` (``n_r`` its
+answer tokens, ``N`` the micro-batch's): DDP's gradient average is then the gradient of the token mean over the
+whole global micro-batch, the loss one process computes on it; the logged loss is the same token mean. Only
+rank 0 writes the logs and checkpoints (holding every rank's RNG state) and prints.
 Every ``checkpoint_every`` steps (and at ``max_steps``) an atomic checkpoint holds the trainable weights, the
 optimizer, the scheduler, every process's RNG state and the position in the stage's data order, so an
 interrupted and resumed run writes the same rows as an uninterrupted one.
@@ -29,9 +35,10 @@ from workbench.common.paths import atomic_write_bytes
 from workbench.training.checkpoint import rng_state, set_rng_state, write_checkpoint
 from workbench.training.config import ConfigError, RunConfig, StageConfig
 from workbench.training.data import StageBatchSampler, order_seed
+from workbench.training.environment import repo_relative, run_environment, versions
 
 __all__ = ["TrainableModel", "CurriculumLoop", "LoopPosition", "TrainingDivergedError", "lr_factor", "read_log",
-           "LOG_COLUMNS", "VAL_COLUMNS", "CsvLog", "versions"]
+           "LOG_COLUMNS", "VAL_COLUMNS", "CsvLog"]
 
 LOG_COLUMNS = ["step", "stage", "stage_name", "stage_step", "epoch", "loss", "lr", "grad_norm", "tokens",
                "label_tokens"]
@@ -186,8 +193,9 @@ class CurriculumLoop:
             st = {"global_step": step, "stage_index": si, "stage_name": tc.stages[si].name, "stage_step": stage_step,
                   "data_position": where, "order_seed": order_seed(self.seed, si, where["epoch"]), "seed": self.seed,
                   "world_size": self.world, "config_hash": self.cfg.hash(), "config": self.cfg.raw,
-                  "config_path": str(self.cfg.path), "preset": self.cfg.preset, "total_steps": tc.total_steps,
-                  "wall_time_s": self.pos.wall_before + time.time() - self.t0, "versions": versions()}
+                  "config_path": repo_relative(self.cfg.path), "preset": self.cfg.preset, "total_steps": tc.total_steps,
+                  "wall_time_s": self.pos.wall_before + time.time() - self.t0, "versions": versions(),
+                  "environment": run_environment(str(self.acc.device))}
             self.last_good = write_checkpoint(self.ckpt_root, step, write, st, keep=tc.keep_checkpoints)
         self.acc.wait_for_everyone()
 
@@ -289,7 +297,7 @@ class CurriculumLoop:
             label_tokens += int((batch["labels"] != -100).sum())
             with acc.no_sync(prunner) if micro < ga - 1 else _NullCtx():
                 loss = prunner(batch)
-                lv = float(acc.reduce(loss.detach().float().clone(), "mean"))
+                loss, lv = self._global_mean(loss, batch)
                 if not _finite(lv):
                     raise self._diverged("loss", lv, si, st, stage_step + 1)
                 acc.backward(loss / ga)
@@ -305,6 +313,20 @@ class CurriculumLoop:
         counts = acc.reduce(torch.tensor([tokens, label_tokens], device=acc.device), "sum")
         return {"stage": si, "stage_name": st.name, "epoch": epoch, "loss": loss_sum / ga, "lr": float(lr),
                 "grad_norm": gn, "tokens": int(counts[0]), "label_tokens": int(counts[1])}
+
+    def _global_mean(self, loss: torch.Tensor, batch: dict) -> tuple[torch.Tensor, float]:
+        """(the loss to backpropagate, the global micro-batch's mean loss as a float).
+
+        One process: ``(loss, loss)``. P processes: ``loss * P * n_r / N`` (DDP averages the gradients of these, which
+        gives the gradient of the token mean over the global micro-batch) and the token-weighted mean of the
+        processes' losses (``n_r``: this process's answer tokens, ``labels[:, 1:] != -100``; ``N``: their sum)."""
+        if self.world == 1:
+            return loss, float(self.acc.reduce(loss.detach().float().clone(), "mean"))
+        n_r = (batch["labels"][:, 1:] != -100).sum().to(torch.float64)
+        n_all = float(self.acc.reduce(n_r.clone(), "sum"))
+        share = float(n_r) / n_all if n_all > 0 else 1.0 / self.world
+        mean = float(self.acc.reduce(loss.detach().double() * share, "sum"))
+        return loss * (share * self.world), mean
 
     def _report(self, row: dict, st: StageConfig) -> None:
         import logging
@@ -340,7 +362,8 @@ class CurriculumLoop:
         total = 0.0
         for batch in loader:
             batch.pop("row", None)
-            total += float(acc.reduce(prunner(self.send_to_device(batch, acc.device)).detach().float().clone(), "mean"))
+            batch = self.send_to_device(batch, acc.device)
+            total += self._global_mean(prunner(batch), batch)[1]
         return total / nb, nb
 
 
@@ -354,24 +377,3 @@ class _LossModule(torch.nn.Module):
     def forward(self, batch):
         return self.model.loss(batch)
 
-
-def versions() -> dict:
-    """Package versions and the git commit, recorded in checkpoints and summaries."""
-    import importlib.metadata as md
-    import platform
-    import subprocess
-
-    from workbench.training.config import REPO_ROOT
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("torch", "accelerate", "transformers", "numpy", "peft", "pal-workbench"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    try:
-        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                           text=True, timeout=5).stdout.strip() or None
-    except Exception:
-        out["git_commit"] = None
-    return out

@@ -1,0 +1,362 @@
+"""The training driver: the three-stage curriculum of one run (:func:`train`), and the logic of the
+``workbench.train`` command (:func:`run_command`: one run, every variant, or many seeds as separate processes).
+
+:func:`train` runs (or resumes) the curriculum of a :class:`~workbench.training.config.RunConfig` into a folder:
+``train_log.csv`` (one row per optimizer step, flushed each step), ``val_log.csv`` (validation loss at the end of
+each stage), ``checkpoints/step-XXXXXX`` + ``checkpoints/latest`` (atomic; see :mod:`workbench.training.checkpoint`),
+``final/`` (``save_pretrained``) and ``train_summary.json`` (what the numbers depend on: config hash, seed, versions,
+threads, CPU and vector ISA, device, processes; paths relative to the repository; see
+:mod:`workbench.training.environment`).
+
+Stages, trainable parts, tasks and learning rates come from the config; each stage starts a fresh AdamW +
+warmup/decay schedule. The data order depends only on (seed, stage, dataset), never on the model variant or the
+number of processes (see :mod:`workbench.training.data`). ``resume`` restores the trainable weights, optimizer,
+scheduler, every process's RNG state and the position in the stage's data order, so an interrupted + resumed run
+writes the same CSV rows as an uninterrupted one; resuming with another thread count or vector ISA warns that the
+continuation will not be bit-identical. ``reproducible`` checks and applies :mod:`workbench.training.reproducible`.
+Several processes (``torchrun`` / ``accelerate launch``) train data-parallel: see :mod:`workbench.training.launch`
+and :mod:`workbench.training.loop`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from workbench.common.constants import VARIANTS
+from workbench.data.audiofolder import DataError
+from workbench.common.paths import atomic_write_bytes
+from workbench.training.checkpoint import CheckpointError, clean_tmp, find_latest, read_trainer_state
+from workbench.training.config import (ConfigError, RunConfig, config_diff, load_run_config, semantic_dict,
+                                       to_jsonable)
+from workbench.training.data import EmptyDatasetError, prepare_data
+from workbench.training.environment import (relative_command, repo_relative, resume_mismatches, run_environment,
+                                             versions)
+from workbench.training.launch import make_accelerator
+from workbench.training.loop import LOG_COLUMNS, VAL_COLUMNS, CurriculumLoop, TrainingDivergedError, lr_factor, read_log
+
+__all__ = ["train", "run_command", "run_one", "default_model_factory", "TrainingDivergedError", "VARIANTS",
+           "LOG_COLUMNS", "VAL_COLUMNS", "read_log", "lr_factor", "parse_seeds"]
+
+log = logging.getLogger("workbench.train")
+
+
+
+def default_model_factory(model_dict: dict, seed: int = 0):
+    """``PALModel.from_config(PALConfig.from_dict(model_dict), seed=seed)`` (connector init from ``seed``)."""
+    from workbench.model.pal import PALConfig, PALModel
+
+    return PALModel.from_config(PALConfig.from_dict(model_dict), seed=seed)
+
+
+def _encoder_specs(model) -> list:
+    """``[(name, load_encoder kwargs)]`` for the token cache: the model's encoder specs if it has them (a
+    `PALModel`), else its encoder names with default options."""
+    specs = getattr(model, "encoder_specs", None)
+    if specs:
+        return [(e.name, dict(e.options or {})) for e in specs]
+    return [(n, {}) for n in model.encoder_names]
+
+
+def _stage_datasets(cfg: RunConfig, model, split: str) -> dict[tuple, object]:
+    from workbench.data.dataset import AudioTaskDataset
+
+    root = cfg.data.train if split == "train" else cfg.data.val
+    out = {}
+    for st in cfg.training.stages:
+        key = tuple(st.tasks)
+        if key in out:
+            continue
+        if hasattr(model, "task_dataset"):  # a PALModel: its encoders and audio slot (cache filled by prepare_data)
+            ds = model.task_dataset(root, tasks=list(st.tasks), cache_dir=cfg.data.cache_dir, fill_cache=False)
+        else:
+            ds = AudioTaskDataset(root, model.tokenizer, tasks=list(st.tasks), encoders=list(model.encoder_names),
+                                  cache_dir=cfg.data.cache_dir)
+        if len(ds) == 0 and split == "train":
+            raise EmptyDatasetError(f"{root}: 0 task rows after the task filter tasks={list(st.tasks)} "
+                                    f"(stage {st.name!r}; {len(ds.report.tasks)} rows before filtering)")
+        out[key] = ds
+    return out
+
+
+def _save_final(model, out: Path) -> Path:
+    """``OUT/final`` (``save_pretrained`` writes it atomically)."""
+    return model.save_pretrained(out / "final")
+
+
+def _stage_summary(log_path: Path, val_path: Path, cfg: RunConfig) -> list[dict]:
+    rows = read_log(log_path) if log_path.is_file() else []
+    vals = read_log(val_path) if val_path.is_file() else []
+    out = []
+    for i, st in enumerate(cfg.training.stages):
+        r = [x for x in rows if int(x["stage"]) == i]
+        v = [x for x in vals if int(x["stage"]) == i]
+        tail = [float(x["loss"]) for x in r[-10:]]
+        out.append({"name": st.name, "steps": st.steps, "steps_done": len(r),
+                    "final_loss": float(r[-1]["loss"]) if r else None,
+                    "mean_loss_last10": sum(tail) / len(tail) if tail else None,
+                    "val_loss": float(v[-1]["val_loss"]) if v else None})
+    return out
+
+
+def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_steps: int | None = None,
+          model_factory: Callable[[dict], torch.nn.Module] | None = None, progress: bool = True,
+          command: str | None = None, reproducible: bool = False, _fail_checkpoint_at: int | None = None) -> dict:
+    """Run (or resume) the curriculum of ``cfg`` into ``out``; returns the summary dict.
+
+    ``reproducible``: one thread, deterministic algorithms, and a check that the AVX2 pins of
+    :mod:`workbench.training.reproducible` are in the environment and took effect (ReproducibilityError if not).
+
+    ``model_factory(cfg.model)`` builds the model (default: ``PALModel.from_config(PALConfig.from_dict(cfg.model),
+    seed=training.seed)``).
+    ``max_steps`` stops after that global step (with a checkpoint). Raises ConfigError / CheckpointError /
+    DataError for bad input, TrainingDivergedError for a non-finite loss.
+    """
+    t0 = time.time()
+    tc = cfg.training
+    out = Path(out).resolve()
+    ckpt_root = out / "checkpoints"
+    if tc.deterministic and torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    mp = tc.mixed_precision
+    if mp != "no" and not torch.cuda.is_available():
+        warnings.warn(f"mixed_precision={mp!r} needs a GPU; training in float32 on CPU")
+        mp = "no"
+    acc = make_accelerator(mp)  # one process, or a group of the launcher's processes (LaunchError if alone)
+    if acc.distributed_type.value == "FSDP":
+        warnings.warn("FSDP: checkpoints save the trainable parts through model.save_pretrained and the optimizer "
+                      "state as seen by this process; this path is untested (DDP is): prefer DDP for these sizes")
+    main_proc, world = acc.is_main_process, acc.num_processes
+    if tc.batch_size % world:
+        raise ConfigError(f"{cfg.path} [preset {cfg.preset}]: training.batch_size {tc.batch_size} is not divisible "
+                          f"by the number of processes {world}")
+
+    # ---- resume point -------------------------------------------------------------------------------
+    state, ckpt = None, None
+    if main_proc:
+        clean_tmp(ckpt_root)
+    acc.wait_for_everyone()
+    existing = find_latest(ckpt_root)
+    if resume:
+        if existing is None:
+            raise CheckpointError(f"--resume: no checkpoint in {ckpt_root} (nothing to resume; run without --resume)")
+        ckpt, state = existing, read_trainer_state(existing)
+        if state["config_hash"] != cfg.hash():
+            diff = config_diff(semantic_dict(state["config"]), semantic_dict(cfg.raw))
+            raise CheckpointError(
+                f"--resume: the config differs from the one checkpoint {ckpt} was trained with "
+                f"(hash {state['config_hash']} vs {cfg.hash()}): " + "; ".join(diff[:10]))
+        if state.get("world_size", 1) != world and main_proc:
+            warnings.warn(f"--resume: {ckpt} was written by {state.get('world_size', 1)} process(es), this run has "
+                          f"{world}: the continuation will not be bit-identical to an uninterrupted run")
+    elif existing is not None:
+        raise CheckpointError(f"{out} already holds a checkpoint ({existing}); pass --resume to continue it or "
+                              f"choose another --out")
+    if main_proc:
+        out.mkdir(parents=True, exist_ok=True)
+
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    if reproducible:
+        from workbench.training.reproducible import enter
+
+        enter()
+    elif tc.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    if state is not None and main_proc:
+        _warn_environment_change(ckpt, state.get("environment"), run_environment(str(acc.device)))
+    try:
+        return _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command, t0, _fail_checkpoint_at)
+    finally:
+        torch.use_deterministic_algorithms(prev_det)
+
+
+def _warn_environment_change(ckpt: Path, saved: dict | None, now: dict) -> None:
+    diffs = resume_mismatches(saved, now)
+    if diffs:
+        warnings.warn(f"--resume: {ckpt} was written with other settings that change the numbers ({'; '.join(diffs)}): "
+                      "the continuation will not be bit-identical to an uninterrupted run (resume with the "
+                      "checkpoint's settings, e.g. --reproducible if it was made with it, to continue exactly)")
+
+
+def _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command, t0, fail_ckpt_at) -> dict:
+    """Seed, model, data, then the :class:`CurriculumLoop`; writes ``final/`` and ``train_summary.json``."""
+    import random
+
+    import numpy as np
+
+    tc = cfg.training
+    seed = tc.seed
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+    model = model_factory(cfg.model) if model_factory is not None else default_model_factory(cfg.model, seed=seed)
+    if tc.uses_lora:
+        lc = tc.lora
+        model.enable_lora(rank=lc.rank, alpha=lc.alpha, dropout=lc.dropout, targets=list(lc.targets))
+    with acc.main_process_first():
+        if acc.is_main_process:
+            prepare_data(cfg.data, _encoder_specs(model), progress=progress)
+    train_sets = _stage_datasets(cfg, model, "train")
+    val_sets = _stage_datasets(cfg, model, "val") if (cfg.data.val and tc.eval_batches) else {}
+    if state is not None:
+        from safetensors.torch import load_file
+
+        model.load_trainable_state_dict(load_file(str(ckpt / "model" / "model.safetensors")))
+    loop = CurriculumLoop(cfg, out, acc, model, train_sets, val_sets, state=state, ckpt=ckpt, max_steps=max_steps,
+                          progress=progress, t0=t0, fail_checkpoint_at=fail_ckpt_at)
+    stopped_early = loop.run()
+    global_step = loop.pos.global_step
+    ckpt_root = out / "checkpoints"
+    completed = not stopped_early and global_step >= tc.total_steps
+    latest = find_latest(ckpt_root)
+    summary = {"command": command or relative_command(["python", *sys.argv]), "config": repo_relative(cfg.path),
+               "preset": cfg.preset, "config_hash": cfg.hash(), "seed": seed, "completed": completed,
+               "steps": global_step, "total_steps": tc.total_steps, "resumed_from": repo_relative(ckpt),
+               "wall_time_s": loop.pos.wall_before + time.time() - t0, "device": str(acc.device),
+               "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
+               "stages": _stage_summary(out / "train_log.csv", out / "val_log.csv", cfg),
+               "final": repo_relative(out / "final") if completed else None,
+               "last_checkpoint": repo_relative(latest), "versions": versions(),
+               "environment": run_environment(str(acc.device)), "training": to_jsonable(tc)}
+    if acc.is_main_process:
+        if completed:
+            _save_final(model, out)
+        atomic_write_bytes(out / "train_summary.json", json.dumps(summary, indent=1, default=str).encode())
+    acc.wait_for_everyone()
+    return summary
+
+
+# ---- the command's logic (workbench.train parses the arguments) -------------------------------------
+
+def _model_errors() -> tuple:
+    """The model's bad-input errors beyond the shared ConfigError (a checkpoint that does not fit)."""
+    from workbench.model.pal import CheckpointMismatchError
+
+    return (CheckpointMismatchError,)
+
+
+def _is_rank0() -> bool:
+    """Whether this process is the launcher's rank 0 (True without a launcher)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def run_one(config, preset: str, out: str | os.PathLike, *, seed: int | None = None, resume: bool = False,
+            max_steps: int | None = None, progress: bool = True, command: str | None = None,
+            reproducible: bool = False) -> int:
+    """Train one run and print one line (rank 0): the exit code of ``workbench.train`` (0 done or stopped at
+    ``max_steps``, 2 bad input, 3 diverged); errors are printed to stderr."""
+    from workbench.training.reproducible import ReproducibilityError
+
+    try:
+        cfg = load_run_config(config, preset, seed=seed)
+        s = train(cfg, out, resume=resume, max_steps=max_steps, progress=progress, command=command,
+                  reproducible=reproducible)
+    except (ConfigError, CheckpointError, DataError, EmptyDatasetError, ReproducibilityError, *_model_errors()) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDivergedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    if _is_rank0():
+        state = "done" if s["completed"] else f"stopped at step {s['steps']}/{s['total_steps']} (resume with --resume)"
+        print(f"{out}: {state}; " + ", ".join(f"{x['name']} loss {x['final_loss']}" for x in s["stages"]
+                                              if x["final_loss"] is not None))
+    return 0
+
+
+def _run_one(config, preset, out, a, command) -> int:
+    return run_one(config, preset, out, seed=a.seed, resume=a.resume, max_steps=a.max_steps,
+                   progress=not a.no_progress, command=command, reproducible=bool(a.reproducible))
+
+
+def _parse_variants(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return VARIANTS
+    chosen = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or not chosen:
+        raise SystemExit(f"error: --variants {text!r}: unknown {unknown}; choose from {','.join(VARIANTS)}")
+    return chosen
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0,1,2" -> [0, 1, 2] (non-negative, no duplicates)."""
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"error: --seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise SystemExit(f"error: --seeds must be distinct non-negative integers, got {text!r}")
+    return seeds
+
+
+def _run_seeds(a, variants) -> int:
+    from workbench.training.jobs import Job, run_jobs
+    from workbench.training.runs import run_dir
+
+    if a.max_steps is not None or a.resume or a.seed is not None:
+        print("error: --seeds runs whole, resumable jobs: drop --max-steps/--resume/--seed", file=sys.stderr)
+        return 2
+    if a.reproducible is not False and a.threads != 1:
+        print(f"error: --threads {a.threads}: the seed runs are reproducible (one thread) by default; add "
+              "--no-reproducible to run them with more threads", file=sys.stderr)
+        return 2
+    jobs = []
+    for s in parse_seeds(a.seeds):
+        for v in variants:
+            path = Path(a.configs_dir) / f"{v}.yaml"
+            if not path.is_file():
+                print(f"error: {path} missing (variant {v!r})", file=sys.stderr)
+                return 2
+            jobs.append(Job(f"{v}/seed-{s}", path, a.preset, s, run_dir(a.out_root, v, s),
+                            reproducible=a.reproducible is not False))
+    try:
+        run_jobs(jobs, parallel=a.jobs, threads=a.threads)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_command(a, argv: list[str]) -> int:
+    """The ``workbench.train`` command with parsed arguments ``a`` (``argv``: the arguments as given, recorded in
+    the summary): one run (``--config``/``--out``), every variant (``--all``) or seed jobs (``--all --seeds``)."""
+    logging.basicConfig(level=logging.INFO if _is_rank0() else logging.WARNING, format="%(message)s")
+    if not _is_rank0():
+        warnings.filterwarnings("ignore")  # rank 0 says it once
+    command = relative_command(["python -m workbench.train", *argv])
+    if a.all:
+        if a.config or a.out:
+            print("error: --all takes --out-root (and --configs-dir), not --config/--out", file=sys.stderr)
+            return 2
+        variants = _parse_variants(a.variants)
+        if a.seeds is not None:
+            return _run_seeds(a, variants)
+        rc, ran = 0, 0
+        for v in variants:
+            path = Path(a.configs_dir) / f"{v}.yaml"
+            if not path.is_file():
+                warnings.warn(f"--all: {path} missing; skipping variant {v!r}")
+                continue
+            ran += 1
+            if _is_rank0():
+                print(f"== {v}: {path} -> {Path(a.out_root) / v}")
+            rc = max(rc, _run_one(path, a.preset, Path(a.out_root) / v, a, command))
+        if not ran:
+            print(f"error: no variant configs found in {a.configs_dir}", file=sys.stderr)
+            return 2
+        return rc
+    if not a.config or not a.out:
+        print("error: --config and --out are required (or use --all)", file=sys.stderr)
+        return 2
+    return _run_one(a.config, a.preset, Path(a.out), a, command)
+
