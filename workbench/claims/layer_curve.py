@@ -3,7 +3,7 @@ one line per integration mode (PLITS, LAL), with seed-aware intervals, overall a
 
     python -m workbench.layer_curve [--sweeps results/sweeps/injection-layer] [--out results]
 
-Reads ``SWEEPS/MODE/LNN/seed-S/{eval,eval-test-seed1}/answers.csv`` (:func:`workbench.runs.sweep_run_dir`; points
+Reads ``SWEEPS/MODE/LNN/seed-S/{eval,eval-test-seed1}/answers.csv`` (:func:`workbench.training.runs.sweep_run_dir`; points
 still training or not evaluated are skipped), closed rows only. Every point is scored on the same test splits: those
 that every run of the curve was evaluated on (`workbench.sweep` evaluates on ``test`` by default; with both splits
 everywhere they are pooled, their clips side by side), so no layer gains from a split the others lack. The interval
@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.claims.registry import LAYER_CURVE_STEM
-from workbench.runs import EVAL_DIRS, SWEEP_ROOT
+from workbench.training.runs import EVAL_DIRS, SWEEP_ROOT
 
 __all__ = ["FAMILIES", "CONTRASTS_STEM", "load_sweep_clips", "common_splits", "seed_points", "curve_seeds",
            "curve_summary", "layer_contrasts", "shape_sentence", "curve_figure", "write_layer_curve"]

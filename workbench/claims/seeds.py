@@ -3,8 +3,8 @@
     python -m workbench.seed_stats [--checkpoints results/checkpoints] [--sweeps results/sweeps/injection-layer]
                                    [--out results] [--markdown results/seeds.md]
 
-Reads every run of :func:`workbench.runs.find_seed_runs` (``VARIANT/`` = seed 0, ``VARIANT/seed-S/``) and its
-evaluations on each test split of :data:`workbench.runs.EVAL_DIRS` (``eval/`` and ``eval-test-seed1/``), closed
+Reads every run of :func:`workbench.training.runs.find_seed_runs` (``VARIANT/`` = seed 0, ``VARIANT/seed-S/``) and its
+evaluations on each test split of :data:`workbench.training.runs.EVAL_DIRS` (``eval/`` and ``eval-test-seed1/``), closed
 rows only, and writes:
 
 * ``seed_accuracy.csv``: per variant, test split and seed: accuracy, rows, clips (``seed`` = ``all`` rows hold
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.runs import EVAL_DIRS, find_seed_runs
+from workbench.training.runs import EVAL_DIRS, find_seed_runs
 
 __all__ = ["clip_scores", "answers_fingerprint", "load_clip_scores", "seed_accuracy", "seed_contrasts", "claim_seed_verdicts",
            "markdown_tables", "write_seed_stats", "SeedStatsError"]

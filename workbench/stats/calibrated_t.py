@@ -1,7 +1,7 @@
 """The multiplier of the seed-aware interval: a t-like quantile with 95% coverage whatever the share of the seeds
 in the variance (Welch's 1947 exact-coverage criterion, solved numerically).
 
-Setting (the normal crossed model of :func:`workbench.stats.two_level_interval`). The estimate's error is normal
+Setting (the normal crossed model of :func:`workbench.stats.bootstrap.two_level_interval`). The estimate's error is normal
 with variance ``V = V_seed + V_clip``; the estimates of the two parts are ``A ~ V_seed * chi2(k1) / k1`` (``k1 =
 S - 1``: from the spread of S per-seed estimates) and ``B ~ V_clip * chi2(k2) / k2`` (``k2 = C - 1``), independent
 of the error and of each other. The interval is ``estimate +- h(a) * sqrt(A + B)`` with ``a = A / (A + B)`` (the
