@@ -3,7 +3,8 @@
 import pandas as pd
 import pytest
 
-from workbench.claims.verdict import claim_verdicts, decide, format_verdicts
+from workbench.claims.verdict import claim_verdicts, format_verdicts
+from workbench.stats.bootstrap import decide_claim, decide_contrast
 from workbench.verdict import main
 
 
@@ -15,8 +16,9 @@ from workbench.verdict import main
     ([(0.01, 0.2), (-0.2, -0.1)], "disagree"),
     ([], "no data"),
 ])
-def test_decide(cis, want):
-    assert decide(cis) == want
+def test_one_verdict_rule_on_row_bootstrap_intervals(cis, want):
+    """The contrasts.csv fallback decides with the same rule as the seed-aware path (workbench.stats.bootstrap)."""
+    assert decide_claim([decide_contrast(lo, hi) for lo, hi in cis]) == want
 
 
 def _contrast(variant, baseline, diff, lo, hi, n=100):
