@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Analysis", "Claim", "VARIANTS", "CLAIMS", "EXTRA", "LAYER_CURVE_STEM", "contrast_pairs", "analysis", "registered",
+__all__ = ["Ablate", "EACH", "Analysis", "Claim", "VARIANTS", "CLAIMS", "EXTRA", "LAYER_CURVE_STEM", "contrast_pairs", "analysis", "registered",
            "claim_of_figure"]
 
 #: the tiny variants the demo evaluates and compares (checkpoints ``results/checkpoints/VARIANT``)
@@ -23,11 +23,41 @@ VARIANTS: tuple[str, ...] = ("baseline", "delayed", "lal", "ensemble", "pal", "h
 LAYER_CURVE_STEM = "injection_layer_curve"
 
 
+#: ``Ablate.encoder`` value: one condition per encoder of the model
+EACH = "each"
+
+
+@dataclass(frozen=True)
+class Ablate:
+    """One condition (or one per encoder) of an ablation analysis (:func:`workbench.analysis.ablation.ablate`):
+    ``mode`` (``block``: text queries cannot read the audio keys; ``ffn``: the FFN is skipped at the audio
+    positions) on layers ``start`` .. ``stop - 1`` (``stop`` None: to the model's last layer), for ``encoder``'s
+    audio (None: every encoder's; :data:`EACH`: one condition per encoder of the model). ``label`` names the
+    condition in the table and the figure, formatted with ``first``, ``last`` (layers) and ``encoder``."""
+
+    label: str
+    mode: str
+    start: int = 0
+    stop: int | None = None
+    encoder: str | None = None
+
+    def resolve(self, n_layers: int, encoders) -> list[tuple[str, list[int], str, str | None]]:
+        """``[(label, layers, mode, encoder)]`` for a model with ``n_layers`` layers and these encoder names."""
+        layers = list(range(self.start, n_layers if self.stop is None else self.stop))
+        if not layers:
+            raise ValueError(f"ablation {self.label!r}: layers {self.start}..{self.stop} are empty for a model with "
+                             f"{n_layers} layers; fix its entry in workbench.claims.registry")
+        names = list(encoders) if self.encoder == EACH else [self.encoder]
+        return [(self.label.format(first=layers[0], last=layers[-1], encoder=e), layers, self.mode, e) for e in names]
+
+
 @dataclass(frozen=True)
 class Analysis:
     """One inside-the-model analysis: its output ``stem``, the ``variant`` it runs on (None: several), a heading in
-    words, what it does (one line, used in the verdict's "inside" sentence) and its ``kind`` (how the verdict
-    summarises its table: ``ablation``, ``probe`` or ``figure`` for shown-only)."""
+    words, what it does (one line, used in the verdict's "inside" sentence) and its ``kind``: how the verdict and the
+    report read its table (``ablation``, ``probe``, ``attention``, ``logit_lens``, ``layer_curve``, ``compare``,
+    ``contrasts``; ``figure``: shown only). An ablation lists its conditions (``ablations``) and the title of its
+    figure (``plot_title``): the demo runs exactly these."""
 
     stem: str
     title: str
@@ -35,6 +65,12 @@ class Analysis:
     what: str = ""
     kind: str = "figure"
     optional: bool = False
+    ablations: tuple[Ablate, ...] = ()
+    plot_title: str = ""
+
+    def conditions(self, n_layers: int, encoders) -> list[tuple[str, list[int], str, str | None]]:
+        """Every ablation condition of this analysis resolved for one model (:meth:`Ablate.resolve`)."""
+        return [c for a in self.ablations for c in a.resolve(n_layers, encoders)]
 
 
 @dataclass(frozen=True)
@@ -58,7 +94,11 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
         (Analysis(LAYER_CURVE_STEM, "Accuracy against the injection layer (PLITS and LAL)", None,
                   "held-out accuracy per injection layer", optional=True),
          Analysis("ablation_baseline_early_late", "Baseline: audio blocked in the early vs the late layers", "baseline",
-                  "baseline (PLITS@0) with audio keys blocked for text queries", kind="ablation"),
+                  "baseline (PLITS@0) with audio keys blocked for text queries", kind="ablation",
+                  ablations=(Ablate("layers {first}-{last} blocked", "block", 0, 8),
+                             Ablate("layers {first}-{last} blocked", "block", 8)),
+                  plot_title="Baseline (PLITS@0): effect of blocking text queries from the audio keys in the early vs "
+                             "the late layers"),
          Analysis("attention_baseline", "Baseline: attention to audio per layer", "baseline"),
          Analysis("logit_lens_pal", "pal: logit lens with and without audio", "pal"),
          Analysis("attribute_lens", "Attribute lens: the layer where each attribute is decided", None, optional=True)),
@@ -72,7 +112,10 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
         "LAL and PLITS both enter at layer 8 with the same encoder and connector (LAL adds per-layer adapters and "
         "gates); the FFN ablation tests whether a PLITS-trained model needs the FFN on audio",
         (Analysis("ablation_delayed_ffn", "Delayed PLITS model: FFN skipped at the audio positions", "delayed",
-                  "delayed (PLITS@8) model", kind="ablation"),
+                  "delayed (PLITS@8) model", kind="ablation",
+                  ablations=(Ablate("FFN skipped at audio, layers {first}-{last}", "ffn", 8),),
+                  plot_title="Delayed (PLITS@8): effect of skipping the FFN at the audio positions (claim 2 on a "
+                             "PLITS-trained model)"),
          Analysis("listening_heads", "Listening heads: which heads read the audio", None, optional=True),
          Analysis("listening_ablation", "Listening heads ablated vs random heads", None, optional=True)),
         ("ablation_delayed_ffn", "listening_heads*", "listening_ablation*"),
@@ -84,7 +127,9 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
         "encoders: Whisper-base, YAMNet and log-mel (the paper's SSLAM/CLAP have no offline weights); the ensemble "
         "also has more audio tokens than one encoder",
         (Analysis("ablation_pal_encoders", "pal: one encoder blocked at a time", "pal",
-                  "pal (LAL ensemble) with one encoder's keys blocked", kind="ablation"),
+                  "pal (LAL ensemble) with one encoder's keys blocked", kind="ablation",
+                  ablations=(Ablate("without {encoder}", "block", 0, None, EACH),),
+                  plot_title="pal (LAL ensemble): effect of blocking one encoder's audio keys at every layer"),
          Analysis("probe_*", "Linear probes on each encoder, connector and layer", "pal", kind="probe"),
          Analysis("attention_pal", "pal: attention to each encoder's audio", "pal"),
          Analysis("patching_pal", "pal: patching clean audio keys and values into corrupted runs", "pal"),

@@ -63,27 +63,13 @@ class InsideTheModel:
         allrows = table[(table["task"] == "all") & (table["attribute"] == "all")]
         return {f"{r['condition']}:{r['metric']}": round(float(r["delta"]), 4) for r in allrows.to_dict("records")}
 
-    def ablations_baseline(self) -> dict:
-        n = self.model("baseline").cfg.n_layers
-        return self._ablate_conditions(
-            "baseline", [("layers 0-7 blocked", list(range(0, 8)), "block", None),
-                         (f"layers 8-{n - 1} blocked", list(range(8, n)), "block", None)],
-            registered("baseline", "ablation")[1].stem,
-            "Baseline (PLITS@0): effect of blocking text queries from the audio keys in the early vs the late layers")
-
-    def ablations_ffn(self) -> dict:
-        n = self.model("delayed").cfg.n_layers
-        return self._ablate_conditions(
-            "delayed", [(f"FFN skipped at audio, layers 8-{n - 1}", list(range(8, n)), "ffn", None)],
-            registered("delayed", "ablation")[1].stem,
-            "Delayed (PLITS@8): effect of skipping the FFN at the audio positions (claim 2 on a PLITS-trained model)")
-
-    def ablations_encoders(self) -> dict:
-        model = self.model("pal")
-        n = model.cfg.n_layers
-        return self._ablate_conditions(
-            "pal", [(f"without {e}", list(range(0, n)), "block", e) for e in model.encoder_names],
-            registered("pal", "ablation")[1].stem, "pal (LAL ensemble): effect of blocking one encoder's audio keys at every layer")
+    def ablations(self, variant: str) -> dict:
+        """The registered ablation analysis on ``variant`` (workbench.claims.registry: its conditions, output stem
+        and figure title)."""
+        _, analysis = registered(variant, "ablation")
+        model = self.model(variant)
+        return self._ablate_conditions(variant, analysis.conditions(model.cfg.n_layers, model.encoder_names),
+                                       analysis.stem, analysis.plot_title)
 
     def ablation_sweep(self) -> dict:
         from workbench.analysis.ablation import ablation_sweep, sweep_figure
