@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Ablate", "EACH", "Analysis", "Claim", "VARIANTS", "CLAIMS", "EXTRA", "LAYER_CURVE_STEM", "contrast_pairs", "analysis", "registered",
+__all__ = ["Ablate", "EACH", "Analysis", "Claim", "VARIANTS", "CLAIMS", "EXTRA", "LAYER_CURVE_STEM", "SWEEP_STEM",
+           "COMPARE_STEM", "CONTRASTS_STEM", "SEED_CONTRASTS_STEM", "contrast_pairs", "analysis", "registered",
            "claim_of_figure"]
 
 #: the tiny variants the demo evaluates and compares (checkpoints ``results/checkpoints/VARIANT``)
@@ -21,6 +22,14 @@ VARIANTS: tuple[str, ...] = ("baseline", "delayed", "lal", "ensemble", "pal", "h
 #: stem of the injection-layer curve (workbench.layer_curve) in a run folder; its paired layer contrasts are
 #: ``{LAYER_CURVE_STEM}_contrasts`` (``workbench.layer_curve.CONTRASTS_STEM``)
 LAYER_CURVE_STEM = "injection_layer_curve"
+#: stem of the single-mode, single-seed injection-layer sweep (``workbench.sweep injection-layer`` without --modes)
+SWEEP_STEM = "injection_layer"
+#: per-variant scores (``variant, metric, task, attribute, value, ci_low, ci_high, n``; workbench.claims.compare)
+COMPARE_STEM = "compare"
+#: the paired differences of every claim's contrasts, one run per variant (``variant, baseline, metric, ..., diff,
+#: ci_low, ci_high``); ``seed_contrasts`` (workbench.claims.seeds) holds them over training seeds
+CONTRASTS_STEM = "contrasts"
+SEED_CONTRASTS_STEM = "seed_contrasts"
 
 
 #: ``Ablate.encoder`` value: one condition per encoder of the model
@@ -92,16 +101,23 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
         "tiny preset, 300 steps; injection layers compared by the primary contrast: 0 vs 8, the injection-layer "
         "curve (when its runs exist) shows every fourth layer for PLITS and LAL",
         (Analysis(LAYER_CURVE_STEM, "Accuracy against the injection layer (PLITS and LAL)", None,
-                  "held-out accuracy per injection layer", optional=True),
+                  "held-out accuracy per injection layer", kind="layer_curve", optional=True),
          Analysis("ablation_baseline_early_late", "Baseline: audio blocked in the early vs the late layers", "baseline",
                   "baseline (PLITS@0) with audio keys blocked for text queries", kind="ablation",
                   ablations=(Ablate("layers {first}-{last} blocked", "block", 0, 8),
                              Ablate("layers {first}-{last} blocked", "block", 8)),
                   plot_title="Baseline (PLITS@0): effect of blocking text queries from the audio keys in the early vs "
                              "the late layers"),
-         Analysis("attention_baseline", "Baseline: attention to audio per layer", "baseline"),
-         Analysis("logit_lens_pal", "pal: logit lens with and without audio", "pal"),
-         Analysis("attribute_lens", "Attribute lens: the layer where each attribute is decided", None, optional=True)),
+         Analysis("attention_baseline", "Baseline: attention to audio per layer", "baseline", kind="attention"),
+         Analysis("logit_lens_pal", "pal: logit lens with and without audio", "pal", kind="logit_lens"),
+         Analysis("attribute_lens", "Attribute lens: the layer where each attribute is decided", None, optional=True),
+         # written by the stand-alone commands (workbench.sweep injection-layer with one mode and seed,
+         # workbench.attention, workbench.logit_lens) into their --out folder, not by the demo
+         Analysis(SWEEP_STEM, "Accuracy against the injection layer (one mode, one seed)", None, kind="injection",
+                  optional=True),
+         Analysis("attention_to_audio", "Attention to audio per layer and head", None, kind="attention",
+                  optional=True),
+         Analysis("logit_lens", "Logit lens with and without audio", None, kind="logit_lens", optional=True)),
         (LAYER_CURVE_STEM, f"{LAYER_CURVE_STEM}_contrasts", "ablation_baseline_early_late", "attention_baseline",
          "logit_lens_pal", "attribute_lens*"),
     ),
@@ -131,7 +147,7 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
                   ablations=(Ablate("without {encoder}", "block", 0, None, EACH),),
                   plot_title="pal (LAL ensemble): effect of blocking one encoder's audio keys at every layer"),
          Analysis("probe_*", "Linear probes on each encoder, connector and layer", "pal", kind="probe"),
-         Analysis("attention_pal", "pal: attention to each encoder's audio", "pal"),
+         Analysis("attention_pal", "pal: attention to each encoder's audio", "pal", kind="attention"),
          Analysis("patching_pal", "pal: patching clean audio keys and values into corrupted runs", "pal"),
          Analysis("atp", "Attribution patching (AtP) of every head and audio site", None, optional=True)),
         ("ablation_pal_encoders", "probe_*", "attention_pal*", "patching_pal", "atp*"),
@@ -140,7 +156,7 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
 
 #: analyses shown in the report's last section, under no claim
 EXTRA: tuple[Analysis, ...] = (
-    Analysis("compare", "Accuracy and caption scores per variant", None),
+    Analysis(COMPARE_STEM, "Accuracy and caption scores per variant", None, kind="compare"),
     Analysis("ablation_sweep_pal", "pal: audio blocked from each layer to the last", "pal"),
     Analysis("steering", "Audio-minus-silence steering", None, optional=True),
 )

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.claims.registry import CLAIMS
+from workbench.claims.registry import CLAIMS, COMPARE_STEM, CONTRASTS_STEM, SEED_CONTRASTS_STEM
 from workbench.common.paths import atomic_write_bytes
 
 __all__ = ["claim_verdicts", "format_verdicts", "markdown_verdicts", "write_verdicts"]
@@ -59,7 +59,7 @@ def _overall(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
 
 def _contrast(run: Path, variant: str, ref: str) -> tuple[str, tuple[float, float] | None]:
     """(sentence, (ci_low, ci_high)) for one primary contrast, or (what is missing, None)."""
-    diffs, table = _read(run, "contrasts.csv"), _read(run, "compare.csv")
+    diffs, table = _read(run, f"{CONTRASTS_STEM}.csv"), _read(run, f"{COMPARE_STEM}.csv")
     if diffs is None:
         return f"{variant} vs {ref}: contrasts.csv missing", None
     d = _overall(diffs)
@@ -165,7 +165,7 @@ def claim_verdicts(run: str | Path) -> pd.DataFrame:
     from workbench.stats.bootstrap import decide_claim, decide_contrast
 
     run = Path(run)
-    seeds = _read(run, "seed_contrasts.csv")
+    seeds = _read(run, f"{SEED_CONTRASTS_STEM}.csv")
     rows = []
     for claim in CLAIMS.values():
         sentences, many, one_v, all_v = [], [], [], []
