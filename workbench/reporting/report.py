@@ -131,7 +131,6 @@ def build_report(run: str | Path, title: str | None = None) -> str:
     from fnmatch import fnmatch
 
     from workbench.claims.registry import CLAIMS
-    from workbench.stats.bootstrap import VERDICT_RULE
 
     run = Path(run)
     if not run.is_dir():
@@ -139,8 +138,6 @@ def build_report(run: str | Path, title: str | None = None) -> str:
                                 f"python -m workbench.attention --out-dir {run}")
     tables = read_tables(run)
     figures = {p.stem: p for p in sorted(run.glob("*.html")) if p.name != REPORT_NAME}
-    need_plotly = False
-
     captions: dict[str, str] = {}  # caption -> heading of the figure that shows it
 
     def figure(stem: str) -> str:
@@ -149,22 +146,11 @@ def build_report(run: str | Path, title: str | None = None) -> str:
         need_plotly |= uses
         return f"<h3>{html.escape(_heading(stem))}</h3>\n{frag}"
 
-    parts, used = [], set()
+    used: set[str] = set()
     verdicts = tables.get("verdict")
     verdicts = verdicts if verdicts is not None and {"claim", "verdict"} <= set(verdicts.columns) else None
-    from workbench.reporting.forest import forest_figure, forest_rows
-
-    rows = forest_rows(run)
-    if len(rows) or verdicts is not None:
-        parts.append(f"<section><h2>Verdicts at a glance</h2><p>Rule fixed in advance: {html.escape(VERDICT_RULE)} "
-                     "(workbench.verdict).</p>")
-        if len(rows):
-            frag, _ = _embed_figure(forest_figure(rows).to_html(full_html=False, include_plotlyjs=False))
-            need_plotly = True
-            parts.append(frag)
-        if verdicts is not None:
-            parts.append(_verdict_html(verdicts))
-        parts.append("</section>")
+    section, need_plotly = _verdict_section(run, verdicts)
+    parts = [section] if section else []
     claims = claim_summaries(tables)
     by_claim = {r["claim"]: r for r in verdicts.to_dict("records")} if verdicts is not None else {}
     for key, claim in CLAIMS.items():
@@ -187,6 +173,30 @@ def build_report(run: str | Path, title: str | None = None) -> str:
         parts.append(f"<section><h2>Further analyses and tables</h2>{''.join(rest)}</section>")
     if not figures and not tables:
         parts.append("<p>This run folder has no figures or CSVs yet.</p>")
+    return _page(title or f"pal-workbench report: {run.name}", parts, need_plotly)
+
+
+def _verdict_section(run: Path, verdicts: pd.DataFrame | None) -> tuple[str, bool]:
+    """(html, uses plotly.js) of the opening section: the rule, the forest plot of every registered contrast and the
+    verdict table; ("", False) when the folder has neither."""
+    from workbench.reporting.forest import forest_figure, forest_rows
+    from workbench.stats.bootstrap import VERDICT_RULE
+
+    rows = forest_rows(run)
+    if not len(rows) and verdicts is None:
+        return "", False
+    parts = [f"<section><h2>Verdicts at a glance</h2><p>Rule fixed in advance: {html.escape(VERDICT_RULE)} "
+             "(workbench.verdict).</p>"]
+    if len(rows):
+        parts.append(_embed_figure(forest_figure(rows).to_html(full_html=False, include_plotlyjs=False))[0])
+    if verdicts is not None:
+        parts.append(_verdict_html(verdicts))
+    parts.append("</section>")
+    return "".join(parts), bool(len(rows))
+
+
+def _page(title: str, parts: list[str], need_plotly: bool) -> str:
+    """The whole HTML document around the sections (plotly.js inlined once when a figure needs it)."""
     plotly_js = ""
     if need_plotly:
         from plotly.offline import get_plotlyjs
@@ -194,7 +204,6 @@ def build_report(run: str | Path, title: str | None = None) -> str:
         from workbench.analysis.figures import CAPTION_NAME
 
         plotly_js = f'<script type="text/javascript">{get_plotlyjs()}</script>' + _ONE_CAPTION_JS % CAPTION_NAME
-    title = title or f"pal-workbench report: {run.name}"
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;overflow-wrap:anywhere}"
              ".verdict{margin:0.6em 0;padding:0.5em;border-left:4px solid #888;background:#f6f8fa}"
              ".tbl{border-collapse:collapse;font-size:12px}.tbl td,.tbl th{padding:2px 6px;border-bottom:1px solid #ddd}"
