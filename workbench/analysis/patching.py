@@ -36,6 +36,7 @@ import torch
 
 from workbench.analysis.core import answer_logit_diff, collect, prompt_item, run_with_interventions
 from workbench.analysis.figures import add_caption
+from workbench.analysis.patch_sites import site_list
 
 __all__ = ["SITES", "PatchingError", "make_pairs", "patch_batch", "patch_dataset", "summarize_patching",
            "patching_figure", "resolve_sites"]
@@ -158,50 +159,22 @@ def _check_same_prompt(model, clean, corrupt):
 
 
 def _patch_specs(model, layout, sites, encs, layers):
-    """[(site, layer, head, encoder, [(hook name, fn(clean) -> fn(act))])]."""
-    n = model.cfg.n_layers
-    layers = list(range(n)) if layers is None else [int(l) for l in layers]
-    for l in layers:
-        model.check_layer(l)
-    dev = model.device
-    S = layout.seq_len
-    out = []
-    for site in sites:
-        if site == "connector":
-            every = []
-            for e in encs:
-                if layout.audio[e].n_tokens:
-                    hooks = [(f"connectors.{e}.hook_out", lambda c: (lambda a, c=c: c.clone()))]
-                    every += hooks
-                    out.append((site, -1, -1, e, hooks))
-            if len(every) > 1:
-                out.append((site, -1, -1, "all", every))
-        elif site in ("audio_kv", "resid_audio"):
-            want = "lal" if site == "audio_kv" else "plits"
-            for e in encs:
-                a = layout.audio[e]
-                if a.mode != want or a.n_tokens == 0:
-                    continue
-                per_layer = []
-                for l in layers:
-                    if l < a.layer:
-                        continue
-                    if site == "audio_kv":
-                        keys = layout.audio_key_slice(l, e)
-                        hooks = [(f"blocks.{l}.attn.{h}", _slice_patch(keys.start, a.n_tokens))
-                                 for h in ("hook_audio_k", "hook_audio_v")]
-                    else:
-                        hooks = [(f"blocks.{l}.hook_resid_pre", _resid_patch(a.residual_index.to(dev), S))]
-                    per_layer += hooks
-                    out.append((site, l, -1, e, hooks))
-                if per_layer:
-                    out.append((site, -1, -1, e, per_layer))
-        elif site == "head_out":
-            text_q = layout.text_positions(dev)
-            for l in layers:
-                for h in range(model.cfg.n_heads):
-                    out.append((site, l, h, "all", [(f"blocks.{l}.attn.hook_z", _head_patch(h, text_q))]))
-    return out
+    """[(site, layer, head, encoder, [(hook name, fn(clean) -> fn(act))])]: the shared site list
+    (:func:`workbench.analysis.patch_sites.site_list`, with the joint sites) with each part as a patch function."""
+    dev, S = model.device, layout.seq_len
+    text_q = layout.text_positions(dev) if "head_out" in sites else None
+
+    def patch(part, enc):
+        if part[0] == "all":
+            return lambda c: (lambda a, c=c: c.clone())
+        if part[0] == "slice":
+            return _slice_patch(part[1], part[2])
+        if part[0] == "resid":
+            return _resid_patch(layout.audio[enc].residual_index.to(dev), S)
+        return _head_patch(part[1], text_q)
+
+    return [(site, l, h, e, [(name, patch(part, e)) for name, part in hooks])
+            for site, l, h, e, hooks in site_list(model, layout, sites, encs, layers, groups=True)]
 
 
 def _slice_patch(off, n):
