@@ -1,5 +1,6 @@
 """The one list of patching sites, shared by exact activation patching (:mod:`workbench.analysis.patching`) and
-attribution patching (:mod:`workbench.analysis.atp`), so both always cover the same sites in the same order.
+attribution patching (:mod:`workbench.analysis.atp`), so both always cover the same sites in the same order, and
+the patch functions exact patching applies to each (:func:`patch_specs`).
 
 A site is ``(site, layer, head, encoder, [(hook name, part)])``: which hooks carry it and which part of each hook's
 activation is the site's. ``part`` is one of
@@ -22,7 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["site_list"]
+import torch
+
+__all__ = ["site_list", "patch_specs"]
 
 
 def _audio_sites(layout, site: str, encs, layers, groups: bool) -> list[tuple]:
@@ -73,3 +76,56 @@ def site_list(model, layout, sites: Sequence[str], encs: Sequence[str], layers: 
                 for h in range(model.cfg.n_heads):
                     out.append((site, l, h, "all", [(f"blocks.{l}.attn.hook_z", ("z", h))]))
     return out
+
+
+# ---------------------------------------------------------------------------------------------- patch functions
+def patch_specs(model, layout, sites, encs, layers):
+    """[(site, layer, head, encoder, [(hook name, fn(clean) -> fn(act))])]: the shared site list
+    (:func:`workbench.analysis.patch_sites.site_list`, with the joint sites) with each part as a patch function (used by
+    :func:`workbench.analysis.patching.patch_batch`)."""
+    dev, S = model.device, layout.seq_len
+    text_q = layout.text_positions(dev) if "head_out" in sites else None
+
+    def patch(part, enc):
+        if part[0] == "all":
+            return lambda c: (lambda a, c=c: c.clone())
+        if part[0] == "slice":
+            return _slice_patch(part[1], part[2])
+        if part[0] == "resid":
+            return _resid_patch(layout.audio[enc].residual_index.to(dev), S)
+        return _head_patch(part[1], text_q)
+
+    return [(site, l, h, e, [(name, patch(part, e)) for name, part in hooks])
+            for site, l, h, e, hooks in site_list(model, layout, sites, encs, layers, groups=True)]
+
+
+def _slice_patch(off, n):
+    def make(clean):
+        def fn(x):
+            x = x.clone()
+            x[:, off:off + n] = clean[:, off:off + n].to(x.device, x.dtype)
+            return x
+        return fn
+    return make
+
+
+def _resid_patch(index, S):
+    def make(clean):
+        def fn(x):
+            if x.shape[1] != S:
+                return x
+            idx = index.to(x.device)[..., None].expand(-1, -1, x.shape[-1])
+            return x.scatter(1, idx, clean.to(x.device, x.dtype).gather(1, idx))
+        return fn
+    return make
+
+
+def _head_patch(h, text_q):
+    def make(clean):
+        def fn(z):  # [B, S, H, D]
+            z = z.clone()
+            m = text_q.to(z.device)[..., None]
+            z[:, :, h] = torch.where(m, clean[:, :, h].to(z.device, z.dtype), z[:, :, h])
+            return z
+        return fn
+    return make

@@ -36,7 +36,7 @@ import torch
 
 from workbench.analysis.core import answer_logit_diff, collect, prompt_item, run_with_interventions
 from workbench.analysis.figures import add_caption
-from workbench.analysis.patch_sites import site_list
+from workbench.analysis.patch_sites import patch_specs
 
 __all__ = ["SITES", "PatchingError", "make_pairs", "patch_batch", "patch_dataset", "summarize_patching",
            "patching_figure", "resolve_sites"]
@@ -158,57 +158,6 @@ def _check_same_prompt(model, clean, corrupt):
                                 "(pairs from make_pairs share the question); only the audio may differ")
 
 
-def _patch_specs(model, layout, sites, encs, layers):
-    """[(site, layer, head, encoder, [(hook name, fn(clean) -> fn(act))])]: the shared site list
-    (:func:`workbench.analysis.patch_sites.site_list`, with the joint sites) with each part as a patch function."""
-    dev, S = model.device, layout.seq_len
-    text_q = layout.text_positions(dev) if "head_out" in sites else None
-
-    def patch(part, enc):
-        if part[0] == "all":
-            return lambda c: (lambda a, c=c: c.clone())
-        if part[0] == "slice":
-            return _slice_patch(part[1], part[2])
-        if part[0] == "resid":
-            return _resid_patch(layout.audio[enc].residual_index.to(dev), S)
-        return _head_patch(part[1], text_q)
-
-    return [(site, l, h, e, [(name, patch(part, e)) for name, part in hooks])
-            for site, l, h, e, hooks in site_list(model, layout, sites, encs, layers, groups=True)]
-
-
-def _slice_patch(off, n):
-    def make(clean):
-        def fn(x):
-            x = x.clone()
-            x[:, off:off + n] = clean[:, off:off + n].to(x.device, x.dtype)
-            return x
-        return fn
-    return make
-
-
-def _resid_patch(index, S):
-    def make(clean):
-        def fn(x):
-            if x.shape[1] != S:
-                return x
-            idx = index.to(x.device)[..., None].expand(-1, -1, x.shape[-1])
-            return x.scatter(1, idx, clean.to(x.device, x.dtype).gather(1, idx))
-        return fn
-    return make
-
-
-def _head_patch(h, text_q):
-    def make(clean):
-        def fn(z):  # [B, S, H, D]
-            z = z.clone()
-            m = text_q.to(z.device)[..., None]
-            z[:, :, h] = torch.where(m, clean[:, :, h].to(z.device, z.dtype), z[:, :, h])
-            return z
-        return fn
-    return make
-
-
 def _repeat_batch(batch: dict, g: int) -> dict:
     """The batch stacked ``g`` times along the batch axis (tensors, dicts of tensors, per-row lists)."""
     if g == 1:
@@ -302,7 +251,7 @@ def patch_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrup
     sites, encs = resolve_sites(model, sites, encoders)
     _check_same_prompt(model, clean_batch, corrupt_batch)
     layout = model.token_layout(corrupt_batch)
-    specs = _patch_specs(model, layout, sites, encs, layers)
+    specs = patch_specs(model, layout, sites, encs, layers)
     names = sorted({name for *_, hooks in specs for name, _ in hooks})
     B = clean_batch["input_ids"].shape[0]
     stacked = backend == "transformer_lens" and int(group) > 1
