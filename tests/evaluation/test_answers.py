@@ -70,7 +70,8 @@ def test_read_and_clip_scores_on_a_committed_run():
 
     path = ROOT / "results/checkpoints/baseline/eval/answers.csv"
     df = read_answers(path)
-    assert pd.api.types.is_string_dtype(df["row_id"]) and df["closed"].dtype == bool and str(df["correct"].dtype) == "boolean"
+    assert pd.api.types.is_string_dtype(df["row_id"]) and df["closed"].dtype == bool
+    assert str(df["correct"].dtype) == "boolean"
     scores = clip_scores(df)
     counts: dict[str, list[int]] = {}
     with open(path, newline="") as fh:

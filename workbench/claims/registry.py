@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = ["Ablate", "EACH", "Analysis", "Claim", "VARIANTS", "CLAIMS", "EXTRA", "LAYER_CURVE_STEM", "SWEEP_STEM",
-           "COMPARE_STEM", "CONTRASTS_STEM", "SEED_CONTRASTS_STEM", "contrast_pairs", "analysis", "registered",
-           "claim_of_figure"]
+           "COMPARE_STEM", "CONTRASTS_STEM", "SEED_CONTRASTS_STEM", "contrast_pairs", "analysis",
+           "on_one_variant", "registered", "claim_of_figure"]
 
 #: the tiny variants the demo evaluates and compares (checkpoints ``results/checkpoints/VARIANT``)
 VARIANTS: tuple[str, ...] = ("baseline", "delayed", "lal", "ensemble", "pal", "hybrid")
@@ -148,7 +148,8 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
                   plot_title="pal (LAL ensemble): effect of blocking one encoder's audio keys at every layer"),
          Analysis("probe_*", "Linear probes on each encoder, connector and layer", "pal", kind="probe"),
          Analysis("attention_pal", "pal: attention to each encoder's audio", "pal", kind="attention"),
-         Analysis("patching_pal", "pal: patching clean audio keys and values into corrupted runs", "pal"),
+         Analysis("patching_pal", "pal: patching clean audio keys and values into corrupted runs", "pal",
+                  kind="patching"),
          Analysis("atp", "Attribution patching (AtP) of every head and audio site", None, optional=True)),
         ("ablation_pal_encoders", "probe_*", "attention_pal*", "patching_pal", "atp*"),
     ),
@@ -157,7 +158,7 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
 #: analyses shown in the report's last section, under no claim
 EXTRA: tuple[Analysis, ...] = (
     Analysis(COMPARE_STEM, "Accuracy and caption scores per variant", None, kind="compare"),
-    Analysis("ablation_sweep_pal", "pal: audio blocked from each layer to the last", "pal"),
+    Analysis("ablation_sweep_pal", "pal: audio blocked from each layer to the last", "pal", kind="ablation_sweep"),
     Analysis("steering", "Audio-minus-silence steering", None, optional=True),
 )
 
@@ -174,6 +175,12 @@ def analysis(stem: str) -> Analysis:
             return a
     raise KeyError(f"no analysis with output stem {stem!r} in workbench.claims.registry; known: "
                    f"{sorted(a.stem for c in CLAIMS.values() for a in c.analyses)}")
+
+
+def on_one_variant(kind: str) -> list[Analysis]:
+    """The registered analyses of ``kind`` that run on one variant (the ones the demo runs), in registry order."""
+    return [a for a in [a for c in CLAIMS.values() for a in c.analyses] + list(EXTRA)
+            if a.kind == kind and a.variant is not None]
 
 
 def registered(variant: str, kind: str) -> tuple[Claim, Analysis]:
