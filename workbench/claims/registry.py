@@ -1,7 +1,10 @@
-"""The one registry of the paper's claims: for each claim its contrasts (pairs of variants that differ only in what
-the claim is about), the inside-the-model analyses that bear on it (with the files the demo writes), its title,
-statement and scope, and which figures its report section shows. :mod:`workbench.pipeline.demo`, :mod:`workbench.claims.verdict`,
-:mod:`workbench.claims.seeds` and :mod:`workbench.reporting.report` read it; adding a claim or a variant is one edit here.
+"""The one registry of the paper's claims, the only authority on the hypotheses: for each claim its contrasts (pairs
+of variants that differ only in what the claim is about), the inside-the-model analyses that bear on it (the files
+they write, the variant they run on, their kind and, for ablations, their settings: layers, mode, encoder), its
+title, statement and scope, and which figures its report section shows. :mod:`workbench.pipeline.demo` runs exactly
+the registered analyses, :mod:`workbench.claims.verdict`, :mod:`workbench.claims.seeds` and
+:mod:`workbench.reporting.forest` decide and draw the registered contrasts, and :mod:`workbench.reporting.report`
+routes every table by its registered name; adding a claim or a variant is one edit here.
 
 An analysis's ``stem`` is the name of its outputs in a run folder (``STEM.csv``, ``STEM.html``, ``STEM.png``);
 ``figures`` of a claim are glob patterns over the run folder's figure stems, shown in that order. Analyses marked
