@@ -3,7 +3,8 @@
 import pandas as pd
 import pytest
 
-from workbench.claims.verdict import claim_verdicts, decide, format_verdicts
+from workbench.claims.verdict import claim_verdicts, format_verdicts
+from workbench.stats.bootstrap import decide_claim, decide_contrast
 from workbench.verdict import main
 
 
@@ -15,8 +16,9 @@ from workbench.verdict import main
     ([(0.01, 0.2), (-0.2, -0.1)], "disagree"),
     ([], "no data"),
 ])
-def test_decide(cis, want):
-    assert decide(cis) == want
+def test_one_verdict_rule_on_row_bootstrap_intervals(cis, want):
+    """The contrasts.csv fallback decides with the same rule as the seed-aware path (workbench.stats.bootstrap)."""
+    assert decide_claim([decide_contrast(lo, hi) for lo, hi in cis]) == want
 
 
 def _contrast(variant, baseline, diff, lo, hi, n=100):
@@ -181,3 +183,33 @@ def test_a_toy_claim_in_the_registry_shows_in_the_verdicts_and_the_report(tmp_pa
     assert "<h2>Claim 4, toy claim: pal beats the hybrid</h2>" in page
     assert page.index("Claim 4, toy claim: pal beats the hybrid") < page.index("<h3>Toy analysis in words</h3>")
     assert "Claim 4, toy claim: pal \\u2212 hybrid" in page  # a line of the forest plot (JSON-escaped minus)
+
+
+def test_registry_holds_the_ablation_settings_the_demo_runs():
+    """Each claim's ablation is registered with its conditions; resolved for the committed tiny models (30 layers,
+    audio entering at layer 8 for delayed/pal, encoders read from the checkpoints' configs) they are the
+    conditions the paper's claims call for: early vs late layers, the FFN from the entry layer on, one encoder at
+    a time at every layer."""
+    import json
+    from pathlib import Path
+
+    from workbench.claims.registry import registered
+
+    def cfg(v):
+        c = json.loads(Path(f"results/checkpoints/{v}/final/config.json").read_text())
+        return c["llm"]["n_layers"], [e["name"] for e in c["pal"]["encoders"]], c["pal"]["encoders"]
+
+    n, encs, specs = cfg("baseline")
+    got = registered("baseline", "ablation")[1].conditions(n, encs)
+    assert got == [("layers 0-7 blocked", list(range(8)), "block", None),
+                   (f"layers 8-{n - 1} blocked", list(range(8, n)), "block", None)]
+    n, encs, specs = cfg("delayed")
+    entry = specs[0]["integration"]["layer"]  # the FFN ablation starts where the delayed model's audio enters
+    assert registered("delayed", "ablation")[1].conditions(n, encs) == [
+        (f"FFN skipped at audio, layers {entry}-{n - 1}", list(range(entry, n)), "ffn", None)]
+    n, encs, _ = cfg("pal")
+    got = registered("pal", "ablation")[1].conditions(n, encs)
+    assert [c[0] for c in got] == [f"without {e}" for e in encs] and len(encs) == 3
+    assert all(c[1] == list(range(n)) and c[2] == "block" and c[3] == e for c, e in zip(got, encs))
+    with pytest.raises(ValueError, match="empty for a model with 4 layers"):
+        registered("delayed", "ablation")[1].conditions(4, encs)

@@ -38,6 +38,10 @@ def test_atp_equals_exact_patching_when_every_effect_is_linear(variant, sites):
     clean, corr = _pair(variant)
     est, exact, both = _both(m, clean, corr, sites)
     assert len(both) == len(est) and set(both["site"]) == set(sites.split(","))  # every estimate has its exact
+    joint = (((exact["layer"] == -1) & exact["site"].isin(["audio_kv", "resid_audio"]))
+             | ((exact["site"] == "connector") & (exact["encoder"] == "all")))
+    single = set(map(tuple, exact.loc[~joint, KEYS].to_numpy()))
+    assert single <= set(map(tuple, est[KEYS].to_numpy()))  # and every single site patched exactly has its estimate
     scale = both["effect"].abs().max()
     assert scale > 1e-4  # the sites matter
     np.testing.assert_allclose(both["atp"], both["effect"], rtol=0, atol=2e-4 * scale)

@@ -56,7 +56,11 @@ def test_report_embeds_figures_once_and_summarises_claims(tmp_path):
     assert "encoder whisper (queries after_slot): audio visible from layer 1" in page
     assert "with audio vs 0.05 with audio cut" in page  # logit lens
     claims = report.claim_summaries(report.read_tables(run))
-    assert claims["claim3"] != ["no data: no CSV in this run folder bears on this claim"]  # two encoders' attention
+    # routed by registered name: the stand-alone commands' tables bear on claim 1; claim 2 reads only its own
+    # contrast (lal - delayed), claim 3 (pal - lal, ensemble - baseline) has none of its variants in compare.csv
+    assert claims["claim3"] == [report.NO_DATA]
+    assert claims["claim2"] == ["lal: accuracy 0.66 [95% CI 0.6, 0.72] (n=120)",
+                                "delayed: accuracy 0.61 [95% CI 0.55, 0.67] (n=120)"]
     # data-driven: change the CSV, the summary follows
     inj.loc[2, "value"] = 0.9
     write_outputs(inj, None, run, "injection_layer")
@@ -74,9 +78,10 @@ def test_missing_data_says_no_data(tmp_path):
     assert report_cli.main(["--run", str(tmp_path / "nope")]) == 2
 
 
-def test_probe_tables_are_summarised_as_probes_not_as_layer_sweeps(tmp_path):
-    """fit_probes tables also carry layer/metric/value columns (layer NaN at encoder sites); they must be read as
-    probes (claim 3), not as an injection-layer sweep (claim 1)."""
+def test_tables_are_routed_by_registered_name_not_by_columns(tmp_path):
+    """fit_probes tables also carry layer/metric/value columns (layer NaN at encoder sites); ``probe_*`` is
+    registered as claim 3's probes, so they are read as probes (not as an injection-layer sweep of claim 1); the
+    same table under a name the registry does not know bears on no claim (it is listed with the other tables)."""
     rows = [{"site": "encoders.whisper.hook_out", "kind": "encoder", "layer": float("nan"), "encoder": "whisper",
              "metric": "accuracy", "value": 0.9, "selectivity": 0.7},
             {"site": "encoders.mel.hook_out", "kind": "encoder", "layer": float("nan"), "encoder": "mel",
@@ -84,12 +89,38 @@ def test_probe_tables_are_summarised_as_probes_not_as_layer_sweeps(tmp_path):
             {"site": "blocks.3.hook_resid_post@last_prompt", "kind": "resid", "layer": 3.0, "encoder": None,
              "metric": "accuracy", "value": 0.8, "selectivity": 0.6}]
     pd.DataFrame(rows).to_csv(tmp_path / "probe_pitch.csv", index=False)
-    pd.DataFrame(rows).to_csv(tmp_path / "probes_renamed.csv", index=False)  # recognised by its columns too
+    pd.DataFrame(rows).to_csv(tmp_path / "probes_renamed.csv", index=False)  # not a registered name
     claims = report.claim_summaries(report.read_tables(tmp_path))
-    assert claims["claim1"] == ["no data: no CSV in this run folder bears on this claim"]
-    assert any(l.startswith("probe_pitch: best value 0.9 at encoders.whisper.hook_out") for l in claims["claim3"])
-    assert any(l.startswith("probes_renamed: best value 0.9") for l in claims["claim3"])
-    assert not any("could not summarise" in l for l in claims["claim3"])
+    assert claims["claim1"] == claims["claim2"] == [report.NO_DATA]
+    assert claims["claim3"] == ["probe_pitch: best value 0.9 at encoders.whisper.hook_out; best per encoder: mel 0.6, "
+                                "whisper 0.9"]
+    page = report.build_report(tmp_path)
+    assert page.index("<h2>Further analyses and tables</h2>") < page.index("<code>probes_renamed.csv</code>")
+
+
+def test_each_claim_is_summarised_with_the_registry_contrasts(tmp_path):
+    """compare.csv and contrasts.csv hold every variant; each claim shows the two variants of each of its registered
+    contrasts and their paired difference, and nothing else (claim 2: lal - delayed, not lal/pal vs baseline)."""
+    from workbench.claims.registry import CLAIMS
+
+    acc = {"baseline": 0.45, "delayed": 0.6, "lal": 0.65, "ensemble": 0.5, "pal": 0.7, "hybrid": 0.68}
+    pd.DataFrame([{"variant": v, "metric": "accuracy", "task": "all", "attribute": "all", "value": x,
+                   "ci_low": x - 0.04, "ci_high": x + 0.04, "n": 692} for v, x in acc.items()]).to_csv(
+        tmp_path / "compare.csv", index=False)
+    pairs = [(a, b) for a in acc for b in acc if a != b]  # every pair, registered or not
+    pd.DataFrame([{"variant": a, "baseline": b, "metric": "accuracy", "task": "all", "attribute": "all",
+                   "diff": round(acc[a] - acc[b], 2), "ci_low": round(acc[a] - acc[b], 2) - 0.03,
+                   "ci_high": round(acc[a] - acc[b], 2) + 0.03, "p_value": 0.01, "n": 692} for a, b in pairs]).to_csv(
+        tmp_path / "contrasts.csv", index=False)
+    claims = report.claim_summaries(report.read_tables(tmp_path))
+    for key, claim in CLAIMS.items():
+        diffs = [ln.split(":")[0] for ln in claims[key] if " - " in ln]
+        assert diffs == [f"{a} - {b}" for a, b in claim.contrasts], key
+        shown = [ln.split(":")[0] for ln in claims[key] if " - " not in ln]
+        assert shown == list(dict.fromkeys(v for pair in claim.contrasts for v in pair)), key
+    assert claims["claim2"] == ["lal: accuracy 0.65 [95% CI 0.61, 0.69] (n=692)",
+                                "delayed: accuracy 0.6 [95% CI 0.56, 0.64] (n=692)",
+                                "lal - delayed: accuracy difference 0.05 [95% CI 0.02, 0.08], p=0.01"]
 
 
 def test_verdicts_forest_plot_first_then_one_section_per_claim_with_headings_in_words(tmp_path):

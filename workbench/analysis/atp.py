@@ -42,43 +42,12 @@ import torch
 
 from workbench.analysis.core import answer_logit_diff, collect, prompt_item
 from workbench.analysis.figures import add_caption
+from workbench.analysis.patch_sites import site_list
 from workbench.analysis.patching import PatchingError, _check_same_prompt, resolve_sites
 
 __all__ = ["atp_batch", "atp_dataset", "summarize_atp", "agreement", "atp_figure", "ITEM_COLUMNS"]
 
 ITEM_COLUMNS = ["site", "layer", "head", "encoder", "pair", "clean_ld", "corrupted_ld", "atp", "atp_qk"]
-
-
-def _site_names(model, layout, sites, encs, layers):
-    """[(site, layer, head, encoder, [(hook name, how)])] with how in {"z:h", "slice:off:n", "resid", "all"}."""
-    layers = list(range(model.cfg.n_layers)) if layers is None else [model.check_layer(int(l)) for l in layers]
-    out = []
-    for site in sites:
-        if site == "head_out":
-            for l in layers:
-                for h in range(model.cfg.n_heads):
-                    out.append((site, l, h, "all", [(f"blocks.{l}.attn.hook_z", ("z", h))]))
-        elif site == "connector":
-            for e in encs:
-                if layout.audio[e].n_tokens:
-                    out.append((site, -1, -1, e, [(f"connectors.{e}.hook_out", ("all",))]))
-        else:
-            want = "lal" if site == "audio_kv" else "plits"
-            for e in encs:
-                a = layout.audio[e]
-                if a.mode != want or a.n_tokens == 0:
-                    continue
-                for l in layers:
-                    if l < a.layer:
-                        continue
-                    if site == "audio_kv":
-                        keys = layout.audio_key_slice(l, e)
-                        hooks = [(f"blocks.{l}.attn.{h}", ("slice", keys.start, a.n_tokens))
-                                 for h in ("hook_audio_k", "hook_audio_v")]
-                    else:
-                        hooks = [(f"blocks.{l}.hook_resid_pre", ("resid",))]
-                    out.append((site, l, -1, e, hooks))
-    return out
 
 
 def _dot(how, diff, grad, text_q, layout, enc):
@@ -123,7 +92,7 @@ def atp_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrupt_
     sites, encs = resolve_sites(model, sites, encoders)
     _check_same_prompt(model, clean_batch, corrupt_batch)
     layout = model.token_layout(corrupt_batch)
-    specs = _site_names(model, layout, sites, encs, layers)
+    specs = site_list(model, layout, sites, encs, layers)  # the same sites as exact patching, less its joint ones
     names = sorted({name for *_, hooks in specs for name, _ in hooks})
     qk_layers = sorted({l for site, l, *_ in specs if site == "audio_kv"}) if qk_fix else []
     q_hook = "hook_rot_q" if model.cfg.arch == "llama" else "hook_q"

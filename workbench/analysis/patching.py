@@ -36,6 +36,7 @@ import torch
 
 from workbench.analysis.core import answer_logit_diff, collect, prompt_item, run_with_interventions
 from workbench.analysis.figures import add_caption
+from workbench.analysis.patch_sites import patch_specs
 
 __all__ = ["SITES", "PatchingError", "make_pairs", "patch_batch", "patch_dataset", "summarize_patching",
            "patching_figure", "resolve_sites"]
@@ -157,85 +158,6 @@ def _check_same_prompt(model, clean, corrupt):
                                 "(pairs from make_pairs share the question); only the audio may differ")
 
 
-def _patch_specs(model, layout, sites, encs, layers):
-    """[(site, layer, head, encoder, [(hook name, fn(clean) -> fn(act))])]."""
-    n = model.cfg.n_layers
-    layers = list(range(n)) if layers is None else [int(l) for l in layers]
-    for l in layers:
-        model.check_layer(l)
-    dev = model.device
-    S = layout.seq_len
-    out = []
-    for site in sites:
-        if site == "connector":
-            every = []
-            for e in encs:
-                if layout.audio[e].n_tokens:
-                    hooks = [(f"connectors.{e}.hook_out", lambda c: (lambda a, c=c: c.clone()))]
-                    every += hooks
-                    out.append((site, -1, -1, e, hooks))
-            if len(every) > 1:
-                out.append((site, -1, -1, "all", every))
-        elif site in ("audio_kv", "resid_audio"):
-            want = "lal" if site == "audio_kv" else "plits"
-            for e in encs:
-                a = layout.audio[e]
-                if a.mode != want or a.n_tokens == 0:
-                    continue
-                per_layer = []
-                for l in layers:
-                    if l < a.layer:
-                        continue
-                    if site == "audio_kv":
-                        keys = layout.audio_key_slice(l, e)
-                        hooks = [(f"blocks.{l}.attn.{h}", _slice_patch(keys.start, a.n_tokens))
-                                 for h in ("hook_audio_k", "hook_audio_v")]
-                    else:
-                        hooks = [(f"blocks.{l}.hook_resid_pre", _resid_patch(a.residual_index.to(dev), S))]
-                    per_layer += hooks
-                    out.append((site, l, -1, e, hooks))
-                if per_layer:
-                    out.append((site, -1, -1, e, per_layer))
-        elif site == "head_out":
-            text_q = layout.text_positions(dev)
-            for l in layers:
-                for h in range(model.cfg.n_heads):
-                    out.append((site, l, h, "all", [(f"blocks.{l}.attn.hook_z", _head_patch(h, text_q))]))
-    return out
-
-
-def _slice_patch(off, n):
-    def make(clean):
-        def fn(x):
-            x = x.clone()
-            x[:, off:off + n] = clean[:, off:off + n].to(x.device, x.dtype)
-            return x
-        return fn
-    return make
-
-
-def _resid_patch(index, S):
-    def make(clean):
-        def fn(x):
-            if x.shape[1] != S:
-                return x
-            idx = index.to(x.device)[..., None].expand(-1, -1, x.shape[-1])
-            return x.scatter(1, idx, clean.to(x.device, x.dtype).gather(1, idx))
-        return fn
-    return make
-
-
-def _head_patch(h, text_q):
-    def make(clean):
-        def fn(z):  # [B, S, H, D]
-            z = z.clone()
-            m = text_q.to(z.device)[..., None]
-            z[:, :, h] = torch.where(m, clean[:, :, h].to(z.device, z.dtype), z[:, :, h])
-            return z
-        return fn
-    return make
-
-
 def _repeat_batch(batch: dict, g: int) -> dict:
     """The batch stacked ``g`` times along the batch axis (tensors, dicts of tensors, per-row lists)."""
     if g == 1:
@@ -329,7 +251,7 @@ def patch_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrup
     sites, encs = resolve_sites(model, sites, encoders)
     _check_same_prompt(model, clean_batch, corrupt_batch)
     layout = model.token_layout(corrupt_batch)
-    specs = _patch_specs(model, layout, sites, encs, layers)
+    specs = patch_specs(model, layout, sites, encs, layers)
     names = sorted({name for *_, hooks in specs for name, _ in hooks})
     B = clean_batch["input_ids"].shape[0]
     stacked = backend == "transformer_lens" and int(group) > 1

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.evaluation.answers import AnswersError, read_answers
 from workbench.evaluation.metrics import caption_item_scores, caption_items, normalize_answer
 from workbench.stats.bootstrap import percentile_ci, resample_indices, stable_seed
 
@@ -70,12 +71,6 @@ def _find_answers(path: Path) -> Path:
                        + "; run `python -m workbench.evaluate --checkpoint ... --data ... --out DIR/answers.csv` first")
 
 
-def _to_bool(s: pd.Series) -> pd.Series:
-    m = s.map(lambda v: None if pd.isna(v) or str(v).strip() == "" else
-              str(v).strip().lower() in ("true", "1", "1.0", "yes"))
-    return m.astype("boolean")
-
-
 def load_run(spec: str | os.PathLike) -> tuple[str, pd.DataFrame, Path]:
     """``(variant, answers, csv_path)`` for a run spec ``[NAME=]PATH`` (see the module docstring)."""
     spec = str(spec)
@@ -84,19 +79,12 @@ def load_run(spec: str | os.PathLike) -> tuple[str, pd.DataFrame, Path]:
         name, spec = spec.split("=", 1)
     csv = _find_answers(Path(spec))
     try:
-        df = pd.read_csv(csv, dtype={"row_id": str, "file_name": str, "answer": str, "prediction": str},
-                         keep_default_na=False, na_values={"correct": [""], "closed": [""]})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise CompareError(f"{csv}: not a readable CSV ({e}); re-run workbench.evaluate to rewrite it") from e
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise CompareError(f"{csv}: missing column(s) {', '.join(missing)} (has {', '.join(df.columns)}); an answers "
-                           f"CSV needs {', '.join(REQUIRED)}: re-run `python -m workbench.evaluate` to rewrite it")
+        df = read_answers(csv, required=tuple(REQUIRED))  # correct: nullable bool; closed: bool
+    except AnswersError as e:
+        raise CompareError(str(e)) from e
     if df["row_id"].duplicated().any():
         dup = df.loc[df["row_id"].duplicated(), "row_id"].iloc[0]
         raise CompareError(f"{csv}: duplicate row_id {dup!r}; each task row must appear once")
-    df["correct"] = _to_bool(df["correct"])
-    df["closed"] = _to_bool(df["closed"]).fillna(False).astype(bool) if "closed" in df else df["correct"].notna()
     if name is None:
         info = csv.parent / "run.json"
         if info.is_file():

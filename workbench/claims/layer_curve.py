@@ -48,7 +48,7 @@ def _family_of(attribute: str) -> str | None:
 def load_sweep_clips(root: str | Path = SWEEP_ROOT) -> pd.DataFrame:
     """Per-clip closed-row sums of every evaluated sweep point: ``mode, layer, seed, split, family, clip, n,
     correct`` (family ``all attributes`` and each of :data:`FAMILIES`)."""
-    from workbench.claims.seeds import clip_scores
+    from workbench.evaluation.answers import clip_scores, read_answers
 
     out = []
     for csv in sorted(Path(root).glob("*/L*/seed-*/*/answers.csv")):
@@ -56,7 +56,7 @@ def load_sweep_clips(root: str | Path = SWEEP_ROOT) -> pd.DataFrame:
         split = next((s for s, d in EVAL_DIRS.items() if d == csv.parent.name), None)
         if split is None or not _POINT.match(point.name) or not _SEED.match(seed_dir.name):
             continue
-        df = pd.read_csv(csv, dtype={"file_name": str, "attribute": str}, keep_default_na=False)
+        df = read_answers(csv, required=("file_name", "attribute", "correct"))
         key = dict(mode=mode.name, layer=int(_POINT.match(point.name).group(1)),
                    seed=int(_SEED.match(seed_dir.name).group(1)), split=split)
         out.append(clip_scores(df).assign(family=ALL, **key))

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.evaluation.answers import AnswersError, clip_scores, read_answers
 from workbench.training.runs import EVAL_DIRS, find_seed_runs
 
-__all__ = ["clip_scores", "answers_fingerprint", "load_clip_scores", "seed_accuracy", "seed_contrasts", "claim_seed_verdicts",
+__all__ = ["answers_fingerprint", "load_clip_scores", "seed_accuracy", "seed_contrasts", "claim_seed_verdicts",
            "markdown_tables", "write_seed_stats", "SeedStatsError"]
 
 CLIP_COLUMNS = ["variant", "seed", "split", "clip", "n", "correct"]
@@ -40,16 +41,6 @@ POOLED = "pooled"
 
 class SeedStatsError(ValueError):
     """Inconsistent runs (message names the files and the fix)."""
-
-
-def clip_scores(answers: pd.DataFrame) -> pd.DataFrame:
-    """Closed rows of one answers table summed per clip: ``clip, n, correct`` (clip = ``file_name``)."""
-    closed = answers["closed"].astype(str).str.lower().isin(["true", "1", "1.0"]) if "closed" in answers else \
-        answers["correct"].notna()
-    a = answers[closed]
-    correct = a["correct"].astype(str).str.lower().isin(["true", "1", "1.0"]).astype(int)
-    g = correct.groupby(a["file_name"].astype(str))
-    return pd.DataFrame({"clip": g.size().index, "n": g.size().to_numpy(), "correct": g.sum().to_numpy()})
 
 
 def answers_fingerprint(*roots: str | Path) -> list[list]:
@@ -72,10 +63,10 @@ def load_clip_scores(root: str | Path, variants: list[str] | None = None,
         for split in EVAL_DIRS:
             csv = Path((overrides or {}).get((run.variant, run.seed, split), run.answers(split)))
             if csv.is_file():
-                df = pd.read_csv(csv, dtype={"file_name": str}, keep_default_na=False)
-                missing = {"file_name", "correct"} - set(df.columns)
-                if missing:
-                    raise SeedStatsError(f"{csv}: missing column(s) {sorted(missing)}; re-run workbench.evaluate")
+                try:
+                    df = read_answers(csv)
+                except AnswersError as e:
+                    raise SeedStatsError(str(e)) from e
                 out.append(clip_scores(df).assign(variant=run.variant, seed=run.seed, split=split))
     if not out:
         return pd.DataFrame(columns=CLIP_COLUMNS)

@@ -13,7 +13,9 @@ When the folder has ``seed_contrasts.csv`` (:mod:`workbench.claims.seeds`: train
 splits pooled), the verdict uses it with the rule fixed in advance (:data:`workbench.stats.bootstrap.VERDICT_RULE`): agree
 only when every contrast's seed-aware 95% interval lies above 0 and the contrast is positive for every seed;
 disagree when one lies below 0; inconclusive otherwise; ``verdict_one_seed`` is the same rule on seed 0 alone.
-Without it, the older ``contrasts.csv`` (row bootstrap of one run per variant) is used with :func:`decide`.
+Without it, the older ``contrasts.csv`` (row bootstrap of one run per variant) is used with the same rule
+(:func:`workbench.stats.bootstrap.decide_contrast` per contrast, no per-seed condition, and
+:func:`~workbench.stats.bootstrap.decide_claim`): the one verdict rule of the workbench.
 
 Files read (written by :mod:`workbench.pipeline.demo`):
 
@@ -29,26 +31,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.claims.registry import CLAIMS
+from workbench.claims.registry import CLAIMS, COMPARE_STEM, CONTRASTS_STEM, SEED_CONTRASTS_STEM
 from workbench.common.paths import atomic_write_bytes
 
-__all__ = ["CLAIM_CONTRASTS", "decide", "claim_verdicts", "format_verdicts", "markdown_verdicts"]
+__all__ = ["claim_verdicts", "format_verdicts", "markdown_verdicts", "write_verdicts"]
 
-# views of the registry (workbench.claims.registry), kept for callers of the older names
-CLAIM_CONTRASTS = {c.id: list(c.contrasts) for c in CLAIMS.values()}
-TITLES = {c.id: c.title for c in CLAIMS.values()}
 VERDICT_COLUMNS = ["claim", "title", "verdict", "verdict_one_seed", "evidence", "inside", "scope"]
-
-
-def decide(intervals: list[tuple[float, float]]) -> str:
-    """agree (every CI above 0) / disagree (any CI below 0) / inconclusive; 'no data' without intervals."""
-    if not intervals:
-        return "no data"
-    if any(hi < 0 for _, hi in intervals):
-        return "disagree"
-    if all(lo > 0 for lo, _ in intervals):
-        return "agree"
-    return "inconclusive"
 
 
 def _read(run: Path, name: str) -> pd.DataFrame | None:
@@ -71,7 +59,7 @@ def _overall(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
 
 def _contrast(run: Path, variant: str, ref: str) -> tuple[str, tuple[float, float] | None]:
     """(sentence, (ci_low, ci_high)) for one primary contrast, or (what is missing, None)."""
-    diffs, table = _read(run, "contrasts.csv"), _read(run, "compare.csv")
+    diffs, table = _read(run, f"{CONTRASTS_STEM}.csv"), _read(run, f"{COMPARE_STEM}.csv")
     if diffs is None:
         return f"{variant} vs {ref}: contrasts.csv missing", None
     d = _overall(diffs)
@@ -177,10 +165,10 @@ def claim_verdicts(run: str | Path) -> pd.DataFrame:
     from workbench.stats.bootstrap import decide_claim, decide_contrast
 
     run = Path(run)
-    seeds = _read(run, "seed_contrasts.csv")
+    seeds = _read(run, f"{SEED_CONTRASTS_STEM}.csv")
     rows = []
     for claim in CLAIMS.values():
-        sentences, cis, many, one_v, all_v = [], [], [], [], []
+        sentences, many, one_v, all_v = [], [], [], []
         for variant, ref in claim.contrasts:
             if seeds is not None:
                 s, r, one = _seed_contrast(seeds, variant, ref)
@@ -191,16 +179,14 @@ def claim_verdicts(run: str | Path) -> pd.DataFrame:
             else:
                 s, ci = _contrast(run, variant, ref)
                 sentences.append(s)
-                if ci is not None:
-                    cis.append(ci)
+                all_v.append(decide_contrast(*ci) if ci is not None else "no data")
         if seeds is not None:
             verdict, one_seed = decide_claim(all_v), decide_claim(one_v)
             n = max(many, default=0)
             seed_scope = (f"{n} training seeds per variant, seed-aware intervals (seeds and test clips resampled)"
                           if n > 1 else "one training run per variant; the CI covers test clips, not training seeds")
         else:
-            verdict = decide(cis) if len(cis) == len(claim.contrasts) else "no data"
-            one_seed = verdict
+            verdict = one_seed = decide_claim(all_v)
             seed_scope = "one training run per variant; the CI covers test rows, not training seeds"
         rows.append({"claim": claim.id, "title": claim.title, "verdict": verdict, "verdict_one_seed": one_seed,
                      "evidence": " | ".join(sentences), "inside": _inside(run, claim),

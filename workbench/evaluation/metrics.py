@@ -67,6 +67,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from workbench.evaluation.answers import closed_rows
+
 __all__ = ["normalize_answer", "first_option", "is_correct", "chance_level", "tokenize_captions",
            "caption_scores", "caption_items", "caption_item_scores", "score_answers", "CAPTION_METRICS",
            "ANSWER_COLUMNS", "SCORE_COLUMNS"]
@@ -241,21 +243,12 @@ def caption_items(answers: pd.DataFrame) -> tuple[dict[str, list[str]], dict[str
 
 
 # ------------------------------------------------------------------------------------------ scoring
-def _bool_closed(answers: pd.DataFrame) -> pd.Series:
-    if "closed" in answers:
-        c = answers["closed"]
-        if c.dtype != bool:
-            c = c.astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
-        return c
-    return answers["correct"].notna()
-
-
 def mark_correct(answers: pd.DataFrame, answer_options: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """Return a copy with ``correct`` (bool for closed rows, NA for open rows) and ``chance`` columns."""
     df = answers.copy()
     if df["attribute"].isna().any():  # rows without an attribute would vanish from every groupby
         df["attribute"] = df["attribute"].astype(object).where(df["attribute"].notna(), df["task"])
-    closed = _bool_closed(df)
+    closed = closed_rows(df)  # the one true/false rule of answers tables (workbench.evaluation.answers)
     df["closed"] = closed
     correct = [is_correct(p, a, (answer_options or {}).get(att)) if c else None
                for p, a, att, c in zip(df["prediction"], df["answer"], df["attribute"], closed)]

@@ -30,7 +30,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.claims.registry import VARIANTS, registered  # the registry of claims, contrasts, variants and outputs
+# the registry of claims, contrasts, variants, analyses and outputs
+from workbench.claims.registry import VARIANTS, on_one_variant, registered
 from workbench.common.constants import TOKEN_CACHE
 from workbench.pipeline.demo_inside import InsideTheModel
 
@@ -244,42 +245,47 @@ def build_steps(demo: Demo, retrain: bool) -> list:
                    lambda: demo.seed_stats(used()), deps=evals, outputs=[out / "seed_accuracy.csv", out / "seed_contrasts.csv"],
                    params={"resamples": s.resamples, "runs": answers_fingerprint(demo.checkpoints, SWEEP_ROOT)})]
 
-    def inside(variant: str) -> str:  # the step title of a claim's ablation, from the registry (workbench.claims.registry)
-        claim, a = registered(variant, "ablation")
-        return f"{claim.title.split(',')[0].lower()} inside: {a.title}"
-
-    def inside_csv(variant: str) -> Path:
-        return out / f"{registered(variant, 'ablation')[1].stem}.csv"
-
-    common = {"rows": s.rows, "checkpoints": ck}
-    steps += [
-        Step("attention-pal", "attention to audio: pal", lambda: demo.attention("pal"), params=common, deps=["encode"],
-             outputs=[out / "attention_pal.csv"]),
-        Step("attention-baseline", "attention to audio: baseline", lambda: demo.attention("baseline"), params=common,
-             deps=["encode"], outputs=[out / "attention_baseline.csv"]),
-        Step("logit-lens-pal", "logit lens: pal", lambda: demo.logit_lens("pal"), params=common, deps=["encode"],
-             outputs=[out / "logit_lens_pal.csv"]),
-        Step("ablate-baseline", inside("baseline"), demo.ablations_baseline, params=common, deps=["encode"],
-             outputs=[inside_csv("baseline")]),
-        Step("ablate-ffn", inside("delayed"), demo.ablations_ffn, params=common, deps=["encode"],
-             outputs=[inside_csv("delayed")]),
-        Step("ablate-encoders", inside("pal"), demo.ablations_encoders, params=common, deps=["encode"],
-             outputs=[inside_csv("pal")]),
-        Step("ablate-sweep", f"ablation sweep over layers (every {s.sweep_stride} from the audio's entry): pal",
-             demo.ablation_sweep, params={**common, "stride": s.sweep_stride, "from": "entry"}, deps=["encode"], outputs=[out / "ablation_sweep_pal.csv"]),
-    ]
-    for suite in s.probe_suites:
-        steps.append(Step(f"probe-{suite}", f"linear probes ({suite}) on pal, with a control task",
-                          (lambda suite=suite: demo.probes(suite)),
-                          params={"clips": s.probe_clips, "layers": s.probe_layers, "kv": s.probe_kv_layers,
-                                  "bootstrap": s.probe_bootstrap, "checkpoints": ck},
-                          deps=["encode"], outputs=[out / f"probe_{suite}.csv"]))
-    steps.append(Step("patching", f"activation patching of pal's audio K/V ({s.pairs} pairs)", demo.patching,
-                      params={"pairs": s.pairs, "checkpoints": ck}, deps=["encode"], outputs=[out / "patching_pal.csv"]))
+    steps += inside_steps(demo)
     from workbench.pipeline.demo_analyses import analysis_steps  # attribute lens, listening heads, steering, AtP (cheap)
     steps += analysis_steps(demo)
     analyses = [st.name for st in steps if st.name not in ("corpus", "encode", *trained, *evals)]
     # the report always re-runs (a few seconds): it reads whatever the other steps left in the folder
     steps.append(Step("report", "report and verdicts", demo.report, deps=analyses, always=True,
                       outputs=[out / "report.html", out / "verdict.csv"]))
+    return steps
+
+
+def inside_steps(demo: Demo) -> list:
+    """The inside-the-model steps of the registry's analyses that run on one variant (workbench.claims.registry):
+    attention, logit lens, each claim's ablation, the ablation sweep, probes and patching, with their outputs."""
+    from workbench.pipeline.steps import Step
+
+    s, out = demo.sizes, demo.out
+    common = {"rows": s.rows, "checkpoints": str(demo.checkpoints)}
+    steps = []
+
+    def step(name, title, run, an, params=common, csv=None):
+        steps.append(Step(name, title, run, params=params, deps=["encode"], outputs=[out / f"{csv or an.stem}.csv"]))
+
+    for an in on_one_variant("attention"):
+        step(f"attention-{an.variant}", f"attention to audio: {an.variant}", lambda an=an: demo.attention(an), an)
+    for an in on_one_variant("logit_lens"):
+        step(f"logit-lens-{an.variant}", f"logit lens: {an.variant}", lambda an=an: demo.logit_lens(an), an)
+    for an in on_one_variant("ablation"):
+        claim, _ = registered(an.variant, "ablation")
+        step(f"ablate-{an.variant}", f"{claim.title.split(',')[0].lower()} inside: {an.title}",
+             lambda an=an: demo.ablations(an.variant), an)
+    for an in on_one_variant("ablation_sweep"):
+        step("ablate-sweep", f"ablation sweep over layers (every {s.sweep_stride} from the audio's entry): "
+                             f"{an.variant}",
+             lambda an=an: demo.ablation_sweep(an), an, {**common, "stride": s.sweep_stride, "from": "entry"})
+    for an in on_one_variant("probe"):
+        for suite in s.probe_suites:
+            step(f"probe-{suite}", f"linear probes ({suite}) on {an.variant}, with a control task",
+                 lambda an=an, suite=suite: demo.probes(an, suite), an,
+                 {"clips": s.probe_clips, "layers": s.probe_layers, "kv": s.probe_kv_layers,
+                  "bootstrap": s.probe_bootstrap, "checkpoints": common["checkpoints"]}, csv=f"probe_{suite}")
+    for an in on_one_variant("patching"):
+        step("patching", f"activation patching of {an.variant}'s audio K/V ({s.pairs} pairs)",
+             lambda an=an: demo.patching(an), an, {"pairs": s.pairs, "checkpoints": common["checkpoints"]})
     return steps

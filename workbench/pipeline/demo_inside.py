@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from workbench.claims.registry import registered
+from workbench.claims.registry import Analysis, registered
 
 PROBE_DIR = Path("probes")
 
@@ -19,28 +19,30 @@ class InsideTheModel:
     """Needs ``model(variant)``, ``dataset(variant, n)``, ``write(df, fig, name)``, ``answer_options()``,
     ``sizes``, ``batch_size`` and ``out`` from the class it is mixed into."""
 
-    def attention(self, variant: str) -> dict:
+    def attention(self, analysis: Analysis) -> dict:
         from workbench.analysis.attention import attention_to_audio, fig_heatmap, fig_layers
         from workbench.analysis.core import batches
 
+        variant = analysis.variant
         model, ds = self.model(variant), self.dataset(variant, self.sizes.rows)
         df = attention_to_audio(model, batches(ds, self.batch_size), query_set="last_prompt")
         self.write(df, fig_layers(df, title=f"{variant}: attention mass of the last prompt token on audio keys per "
-                                            f"layer (dashed: uniform attention)"), f"attention_{variant}")
+                                            f"layer (dashed: uniform attention)"), analysis.stem)
         self.write(None, fig_heatmap(df, title=f"{variant}: attention to audio per layer and head, relative to "
-                                                f"uniform attention"), f"attention_{variant}_heads")
+                                                f"uniform attention"), f"{analysis.stem}_heads")
         per = df.groupby("layer")["mass"].mean()
         return {"peak_layer": int(per.idxmax()), "peak_mass": round(float(per.max()), 4)}
 
-    def logit_lens(self, variant: str) -> dict:
+    def logit_lens(self, analysis: Analysis) -> dict:
         from workbench.analysis import logit_lens as LL
         from workbench.analysis.core import batches
 
+        variant = analysis.variant
         model, ds = self.model(variant), self.dataset(variant, self.sizes.rows)
         df = LL.logit_lens(model, batches(ds, self.batch_size))
         summary = LL.summarize(df)
         self.write(summary, LL.fig_logit_lens(df, title=f"{variant}: logit lens on the first answer token, with "
-                                                         f"audio and with audio blocked"), f"logit_lens_{variant}")
+                                                         f"audio and with audio blocked"), analysis.stem)
         last = summary[summary["layer"] == summary["layer"].max()].set_index("condition")["prob"]
         return {k: round(float(v), 4) for k, v in last.items()}
 
@@ -63,43 +65,30 @@ class InsideTheModel:
         allrows = table[(table["task"] == "all") & (table["attribute"] == "all")]
         return {f"{r['condition']}:{r['metric']}": round(float(r["delta"]), 4) for r in allrows.to_dict("records")}
 
-    def ablations_baseline(self) -> dict:
-        n = self.model("baseline").cfg.n_layers
-        return self._ablate_conditions(
-            "baseline", [("layers 0-7 blocked", list(range(0, 8)), "block", None),
-                         (f"layers 8-{n - 1} blocked", list(range(8, n)), "block", None)],
-            registered("baseline", "ablation")[1].stem,
-            "Baseline (PLITS@0): effect of blocking text queries from the audio keys in the early vs the late layers")
+    def ablations(self, variant: str) -> dict:
+        """The registered ablation analysis on ``variant`` (workbench.claims.registry: its conditions, output stem
+        and figure title)."""
+        _, analysis = registered(variant, "ablation")
+        model = self.model(variant)
+        return self._ablate_conditions(variant, analysis.conditions(model.cfg.n_layers, model.encoder_names),
+                                       analysis.stem, analysis.plot_title)
 
-    def ablations_ffn(self) -> dict:
-        n = self.model("delayed").cfg.n_layers
-        return self._ablate_conditions(
-            "delayed", [(f"FFN skipped at audio, layers 8-{n - 1}", list(range(8, n)), "ffn", None)],
-            registered("delayed", "ablation")[1].stem,
-            "Delayed (PLITS@8): effect of skipping the FFN at the audio positions (claim 2 on a PLITS-trained model)")
-
-    def ablations_encoders(self) -> dict:
-        model = self.model("pal")
-        n = model.cfg.n_layers
-        return self._ablate_conditions(
-            "pal", [(f"without {e}", list(range(0, n)), "block", e) for e in model.encoder_names],
-            registered("pal", "ablation")[1].stem, "pal (LAL ensemble): effect of blocking one encoder's audio keys at every layer")
-
-    def ablation_sweep(self) -> dict:
+    def ablation_sweep(self, analysis: Analysis) -> dict:
         from workbench.analysis.ablation import ablation_sweep, sweep_figure
 
-        model, ds = self.model("pal"), self.dataset("pal", self.sizes.rows)
+        variant = analysis.variant
+        model, ds = self.model(variant), self.dataset(variant, self.sizes.rows)
         # from the first layer where audio enters (blocking before it is the same as blocking from it)
         first = min(layer for _, layer in model.integration.values())
         layers = list(range(first, model.cfg.n_layers, self.sizes.sweep_stride))
         table = ablation_sweep(model, ds, "block", span="from", layers=layers, batch_size=self.batch_size,
                                accuracy=False, progress=True)
-        self.write(table, sweep_figure(table, title="pal: audio keys blocked from layer l to the last layer"),
-                   "ablation_sweep_pal")
+        self.write(table, sweep_figure(table, title=f"{variant}: audio keys blocked from layer l to the last layer"),
+                   analysis.stem)
         lp = table[(table["task"] == "all") & (table["attribute"] == "all") & (table["metric"] == "answer_logprob")]
         return {int(r["layer_start"]): round(float(r["delta"]), 4) for r in lp.to_dict("records")}
 
-    def probes(self, suite_name: str) -> dict:
+    def probes(self, analysis: Analysis, suite_name: str) -> dict:
         from workbench.analysis.probes import load_suite, run_suite
 
         s = self.sizes
@@ -108,23 +97,24 @@ class InsideTheModel:
             "encoders": "all", "connectors": "all",
             "resid": {"layers": list(s.probe_layers), "positions": ["last_prompt"]},
             "audio_kv": {"layers": list(s.probe_kv_layers), "which": ["k", "v"]}})
-        model = self.model("pal")
-        df, _ = run_suite(suite, model, self.dataset("pal", None), out_dir=self.out, n=s.probe_clips,
+        model = self.model(analysis.variant)  # writes probe_SUITE.*, the stems the registry's probe_* names
+        df, _ = run_suite(suite, model, self.dataset(analysis.variant, None), out_dir=self.out, n=s.probe_clips,
                           batch_size=self.batch_size, progress=True)
         best = df.sort_values("value", ascending=False).iloc[0]
         return {"best_site": str(best["site"]), "best": round(float(best["value"]), 4),
                 "majority": round(float(best["majority"]), 4)}
 
-    def patching(self) -> dict:
+    def patching(self, analysis: Analysis) -> dict:
         from workbench.analysis.patching import make_pairs, patch_dataset, patching_figure, summarize_patching
 
-        model = self.model("pal")
-        ds = self.dataset("pal", None)
+        variant = analysis.variant
+        model = self.model(variant)
+        ds = self.dataset(variant, None)
         pairs = make_pairs(ds, None, self.sizes.pairs, seed=0, answer_options=self.answer_options())
         items = patch_dataset(model, ds, pairs, sites=["audio_kv"], batch_size=self.batch_size, progress=True)
         summary = summarize_patching(items)
-        self.write(summary, patching_figure(summary, f"pal: patching clean audio keys/values into corrupted runs "
-                                                     f"({len(pairs)} pairs)"), "patching_pal")
-        self.write(items, None, "patching_pal_items")
+        self.write(summary, patching_figure(summary, f"{variant}: patching clean audio keys/values into corrupted "
+                                                     f"runs ({len(pairs)} pairs)"), analysis.stem)
+        self.write(items, None, f"{analysis.stem}_items")
         best = summary[summary["layer"] >= 0].sort_values("restored", ascending=False).iloc[0]
         return {"best": f"{best['site']} L{int(best['layer'])} {best['encoder']}", "restored": round(float(best["restored"]), 4)}

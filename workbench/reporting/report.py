@@ -4,46 +4,29 @@ section per claim of the paper with its figures and a short summary computed fro
     python -m workbench.report --run results/pal [--out results/pal/report.html] [--title ...]
 
 Figures written by plotly (``write_outputs``) are embedded as their figure div + script, with plotly.js
-included once; other HTML files are embedded as sandboxed iframes (``srcdoc``). CSVs are recognised by
-their columns, not their names:
-
-* comparison tables (``variant, metric, value[, ci_low, ci_high]``; workbench.compare) -> claims 2 and 3;
-* paired differences (``variant, baseline, diff, ci_low, ci_high``) -> claims 2 and 3;
-* injection-layer sweeps (``layer, metric, value`` without ``variant``; workbench.sweep) -> claim 1;
-* attention to audio (``layer, head, encoder, mass, uniform_mass``) -> claims 1 and 3;
-* logit lens (``layer, condition, prob``) -> claim 1;
-* probes (``probe_*.csv``) -> claim 3.
+included once; other HTML files are embedded as sandboxed iframes (``srcdoc``).
 
 The page opens with the verdicts (``verdict.csv``, workbench.verdict) and a forest plot of every claim's contrasts
-(workbench.reporting.forest); then one section per claim of the registry :mod:`workbench.claims.registry` with its figures (headings
-in words, each caption once, under its figure), then every other figure and table. A claim with no matching CSV
-says "no data". Nothing in the summaries is hard-coded: every number is read
-from the CSVs.
+(workbench.reporting.forest); then one section per claim of the registry :mod:`workbench.claims.registry` with its
+verdict, a summary of its own contrasts and registered analyses (:mod:`workbench.reporting.summaries`: tables are
+routed by their registered names, not guessed from their columns) and its figures (headings in words, each caption
+once, under its figure), then every other figure and table. A claim with none of its tables says "no data".
+Nothing in the summaries is hard-coded: every number is read from the CSVs.
 """
 
 from __future__ import annotations
 
 import html
-import math
 import re
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from workbench.reporting.summaries import NO_DATA, claim_summaries
 
-__all__ = ["CLAIMS", "build_report", "claim_summaries", "read_tables"]
+__all__ = ["build_report", "claim_summaries", "read_tables", "REPORT_NAME", "NO_DATA"]
 
-CLAIMS = {
-    "claim1": "Claim 1 - delayed integration: audio entering later in the LLM costs little or helps",
-    "claim2": "Claim 2 - attention-only integration (LAL) matches or beats putting audio in the input (PLITS)",
-    "claim3": "Claim 3 - an ensemble of encoders beats a single encoder; each encoder carries different information",
-}
-LAL_VARIANTS = ("lal", "pal")
-PLITS_VARIANTS = ("baseline", "delayed")
-ENSEMBLE_VARIANTS = ("ensemble", "pal", "hybrid")
-SINGLE_VARIANTS = ("baseline", "delayed", "lal")
 REPORT_NAME = "report.html"
 
 
@@ -58,161 +41,6 @@ def read_tables(run: Path) -> dict[str, pd.DataFrame]:
             print(f"note: skipped {p} ({type(e).__name__}: {e})", file=sys.stderr)
     return out
 
-
-def _kind(stem: str, df: pd.DataFrame) -> str | None:
-    c = set(df.columns)
-    if stem.startswith("probe_") or {"site", "kind", "selectivity"} <= c:  # probe tables also have layer/metric/value
-        return "probe"
-    if {"variant", "baseline", "diff"} <= c:
-        return "diff"
-    if {"variant", "metric", "value"} <= c:
-        return "compare"
-    if {"layer", "head", "encoder", "mass", "uniform_mass"} <= c:
-        return "attention"
-    if {"layer", "condition", "prob"} <= c:
-        return "logit_lens"
-    if {"layer", "metric", "value"} <= c:
-        return "injection"
-    return None
-
-
-def _fmt(x) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{x:.3g}" if isinstance(x, (float, np.floating)) else str(x)
-
-
-def _ci(row) -> str:
-    lo, hi = row.get("ci_low"), row.get("ci_high")
-    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
-        return _fmt(row.get("value", row.get("diff")))
-    return f"{_fmt(row.get('value', row.get('diff')))} [95% CI {_fmt(lo)}, {_fmt(hi)}]"
-
-
-def _headline(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the overall cell: metric accuracy (else the first metric), task/attribute 'all' where present."""
-    metric = "accuracy" if "accuracy" in set(df["metric"]) else df["metric"].iloc[0]
-    sub = df[df["metric"] == metric]
-    for col in ("task", "attribute"):
-        if col in sub.columns and (sub[col] == "all").any():
-            sub = sub[sub[col] == "all"]
-    return sub
-
-
-def _variant_lines(df: pd.DataFrame, left: tuple, right: tuple) -> list[str]:
-    sub = _headline(df)
-    metric = sub["metric"].iloc[0] if len(sub) else "metric"
-    have = {str(v): r for v, r in zip(sub["variant"], sub.to_dict("records"))}
-    lines = []
-    for group in (left, right):
-        for v in group:
-            if v in have:
-                lines.append(f"{v}: {metric} {_ci(have[v])} (n={_fmt(have[v].get('n'))})")
-    return lines if any(v in have for v in left) and any(v in have for v in right) else []
-
-
-def _diff_lines(df: pd.DataFrame, variants: tuple, baselines: tuple) -> list[str]:
-    sub = df[df["variant"].isin(variants) & df["baseline"].isin(baselines)]
-    if "metric" in sub.columns and len(sub):
-        sub = _headline(sub.rename(columns={"diff": "value"})).rename(columns={"value": "diff"})
-    lines = []
-    for r in sub.to_dict("records"):
-        p = f", p={_fmt(r['p_value'])}" if "p_value" in r and not pd.isna(r["p_value"]) else ""
-        lines.append(f"{r['variant']} - {r['baseline']}: {r.get('metric', 'diff')} difference {_ci(r)}{p}")
-    return lines
-
-
-def _injection_lines(df: pd.DataFrame) -> list[str]:
-    sub = _headline(df).sort_values("layer")
-    if not len(sub):
-        return []
-    metric = sub["metric"].iloc[0]
-    pts = "; ".join(f"L{int(r['layer'])}: {_ci(r)}" for r in sub.to_dict("records"))
-    best = sub.loc[sub["value"].idxmax()]
-    first = sub.iloc[0]
-    verdict = (f"best at layer {int(best['layer'])}; layer {int(first['layer'])} -> {int(best['layer'])} changes {metric} by "
-               f"{_fmt(float(best['value'] - first['value']))}")
-    return [f"{metric} vs injection layer: {pts}", verdict]
-
-
-def _attention_lines(df: pd.DataFrame, stem: str) -> list[str]:
-    lines = []
-    qs = df["query_set"].iloc[0] if "query_set" in df.columns else None
-    sub = df[df["query_set"] == qs] if qs is not None else df
-    for enc, g in sub.groupby("encoder", sort=False):
-        per = g.groupby("layer")[["mass", "uniform_mass"]].mean()
-        per = per[per["uniform_mass"] > 0]
-        if not len(per):
-            lines.append(f"{stem}: encoder {enc}: no audio keys visible at any layer")
-            continue
-        ratio = per["mass"] / per["uniform_mass"]
-        top = g.dropna(subset=["ratio"]).sort_values("ratio", ascending=False).iloc[0] if g["ratio"].notna().any() else None
-        lines.append(f"{stem}: encoder {enc} (queries {qs}): audio visible from layer {int(per.index.min())}; mean mass "
-                     f"{_fmt(float(per['mass'].mean()))} vs uniform {_fmt(float(per['uniform_mass'].mean()))}; layer with the "
-                     f"largest mass/uniform ratio: {int(ratio.idxmax())} ({_fmt(float(ratio.max()))}x)"
-                     + (f"; top head L{int(top['layer'])}H{int(top['head'])} ({_fmt(float(top['ratio']))}x)" if top is not None else ""))
-    return lines
-
-
-def _logit_lens_lines(df: pd.DataFrame) -> list[str]:
-    if "n" not in df.columns:  # per-example rows: summarise
-        df = df.groupby(["layer", "condition"]).agg(prob=("prob", "mean"), n=("prob", "size")).reset_index()
-    piv = df.pivot_table(index="layer", columns="condition", values="prob")
-    if not {"audio", "no_audio"} <= set(piv.columns):
-        return []
-    gap = piv["audio"] - piv["no_audio"]
-    last = piv.index.max()
-    return [f"logit lens: answer probability at the last layer {_fmt(float(piv.loc[last, 'audio']))} with audio vs "
-            f"{_fmt(float(piv.loc[last, 'no_audio']))} with audio cut; the audio gap is largest at layer "
-            f"{int(gap.idxmax())} ({_fmt(float(gap.max()))}) and first exceeds half its final value at layer "
-            f"{int(gap.index[(gap >= 0.5 * gap.loc[last]).to_numpy()].min()) if gap.loc[last] > 0 else 'n/a'}"]
-
-
-def _probe_lines(df: pd.DataFrame, stem: str) -> list[str]:
-    metric = next((c for c in ("accuracy", "r2", "metric_value", "value", "score") if c in df.columns), None)
-    if metric is None or not len(df):
-        return [f"{stem}: {len(df)} rows (no recognised metric column)"]
-    site = next((c for c in ("site", "hook", "name") if c in df.columns), None)
-    best = df.loc[df[metric].astype(float).idxmax()]
-    line = f"{stem}: best {metric} {_fmt(float(best[metric]))}" + (f" at {best[site]}" if site else "")
-    if "encoder" in df.columns:
-        per = df.groupby("encoder")[metric].max()
-        line += "; best per encoder: " + ", ".join(f"{e} {_fmt(float(v))}" for e, v in per.items())
-    return [line]
-
-
-def claim_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
-    """{claim key: bullet lines} computed from the tables; ["no data ..."] where nothing fits."""
-    out: dict[str, list[str]] = {k: [] for k in CLAIMS}
-    for stem, df in tables.items():
-        kind = _kind(stem, df)
-        if not len(df) or kind is None:
-            continue
-        try:
-            if kind == "injection":
-                out["claim1"] += _injection_lines(df)
-            elif kind == "attention":
-                lines = _attention_lines(df, stem)
-                out["claim1"] += lines
-                if df["encoder"].nunique() > 1:
-                    out["claim3"] += lines
-            elif kind == "logit_lens":
-                if stem.endswith("_summary") or f"{stem}_summary" not in tables:
-                    out["claim1"] += _logit_lens_lines(df)
-            elif kind == "compare":
-                out["claim2"] += _variant_lines(df, LAL_VARIANTS, PLITS_VARIANTS)
-                out["claim3"] += _variant_lines(df, ENSEMBLE_VARIANTS, SINGLE_VARIANTS)
-            elif kind == "diff":
-                out["claim2"] += _diff_lines(df, LAL_VARIANTS, PLITS_VARIANTS)
-                out["claim3"] += _diff_lines(df, ENSEMBLE_VARIANTS, SINGLE_VARIANTS)
-            elif kind == "probe":
-                out["claim3"] += _probe_lines(df, stem)
-        except (KeyError, ValueError, TypeError, IndexError) as e:
-            out["claim1" if kind in ("injection", "logit_lens") else "claim3"].append(f"{stem}: could not summarise ({e})")
-    for k, lines in out.items():
-        if not lines:
-            out[k] = ["no data: no CSV in this run folder bears on this claim"]
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -302,8 +130,7 @@ def build_report(run: str | Path, title: str | None = None) -> str:
     one section per claim of :mod:`workbench.claims.registry` with its figures, then the other analyses."""
     from fnmatch import fnmatch
 
-    from workbench.claims.registry import CLAIMS, LAYER_CURVE_STEM
-    from workbench.stats.bootstrap import VERDICT_RULE
+    from workbench.claims.registry import CLAIMS
 
     run = Path(run)
     if not run.is_dir():
@@ -311,8 +138,6 @@ def build_report(run: str | Path, title: str | None = None) -> str:
                                 f"python -m workbench.attention --out-dir {run}")
     tables = read_tables(run)
     figures = {p.stem: p for p in sorted(run.glob("*.html")) if p.name != REPORT_NAME}
-    need_plotly = False
-
     captions: dict[str, str] = {}  # caption -> heading of the figure that shows it
 
     def figure(stem: str) -> str:
@@ -321,37 +146,18 @@ def build_report(run: str | Path, title: str | None = None) -> str:
         need_plotly |= uses
         return f"<h3>{html.escape(_heading(stem))}</h3>\n{frag}"
 
-    parts, used = [], set()
+    used: set[str] = set()
     verdicts = tables.get("verdict")
     verdicts = verdicts if verdicts is not None and {"claim", "verdict"} <= set(verdicts.columns) else None
-    from workbench.reporting.forest import forest_figure, forest_rows
-
-    rows = forest_rows(run)
-    if len(rows) or verdicts is not None:
-        parts.append(f"<section><h2>Verdicts at a glance</h2><p>Rule fixed in advance: {html.escape(VERDICT_RULE)} "
-                     "(workbench.verdict).</p>")
-        if len(rows):
-            frag, _ = _embed_figure(forest_figure(rows).to_html(full_html=False, include_plotlyjs=False))
-            need_plotly = True
-            parts.append(frag)
-        if verdicts is not None:
-            parts.append(_verdict_html(verdicts))
-        parts.append("</section>")
+    section, need_plotly = _verdict_section(run, verdicts)
+    parts = [section] if section else []
     claims = claim_summaries(tables)
-    seen_lines: set[str] = set()
     by_claim = {r["claim"]: r for r in verdicts.to_dict("records")} if verdicts is not None else {}
     for key, claim in CLAIMS.items():
         body = [f"<h2>{html.escape(claim.title)}: {html.escape(claim.statement)}</h2>"]
         if key in by_claim:
             body.append(f"<p>{_verdict_words(by_claim[key])}</p>")
-        lines = [ln for ln in claims.get(key, []) if ln not in seen_lines or ln.startswith("no data")]
-        seen_lines.update(lines)
-        if key == "claim1" and LAYER_CURVE_STEM in tables:
-            from workbench.claims.layer_curve import CONTRASTS_STEM, shape_sentence
-
-            sentence = shape_sentence(tables[LAYER_CURVE_STEM], tables.get(CONTRASTS_STEM))
-            lines = ["injection-layer curve: " + sentence] + \
-                [ln for ln in lines if not ln.startswith("no data")]
+        lines = claims.get(key, [])
         body.append("<ul>" + "".join(f"<li>{html.escape(ln)}</li>" for ln in lines) + "</ul>" if lines else "")
         for pattern in claim.figures:
             for stem in [s for s in figures if fnmatch(s, pattern) and s not in used]:
@@ -367,6 +173,30 @@ def build_report(run: str | Path, title: str | None = None) -> str:
         parts.append(f"<section><h2>Further analyses and tables</h2>{''.join(rest)}</section>")
     if not figures and not tables:
         parts.append("<p>This run folder has no figures or CSVs yet.</p>")
+    return _page(title or f"pal-workbench report: {run.name}", parts, need_plotly)
+
+
+def _verdict_section(run: Path, verdicts: pd.DataFrame | None) -> tuple[str, bool]:
+    """(html, uses plotly.js) of the opening section: the rule, the forest plot of every registered contrast and the
+    verdict table; ("", False) when the folder has neither."""
+    from workbench.reporting.forest import forest_figure, forest_rows
+    from workbench.stats.bootstrap import VERDICT_RULE
+
+    rows = forest_rows(run)
+    if not len(rows) and verdicts is None:
+        return "", False
+    parts = [f"<section><h2>Verdicts at a glance</h2><p>Rule fixed in advance: {html.escape(VERDICT_RULE)} "
+             "(workbench.verdict).</p>"]
+    if len(rows):
+        parts.append(_embed_figure(forest_figure(rows).to_html(full_html=False, include_plotlyjs=False))[0])
+    if verdicts is not None:
+        parts.append(_verdict_html(verdicts))
+    parts.append("</section>")
+    return "".join(parts), bool(len(rows))
+
+
+def _page(title: str, parts: list[str], need_plotly: bool) -> str:
+    """The whole HTML document around the sections (plotly.js inlined once when a figure needs it)."""
     plotly_js = ""
     if need_plotly:
         from plotly.offline import get_plotlyjs
@@ -374,7 +204,6 @@ def build_report(run: str | Path, title: str | None = None) -> str:
         from workbench.analysis.figures import CAPTION_NAME
 
         plotly_js = f'<script type="text/javascript">{get_plotlyjs()}</script>' + _ONE_CAPTION_JS % CAPTION_NAME
-    title = title or f"pal-workbench report: {run.name}"
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;overflow-wrap:anywhere}"
              ".verdict{margin:0.6em 0;padding:0.5em;border-left:4px solid #888;background:#f6f8fa}"
              ".tbl{border-collapse:collapse;font-size:12px}.tbl td,.tbl th{padding:2px 6px;border-bottom:1px solid #ddd}"
