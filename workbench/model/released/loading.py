@@ -15,11 +15,13 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from workbench.model.released.registry import ReleasedModelError, architecture_of
 
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 #: (pattern, replacement) applied in order to every state-dict key: -> tower.* / projector.* / text.* / lm_head.*
@@ -95,7 +97,7 @@ def normalized_state(state: dict[str, torch.Tensor], source: str) -> dict[str, d
     return parts
 
 
-def _load_module(module: torch.nn.Module, state: dict, what: str, source: str, dtype) -> torch.nn.Module:
+def _load_module(module: ModuleT, state: dict, what: str, source: str, dtype) -> ModuleT:
     """Assign ``state`` to a module built on the meta device; missing tensors are an error naming them."""
     from workbench.model.weights import MissingWeightsError
 
