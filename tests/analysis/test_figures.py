@@ -22,6 +22,7 @@ from workbench.reporting import forest as F
 from workbench.claims import layer_curve as LC
 from workbench.claims import sweep_table as S
 from workbench.analysis import ablation as AB
+from workbench.analysis import ablation_figures as ABF
 from workbench.analysis import attention as A
 from workbench.analysis import logit_lens as LL
 from workbench.analysis import patching as P
@@ -135,14 +136,14 @@ def all_figures(attention_frames, lens_frame, patching_summary) -> dict:
         "attention.fig_tokens": A.fig_tokens(tok),
         "logit_lens.fig_logit_lens": LL.fig_logit_lens(lens_frame),
         "probes.probe_figure": PR.probe_figure(probe_frame()),
-        "ablation.ablation_figure": AB.ablation_figure(ablation_table()),
-        "ablation.sweep_figure": AB.sweep_figure(sweep),
-        "ablation.conditions_figure": AB.conditions_figure(pd.concat([ablation_table(0), ablation_table(1, -0.5)],
+        "ablation_figures.ablation_figure": ABF.ablation_figure(ablation_table()),
+        "ablation_figures.sweep_figure": ABF.sweep_figure(sweep),
+        "ablation_figures.conditions_figure": ABF.conditions_figure(pd.concat([ablation_table(0), ablation_table(1, -0.5)],
                                                                      ignore_index=True)),
         "patching.patching_figure": P.patching_figure(patching_summary),
         "compare.comparison_figure": C.comparison_figure(table, diffs),
         "compare.comparison_figure(no diffs)": C.comparison_figure(table),
-        "sweep.sweep_figure": S.sweep_figure(injection_table()),
+        "sweep_table.sweep_figure": S.sweep_figure(injection_table()),
         "layer_curve.curve_figure": LC.curve_figure(layer_curve_summary()),
         "layer_curve.curve_figure(paired gains)": LC.curve_figure(layer_curve_summary(),
                                                                   contrasts=layer_curve_gains()),
@@ -194,7 +195,7 @@ def test_every_figure_has_axis_units_colourbar_titles_and_a_caption(attention_fr
     for name, fig in figs.items():
         check_figure(name, fig)
     # every figure builder of the package is covered here
-    builders = {f"{mod.__name__.rsplit('.', 1)[1]}.{n}" for mod in (A, LL, PR, AB, P, C, S, LC, F)
+    builders = {f"{mod.__name__.rsplit('.', 1)[1]}.{n}" for mod in (A, LL, PR, AB, ABF, P, C, S, LC, F)
                 for n, f in inspect.getmembers(mod, inspect.isfunction)
                 if f.__module__ == mod.__name__ and (n.startswith("fig_") or n.endswith("_figure"))}
     covered = {k.split("(")[0] for k in figs}

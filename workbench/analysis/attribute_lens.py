@@ -61,6 +61,8 @@ def _score(model, resid: torch.Tensor, ids: list[int], right: int, mask: torch.T
     """resid [L, M] or [L, N, M] (audio positions, with mask [N]) -> (prob [L], correct [L], top [L])."""
     logits = _option_logits(model, resid, ids)  # [L, n] or [L, N, n]
     if logits.ndim == 3:
+        if mask is None:
+            raise ValueError("resid [L, N, M] (audio positions) needs their mask [N]")
         keep = mask.to(logits.device).bool()
         probs = torch.softmax(logits[:, keep], -1).mean(1)  # [L, n]
         logits = probs.log()

@@ -79,7 +79,10 @@ def closed_rows_with_options(dataset, answer_options: dict, attribute: str | Non
     if attribute is not None and attribute not in known:
         raise AudioAnalysisError(f"unknown attribute {attribute!r}: closed rows with an option list ask about "
                                  f"{known}; pass one of them as --attribute (or leave it out for all)")
-    keep, toks, cache, bad = [], {}, {}, set()
+    keep: list[int] = []
+    toks: dict[int, dict[str, int]] = {}
+    cache: dict = {}
+    bad: set[str] = set()
     for i, r in enumerate(rows):
         att = str(r.get("attribute"))
         if not r.get("closed") or att not in answer_options or (attribute is not None and att != attribute):

@@ -29,6 +29,7 @@ API: :func:`listening_scores`, :func:`listening_ablation`, :func:`listening_figu
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -125,7 +126,8 @@ def head_means(model, dataset, indices: Sequence[int] | None = None, *, backend:
     L = model.cfg.n_layers
     names = [f"blocks.{l}.attn.hook_z" for l in range(L)]
     idx = list(range(len(dataset))) if indices is None else list(indices)
-    total, count = None, 0
+    total: torch.Tensor | None = None
+    count = 0
     for i in range(0, len(idx), batch_size):
         batch = dataset.collate_fn([dataset[j] for j in idx[i:i + batch_size]])
         _, acts = collect(model, batch, names, backend=backend)
@@ -133,6 +135,8 @@ def head_means(model, dataset, indices: Sequence[int] | None = None, *, backend:
         z = torch.stack([acts[n][m.to(acts[n].device)].double().sum(0) for n in names])  # [L, H, D]
         total = z if total is None else total + z
         count += int(m.sum())
+    if total is None:
+        raise AudioAnalysisError("head_means needs at least one row (indices is empty)")
     return (total / count).to(model.dtype)
 
 
@@ -207,14 +211,14 @@ def listening_ablation(model, dataset, scores: pd.DataFrame, k: int = 5, *, draw
     random_sets = [[all_heads[j] for j in sorted(rng.choice(len(all_heads), size=len(top), replace=False))]
                    for _ in range(draws)]
     indices = list(range(len(dataset)))
-    toks = {}
+    toks: dict[int, dict[str, int]] = {}
     if answer_options:
         try:
             _, toks = closed_rows_with_options(dataset, answer_options, None, option_ids)
         except AudioAnalysisError:
             toks = {}
     means = head_means(model, dataset, indices, backend=backend, batch_size=batch_size)
-    kw = dict(backend=backend, batch_size=batch_size)
+    kw: dict[str, Any] = dict(backend=backend, batch_size=batch_size)
     sets = [("top-k", top)] + [(f"random-{d}", s) for d, s in enumerate(random_sets)]
     if progress:
         from tqdm.auto import tqdm
@@ -235,10 +239,11 @@ def listening_ablation(model, dataset, scores: pd.DataFrame, k: int = 5, *, draw
         n = int(np.isfinite(b).sum())
         if n == 0:
             continue
-        for cond, d, heads, extra in (
+        conditions: list[tuple[str, np.ndarray, list[Any], tuple[float, float]]] = [
                 ("top-k", d_top, top, (np.nan, np.nan)),
                 ("random", d_rand_row, random_sets, (float(np.min(per_draw)), float(np.max(per_draw)))),
-                ("top_minus_random", d_top - d_rand_row, top, (np.nan, np.nan))):
+                ("top_minus_random", d_top - d_rand_row, top, (np.nan, np.nan))]
+        for cond, d, heads, extra in conditions:
             lo, hi = bootstrap_ci(d, resamples, seed)
             out.append({"condition": cond, "k": len(top), "metric": metric, "baseline": float(np.nanmean(b)),
                         "ablated": float(np.nanmean(b + d)) if cond != "top_minus_random" else np.nan,

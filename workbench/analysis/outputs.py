@@ -63,7 +63,7 @@ def _start_png_server() -> None:
     try:
         from choreographer.browsers.chromium import Chromium
 
-        found = Chromium.find_browser(skip_local=False)
+        found: object = Chromium.find_browser(skip_local=False)  # the browser's path, or None
     except Exception:  # an API change in choreographer: let kaleido find (or not find) it
         found = True
     if not found:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -62,7 +63,8 @@ def steering_vector(model, dataset, indices: Sequence[int] | None = None, silenc
     name = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     sil = make_silence(model, dataset, silence)
     idx = list(range(len(dataset))) if indices is None else list(indices)
-    total, n = None, 0
+    total: torch.Tensor | None = None
+    n = 0
     for _, a, s in paired_batches(dataset, idx, sil, batch_size):
         pos = last_prompt_residual_index(model, a)
         ar = torch.arange(pos.shape[0])
@@ -71,6 +73,8 @@ def steering_vector(model, dataset, indices: Sequence[int] | None = None, silenc
         d = (ra - rs).double().sum(0)
         total = d if total is None else total + d
         n += pos.shape[0]
+    if total is None:
+        raise AudioAnalysisError("steering_vector needs at least one row (indices is empty)")
     return (total / n).to(model.dtype)
 
 
@@ -122,6 +126,7 @@ def steering_interventions(model, batch, alpha: float, vector: torch.Tensor | No
         raise AudioAnalysisError("pass exactly one of vector (mode resid) or head_vectors (mode heads)")
     if vector is not None:
         return [(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", add(vector))]
+    assert head_vectors is not None  # exactly one of the two is given (checked above)
     return [(f"blocks.{l}.attn.hook_z", add(v, h)) for (l, h), v in sorted(head_vectors.items())]
 
 
@@ -163,9 +168,10 @@ def steer(model, val_dataset, test_dataset, answer_options: dict, *, alphas: Seq
         raise AudioAnalysisError(f"unknown steering mode(s) {bad or list(modes)}; choose from {MODES}")
     v_idx, v_toks = closed_rows_with_options(val_dataset, answer_options, None, option_ids)
     t_idx, t_toks = closed_rows_with_options(test_dataset, answer_options, None, option_ids)
-    kw = dict(backend=backend, batch_size=batch_size)
+    kw: dict[str, Any] = dict(backend=backend, batch_size=batch_size)
     rows = []
     for mode in modes:
+        dirs: dict[str, Any]
         if mode == "resid":
             dirs = {"vector": steering_vector(model, val_dataset, v_idx, silence, **kw)}
         else:

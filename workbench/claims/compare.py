@@ -241,12 +241,54 @@ def _cell_label(task: str, attribute: str, metric: str) -> str:
     return lab if metric == "accuracy" else f"{lab} [{metric}]"
 
 
+def _score_panel(fig, tp: pd.DataFrame, variants: list, color: dict, p: int, c: int, nrow: int) -> None:
+    """Row 1, column ``c`` (panel ``p``: 0 accuracy-type, 1 caption metrics): bars per variant with CIs, chance."""
+    import plotly.graph_objects as go
+
+    for v in variants:
+        g = tp[tp["variant"] == v]
+        fig.add_trace(go.Bar(x=g["cell"], y=g["value"], name=str(v), legendgroup=str(v), showlegend=c == 1,
+                             marker_color=color[v],
+                             error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["value"],
+                                          arrayminus=g["value"] - g["ci_low"]),
+                             hovertemplate="%{x}<br>" + str(v) + ": %{y:.3f}<extra></extra>"), row=1, col=c)
+    ch = tp.dropna(subset=["chance"]).drop_duplicates("cell")
+    if len(ch):
+        fig.add_trace(go.Scatter(x=ch["cell"], y=ch["chance"], mode="markers", name="chance", showlegend=c == 1,
+                                 marker=dict(symbol="line-ew-open", size=28, color="black", line=dict(width=2))),
+                      row=1, col=c)
+    fig.update_yaxes(title_text="accuracy / exact match (fraction, 0-1)" if p == 0 else "score (CIDEr-D 0-10, ROUGE-L 0-1)",
+                     row=1, col=c)
+    fig.update_xaxes(title_text="task / attribute [metric] (evaluation cell)", row=nrow, col=c)
+
+
+def _diff_panel(fig, diffs: pd.DataFrame, variants: list, color: dict, p: int, c: int) -> None:
+    """Row 2, column ``c``: each variant's paired difference vs the baseline (95% CI) in panel ``p``'s cells."""
+    import plotly.graph_objects as go
+
+    d = diffs.copy()
+    d["cell"] = [_cell_label(a, b, m) for a, b, m in zip(d["task"], d["attribute"], d["metric"])]
+    d = d[np.where(d["metric"].isin(["accuracy", "exact_match"]), 0, 1) == p]
+    for v in variants:
+        g = d[d["variant"] == v]
+        if not len(g):
+            continue
+        fig.add_trace(go.Bar(x=g["cell"], y=g["diff"], name=f"{v} - baseline", legendgroup=str(v),
+                             showlegend=False, marker_color=color[v], opacity=0.8,
+                             error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["diff"],
+                                          arrayminus=g["diff"] - g["ci_low"]),
+                             hovertemplate="%{x}<br>" + str(v) + " - baseline: %{y:.3f}<extra></extra>"),
+                      row=2, col=c)
+    fig.add_hline(y=0, line=dict(color="gray", width=1), row=2, col=c)
+    fig.update_yaxes(title_text="difference (fraction, 0-1 scale)" if p == 0 else "difference (metric units)",
+                     row=2, col=c)
+
+
 def comparison_figure(table: pd.DataFrame, diffs: pd.DataFrame | None = None, title: str | None = None):
     """Plotly figure: grouped bars (value, 95% CI error bars, chance marks) per cell and variant; a second row
     with the paired differences vs the baseline (if given). Accuracy-type cells (0-1) and caption metrics
     (CIDEr-D is 0-10) get separate columns so their scales do not mix. Caption under the plot (and in
     ``layout.meta["caption"]``)."""
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     from workbench.analysis.figures import add_caption
@@ -269,39 +311,9 @@ def comparison_figure(table: pd.DataFrame, diffs: pd.DataFrame | None = None, ti
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
     color = {v: colors[i % len(colors)] for i, v in enumerate(variants)}
     for c, p in enumerate(panels, start=1):
-        tp = t[t["panel"] == p]
-        for v in variants:
-            g = tp[tp["variant"] == v]
-            fig.add_trace(go.Bar(x=g["cell"], y=g["value"], name=str(v), legendgroup=str(v), showlegend=c == 1,
-                                 marker_color=color[v],
-                                 error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["value"],
-                                              arrayminus=g["value"] - g["ci_low"]),
-                                 hovertemplate="%{x}<br>" + str(v) + ": %{y:.3f}<extra></extra>"), row=1, col=c)
-        ch = tp.dropna(subset=["chance"]).drop_duplicates("cell")
-        if len(ch):
-            fig.add_trace(go.Scatter(x=ch["cell"], y=ch["chance"], mode="markers", name="chance", showlegend=c == 1,
-                                     marker=dict(symbol="line-ew-open", size=28, color="black", line=dict(width=2))),
-                          row=1, col=c)
-        fig.update_yaxes(title_text="accuracy / exact match (fraction, 0-1)" if p == 0 else "score (CIDEr-D 0-10, ROUGE-L 0-1)",
-                         row=1, col=c)
-        fig.update_xaxes(title_text="task / attribute [metric] (evaluation cell)", row=nrow, col=c)
+        _score_panel(fig, t[t["panel"] == p], variants, color, p, c, nrow)
         if has_diff:
-            d = diffs.copy()
-            d["cell"] = [_cell_label(a, b, m) for a, b, m in zip(d["task"], d["attribute"], d["metric"])]
-            d = d[np.where(d["metric"].isin(["accuracy", "exact_match"]), 0, 1) == p]
-            for v in variants:
-                g = d[d["variant"] == v]
-                if not len(g):
-                    continue
-                fig.add_trace(go.Bar(x=g["cell"], y=g["diff"], name=f"{v} - baseline", legendgroup=str(v),
-                                     showlegend=False, marker_color=color[v], opacity=0.8,
-                                     error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["diff"],
-                                                  arrayminus=g["diff"] - g["ci_low"]),
-                                     hovertemplate="%{x}<br>" + str(v) + " - baseline: %{y:.3f}<extra></extra>"),
-                              row=2, col=c)
-            fig.add_hline(y=0, line=dict(color="gray", width=1), row=2, col=c)
-            fig.update_yaxes(title_text="difference (fraction, 0-1 scale)" if p == 0 else "difference (metric units)",
-                             row=2, col=c)
+            _diff_panel(fig, diffs, variants, color, p, c)
     how = "bootstrap over task rows (closed) or clips (captions), fixed seed"
     fig.update_layout(barmode="group", height=700 if has_diff else 460, width=max(900, 60 * sum(widths) * len(variants)),
                       legend_title_text="variant", title=title or "Variant comparison")

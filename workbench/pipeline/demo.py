@@ -209,15 +209,13 @@ def retrain_steps(root: Path):
     return [train(v) for v in VARIANTS]
 
 
-def build_steps(demo: Demo, retrain: bool) -> list:
+def _eval_steps(demo: Demo, trained: list[str]) -> list:
+    """The test corpus, its token cache, and one evaluation step per variant (after any retraining steps)."""
     from workbench.pipeline.steps import Step
 
     s = demo.sizes
-    out = demo.out
     ck = str(demo.checkpoints)
-    steps = retrain_steps(demo.checkpoints) if retrain else []
-    trained = [st.name for st in steps]
-    steps += [
+    steps = [
         Step("corpus", f"synthetic test split ({s.test_clips} clips, tiny preset) in {TEST_DATA}", demo.make_corpus,
              params={"clips": s.test_clips}, outputs=[TEST_DATA / "tasks.jsonl"]),
         Step("encode", f"encode the test split once (token cache {TOKEN_CACHE})", demo.encode, deps=["corpus"],
@@ -228,30 +226,47 @@ def build_steps(demo: Demo, retrain: bool) -> list:
         steps.append(Step(f"eval-{v}", f"evaluate {v}: {what}", (lambda v=v: demo.evaluate(v)),
                           params={"rows": s.eval_rows, "full": demo.full_eval, "checkpoints": ck},
                           deps=["encode"] + trained))
-    evals = [f"eval-{v}" for v in VARIANTS]
+    return steps
+
+
+def _comparison_steps(demo: Demo, evals: list[str]) -> list:
+    """The variants compared (paired contrasts) and the seed-aware statistics, from the evaluations used."""
+    from workbench.claims.seeds import answers_fingerprint
+    from workbench.pipeline.steps import Step
+    from workbench.training.runs import SWEEP_ROOT
+
+    s = demo.sizes
+    out = demo.out
 
     def used() -> dict[str, str]:  # the evaluation of each variant the comparison uses (the eval steps' markers)
         from workbench.pipeline.steps import Pipeline
 
         return {v: Pipeline(out).read_marker(f"eval-{v}")["summary"]["used"] for v in VARIANTS}
 
-    from workbench.training.runs import SWEEP_ROOT
-    from workbench.claims.seeds import answers_fingerprint
+    return [Step("compare", "compare the variants, paired contrasts per claim (bootstrap 95% CIs)",
+                 lambda: demo.compare(used()), params={"resamples": s.resamples}, deps=evals,
+                 outputs=[out / "compare.csv", out / "contrasts.csv"]),
+            Step("seed-stats", "seed-aware contrasts over training seeds and both test splits; injection-layer curve",
+                 lambda: demo.seed_stats(used()), deps=evals, outputs=[out / "seed_accuracy.csv", out / "seed_contrasts.csv"],
+                 params={"resamples": s.resamples, "runs": answers_fingerprint(demo.checkpoints, SWEEP_ROOT)})]
 
-    steps += [Step("compare", "compare the variants, paired contrasts per claim (bootstrap 95% CIs)",
-                   lambda: demo.compare(used()), params={"resamples": s.resamples}, deps=evals,
-                   outputs=[out / "compare.csv", out / "contrasts.csv"]),
-              Step("seed-stats", "seed-aware contrasts over training seeds and both test splits; injection-layer curve",
-                   lambda: demo.seed_stats(used()), deps=evals, outputs=[out / "seed_accuracy.csv", out / "seed_contrasts.csv"],
-                   params={"resamples": s.resamples, "runs": answers_fingerprint(demo.checkpoints, SWEEP_ROOT)})]
 
-    steps += inside_steps(demo)
+def build_steps(demo: Demo, retrain: bool) -> list:
+    """Every step of the demo, in order (the pipeline runs them by their deps); the report comes last."""
     from workbench.pipeline.demo_analyses import analysis_steps  # attribute lens, listening heads, steering, AtP (cheap)
+    from workbench.pipeline.steps import Step
+
+    steps = retrain_steps(demo.checkpoints) if retrain else []
+    trained = [st.name for st in steps]
+    steps += _eval_steps(demo, trained)
+    evals = [f"eval-{v}" for v in VARIANTS]
+    steps += _comparison_steps(demo, evals)
+    steps += inside_steps(demo)
     steps += analysis_steps(demo)
     analyses = [st.name for st in steps if st.name not in ("corpus", "encode", *trained, *evals)]
     # the report always re-runs (a few seconds): it reads whatever the other steps left in the folder
     steps.append(Step("report", "report and verdicts", demo.report, deps=analyses, always=True,
-                      outputs=[out / "report.html", out / "verdict.csv"]))
+                      outputs=[demo.out / "report.html", demo.out / "verdict.csv"]))
     return steps
 
 

@@ -142,6 +142,39 @@ async def _evaluate(tab, expression: str, *, await_promise: bool = False):
     return res["result"].get("value")
 
 
+async def _open_page(tab, url: str, width: int, height: int, timeout: float) -> None:
+    """Enable the Runtime / Log / Page events, set the viewport, open ``url`` and wait for its load event."""
+    for domain in ("Runtime", "Log", "Page"):
+        await tab.send_command(f"{domain}.enable")
+    await tab.send_command("Emulation.setDeviceMetricsOverride",
+                           params={"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    loaded = tab.subscribe_once("Page.loadEventFired")
+    nav = await tab.send_command("Page.navigate", params={"url": url})
+    if "error" in nav or nav.get("result", {}).get("errorText"):
+        raise BrowserCheckError(f"could not open {url}: {nav.get('error') or nav['result']['errorText']}")
+    try:
+        await asyncio.wait_for(loaded, timeout)
+    except asyncio.TimeoutError:
+        raise BrowserCheckError(f"{url} did not finish loading within {timeout:.0f} s") from None
+
+
+async def _wait_for_figures(tab, t0: float, timeout: float) -> dict:
+    """``{found, rendered}`` plotly figures once all are drawn, or nothing changed for SETTLE_S, or the timeout
+    (counted from ``t0``) is up."""
+    # plotly draws while the page's scripts run, a little may follow the load event: wait until every
+    # figure is drawn, or nothing changed for SETTLE_S (a figure that failed will not be drawn later)
+    figs = await _evaluate(tab, _FIGURES_JS)
+    changed = time.monotonic()
+    while figs["rendered"] < figs["found"] and time.monotonic() - changed < SETTLE_S \
+            and time.monotonic() - t0 < timeout:
+        await asyncio.sleep(0.2)
+        now = await _evaluate(tab, _FIGURES_JS)
+        if now["rendered"] != figs["rendered"]:
+            changed = time.monotonic()
+        figs = now
+    return figs
+
+
 async def _drive(browser_path: str, url: str, width: int, height: int, timeout: float) -> dict:
     import choreographer
 
@@ -172,29 +205,8 @@ async def _drive(browser_path: str, url: str, width: int, height: int, timeout: 
         tab.subscribe("Runtime.exceptionThrown", on_exception)
         tab.subscribe("Runtime.consoleAPICalled", on_console)
         tab.subscribe("Log.entryAdded", on_log)
-        for domain in ("Runtime", "Log", "Page"):
-            await tab.send_command(f"{domain}.enable")
-        await tab.send_command("Emulation.setDeviceMetricsOverride",
-                               params={"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
-        loaded = tab.subscribe_once("Page.loadEventFired")
-        nav = await tab.send_command("Page.navigate", params={"url": url})
-        if "error" in nav or nav.get("result", {}).get("errorText"):
-            raise BrowserCheckError(f"could not open {url}: {nav.get('error') or nav['result']['errorText']}")
-        try:
-            await asyncio.wait_for(loaded, timeout)
-        except asyncio.TimeoutError:
-            raise BrowserCheckError(f"{url} did not finish loading within {timeout:.0f} s") from None
-        # plotly draws while the page's scripts run, a little may follow the load event: wait until every
-        # figure is drawn, or nothing changed for SETTLE_S (a figure that failed will not be drawn later)
-        figs = await _evaluate(tab, _FIGURES_JS)
-        changed = time.monotonic()
-        while figs["rendered"] < figs["found"] and time.monotonic() - changed < SETTLE_S \
-                and time.monotonic() - t0 < timeout:
-            await asyncio.sleep(0.2)
-            now = await _evaluate(tab, _FIGURES_JS)
-            if now["rendered"] != figs["rendered"]:
-                changed = time.monotonic()
-            figs = now
+        await _open_page(tab, url, width, height, timeout)
+        figs = await _wait_for_figures(tab, t0, timeout)
         await asyncio.sleep(0.3)  # late console errors (e.g. from requestAnimationFrame callbacks)
         page = await _evaluate(tab, _PAGE_JS)
         shot = await tab.send_command("Page.captureScreenshot", params={"format": "png"})

@@ -189,12 +189,9 @@ def resolve_path(p: str | os.PathLike, base: Path = REPO_ROOT) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
-def parse_preset(raw: dict, where: str, path: Path | None = None, preset: str = "") -> RunConfig:
-    c = _Checker(where)
-    c.mapping(raw, "preset", PRESET_KEYS, required=("model", "data", "training"))
-    c.mapping(raw["model"], "model")
-
-    d = c.mapping(raw["data"], "data", DATA_KEYS, required=("train", "cache_dir"))
+def _parse_data(c: _Checker, raw_data) -> DataConfig:
+    """The ``data`` section: dataset folders, cache, the optional generated data."""
+    d = c.mapping(raw_data, "data", DATA_KEYS, required=("train", "cache_dir"))
     for k in ("train", "val", "cache_dir"):
         if k in d and d[k] is not None and not isinstance(d[k], str):
             c.fail(f"data.{k}", f"expected a path string, got {d[k]!r}")
@@ -205,21 +202,24 @@ def parse_preset(raw: dict, where: str, path: Path | None = None, preset: str = 
                "n_eval": c.int_(g.get("n_eval", max(1, int(g["n_train"]) // 10)), "data.generate.n_eval", 1),
                "seed": c.int_(g.get("seed", 0), "data.generate.seed"),
                "workers": c.int_(g.get("workers", 1), "data.generate.workers", 1)}
-    data = DataConfig(train=resolve_path(d["train"]), val=resolve_path(d["val"]) if d.get("val") else None,
+    return DataConfig(train=resolve_path(d["train"]), val=resolve_path(d["val"]) if d.get("val") else None,
                       cache_dir=resolve_path(d["cache_dir"]), generate=gen,
                       num_workers=c.int_(d.get("num_workers", 0), "data.num_workers", 0))
 
-    t = c.mapping(raw["training"], "training", TRAINING_KEYS, required=("batch_size", "stages"))
-    lora = None
-    if t.get("lora") is not None:
-        lr_ = c.mapping(t["lora"], "training.lora", LORA_KEYS)
-        lora = LoraConfig(rank=c.int_(lr_.get("rank", 8), "training.lora.rank", 1),
-                          alpha=c.float_(lr_.get("alpha", 16), "training.lora.alpha", positive=True),
-                          dropout=c.float_(lr_.get("dropout", 0.0), "training.lora.dropout", lo=0.0),
-                          targets=c.str_list(lr_.get("targets", ["q_proj", "v_proj"]), "training.lora.targets"))
-    schedule = c.choice(t.get("schedule", "cosine"), "training.schedule", SCHEDULES)
-    wd = c.float_(t.get("weight_decay", 0.0), "training.weight_decay", lo=0.0)
-    stages_raw = t["stages"]
+
+def _parse_lora(c: _Checker, t: dict) -> LoraConfig | None:
+    """``training.lora`` (None when absent)."""
+    if t.get("lora") is None:
+        return None
+    lr_ = c.mapping(t["lora"], "training.lora", LORA_KEYS)
+    return LoraConfig(rank=c.int_(lr_.get("rank", 8), "training.lora.rank", 1),
+                      alpha=c.float_(lr_.get("alpha", 16), "training.lora.alpha", positive=True),
+                      dropout=c.float_(lr_.get("dropout", 0.0), "training.lora.dropout", lo=0.0),
+                      targets=c.str_list(lr_.get("targets", ["q_proj", "v_proj"]), "training.lora.targets"))
+
+
+def _parse_stages(c: _Checker, stages_raw, schedule: str, wd: float) -> list[StageConfig]:
+    """``training.stages``: unique names; ``schedule`` and ``wd`` are the training section's defaults."""
     if not isinstance(stages_raw, list) or not stages_raw:
         c.fail("training.stages", f"expected a non-empty list of stages, got {stages_raw!r}")
     stages, names = [], set()
@@ -239,6 +239,16 @@ def parse_preset(raw: dict, where: str, path: Path | None = None, preset: str = 
                          schedule=c.choice(s.get("schedule", schedule), f"{key}.schedule", SCHEDULES),
                          weight_decay=c.float_(s.get("weight_decay", wd), f"{key}.weight_decay", lo=0.0))
         stages.append(st)
+    return stages
+
+
+def _parse_training(c: _Checker, raw_training) -> TrainingConfig:
+    """The ``training`` section: optimiser, schedule, stages, LoRA, checkpointing."""
+    t = c.mapping(raw_training, "training", TRAINING_KEYS, required=("batch_size", "stages"))
+    lora = _parse_lora(c, t)
+    schedule = c.choice(t.get("schedule", "cosine"), "training.schedule", SCHEDULES)
+    wd = c.float_(t.get("weight_decay", 0.0), "training.weight_decay", lo=0.0)
+    stages = _parse_stages(c, t["stages"], schedule, wd)
     betas = t.get("adam_betas", [0.9, 0.999])
     if not isinstance(betas, (list, tuple)) or len(betas) != 2:
         c.fail("training.adam_betas", f"expected two numbers, got {betas!r}")
@@ -264,6 +274,16 @@ def parse_preset(raw: dict, where: str, path: Path | None = None, preset: str = 
     if training.uses_lora and training.lora is None:
         bad = [s.name for s in stages if "lora" in s.trainable]
         c.fail("training.lora", f"stage(s) {bad} train 'lora' but the training section has no lora: {{rank, alpha, dropout, targets}}")
+    return training
+
+
+def parse_preset(raw: dict, where: str, path: Path | None = None, preset: str = "") -> RunConfig:
+    """A preset's parsed dict -> `RunConfig`; every bad value is a ConfigError naming ``where`` and its key."""
+    c = _Checker(where)
+    c.mapping(raw, "preset", PRESET_KEYS, required=("model", "data", "training"))
+    c.mapping(raw["model"], "model")
+    data = _parse_data(c, raw["data"])
+    training = _parse_training(c, raw["training"])
     return RunConfig(path=Path(path) if path else Path("<dict>"), preset=preset, model=raw["model"], data=data,
                      training=training, raw=copy.deepcopy(raw))
 

@@ -107,23 +107,9 @@ def _stage_summary(log_path: Path, val_path: Path, cfg: RunConfig) -> list[dict]
     return out
 
 
-def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_steps: int | None = None,
-          model_factory: Callable[[dict], torch.nn.Module] | None = None, progress: bool = True,
-          command: str | None = None, reproducible: bool = False, _fail_checkpoint_at: int | None = None) -> dict:
-    """Run (or resume) the curriculum of ``cfg`` into ``out``; returns the summary dict.
-
-    ``reproducible``: one thread, deterministic algorithms, and a check that the AVX2 pins of
-    :mod:`workbench.training.reproducible` are in the environment and took effect (ReproducibilityError if not).
-
-    ``model_factory(cfg.model)`` builds the model (default: ``PALModel.from_config(PALConfig.from_dict(cfg.model),
-    seed=training.seed)``).
-    ``max_steps`` stops after that global step (with a checkpoint). Raises ConfigError / CheckpointError /
-    DataError for bad input, TrainingDivergedError for a non-finite loss.
-    """
-    t0 = time.time()
+def _accelerator(cfg: RunConfig):
+    """The run's Accelerator (mixed precision only on a GPU); the batch must split evenly over its processes."""
     tc = cfg.training
-    out = Path(out).resolve()
-    ckpt_root = out / "checkpoints"
     if tc.deterministic and torch.cuda.is_available():
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     mp = tc.mixed_precision
@@ -134,12 +120,18 @@ def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_s
     if acc.distributed_type.value == "FSDP":
         warnings.warn("FSDP: checkpoints save the trainable parts through model.save_pretrained and the optimizer "
                       "state as seen by this process; this path is untested (DDP is): prefer DDP for these sizes")
-    main_proc, world = acc.is_main_process, acc.num_processes
+    world = acc.num_processes
     if tc.batch_size % world:
         raise ConfigError(f"{cfg.path} [preset {cfg.preset}]: training.batch_size {tc.batch_size} is not divisible "
                           f"by the number of processes {world}")
+    return acc
 
-    # ---- resume point -------------------------------------------------------------------------------
+
+def _resume_point(cfg: RunConfig, out: Path, acc, resume: bool) -> tuple[dict | None, Path | None]:
+    """(trainer state, checkpoint folder) to resume from, or (None, None) for a fresh run; a fresh run into a
+    folder that holds a checkpoint, or a resume with another config, is a CheckpointError."""
+    ckpt_root = out / "checkpoints"
+    main_proc, world = acc.is_main_process, acc.num_processes
     state, ckpt = None, None
     if main_proc:
         clean_tmp(ckpt_root)
@@ -160,6 +152,28 @@ def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_s
     elif existing is not None:
         raise CheckpointError(f"{out} already holds a checkpoint ({existing}); pass --resume to continue it or "
                               f"choose another --out")
+    return state, ckpt
+
+
+def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_steps: int | None = None,
+          model_factory: Callable[[dict], torch.nn.Module] | None = None, progress: bool = True,
+          command: str | None = None, reproducible: bool = False, _fail_checkpoint_at: int | None = None) -> dict:
+    """Run (or resume) the curriculum of ``cfg`` into ``out``; returns the summary dict.
+
+    ``reproducible``: one thread, deterministic algorithms, and a check that the AVX2 pins of
+    :mod:`workbench.training.reproducible` are in the environment and took effect (ReproducibilityError if not).
+
+    ``model_factory(cfg.model)`` builds the model (default: ``PALModel.from_config(PALConfig.from_dict(cfg.model),
+    seed=training.seed)``).
+    ``max_steps`` stops after that global step (with a checkpoint). Raises ConfigError / CheckpointError /
+    DataError for bad input, TrainingDivergedError for a non-finite loss.
+    """
+    t0 = time.time()
+    tc = cfg.training
+    out = Path(out).resolve()
+    acc = _accelerator(cfg)
+    main_proc = acc.is_main_process
+    state, ckpt = _resume_point(cfg, out, acc, resume)
     if main_proc:
         out.mkdir(parents=True, exist_ok=True)
 

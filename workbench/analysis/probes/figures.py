@@ -11,22 +11,11 @@ import pandas as pd
 _KIND_X = {"encoder": -2.0, "connector": -1.0}
 
 
-def probe_figure(df: pd.DataFrame, title: str | None = None):
-    """Metric per layer (one line + 95% CI band per residual position / audio K / V), encoder and connector
-    sites as markers left of layer 0, the majority baseline and each series' control task as reference
-    lines."""
+def _layered_traces(fig, df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One line + CI band + control line per layered series (residual position, audio K / V / in); -> those rows."""
     import plotly.graph_objects as go
     from plotly.colors import qualitative
 
-    from workbench.analysis.figures import add_caption
-
-    fig = go.Figure()
-    if df.empty:
-        fig.update_layout(title=title or "Linear probes: no results", xaxis_title="site (layer index)",
-                          yaxis_title="probe metric (out-of-fold)")
-        return add_caption(fig, "No probe results (empty table): nothing to plot.")
-    metric = df["metric"].iloc[0]
-    attr = df["attribute"].iloc[0]
     palette = qualitative.Plotly
     layered = df[df["layer"].notna() & df["kind"].isin(["resid", "audio_k", "audio_v", "audio_in"])].copy()
     layered["series"] = np.where(layered["kind"] == "resid",
@@ -46,6 +35,13 @@ def probe_figure(df: pd.DataFrame, title: str | None = None):
                                  "%{customdata[3]:.3f}<extra>" + series + "</extra>"))
         fig.add_trace(go.Scatter(x=x, y=g["control"], mode="lines", name=f"control ({series})", legendgroup=series,
                                  line={"color": color, "dash": "dot", "width": 1}))
+    return layered
+
+
+def _point_traces(fig, df: pd.DataFrame) -> pd.DataFrame:
+    """Encoder / connector outputs as markers (with their controls) left of layer 0; -> those rows."""
+    import plotly.graph_objects as go
+
     point = df[df["kind"].isin(list(_KIND_X))]
     for i, (kind, g) in enumerate(point.groupby("kind", sort=False)):
         offs = np.linspace(-0.25, 0.25, len(g)) if len(g) > 1 else [0.0]
@@ -57,6 +53,26 @@ def probe_figure(df: pd.DataFrame, title: str | None = None):
                      "arrayminus": (g["value"] - g["ci_low"]).tolist()}))
         fig.add_trace(go.Scatter(x=xs, y=g["control"], mode="markers", marker={"symbol": "x", "color": "grey"},
                                  name=f"control ({kind})"))
+    return point
+
+
+def probe_figure(df: pd.DataFrame, title: str | None = None):
+    """Metric per layer (one line + 95% CI band per residual position / audio K / V), encoder and connector
+    sites as markers left of layer 0, the majority baseline and each series' control task as reference
+    lines."""
+    import plotly.graph_objects as go
+
+    from workbench.analysis.figures import add_caption
+
+    fig = go.Figure()
+    if df.empty:
+        fig.update_layout(title=title or "Linear probes: no results", xaxis_title="site (layer index)",
+                          yaxis_title="probe metric (out-of-fold)")
+        return add_caption(fig, "No probe results (empty table): nothing to plot.")
+    metric = df["metric"].iloc[0]
+    attr = df["attribute"].iloc[0]
+    layered = _layered_traces(fig, df, metric)
+    point = _point_traces(fig, df)
     fig.add_hline(y=float(df["majority"].iloc[0]), line_dash="dash", line_color="black",
                   annotation_text="majority class" if metric == "accuracy" else "mean predictor",
                   annotation_position="bottom right")

@@ -10,7 +10,7 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -80,6 +80,35 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
+def _labelled_rows(dataset, attribute: str, identity: str, where: str, cols: list[str],
+                   dropped: Counter[str]) -> tuple[list[int], list, list[str], list[str]]:
+    """(row index, label value, control identity, file name) of each clip's first row with ``attribute``
+    set (nulls counted in ``dropped["null"]``); ProbeError if no clip has it or it is a list / dict."""
+    seen: set[str] = set()
+    idx, values, ids, files = [], [], [], []
+    for i, row in enumerate(dataset.rows):
+        fn = row["file_name"]
+        if fn in seen:
+            continue
+        seen.add(fn)
+        v = row.get(attribute)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            dropped["null"] += 1
+            continue
+        if isinstance(v, (list, dict)):
+            raise ProbeError(f"attribute {attribute!r} of dataset {where} holds {type(v).__name__}s, not single values")
+        idx.append(i)
+        values.append(v)
+        ids.append(str(row.get(identity)))
+        files.append(fn)
+    if not values:
+        filled = [c for c in cols if any(r.get(c) is not None for r in dataset.rows[:500])]
+        raise ProbeError(f"attribute {attribute!r} is null for every clip of dataset {where} ({len(seen)} clips): "
+                         "the data may not have it (the synthetic tiny preset has no music: instrument and other "
+                         f"music attributes need the default preset); columns with values: {', '.join(filled)}")
+    return idx, values, ids, files
+
+
 def prepare_clips(dataset, attribute: str, *, question: str = DEFAULT_QUESTION, task: str = "auto",
                   n: int | None = None, identity: str = "file_name", min_per_class: int = 2) -> ClipSet:
     """One row per clip of ``dataset`` (an AudioTaskDataset: ``rows`` carry the clip metadata), labelled with
@@ -94,26 +123,8 @@ def prepare_clips(dataset, attribute: str, *, question: str = DEFAULT_QUESTION, 
     if identity not in cols:
         raise ProbeError(f"control identity {identity!r} is not a column of dataset {where}; columns available: "
                          f"{', '.join(cols)}")
-    seen: set[str] = set()
-    idx, values, ids, files = [], [], [], []
-    dropped = Counter()
-    for i, row in enumerate(dataset.rows):
-        fn = row["file_name"]
-        if fn in seen:
-            continue
-        seen.add(fn)
-        v = row.get(attribute)
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            dropped["null"] += 1
-            continue
-        if isinstance(v, (list, dict)):
-            raise ProbeError(f"attribute {attribute!r} of dataset {where} holds {type(v).__name__}s, not single values")
-        idx.append(i), values.append(v), ids.append(str(row.get(identity))), files.append(fn)
-    if not values:
-        filled = [c for c in cols if any(r.get(c) is not None for r in dataset.rows[:500])]
-        raise ProbeError(f"attribute {attribute!r} is null for every clip of dataset {where} ({len(seen)} clips): "
-                         "the data may not have it (the synthetic tiny preset has no music: instrument and other "
-                         f"music attributes need the default preset); columns with values: {', '.join(filled)}")
+    dropped: Counter[str] = Counter()
+    idx, values, ids, files = _labelled_rows(dataset, attribute, identity, where, cols, dropped)
     if task == "auto":
         numeric = all(_is_number(v) for v in values)
         task = "regression" if numeric and len(set(values)) > 12 else "classification"
@@ -201,32 +212,39 @@ class ActivationStore:
             if not meta.get("complete"):
                 raise ProbeError(f"{self.root}: activation store is incomplete (collection did not finish)")
             self.sites = [Site(**s["site"]) for s in meta["sites"]]
-            self.dims = {s["site"]["name"]: s["dim"] for s in meta["sites"]}
+            self.dims: dict[str, int] = {s["site"]["name"]: s["dim"] for s in meta["sites"]}
             self.files = {s["site"]["name"]: s["file"] for s in meta["sites"]}
             self.dtype, self.n, self.info = meta["dtype"], meta["n"], meta.get("info", {})
-            self._handles = None
+            self._handles: dict[str, BinaryIO] | None = None
             return
         self.root.mkdir(parents=True, exist_ok=True)
         if (self.root / "manifest.json").exists():
             (self.root / "manifest.json").unlink()
         self.sites, self.dtype, self.n, self.info = list(sites), dtype, 0, {}
         self.files = {s.name: f"site_{i:03d}.bin" for i, s in enumerate(self.sites)}
-        self.dims: dict[str, int] = {}
+        self.dims = {}
         self._handles = {s.name: open(self.root / self.files[s.name], "wb") for s in self.sites}
 
+    def writers(self) -> dict[str, BinaryIO]:
+        """The open per-site files of a store being written (`append`, `close`)."""
+        if self._handles is None:
+            raise ProbeError(f"{self.root}: the activation store is not open for writing (opened to read, or closed)")
+        return self._handles
+
     def append(self, pooled: dict[str, np.ndarray]) -> None:
+        handles = self.writers()
         rows = {v.shape[0] for v in pooled.values()}
-        if len(rows) != 1 or set(pooled) != set(self._handles):
+        if len(rows) != 1 or set(pooled) != set(handles):
             raise ProbeError("append needs every site with the same number of rows")
         for name, x in pooled.items():
             x = np.ascontiguousarray(x, dtype=_DTYPES[self.dtype])
             if self.dims.setdefault(name, x.shape[1]) != x.shape[1]:
                 raise ProbeError(f"site {name}: width changed from {self.dims[name]} to {x.shape[1]}")
-            self._handles[name].write(x.tobytes())
+            handles[name].write(x.tobytes())
         self.n += rows.pop()
 
     def close(self, info: dict | None = None) -> None:
-        for h in self._handles.values():
+        for h in self.writers().values():
             h.close()
         self._handles = None
         self.info = info or {}
@@ -285,7 +303,7 @@ def collect_activations(model, clips: ClipSet | Any, sites: list[Site], run_dir:
             store.append({s.name: _pool(s, acts[s.hook], ctx).cpu().numpy() for s in sites})
             del acts
     except BaseException:
-        for h in store._handles.values():
+        for h in store.writers().values():
             h.close()
         raise
     info = {}

@@ -20,7 +20,7 @@ _RESID_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_att
 _SUITE_KEYS = {"name", "attribute", "task", "question", "sites", "estimator", "folds", "seed", "control",
                "bootstrap", "storage_dtype", "batch_size", "description"}
 _SITE_KEYS = {"encoders", "connectors", "resid", "audio_kv", "hooks"}
-_DTYPES = {"float32": np.float32, "float16": np.float16}
+_DTYPES: dict[str, type[np.floating]] = {"float32": np.float32, "float16": np.float16}
 
 
 class ProbeError(ValueError):
@@ -158,7 +158,6 @@ def _lal_layers(model) -> dict[int, list[str]]:
 def _site_from_hook(model, text: str) -> Site:
     """A site from an explicit ``hook`` or ``hook@position`` string (checked against the model)."""
     hook, _, pos = text.partition("@")
-    pos = pos or None
     try:
         model.check_hook_name(hook)
     except (KeyError, IndexError) as e:
@@ -190,6 +189,63 @@ def _site_from_hook(model, text: str) -> Site:
                      "blocks.L.hook_audio_in)")
 
 
+def _resid_sites(model, resid) -> list[Site]:
+    """``sites.resid`` ({layers, positions, hook}) -> one residual site per position and layer."""
+    sites: list[Site] = []
+    if not resid:
+        return sites
+    if not isinstance(resid, dict):
+        raise ProbeError(f"sites.resid must be a mapping (layers, positions, hook), got {resid!r}")
+    extra = set(resid) - {"layers", "positions", "hook"}
+    if extra:
+        raise ProbeError(f"sites.resid: unknown key(s) {sorted(extra)}; allowed: layers, positions, hook")
+    hook = resid.get("hook", "hook_resid_post")
+    if hook not in _RESID_HOOKS:
+        raise ProbeError(f"sites.resid.hook: unknown hook {hook!r}; choose from {_RESID_HOOKS}")
+    positions = resid.get("positions", ["last_prompt"])
+    positions = [positions] if isinstance(positions, str) else list(positions)
+    bad = [p for p in positions if p not in POSITIONS]
+    if bad:
+        raise ProbeError(f"sites.resid.positions: unknown position(s) {bad}; choose from {POSITIONS}")
+    for pos in positions:
+        for layer in _layers(model, resid.get("layers", "all"), "sites.resid"):
+            h = f"blocks.{layer}.{hook}"
+            sites.append(Site(f"{h}@{pos}", h, "resid", layer, pos))
+    return sites
+
+
+def _audio_kv_sites(model, kv) -> list[Site]:
+    """``sites.audio_kv`` ({layers, which}) -> the LAL audio key / value sites (none for a model without LAL)."""
+    sites: list[Site] = []
+    if not kv:
+        return sites
+    if not isinstance(kv, dict):
+        raise ProbeError(f"sites.audio_kv must be a mapping (layers, which), got {kv!r}")
+    extra = set(kv) - {"layers", "which"}
+    if extra:
+        raise ProbeError(f"sites.audio_kv: unknown key(s) {sorted(extra)}; allowed: layers, which")
+    lal = _lal_layers(model)
+    which = kv.get("which", ["k", "v"])
+    which = [which] if isinstance(which, str) else list(which)
+    if set(which) - {"k", "v"}:
+        raise ProbeError(f"sites.audio_kv.which must list k and/or v, got {which}")
+    if kv.get("layers", "all") == "all":
+        layers = sorted(lal)
+        if not layers:
+            log.info("sites.audio_kv: this model has no LAL encoder, no audio K/V sites")
+    else:
+        layers = _layers(model, kv["layers"], "sites.audio_kv")
+        off = [layer for layer in layers if layer not in lal]
+        if off:
+            raise ProbeError(f"sites.audio_kv: layer(s) {off} have no LAL audio keys/values "
+                             f"(LAL layers of this model: {sorted(lal) or 'none'})")
+    for w in which:
+        for layer in layers:
+            h = f"blocks.{layer}.attn.hook_audio_{w}"
+            sites.append(Site(h, h, f"audio_{w}", layer))
+    return sites
+
+
 def resolve_sites(suite: ProbeSuite | dict, model) -> list[Site]:
     """The suite's ``sites`` section -> [Site], validated against ``model`` (a PALModel)."""
     spec = suite.sites if isinstance(suite, ProbeSuite) else suite
@@ -202,51 +258,8 @@ def resolve_sites(suite: ProbeSuite | dict, model) -> list[Site]:
         sites.append(Site(f"encoders.{name}.hook_out", f"encoders.{name}.hook_out", "encoder", encoder=name))
     for name in _names(spec.get("connectors"), have, "sites.connectors"):
         sites.append(Site(f"connectors.{name}.hook_out", f"connectors.{name}.hook_out", "connector", encoder=name))
-    resid = spec.get("resid")
-    if resid:
-        if not isinstance(resid, dict):
-            raise ProbeError(f"sites.resid must be a mapping (layers, positions, hook), got {resid!r}")
-        extra = set(resid) - {"layers", "positions", "hook"}
-        if extra:
-            raise ProbeError(f"sites.resid: unknown key(s) {sorted(extra)}; allowed: layers, positions, hook")
-        hook = resid.get("hook", "hook_resid_post")
-        if hook not in _RESID_HOOKS:
-            raise ProbeError(f"sites.resid.hook: unknown hook {hook!r}; choose from {_RESID_HOOKS}")
-        positions = resid.get("positions", ["last_prompt"])
-        positions = [positions] if isinstance(positions, str) else list(positions)
-        bad = [p for p in positions if p not in POSITIONS]
-        if bad:
-            raise ProbeError(f"sites.resid.positions: unknown position(s) {bad}; choose from {POSITIONS}")
-        for pos in positions:
-            for layer in _layers(model, resid.get("layers", "all"), "sites.resid"):
-                h = f"blocks.{layer}.{hook}"
-                sites.append(Site(f"{h}@{pos}", h, "resid", layer, pos))
-    kv = spec.get("audio_kv")
-    if kv:
-        if not isinstance(kv, dict):
-            raise ProbeError(f"sites.audio_kv must be a mapping (layers, which), got {kv!r}")
-        extra = set(kv) - {"layers", "which"}
-        if extra:
-            raise ProbeError(f"sites.audio_kv: unknown key(s) {sorted(extra)}; allowed: layers, which")
-        lal = _lal_layers(model)
-        which = kv.get("which", ["k", "v"])
-        which = [which] if isinstance(which, str) else list(which)
-        if set(which) - {"k", "v"}:
-            raise ProbeError(f"sites.audio_kv.which must list k and/or v, got {which}")
-        if kv.get("layers", "all") == "all":
-            layers = sorted(lal)
-            if not layers:
-                log.info("sites.audio_kv: this model has no LAL encoder, no audio K/V sites")
-        else:
-            layers = _layers(model, kv["layers"], "sites.audio_kv")
-            off = [layer for layer in layers if layer not in lal]
-            if off:
-                raise ProbeError(f"sites.audio_kv: layer(s) {off} have no LAL audio keys/values "
-                                 f"(LAL layers of this model: {sorted(lal) or 'none'})")
-        for w in which:
-            for layer in layers:
-                h = f"blocks.{layer}.attn.hook_audio_{w}"
-                sites.append(Site(h, h, f"audio_{w}", layer))
+    sites += _resid_sites(model, spec.get("resid"))
+    sites += _audio_kv_sites(model, spec.get("audio_kv"))
     for text in spec.get("hooks") or []:
         sites.append(_site_from_hook(model, str(text)))
     names = [s.name for s in sites]

@@ -41,6 +41,7 @@ import math
 import os
 import types
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -56,6 +57,13 @@ _HOOKS = ("hook_resid_pre", "hook_ff1_out", "hook_attn_out", "hook_resid_mid", "
 
 
 class _AttnHooks(nn.Module):
+    hook_q: HookPoint
+    hook_k: HookPoint
+    hook_v: HookPoint
+    hook_attn_scores: HookPoint
+    hook_pattern: HookPoint
+    hook_z: HookPoint
+
     def __init__(self):
         super().__init__()
         for name in ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z"):
@@ -63,6 +71,14 @@ class _AttnHooks(nn.Module):
 
 
 class ConformerBlockHooks(nn.Module):
+    hook_resid_pre: HookPoint
+    hook_ff1_out: HookPoint
+    hook_resid_mid: HookPoint
+    hook_attn_out: HookPoint
+    hook_conv_out: HookPoint
+    hook_mlp_out: HookPoint
+    hook_resid_post: HookPoint
+
     def __init__(self):
         super().__init__()
         self.attn = _AttnHooks()
@@ -75,9 +91,9 @@ class GraniteTower(nn.Module):
 
     ``forward(features [B, T, 160], frame_lengths [B])`` -> (frames [B, T, D], frame mask [B, T])."""
 
-    def __init__(self, encoder: nn.Module):
+    def __init__(self, encoder: Any):
         super().__init__()
-        self.tower = encoder
+        self.tower: Any = encoder  # transformers' GraniteSpeechCTCEncoder: its parts are looked up by name
         self.hook_embed = HookPoint()
         self.blocks = nn.ModuleList(ConformerBlockHooks() for _ in encoder.layers)
         self.hook_ctc_logits = HookPoint()
@@ -113,7 +129,8 @@ class GraniteTower(nn.Module):
     def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.tower
         x = self.hook_embed(t.input_linear(features.to(t.input_linear.weight.dtype)))
-        for idx, (layer, hooks) in enumerate(zip(t.layers, self.blocks), start=1):
+        block_hooks = cast(list[ConformerBlockHooks], list(self.blocks))  # built in __init__: only these
+        for idx, (layer, hooks) in enumerate(zip(t.layers, block_hooks), start=1):
             x = hooks.hook_resid_pre(x)
             x = x + hooks.hook_ff1_out(0.5 * layer.ff1(x))
             x = hooks.hook_resid_mid(x + hooks.hook_attn_out(self._attention(layer.attn, hooks.attn, x, t.attention_dists)))
@@ -130,9 +147,9 @@ class GraniteConnector(nn.Module):
     """transformers' windowed Q-Former projector. ``forward(frames [B, T, D], frame mask [B, T])`` ->
     (tokens [B, ceil(T / window) * queries, d_model], token mask)."""
 
-    def __init__(self, projector: nn.Module):
+    def __init__(self, projector: Any):
         super().__init__()
-        self.projector = projector
+        self.projector: Any = projector  # transformers' GraniteSpeechEncoderProjector
         self.n_slots: int | None = None  # set by the model: tokens are padded / cut to its audio slot
         self.hook_out = HookPoint()
         self.hook_mask = HookPoint()
@@ -166,7 +183,7 @@ class GraniteSpeechPALModel(ReleasedPALModel):
         self.hop = int(feature_extractor.melspec_kwargs["hop_length"]) if feature_extractor is not None else 160
         self.window_samples = WINDOW_SECONDS * self.sample_rate
         self.n_audio_slots = int(self._tokens(self.window_samples))
-        self.connectors[KEY].n_slots = self.n_audio_slots
+        cast(GraniteConnector, self.connectors[KEY]).n_slots = self.n_audio_slots  # attached by load_granite_speech
         self.pal_cfg.encoders[0].connector.n_tokens = self.n_audio_slots
         gen = Path(folder) / "generation_config.json"
         eos = json.loads(gen.read_text()).get("eos_token_id") if gen.exists() else None
@@ -341,7 +358,7 @@ def load(folder: Path, source: str, *, integration=None, tokenizer=None, dtype=N
     with torch.device("meta"):
         encoder = GraniteSpeechCTCEncoder(config.encoder_config)
         projector = GraniteSpeechEncoderProjector(config)
-    encoder.attention_dists = _attention_dists(config.encoder_config)
+    encoder.attention_dists = nn.Buffer(_attention_dists(config.encoder_config), persistent=False)
     encoder = _load_module(encoder, parts["tower"], "audio tower", source, dtype)
     projector = _load_module(projector, parts["projector"], "projector", source, dtype)
 

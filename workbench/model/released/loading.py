@@ -15,11 +15,13 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from workbench.model.released.registry import ReleasedModelError, architecture_of
 
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 #: (pattern, replacement) applied in order to every state-dict key: -> tower.* / projector.* / text.* / lm_head.*
@@ -95,7 +97,7 @@ def normalized_state(state: dict[str, torch.Tensor], source: str) -> dict[str, d
     return parts
 
 
-def _load_module(module: torch.nn.Module, state: dict, what: str, source: str, dtype) -> torch.nn.Module:
+def _load_module(module: ModuleT, state: dict, what: str, source: str, dtype) -> ModuleT:
     """Assign ``state`` to a module built on the meta device; missing tensors are an error naming them."""
     from workbench.model.weights import MissingWeightsError
 
@@ -121,6 +123,24 @@ def _dtype(dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def _audio_parts(arch, config, parts: dict, source: str, dtype: torch.dtype):
+    """(audio tower, projector): transformers' own modules for ``arch``, built on the meta device and given the
+    checkpoint's tensors ``parts["tower"]`` / ``parts["projector"]`` in ``dtype``."""
+    import transformers
+
+    modeling = getattr(transformers.models, arch.tower_module)
+    modeling = getattr(modeling, f"modeling_{arch.tower_module}")
+    audio_cfg = config.audio_config
+    with torch.device("meta"):
+        tower = transformers.AutoModel.from_config(audio_cfg)
+        projector = getattr(modeling, arch.projector)(config)
+    tower = _load_module(tower, parts["tower"], "audio tower", source, dtype)
+    if hasattr(tower, "rotary_emb"):  # its inverse frequencies are a buffer, not in the state dict
+        tower.rotary_emb = type(tower.rotary_emb)(config=audio_cfg)
+    projector = _load_module(projector, parts["projector"], "projector", source, dtype)
+    return tower, projector
+
+
 def load_released(name: str | os.PathLike, *, integration: dict | None = None, tokenizer=None,
                   dtype: torch.dtype | str | None = None, device: str | torch.device | None = None):
     """`ReleasedPALModel` from a transformers folder or hub id (see the module docstring).
@@ -132,7 +152,6 @@ def load_released(name: str | os.PathLike, *, integration: dict | None = None, t
     """
     dtype = _dtype(dtype)
     device = device if device is not None else os.environ.get("WORKBENCH_DEVICE") or None
-    import transformers
     from transformers import AutoConfig
 
     from workbench.model.config import DecoderConfig
@@ -164,16 +183,7 @@ def load_released(name: str | os.PathLike, *, integration: dict | None = None, t
         text_state["lm_head.weight"] = text_state["model.embed_tokens.weight"]
     dec_cfg.tie_embeddings = False  # the unembedding is loaded explicitly (tied or not)
 
-    modeling = getattr(transformers.models, arch.tower_module)
-    modeling = getattr(modeling, f"modeling_{arch.tower_module}")
-    audio_cfg = config.audio_config
-    with torch.device("meta"):
-        tower = transformers.AutoModel.from_config(audio_cfg)
-        projector = getattr(modeling, arch.projector)(config)
-    tower = _load_module(tower, parts["tower"], "audio tower", source, dtype)
-    if hasattr(tower, "rotary_emb"):  # its inverse frequencies are a buffer, not in the state dict
-        tower.rotary_emb = type(tower.rotary_emb)(config=audio_cfg)
-    projector = _load_module(projector, parts["projector"], "projector", source, dtype)
+    tower, projector = _audio_parts(arch, config, parts, source, dtype)
 
     model = ReleasedPALModel.build(arch, config, dec_cfg, source, integration)
     model.load_decoder_weights(convert_state_dict(text_state, dec_cfg, source), source, dtype)

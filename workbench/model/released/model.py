@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from workbench.model.layout import TokenLayout, build_layout
 from workbench.model.pal import PALModel
 from workbench.model.pal_config import ConfigError, ConnectorConfig, EncoderSpec, IntegrationConfig, PALConfig
 from workbench.model.released.registry import Architecture, ReleasedModelError, conv_frames
+from workbench.model.released.tower import HookedTower
 
 
 class AudioTooLongError(ReleasedModelError):
@@ -37,14 +39,27 @@ class ReleasedPALModel(PALModel):
 
     is_released = True
 
+    # Set by `build`, `attach_audio` and `set_preprocessing` (transformers' config and processors are untyped).
+    arch: Architecture
+    hf_config: Any
+    audio_token_id: int
+    tokenizer: Any
+    feature_extractor: Any
+    chat_template: str | None
+    sample_rate: int
+    window_samples: int
+    window_frames: int
+    n_audio_slots: int
+    eos_token_ids: list[int]
+
     @classmethod
     def build(cls, arch: Architecture, hf_config, dec_cfg, source: str, integration: dict | None) -> "ReleasedPALModel":
         """An empty model on the meta device (weights come from `loading.load_released`)."""
-        integ = dict(integration or {})
-        if integ.get("adapter") or integ.get("gate"):
+        keys = dict(integration or {})
+        if keys.get("adapter") or keys.get("gate"):
             raise ConfigError("retrofitting adds no trained parts: integration adapter/gate must be off")
         try:
-            integ = IntegrationConfig(**integ)
+            integ = IntegrationConfig(**keys)
         except TypeError as e:
             raise ConfigError(f"integration: {e}; allowed keys: mode, layer, audio_rope") from e
         integ.validate("integration", dec_cfg.n_layers)
@@ -71,12 +86,13 @@ class ReleasedPALModel(PALModel):
         fe = feature_extractor
         self.sample_rate = int(fe.sampling_rate)
         self.window_samples = int(fe.n_samples)
-        window = self.encoders[self.arch.key].window_frames
+        tower = cast(HookedTower, self.encoders[self.arch.key])  # from attach_audio (Granite overrides this method)
+        window = tower.window_frames
         if window is not None and window != fe.nb_max_frames:
             raise ReleasedModelError(f"{folder}: the feature extractor gives {fe.nb_max_frames} mel frames per window "
                                      f"but the tower reads {window}; preprocessor_config.json does not fit config.json")
         self.window_frames = int(fe.nb_max_frames)
-        self.encoders[self.arch.key].set_mel_rate(fe.sampling_rate / fe.hop_length)
+        tower.set_mel_rate(fe.sampling_rate / fe.hop_length)
         self.n_audio_slots = int(self.arch.n_tokens(torch.tensor(self.window_frames), conv_frames(self.window_frames)))
         self.pal_cfg.encoders[0].connector.n_tokens = self.n_audio_slots
         gen = Path(folder) / "generation_config.json"

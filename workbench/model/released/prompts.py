@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -119,7 +120,7 @@ def _take_placeholder(model, ids: list[int]) -> tuple[list[int], int]:
 def released_example(model, question: str, answer: str | None = None, system_prompt: str | None = None) -> dict:
     """``{input_ids, labels, audio_slot, prompt_len}`` (lists / ints) for one question (and answer) about one
     clip, in ``model``'s chat template; labels -100 outside the answer and its end-of-turn token."""
-    msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
+    msgs: list[dict[str, Any]] = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
     msgs.append({"role": "user", "content": [dict(AUDIO_PART), {"type": "text", "text": question}]})
     prompt, slot = _take_placeholder(model, _render(model, msgs, True))
     if answer is None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -45,7 +46,7 @@ class OmniTower(HookedTower):
     T' = n_chunks * n_window // 2 (pooled), the clip's real frames first.
     """
 
-    def __init__(self, hf_tower: nn.Module, arch):
+    def __init__(self, hf_tower, arch):
         super().__init__(hf_tower, arch)
         self.n_window = int(hf_tower.config.n_window)
         self.window_frames = None  # any window of the feature extractor: it is cut into chunks
@@ -83,7 +84,7 @@ class OmniTower(HookedTower):
         chunk = frame // self.n_window  # a chunk of 2 * n_window mel frames gives n_window frames
         valid = frame[None] < conv_frames(n_mel)[:, None]  # [B, T]
         mask = (chunk[:, None] == chunk[None, :])[None] & valid[:, None, :]  # [B, T, T]
-        for layer, hooks in zip(t.layers, self.blocks):
+        for layer, hooks in zip(t.layers, self.block_hooks()):
             x = hooks.hook_resid_pre(x)
             x = hooks.hook_resid_post(self._whisper_layer(layer, hooks, x, mask))
         x = t.ln_post(t.avg_pooler(x.transpose(1, 2)).transpose(1, 2))
@@ -179,12 +180,12 @@ def load(folder: Path, source: str, *, integration=None, tokenizer=None, dtype=N
     dec_cfg.tie_embeddings = False  # the unembedding is loaded explicitly (tied or not)
 
     with torch.device("meta"):
-        tower = Qwen2_5OmniAudioEncoder._from_config(config.audio_config)
+        tower: Any = Qwen2_5OmniAudioEncoder._from_config(config.audio_config)  # parts replaced by name below
     tower.positional_embedding = type(tower.positional_embedding)(tower.max_source_positions, config.audio_config.d_model)
     if "audio_bos_eos_token.weight" not in parts["tower"]:  # unused by the thinker's forward
         tower.audio_bos_eos_token = None
     tower = _load_module(tower, parts["tower"], "audio tower", source, dtype)
-    proj = tower.proj
+    proj = cast(nn.Linear, tower.proj)  # transformers' Qwen2_5OmniAudioEncoder.proj is an nn.Linear
     tower.proj = None  # the connector owns it
 
     model = ReleasedPALModel.build(arch, config, dec_cfg, source, integration)

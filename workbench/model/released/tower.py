@@ -19,6 +19,8 @@ placeholder positions (``connectors.{key}.hook_mask`` [B, N] bool: the real ones
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
@@ -27,6 +29,13 @@ from workbench.model.released.registry import Architecture, conv_frames
 
 
 class _AttnHooks(nn.Module):
+    hook_q: HookPoint
+    hook_k: HookPoint
+    hook_v: HookPoint
+    hook_attn_scores: HookPoint
+    hook_pattern: HookPoint
+    hook_z: HookPoint
+
     def __init__(self):
         super().__init__()
         for name in ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z"):
@@ -42,6 +51,12 @@ class _MLPHooks(nn.Module):
 class TowerBlockHooks(nn.Module):
     """The hook points of one tower layer (the layer's weights stay in transformers' module)."""
 
+    hook_resid_pre: HookPoint
+    hook_attn_out: HookPoint
+    hook_resid_mid: HookPoint
+    hook_mlp_out: HookPoint
+    hook_resid_post: HookPoint
+
     def __init__(self):
         super().__init__()
         self.attn, self.mlp = _AttnHooks(), _MLPHooks()
@@ -55,9 +70,10 @@ class HookedTower(nn.Module):
     ``forward(features [B, n_mel, F_window], feature_mask [B, F_window])`` -> (frames [B, T, D], frame mask [B, T]).
     """
 
-    def __init__(self, hf_tower: nn.Module, arch: Architecture):
+    def __init__(self, hf_tower: Any, arch: Architecture):
         super().__init__()
-        self.tower, self.arch = hf_tower, arch
+        self.tower: Any = hf_tower  # transformers' tower module: its sub-modules are looked up by name
+        self.arch = arch
         self.hook_embed = HookPoint()
         self.blocks = nn.ModuleList(TowerBlockHooks() for _ in hf_tower.layers)
         self.hook_out = HookPoint()
@@ -65,7 +81,7 @@ class HookedTower(nn.Module):
         cfg = hf_tower.config
         self.dim = cfg.hidden_size
         self.n_heads = cfg.num_attention_heads
-        self.window_frames = 2 * cfg.max_source_positions if arch.tower == "whisper" else None
+        self.window_frames: int | None = 2 * cfg.max_source_positions if arch.tower == "whisper" else None
         self.frames_per_second: float | None = None  # frames at hook_out per second of audio (set with the extractor)
 
     def set_mel_rate(self, mel_frames_per_second: float) -> None:
@@ -73,6 +89,10 @@ class HookedTower(nn.Module):
         self.frames_per_second = mel_frames_per_second / 2 / (2 if self.arch.pool else 1)
 
     # ------------------------------------------------------------------ helpers
+    def block_hooks(self) -> list[TowerBlockHooks]:
+        """The per-layer hook modules (``self.blocks`` holds only `TowerBlockHooks`)."""
+        return cast(list[TowerBlockHooks], list(self.blocks))
+
     def _split(self, x: torch.Tensor, n_heads: int) -> torch.Tensor:
         B, T, _ = x.shape
         return x.view(B, T, n_heads, -1)
@@ -137,7 +157,7 @@ class HookedTower(nn.Module):
         else:
             rope = t.rotary_emb(x, position_ids=torch.arange(T, device=x.device)[None])
         x = self.hook_embed(x)
-        for layer, hooks in zip(t.layers, self.blocks):
+        for layer, hooks in zip(t.layers, self.block_hooks()):
             x = hooks.hook_resid_pre(x)
             x = self._whisper_layer(layer, hooks, x, key_mask) if rope is None else self._glm_layer(layer, hooks, x, rope)
             x = hooks.hook_resid_post(x)
