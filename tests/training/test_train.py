@@ -137,7 +137,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_root, fact
 
 
 def test_nan_cli_exit_code(tmp_path, data_root, factory, monkeypatch, capsys):
-    import workbench.training.driver as T
+    import workbench.train as T
     import workbench.training.driver as D
 
     factory.kw = {"fail_at_call": 2, "fail_kind": "nan"}
