@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from workbench.model.rope import apply_rotary
@@ -197,14 +198,22 @@ def _lora_delta(rows: torch.Tensor, projs: list[nn.Module]) -> torch.Tensor:
         a = torch.stack([p.lora_A[name].weight for p in projs])
         b = torch.stack([p.lora_B[name].weight for p in projs])
         scale = torch.tensor([p.scaling[name] for p in projs], dtype=rows.dtype, device=rows.device)
-        d = torch.bmm(torch.bmm(rows, a.transpose(1, 2)), b.transpose(1, 2)) * scale[:, None, None]
+        d = _bmm_linear(_bmm_linear(rows, a, None), b, None) * scale[:, None, None]
         out = d if out is None else out + d
     return out
 
 
 def _bmm_linear(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """Per-layer ``F.linear``: rows [nL, R, in] @ weight [nL, out, in]^T (+ bias [nL, out]) -> [nL, R, out]
-    (baddbmm adds the bias inside the product, as addmm does for F.linear)."""
+    (baddbmm adds the bias inside the product, as addmm does for F.linear).
+
+    torch's bmm runs every slice through the same GEMM as F.linear's mm (bit-identical results, checked on a
+    grid of shapes), except for tiny products (in * R * out < 400: a naive loop) and single-row or
+    single-column ones (mm takes a GEMV path): those, a few multiply-adds, go slice by slice."""
+    n_in, R, n_out = weight.shape[2], rows.shape[1], weight.shape[1]
+    if n_in * R * n_out < 400 or R == 1 or n_out == 1:
+        rows = rows.expand(weight.shape[0], -1, -1)
+        return torch.stack([F.linear(rows[i], weight[i], None if bias is None else bias[i]) for i in range(len(weight))])
     if bias is None:
         return torch.bmm(rows, weight.transpose(1, 2))
     return torch.baddbmm(bias[:, None, :], rows, weight.transpose(1, 2))
