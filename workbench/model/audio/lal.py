@@ -115,7 +115,8 @@ def lal_kv(model, audio: dict, layout) -> dict[int, ExtraKV]:
     for a in layout.audio.values():
         if a.mode == "lal" and a.layer < n_layers:
             x, _ = audio[a.name]
-            per_encoder[a.name] = _encoder_kv(model, specs[a.name], x, a.positions, range(a.layer, n_layers))
+            k, v = _encoder_kv(model, specs[a.name], x, a.positions, range(a.layer, n_layers))
+            per_encoder[a.name] = (k.unbind(0), v.unbind(0))  # per layer [B, N, G, D]
     with_gate = len(model.lal_gates) > 0
     out = {}
     for layer in range(n_layers):
@@ -128,7 +129,7 @@ def lal_kv(model, audio: dict, layout) -> dict[int, ExtraKV]:
             i = layer - a.layer
             ks.append(k[i]), vs.append(v[i]), masks.append(audio[a.name][1]), poss.append(a.positions)
             key = adapter_key(specs[a.name].key, layer)
-            gate = model.lal_gates[key] if key in model.lal_gates else k.new_zeros(model.cfg.n_heads)
+            gate = model.lal_gates[key] if key in model.lal_gates else k[i].new_zeros(model.cfg.n_heads)
             biases.append(gate.view(1, -1, 1, 1).expand(1, -1, 1, a.n_tokens))
         bias = torch.cat(biases, -1) if with_gate else None
         out[layer] = ExtraKV(torch.cat(ks, 1), torch.cat(vs, 1), torch.cat(masks, 1), torch.cat(poss, 1), bias)
@@ -153,7 +154,7 @@ def _encoder_kv(model, spec, x: torch.Tensor, positions: torch.Tensor, layers: r
     uniform = all(len({type(pair[j]) for pair in projs}) == 1 for j in (0, 1))
     if uniform and all(_plain_or_lora(p) for pair in projs for p in pair):
         kv = _bmm_linear(normed, *_stack(model, [[_base(k), _base(v)] for k, v in projs]))  # [nL, B*N, 2*G*D]
-        k, v = kv[..., : G * D], kv[..., G * D :]
+        k, v = kv.split(G * D, -1)  # (split and unbind: one backward node each, not one zero-filled slice per layer)
         k = k + _lora_delta(normed, [k_ for k_, _ in projs]) if _lora(projs[0][0]) else k
         v = v + _lora_delta(normed, [v_ for _, v_ in projs]) if _lora(projs[0][1]) else v
     else:  # a projection this module cannot batch (e.g. a LoRA variant): the layers' own modules, one by one
