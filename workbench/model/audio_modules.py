@@ -1,7 +1,6 @@
 """Where an encoder's frame tokens enter a `PALModel` (`EncoderSlot`, with its ``encoders.{name}.hook_out``).
 
-LAL's per-layer adapter and gate live with the rest of LAL in `workbench.model.audio.lal` (`LowRankAdapter`,
-`adapter_key` are re-exported here for old imports)."""
+LAL's per-layer adapter and gate live with the rest of LAL in `workbench.model.audio.lal`."""
 
 from __future__ import annotations
 
@@ -9,10 +8,9 @@ import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
-from workbench.model.audio.lal import LowRankAdapter, adapter_key  # noqa: F401 (re-exported)
 from workbench.model.pal_config import ConfigError, EncoderSpec
 
-__all__ = ["EncoderSlot", "LowRankAdapter", "adapter_key"]
+__all__ = ["EncoderSlot"]
 
 
 class EncoderSlot(nn.Module):
