@@ -47,6 +47,12 @@ f <= 10% (LAL is the cheaper mode; PLITS runs the same ops on more rows, so its 
 only then is the measured speed-up held to the analytic ratio (within 15%). This is decided from LAL's own
 scaling, not from the PLITS/LAL comparison being judged.
 
+Batch 1 vs batch 8 (measured on the shared 2-core dev machine, Na=128, Nt=32, one thread, torch profiler): at
+batch 8 both modes' matmuls run at ~62-66 GFLOP/s and LAL comes within 15% of the analytic ratio; at batch 1 the
+LAL step's matmuls have 32 text rows and run at ~42 GFLOP/s (every linear streams its whole weight matrix for
+a few rows) while PLITS's 160 rows still run at ~64, and both steps dispatch the same ~18.5k ops (~0.2 s of
+non-matmul time, a larger share of the shorter LAL step): fixed(LAL) ~50%, speed-up ~35% under the analytic.
+
 Usage: python benchmarks/integration_cost.py [--na 32 128 512] [--nt 32 128] [--reps 5] [--batch 8]
        [--threads N] [--device cpu|cuda] [--dtype fp32|bf16] [--attn eager|sdpa] [--no-memory] [--json OUT]
 """
