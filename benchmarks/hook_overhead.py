@@ -1,22 +1,29 @@
 """Hook overhead of HookedDecoder on SmolLM2-135M, batch 8 x 128 tokens, CPU fp32 (GPU if available).
 
-Prints, measured in this one run (median of --reps timed forwards after a warm-up):
+Prints, measured in this one run: every variant's median forward time, and each ratio read per repetition
+(the variants run interleaved, one forward each per round, after a warm-up: benchmarks/_interleave.py), as the
+median with its interquartile range and min-max over the rounds:
   ours plain / transformers      (target <= 1.15)
   run_with_cache (all hooks) / ours plain   (target <= 1.5)
   nnsight trace (a few saves) / ours plain
-Usage: python benchmarks/hook_overhead.py [--reps 5] [--batch 8] [--seq 128]
+A ratio resolves a target only if its IQR lies on one side of it; on a busy shared machine raise --reps.
+Usage: python benchmarks/hook_overhead.py [--reps 9] [--batch 8] [--seq 128]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
-import time
+import sys
 
 import torch
 
 from workbench.model.llm import load_hf_model
 from workbench.model.loading import load_llm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _interleave import fmt_spread, interleaved, ratio_spread  # noqa: E402
 
 NNSIGHT_BODY = '''
 def nnsight_forward(wrapped, ids):
@@ -29,19 +36,9 @@ def nnsight_forward(wrapped, ids):
 '''
 
 
-def timed(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=9)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=128)
     args = p.parse_args()
@@ -62,23 +59,34 @@ def main() -> None:
     exec(compile(NNSIGHT_BODY, fname, "exec"), ns)
     wrapped = NNsight(model)
 
-    rows = {}
-    with torch.no_grad():
-        rows["transformers (sdpa)"] = timed(lambda: hf(ids), args.reps)
-        rows["ours plain (eager, all hooks idle)"] = timed(lambda: model(ids), args.reps)
+    def sdpa(ids):
         model.set_attention_implementation("sdpa")
-        rows["ours plain (sdpa)"] = timed(lambda: model(ids), args.reps)
-        model.set_attention_implementation("eager")
-        rows["ours run_with_cache (all hooks)"] = timed(lambda: model.run_with_cache(ids), args.reps)
-        rows["ours nnsight trace (3 saves)"] = timed(lambda: ns["nnsight_forward"](wrapped, ids), args.reps)
-    print(f"device {device}, batch {args.batch} x {args.seq} tokens, median of {args.reps}, torch threads {torch.get_num_threads()}")
-    for name, t in rows.items():
-        print(f"  {name:40s} {t * 1000:8.1f} ms")
-    base = rows["ours plain (eager, all hooks idle)"]
-    print(f"ratio ours plain (eager) / transformers: {base / rows['transformers (sdpa)']:.3f}  (target <= 1.15)")
-    print(f"ratio ours plain (sdpa)  / transformers: {rows['ours plain (sdpa)'] / rows['transformers (sdpa)']:.3f}")
-    print(f"ratio run_with_cache / ours plain:       {rows['ours run_with_cache (all hooks)'] / base:.3f}  (target <= 1.5)")
-    print(f"ratio nnsight trace / ours plain:        {rows['ours nnsight trace (3 saves)'] / base:.3f}")
+        try:
+            return model(ids)
+        finally:
+            model.set_attention_implementation("eager")
+
+    variants = {
+        "transformers (sdpa)": lambda: hf(ids),
+        "ours plain (eager, all hooks idle)": lambda: model(ids),
+        "ours plain (sdpa)": lambda: sdpa(ids),
+        "ours run_with_cache (all hooks)": lambda: model.run_with_cache(ids),
+        "ours nnsight trace (3 saves)": lambda: ns["nnsight_forward"](wrapped, ids),
+    }
+    with torch.no_grad():
+        times = interleaved(variants, args.reps)
+    print(f"device {device}, batch {args.batch} x {args.seq} tokens, {args.reps} interleaved rounds after a warm-up, "
+          f"torch threads {torch.get_num_threads()}")
+    for name, t in times.items():
+        print(f"  {name:40s} {statistics.median(t) * 1000:8.1f} ms (median)")
+    print("ratios, per round: median [IQR, min-max]")
+    plain, hf_t = times["ours plain (eager, all hooks idle)"], times["transformers (sdpa)"]
+    print(f"ratio ours plain (eager) / transformers: {fmt_spread(ratio_spread(plain, hf_t), 3)}  (target <= 1.15)")
+    print(f"ratio ours plain (sdpa)  / transformers: {fmt_spread(ratio_spread(times['ours plain (sdpa)'], hf_t), 3)}")
+    print(f"ratio run_with_cache / ours plain:       "
+          f"{fmt_spread(ratio_spread(times['ours run_with_cache (all hooks)'], plain), 3)}  (target <= 1.5)")
+    print(f"ratio nnsight trace / ours plain:        "
+          f"{fmt_spread(ratio_spread(times['ours nnsight trace (3 saves)'], plain), 3)}")
 
 
 if __name__ == "__main__":

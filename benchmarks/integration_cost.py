@@ -25,7 +25,9 @@ heads of width Dh, F = d_mlp, V = vocab, L layers):
 
 One fresh subprocess per case loads both models (identical LLM weights and inputs) and
   1. times them: one warm-up step each, then --reps rounds of one PLITS step, one LAL step and one LAL step
-     at batch 2B, interleaved so that a noisy shared machine slows both modes alike; medians are reported;
+     at batch 2B, interleaved (benchmarks/_interleave.py) so that a noisy shared machine slows both modes
+     alike; the speed-up is read per round (t_plits / t_lal of the same round) and reported as the median with
+     its interquartile range and min-max over the rounds;
   2. measures each mode's peak memory of one step, over what is live before it (model, inputs):
   * "alloc" (CPU, primary): the peak of live tensor bytes during the step, from the profiler's allocator
     events (``profile_memory=True``: every CPU tensor allocation and free, timestamped, summed in order).
@@ -45,14 +47,19 @@ f <= 10% (LAL is the cheaper mode; PLITS runs the same ops on more rows, so its 
 only then is the measured speed-up held to the analytic ratio (within 15%). This is decided from LAL's own
 scaling, not from the PLITS/LAL comparison being judged.
 
-Usage: python benchmarks/integration_cost.py [--na 32 128 512] [--nt 32 128] [--reps 3] [--batch 1]
-       [--threads N] [--device cpu|cuda] [--dtype fp32|bf16] [--attn eager|sdpa]
+Batch 1 vs batch 8 (measured on the shared 2-core dev machine, Na=128, Nt=32, one thread, torch profiler): at
+batch 8 both modes' matmuls run at ~62-66 GFLOP/s and LAL comes within 15% of the analytic ratio; at batch 1 the
+LAL step's matmuls have 32 text rows and run at ~42 GFLOP/s (every linear streams its whole weight matrix for
+a few rows) while PLITS's 160 rows still run at ~64, and both steps dispatch the same ~18.5k ops (~0.2 s of
+non-matmul time, a larger share of the shorter LAL step): fixed(LAL) ~50%, speed-up ~35% under the analytic.
+
+Usage: python benchmarks/integration_cost.py [--na 32 128 512] [--nt 32 128] [--reps 5] [--batch 8]
+       [--threads N] [--device cpu|cuda] [--dtype fp32|bf16] [--attn eager|sdpa] [--no-memory] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import statistics
@@ -62,6 +69,10 @@ import time
 from dataclasses import dataclass
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _interleave import fmt_spread, interleaved, ratio_spread  # noqa: E402
+from _step_memory import rss_rise, step_peak_bytes, train_step  # noqa: E402,F401 (step_peak_bytes: the tests)
 
 ENCODER = "mel"
 ENC_DIM = 256
@@ -162,85 +173,21 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def train_step(model, batch: dict) -> float:
-    """One forward + backward (grads of the trainable parts only); returns the loss."""
-    model.zero_grad(set_to_none=True)
-    loss = model.loss(batch)
-    loss.backward()
-    return float(loss.detach())
-
-
-def timed_steps(model, batch: dict, reps: int, device: str) -> list[float]:
-    times = []
-    for _ in range(reps):
-        _sync(device)
-        t = time.perf_counter()
-        train_step(model, batch)
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return times
-
-
-def step_peak_bytes(model, batch: dict, device: str) -> int:
-    """Peak of tensor bytes allocated during one step above what is live before it (see module docstring)."""
-    model.zero_grad(set_to_none=True)
-    gc.collect()
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        train_step(model, batch)
-        torch.cuda.synchronize()
-        return int(torch.cuda.max_memory_allocated() - base)
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        train_step(model, batch)
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    events.sort(key=lambda e: e.start_ns())
-    live = peak = 0
-    for e in events:
-        live += e.nbytes()
-        peak = max(peak, live)
-    return int(peak)
-
-
 def measure_modes(runs: dict, reps: int, device: str = "cpu") -> dict:
-    """Time training steps of several (model, batch) runs, interleaved rep by rep so that a noisy shared
-    machine slows all of them alike.
+    """Time training steps of several (model, batch) runs, interleaved rep by rep (`_interleave.interleaved`) so
+    that a noisy shared machine slows all of them alike.
 
     runs: {name: (model, batch)}, each model with its trainable parts set and its batch on ``device`` (one
     model may appear in several runs). One warm-up step each, then ``reps`` rounds of one step per run.
     Returns {name: {"times": [...], "time_s": median, "loss": loss of the warm-up step}}.
     """
-    out = {name: {"times": [], "loss": train_step(model, batch)} for name, (model, batch) in runs.items()}
-    for _ in range(reps):
-        for name, (model, batch) in runs.items():
-            out[name]["times"] += timed_steps(model, batch, 1, device)
+    out = {name: {"loss": train_step(model, batch)} for name, (model, batch) in runs.items()}
+    steps = {name: (lambda m=model, b=batch: train_step(m, b)) for name, (model, batch) in runs.items()}
+    times = interleaved(steps, reps, warmup=0, sync=lambda: _sync(device))
     for name in out:
-        out[name]["time_s"] = statistics.median(out[name]["times"])
+        out[name]["times"] = times[name]
+        out[name]["time_s"] = statistics.median(times[name])
     return out
-
-
-# ---------------------------------------------------------------------------------------------- RSS (Linux)
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------- workers
@@ -256,33 +203,6 @@ def _load(case: dict, mode: str):
     vocab = model.cfg.d_vocab
     batch = to_device(make_batch(case["batch"], case["nt"], case["na"], ENC_DIM, vocab, seed=0), case["device"])
     return model, batch
-
-
-def _malloc_release() -> bool:
-    """glibc only: fix the mmap threshold at 128 KiB (every large block is mmapped and unmapped on free, none
-    is kept in the heap for reuse) and give the heap's free pages back, so RSS follows live memory."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD (also turns off glibc's dynamic threshold)
-        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
-        libc.malloc_trim(0)
-        return True
-    except (OSError, AttributeError):
-        return False
-
-
-def rss_rise(model, batch: dict) -> int | None:
-    """Rise of the peak RSS (VmHWM, reset) over the RSS before one step, after releasing malloc's free pages."""
-    model.zero_grad(set_to_none=True)
-    gc.collect()
-    if not (_malloc_release() and _reset_hwm()):
-        return None
-    rss0 = _status_kib("VmRSS")
-    train_step(model, batch)
-    hwm = _status_kib("VmHWM")
-    return None if rss0 is None or hwm is None else (hwm - rss0) * 1024
 
 
 def case_worker(case: dict) -> dict:
@@ -302,8 +222,9 @@ def case_worker(case: dict) -> dict:
     b2 = to_device(make_batch(2 * case["batch"], case["nt"], case["na"], ENC_DIM, ml.cfg.d_vocab, seed=0), dev)
     out = measure_modes({**loaded, "lal_2B": (ml, b2)}, case["reps"], dev)
     for m, (model, batch) in loaded.items():
-        out[m]["rss_rise"] = rss_rise(model, batch) if dev == "cpu" else None
-        out[m]["peak_bytes"] = step_peak_bytes(model, batch, dev)
+        memory = case.get("memory", True)
+        out[m]["rss_rise"] = rss_rise(model, batch) if dev == "cpu" and memory else None
+        out[m]["peak_bytes"] = step_peak_bytes(model, batch, dev) if memory else None
     out["threads"] = torch.get_num_threads()
     out["dims"] = Dims.of(ml.cfg).__dict__
     return out
@@ -329,86 +250,112 @@ def _saving(p, l) -> str:
     return "  n/a" if p is None or l is None or p <= 0 else f"{100 * (1 - l / p):5.1f}"
 
 
-def main(argv=None) -> None:
+def summarize(r: dict, ratio: float) -> dict:
+    """One case's reading: the per-round speed-up t_plits / t_lal (median, IQR, min-max), its error against the
+    analytic ratio, and the fixed share of the LAL step, f = 2 - t_lal(2B) / t_lal(B) (medians)."""
+    speed = ratio_spread(r["plits"]["times"], r["lal"]["times"])
+    fixed = 2 - r["lal_2B"]["time_s"] / r["lal"]["time_s"]
+    return {"speedup": speed, "analytic": ratio, "rel_err": speed["median"] / ratio - 1, "fixed": fixed}
+
+
+def _row(na: int, nt: int, r: dict, s: dict, cpu: bool) -> str:
+    P, L = r["plits"], r["lal"]
+    sp = s["speedup"]
+    line = (f"{na:4d} {nt:4d} {P['time_s']:7.3f}s {L['time_s']:6.3f}s {sp['median']:6.2f}x "
+            f"{sp['q1']:5.2f}-{sp['q3']:<5.2f} {sp['min']:5.2f}-{sp['max']:<5.2f} {s['analytic']:7.2f}x "
+            f"{100 * s['rel_err']:+6.1f}% {_mib(P['peak_bytes'])}M {_mib(L['peak_bytes'])}M "
+            f"{_saving(P['peak_bytes'], L['peak_bytes'])}")
+    if cpu:
+        line += f" {_mib(P['rss_rise'])}M {_mib(L['rss_rise'])}M {_saving(P['rss_rise'], L['rss_rise'])}"
+    return line + f" {100 * s['fixed']:9.0f}%"
+
+
+def _verdict(na: int, nt: int, r: dict, s: dict) -> str:
+    sp, ratio, err, fixed = s["speedup"], s["analytic"], s["rel_err"], s["fixed"]
+    if fixed <= COMPUTE_BOUND_FIXED:
+        ok = abs(err) <= TOLERANCE
+        v = (f"compute-bound (fixed share of t_lal {100 * fixed:.0f}% <= {100 * COMPUTE_BOUND_FIXED:.0f}%): "
+             f"speed-up {fmt_spread(sp)} vs analytic {ratio:.2f}x, {100 * err:+.1f}% -> "
+             f"{'WITHIN' if ok else 'OUTSIDE'} {100 * TOLERANCE:.0f}%")
+    else:
+        v = (f"not compute-bound (fixed share of t_lal {100 * fixed:.0f}% > {100 * COMPUTE_BOUND_FIXED:.0f}%): "
+             f"analytic ratio not expected to hold; speed-up {fmt_spread(sp)} vs {ratio:.2f}x ({100 * err:+.1f}%)")
+    P, L = r["plits"], r["lal"]
+    direction = sp["median"] > 1 and (P["peak_bytes"] is None or (P["peak_bytes"] or 0) > (L["peak_bytes"] or 0))
+    return f"Na={na:3d} Nt={nt:3d}: {v}; direction (LAL faster{' and smaller' if P['peak_bytes'] else ''}): " \
+           f"{'yes' if direction else 'NO'}"
+
+
+def report(rows: list, cpu: bool, t0: float) -> None:
+    """Print the table and the verdicts of [(na, nt, worker result, analytic ratio)]."""
+    d = Dims(**rows[0][2]["dims"])
+    print(f"LLM dims: d_model {d.d_model}, layers {d.n_layers}, heads {d.n_heads} (kv {d.n_kv_heads}) x {d.d_head}, "
+          f"d_mlp {d.d_mlp} ({'SwiGLU' if d.gated_mlp else 'GELU'}), vocab {d.d_vocab}\n")
+    head = (f"{'Na':>4} {'Nt':>4} {'t_plits':>8} {'t_lal':>7} {'speedup':>7} {'IQR':>11} {'min-max':>11} "
+            f"{'analytic':>8} {'rel.err':>7} {'alloc P':>7} {'alloc L':>7} {'save%':>5}")
+    head += f" {'RSS P':>7} {'RSS L':>7} {'save%':>5}" if cpu else ""
+    head += f" {'fixed(LAL)':>10}"
+    print(head + "\n" + "-" * len(head))
+    summaries = [summarize(r, ratio) for _, _, r, ratio in rows]
+    for (na, nt, r, _), s in zip(rows, summaries):
+        print(_row(na, nt, r, s, cpu))
+    print()
+    for (na, nt, r, _), s in zip(rows, summaries):
+        print(_verdict(na, nt, r, s))
+    best_speed = max(s["speedup"]["median"] for s in summaries)
+    saves = [1 - r["lal"]["peak_bytes"] / r["plits"]["peak_bytes"] for _, _, r, _ in rows if r["plits"]["peak_bytes"]]
+    mem = f", {100 * max(saves):.1f}% less peak memory (alloc)" if saves else ""
+    print(f"\nbest here: {best_speed:.2f}x speed-up{mem}; paper (v2): up to 247.5% higher throughput (3.48x), "
+          f"up to 64.1% less memory. total {time.perf_counter() - t0:.0f} s")
+    print("speedup: median over rounds of t_plits/t_lal of the same round (IQR, min-max: its spread); "
+          "fixed(LAL) = 2 - t_lal(2B)/t_lal(B): the share of the LAL step that does not grow with the batch")
+
+
+def _args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--na", type=int, nargs="+", default=[32, 128, 512])
     p.add_argument("--nt", type=int, nargs="+", default=[32, 128])
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--attn", default="eager", choices=["eager", "sdpa"], help="attention implementation (workbench default: eager)")
     p.add_argument("--llm", default="smollm2")
+    p.add_argument("--no-memory", action="store_true", help="time only (skip the RSS and allocator measurements)")
+    p.add_argument("--json", help="also write every case's raw times and summary to this file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = _args(argv)
     if args.worker:
         print(MARK + json.dumps(case_worker(json.loads(args.worker))), flush=True)
         return
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device visible")
-
     base = {"llm": args.llm, "threads": args.threads, "device": args.device, "dtype": args.dtype, "attn": args.attn,
-            "batch": args.batch, "reps": args.reps}
+            "batch": args.batch, "reps": args.reps, "memory": not args.no_memory}
     dev_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"torch {torch.__version__}, device {args.device} ({dev_name}), dtype {args.dtype}, threads {args.threads}, "
-          f"attention {args.attn}, batch {args.batch}, median of {args.reps} steps after a warm-up")
+          f"attention {args.attn}, batch {args.batch}, {args.reps} interleaved rounds after a warm-up")
     print("per case: one fresh process loads both modes, times them interleaved, then measures each one's memory")
     print("step = forward + loss.backward(), connector trainable, LLM frozen; audio from layer 0 in both modes")
-    mem_note = "peak tensor bytes (cuda max_memory_allocated)" if args.device == "cuda" else \
-        "alloc = peak live tensor bytes in the step (profiler allocator events); RSS = peak RSS rise in a step"
-    print(f"memory: {mem_note}; analytic = PLITS/LAL matmul FLOPs (backward = 2x forward in both)")
+    print("memory: " + ("peak tensor bytes (cuda max_memory_allocated)" if args.device == "cuda" else
+                        "alloc = peak live tensor bytes in the step (profiler allocator events); RSS = peak RSS rise")
+          + "; analytic = PLITS/LAL matmul FLOPs (backward = 2x forward in both)")
     t0 = time.perf_counter()
     rows = []
     for nt in args.nt:
         for na in args.na:
             r = run_case(dict(base, na=na, nt=nt))
-            dims = Dims(**r["dims"])
-            rows.append((na, nt, r, flop_ratio(dims, na, nt)))
+            rows.append((na, nt, r, flop_ratio(Dims(**r["dims"]), na, nt)))
             print(f"  done Na={na} Nt={nt} ({time.perf_counter() - t0:.0f} s)", flush=True)
-
-    cpu = args.device == "cpu"
-    d = Dims(**rows[0][2]["dims"])
-    print(f"LLM dims: d_model {d.d_model}, layers {d.n_layers}, heads {d.n_heads} (kv {d.n_kv_heads}) x {d.d_head}, "
-          f"d_mlp {d.d_mlp} ({'SwiGLU' if d.gated_mlp else 'GELU'}), vocab {d.d_vocab}")
-    print()
-    head = (f"{'Na':>4} {'Nt':>4} {'t_plits':>8} {'t_lal':>7} {'speedup':>7} {'analytic':>8} {'rel.err':>7} "
-            f"{'alloc P':>7} {'alloc L':>7} {'save%':>5}")
-    if cpu:
-        head += f" {'RSS P':>7} {'RSS L':>7} {'save%':>5}"
-    head += f" {'fixed(LAL)':>10}"
-    print(head)
-    print("-" * len(head))
-    verdicts = []
-    for na, nt, r, ratio in rows:
-        P, L = r["plits"], r["lal"]
-        speed = P["time_s"] / L["time_s"]
-        err = speed / ratio - 1
-        fixed = 2 - r["lal_2B"]["time_s"] / L["time_s"]
-        line = (f"{na:4d} {nt:4d} {P['time_s']:7.3f}s {L['time_s']:6.3f}s {speed:6.2f}x {ratio:7.2f}x {100 * err:+6.1f}% "
-                f"{_mib(P['peak_bytes'])}M {_mib(L['peak_bytes'])}M {_saving(P['peak_bytes'], L['peak_bytes'])}")
-        if cpu:
-            line += f" {_mib(P['rss_rise'])}M {_mib(L['rss_rise'])}M {_saving(P['rss_rise'], L['rss_rise'])}"
-        line += f" {100 * fixed:9.0f}%"
-        print(line)
-        direction = speed > 1 and (P["peak_bytes"] or 0) > (L["peak_bytes"] or 0)
-        if fixed <= COMPUTE_BOUND_FIXED:
-            ok = abs(err) <= TOLERANCE
-            v = (f"compute-bound (fixed share of t_lal {100 * fixed:.0f}% <= {100 * COMPUTE_BOUND_FIXED:.0f}%): "
-                 f"speed-up {speed:.2f}x vs analytic {ratio:.2f}x, {100 * err:+.1f}% -> "
-                 f"{'WITHIN' if ok else 'OUTSIDE'} {100 * TOLERANCE:.0f}%")
-        else:
-            v = (f"not compute-bound (fixed share of t_lal {100 * fixed:.0f}% > {100 * COMPUTE_BOUND_FIXED:.0f}%): "
-                 f"analytic ratio not expected to hold; speed-up {speed:.2f}x vs {ratio:.2f}x ({100 * err:+.1f}%)")
-        verdicts.append(f"Na={na:3d} Nt={nt:3d}: {v}; direction (LAL faster and smaller): {'yes' if direction else 'NO'}")
-    print()
-    for v in verdicts:
-        print(v)
-    best_speed = max(r["plits"]["time_s"] / r["lal"]["time_s"] for _, _, r, _ in rows)
-    best_save = max(1 - r["lal"]["peak_bytes"] / r["plits"]["peak_bytes"] for _, _, r, _ in rows if r["plits"]["peak_bytes"])
-    print(f"\nbest here: {best_speed:.2f}x speed-up, {100 * best_save:.1f}% less peak memory (alloc); "
-          f"paper (v2): up to 247.5% higher throughput (3.48x), up to 64.1% less memory. total {time.perf_counter() - t0:.0f} s")
-    print("fixed(LAL) = 2 - t_lal(2B)/t_lal(B): the share of the LAL step that does not grow with the batch")
+    report(rows, args.device == "cpu", t0)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{"na": na, "nt": nt, "raw": r, **summarize(r, ratio)} for na, nt, r, ratio in rows], f)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def test_decode_is_the_one_decoder_entry(tiny_llama_dir, tok):
     batch = make_batch()
     calls = []
     real = model.decode
-    model.decode = lambda *a, **k: calls.append(k.get("text_index") is not None) or real(*a, **k)
+    model.decode = lambda *a, **k: calls.append(k.get("plan") is not None) or real(*a, **k)
     logits = model(batch)
     assert calls == [True]
     with pytest.raises(TypeError, match=r"model\.decode\(input_ids"):

@@ -1,5 +1,6 @@
-"""The small audio-side modules of a `PALModel`: where an encoder's frame tokens enter (`EncoderSlot`, with its
-``encoders.{name}.hook_out``) and the per-layer low-rank adapter of LAL audio (`LowRankAdapter`)."""
+"""Where an encoder's frame tokens enter a `PALModel` (`EncoderSlot`, with its ``encoders.{name}.hook_out``).
+
+LAL's per-layer adapter and gate live with the rest of LAL in `workbench.model.audio.lal`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from transformer_lens.hook_points import HookPoint
 
 from workbench.model.pal_config import ConfigError, EncoderSpec
 
-__all__ = ["EncoderSlot", "LowRankAdapter", "adapter_key"]
+__all__ = ["EncoderSlot"]
 
 
 class EncoderSlot(nn.Module):
@@ -39,21 +40,3 @@ class EncoderSlot(nn.Module):
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.hook_out(tokens), self.hook_mask(mask)
-
-
-class LowRankAdapter(nn.Module):
-    """x + up(down(x)), up initialised to zero (identity at start). [B, N, M] -> [B, N, M]."""
-
-    def __init__(self, d_model: int, rank: int):
-        super().__init__()
-        self.down = nn.Linear(d_model, rank, bias=False)
-        self.up = nn.Linear(rank, d_model, bias=False)
-        nn.init.zeros_(self.up.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.up(self.down(x))
-
-
-def adapter_key(name: str, layer: int) -> str:
-    """Key of encoder ``name``'s LAL adapter / gate at ``layer`` (``lal_adapters`` / ``lal_gates``)."""
-    return f"{name}_L{layer}"

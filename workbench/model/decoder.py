@@ -1,9 +1,10 @@
 """`HookedDecoder`: a decoder-only LM whose every intermediate is a TransformerLens `HookPoint`.
 
 It loads the weights of a `transformers` causal LM (Llama family: SmolLM2, Llama 3.x, Qwen2/2.5; and
-GPT-2) and reproduces its logits. Beyond a plain LM it accepts, per layer, extra key/value entries that
-are never queries (`ExtraKV`, the LAL audio path), explicit position ids and masks, a KV cache, and a
-per-position FFN mask, so the audio integrations plug in without touching the attention code.
+GPT-2) and reproduces its logits. Beyond a plain LM it reads an `AudioPlan` (`workbench.model.audio`: PLITS
+slots written at their layer, LAL keys/values per layer, made once per batch), explicit position ids and
+masks, a KV cache, and a per-position FFN mask, so the audio integrations plug in without touching the
+attention code.
 
 Hook names follow TransformerLens: ``hook_embed``, ``hook_pos_embed`` (GPT-2),
 ``blocks.{l}.hook_resid_pre/mid/post``, ``blocks.{l}.ln1.hook_normalized``,
@@ -15,8 +16,7 @@ audio hooks ``blocks.{l}.attn.hook_audio_k/v`` and ``blocks.{l}.hook_audio_in``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -24,6 +24,8 @@ from torch import nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from workbench.model.audio import plits
+from workbench.model.audio.plan import AudioPlan, LayerMasks, text_plan
 from workbench.model.config import DecoderConfig
 from workbench.model.kv_cache import KVCache
 from workbench.model.layers import Block, ExtraKV, make_norm
@@ -32,23 +34,11 @@ from workbench.model.weights import MissingWeightsError, convert_state_dict
 _LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
 
 
-@dataclass
-class Insertion:
-    """Tokens written into the residual stream at the start of block ``layer`` (PLITS audio).
-
-    index: [B, N] long, their positions in the full sequence; tokens: [B, N, M].
-    """
-
-    layer: int
-    index: torch.Tensor
-    tokens: torch.Tensor
-
-
 class HookedDecoder(HookedRootModule):
     """Decoder-only LM with TransformerLens hook points. Call it like a function:
 
     ``logits = model(input_ids [B, L], attention_mask=[B, L], position_ids=[B, L], extra_kv={l: ExtraKV},
-    past=KVCache, mlp_position_mask=[B, L])`` -> logits [B, L, V] (fp32 for fp32 weights). ``model.decode(...)``
+    past=KVCache, mlp_position_mask=[B, L])`` (or ``plan=AudioPlan`` instead of the mask, positions and extra_kv) -> logits [B, L, V] (fp32 for fp32 weights). ``model.decode(...)``
     takes the same arguments on every subclass (a `PALModel` is called on a batch dict instead).
     """
 
@@ -168,111 +158,73 @@ class HookedDecoder(HookedRootModule):
         inputs_embeds: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        extra_kv: Mapping[int, ExtraKV] | Callable[[int], ExtraKV | None] | None = None,
+        extra_kv: Mapping[int, ExtraKV] | None = None,
+        plan: AudioPlan | None = None,
         past: KVCache | None = None,
         mlp_position_mask: torch.Tensor | None = None,
-        text_index: torch.Tensor | None = None,
-        seq_len: int | None = None,
-        insertions: Sequence[Insertion] = (),
         stop_at_layer: int | None = None,
         logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the LM (the one decoder entry: ``forward`` of this class and of `PALModel` both call it).
 
-        Plain use: input_ids [B, L] (or inputs_embeds [B, L, M]); attention_mask [B, L] (1 real, 0 pad);
-        position_ids [B, L] (default: counting real tokens); past: a `KVCache` this call extends in place.
-
-        Audio: ``extra_kv`` {layer: ExtraKV} or a function layer -> ExtraKV | None (evaluated as the layer
-        runs, so audio hooks fire in execution order): keys/values that never form queries (LAL).
-        ``text_index`` [B, Lt] places the text tokens into a longer sequence of ``seq_len`` slots; the free
-        slots are filled by ``insertions`` (PLITS audio entering at a given layer). Then attention_mask,
-        position_ids and mlp_position_mask are in that full layout [B, seq_len]; a slot is invisible as a
-        key and frozen at zero until its insertion layer.
+        Text: input_ids [B, Lt] (or inputs_embeds [B, Lt, M]); attention_mask [B, Lt] (1 real, 0 pad);
+        position_ids [B, Lt] (default: counting real tokens); extra_kv {layer: ExtraKV}: keys/values that never
+        form queries. Audio: ``plan``, an `AudioPlan` made once per batch (`PALModel.audio_plan`), replaces
+        those three: where the text sits among the PLITS slots, the slots' writes per layer, the LAL K/V per
+        layer; attention_mask, position_ids and mlp_position_mask are then in its residual layout [B, S].
+        past: a `KVCache` this call extends in place.
 
         Returns logits [B, Lt, V] in the text layout (aligned with input_ids), or with
-        ``stop_at_layer=l`` the residual stream entering block l in the full layout [B, seq_len, M].
+        ``stop_at_layer=l`` the residual stream entering block l in the residual layout [B, S, M].
         ``logits_at`` [B, Lt] bool: only unembed those positions, returning [n_selected, V] (training: the
         vocabulary projection of every position is the largest single matmul of a small LM).
         """
         text = self._embed(input_ids, inputs_embeds)
-        B, Lt, M = text.shape
-        if text_index is not None:
-            L = int(seq_len) if seq_len is not None else Lt + sum(ins.index.shape[1] for ins in insertions)
-            resid = text.new_zeros(B, L, M).scatter(1, text_index[..., None].expand(-1, -1, M), text)
-        else:
-            if insertions:
-                raise ValueError("insertions need text_index (where the text tokens sit in the full sequence)")
-            resid, L = text, Lt
-        if attention_mask is None:
-            attention_mask = torch.ones(B, L, dtype=torch.bool, device=resid.device)
-        attention_mask = attention_mask.bool()
-        if attention_mask.shape != (B, L):
-            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(B, L)}")
-        P = past.length if past is not None else 0
-        if position_ids is None:
-            start = (past.last_position + 1) if past is not None and past.last_position is not None else 0
-            position_ids = self.default_position_ids(attention_mask, start)
-        if position_ids.shape != (B, L):
-            raise ValueError(f"position_ids has shape {tuple(position_ids.shape)}, expected {(B, L)}")
-        longest = int(position_ids.max()) + 1 if position_ids.numel() else 0
-        if longest > self.cfg.n_ctx:
-            raise ValueError(
-                f"sequence needs position {longest - 1} but the model's context is {self.cfg.n_ctx} positions "
-                f"({L} positions in this call, {P} cached); shorten the prompt or audio"
-            )
+        plan = self._plan(text, plan, attention_mask, position_ids, extra_kv, past)
+        resid = plits.place_text(text, plan.text_index, plan.seq_len)  # [B, S, M]
         if self.cfg.arch == "gpt2":
-            resid = resid + self.hook_pos_embed(self.pos_embed(position_ids))
-        rope = self.rope(position_ids)
-
-        # which layer each position becomes live at (0 for text; the insertion layer for PLITS audio)
-        active_from = torch.zeros(B, L, dtype=torch.long, device=resid.device)
-        by_layer: dict[int, list[Insertion]] = {}
-        for ins in insertions:
-            self.check_layer(ins.layer, "insertion layer")
-            active_from.scatter_(1, ins.index, ins.layer)
-            by_layer.setdefault(ins.layer, []).append(ins)
-        keys_active_from = active_from if past is None or past.active_from is None else torch.cat([past.active_from, active_from], 1)
-        staged = bool(insertions) or bool(past is not None and past.active_from is not None and past.active_from.any())
-
-        if extra_kv is None and past is not None:
-            extra_kv = past.extra
-        if extra_kv is not None and not callable(extra_kv):
-            for layer in extra_kv:
-                self.check_layer(layer, "extra_kv layer")
-        get_extra = extra_kv if callable(extra_kv) else (dict(extra_kv or {}).get)
-        used_extra: dict[int, ExtraKV] = {}
-
-        causal, self_key = self._text_mask(attention_mask, past, P)
+            resid = resid + self.hook_pos_embed(self.pos_embed(plan.position_ids))
+        rope = self.rope(plan.position_ids)
+        masks = LayerMasks(plan, past)
         n_layers = self.cfg.n_layers if stop_at_layer is None else self.check_layer(stop_at_layer, "stop_at_layer")
         for layer, block in enumerate(self.blocks[:n_layers]):
-            if staged:
-                allowed = (causal & (keys_active_from <= layer)[:, None, :]) | self_key
-                position_mask = active_from <= layer
-            else:
-                allowed, position_mask = causal | self_key, None
-            extra = get_extra(layer)
-            if extra is not None:
-                used_extra[layer] = extra
-                allowed = torch.cat([self._extra_mask(extra, position_ids), allowed], -1)
-            insert = None
-            if layer in by_layer:
-                group = by_layer[layer]
-                insert = (torch.cat([g.index for g in group], 1), torch.cat([g.tokens for g in group], 1))
+            extra = plan.lal.get(layer)
+            allowed, live = masks.at(layer, extra)
             past_kv = past.layers[layer] if past is not None else None
-            resid, new_kv = block(resid, allowed, rope, extra, past_kv, mlp_position_mask, insert, position_mask)
+            resid, new_kv = block(resid, allowed, rope, extra, past_kv, mlp_position_mask, plan.plits.get(layer), live)
             if past is not None:
                 past.append(layer, *new_kv)
-        if past is not None and stop_at_layer is None:
-            past.extend_positions(attention_mask, position_ids, active_from)
-            past.extra = used_extra
         if stop_at_layer is not None:
             return resid
-        if text_index is not None:
-            resid = resid.gather(1, text_index[..., None].expand(-1, -1, M))
-        normed = self.ln_final(resid)
+        if past is not None:
+            past.extend_positions(plan.attention_mask, plan.position_ids, masks.live_from)
+            past.extra = dict(plan.lal)
+        normed = self.ln_final(plits.gather_text(resid, plan.text_index))
         if logits_at is not None:
             return self.unembed(normed[logits_at.bool()])
         return self.unembed(normed)
+
+    def _plan(self, text, plan, attention_mask, position_ids, extra_kv, past) -> AudioPlan:
+        """The given plan (checked against the text and the context length) or a text-only one."""
+        B, Lt, _ = text.shape
+        if plan is None:
+            plan = text_plan(self, B, Lt, text.device, attention_mask, position_ids, extra_kv, past)
+        elif attention_mask is not None or position_ids is not None or extra_kv is not None:
+            raise ValueError("pass either plan (audio batches) or attention_mask/position_ids/extra_kv (text), not both")
+        S = plan.seq_len
+        if plan.attention_mask.shape != (B, S) or plan.position_ids.shape != (B, S):
+            raise ValueError(f"the plan's masks are {tuple(plan.attention_mask.shape)} / {tuple(plan.position_ids.shape)}, "
+                             f"expected {(B, S)} for {Lt} text tokens")
+        for layer in (*plan.plits, *plan.lal):
+            self.check_layer(layer, "audio plan layer")
+        longest = int(plan.position_ids.max()) + 1 if plan.position_ids.numel() else 0
+        if longest > self.cfg.n_ctx:
+            P = past.length if past is not None else 0
+            raise ValueError(
+                f"sequence needs position {longest - 1} but the model's context is {self.cfg.n_ctx} positions "
+                f"({S} positions in this call, {P} cached); shorten the prompt or audio"
+            )
+        return plan
 
     def _embed(self, input_ids, inputs_embeds) -> torch.Tensor:
         if (input_ids is None) == (inputs_embeds is None):
@@ -286,27 +238,6 @@ class HookedDecoder(HookedRootModule):
         elif inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != self.cfg.d_model:
             raise ValueError(f"inputs_embeds must be [batch, seq, {self.cfg.d_model}], got {tuple(inputs_embeds.shape)}")
         return self.hook_embed(inputs_embeds)
-
-    @staticmethod
-    def _text_mask(attention_mask: torch.Tensor, past: KVCache | None, P: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(causal [B, L, P + L], self_key [1, L, P + L]) bool: causal over [past ; current] with padding keys
-        masked, and the diagonal, which is always allowed (so a padding or not-yet-live query's softmax is
-        defined; its output is never used)."""
-        B, L = attention_mask.shape
-        dev = attention_mask.device
-        key_mask = attention_mask if past is None or past.key_mask is None else torch.cat([past.key_mask, attention_mask], 1)
-        q_idx = torch.arange(L, device=dev)[:, None] + P
-        k_idx = torch.arange(P + L, device=dev)[None, :]
-        causal = (k_idx <= q_idx)[None] & key_mask[:, None, :]
-        return causal, (k_idx == q_idx)[None]
-
-    @staticmethod
-    def _extra_mask(extra: ExtraKV, position_ids: torch.Tensor) -> torch.Tensor:
-        """[B, L, N] bool: which queries see which extra entries."""
-        allowed = extra.key_mask.bool()[:, None, :]
-        if extra.positions is not None:
-            allowed = allowed & (extra.positions[:, None, :] <= position_ids[:, :, None])
-        return allowed.expand(position_ids.shape[0], position_ids.shape[1], extra.n)
 
     # ------------------------------------------------------------------ TransformerLens entry points
     def run_with_hooks(self, *args, fwd_hooks=(), bwd_hooks=(), **kwargs):

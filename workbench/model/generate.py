@@ -30,22 +30,18 @@ def greedy_generate(
     ``pad_token_id`` (default: the first EOS id) and decoding stops once every sequence is done.
     ``extra_kv`` (audio keys/values per layer) is given with the prompt and kept in the cache, so every
     generated token reads the same audio. ``use_cache=False`` recomputes the whole sequence each step
-    (slow; for checking the cache). ``prefill(cache) -> logits [B, L, V]`` replaces the first (prompt)
-    forward, e.g. a PAL model's forward with audio; later steps are plain decoder steps on the cache.
+    (slow; for checking the cache). ``prefill(cache) -> logits [B, L, V]`` replaces the first (prompt) forward,
+    e.g. a PAL model's forward with its audio plan (whose LAL K/V the cache keeps); later steps are text steps.
     """
     step = model.decode  # the text-only entry, also for subclasses whose forward takes other inputs
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be [batch, seq], got {tuple(input_ids.shape)}")
     B, L = input_ids.shape
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    attention_mask = attention_mask.long()
+    attention_mask = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).long()
     if position_ids is None:
         position_ids = model.default_position_ids(attention_mask)
-    eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
-    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+    eos, pad = _eos_and_pad(eos_token_id, pad_token_id)
     eos_t = torch.tensor(eos, device=input_ids.device, dtype=torch.long)
-
     ids, mask, pos = input_ids, attention_mask, position_ids
     cache = KVCache(model.cfg.n_layers) if use_cache else None
     step_ids, step_mask, step_pos = ids, mask, pos
@@ -74,3 +70,9 @@ def greedy_generate(
             if bool(done.all()):
                 break
     return ids
+
+
+def _eos_and_pad(eos_token_id, pad_token_id) -> tuple[list[int], int]:
+    """(EOS ids as a list, the pad id: given, else the first EOS id, else 0)."""
+    eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
+    return eos, pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)

@@ -7,7 +7,6 @@ N extra (audio) key/value entries, H query heads, G key/value heads, D d_head, M
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,31 +14,12 @@ from torch import nn
 from transformer_lens.hook_points import HookPoint
 from transformers.activations import ACT2FN
 
+from workbench.model.audio import plits
+from workbench.model.audio.lal import ExtraKV, gate_bias
 from workbench.model.config import DecoderConfig
+from workbench.model.rope import apply_rotary, rotate_half
 
-
-@dataclass
-class ExtraKV:
-    """Key/value entries that text queries may read but that never form queries (LAL audio).
-
-    k, v: [B, N, G, D], already in the layer's key space (normed, projected, rotated as the caller
-    decided); key_mask: [B, N] bool, True for real entries (padding False); positions: [B, N] long or
-    None. With positions, query q sees entry n only if ``positions[n] <= position_ids[q]`` (causal in
-    position space, so text before the audio slot cannot see audio); without, every query sees every
-    real entry. On the pattern's key axis these entries come first: [extra ; past text ; this call's text].
-    """
-
-    k: torch.Tensor
-    v: torch.Tensor
-    key_mask: torch.Tensor
-    positions: torch.Tensor | None = None
-    #: optional additive bias on the attention logits of these entries, broadcastable to [B, H, 1, N]
-    #: (a learned per-head gate on how much the layer listens to audio).
-    logit_bias: torch.Tensor | None = None
-
-    @property
-    def n(self) -> int:
-        return self.k.shape[1]
+__all__ = ["ExtraKV", "RMSNorm", "LayerNorm", "make_norm", "rotate_half", "apply_rotary", "Attention", "MLP", "Block"]
 
 
 class RMSNorm(nn.Module):
@@ -57,6 +37,16 @@ class RMSNorm(nn.Module):
         x32 = x.to(torch.float32)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(dtype)
+
+    @staticmethod
+    def normalize_stacked(norms: list["RMSNorm"], x: torch.Tensor) -> torch.Tensor:
+        """Norm i on x[i] (or every norm on x[0] when x has one slice): x [1 or n, R, M] -> [n, R, M], the values
+        of ``norms[i].normalize(x[i])`` (the rescaling is computed once per slice of x; LAL's batched K/V)."""
+        dtype = x.dtype
+        x32 = x.to(torch.float32)
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + norms[0].eps)
+        weight = torch.stack([n.weight for n in norms])[:, None, :]
+        return weight * x32.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.hook_normalized(self.normalize(x))
@@ -76,23 +66,17 @@ class LayerNorm(nn.Module):
         """The norm without firing ``hook_normalized`` (used for audio tokens read by LAL)."""
         return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
 
+    @staticmethod
+    def normalize_stacked(norms: list["LayerNorm"], x: torch.Tensor) -> torch.Tensor:
+        """Norm i on x[i] (or on x[0]): x [1 or n, R, M] -> [n, R, M] (see `RMSNorm.normalize_stacked`)."""
+        return torch.stack([n.normalize(x[i if x.shape[0] > 1 else 0]) for i, n in enumerate(norms)])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.hook_normalized(self.normalize(x))
 
 
 def make_norm(cfg: DecoderConfig) -> nn.Module:
     return RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.arch == "llama" else LayerNorm(cfg.d_model, cfg.norm_eps)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, L, heads, D] with cos/sin [B, L, D] (transformers' rotate-half convention)."""
-    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
-    return x * cos + rotate_half(x) * sin
 
 
 class Attention(nn.Module):
@@ -121,19 +105,6 @@ class Attention(nn.Module):
         #: "eager" materialises scores/pattern (every hook fires); "sdpa" uses the fused kernel
         #: (flash / memory-efficient on GPU) unless a hook is attached to the scores or pattern.
         self.implementation = "eager"
-
-    def project_kv(self, x_normed: torch.Tensor, cos: torch.Tensor | None = None, sin: torch.Tensor | None = None):
-        """This layer's keys and values for already-normed inputs x [B, N, M] -> k, v [B, N, G, D].
-
-        cos/sin [B, N, D] rotate the keys (omit for unrotated keys). This is how LAL turns connector
-        tokens into audio keys/values with the layer's own W_K, W_V.
-        """
-        B, N, _ = x_normed.shape
-        k = self.k_proj(x_normed).view(B, N, self.cfg.n_kv_heads, self.cfg.d_head)
-        v = self.v_proj(x_normed).view(B, N, self.cfg.n_kv_heads, self.cfg.d_head)
-        if cos is not None:
-            k = apply_rotary(k, cos, sin)
-        return k, v
 
     def _needs_pattern(self) -> bool:
         if self.implementation == "eager":
@@ -184,12 +155,7 @@ class Attention(nn.Module):
         kh = k_all.transpose(1, 2)[:, :, None]  # [B, G, 1, K, D]
         vh = v_all.transpose(1, 2)[:, :, None]
         mask = allowed[:, None, None]  # [B, 1, 1, L, K]
-        bias = None
-        if extra is not None and extra.logit_bias is not None:
-            lb = extra.logit_bias.to(q.dtype)
-            lb = lb.view(1, -1, 1, 1) if lb.ndim == 1 else lb  # [H] -> [1, H, 1, 1]
-            lb = lb.expand(B, H, 1, extra.n)
-            bias = torch.cat([lb, lb.new_zeros(B, H, 1, K - extra.n)], -1)  # [B, H, 1, K]
+        bias = gate_bias(extra, B, H, K, q.dtype)  # [B, H, 1, K]: the LAL gate on the audio keys, or None
         if self._needs_pattern():
             scores = torch.matmul(qh, kh.transpose(-1, -2)) * self.scale
             if bias is not None:
@@ -243,9 +209,9 @@ class Block(nn.Module):
     """Pre-norm transformer block. Hooks: hook_resid_pre/mid/post [B, L, M], hook_attn_out and
     hook_mlp_out [B, L, M], hook_audio_in [B, N, M] (audio placed in the residual here, PLITS).
 
-    ``insert`` (index [B, N] long, tokens [B, N, M]): tokens written into the residual at those positions
+    ``write`` (index [B, N] long, tokens [B, N, M]): tokens written into the residual at those positions
     before the block runs (PLITS audio entering at this layer; passes ``hook_audio_in``).
-    ``position_mask`` [B, L] bool: positions that are live in this layer; elsewhere attention and FFN
+    ``live`` [B, L] bool: positions that are live in this layer; elsewhere attention and FFN
     outputs are zero (audio slots before their insertion layer stay exactly zero).
     ``mlp_position_mask`` [B, L] bool: positions where the FFN runs; elsewhere its output is zero (the
     FFN-on-audio ablation).
@@ -261,20 +227,17 @@ class Block(nn.Module):
         for name in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "audio_in"):
             setattr(self, f"hook_{name}", HookPoint())
 
-    def forward(self, resid, allowed, rope, extra=None, past_kv=None, mlp_position_mask=None, insert=None, position_mask=None):
-        if insert is not None:
-            index, tokens = insert
-            tokens = self.hook_audio_in(tokens.to(resid.dtype))
-            resid = resid.scatter(1, index[..., None].expand(-1, -1, resid.shape[-1]), tokens)
+    def forward(self, resid, allowed, rope, extra=None, past_kv=None, mlp_position_mask=None, write=None, live=None):
+        """resid [B, S, M]; allowed [B, S, K] bool; rope (cos, sin) or None; extra: LAL entries (`ExtraKV`);
+        past_kv: cached (k, v); write: PLITS tokens entering here (`plits.write_slots`); live [B, S] bool or None:
+        positions live in this layer (`plits.only_live`). Returns (resid [B, S, M], this call's (k, v))."""
+        if write is not None:
+            resid = plits.write_slots(resid, write, self.hook_audio_in)
         resid = self.hook_resid_pre(resid)
         attn_out, new_kv = self.attn(self.ln1(resid), allowed, rope, extra, past_kv)
-        if position_mask is not None:
-            attn_out = attn_out * position_mask[..., None].to(attn_out.dtype)
-        resid = self.hook_resid_mid(resid + self.hook_attn_out(attn_out))
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(plits.only_live(attn_out, live)))
         mlp_out = self.mlp(self.ln2(resid))
-        if position_mask is not None:
-            mlp_position_mask = position_mask if mlp_position_mask is None else (position_mask & mlp_position_mask)
-        if mlp_position_mask is not None:
-            mlp_out = mlp_out * mlp_position_mask[..., None].to(mlp_out.dtype)
-        resid = self.hook_resid_post(resid + self.hook_mlp_out(mlp_out))
+        if live is not None:
+            mlp_position_mask = live if mlp_position_mask is None else (live & mlp_position_mask)
+        resid = self.hook_resid_post(resid + self.hook_mlp_out(plits.only_live(mlp_out, mlp_position_mask)))
         return resid, new_kv

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from workbench.model.audio.plits import reserve_slots, slot_index
+
 
 @dataclass
 class AudioPlacement:
@@ -115,11 +117,10 @@ def build_layout(
     n_plits = sum(n for _, mode, _, n in encoders if mode == "plits")
     t = torch.arange(Lt, device=dev)[None].expand(B, -1)
     after = t >= audio_slot[:, None]
-    text_index = t + after.long() * n_plits
+    text_index, S = reserve_slots(audio_slot, Lt, n_plits)  # PLITS slots: residual positions in the slot
     text_pos = (text_mask.long().cumsum(1) - 1).clamp(min=0) + after.long() * n_all
     # position id where the slot opens: number of real text tokens before it
     slot_pos = (text_mask & ~after).long().sum(1)  # [B]
-    S = Lt + n_plits
     full_mask = torch.zeros(B, S, dtype=torch.bool, device=dev).scatter(1, text_index, text_mask)
     full_pos = torch.zeros(B, S, dtype=torch.long, device=dev).scatter(1, text_index, text_pos)
     audio = {}
@@ -130,7 +131,7 @@ def build_layout(
         mask = audio_masks[name].bool() if n else torch.zeros(B, 0, dtype=torch.bool, device=dev)
         placement = AudioPlacement(name, mode, layer, n, positions, mask)
         if mode == "plits":
-            placement.residual_index = audio_slot[:, None] + res_off + j
+            placement.residual_index = slot_index(audio_slot, res_off, n)
             full_mask = full_mask.scatter(1, placement.residual_index, mask)
             full_pos = full_pos.scatter(1, placement.residual_index, positions)
             res_off += n

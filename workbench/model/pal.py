@@ -24,11 +24,12 @@ from torch import nn
 from workbench.common.constants import TRAINABLE_PARTS
 from workbench.model.config import DecoderConfig
 from workbench.model.connectors import make_connector
-from workbench.model.audio_modules import EncoderSlot, LowRankAdapter, adapter_key as _adapter_key
-from workbench.model.decoder import HookedDecoder, Insertion
+from workbench.model.audio.lal import add_lal_modules
+from workbench.model.audio.plan import AudioPlan, plan_batch
+from workbench.model.audio_modules import EncoderSlot
+from workbench.model.decoder import HookedDecoder
 from workbench.model.generate import greedy_generate
 from workbench.model.kv_cache import KVCache
-from workbench.model.layers import ExtraKV
 from workbench.model.layout import TokenLayout, build_layout
 from workbench.model.pal_checkpoint import CHECKPOINT_FORMAT, CheckpointMismatchError, PALCheckpointMixin  # noqa: F401 (re-exported)
 from workbench.model.pal_config import ConfigError, EncoderSpec, PALConfig
@@ -88,11 +89,7 @@ class PALModel(PALCheckpointMixin, HookedDecoder):
                         conn.norm_out.gain.fill_(self._residual_rms(integ.layer))
                 self.connectors[spec.key] = conn
                 if integ.mode == "lal":
-                    for layer in range(integ.layer, self.cfg.n_layers):
-                        if integ.adapter:
-                            self.lal_adapters[_adapter_key(spec.key, layer)] = LowRankAdapter(self.cfg.d_model, integ.adapter_rank).to(dev)
-                        if integ.gate:
-                            self.lal_gates[_adapter_key(spec.key, layer)] = nn.Parameter(torch.zeros(self.cfg.n_heads, device=dev))
+                    add_lal_modules(self, spec, dev)
         finally:
             torch.random.set_rng_state(gen_state)
         self.requires_grad_(False)
@@ -218,30 +215,11 @@ class PALModel(PALCheckpointMixin, HookedDecoder):
         return build_layout(batch["attention_mask"].to(dev), batch["audio_slot"].to(dev), encs,
                             {k: v.to(dev) for k, v in masks.items()})
 
-    def _lal_extra(self, audio: dict, layout: TokenLayout):
-        specs = {s.name: s for s in self.pal_cfg.encoders}
-
-        def extra_at(layer: int) -> ExtraKV | None:
-            parts = layout.lal_at(layer)
-            if not parts:
-                return None
-            block = self.blocks[layer]
-            ks, vs, masks, poss, biases = [], [], [], [], []
-            for a in parts:
-                spec = specs[a.name]
-                x, mask = audio[a.name]
-                key = _adapter_key(spec.key, layer)
-                if key in self.lal_adapters:
-                    x = self.lal_adapters[key](x)
-                rope = self.rope(a.positions) if spec.integration.audio_rope == "slot" else None
-                k, v = block.attn.project_kv(block.ln1.normalize(x), *(rope or (None, None)))
-                ks.append(k), vs.append(v), masks.append(mask), poss.append(a.positions)
-                gate = self.lal_gates[key] if key in self.lal_gates else x.new_zeros(self.cfg.n_heads)
-                biases.append(gate.view(1, -1, 1, 1).expand(1, -1, 1, a.n_tokens))
-            bias = torch.cat(biases, -1) if len(self.lal_gates) else None
-            return ExtraKV(torch.cat(ks, 1), torch.cat(vs, 1), torch.cat(masks, 1), torch.cat(poss, 1), bias)
-
-        return extra_at
+    def audio_plan(self, batch: dict) -> AudioPlan:
+        """What this batch's audio does to the decoder (`workbench.model.audio.plan`): encoders -> connectors ->
+        layout -> PLITS writes per layer and the LAL K/V of every LAL layer, computed once."""
+        audio = self.encode_audio(batch)
+        return plan_batch(self, self.token_layout(batch, audio), audio)
 
     # ------------------------------------------------------------------ forward, loss, generation
     def forward(self, batch: dict, *, past: KVCache | None = None, mlp_position_mask: torch.Tensor | None = None,
@@ -254,21 +232,8 @@ class PALModel(PALCheckpointMixin, HookedDecoder):
         if not isinstance(batch, dict):
             raise TypeError("PALModel takes a batch dict from AudioTaskDataset.collate_fn; for text only, "
                             "use model.decode(input_ids, ...)")
-        dev = self.embed.weight.device
-        audio = self.encode_audio(batch)
-        layout = self.token_layout(batch, audio)
-        insertions = [
-            Insertion(a.layer, a.residual_index, audio[name][0])
-            for name, a in layout.audio.items() if a.mode == "plits"
-        ]
-        has_lal = any(a.mode == "lal" for a in layout.audio.values())
-        return self.decode(
-            batch["input_ids"].to(dev),
-            attention_mask=layout.attention_mask, position_ids=layout.position_ids,
-            extra_kv=self._lal_extra(audio, layout) if has_lal else None, past=past,
-            mlp_position_mask=mlp_position_mask, text_index=layout.text_index, seq_len=layout.seq_len,
-            insertions=insertions, logits_at=logits_at,
-        )
+        return self.decode(batch["input_ids"].to(self.embed.weight.device), plan=self.audio_plan(batch), past=past,
+                           mlp_position_mask=mlp_position_mask, logits_at=logits_at)
 
     def loss(self, batch: dict, share_prefix: bool = True) -> torch.Tensor:
         """Mean next-token cross-entropy over the answer tokens (labels != -100).

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 
-from workbench.model.decoder import Insertion
 from workbench.model.kv_cache import KVCache
 
 __all__ = ["shared_prefix_len", "pads_after_prefix", "forward_shared_prefix", "MIN_SHARED_PREFIX"]
@@ -72,21 +71,12 @@ def forward_shared_prefix(model, batch: dict, prefix_len: int, logits_at: torch.
     dev = model.embed.weight.device
     ids = batch["input_ids"].to(dev)
     B = ids.shape[0]
-    audio = model.encode_audio(batch)
-    layout = model.token_layout(batch, audio)
-    if not bool((layout.text_index[:, :P] == torch.arange(P, device=dev)).all()):
+    plan = model.audio_plan(batch)
+    if not bool((plan.text_index[:, :P] == torch.arange(P, device=dev)).all()):
         raise ValueError("forward_shared_prefix: the prefix must sit before every audio slot")
     cache = past if past is not None else KVCache(model.cfg.n_layers)
-    model.decode(ids[:1, :P], attention_mask=layout.attention_mask[:1, :P],
-                 position_ids=layout.position_ids[:1, :P], past=cache,
+    model.decode(ids[:1, :P], attention_mask=plan.attention_mask[:1, :P],
+                 position_ids=plan.position_ids[:1, :P], past=cache,
                  logits_at=torch.zeros(1, P, dtype=torch.bool, device=dev))
     cache.broadcast(B)
-    insertions = [Insertion(a.layer, a.residual_index - P, audio[name][0])
-                  for name, a in layout.audio.items() if a.mode == "plits"]
-    has_lal = any(a.mode == "lal" for a in layout.audio.values())
-    return model.decode(
-        ids[:, P:], attention_mask=layout.attention_mask[:, P:], position_ids=layout.position_ids[:, P:],
-        extra_kv=model._lal_extra(audio, layout) if has_lal else None, past=cache,
-        text_index=layout.text_index[:, P:] - P, seq_len=layout.seq_len - P, insertions=insertions,
-        logits_at=logits_at[:, P:].to(dev),
-    )
+    return model.decode(ids[:, P:], plan=plan.after_prefix(P), past=cache, logits_at=logits_at[:, P:].to(dev))
