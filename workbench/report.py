@@ -35,7 +35,7 @@ import pandas as pd
 
 from workbench.paths import atomic_write_bytes
 
-__all__ = ["CLAIMS", "build_report", "claim_summaries", "read_tables", "main"]
+__all__ = ["CLAIMS", "build_report", "page_html", "embed_figure", "table_html", "claim_summaries", "read_tables", "main"]
 
 CLAIMS = {
     "claim1": "Claim 1 - delayed integration: audio entering later in the LLM costs little or helps",
@@ -369,6 +369,12 @@ def build_report(run: str | Path, title: str | None = None) -> str:
         parts.append(f"<section><h2>Further analyses and tables</h2>{''.join(rest)}</section>")
     if not figures and not tables:
         parts.append("<p>This run folder has no figures or CSVs yet.</p>")
+    return page_html(title or f"pal-workbench report: {run.name}", parts, need_plotly)
+
+
+def page_html(title: str, parts: list[str], need_plotly: bool) -> str:
+    """The report page around its sections (``parts``: HTML strings): the style, plotly.js once when a part
+    embeds a plotly figure (``need_plotly``), the one-caption script, the title as <h1>."""
     plotly_js = ""
     if need_plotly:
         from plotly.offline import get_plotlyjs
@@ -376,7 +382,6 @@ def build_report(run: str | Path, title: str | None = None) -> str:
         from workbench.analysis.figures import CAPTION_NAME
 
         plotly_js = f'<script type="text/javascript">{get_plotlyjs()}</script>' + _ONE_CAPTION_JS % CAPTION_NAME
-    title = title or f"pal-workbench report: {run.name}"
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;overflow-wrap:anywhere}"
              ".verdict{margin:0.6em 0;padding:0.5em;border-left:4px solid #888;background:#f6f8fa}"
              ".tbl{border-collapse:collapse;font-size:12px}.tbl td,.tbl th{padding:2px 6px;border-bottom:1px solid #ddd}"
@@ -386,6 +391,17 @@ def build_report(run: str | Path, title: str | None = None) -> str:
              "section{border-top:1px solid #ddd;margin-top:1.5em}")
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{style}</style>{plotly_js}</head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>")
+
+
+#: the figure embedder and table preview of the page, for other pages (workbench.study_report)
+def embed_figure(text: str, seen: dict[str, str] | None = None, heading: str = "") -> tuple[str, bool]:
+    """(html fragment, uses plotly.js) for one figure file's text (see `_embed_figure`)."""
+    return _embed_figure(text, seen, heading)
+
+
+def table_html(stem: str, df: pd.DataFrame) -> str:
+    """A collapsed preview (first 12 rows) of one table."""
+    return _table_html(stem, df)
 
 
 def main(argv: list[str] | None = None) -> int:
