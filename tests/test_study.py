@@ -117,3 +117,20 @@ def test_released_parameter_count_is_transformers_own(data):
     assert cost["params"] == sum(p.numel() for p in hf.parameters())
     assert cost["audio_tokens"] == 50  # 2 s window: 200 mel frames -> 100 conv frames -> pooled to 50
     assert cost["weights"] == 4 * cost["params"]
+
+
+def test_the_guides_memory_numbers_come_from_the_real_qwen2_audio_7b_config():
+    """tests/fixtures/qwen2_audio_7b_instruct/config.json is the shipped file (SOURCE.md); the counts are checked
+    against closed forms of the architecture (Qwen2 text model with q/k/v biases and an untied unembedding;
+    Whisper-style tower; one linear projector)."""
+    from workbench.study_cost import model_config
+
+    cfg = model_config(str(ROOT / "tests/fixtures/qwen2_audio_7b_instruct"))
+    V, d, f, L = 156032, 4096, 11008, 32
+    text = 2 * V * d + L * (4 * d * d + 3 * d + 3 * d * f + 2 * d) + d
+    a, fa, La = 1280, 5120, 32
+    layer = 4 * a * a + 3 * a + 2 * 2 * a + (a * fa + fa) + (fa * a + a)
+    tower = (128 * a * 3 + a) + (a * a * 3 + a) + 1500 * a + La * layer + 2 * a
+    assert cfg["params"] == {"text": text, "tower": tower, "projector": a * d + d}
+    assert sum(cfg["params"].values()) == 8_397_094_912  # docs/guide.md §5.1: 8.40 B
+    assert cfg["audio_tokens"] == 750 and cfg["text"]["kv"] == d  # 32 KV heads of 128: no grouped-query sharing
