@@ -128,6 +128,8 @@ def _section(out: Path, heading: str, stems: tuple[str, ...], captions: dict) ->
                 body.append(table_html(stem, pd.read_csv(csv)))
             except (pd.errors.EmptyDataError, pd.errors.ParserError):
                 body.append(f"<p>{html.escape(csv.name)} could not be read.</p>")
+    if len(body) == 1:
+        body.append("<p>No output: the step failed or has not run yet (see At a glance).</p>")
     return "".join(body), uses
 
 

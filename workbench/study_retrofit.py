@@ -5,7 +5,8 @@ layer L, dead before it) and LAL@L (every layer from L on reads them as keys/val
 W_K / W_V; they never form queries or pass an FFN), for L = 0 and a few evenly spaced layers. A released model
 keeps its projector; a PAL checkpoint keeps its trained connectors and LoRA and drops its LAL adapters and
 gates (trained parts of one integration). Each point answers the same rows (`item_metrics`: teacher-forced
-answer log-probability, greedy answer -> correct on closed rows).
+answer log-probability, greedy answer -> correct on closed rows). The point that is the model as trained /
+released (`trained_integration`: PLITS@0 of a released model) reuses it instead of loading it again.
 
 Contrasts, paired on the same rows (`retrofit_contrasts`):
 
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["CAVEAT", "load_model", "retrofit_layers", "retrofit_items", "retrofit_contrasts", "retrofit_steps"]
+__all__ = ["CAVEAT", "load_model", "trained_integration", "retrofit_layers", "retrofit_items", "retrofit_contrasts", "retrofit_steps"]
 
 CAVEAT = ("Out of distribution: zero-shot retrofits of one model, no training. The model learned its own "
           "integration; these numbers say how much this model depends on it, not whether a model trained with "
@@ -51,6 +52,20 @@ def load_model(source: str, integration: dict | None = None, *, device: str = "c
     from workbench.model.released.loading import DTYPES
 
     return model.to(device=torch.device(device), dtype=DTYPES[dtype]).eval()
+
+
+def trained_integration(source: str) -> tuple[str, int] | None:
+    """(mode, layer) when the retrofit to it is exactly the model as trained / released: a released model
+    (PLITS@0), or a PAL checkpoint whose encoders all enter that way with no LAL adapter or gate; else None."""
+    from workbench.model.released import is_released_source
+
+    if is_released_source(source):
+        return ("plits", 0)
+    encs = [e["integration"] for e in json.loads((Path(source) / "config.json").read_text())["pal"]["encoders"]]
+    ways = {(e["mode"], int(e["layer"])) for e in encs}
+    if len(ways) == 1 and not any(e.get("adapter") or e.get("gate") for e in encs):
+        return ways.pop()
+    return None
 
 
 def _retrofit_checkpoint(ckpt: Path, integration: dict):

@@ -78,12 +78,18 @@ class Study:
     # ------------------------------------------------------------------------------------------ helpers
     def model(self, integration: dict | None = None):
         """The model as trained / released (None) or retrofitted to ``{"mode", "layer"}``; one held at a time."""
+        from workbench.study_retrofit import load_model, trained_integration
+
         key = None if integration is None else (integration["mode"], int(integration["layer"]))
+        if key is not None and key == trained_integration(self.source):
+            key, integration = None, None  # that retrofit is the model as trained / released: reuse it
         if self._model is None or self._model_key != key:
-            from workbench.study_retrofit import load_model
+            import torch
 
             self._model, self._dataset, self._full = None, None, None
             gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             self._model = load_model(self.source, integration, device=self.device, dtype=self.dtype)
             self._model_key = key
         return self._model
