@@ -134,3 +134,19 @@ def test_the_guides_memory_numbers_come_from_the_real_qwen2_audio_7b_config():
     assert cfg["params"] == {"text": text, "tower": tower, "projector": a * d + d}
     assert sum(cfg["params"].values()) == 8_397_094_912  # docs/guide.md §5.1: 8.40 B
     assert cfg["audio_tokens"] == 750 and cfg["text"]["kv"] == d  # 32 KV heads of 128: no grouped-query sharing
+
+
+def test_bad_input_is_an_error_naming_the_file(tmp_path, capsys):
+    import json
+
+    from workbench.study import main
+
+    (tmp_path / "data").mkdir()
+    assert main(["--checkpoint", str(BASELINE), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "data" / "tasks.jsonl") in err and "--synth" in err
+    (tmp_path / "llava").mkdir()
+    (tmp_path / "llava" / "config.json").write_text(json.dumps({"architectures": ["LlavaForConditionalGeneration"]}))
+    (tmp_path / "data" / "tasks.jsonl").write_text("")
+    assert main(["--checkpoint", str(tmp_path / "llava"), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "o")]) == 2
+    assert "LlavaForConditionalGeneration" in capsys.readouterr().err

@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(e))
     print(f"pal-workbench study of {a.checkpoint} on {data} -> {out}/ ({a.device}, {a.dtype}, batch {a.batch_size}"
           f"{'; quick smoke run' if a.quick else ''})\n{format_cost(cost)}", flush=True)
+    if a.device.startswith("cuda"):
+        _gpu_fit(cost, a.batch_size)
     study = Study(a.checkpoint, data, out, sizes, device=a.device, dtype=a.dtype, batch_size=a.batch_size)
     t0 = time.time()
     try:
@@ -131,6 +133,19 @@ def main(argv: list[str] | None = None) -> int:
             f"{k}: {v[:160]}" for k, v in pipe.failed.items()), file=sys.stderr)
     print(f"report: {report}   tables: {out}/*.csv   ({time.time() - t0:.0f} s)")
     return 1 if pipe.failed else 0
+
+
+def _gpu_fit(cost: dict, batch_size: int) -> None:
+    """Print the largest batch size whose estimate fits this GPU's memory; warn when --batch-size is above it."""
+    import torch
+
+    from workbench.study_cost import largest_batch
+
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    fits = largest_batch(cost, 0.95 * total)
+    print(f"  this GPU has {total / 1e9:.3g} GB: the estimate fits batch size {fits} or less"
+          + ("" if batch_size <= fits else f"; --batch-size {batch_size} may run out of memory (a step that does is "
+                                           "recorded as failed and the others go on)"), flush=True)
 
 
 def _write_report(study, steps, checkpoint: str) -> dict:
