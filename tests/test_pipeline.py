@@ -108,3 +108,19 @@ def test_an_always_step_runs_every_time(tmp_path):
     rec.runs.clear()
     _pipeline(tmp_path).run(steps)
     assert rec.runs == ["b"]
+
+
+def test_keep_going_records_a_failure_skips_its_dependents_and_retries_it_next_time(tmp_path):
+    rec = Recorder(tmp_path)
+    steps = [rec.step("a", fail=True), rec.step("b", deps=["a"]), rec.step("c")]
+    pipe = _pipeline(tmp_path, keep_going=True)
+    results = pipe.run(steps)
+    assert rec.runs == ["a", "c"] and set(results) == {"c"}
+    assert set(pipe.failed) == {"a", "b"} and "ValueError: bad input" in pipe.failed["a"]
+    assert "failed" in pipe.read_failure("b")["error"] and pipe.read_marker("a") is None
+    rec.runs.clear()
+    fixed = [rec.step("a"), rec.step("b", deps=["a"]), rec.step("c")]
+    pipe = _pipeline(tmp_path, keep_going=True)
+    pipe.run(fixed)
+    assert rec.runs == ["a", "b"] and pipe.failed == {}  # c reused; a and b retried
+    assert pipe.read_failure("a") is None and pipe.read_failure("b") is None

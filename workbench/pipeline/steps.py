@@ -10,6 +10,11 @@ written atomically after the step returns, so a step interrupted half-way (Ctrl-
 no marker and runs again next time; steps write their own files atomically
 (:func:`workbench.common.paths.atomic_write_bytes`), so no output is ever half-written. A step that re-runs gets a
 new finish time, which makes every step depending on it run again too.
+
+``Pipeline(root, keep_going=True)`` does not stop at a failing step: it records the failure in
+``ROOT/.steps/<name>.failed.json`` (no marker, so the step runs again next time), skips the steps that depend on
+it, and goes on; ``pipeline.failed`` then maps each failed or skipped step to its message. A step that later
+succeeds removes its failure record.
 """
 
 from __future__ import annotations
@@ -61,11 +66,29 @@ def _key(params: dict, upstream: dict[str, str]) -> str:
 class Pipeline:
     """Runs steps in order under ``root`` (markers in ``root/.steps``); ``fresh=True`` ignores old markers."""
 
-    def __init__(self, root: str | os.PathLike, fresh: bool = False, stream=None):
+    def __init__(self, root: str | os.PathLike, fresh: bool = False, stream=None, keep_going: bool = False):
         self.root = Path(root)
         self.marker_dir = self.root / ".steps"
         self.fresh = fresh
         self.stream = stream or sys.stdout
+        self.keep_going = keep_going
+        self.failed: dict[str, str] = {}
+
+    def failure(self, name: str) -> Path:
+        return self.marker_dir / f"{name}.failed.json"
+
+    def read_failure(self, name: str) -> dict | None:
+        """The failure record of step ``name`` from its last run (None: it did not fail)."""
+        try:
+            return json.loads(self.failure(name).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def _record_failure(self, step: Step, message: str) -> None:
+        self.failed[step.name] = message
+        record = {"name": step.name, "title": step.title, "error": message, "when": f"{time.time():.6f}"}
+        atomic_write_bytes(self.failure(step.name), (json.dumps(record, indent=1) + "\n").encode())
+        self._say(f"      FAILED: {message}")
 
     def marker(self, name: str) -> Path:
         return self.marker_dir / f"{name}.json"
@@ -89,6 +112,11 @@ class Pipeline:
         t_all = time.time()
         for i, step in enumerate(steps, 1):
             missing_deps = [d for d in step.deps if d not in finished]
+            failed_deps = [d for d in missing_deps if d in self.failed]
+            if failed_deps:
+                self._say(f"[{i}/{len(steps)}] {step.title}: skipped")
+                self._record_failure(step, f"not run: it needs step(s) {failed_deps}, which failed")
+                continue
             if missing_deps:
                 raise ValueError(f"step {step.name!r} depends on {missing_deps}, which do not run before it")
             key = _key(step.params, {d: finished[d] for d in step.deps})
@@ -109,17 +137,24 @@ class Pipeline:
                           f"again to continue from this step")
                 raise
             except Exception as e:
+                if self.keep_going:
+                    self._record_failure(step, f"{type(e).__name__}: {e}")
+                    continue
                 raise StepFailed(f"step {step.name!r} ({step.title}) failed: {type(e).__name__}: {e}. Steps before it "
                                  f"are kept; fix the cause and run the same command again to continue") from e
             seconds = time.time() - t0
             lost = [str(p) for p in outputs if not p.exists()]
             if lost:
+                if self.keep_going:
+                    self._record_failure(step, f"finished but did not write {lost}")
+                    continue
                 raise StepFailed(f"step {step.name!r} finished but did not write {lost}")
             stamp = f"{time.time():.6f}"
             record = {"name": step.name, "title": step.title, "key": key, "params": step.params, "deps": list(step.deps),
                       "summary": summary, "seconds": round(seconds, 2), "finished": stamp,
                       "outputs": [str(p) for p in outputs]}
             atomic_write_bytes(self.marker(step.name), (json.dumps(record, indent=1, default=str) + "\n").encode())
+            self.failure(step.name).unlink(missing_ok=True)
             finished[step.name] = stamp
             results[step.name] = summary
             self._say(f"      done in {seconds:.0f} s (total {time.time() - t_all:.0f} s)")

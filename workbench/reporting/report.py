@@ -25,7 +25,7 @@ import pandas as pd
 
 from workbench.reporting.summaries import NO_DATA, claim_summaries
 
-__all__ = ["build_report", "claim_summaries", "read_tables", "REPORT_NAME", "NO_DATA"]
+__all__ = ["build_report", "claim_summaries", "read_tables", "page_html", "embed_figure", "table_html", "REPORT_NAME", "NO_DATA"]
 
 REPORT_NAME = "report.html"
 
@@ -47,7 +47,7 @@ def read_tables(run: Path) -> dict[str, pd.DataFrame]:
 _PLOTLY_DIV = re.compile(r'<div id="[^"]+" class="plotly-graph-div"[^>]*></div>\s*<script[^>]*>.*?</script>', re.S)
 
 
-def _embed_figure(text: str, seen: dict[str, str] | None = None, heading: str = "") -> tuple[str, bool]:
+def embed_figure(text: str, seen: dict[str, str] | None = None, heading: str = "") -> tuple[str, bool]:
     """(html fragment, uses plotly.js) for one figure file: a <figure> with the plot and, when the figure has
     one (``layout.meta["caption"]``, workbench.analysis.figures.add_caption), its caption as <figcaption>."""
     from workbench.analysis.figures import caption_from_html
@@ -118,7 +118,7 @@ def _verdict_words(r: dict) -> str:
             f'{html.escape(v.upper())}</span> with the paper\'s direction{side}.</b>')
 
 
-def _table_html(stem: str, df: pd.DataFrame) -> str:
+def table_html(stem: str, df: pd.DataFrame) -> str:
     preview = df.head(12).to_html(index=False, float_format=lambda x: f"{x:.4g}", border=0, classes="tbl")
     return (f"<details><summary>Table: {html.escape(_heading(stem).lower())} ({len(df)} rows x {len(df.columns)} "
             f"columns, first 12 shown; <code>{html.escape(stem)}.csv</code>)</summary><div class=\"wide\">{preview}"
@@ -142,7 +142,7 @@ def build_report(run: str | Path, title: str | None = None) -> str:
 
     def figure(stem: str) -> str:
         nonlocal need_plotly
-        frag, uses = _embed_figure(figures[stem].read_text(errors="replace"), captions, _heading(stem))
+        frag, uses = embed_figure(figures[stem].read_text(errors="replace"), captions, _heading(stem))
         need_plotly |= uses
         return f"<h3>{html.escape(_heading(stem))}</h3>\n{frag}"
 
@@ -165,15 +165,15 @@ def build_report(run: str | Path, title: str | None = None) -> str:
                 body.append(figure(stem))
         for stem in [s for s in tables if any(fnmatch(s, p) for p in claim.figures) and s not in used | {"verdict"}]:
             used.add(f"table:{stem}")
-            body.append(_table_html(stem, tables[stem]))
+            body.append(table_html(stem, tables[stem]))
         parts.append(f"<section>{''.join(body)}</section>")
     rest = [figure(s) for s in figures if s not in used]
-    rest += [_table_html(s, df) for s, df in tables.items() if s not in used and f"table:{s}" not in used]
+    rest += [table_html(s, df) for s, df in tables.items() if s not in used and f"table:{s}" not in used]
     if rest:
         parts.append(f"<section><h2>Further analyses and tables</h2>{''.join(rest)}</section>")
     if not figures and not tables:
         parts.append("<p>This run folder has no figures or CSVs yet.</p>")
-    return _page(title or f"pal-workbench report: {run.name}", parts, need_plotly)
+    return page_html(title or f"pal-workbench report: {run.name}", parts, need_plotly)
 
 
 def _verdict_section(run: Path, verdicts: pd.DataFrame | None) -> tuple[str, bool]:
@@ -188,14 +188,14 @@ def _verdict_section(run: Path, verdicts: pd.DataFrame | None) -> tuple[str, boo
     parts = [f"<section><h2>Verdicts at a glance</h2><p>Rule fixed in advance: {html.escape(VERDICT_RULE)} "
              "(workbench.verdict).</p>"]
     if len(rows):
-        parts.append(_embed_figure(forest_figure(rows).to_html(full_html=False, include_plotlyjs=False))[0])
+        parts.append(embed_figure(forest_figure(rows).to_html(full_html=False, include_plotlyjs=False))[0])
     if verdicts is not None:
         parts.append(_verdict_html(verdicts))
     parts.append("</section>")
     return "".join(parts), bool(len(rows))
 
 
-def _page(title: str, parts: list[str], need_plotly: bool) -> str:
+def page_html(title: str, parts: list[str], need_plotly: bool) -> str:
     """The whole HTML document around the sections (plotly.js inlined once when a figure needs it)."""
     plotly_js = ""
     if need_plotly:
