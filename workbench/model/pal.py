@@ -314,7 +314,8 @@ class PALModel(PALCheckpointMixin, HookedDecoder):  # type: ignore[misc]
         if not set(targets) <= valid:
             raise ConfigError(f"unknown LoRA target(s) {sorted(set(targets) - valid)}; choose from {sorted(valid)}")
         # peft annotates lora_alpha as int but only uses it in the scaling alpha / rank: float alphas (16.0) work.
-        lora = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)  # type: ignore[arg-type]
+        lora = LoraConfig(r=rank, lora_alpha=alpha,  # type: ignore[arg-type]
+                          lora_dropout=dropout, target_modules=targets)
         inject_adapter_in_model(lora, self.blocks)
         self.lora_cfg = {"rank": rank, "alpha": alpha, "dropout": dropout, "targets": targets}
         for n, p in self.blocks.named_parameters():
