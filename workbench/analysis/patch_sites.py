@@ -39,6 +39,7 @@ def _audio_sites(layout, site: str, encs, layers, groups: bool) -> list[tuple]:
         for l in layers:
             if l < a.layer:
                 continue
+            hooks: list[tuple[str, tuple]]  # (hook name, part)
             if site == "audio_kv":
                 keys = layout.audio_key_slice(l, e)
                 hooks = [(f"blocks.{l}.attn.{h}", ("slice", keys.start, a.n_tokens))

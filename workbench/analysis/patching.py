@@ -126,7 +126,7 @@ def make_pairs(dataset, attribute: str | None = None, max_pairs: int | None = No
     for key in sorted(groups, key=str):
         idx = groups[key][:]
         rng.shuffle(idx)
-        used = set()
+        used: set[int] = set()
         for i in idx:
             if i in used:
                 continue
@@ -162,7 +162,7 @@ def _repeat_batch(batch: dict, g: int) -> dict:
     """The batch stacked ``g`` times along the batch axis (tensors, dicts of tensors, per-row lists)."""
     if g == 1:
         return batch
-    out = {}
+    out: dict = {}
     for k, v in batch.items():
         if torch.is_tensor(v) and v.ndim:
             out[k] = torch.cat([v] * g)

@@ -148,5 +148,6 @@ class QFormerConnector(nn.Module):
         return torch.stack(weights).mean(0)
 
 
-def make_connector(d_in: int, d_model: int, cfg: ConnectorConfig) -> nn.Module:
-    return {"mlp": MLPConnector, "qformer": QFormerConnector}[cfg.type](d_in, d_model, cfg)
+def make_connector(d_in: int, d_model: int, cfg: ConnectorConfig) -> MLPConnector | QFormerConnector:
+    kinds: dict[str, type[MLPConnector] | type[QFormerConnector]] = {"mlp": MLPConnector, "qformer": QFormerConnector}
+    return kinds[cfg.type](d_in, d_model, cfg)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -258,7 +259,7 @@ class HookedDecoder(HookedRootModule):
         flash attention on GPU; falls back to eager in a layer whose scores/pattern hooks are in use)."""
         if implementation not in ("eager", "sdpa"):
             raise ValueError(f"attention implementation must be 'eager' or 'sdpa', got {implementation!r}")
-        for block in self.blocks:
+        for block in cast(list[Block], list(self.blocks)):  # built in __init__: only Blocks
             block.attn.implementation = implementation
 
 
@@ -269,5 +270,7 @@ def _make_rotary(cfg: DecoderConfig):
 
     hf = dict(cfg.hf_config)
     model_type = hf.pop("model_type")
-    return LlamaRotaryEmbedding(AutoConfig.for_model(model_type, **hf))
+    # Llama's rotary class on the config of any Llama-family model_type (Qwen2Config, ...): it reads only the
+    # rope fields every such config has, so the LlamaConfig annotation is narrower than what it accepts.
+    return LlamaRotaryEmbedding(AutoConfig.for_model(model_type, **hf))  # type: ignore[arg-type]
 

@@ -47,7 +47,7 @@ def greedy_generate(
     step_ids, step_mask, step_pos = ids, mask, pos
     done = torch.zeros(B, dtype=torch.bool, device=ids.device)
     for i in range(max_new_tokens):
-        if use_cache:
+        if cache is not None:  # use_cache
             if i == 0 and prefill is not None:
                 logits = prefill(cache)
             else:

@@ -88,6 +88,18 @@ class Attention(nn.Module):
     [extra ; past ; current]); hook_z [B, L, H, D].
     """
 
+    # made by the setattr loop in __init__ (one HookPoint per name)
+    hook_q: HookPoint
+    hook_k: HookPoint
+    hook_v: HookPoint
+    hook_rot_q: HookPoint
+    hook_rot_k: HookPoint
+    hook_audio_k: HookPoint
+    hook_audio_v: HookPoint
+    hook_attn_scores: HookPoint
+    hook_pattern: HookPoint
+    hook_z: HookPoint
+
     def __init__(self, cfg: DecoderConfig, layer: int):
         super().__init__()
         self.cfg = cfg
@@ -216,6 +228,14 @@ class Block(nn.Module):
     ``mlp_position_mask`` [B, L] bool: positions where the FFN runs; elsewhere its output is zero (the
     FFN-on-audio ablation).
     """
+
+    # made by the setattr loop in __init__ (one HookPoint per name)
+    hook_resid_pre: HookPoint
+    hook_resid_mid: HookPoint
+    hook_resid_post: HookPoint
+    hook_attn_out: HookPoint
+    hook_mlp_out: HookPoint
+    hook_audio_in: HookPoint
 
     def __init__(self, cfg: DecoderConfig, layer: int):
         super().__init__()

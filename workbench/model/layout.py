@@ -61,14 +61,20 @@ class TokenLayout:
             return None
         B = self.text_index.shape[0]
         if a.mode == "lal":
-            offset = 0
-            for other in self.lal_at(layer):
-                if other.name == name:
-                    break
-                offset += other.n_tokens
+            offset = self._lal_offset(layer, name)
             idx = torch.arange(offset, offset + a.n_tokens, device=self.text_index.device)
             return idx[None].expand(B, -1)
-        return a.residual_index + self.n_extra_keys(layer)
+        return self.audio_residual_index(name) + self.n_extra_keys(layer)
+
+    def _lal_offset(self, layer: int, name: str) -> int:
+        """Key-axis index of LAL encoder ``name``'s first key at ``layer`` (the keys of the LAL encoders before
+        it in config order come first)."""
+        offset = 0
+        for other in self.lal_at(layer):
+            if other.name == name:
+                break
+            offset += other.n_tokens
+        return offset
 
     def audio_key_slice(self, layer: int, name: str) -> slice:
         """Encoder ``name``'s keys on the key axis of ``layer`` as a slice, for a LAL encoder (the same for every row:
@@ -81,7 +87,7 @@ class TokenLayout:
                              "(audio_key_index gives them per row)")
         if layer < a.layer:
             raise ValueError(f"encoder {name!r} enters at layer {a.layer}: no audio keys at layer {layer}")
-        off = int(self.audio_key_index(layer, name)[0, 0]) if a.n_tokens else 0
+        off = self._lal_offset(layer, name) if a.n_tokens else 0
         return slice(off, off + a.n_tokens)
 
     def text_positions(self, device: torch.device | str | None = None) -> torch.Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -36,18 +37,23 @@ from workbench.model.pal_config import ConfigError, EncoderSpec, PALConfig
 from workbench.model.shared_prefix import MIN_SHARED_PREFIX, forward_shared_prefix, pads_after_prefix, shared_prefix_len
 from workbench.model.weights import convert_state_dict
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 log = logging.getLogger(__name__)
 
 __all__ = ["PALModel", "PALConfig", "CheckpointMismatchError", "CHECKPOINT_FORMAT"]
 
 
-class PALModel(PALCheckpointMixin, HookedDecoder):
+# Deliberate mismatch (ignored below): from_pretrained is the mixin's (a PAL checkpoint folder, + tokenizer),
+# not HookedDecoder's (an LLM name, + dtype): a PALModel is built from its checkpoint, a bare LLM by HookedDecoder.
+class PALModel(PALCheckpointMixin, HookedDecoder):  # type: ignore[misc]
     """See the module docstring. Build with `PALModel.from_config` or `PALModel.from_pretrained`."""
 
     def __init__(self, pal_cfg: PALConfig, dec_cfg: DecoderConfig):
         super().__init__(dec_cfg)
         self.pal_cfg = pal_cfg
-        self.tokenizer = None
+        self.tokenizer: PreTrainedTokenizerBase | None = None  # set by from_config / from_pretrained
         self.lora_cfg: dict | None = None
 
     # ------------------------------------------------------------------ construction
@@ -160,7 +166,7 @@ class PALModel(PALCheckpointMixin, HookedDecoder):
         """{encoder: (connector tokens [B, N, d_model], mask [B, N])} from cached tokens or waveforms."""
         out = {}
         for spec in self.pal_cfg.encoders:
-            slot = self.encoders[spec.key]
+            slot = cast(EncoderSlot, self.encoders[spec.key])  # built by _build_audio_modules: only these
             if "audio_tokens" in batch and spec.name in batch["audio_tokens"]:
                 frames = batch["audio_tokens"][spec.name]
                 fmask = batch["audio_token_mask"][spec.name]
@@ -222,8 +228,10 @@ class PALModel(PALCheckpointMixin, HookedDecoder):
         return plan_batch(self, self.token_layout(batch, audio), audio)
 
     # ------------------------------------------------------------------ forward, loss, generation
-    def forward(self, batch: dict, *, past: KVCache | None = None, mlp_position_mask: torch.Tensor | None = None,
-                logits_at: torch.Tensor | None = None) -> torch.Tensor:
+    # Deliberate override mismatch (ignored below): a PALModel is called on a batch dict (audio + text); its
+    # text-only entry with HookedDecoder's arguments is `decode` (what greedy_generate calls on any decoder).
+    def forward(self, batch: dict, *, past: KVCache | None = None,  # type: ignore[override]
+                mlp_position_mask: torch.Tensor | None = None, logits_at: torch.Tensor | None = None) -> torch.Tensor:
         """batch (see the module docstring) -> logits [B, Lt, V] aligned with batch["input_ids"].
 
         mlp_position_mask: [B, S] bool in the residual layout (``token_layout(batch)``); logits_at [B, Lt]
@@ -268,7 +276,7 @@ class PALModel(PALCheckpointMixin, HookedDecoder):
                 prefill = lambda cache: forward_shared_prefix(self, moved, P, last, past=cache)[:, None]  # noqa: E731
         out = greedy_generate(
             self, ids, batch["attention_mask"].to(ids.device), max_new_tokens=max_new_tokens,
-            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self._tokenizer().eos_token_id, pad_token_id=self._tokenizer().pad_token_id,
             prefill=prefill,
         )
         return out[:, ids.shape[1]:]
@@ -278,7 +286,13 @@ class PALModel(PALCheckpointMixin, HookedDecoder):
         if batch["attention_mask"][:, -1].min() == 0:
             raise ValueError("generation needs a left-padded prompt batch: use dataset.prompt_collate_fn()")
         new = self.generate_ids(batch, max_new_tokens, share_prefix=share_prefix)
-        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        return [t.strip() for t in self._tokenizer().batch_decode(new, skip_special_tokens=True)]
+
+    def _tokenizer(self) -> PreTrainedTokenizerBase:
+        if self.tokenizer is None:
+            raise ValueError("this PALModel has no tokenizer: build it with PALModel.from_config/from_pretrained "
+                             "or set model.tokenizer")
+        return self.tokenizer
 
     def ask(self, audio, question: str, **kw) -> str:
         """Greedy answer to ``question`` about ``audio`` (a file path of any rate and channel count, or a waveform
@@ -299,7 +313,10 @@ class PALModel(PALCheckpointMixin, HookedDecoder):
         valid = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
         if not set(targets) <= valid:
             raise ConfigError(f"unknown LoRA target(s) {sorted(set(targets) - valid)}; choose from {sorted(valid)}")
-        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets), self.blocks)
+        # peft annotates lora_alpha as int but only uses it in the scaling alpha / rank: float alphas (16.0) work.
+        lora = LoraConfig(r=rank, lora_alpha=alpha,  # type: ignore[arg-type]
+                          lora_dropout=dropout, target_modules=targets)
+        inject_adapter_in_model(lora, self.blocks)
         self.lora_cfg = {"rank": rank, "alpha": alpha, "dropout": dropout, "targets": targets}
         for n, p in self.blocks.named_parameters():
             if "lora_" in n:

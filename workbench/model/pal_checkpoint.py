@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -78,7 +78,8 @@ class PALCheckpointMixin:
 
         def _part_of(self, name: str) -> str | None: ...
 
-        def enable_lora(self, **options: Any) -> None: ...
+        def enable_lora(self, rank: int = 8, alpha: float = 16, dropout: float = 0.0,
+                        targets: Iterable[str] = ("q_proj", "v_proj")) -> None: ...
 
         @classmethod
         def from_config(cls, pal_cfg: PALConfig | dict, tokenizer: Any = None, seed: int = 0) -> Self: ...

@@ -18,12 +18,16 @@ Shape letters: B batch, N audio tokens, M d_model, G key/value heads, D d_head, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeGuard, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from workbench.model.rope import apply_rotary
+
+if TYPE_CHECKING:
+    from peft.tuners.lora.layer import Linear as LoraLinear
 
 __all__ = ["ExtraKV", "LowRankAdapter", "adapter_key", "add_lal_modules", "lal_kv", "extra_mask", "gate_bias"]
 
@@ -127,7 +131,10 @@ def lal_kv(model, audio: dict, layout) -> dict[int, ExtraKV]:
         for a in parts:
             k, v = per_encoder[a.name]
             i = layer - a.layer
-            ks.append(k[i]), vs.append(v[i]), masks.append(audio[a.name][1]), poss.append(a.positions)
+            ks.append(k[i])
+            vs.append(v[i])
+            masks.append(audio[a.name][1])
+            poss.append(a.positions)
             key = adapter_key(specs[a.name].key, layer)
             gate = model.lal_gates[key] if key in model.lal_gates else k[i].new_zeros(model.cfg.n_heads)
             biases.append(gate.view(1, -1, 1, 1).expand(1, -1, 1, a.n_tokens))
@@ -155,8 +162,10 @@ def _encoder_kv(model, spec, x: torch.Tensor, positions: torch.Tensor, layers: r
     if uniform and all(_plain_or_lora(p) for pair in projs for p in pair):
         kv = _bmm_linear(normed, *_stack(model, [[_base(k), _base(v)] for k, v in projs]))  # [nL, B*N, 2*G*D]
         k, v = kv.split(G * D, -1)  # (split and unbind: one backward node each, not one zero-filled slice per layer)
-        k = k + _lora_delta(normed, [k_ for k_, _ in projs]) if _lora(projs[0][0]) else k
-        v = v + _lora_delta(normed, [v_ for _, v_ in projs]) if _lora(projs[0][1]) else v
+        dk = _lora_delta(normed, [k_ for k_, _ in projs]) if _lora(projs[0][0]) else None
+        dv = _lora_delta(normed, [v_ for _, v_ in projs]) if _lora(projs[0][1]) else None
+        k = k if dk is None else k + dk
+        v = v if dv is None else v + dv
     else:  # a projection this module cannot batch (e.g. a LoRA variant): the layers' own modules, one by one
         k = torch.stack([kp(normed[i]) for i, (kp, _) in enumerate(projs)])
         v = torch.stack([vp(normed[i]) for i, (_, vp) in enumerate(projs)])
@@ -166,12 +175,14 @@ def _encoder_kv(model, spec, x: torch.Tensor, positions: torch.Tensor, layers: r
     return k, v
 
 
-def _base(proj: nn.Module) -> nn.Module:
-    """The plain linear of a projection (peft's LoRA layer wraps it as ``base_layer``)."""
-    return getattr(proj, "base_layer", proj)
+def _base(proj: nn.Module) -> nn.Linear:
+    """The plain linear of a projection that `_plain_or_lora` accepted (peft's LoRA layer wraps it as
+    ``base_layer``)."""
+    return cast(nn.Linear, getattr(proj, "base_layer", proj))
 
 
-def _lora(proj: nn.Module) -> bool:
+def _lora(proj: nn.Module) -> TypeGuard[LoraLinear]:
+    """A peft LoRA layer with active adapters (here always on a k/v projection: peft's LoRA Linear)."""
     return hasattr(proj, "lora_A") and bool(getattr(proj, "active_adapters", ()))
 
 
@@ -190,14 +201,15 @@ def _plain_or_lora(proj: nn.Module) -> bool:
     return True
 
 
-def _lora_delta(rows: torch.Tensor, projs: list[nn.Module]) -> torch.Tensor:
-    """Sum over active adapters of B(A(rows)) * scaling, per layer: rows [nL, R, M] -> [nL, R, out]."""
+def _lora_delta(rows: torch.Tensor, projs: list[LoraLinear]) -> torch.Tensor | None:
+    """Sum over active adapters of B(A(rows)) * scaling, per layer: rows [nL, R, M] -> [nL, R, out]; None when
+    no active adapter has weights in these layers (peft then runs the base layer alone)."""
     out = None
     for name in projs[0].active_adapters:
         if name not in projs[0].lora_A:
             continue
-        a = torch.stack([p.lora_A[name].weight for p in projs])
-        b = torch.stack([p.lora_B[name].weight for p in projs])
+        a = torch.stack([cast(nn.Linear, p.lora_A[name]).weight for p in projs])  # peft makes A and B nn.Linear
+        b = torch.stack([cast(nn.Linear, p.lora_B[name]).weight for p in projs])
         scale = torch.tensor([p.scaling[name] for p in projs], dtype=rows.dtype, device=rows.device)
         d = _bmm_linear(_bmm_linear(rows, a, None), b, None) * scale[:, None, None]
         out = d if out is None else out + d

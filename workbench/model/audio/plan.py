@@ -94,12 +94,13 @@ class LayerMasks:
         self.live_from = plits.live_from(plan.plits, B, S, dev)
         past_live = past.active_from if past is not None else None
         self.keys_live_from = self.live_from if past_live is None else torch.cat([past_live, self.live_from], 1)
-        self.staged = bool(plan.plits) or bool(past_live is not None and past_live.any())
-        self.text_only = None if self.staged else self.causal | self.self_key
+        staged = bool(plan.plits) or bool(past_live is not None and past_live.any())
+        #: the mask of every layer when no PLITS slot is staged (this call's or the cache's); None otherwise
+        self.text_only: torch.Tensor | None = None if staged else self.causal | self.self_key
         self.position_ids = plan.position_ids
 
     def at(self, layer: int, extra: ExtraKV | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.staged:
+        if self.text_only is None:  # staged: the mask changes with the layer
             allowed = plits.staged_mask(self.causal, self.self_key, self.keys_live_from, layer)
             live = self.live_from <= layer
         else:
