@@ -1,10 +1,11 @@
 """``python -m workbench.study`` end to end at ``--quick`` sizes: on a committed tiny PAL checkpoint (every step
 runs, the report renders in headless Chromium), on a tiny random Qwen2-Audio folder (interrupted with Ctrl-C,
-then resumed; a step that fails is recorded and the others go on), and its parts against outside oracles
+then resumed; every step runs on it), and its parts against outside oracles
 (retrofitting a model to its own integration changes nothing; parameter counts = transformers' own)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from tests.model.released_tiny import shared_released
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "results/checkpoints/baseline/final"
 DELAYED = ROOT / "results/checkpoints/delayed/final"
-WORKS_ON_RELEASED_TODAY = ("accuracy", "attention", "logit-lens", "ablation-sweep", "atp-heads", "retrofit-claims")
+WORKS_ON_RELEASED = ("accuracy", "attention", "logit-lens", "attribute-lens", "listening", "steering", "ablation-sweep",
+                     "atp-heads", "retrofit-claims")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,9 @@ def data(tmp_path_factory):
 
 def _study(args: list[str], interrupt_at: int | None = None, timeout: float = 600) -> tuple[int, str]:
     cmd = [sys.executable, "-m", "workbench.study", "--quick", "--threads", "1", *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each step's line arrives when printed, so Ctrl-C lands inside it
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            env=env)
     lines, t0 = [], time.time()
     for line in proc.stdout:
         lines.append(line)
@@ -79,13 +83,12 @@ def test_study_of_a_released_folder_resumes_after_ctrl_c(data, tmp_path):
     for i in (1, 2):
         assert any(l.startswith(f"[{i}/") and "reused" in l for l in lines), log2[-3000:]
     pipe = Pipeline(out)
-    for name in WORKS_ON_RELEASED_TODAY:
+    for name in WORKS_ON_RELEASED:
         assert pipe.read_marker(name) is not None, (name, pipe.read_failure(name), log2[-3000:])
     failed = [p.name.split(".")[0] for p in (out / ".steps").glob("*.failed.json")]
-    page = (out / "report.html").read_text()
-    assert rc == (1 if failed else 0), log2[-3000:]
-    for name in failed:  # named, with the error, in the report's first section (i22a makes these run)
-        assert pipe.read_failure(name)["error"].split(":")[0] in page.split("Claims 1 and 2 as zero-shot")[0]
+    assert failed == [] and rc == 0, log2[-3000:]  # every step runs on a released model (a failing step's record and
+    # the steps that go on after it: tests/test_pipeline.py::test_keep_going_records_a_failure_...)
+    assert "At a glance" in (out / "report.html").read_text()
 
 
 def _logits(model, ds):
