@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable
 
 
-def interleaved(variants: dict[str, Callable[[], object]], reps: int, warmup: int = 1,
-                sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+def interleaved(
+    variants: dict[str, Callable[[], object]], reps: int, warmup: int = 1, sync: Callable[[], None] = lambda: None
+) -> dict[str, list[float]]:
     """{name: [seconds per repetition]}: ``warmup`` untimed calls of each, then ``reps`` rounds of one timed
     call of every variant in turn (``sync`` before each clock read, e.g. torch.cuda.synchronize)."""
     for fn in variants.values():
@@ -36,8 +37,14 @@ def interleaved(variants: dict[str, Callable[[], object]], reps: int, warmup: in
 def spread(values: list[float]) -> dict[str, float]:
     """{"median", "q1", "q3", "min", "max", "n"} of a list (quartiles: statistics.quantiles, inclusive method)."""
     q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else (values[0],) * 3
-    return {"median": statistics.median(values), "q1": q1, "q3": q3, "min": min(values), "max": max(values),
-            "n": len(values)}
+    return {
+        "median": statistics.median(values),
+        "q1": q1,
+        "q3": q3,
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def ratio_spread(numerator: list[float], denominator: list[float]) -> dict[str, float]:
@@ -50,5 +57,7 @@ def ratio_spread(numerator: list[float], denominator: list[float]) -> dict[str, 
 def fmt_spread(s: dict[str, float], digits: int = 2) -> str:
     """'1.23 [IQR 1.20-1.25, min-max 1.18-1.31, n=5]'."""
     f = f"{{:.{digits}f}}"
-    return (f"{f.format(s['median'])} [IQR {f.format(s['q1'])}-{f.format(s['q3'])}, "
-            f"min-max {f.format(s['min'])}-{f.format(s['max'])}, n={s['n']}]")
+    return (
+        f"{f.format(s['median'])} [IQR {f.format(s['q1'])}-{f.format(s['q3'])}, "
+        f"min-max {f.format(s['min'])}-{f.format(s['max'])}, n={s['n']}]"
+    )

@@ -17,8 +17,10 @@ from workbench.encoders import available_encoders, load_encoder
 def _clips(n: int = 8, seconds: float = 5.0, sr: int = 16000) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     t = np.arange(int(seconds * sr)) / sr
-    return [(0.2 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t) + 0.05 * rng.standard_normal(t.size))
-            .astype(np.float32) for _ in range(n)]
+    return [
+        (0.2 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+        for _ in range(n)
+    ]
 
 
 def bench(enc, waves, repeats: int) -> float:

@@ -25,7 +25,7 @@ from workbench.model.loading import load_llm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _interleave import fmt_spread, interleaved, ratio_spread  # noqa: E402
 
-NNSIGHT_BODY = '''
+NNSIGHT_BODY = """
 def nnsight_forward(wrapped, ids):
     with wrapped.trace(ids):
         a = wrapped.blocks[3].attn.hook_pattern.output.save()
@@ -33,7 +33,7 @@ def nnsight_forward(wrapped, ids):
         c = wrapped.blocks[29].mlp.hook_post.output.save()
         out = wrapped.output.save()
     return out
-'''
+"""
 
 
 def main() -> None:
@@ -46,7 +46,9 @@ def main() -> None:
     model, _ = load_llm()
     model.to(device)
     hf = load_hf_model().to(device)
-    ids = torch.randint(0, model.cfg.d_vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)).to(device)
+    ids = torch.randint(0, model.cfg.d_vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)).to(
+        device
+    )
 
     # nnsight parses the trace body from source: exec it from a real file-like namespace
     import linecache
@@ -75,18 +77,24 @@ def main() -> None:
     }
     with torch.no_grad():
         times = interleaved(variants, args.reps)
-    print(f"device {device}, batch {args.batch} x {args.seq} tokens, {args.reps} interleaved rounds after a warm-up, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"device {device}, batch {args.batch} x {args.seq} tokens, {args.reps} interleaved rounds after a warm-up, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     for name, t in times.items():
         print(f"  {name:40s} {statistics.median(t) * 1000:8.1f} ms (median)")
     print("ratios, per round: median [IQR, min-max]")
     plain, hf_t = times["ours plain (eager, all hooks idle)"], times["transformers (sdpa)"]
     print(f"ratio ours plain (eager) / transformers: {fmt_spread(ratio_spread(plain, hf_t), 3)}  (target <= 1.15)")
     print(f"ratio ours plain (sdpa)  / transformers: {fmt_spread(ratio_spread(times['ours plain (sdpa)'], hf_t), 3)}")
-    print(f"ratio run_with_cache / ours plain:       "
-          f"{fmt_spread(ratio_spread(times['ours run_with_cache (all hooks)'], plain), 3)}  (target <= 1.5)")
-    print(f"ratio nnsight trace / ours plain:        "
-          f"{fmt_spread(ratio_spread(times['ours nnsight trace (3 saves)'], plain), 3)}")
+    print(
+        f"ratio run_with_cache / ours plain:       "
+        f"{fmt_spread(ratio_spread(times['ours run_with_cache (all hooks)'], plain), 3)}  (target <= 1.5)"
+    )
+    print(
+        f"ratio nnsight trace / ours plain:        "
+        f"{fmt_spread(ratio_spread(times['ours nnsight trace (3 saves)'], plain), 3)}"
+    )
 
 
 if __name__ == "__main__":

@@ -96,14 +96,23 @@ class Dims:
     gated_mlp: bool = True
 
     @classmethod
-    def of(cls, cfg) -> "Dims":
+    def of(cls, cfg) -> Dims:
         """From a `DecoderConfig` (or anything with these attributes)."""
-        return cls(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp, cfg.d_vocab,
-                   bool(getattr(cfg, "gated_mlp", True)))
+        return cls(
+            cfg.d_model,
+            cfg.n_layers,
+            cfg.n_heads,
+            cfg.n_kv_heads,
+            cfg.d_head,
+            cfg.d_mlp,
+            cfg.d_vocab,
+            bool(getattr(cfg, "gated_mlp", True)),
+        )
 
 
-def analytic_flops(dims: Dims, n_audio: int, n_text: int, mode: str, *, layer: int = 0, batch: int = 1,
-                   bwd_factor: float = 2.0) -> dict[str, float]:
+def analytic_flops(
+    dims: Dims, n_audio: int, n_text: int, mode: str, *, layer: int = 0, batch: int = 1, bwd_factor: float = 2.0
+) -> dict[str, float]:
     """FLOPs (2 x multiply-adds) of one PLITS or LAL step; see the module docstring for what is counted.
 
     Returns {"forward", "backward", "total", "layers", "unembed", "audio_kv"} (forward parts, "layers"
@@ -132,21 +141,37 @@ def analytic_flops(dims: Dims, n_audio: int, n_text: int, mode: str, *, layer: i
             macs_layers += block(n_text, n_audio + n_text) + kv
     macs_unembed = n_text * d * dims.d_vocab
     fwd = 2.0 * batch * (macs_layers + macs_unembed)
-    return {"forward": fwd, "backward": bwd_factor * fwd, "total": (1 + bwd_factor) * fwd,
-            "layers": 2.0 * batch * macs_layers, "unembed": 2.0 * batch * macs_unembed,
-            "audio_kv": 2.0 * batch * macs_audio_kv}
+    return {
+        "forward": fwd,
+        "backward": bwd_factor * fwd,
+        "total": (1 + bwd_factor) * fwd,
+        "layers": 2.0 * batch * macs_layers,
+        "unembed": 2.0 * batch * macs_unembed,
+        "audio_kv": 2.0 * batch * macs_audio_kv,
+    }
 
 
 def flop_ratio(dims: Dims, n_audio: int, n_text: int, layer: int = 0) -> float:
     """Analytic PLITS / LAL FLOPs of a training step (= forward ratio under a common backward factor)."""
-    return (analytic_flops(dims, n_audio, n_text, "plits", layer=layer)["total"]
-            / analytic_flops(dims, n_audio, n_text, "lal", layer=layer)["total"])
+    return (
+        analytic_flops(dims, n_audio, n_text, "plits", layer=layer)["total"]
+        / analytic_flops(dims, n_audio, n_text, "lal", layer=layer)["total"]
+    )
 
 
 # ---------------------------------------------------------------------------------------------- measuring
 def pal_config(mode: str, n_audio: int, llm: str = "smollm2", dim: int = ENC_DIM, layer: int = 0) -> dict:
-    return {"llm": llm, "encoders": [{"name": ENCODER, "dim": dim, "connector": {"type": "mlp", "n_tokens": n_audio},
-                                      "integration": {"mode": mode, "layer": layer}}]}
+    return {
+        "llm": llm,
+        "encoders": [
+            {
+                "name": ENCODER,
+                "dim": dim,
+                "connector": {"type": "mlp", "n_tokens": n_audio},
+                "integration": {"mode": mode, "layer": layer},
+            }
+        ],
+    }
 
 
 def make_batch(batch: int, n_text: int, n_frames: int, dim: int, vocab: int, seed: int = 0) -> dict:
@@ -159,13 +184,20 @@ def make_batch(batch: int, n_text: int, n_frames: int, dim: int, vocab: int, see
     labels = torch.full_like(ids, -100)
     labels[:, -N_LABELS:] = ids[:, -N_LABELS:]
     frames = torch.randn(batch, n_frames, dim, generator=g)
-    return {"input_ids": ids, "attention_mask": torch.ones(batch, n_text, dtype=torch.long),
-            "audio_slot": torch.full((batch,), SLOT), "labels": labels,
-            "audio_tokens": {ENCODER: frames}, "audio_token_mask": {ENCODER: torch.ones(batch, n_frames, dtype=torch.bool)}}
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones(batch, n_text, dtype=torch.long),
+        "audio_slot": torch.full((batch,), SLOT),
+        "labels": labels,
+        "audio_tokens": {ENCODER: frames},
+        "audio_token_mask": {ENCODER: torch.ones(batch, n_frames, dtype=torch.bool)},
+    }
 
 
 def to_device(batch: dict, device: str) -> dict:
-    return {k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device)) for k, v in batch.items()}
+    return {
+        k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device)) for k, v in batch.items()
+    }
 
 
 def _sync(device: str) -> None:
@@ -237,7 +269,7 @@ def run_case(case: dict) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     for line in proc.stdout.splitlines():
         if line.startswith(MARK):
-            return json.loads(line[len(MARK):])
+            return json.loads(line[len(MARK) :])
     raise RuntimeError(f"worker failed for {case}:\n{proc.stderr[-4000:]}")
 
 
@@ -261,10 +293,12 @@ def summarize(r: dict, ratio: float) -> dict:
 def _row(na: int, nt: int, r: dict, s: dict, cpu: bool) -> str:
     P, L = r["plits"], r["lal"]
     sp = s["speedup"]
-    line = (f"{na:4d} {nt:4d} {P['time_s']:7.3f}s {L['time_s']:6.3f}s {sp['median']:6.2f}x "
-            f"{sp['q1']:5.2f}-{sp['q3']:<5.2f} {sp['min']:5.2f}-{sp['max']:<5.2f} {s['analytic']:7.2f}x "
-            f"{100 * s['rel_err']:+6.1f}% {_mib(P['peak_bytes'])}M {_mib(L['peak_bytes'])}M "
-            f"{_saving(P['peak_bytes'], L['peak_bytes'])}")
+    line = (
+        f"{na:4d} {nt:4d} {P['time_s']:7.3f}s {L['time_s']:6.3f}s {sp['median']:6.2f}x "
+        f"{sp['q1']:5.2f}-{sp['q3']:<5.2f} {sp['min']:5.2f}-{sp['max']:<5.2f} {s['analytic']:7.2f}x "
+        f"{100 * s['rel_err']:+6.1f}% {_mib(P['peak_bytes'])}M {_mib(L['peak_bytes'])}M "
+        f"{_saving(P['peak_bytes'], L['peak_bytes'])}"
+    )
     if cpu:
         line += f" {_mib(P['rss_rise'])}M {_mib(L['rss_rise'])}M {_saving(P['rss_rise'], L['rss_rise'])}"
     return line + f" {100 * s['fixed']:9.0f}%"
@@ -274,25 +308,35 @@ def _verdict(na: int, nt: int, r: dict, s: dict) -> str:
     sp, ratio, err, fixed = s["speedup"], s["analytic"], s["rel_err"], s["fixed"]
     if fixed <= COMPUTE_BOUND_FIXED:
         ok = abs(err) <= TOLERANCE
-        v = (f"compute-bound (fixed share of t_lal {100 * fixed:.0f}% <= {100 * COMPUTE_BOUND_FIXED:.0f}%): "
-             f"speed-up {fmt_spread(sp)} vs analytic {ratio:.2f}x, {100 * err:+.1f}% -> "
-             f"{'WITHIN' if ok else 'OUTSIDE'} {100 * TOLERANCE:.0f}%")
+        v = (
+            f"compute-bound (fixed share of t_lal {100 * fixed:.0f}% <= {100 * COMPUTE_BOUND_FIXED:.0f}%): "
+            f"speed-up {fmt_spread(sp)} vs analytic {ratio:.2f}x, {100 * err:+.1f}% -> "
+            f"{'WITHIN' if ok else 'OUTSIDE'} {100 * TOLERANCE:.0f}%"
+        )
     else:
-        v = (f"not compute-bound (fixed share of t_lal {100 * fixed:.0f}% > {100 * COMPUTE_BOUND_FIXED:.0f}%): "
-             f"analytic ratio not expected to hold; speed-up {fmt_spread(sp)} vs {ratio:.2f}x ({100 * err:+.1f}%)")
+        v = (
+            f"not compute-bound (fixed share of t_lal {100 * fixed:.0f}% > {100 * COMPUTE_BOUND_FIXED:.0f}%): "
+            f"analytic ratio not expected to hold; speed-up {fmt_spread(sp)} vs {ratio:.2f}x ({100 * err:+.1f}%)"
+        )
     P, L = r["plits"], r["lal"]
     direction = sp["median"] > 1 and (P["peak_bytes"] is None or (P["peak_bytes"] or 0) > (L["peak_bytes"] or 0))
-    return f"Na={na:3d} Nt={nt:3d}: {v}; direction (LAL faster{' and smaller' if P['peak_bytes'] else ''}): " \
-           f"{'yes' if direction else 'NO'}"
+    return (
+        f"Na={na:3d} Nt={nt:3d}: {v}; direction (LAL faster{' and smaller' if P['peak_bytes'] else ''}): "
+        f"{'yes' if direction else 'NO'}"
+    )
 
 
 def report(rows: list, cpu: bool, t0: float) -> None:
     """Print the table and the verdicts of [(na, nt, worker result, analytic ratio)]."""
     d = Dims(**rows[0][2]["dims"])
-    print(f"LLM dims: d_model {d.d_model}, layers {d.n_layers}, heads {d.n_heads} (kv {d.n_kv_heads}) x {d.d_head}, "
-          f"d_mlp {d.d_mlp} ({'SwiGLU' if d.gated_mlp else 'GELU'}), vocab {d.d_vocab}\n")
-    head = (f"{'Na':>4} {'Nt':>4} {'t_plits':>8} {'t_lal':>7} {'speedup':>7} {'IQR':>11} {'min-max':>11} "
-            f"{'analytic':>8} {'rel.err':>7} {'alloc P':>7} {'alloc L':>7} {'save%':>5}")
+    print(
+        f"LLM dims: d_model {d.d_model}, layers {d.n_layers}, heads {d.n_heads} (kv {d.n_kv_heads}) x {d.d_head}, "
+        f"d_mlp {d.d_mlp} ({'SwiGLU' if d.gated_mlp else 'GELU'}), vocab {d.d_vocab}\n"
+    )
+    head = (
+        f"{'Na':>4} {'Nt':>4} {'t_plits':>8} {'t_lal':>7} {'speedup':>7} {'IQR':>11} {'min-max':>11} "
+        f"{'analytic':>8} {'rel.err':>7} {'alloc P':>7} {'alloc L':>7} {'save%':>5}"
+    )
     head += f" {'RSS P':>7} {'RSS L':>7} {'save%':>5}" if cpu else ""
     head += f" {'fixed(LAL)':>10}"
     print(head + "\n" + "-" * len(head))
@@ -305,10 +349,14 @@ def report(rows: list, cpu: bool, t0: float) -> None:
     best_speed = max(s["speedup"]["median"] for s in summaries)
     saves = [1 - r["lal"]["peak_bytes"] / r["plits"]["peak_bytes"] for _, _, r, _ in rows if r["plits"]["peak_bytes"]]
     mem = f", {100 * max(saves):.1f}% less peak memory (alloc)" if saves else ""
-    print(f"\nbest here: {best_speed:.2f}x speed-up{mem}; paper (v2): up to 247.5% higher throughput (3.48x), "
-          f"up to 64.1% less memory. total {time.perf_counter() - t0:.0f} s")
-    print("speedup: median over rounds of t_plits/t_lal of the same round (IQR, min-max: its spread); "
-          "fixed(LAL) = 2 - t_lal(2B)/t_lal(B): the share of the LAL step that does not grow with the batch")
+    print(
+        f"\nbest here: {best_speed:.2f}x speed-up{mem}; paper (v2): up to 247.5% higher throughput (3.48x), "
+        f"up to 64.1% less memory. total {time.perf_counter() - t0:.0f} s"
+    )
+    print(
+        "speedup: median over rounds of t_plits/t_lal of the same round (IQR, min-max: its spread); "
+        "fixed(LAL) = 2 - t_lal(2B)/t_lal(B): the share of the LAL step that does not grow with the batch"
+    )
 
 
 def _args(argv):
@@ -320,7 +368,9 @@ def _args(argv):
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--attn", default="eager", choices=["eager", "sdpa"], help="attention implementation (workbench default: eager)")
+    p.add_argument(
+        "--attn", default="eager", choices=["eager", "sdpa"], help="attention implementation (workbench default: eager)"
+    )
     p.add_argument("--llm", default="smollm2")
     p.add_argument("--no-memory", action="store_true", help="time only (skip the RSS and allocator measurements)")
     p.add_argument("--json", help="also write every case's raw times and summary to this file")
@@ -335,16 +385,32 @@ def main(argv=None) -> None:
         return
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device visible")
-    base = {"llm": args.llm, "threads": args.threads, "device": args.device, "dtype": args.dtype, "attn": args.attn,
-            "batch": args.batch, "reps": args.reps, "memory": not args.no_memory}
+    base = {
+        "llm": args.llm,
+        "threads": args.threads,
+        "device": args.device,
+        "dtype": args.dtype,
+        "attn": args.attn,
+        "batch": args.batch,
+        "reps": args.reps,
+        "memory": not args.no_memory,
+    }
     dev_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    print(f"torch {torch.__version__}, device {args.device} ({dev_name}), dtype {args.dtype}, threads {args.threads}, "
-          f"attention {args.attn}, batch {args.batch}, {args.reps} interleaved rounds after a warm-up")
+    print(
+        f"torch {torch.__version__}, device {args.device} ({dev_name}), dtype {args.dtype}, threads {args.threads}, "
+        f"attention {args.attn}, batch {args.batch}, {args.reps} interleaved rounds after a warm-up"
+    )
     print("per case: one fresh process loads both modes, times them interleaved, then measures each one's memory")
     print("step = forward + loss.backward(), connector trainable, LLM frozen; audio from layer 0 in both modes")
-    print("memory: " + ("peak tensor bytes (cuda max_memory_allocated)" if args.device == "cuda" else
-                        "alloc = peak live tensor bytes in the step (profiler allocator events); RSS = peak RSS rise")
-          + "; analytic = PLITS/LAL matmul FLOPs (backward = 2x forward in both)")
+    print(
+        "memory: "
+        + (
+            "peak tensor bytes (cuda max_memory_allocated)"
+            if args.device == "cuda"
+            else "alloc = peak live tensor bytes in the step (profiler allocator events); RSS = peak RSS rise"
+        )
+        + "; analytic = PLITS/LAL matmul FLOPs (backward = 2x forward in both)"
+    )
     t0 = time.perf_counter()
     rows = []
     for nt in args.nt:

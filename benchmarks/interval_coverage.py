@@ -55,7 +55,7 @@ def committed_components(root: str = "results/checkpoints") -> tuple[np.ndarray,
         z = diff - np.outer(diff.sum(1) / n.sum(), n)  # [S, C] residual of each clip about its seed's estimate
         z_mean = z.mean(0)
         row_var = ((z - z_mean) ** 2).sum() / ((S - 1) * (C - 1)) / n.mean()  # per-row seed-specific variance
-        clip_var = ((z_mean ** 2).sum() * C / (C - 1) - row_var * n.sum() / S) / (n ** 2).sum()
+        clip_var = ((z_mean**2).sum() * C / (C - 1) - row_var * n.sum() / S) / (n**2).sum()
         sd_clip[f"{a} - {b}"] = float(np.sqrt(max(clip_var, 0.0)))
         sd_row.append(row_var)
     return n, sd_clip, float(np.sqrt(np.mean(sd_row)))
@@ -104,9 +104,9 @@ def old_interval(diff: np.ndarray, n: np.ndarray, level: float = 0.95) -> tuple[
     per_seed = diff.sum(-1) / rows
     est = per_seed.mean(-1)
     z_mean = (diff - per_seed[..., None] * n).mean(-2)
-    vc = C / (C - 1) * (z_mean ** 2).sum(-1) / rows ** 2
+    vc = C / (C - 1) * (z_mean**2).sum(-1) / rows**2
     vs = per_seed.var(-1, ddof=1) / S
-    df = (vs + vc) ** 2 / (vs ** 2 / (S - 1) + vc ** 2 / (C - 1))
+    df = (vs + vc) ** 2 / (vs**2 / (S - 1) + vc**2 / (C - 1))
     half = stats.t.ppf(0.5 + level / 2, df) * np.sqrt(vs + vc)
     return est - half, est + half
 
@@ -119,12 +119,22 @@ def _intervals(diff: np.ndarray, n: np.ndarray) -> dict[str, tuple[np.ndarray, n
         new = two_level_intervals(diff, n)
         return {"old": old_interval(diff, n), "new": (new["ci_low"], new["ci_high"])}
     rows = [(old_interval(d, m), two_level_intervals(d, m)) for d, m in zip(diff, n)]
-    return {"old": (np.array([o[0] for o, _ in rows]), np.array([o[1] for o, _ in rows])),
-            "new": (np.array([r["ci_low"] for _, r in rows]), np.array([r["ci_high"] for _, r in rows]))}
+    return {
+        "old": (np.array([o[0] for o, _ in rows]), np.array([o[1] for o, _ in rows])),
+        "new": (np.array([r["ci_low"] for _, r in rows]), np.array([r["ci_high"] for _, r in rows])),
+    }
 
 
-def run_cell(S: int, sd_seed: float, sd_clip: float, sd_row: float, n: np.ndarray, sims: int, chunk: int = 1000,
-             pool: list | None = None):
+def run_cell(
+    S: int,
+    sd_seed: float,
+    sd_clip: float,
+    sd_row: float,
+    n: np.ndarray,
+    sims: int,
+    chunk: int = 1000,
+    pool: list | None = None,
+):
     """Coverage and mean width of each method in one cell (``pool``: the resampled model's residuals)."""
     from workbench.stats.bootstrap import stable_seed
 
@@ -133,8 +143,11 @@ def run_cell(S: int, sd_seed: float, sd_clip: float, sd_row: float, n: np.ndarra
     widths = {"old": 0.0, "new": 0.0}
     for start in range(0, sims, chunk):
         k = min(chunk, sims - start)
-        diff, ns = simulate_resampled(rng, k, S, pool, sd_seed) if pool else \
-            (simulate(rng, k, S, n, sd_seed, sd_clip, sd_row), n)
+        diff, ns = (
+            simulate_resampled(rng, k, S, pool, sd_seed)
+            if pool
+            else (simulate(rng, k, S, n, sd_seed, sd_clip, sd_row), n)
+        )
         for name, (lo, hi) in _intervals(diff, ns).items():
             hits[name] += int(((lo <= TRUE) & (TRUE <= hi)).sum())
             widths[name] += float((hi - lo).sum())
@@ -147,37 +160,61 @@ def main(argv=None) -> int:
     p.add_argument("--sds", default="0.01,0.02,0.035,0.05,0.06", help="seed SDs (of the contrast, accuracy units)")
     p.add_argument("--sims", type=int, default=5000, help="simulated contrasts per cell (>= 2000)")
     p.add_argument("--clips", default="small,mean,large", help="clip-effect settings: small, mean, large sd_clip")
-    p.add_argument("--model", choices=["normal", "resampled"], default="normal",
-                   help="normal clip effects, or the committed residuals resampled (2-3 seeds)")
+    p.add_argument(
+        "--model",
+        choices=["normal", "resampled"],
+        default="normal",
+        help="normal clip effects, or the committed residuals resampled (2-3 seeds)",
+    )
     p.add_argument("--checkpoints", default="results/checkpoints")
     p.add_argument("--out", default=None, help="also write the table here (csv)")
     a = p.parse_args(argv)
     n, per_contrast, sd_row = committed_components(a.checkpoints)
-    clip_sds = {"small": min(per_contrast.values()), "mean": float(np.mean(list(per_contrast.values()))),
-                "large": max(per_contrast.values())}
-    print(f"committed runs: {len(n)} clips, {n.mean():.2f} rows per clip (min {n.min():.0f}, max {n.max():.0f}); "
-          f"sd_row {sd_row:.3f}; sd_clip per contrast: "
-          + ", ".join(f"{k} {v:.3f}" for k, v in per_contrast.items()))
+    clip_sds = {
+        "small": min(per_contrast.values()),
+        "mean": float(np.mean(list(per_contrast.values()))),
+        "large": max(per_contrast.values()),
+    }
+    print(
+        f"committed runs: {len(n)} clips, {n.mean():.2f} rows per clip (min {n.min():.0f}, max {n.max():.0f}); "
+        f"sd_row {sd_row:.3f}; sd_clip per contrast: " + ", ".join(f"{k} {v:.3f}" for k, v in per_contrast.items())
+    )
     print(f"{a.sims} simulations per cell; binomial SE of a coverage of 0.95: {np.sqrt(0.95 * 0.05 / a.sims):.4f}\n")
     print("| clips (sd_clip) | seeds | seed SD | old coverage | new coverage | old mean width | new mean width |")
     print("|---|---|---|---|---|---|---|")
     rows, t0 = [], time.perf_counter()
     pool = committed_residuals(a.checkpoints) if a.model == "resampled" else None
-    for clip_name in (a.clips.split(",") if pool is None else ["committed"]):
+    for clip_name in a.clips.split(",") if pool is None else ["committed"]:
         clip_sds.setdefault("committed", float("nan"))  # the resampled model has the committed clips' own
         for S in (int(x) for x in a.seeds.split(",")):
             for sd in (float(x) for x in a.sds.split(",")):
                 cover, width = run_cell(S, sd, clip_sds[clip_name], sd_row, n, a.sims, pool=pool)
-                rows.append({"clips": clip_name, "sd_clip": clip_sds[clip_name], "sd_row": sd_row, "seeds": S,
-                             "seed_sd": sd, "sims": a.sims, "old_coverage": cover["old"],
-                             "new_coverage": cover["new"], "old_width": width["old"], "new_width": width["new"]})
+                rows.append(
+                    {
+                        "clips": clip_name,
+                        "sd_clip": clip_sds[clip_name],
+                        "sd_row": sd_row,
+                        "seeds": S,
+                        "seed_sd": sd,
+                        "sims": a.sims,
+                        "old_coverage": cover["old"],
+                        "new_coverage": cover["new"],
+                        "old_width": width["old"],
+                        "new_width": width["new"],
+                    }
+                )
                 label = "committed residuals" if pool else f"{clip_name} ({clip_sds[clip_name]:.3f})"
-                print(f"| {label} | {S} | {sd:.3f} | {cover['old']:.3f} | "
-                      f"{cover['new']:.3f} | {width['old']:.3f} | {width['new']:.3f} |", flush=True)
+                print(
+                    f"| {label} | {S} | {sd:.3f} | {cover['old']:.3f} | "
+                    f"{cover['new']:.3f} | {width['old']:.3f} | {width['new']:.3f} |",
+                    flush=True,
+                )
     new = np.array([r["new_coverage"] for r in rows])
     old = np.array([r["old_coverage"] for r in rows])
-    print(f"\nnew coverage {new.min():.3f}-{new.max():.3f} (old {old.min():.3f}-{old.max():.3f}) over {len(rows)} "
-          f"cells; {time.perf_counter() - t0:.0f} s")
+    print(
+        f"\nnew coverage {new.min():.3f}-{new.max():.3f} (old {old.min():.3f}-{old.max():.3f}) over {len(rows)} "
+        f"cells; {time.perf_counter() - t0:.0f} s"
+    )
     if a.out:
         import pandas as pd
 

@@ -54,11 +54,15 @@ def main(argv=None) -> int:
     print(f"exact patching over all heads: {t_exact:.1f} s ({n_heads} patched runs, {a.group} per forward)")
     print(f"speed-up (exact / AtP): {t_exact / t_atp:.1f}x  (target >= 20x)")
     summary = summarize_atp(est, exact)
-    agree = agreement(summary).assign(what="heads", atp_seconds=t_atp, exact_seconds=t_exact,
-                                      speedup=t_exact / t_atp, n_pairs=len(pairs))
+    agree = agreement(summary).assign(
+        what="heads", atp_seconds=t_atp, exact_seconds=t_exact, speedup=t_exact / t_atp, n_pairs=len(pairs)
+    )
     if a.audio:
-        sites = [s for s in ("audio_kv", "resid_audio") if any(
-            e.integration.mode == {"audio_kv": "lal", "resid_audio": "plits"}[s] for e in model.pal_cfg.encoders)]
+        sites = [
+            s
+            for s in ("audio_kv", "resid_audio")
+            if any(e.integration.mode == {"audio_kv": "lal", "resid_audio": "plits"}[s] for e in model.pal_cfg.encoders)
+        ]
         t0 = time.perf_counter()
         est_a = atp_dataset(model, ds, pairs, sites, batch_size=len(pairs))
         ta = time.perf_counter() - t0
@@ -66,9 +70,20 @@ def main(argv=None) -> int:
         ex_a = patch_dataset(model, ds, pairs, sites, batch_size=len(pairs), group=a.group)
         te = time.perf_counter() - t0
         s_a = summarize_atp(est_a, ex_a)
-        agree = pd.concat([agree, agreement(s_a).assign(what="audio sites", atp_seconds=ta, exact_seconds=te,
-                                                        speedup=te / ta, n_pairs=len(pairs))], ignore_index=True)
-    print(agree[["what", "method", "sites", "spearman", "top_overlap", "top_k", "n_sites", "speedup"]].to_string(index=False))
+        agree = pd.concat(
+            [
+                agree,
+                agreement(s_a).assign(
+                    what="audio sites", atp_seconds=ta, exact_seconds=te, speedup=te / ta, n_pairs=len(pairs)
+                ),
+            ],
+            ignore_index=True,
+        )
+    print(
+        agree[["what", "method", "sites", "spearman", "top_overlap", "top_k", "n_sites", "speedup"]].to_string(
+            index=False
+        )
+    )
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         agree.to_csv(a.out, index=False)

@@ -40,8 +40,10 @@ class RandomTokenClips:
         self.tokenizer, self.root, self.n = model.tokenizer, Path("random-tokens"), n
         self.dims = {s.name: s.dim for s in model.pal_cfg.encoders}
         self.seed = seed
-        self.rows = [{"file_name": f"audio/{i:06d}.wav", "label": "abcd"[i % 4], "question": "What do you hear?"}
-                     for i in range(n)]
+        self.rows = [
+            {"file_name": f"audio/{i:06d}.wav", "label": "abcd"[i % 4], "question": "What do you hear?"}
+            for i in range(n)
+        ]
         ids, self.slot_index = build_prompt(self.tokenizer, "What do you hear?")
         self.ids = torch.tensor(ids)
         pad = self.tokenizer.pad_token_id
@@ -56,8 +58,14 @@ class RandomTokenClips:
         for name, dim in self.dims.items():
             T = FRAMES.get(name, 32) - int(torch.randint(0, 5, (1,), generator=g))
             toks[name] = torch.randn(T, dim, generator=g)
-        return {"input_ids": self.ids, "labels": torch.full_like(self.ids, -100), "audio_slot": self.slot_index,
-                "prompt_len": len(self.ids), "audio_tokens": toks, "row": self.rows[i]}
+        return {
+            "input_ids": self.ids,
+            "labels": torch.full_like(self.ids, -100),
+            "audio_slot": self.slot_index,
+            "prompt_len": len(self.ids),
+            "audio_tokens": toks,
+            "row": self.rows[i],
+        }
 
     def collate_fn(self, items):
         return collate(items, pad_id=self.pad_id)
@@ -114,22 +122,31 @@ def main() -> None:
     cfg = yaml.safe_load((REPO / "configs/pal.yaml").read_text())["presets"]["tiny"]["model"]
     t = time.perf_counter()
     model = PALModel.from_config(cfg, seed=0)
-    print(f"model: {cfg['llm']} PAL ({', '.join(model.encoder_names)}; LAL from layer "
-          f"{cfg['encoders'][0]['integration']['layer']}), built in {time.perf_counter() - t:.1f} s, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"model: {cfg['llm']} PAL ({', '.join(model.encoder_names)}; LAL from layer "
+        f"{cfg['encoders'][0]['integration']['layer']}), built in {time.perf_counter() - t:.1f} s, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     suite = load_suite(REPO / "probes/category.yaml")
     sites = resolve_sites(suite, model)
     kinds = {}
     for s in sites:
         kinds[s.kind] = kinds.get(s.kind, 0) + 1
-    print(f"sites: {len(sites)} ({', '.join(f'{k} {v}' for k, v in kinds.items())}); "
-          f"{len({s.hook for s in sites})} hooks in one collect call per batch")
+    print(
+        f"sites: {len(sites)} ({', '.join(f'{k} {v}' for k, v in kinds.items())}); "
+        f"{len({s.hook for s in sites})} hooks in one collect call per batch"
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix="probe-collect-"))
     try:
         clips = prepare_clips(RandomTokenClips(model, args.n), "label")
-        collect_activations(model, prepare_clips(RandomTokenClips(model, args.batch), "label", min_per_class=1),
-                            sites, tmp / "warm", batch_size=args.batch)  # warm-up (hook order recorded once)
+        collect_activations(
+            model,
+            prepare_clips(RandomTokenClips(model, args.batch), "label", min_per_class=1),
+            sites,
+            tmp / "warm",
+            batch_size=args.batch,
+        )  # warm-up (hook order recorded once)
         t_plain, t_coll = [], []
         for r in range(args.reps):
             t = time.perf_counter()
@@ -139,9 +156,11 @@ def main() -> None:
             collect_activations(model, clips, sites, tmp / f"t{r}", batch_size=args.batch)
             t_coll.append(time.perf_counter() - t)
         ratio = min(t_coll) / min(t_plain)
-        print(f"time, N={args.n}, batch {args.batch}: plain forwards {min(t_plain):.2f} s, collect + pool + write "
-              f"{min(t_coll):.2f} s -> ratio {ratio:.2f} (target <= 1.3; min of {args.reps} interleaved reps; "
-              f"all: plain {[round(x, 2) for x in t_plain]}, collect {[round(x, 2) for x in t_coll]})")
+        print(
+            f"time, N={args.n}, batch {args.batch}: plain forwards {min(t_plain):.2f} s, collect + pool + write "
+            f"{min(t_coll):.2f} s -> ratio {ratio:.2f} (target <= 1.3; min of {args.reps} interleaved reps; "
+            f"all: plain {[round(x, 2) for x in t_plain]}, collect {[round(x, 2) for x in t_coll]})"
+        )
 
         for n in (args.n, 4 * args.n):
             c = prepare_clips(RandomTokenClips(model, n, seed=1), "label")
@@ -150,9 +169,11 @@ def main() -> None:
             disk = sum(f.stat().st_size for f in (tmp / f"m{n}").iterdir())
             S = len(c.dataset.ids) + 0
             unpooled = n * model.cfg.n_layers * S * model.cfg.d_model * 4
-            print(f"memory, N={n:4d}: peak RSS growth {m.growth_mb:7.1f} MiB during collection; store on disk "
-                  f"{disk / 2**20:6.1f} MiB ({store.n} rows x {len(sites)} sites); holding every resid_post in RAM "
-                  f"unpooled would take {unpooled / 2**20:7.1f} MiB")
+            print(
+                f"memory, N={n:4d}: peak RSS growth {m.growth_mb:7.1f} MiB during collection; store on disk "
+                f"{disk / 2**20:6.1f} MiB ({store.n} rows x {len(sites)} sites); holding every resid_post in RAM "
+                f"unpooled would take {unpooled / 2**20:7.1f} MiB"
+            )
             X = store.load(sites[0])
             assert X.shape[0] == n and np.isfinite(X).all()
             shutil.rmtree(tmp / f"m{n}")

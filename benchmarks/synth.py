@@ -55,8 +55,10 @@ def main() -> int:
             dt = time.perf_counter() - t
             audio_s = sum(json.loads(l)["duration_s"] for l in (out / "metadata.jsonl").read_text().splitlines())
             n_tasks = sum(1 for _ in open(out / "tasks.jsonl"))
-            print(f"workers={w}: {dt:.1f} s wall, {a.n / dt:.1f} clips/s, {audio_s / dt:.0f} audio-s/s, "
-                  f"{n_tasks} task rows, {audio_s / 3600:.2f} h audio")
+            print(
+                f"workers={w}: {dt:.1f} s wall, {a.n / dt:.1f} clips/s, {audio_s / dt:.0f} audio-s/s, "
+                f"{n_tasks} task rows, {audio_s / 3600:.2f} h audio"
+            )
             digests[w] = _digest(out)
     same = len(set(digests.values())) == 1
     print(f"identical output across worker counts: {same}")

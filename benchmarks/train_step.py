@@ -46,9 +46,9 @@ VARIANTS = ("baseline", "delayed", "lal", "ensemble", "pal", "hybrid")
 
 
 def _batch(variant: str, stage: int):
-    from workbench.training.driver import _encoder_specs, _stage_datasets, default_model_factory
     from workbench.training.config import load_run_config
     from workbench.training.data import StageBatchSampler, prepare_data
+    from workbench.training.driver import _encoder_specs, _stage_datasets, default_model_factory
 
     cfg = load_run_config(variant if variant.endswith(".yaml") else f"configs/{variant}.yaml", "tiny")
     model = default_model_factory(cfg.model, seed=0)
@@ -93,8 +93,9 @@ def _timed_step(loss_fn, params):
 
 
 def _ours(model, batch, share_prefix: bool):
-    return _timed_step(lambda: model.loss(batch, share_prefix=share_prefix),
-                       [p for p in model.parameters() if p.requires_grad])
+    return _timed_step(
+        lambda: model.loss(batch, share_prefix=share_prefix), [p for p in model.parameters() if p.requires_grad]
+    )
 
 
 def _hf(model, batch, stage, lora_cfg):
@@ -116,8 +117,12 @@ def _hf(model, batch, stage, lora_cfg):
     if "lora" in stage.trainable:
         from peft import LoraConfig, get_peft_model
 
-        hf = get_peft_model(hf, LoraConfig(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, lora_dropout=0.0,
-                                           target_modules=list(lora_cfg.targets)))
+        hf = get_peft_model(
+            hf,
+            LoraConfig(
+                r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, lora_dropout=0.0, target_modules=list(lora_cfg.targets)
+            ),
+        )
         params = [p for p in hf.parameters() if p.requires_grad]
     embeds.requires_grad_(True)
     params.append(embeds)
@@ -125,7 +130,9 @@ def _hf(model, batch, stage, lora_cfg):
     mask = layout.attention_mask.long()
 
     def loss_fn():
-        hidden = base.model(inputs_embeds=embeds, attention_mask=mask, position_ids=layout.position_ids).last_hidden_state
+        hidden = base.model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=layout.position_ids
+        ).last_hidden_state
         return torch.nn.functional.cross_entropy(base.lm_head(hidden[labels_at]), targets)
 
     return _timed_step(loss_fn, params)
@@ -138,20 +145,36 @@ def run(variants, reps: int, paths=("plain", "shared", "hf")) -> list[dict]:
             cfg, model, batch, st = _batch(v, stage)
             tokens = int(model.token_layout(batch).attention_mask.sum())
             res = {}
-            steps = {"plain": lambda: _ours(model, batch, False), "shared": lambda: _ours(model, batch, True),
-                     "hf": lambda: _hf(model, batch, st, cfg.training.lora)}
+            steps = {
+                "plain": lambda model=model, batch=batch: _ours(model, batch, False),
+                "shared": lambda model=model, batch=batch: _ours(model, batch, True),
+                "hf": lambda model=model, batch=batch, st=st, cfg=cfg: _hf(model, batch, st, cfg.training.lora),
+            }
             for name in paths:
                 t = _time_steps(steps[name](), reps)
                 res[name] = sum(t.values())
-                rows.append({"variant": v, "stage": st.name, "path": name, **{k: round(x, 3) for k, x in t.items()},
-                             "step_s": round(res[name], 3), "tokens_per_s": round(tokens / res[name], 1)})
-                print(f"{v:9s} {st.name:9s} {name:6s} fwd {t['forward']:.3f} bwd {t['backward']:.3f} "
-                      f"opt {t['optimizer']:.3f} s  = {res[name]:.3f} s/step, {tokens / res[name]:.0f} tokens/s",
-                      flush=True)
+                rows.append(
+                    {
+                        "variant": v,
+                        "stage": st.name,
+                        "path": name,
+                        **{k: round(x, 3) for k, x in t.items()},
+                        "step_s": round(res[name], 3),
+                        "tokens_per_s": round(tokens / res[name], 1),
+                    }
+                )
+                print(
+                    f"{v:9s} {st.name:9s} {name:6s} fwd {t['forward']:.3f} bwd {t['backward']:.3f} "
+                    f"opt {t['optimizer']:.3f} s  = {res[name]:.3f} s/step, {tokens / res[name]:.0f} tokens/s",
+                    flush=True,
+                )
             if len(res) == 3:
-                print(f"{v:9s} {st.name:9s} shared vs plain x{res['plain'] / res['shared']:.2f}; "
-                      f"hf / ours(shared) = {res['hf'] / res['shared']:.2f}, "
-                      f"hf / ours(plain) = {res['hf'] / res['plain']:.2f}", flush=True)
+                print(
+                    f"{v:9s} {st.name:9s} shared vs plain x{res['plain'] / res['shared']:.2f}; "
+                    f"hf / ours(shared) = {res['hf'] / res['shared']:.2f}, "
+                    f"hf / ours(plain) = {res['hf'] / res['plain']:.2f}",
+                    flush=True,
+                )
     return rows
 
 
@@ -159,24 +182,40 @@ def mode_ratio(variants: str, reps: int, repeats: int, threads: int) -> list[flo
     """Reproducible / default step time of the ``shared`` path, ``repeats`` interleaved subprocess pairs."""
     from workbench.training.reproducible import REPRO_ENV, pinned_env
 
-    cmd = [sys.executable, __file__, "--variants", variants, "--reps", str(reps), "--threads", str(threads),
-           "--paths", "shared", "--json"]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--variants",
+        variants,
+        "--reps",
+        str(reps),
+        "--threads",
+        str(threads),
+        "--paths",
+        "shared",
+        "--json",
+    ]
     base = {k: v for k, v in os.environ.items() if k not in REPRO_ENV}
     base.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     ratios = []
     for i in range(repeats):
         times, caps = {}, {}
-        for mode in (("default", "reproducible") if i % 2 == 0 else ("reproducible", "default")):
+        for mode in ("default", "reproducible") if i % 2 == 0 else ("reproducible", "default"):
             env = pinned_env(base) if mode == "reproducible" else base
             extra = ["--deterministic"] if mode == "reproducible" else []
             out = subprocess.run(cmd + extra, env=env, capture_output=True, text=True, check=True).stdout
             res = json.loads(out.strip().splitlines()[-1])
             times[mode], caps[mode] = sum(r["step_s"] for r in res["rows"]), res["cpu_capability"]
         ratios.append(times["reproducible"] / times["default"])
-        print(f"repetition {i + 1}: default ({caps['default']}) {times['default']:.3f} s, reproducible "
-              f"({caps['reproducible']}) {times['reproducible']:.3f} s per step set; ratio {ratios[-1]:.3f}", flush=True)
-    print(f"reproducible / default step time ({threads} thread(s), {variants}, shared path, both stages): median "
-          f"{statistics.median(ratios):.3f}, min {min(ratios):.3f}, max {max(ratios):.3f} over {repeats} repetitions")
+        print(
+            f"repetition {i + 1}: default ({caps['default']}) {times['default']:.3f} s, reproducible "
+            f"({caps['reproducible']}) {times['reproducible']:.3f} s per step set; ratio {ratios[-1]:.3f}",
+            flush=True,
+        )
+    print(
+        f"reproducible / default step time ({threads} thread(s), {variants}, shared path, both stages): median "
+        f"{statistics.median(ratios):.3f}, min {min(ratios):.3f}, max {max(ratios):.3f} over {repeats} repetitions"
+    )
     return ratios
 
 
@@ -187,8 +226,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--parallel", type=int, default=1, help="run N copies at once and sum their throughput")
     p.add_argument("--paths", default="plain,shared,hf", help="which steps to time (plain, shared, hf)")
-    p.add_argument("--mode-ratio", type=int, default=0, metavar="N",
-                   help="N interleaved repetitions of reproducible vs default mode (subprocesses)")
+    p.add_argument(
+        "--mode-ratio",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N interleaved repetitions of reproducible vs default mode (subprocesses)",
+    )
     p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
     p.add_argument("--json", action="store_true", help="print the rows as one JSON line at the end")
     a = p.parse_args(argv)
@@ -209,8 +253,11 @@ def main(argv=None) -> int:
         torch.use_deterministic_algorithms(True)
     cap = torch.backends.cpu.get_cpu_capability()
     print(f"torch {torch.__version__}, {a.threads} thread(s), reps {a.reps}, ISA {cap}")
-    rows = run([v.strip() for v in a.variants.split(",") if v.strip()], a.reps,
-               tuple(x.strip() for x in a.paths.split(",") if x.strip()))
+    rows = run(
+        [v.strip() for v in a.variants.split(",") if v.strip()],
+        a.reps,
+        tuple(x.strip() for x in a.paths.split(",") if x.strip()),
+    )
     if a.json:
         print(json.dumps({"cpu_capability": cap, "rows": rows}))
     return 0

@@ -4,18 +4,17 @@ from pathlib import Path
 
 import pytest
 
-from workbench.common import constants
-from workbench.common import errors
+from workbench.common import constants, errors
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_old_names_are_the_shared_objects():
-    from workbench.pipeline import demo
-    from workbench.training import driver as train
     from workbench.analysis import core
     from workbench.model import pal, pal_config
+    from workbench.pipeline import demo
     from workbench.training import config as run_config
+    from workbench.training import driver as train
 
     assert demo.VARIANTS is train.VARIANTS is constants.VARIANTS
     assert pal.TRAINABLE_PARTS is run_config.TRAINABLE_PARTS is constants.TRAINABLE_PARTS

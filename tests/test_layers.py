@@ -19,10 +19,18 @@ COMMANDS = sorted(p.stem for p in (ROOT / "workbench").glob("*.py") if p.stem !=
 def _lint_imports(repo: Path) -> subprocess.CompletedProcess:
     """``lint-imports`` (import-linter) on ``repo``'s pyproject.toml, importing ``repo``'s workbench."""
     exe = Path(sys.executable).with_name("lint-imports")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from importlinter.cli import lint_imports_command; "
-                                                              "lint_imports_command()"]
-    return subprocess.run(cmd + ["--no-cache"], cwd=repo, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
+    cmd = (
+        [str(exe)]
+        if exe.exists()
+        else [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"]
+    )
+    return subprocess.run(
+        cmd + ["--no-cache"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def _cycles(graph) -> list[list[str]]:

@@ -13,15 +13,15 @@ from tests.analysis.test_figures import ablation_table, compare_tables, injectio
 from tests.analysis.test_report import _attention_df, _lens_df
 from workbench import browser_check as browser_check_cli
 from workbench import report as report_cli
-from workbench.reporting import browser_check as B
-from workbench.claims import compare as C
-from workbench.reporting import report
-from workbench.claims import sweep_table as S
 from workbench.analysis import ablation as AB
 from workbench.analysis import attention as A
 from workbench.analysis import core, outputs
 from workbench.analysis import logit_lens as LL
 from workbench.analysis import probes as PR
+from workbench.claims import compare as C
+from workbench.claims import sweep_table as S
+from workbench.reporting import browser_check as B
+from workbench.reporting import report
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +31,15 @@ def report_page(tmp_path_factory):
     run = tmp_path_factory.mktemp("browser") / "run"
     att, lens = _attention_df(), _lens_df()
     table, diffs = compare_tables()
-    figs = {"attention_to_audio": (att, A.fig_heatmap(att)), "attention_layers": (None, A.fig_layers(att)),
-            "logit_lens": (lens, LL.fig_logit_lens(lens)), "probe_pitch": (None, PR.probe_figure(probe_frame())),
-            "ablation": (None, AB.ablation_figure(ablation_table())),
-            "compare_fig": (None, C.comparison_figure(table, diffs)),
-            "injection_layer": (injection_table(), S.sweep_figure(injection_table()))}
+    figs = {
+        "attention_to_audio": (att, A.fig_heatmap(att)),
+        "attention_layers": (None, A.fig_layers(att)),
+        "logit_lens": (lens, LL.fig_logit_lens(lens)),
+        "probe_pitch": (None, PR.probe_figure(probe_frame())),
+        "ablation": (None, AB.ablation_figure(ablation_table())),
+        "compare_fig": (None, C.comparison_figure(table, diffs)),
+        "injection_layer": (injection_table(), S.sweep_figure(injection_table())),
+    }
     saved = outputs._PNG_OK
     outputs._PNG_OK = False
     try:
@@ -67,7 +71,7 @@ def test_the_check_catches_script_errors_and_undrawn_figures(report_page, tmp_pa
     page, n_figs = report_page
     html = page.read_text()
     i = html.index("Plotly.newPlot(")
-    broken = html[:i] + "Plotly.newPlotTypo(" + html[i + len("Plotly.newPlot("):]  # one figure never drawn
+    broken = html[:i] + "Plotly.newPlotTypo(" + html[i + len("Plotly.newPlot(") :]  # one figure never drawn
     broken = broken.replace("</body>", "<script>console.error('boom'); undefinedFunction();</script></body>")
     bad = tmp_path / "broken.html"
     bad.write_text(broken)
@@ -84,14 +88,18 @@ def test_the_check_catches_file_name_headings_repeated_captions_and_sideways_scr
     html = page.read_text()
     i = html.index("<figcaption>")
     j = html.index("</figcaption>", i) + len("</figcaption>")
-    bad = html.replace("<body>", "<body><h2>ablation_baseline_early_late.html</h2><div style='width:2400px'>wide</div>", 1)
+    bad = html.replace(
+        "<body>", "<body><h2>ablation_baseline_early_late.html</h2><div style='width:2400px'>wide</div>", 1
+    )
     bad = bad.replace("</body>", html[i:j] + "</body>")  # the first caption a second time
     bad = bad.replace("Plotly.newPlot=function", "Plotly.newPlotUnused=function")  # captions drawn in the plots too
     path = tmp_path / "unreadable.html"
     path.write_text(bad)
     assert browser_check_cli.main([str(path), "--screenshot", str(tmp_path / "u.png")]) == 1
     out = capsys.readouterr().out
-    assert "page scrolls sideways" in out and "heading reads like a file name: 'ablation_baseline_early_late.html'" in out
+    assert (
+        "page scrolls sideways" in out and "heading reads like a file name: 'ablation_baseline_early_late.html'" in out
+    )
     assert out.count("caption shown twice") >= 2, out
 
 

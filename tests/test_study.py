@@ -21,23 +21,34 @@ from tests.model.released_tiny import shared_released
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "results/checkpoints/baseline/final"
 DELAYED = ROOT / "results/checkpoints/delayed/final"
-WORKS_ON_RELEASED = ("accuracy", "attention", "logit-lens", "attribute-lens", "listening", "steering", "ablation-sweep",
-                     "atp-heads", "retrofit-claims")
+WORKS_ON_RELEASED = (
+    "accuracy",
+    "attention",
+    "logit-lens",
+    "attribute-lens",
+    "listening",
+    "steering",
+    "ablation-sweep",
+    "atp-heads",
+    "retrofit-claims",
+)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     from workbench.data.synth import generate
 
-    return generate(tmp_path_factory.mktemp("study-data") / "test", 12, seed=0, split="test", preset="tiny",
-                    progress=False)
+    return generate(
+        tmp_path_factory.mktemp("study-data") / "test", 12, seed=0, split="test", preset="tiny", progress=False
+    )
 
 
 def _study(args: list[str], interrupt_at: int | None = None, timeout: float = 600) -> tuple[int, str]:
     cmd = [sys.executable, "-m", "workbench.study", "--quick", "--threads", "1", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each step's line arrives when printed, so Ctrl-C lands inside it
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                            env=env)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
+    )
     lines, t0 = [], time.time()
     for line in proc.stdout:
         lines.append(line)
@@ -64,7 +75,10 @@ def test_study_of_a_committed_checkpoint_runs_every_step_and_renders(data, tmp_p
     assert f"Accuracy {closed['correct'].astype(float).mean():.3g}" in page  # the sentence is the answers' mean
     assert str(answers["question"].iloc[0]) in page  # the answers are shown
     contrasts = pd.read_csv(out / "retrofit_contrasts.csv")
-    assert set(contrasts["claim"]) == {"claim1", "claim2"} and contrasts["caveat"].str.contains("Out of distribution").all()
+    assert (
+        set(contrasts["claim"]) == {"claim1", "claim2"}
+        and contrasts["caveat"].str.contains("Out of distribution").all()
+    )
     res = check_report(out / "report.html")
     assert res["console_errors"] == [] and res["figures_rendered"] == res["figures_expected"] >= 8, res
 
@@ -151,5 +165,8 @@ def test_bad_input_is_an_error_naming_the_file(tmp_path, capsys):
     (tmp_path / "llava").mkdir()
     (tmp_path / "llava" / "config.json").write_text(json.dumps({"architectures": ["LlavaForConditionalGeneration"]}))
     (tmp_path / "data" / "tasks.jsonl").write_text("")
-    assert main(["--checkpoint", str(tmp_path / "llava"), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["--checkpoint", str(tmp_path / "llava"), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "o")])
+        == 2
+    )
     assert "LlavaForConditionalGeneration" in capsys.readouterr().err

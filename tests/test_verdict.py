@@ -8,42 +8,95 @@ from workbench.stats.bootstrap import decide_claim, decide_contrast
 from workbench.verdict import main
 
 
-@pytest.mark.parametrize("cis, want", [
-    ([(0.01, 0.2)], "agree"),
-    ([(-0.3, -0.01)], "disagree"),
-    ([(-0.05, 0.1)], "inconclusive"),
-    ([(0.01, 0.2), (-0.05, 0.1)], "inconclusive"),
-    ([(0.01, 0.2), (-0.2, -0.1)], "disagree"),
-    ([], "no data"),
-])
+@pytest.mark.parametrize(
+    "cis, want",
+    [
+        ([(0.01, 0.2)], "agree"),
+        ([(-0.3, -0.01)], "disagree"),
+        ([(-0.05, 0.1)], "inconclusive"),
+        ([(0.01, 0.2), (-0.05, 0.1)], "inconclusive"),
+        ([(0.01, 0.2), (-0.2, -0.1)], "disagree"),
+        ([], "no data"),
+    ],
+)
 def test_one_verdict_rule_on_row_bootstrap_intervals(cis, want):
     """The contrasts.csv fallback decides with the same rule as the seed-aware path (workbench.stats.bootstrap)."""
     assert decide_claim([decide_contrast(lo, hi) for lo, hi in cis]) == want
 
 
 def _contrast(variant, baseline, diff, lo, hi, n=100):
-    return {"variant": variant, "baseline": baseline, "metric": "accuracy", "task": "all", "attribute": "all",
-            "diff": diff, "ci_low": lo, "ci_high": hi, "p_value": 0.5, "n": n}
+    return {
+        "variant": variant,
+        "baseline": baseline,
+        "metric": "accuracy",
+        "task": "all",
+        "attribute": "all",
+        "diff": diff,
+        "ci_low": lo,
+        "ci_high": hi,
+        "p_value": 0.5,
+        "n": n,
+    }
 
 
 def _write_run(tmp_path, claim3_lo):
-    pd.DataFrame([_contrast("delayed", "baseline", 0.15, 0.11, 0.19),
-                  _contrast("lal", "delayed", -0.08, -0.12, -0.03),
-                  _contrast("pal", "lal", 0.05, 0.02, 0.08),
-                  _contrast("ensemble", "baseline", 0.02, claim3_lo, 0.06),
-                  # a per-task cell must not be taken for the overall one
-                  {**_contrast("lal", "delayed", 0.9, 0.8, 0.95), "task": "cls"}]).to_csv(tmp_path / "contrasts.csv", index=False)
-    pd.DataFrame([{"variant": v, "metric": "accuracy", "task": "all", "attribute": "all", "value": x, "ci_low": x - .03,
-                   "ci_high": x + .03, "n": 100, "chance": 0.27}
-                  for v, x in [("baseline", 0.45), ("delayed", 0.6), ("lal", 0.52), ("pal", 0.57), ("ensemble", 0.47)]]
-                 ).to_csv(tmp_path / "compare.csv", index=False)
-    ffn = [{"mode": "ffn", "encoder": "all", "layer_start": 8, "layer_end": 29, "task": "all", "attribute": "all",
-            "metric": m, "baseline": 0.5, "ablated": 0.4, "delta": d, "delta_se": 0.02, "n": 32, "condition": "c"}
-           for m, d in (("accuracy", -0.1), ("answer_logprob", -1.5))]
+    pd.DataFrame(
+        [
+            _contrast("delayed", "baseline", 0.15, 0.11, 0.19),
+            _contrast("lal", "delayed", -0.08, -0.12, -0.03),
+            _contrast("pal", "lal", 0.05, 0.02, 0.08),
+            _contrast("ensemble", "baseline", 0.02, claim3_lo, 0.06),
+            # a per-task cell must not be taken for the overall one
+            {**_contrast("lal", "delayed", 0.9, 0.8, 0.95), "task": "cls"},
+        ]
+    ).to_csv(tmp_path / "contrasts.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "variant": v,
+                "metric": "accuracy",
+                "task": "all",
+                "attribute": "all",
+                "value": x,
+                "ci_low": x - 0.03,
+                "ci_high": x + 0.03,
+                "n": 100,
+                "chance": 0.27,
+            }
+            for v, x in [("baseline", 0.45), ("delayed", 0.6), ("lal", 0.52), ("pal", 0.57), ("ensemble", 0.47)]
+        ]
+    ).to_csv(tmp_path / "compare.csv", index=False)
+    ffn = [
+        {
+            "mode": "ffn",
+            "encoder": "all",
+            "layer_start": 8,
+            "layer_end": 29,
+            "task": "all",
+            "attribute": "all",
+            "metric": m,
+            "baseline": 0.5,
+            "ablated": 0.4,
+            "delta": d,
+            "delta_se": 0.02,
+            "n": 32,
+            "condition": "c",
+        }
+        for m, d in (("accuracy", -0.1), ("answer_logprob", -1.5))
+    ]
     pd.DataFrame(ffn).to_csv(tmp_path / "ablation_delayed_ffn.csv", index=False)
-    probe = [{"site": f"encoders.{e}.hook_out", "kind": "encoder", "encoder": e, "attribute": att, "metric": "accuracy",
-              "value": v} for att, vals in (("word", {"whisper": 0.99, "mel": 0.3}), ("pitch_class", {"whisper": 0.4, "mel": 0.9}))
-             for e, v in vals.items()]
+    probe = [
+        {
+            "site": f"encoders.{e}.hook_out",
+            "kind": "encoder",
+            "encoder": e,
+            "attribute": att,
+            "metric": "accuracy",
+            "value": v,
+        }
+        for att, vals in (("word", {"whisper": 0.99, "mel": 0.3}), ("pitch_class", {"whisper": 0.4, "mel": 0.9}))
+        for e, v in vals.items()
+    ]
     for att in ("word", "pitch_class"):
         pd.DataFrame([r for r in probe if r["attribute"] == att]).to_csv(tmp_path / f"probe_{att}.csv", index=False)
 
@@ -97,9 +150,19 @@ def _answers(path, clips, rates, rng_seed):
     for c in range(clips):
         for i in range(6):
             ok = bool(rng.random() < rates)
-            rows.append({"row_id": f"t-{c}-{i}", "file_name": f"audio/t-{c:03d}.wav", "task": "cls",
-                         "attribute": "category", "question": "q", "answer": "a", "prediction": "a" if ok else "b",
-                         "correct": ok, "closed": True})
+            rows.append(
+                {
+                    "row_id": f"t-{c}-{i}",
+                    "file_name": f"audio/t-{c:03d}.wav",
+                    "task": "cls",
+                    "attribute": "category",
+                    "question": "q",
+                    "answer": "a",
+                    "prediction": "a" if ok else "b",
+                    "correct": ok,
+                    "closed": True,
+                }
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(path, index=False)
 
@@ -124,11 +187,23 @@ def test_seed_aware_verdicts_one_seed_vs_all_seeds(tmp_path, capsys):
     from workbench.seed_stats import main as seed_main
 
     ck = tmp_path / "checkpoints"
-    _seed_runs(ck, {"baseline": 0.4, "delayed": {0: 0.75, 1: 0.38, 2: 0.42}, "lal": 0.8, "pal": 0.95,
-                    "ensemble": 0.6})
+    _seed_runs(ck, {"baseline": 0.4, "delayed": {0: 0.75, 1: 0.38, 2: 0.42}, "lal": 0.8, "pal": 0.95, "ensemble": 0.6})
     run = tmp_path / "demo"
-    assert seed_main(["--checkpoints", str(ck), "--out", str(run), "--markdown", str(tmp_path / "seeds.md"),
-                      "--resamples", "400"]) == 0
+    assert (
+        seed_main(
+            [
+                "--checkpoints",
+                str(ck),
+                "--out",
+                str(run),
+                "--markdown",
+                str(tmp_path / "seeds.md"),
+                "--resamples",
+                "400",
+            ]
+        )
+        == 0
+    )
     v = claim_verdicts(run).set_index("claim")
     assert v.loc["claim1", "verdict_one_seed"] == "agree" and v.loc["claim1", "verdict"] == "inconclusive"
     assert v.loc["claim3", "verdict"] == "agree" and "3 training seed(s)" in v.loc["claim3", "evidence"]
@@ -160,9 +235,15 @@ def test_a_toy_claim_in_the_registry_shows_in_the_verdicts_and_the_report(tmp_pa
     from workbench.reporting import report
     from workbench.seed_stats import main as seed_main
 
-    toy = claims.Claim("claim4", "Claim 4, toy claim", "pal beats the hybrid", (("pal", "hybrid"),),
-                       "a toy scope", (claims.Analysis("toy_analysis", "Toy analysis in words", "pal"),),
-                       ("toy_analysis",))
+    toy = claims.Claim(
+        "claim4",
+        "Claim 4, toy claim",
+        "pal beats the hybrid",
+        (("pal", "hybrid"),),
+        "a toy scope",
+        (claims.Analysis("toy_analysis", "Toy analysis in words", "pal"),),
+        ("toy_analysis",),
+    )
     monkeypatch.setitem(claims.CLAIMS, "claim4", toy)
     ck = tmp_path / "checkpoints"
     _seed_runs(ck, {"baseline": 0.4, "delayed": 0.6, "lal": 0.7, "pal": 0.9, "ensemble": 0.5, "hybrid": 0.5})
@@ -171,13 +252,14 @@ def test_a_toy_claim_in_the_registry_shows_in_the_verdicts_and_the_report(tmp_pa
     v = claim_verdicts(run).set_index("claim")
     assert v.loc["claim4", "title"] == "Claim 4, toy claim" and v.loc["claim4", "verdict"] == "agree"
     assert "pal - hybrid: difference +0.3" in v.loc["claim4", "evidence"] and "a toy scope" in v.loc["claim4", "scope"]
-    from workbench.analysis.core import write_outputs
     import plotly.graph_objects as go
 
+    from workbench.analysis.core import write_outputs
     from workbench.analysis.figures import add_caption
 
-    write_outputs(None, add_caption(go.Figure(go.Scatter(x=[0, 1], y=[1, 2])), "toy caption"), run, "toy_analysis",
-                  png=False)
+    write_outputs(
+        None, add_caption(go.Figure(go.Scatter(x=[0, 1], y=[1, 2])), "toy caption"), run, "toy_analysis", png=False
+    )
     main([str(run)])
     page = report.build_report(run)
     assert "<h2>Claim 4, toy claim: pal beats the hybrid</h2>" in page
@@ -201,12 +283,15 @@ def test_registry_holds_the_ablation_settings_the_demo_runs():
 
     n, encs, specs = cfg("baseline")
     got = registered("baseline", "ablation")[1].conditions(n, encs)
-    assert got == [("layers 0-7 blocked", list(range(8)), "block", None),
-                   (f"layers 8-{n - 1} blocked", list(range(8, n)), "block", None)]
+    assert got == [
+        ("layers 0-7 blocked", list(range(8)), "block", None),
+        (f"layers 8-{n - 1} blocked", list(range(8, n)), "block", None),
+    ]
     n, encs, specs = cfg("delayed")
     entry = specs[0]["integration"]["layer"]  # the FFN ablation starts where the delayed model's audio enters
     assert registered("delayed", "ablation")[1].conditions(n, encs) == [
-        (f"FFN skipped at audio, layers {entry}-{n - 1}", list(range(entry, n)), "ffn", None)]
+        (f"FFN skipped at audio, layers {entry}-{n - 1}", list(range(entry, n)), "ffn", None)
+    ]
     n, encs, _ = cfg("pal")
     got = registered("pal", "ablation")[1].conditions(n, encs)
     assert [c[0] for c in got] == [f"without {e}" for e in encs] and len(encs) == 3

@@ -21,13 +21,15 @@ import argparse
 from collections.abc import Sequence
 
 from workbench.analysis.cli import fail, run_cli
-
 from workbench.analysis.core import cli_common, default_out_dir, load_for_analysis, write_outputs
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.ablate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m workbench.ablate",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--layer", type=int, default=None, help="first ablated layer (required unless --sweep)")
     p.add_argument("--to", type=int, default=None, help="last ablated layer (default: the model's last layer)")
     p.add_argument("--mode", default="block", help="block | zero | mean | ffn (default block)")
@@ -45,8 +47,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(a) -> int:
-    from workbench.analysis.ablation import (MODES, SPANS, ablate, ablation_figure, ablation_sweep, resolve_encoders,
-                                             resolve_layers, sweep_figure)
+    from workbench.analysis.ablation import (
+        MODES,
+        SPANS,
+        ablate,
+        ablation_figure,
+        ablation_sweep,
+        resolve_encoders,
+        resolve_layers,
+        sweep_figure,
+    )
     from workbench.evaluation.evaluator import load_answer_options
 
     if a.mode not in MODES:
@@ -60,15 +70,21 @@ def _run(a) -> int:
     accuracy = not a.no_accuracy and a.backend == "transformer_lens"
     if a.backend == "nnsight" and not a.no_accuracy:
         print("note: the nnsight backend reports the answer log-probability only (accuracy: NaN)")
-    kw = dict(backend=a.backend, batch_size=a.batch_size, accuracy=accuracy, max_new_tokens=a.max_new_tokens,
-              answer_options=load_answer_options(ds.root))
+    kw = dict(
+        backend=a.backend,
+        batch_size=a.batch_size,
+        accuracy=accuracy,
+        max_new_tokens=a.max_new_tokens,
+        answer_options=load_answer_options(ds.root),
+    )
     if a.sweep:
         start = a.layer or 0
         last = a.to if a.to is not None else model.cfg.n_layers - 1
         layers = resolve_layers(model, start, last)
         table = ablation_sweep(model, ds, a.mode, a.encoder, span=a.span, layers=layers, progress=True, **kw)
-        fig = sweep_figure(table, title=f"Audio ablation sweep: mode {a.mode}, span {a.span}, "
-                                        f"encoder {a.encoder or 'all'}")
+        fig = sweep_figure(
+            table, title=f"Audio ablation sweep: mode {a.mode}, span {a.span}, encoder {a.encoder or 'all'}"
+        )
         name = f"ablation_sweep_{a.mode}_{a.span}" + (f"_{a.encoder}" if a.encoder else "")
     else:
         layers = resolve_layers(model, a.layer, a.to)
@@ -77,8 +93,11 @@ def _run(a) -> int:
         name = f"ablation_{a.mode}_L{layers[0]}-{layers[-1]}" + (f"_{a.encoder}" if a.encoder else "")
     out = write_outputs(table, fig, default_out_dir(a), name)
     allrows = table[(table["task"] == "all") & (table["attribute"] == "all")]
-    print(allrows[["mode", "encoder", "layer_start", "layer_end", "metric", "baseline", "ablated", "delta", "n"]]
-          .to_string(index=False))
+    print(
+        allrows[
+            ["mode", "encoder", "layer_start", "layer_end", "metric", "baseline", "ablated", "delta", "n"]
+        ].to_string(index=False)
+    )
     print("wrote " + ", ".join(str(p) for p in out.values()))
     return 0
 

@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m workbench.ask", description=__doc__.split("\n\n")[0])
     p.add_argument("clip", help="audio file (any rate, any channel count)")
     p.add_argument("question", help="the question to ask about the clip (quote it)")
-    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help=f"PAL checkpoint or released model folder / hub id (default {DEFAULT_CHECKPOINT})")
+    p.add_argument(
+        "--checkpoint",
+        default=str(DEFAULT_CHECKPOINT),
+        help=f"PAL checkpoint or released model folder / hub id (default {DEFAULT_CHECKPOINT})",
+    )
     p.add_argument("--explain", action="store_true", help="print attention to audio per layer and the logit lens")
     p.add_argument("--html", default=None, help="write the explanation page here (implies --explain)")
     p.add_argument("--csv-dir", default=None, help="write the explanation's tables as CSV here (implies --explain)")
@@ -66,7 +70,9 @@ def _run(a) -> int:
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print("\nattention of the answer to each encoder's audio (mean over heads; ratio = mass / uniform attention):")
         print(_attention_table(ex).to_string())
-        print(f"\nlogit lens of the first answer token {ex.lens.answer_token.iloc[0]!r} (prob, rank; audio vs audio cut):")
+        print(
+            f"\nlogit lens of the first answer token {ex.lens.answer_token.iloc[0]!r} (prob, rank; audio vs audio cut):"
+        )
         print(_lens_table(ex).to_string())
     if a.csv_dir:
         from workbench.common.paths import atomic_write_bytes

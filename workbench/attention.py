@@ -46,9 +46,16 @@ def _run(a) -> int:
     if len(best):
         layer, head = int(best["layer"].iloc[0]), int(best["head"].iloc[0])
         tok = A.attention_tokens(model, next(batches(ds, 1)), layer, head, backend=a.backend)
-        write_outputs(tok, A.fig_tokens(tok, title=f"Attention pattern, layer {layer} head {head} (largest audio "
-                                                   f"ratio, query set {main_set}), example 0; weight: fraction of 1"),
-                      out, "attention_tokens")
+        write_outputs(
+            tok,
+            A.fig_tokens(
+                tok,
+                title=f"Attention pattern, layer {layer} head {head} (largest audio "
+                f"ratio, query set {main_set}), example 0; weight: fraction of 1",
+            ),
+            out,
+            "attention_tokens",
+        )
     print(f"wrote {out}/attention_to_audio.csv (+ .html), attention_layers.html, attention_tokens.html")
     return 0
 

@@ -25,14 +25,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     from workbench.evaluation.evaluator import load_answer_options
 
     p = analysis_parser("python -m workbench.attribute_lens", __doc__)
-    p.add_argument("--attribute", default=None, help="only rows asking about this attribute (default: every one "
-                                                     "with an option list)")
+    p.add_argument(
+        "--attribute",
+        default=None,
+        help="only rows asking about this attribute (default: every one with an option list)",
+    )
     a = p.parse_args(argv)
     frames, summaries = {}, []
 
     def one(variant, model, ds):
-        df = attribute_lens(model, ds, load_answer_options(ds.root), a.attribute, silence=a.silence,
-                            backend=a.backend, batch_size=a.batch_size, progress=True)
+        df = attribute_lens(
+            model,
+            ds,
+            load_answer_options(ds.root),
+            a.attribute,
+            silence=a.silence,
+            backend=a.backend,
+            batch_size=a.batch_size,
+            progress=True,
+        )
         frames[variant] = df
         summaries.append(summarize_lens(df).assign(variant=variant))
 
@@ -41,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return rc
     summary = variant_first(summaries)
     items = variant_first(d.assign(variant=v) for v, d in frames.items())
-    title = "Attribute lens: when does each variant resolve the attribute?" + (f" ({a.attribute})" if a.attribute else "")
+    title = "Attribute lens: when does each variant resolve the attribute?" + (
+        f" ({a.attribute})" if a.attribute else ""
+    )
     out = write_outputs(summary, attribute_lens_figure(frames, title), a.out_dir, "attribute_lens", png=not a.no_png)
     write_outputs(items, None, a.out_dir, "attribute_lens_items")
     s = summary[(summary["position"] == "last_prompt") & (summary["split"] == "all")]

@@ -31,9 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         print(json.dumps(r, indent=1))
     else:
-        print(f"{r['page']}: {r['figures_rendered']}/{r['figures_expected']} figures rendered, "
-              f"{len(r['console_errors'])} console errors, screenshot {r['screenshot']} "
-              f"({r['colours']} colours{', BLANK' if r['blank'] else ''}) in {r['seconds']} s")
+        print(
+            f"{r['page']}: {r['figures_rendered']}/{r['figures_expected']} figures rendered, "
+            f"{len(r['console_errors'])} console errors, screenshot {r['screenshot']} "
+            f"({r['colours']} colours{', BLANK' if r['blank'] else ''}) in {r['seconds']} s"
+        )
         for line in r["console_errors"]:
             print(f"  console error: {line}")
         if r["horizontal_overflow"]:

@@ -43,8 +43,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--resamples", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--metrics", default="cider_d,rouge_l", help="caption metrics to bootstrap (pycocoevalcap)")
-    ap.add_argument("--answer-options", default=None, help="answer_options.json for chance levels "
-                    "(default: from the data named in run.json)")
+    ap.add_argument(
+        "--answer-options",
+        default=None,
+        help="answer_options.json for chance levels (default: from the data named in run.json)",
+    )
     args = ap.parse_args(argv)
     try:
         opts = json.loads(Path(args.answer_options).read_text()) if args.answer_options else _options_for(args.runs)
@@ -52,8 +55,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         if baseline is None:
             baseline = load_run(args.runs[0])[0] if len(args.runs) > 1 else None
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-        table, diffs = compare(args.runs, baseline=baseline, resamples=args.resamples, seed=args.seed,
-                               caption_metrics=metrics, answer_options=opts)
+        table, diffs = compare(
+            args.runs,
+            baseline=baseline,
+            resamples=args.resamples,
+            seed=args.seed,
+            caption_metrics=metrics,
+            answer_options=opts,
+        )
     except CompareError as e:
         raise SystemExit(f"error: {e}") from None
     out = Path(args.out)
@@ -71,8 +80,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     for _, r in overall.iterrows():
         print(f"  {r['variant']:<20} accuracy {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
     for _, r in diffs[(diffs["metric"] == "accuracy") & (diffs["task"] == "all")].iterrows():
-        print(f"  {r['variant']} - {r['baseline']}: {r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
-              f" p={r['p_value']:.3g}")
+        print(
+            f"  {r['variant']} - {r['baseline']}: {r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+            f" p={r['p_value']:.3g}"
+        )
 
 
 if __name__ == "__main__":

@@ -15,19 +15,33 @@ from dataclasses import replace
 from pathlib import Path
 
 from workbench.claims.registry import VARIANTS
-from workbench.pipeline.demo import COMMITTED, Demo, QUICK, RETRAINED, Sizes, build_steps
+from workbench.pipeline.demo import COMMITTED, QUICK, RETRAINED, Demo, Sizes, build_steps
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.demo", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        prog="python -m workbench.demo",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
-    p.add_argument("--retrain", action="store_true", help=f"retrain every tiny variant into {RETRAINED} first (~70 min)")
-    p.add_argument("--checkpoints", default=None, help=f"folder with <variant>/final checkpoints (default {COMMITTED}; "
-                                                       f"{RETRAINED} with --retrain)")
-    p.add_argument("--full-eval", action="store_true", help="re-answer every test row instead of checking the committed "
-                                                            "evaluations on a subset")
-    p.add_argument("--eval-rows", type=int, default=None, help=f"closed rows re-answered per variant (default {Sizes.eval_rows})")
+    p.add_argument(
+        "--retrain", action="store_true", help=f"retrain every tiny variant into {RETRAINED} first (~70 min)"
+    )
+    p.add_argument(
+        "--checkpoints",
+        default=None,
+        help=f"folder with <variant>/final checkpoints (default {COMMITTED}; {RETRAINED} with --retrain)",
+    )
+    p.add_argument(
+        "--full-eval",
+        action="store_true",
+        help="re-answer every test row instead of checking the committed evaluations on a subset",
+    )
+    p.add_argument(
+        "--eval-rows", type=int, default=None, help=f"closed rows re-answered per variant (default {Sizes.eval_rows})"
+    )
     p.add_argument("--quick", action="store_true", help="a smoke run: every step shrunk (numbers not meaningful)")
     p.add_argument("--fresh", action="store_true", help="ignore finished steps and redo everything")
     p.add_argument("--no-browser-check", action="store_true", help="skip opening the report in headless Chromium")
@@ -44,8 +58,10 @@ def _browser_check(report: Path) -> None:
         print(f"      note: headless-Chromium check not run ({type(e).__name__}: {e})")
         return
     errs = res.get("console_errors") or []
-    print(f"      headless Chromium: {res.get('figures_rendered')}/{res.get('figures_expected')} figures rendered, "
-          f"{len(errs)} console error(s)" + (f": {errs[:3]}" if errs else ""))
+    print(
+        f"      headless Chromium: {res.get('figures_rendered')}/{res.get('figures_expected')} figures rendered, "
+        f"{len(errs)} console error(s)" + (f": {errs[:3]}" if errs else "")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,17 +79,22 @@ def main(argv: list[str] | None = None) -> int:
     if not a.retrain:
         missing = [v for v in VARIANTS if not (checkpoints / v / "final" / "config.json").exists()]
         if missing:
-            print(f"error: no checkpoint for {missing} under {checkpoints} (expected <variant>/final/config.json). "
-                  f"Use the committed ones (results/checkpoints, from git), or retrain: ./run demo --retrain",
-                  file=sys.stderr)
+            print(
+                f"error: no checkpoint for {missing} under {checkpoints} (expected <variant>/final/config.json). "
+                f"Use the committed ones (results/checkpoints, from git), or retrain: ./run demo --retrain",
+                file=sys.stderr,
+            )
             return 2
     out = Path(a.out)
     demo = Demo(out, checkpoints, sizes, full_eval=a.full_eval or a.retrain)
     from workbench.pipeline.steps import Pipeline, StepFailed
 
     t0 = time.time()
-    print(f"pal-workbench demo -> {out}/ (checkpoints: {checkpoints}{'; quick smoke run' if a.quick else ''}; "
-          f"{torch.get_num_threads()} CPU threads)", flush=True)
+    print(
+        f"pal-workbench demo -> {out}/ (checkpoints: {checkpoints}{'; quick smoke run' if a.quick else ''}; "
+        f"{torch.get_num_threads()} CPU threads)",
+        flush=True,
+    )
     try:
         Pipeline(out, fresh=a.fresh).run(build_steps(demo, a.retrain))
     except StepFailed as e:

@@ -13,25 +13,40 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.evaluation.evaluator import EvaluationError, check_checkpoint_dir, check_data_dir, evaluate_checkpoint, summarize
+from workbench.evaluation.evaluator import (
+    EvaluationError,
+    check_checkpoint_dir,
+    check_data_dir,
+    evaluate_checkpoint,
+    summarize,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m workbench.evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", required=True, help="PAL checkpoint folder (config.json + model.safetensors)")
     ap.add_argument("--data", required=True, help="audiofolder dataset (tasks.jsonl, answer_options.json)")
-    ap.add_argument("--out", default=None, help="answers CSV path (scores.csv goes beside it); "
-                    "default CHECKPOINT/eval/answers.csv")
+    ap.add_argument(
+        "--out", default=None, help="answers CSV path (scores.csv goes beside it); default CHECKPOINT/eval/answers.csv"
+    )
     ap.add_argument("--max-rows", type=int, default=None, help="evaluate only the first N task rows")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--tasks", default=None, help="comma-separated task types (cls,qa,caption); default all")
     ap.add_argument("--max-new-tokens", type=int, default=16)
-    ap.add_argument("--cache-dir", default=None, help="encoder token cache (default cache/tokens, as in configs/*.yaml)")
+    ap.add_argument(
+        "--cache-dir", default=None, help="encoder token cache (default cache/tokens, as in configs/*.yaml)"
+    )
     ap.add_argument("--no-meteor", action="store_true", help="skip METEOR (saves the ~10 s JVM start)")
-    ap.add_argument("--no-share-prefix", action="store_true",
-                    help="run every row's whole prompt (default: the shared system turn once per batch; same answers)")
-    ap.add_argument("--in-order", action="store_true",
-                    help="batch rows in file order (default: short-answer rows batched together; same answers)")
+    ap.add_argument(
+        "--no-share-prefix",
+        action="store_true",
+        help="run every row's whole prompt (default: the shared system turn once per batch; same answers)",
+    )
+    ap.add_argument(
+        "--in-order",
+        action="store_true",
+        help="batch rows in file order (default: short-answer rows batched together; same answers)",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
@@ -39,11 +54,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         check_checkpoint_dir(args.checkpoint)
         check_data_dir(args.data)
         out = args.out or str(Path(args.checkpoint) / "eval" / "answers.csv")
-        answers, scores = evaluate_checkpoint(args.checkpoint, args.data, out, tasks=tasks, max_rows=args.max_rows,
-                                              batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                                              cache_dir=args.cache_dir, meteor=not args.no_meteor,
-                                              progress=not args.no_progress, share_prefix=not args.no_share_prefix,
-                                              group_by_answer_length=not args.in_order)
+        answers, scores = evaluate_checkpoint(
+            args.checkpoint,
+            args.data,
+            out,
+            tasks=tasks,
+            max_rows=args.max_rows,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            cache_dir=args.cache_dir,
+            meteor=not args.no_meteor,
+            progress=not args.no_progress,
+            share_prefix=not args.no_share_prefix,
+            group_by_answer_length=not args.in_order,
+        )
     except EvaluationError as e:
         raise SystemExit(f"error: {e}") from None
     print(f"{len(answers)} rows -> {out} (+ scores.csv, run.json)")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workbench.training.runs import SWEEP_ROOT
 from workbench.claims.layer_curve import write_layer_curve
+from workbench.training.runs import SWEEP_ROOT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,8 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     sentence = write_layer_curve(a.sweeps, a.out, a.resamples)
     if sentence is None:
-        print(f"error: no evaluated sweep point under {a.sweeps} (expected MODE/LNN/seed-S/eval/answers.csv); run "
-              "python -m workbench.sweep injection-layer first", file=sys.stderr)
+        print(
+            f"error: no evaluated sweep point under {a.sweeps} (expected MODE/LNN/seed-S/eval/answers.csv); run "
+            "python -m workbench.sweep injection-layer first",
+            file=sys.stderr,
+        )
         return 2
     print(sentence)
     return 0

@@ -19,8 +19,12 @@ from workbench.analysis.cli import analysis_parser, run_per_checkpoint, variant_
 
 def main(argv: Sequence[str] | None = None) -> int:
     from workbench.analysis.core import write_outputs
-    from workbench.analysis.listening import (listening_ablation, listening_ablation_figure, listening_figure,
-                                              listening_scores)
+    from workbench.analysis.listening import (
+        listening_ablation,
+        listening_ablation_figure,
+        listening_figure,
+        listening_scores,
+    )
     from workbench.evaluation.evaluator import load_answer_options
 
     p = analysis_parser("python -m workbench.listening_heads", __doc__)
@@ -31,18 +35,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def one(variant, model, ds):
         s = listening_scores(model, ds, a.silence, backend=a.backend, batch_size=a.batch_size, progress=True)
-        t = listening_ablation(model, ds, s, a.k, draws=a.draws, seed=a.seed, answer_options=load_answer_options(ds.root),
-                               backend=a.backend, batch_size=a.batch_size, progress=True)
-        write_outputs(None, listening_figure(s, f"{variant}: listening heads"), a.out_dir,
-                      f"listening_heads_{variant}", png=not a.no_png)
-        write_outputs(None, listening_ablation_figure(t, f"{variant}: top {a.k} listening heads vs {a.k} random heads, "
-                                                         "mean-ablated"),
-                      a.out_dir, f"listening_ablation_{variant}", png=not a.no_png)
+        t = listening_ablation(
+            model,
+            ds,
+            s,
+            a.k,
+            draws=a.draws,
+            seed=a.seed,
+            answer_options=load_answer_options(ds.root),
+            backend=a.backend,
+            batch_size=a.batch_size,
+            progress=True,
+        )
+        write_outputs(
+            None,
+            listening_figure(s, f"{variant}: listening heads"),
+            a.out_dir,
+            f"listening_heads_{variant}",
+            png=not a.no_png,
+        )
+        write_outputs(
+            None,
+            listening_ablation_figure(t, f"{variant}: top {a.k} listening heads vs {a.k} random heads, mean-ablated"),
+            a.out_dir,
+            f"listening_ablation_{variant}",
+            png=not a.no_png,
+        )
         scores.append(s.assign(variant=variant))
         tables.append(t.assign(variant=variant))
         top = s.head(a.k)
-        print(f"{variant}: top heads " + ", ".join(f"L{r.layer}H{r.head} ({r.score:.3f}, audio {r.audio_mass:.2f})"
-                                                  for r in top.itertuples()))
+        print(
+            f"{variant}: top heads "
+            + ", ".join(f"L{r.layer}H{r.head} ({r.score:.3f}, audio {r.audio_mass:.2f})" for r in top.itertuples())
+        )
         print(t[["condition", "metric", "delta", "ci_low", "ci_high", "n"]].to_string(index=False))
 
     rc = run_per_checkpoint(a, one)

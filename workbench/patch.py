@@ -27,18 +27,34 @@ from workbench.analysis.core import cli_common, default_out_dir, load_for_analys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.patch", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--attribute", default=None, help="only pairs asking about this attribute (default: every closed one)")
-    p.add_argument("--sites", default=None, help="comma-separated: audio_kv,resid_audio,head_out,connector "
-                                                 "(default audio_kv,resid_audio,head_out)")
+    p = argparse.ArgumentParser(
+        prog="python -m workbench.patch",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--attribute", default=None, help="only pairs asking about this attribute (default: every closed one)"
+    )
+    p.add_argument(
+        "--sites",
+        default=None,
+        help="comma-separated: audio_kv,resid_audio,head_out,connector (default audio_kv,resid_audio,head_out)",
+    )
     p.add_argument("--encoder", default=None, help="patch only this encoder's audio (default: all)")
     p.add_argument("--layers", default=None, help="comma-separated layers (default: all)")
     p.add_argument("--max-pairs", type=int, default=16)
-    p.add_argument("--method", choices=("exact", "atp"), default="exact",
-                   help="exact patching (one patched run per site) or attribution patching (AtP + QK fix)")
-    p.add_argument("--group", type=int, default=1, help="exact patching: patched runs per forward (default 1; "
-                                                        "more helps on a GPU, not on a small CPU)")
+    p.add_argument(
+        "--method",
+        choices=("exact", "atp"),
+        default="exact",
+        help="exact patching (one patched run per site) or attribution patching (AtP + QK fix)",
+    )
+    p.add_argument(
+        "--group",
+        type=int,
+        default=1,
+        help="exact patching: patched runs per forward (default 1; more helps on a GPU, not on a small CPU)",
+    )
     p.add_argument("--no-exact", action="store_true", help="--method atp: skip the validation by exact patching")
     cli_common(p)
     p.set_defaults(n=128)
@@ -46,8 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from workbench.analysis.patching import (PatchingError, make_pairs, patch_dataset, patching_figure,
-                                             resolve_sites, summarize_patching)
+    from workbench.analysis.patching import (
+        PatchingError,
+        make_pairs,
+        patch_dataset,
+        patching_figure,
+        resolve_sites,
+        summarize_patching,
+    )
 
     a = build_parser().parse_args(argv)
     try:
@@ -65,8 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs = make_pairs(ds, a.attribute, a.max_pairs, a.seed)
         if a.method == "atp":
             return _atp(a, model, ds, pairs, sites, layers)
-        items = patch_dataset(model, ds, pairs, sites, a.encoder, layers, a.backend, a.batch_size, progress=True,
-                              group=a.group)
+        items = patch_dataset(
+            model, ds, pairs, sites, a.encoder, layers, a.backend, a.batch_size, progress=True, group=a.group
+        )
         summary = summarize_patching(items)
     except BAD_INPUT as e:
         return fail(str(e))
@@ -96,16 +119,23 @@ def _atp(a, model, ds, pairs, sites, layers) -> int:
     exact, t_exact = None, float("nan")
     if not a.no_exact:
         t0 = time.perf_counter()
-        exact = patch_dataset(model, ds, pairs, sites, a.encoder, layers, a.backend, a.batch_size, progress=True,
-                              group=a.group)
+        exact = patch_dataset(
+            model, ds, pairs, sites, a.encoder, layers, a.backend, a.batch_size, progress=True, group=a.group
+        )
         t_exact = time.perf_counter() - t0
     summary = summarize_atp(est, exact)
     agree = agreement(summary) if exact is not None else pd.DataFrame()
     agree = agree.assign(atp_seconds=t_atp, exact_seconds=t_exact, n_pairs=len(pairs))
     name = "atp" + (f"_{a.attribute}" if a.attribute else "")
     out_dir = default_out_dir(a)
-    out = write_outputs(summary, atp_figure(summary, f"Attribution patching vs exact patching ({len(pairs)} pairs)")
-                        if exact is not None else None, out_dir, name)
+    out = write_outputs(
+        summary,
+        atp_figure(summary, f"Attribution patching vs exact patching ({len(pairs)} pairs)")
+        if exact is not None
+        else None,
+        out_dir,
+        name,
+    )
     write_outputs(est, None, out_dir, f"{name}_items")
     write_outputs(agree, None, out_dir, f"{name}_agreement")
     if len(agree):

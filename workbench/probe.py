@@ -26,8 +26,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("suites", nargs="+", help="probe suite YAML file(s), e.g. probes/pitch.yaml")
     cli_common(ap)
     ap.set_defaults(n=None, seed=None, batch_size=None)
-    ap.add_argument("--keep-activations", default=None, metavar="DIR",
-                    help="keep the pooled activations (one raw file per site + manifest.json) under DIR/<suite>")
+    ap.add_argument(
+        "--keep-activations",
+        default=None,
+        metavar="DIR",
+        help="keep the pooled activations (one raw file per site + manifest.json) under DIR/<suite>",
+    )
     ap.add_argument("--cache-dir", default=str(TOKEN_CACHE), help=f"encoder token cache (default {TOKEN_CACHE})")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -37,25 +41,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args) -> int:
     suites = [load_suite(p) for p in args.suites]
-    model, dataset = load_for_analysis(args.checkpoint, args.data, None, seed=args.seed or 0, cache_dir=args.cache_dir,
-                                       progress=not args.no_progress)
+    model, dataset = load_for_analysis(
+        args.checkpoint, args.data, None, seed=args.seed or 0, cache_dir=args.cache_dir, progress=not args.no_progress
+    )
     out = default_out_dir(args)
     status = 0
     for suite in suites:
         try:
             keep = f"{args.keep_activations}/{suite.name}" if args.keep_activations else None
-            df, _ = run_suite(suite, model, dataset, out_dir=out, activations_dir=keep, n=args.n,
-                              backend=args.backend, batch_size=args.batch_size, seed=args.seed,
-                              progress=not args.no_progress)
+            df, _ = run_suite(
+                suite,
+                model,
+                dataset,
+                out_dir=out,
+                activations_dir=keep,
+                n=args.n,
+                backend=args.backend,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                progress=not args.no_progress,
+            )
         except ProbeError as e:  # a suite that does not fit this model / dataset: report it, run the others
             print(f"error in {suite.source}: {e}", file=sys.stderr)
             status = 2
             continue
         best = df.sort_values("value", ascending=False).head(5)
-        print(f"\n{suite.name} ({suite.attribute}, {df['metric'].iloc[0]}, n={df['n'].iloc[0]}, "
-              f"majority {df['majority'].iloc[0]:.3f}) -> {out}/probe_{suite.name}.csv")
-        print(best[["site", "value", "ci_low", "ci_high", "control", "selectivity"]].to_string(index=False,
-                                                                                                float_format="%.3f"))
+        print(
+            f"\n{suite.name} ({suite.attribute}, {df['metric'].iloc[0]}, n={df['n'].iloc[0]}, "
+            f"majority {df['majority'].iloc[0]:.3f}) -> {out}/probe_{suite.name}.csv"
+        )
+        print(
+            best[["site", "value", "ci_low", "ci_high", "control", "selectivity"]].to_string(
+                index=False, float_format="%.3f"
+            )
+        )
     return status
 
 

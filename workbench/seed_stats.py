@@ -12,7 +12,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from workbench.claims.seeds import SeedStatsError, claim_seed_verdicts, load_clip_scores, markdown_tables, seed_accuracy, seed_contrasts
+from workbench.claims.seeds import (
+    SeedStatsError,
+    claim_seed_verdicts,
+    load_clip_scores,
+    markdown_tables,
+    seed_accuracy,
+    seed_contrasts,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         clips = load_clip_scores(a.checkpoints)
         if clips.empty:
-            raise SeedStatsError(f"no evaluated runs under {a.checkpoints} (expected VARIANT/eval/answers.csv or "
-                                 "VARIANT/seed-S/eval/answers.csv)")
+            raise SeedStatsError(
+                f"no evaluated runs under {a.checkpoints} (expected VARIANT/eval/answers.csv or "
+                "VARIANT/seed-S/eval/answers.csv)"
+            )
         acc, con = seed_accuracy(clips), seed_contrasts(clips, resamples=a.resamples)
     except SeedStatsError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -30,8 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = analysis_parser("python -m workbench.steer", __doc__)
     p.add_argument("--test-data", default=str(TEST_DATA), help=f"test audiofolder (default {TEST_DATA})")
     p.add_argument("--n-test", type=int, default=120, help="test rows (seeded subset; default 120)")
-    p.add_argument("--alphas", default=",".join(f"{a:g}" for a in DEFAULT_ALPHAS if a),
-                   help="comma-separated scales tried on validation (0 is always added)")
+    p.add_argument(
+        "--alphas",
+        default=",".join(f"{a:g}" for a in DEFAULT_ALPHAS if a),
+        help="comma-separated scales tried on validation (0 is always added)",
+    )
     p.add_argument("--modes", default="resid,heads", help="resid (final residual) and/or heads (top listening heads)")
     p.add_argument("--k", type=int, default=5, help="listening heads steered in mode heads (default 5)")
     a = p.parse_args(argv)
@@ -46,10 +49,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         _, test = load_for_analysis(data_dir=a.test_data, n=a.n_test, split="test", seed=a.seed, model=model)
         modes, heads = settings["modes"], []
         if "heads" in modes:
-            heads = top_heads(listening_scores(model, val, a.silence, backend=a.backend, batch_size=a.batch_size,
-                                               progress=True), a.k)
-        t = steer(model, val, test, load_answer_options(val.root), alphas=settings["alphas"], modes=modes, heads=heads,
-                  silence=a.silence, backend=a.backend, batch_size=a.batch_size, seed=a.seed, progress=True)
+            heads = top_heads(
+                listening_scores(model, val, a.silence, backend=a.backend, batch_size=a.batch_size, progress=True), a.k
+            )
+        t = steer(
+            model,
+            val,
+            test,
+            load_answer_options(val.root),
+            alphas=settings["alphas"],
+            modes=modes,
+            heads=heads,
+            silence=a.silence,
+            backend=a.backend,
+            batch_size=a.batch_size,
+            seed=a.seed,
+            progress=True,
+        )
         t = t.assign(variant=variant, heads=";".join(f"L{l}H{h}" for l, h in heads))
         tables.append(t)
         g = t[t["split"] == "gain"]

@@ -31,8 +31,12 @@ from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.study", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        prog="python -m workbench.study",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--checkpoint", required=True, help="PAL checkpoint folder, released model folder or hub id")
     p.add_argument("--data", required=True, help="audiofolder with tasks.jsonl (e.g. data/synth-tiny/test)")
     p.add_argument("--out", default=None, help="output folder (default results/study/<checkpoint name>)")
@@ -43,8 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-rows", type=int, default=None, help="rows answered for the accuracy (default: all)")
     p.add_argument("--quick", action="store_true", help="a smoke run: every step shrunk (numbers not meaningful)")
     p.add_argument("--fresh", action="store_true", help="ignore finished steps and redo everything")
-    p.add_argument("--synth", type=int, default=None, metavar="N",
-                   help="when --data has no tasks.jsonl, first write N clips of the synthetic test split there")
+    p.add_argument(
+        "--synth",
+        type=int,
+        default=None,
+        metavar="N",
+        help="when --data has no tasks.jsonl, first write N clips of the synthetic test split there",
+    )
     p.add_argument("--no-browser-check", action="store_true", help="skip opening the report in headless Chromium")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: every core)")
     return p
@@ -60,11 +69,13 @@ def _data(a) -> Path:
     if (data / "tasks.jsonl").is_file():
         return data
     if a.synth is None:
-        raise FileNotFoundError(f"{data / 'tasks.jsonl'} not found: --data needs an audiofolder with task rows. Make "
-                                f"the synthetic test split there with --synth 120, or: python -m workbench.data.synth "
-                                f"--out {data} --n 120 --split test --preset tiny")
-    from workbench.data.synth import generate
+        raise FileNotFoundError(
+            f"{data / 'tasks.jsonl'} not found: --data needs an audiofolder with task rows. Make "
+            f"the synthetic test split there with --synth 120, or: python -m workbench.data.synth "
+            f"--out {data} --n 120 --split test --preset tiny"
+        )
     from workbench.common.paths import replace_dir
+    from workbench.data.synth import generate
 
     print(f"writing {a.synth} clips of the synthetic test split (tiny preset) into {data}", flush=True)
     tmp = data.with_name(f".{data.name}.tmp-{os.getpid()}")
@@ -88,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from workbench.analysis.cli import BAD_INPUT, fail
-    from workbench.pipeline.steps import Pipeline, Step
     from workbench.model.cost import estimate_cost, format_cost
+    from workbench.pipeline.steps import Pipeline, Step
     from workbench.pipeline.study import QUICK_STUDY, STUDY_SIZES, Study, study_steps
 
     torch.set_num_threads(a.threads or os.cpu_count() or 1)
@@ -105,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         cost = estimate_cost(a.checkpoint, data, a.batch_size, a.dtype)
     except BAD_INPUT as e:
         return fail(str(e))
-    print(f"pal-workbench study of {a.checkpoint} on {data} -> {out}/ ({a.device}, {a.dtype}, batch {a.batch_size}"
-          f"{'; quick smoke run' if a.quick else ''})\n{format_cost(cost)}", flush=True)
+    print(
+        f"pal-workbench study of {a.checkpoint} on {data} -> {out}/ ({a.device}, {a.dtype}, batch {a.batch_size}"
+        f"{'; quick smoke run' if a.quick else ''})\n{format_cost(cost)}",
+        flush=True,
+    )
     if a.device.startswith("cuda"):
         _gpu_fit(cost, a.batch_size)
     study = Study(a.checkpoint, data, out, sizes, device=a.device, dtype=a.dtype, batch_size=a.batch_size)
@@ -115,8 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         steps = study_steps(study)
     except BAD_INPUT as e:
         return fail(str(e))
-    steps.append(Step("report", "report", lambda: _write_report(study, steps, a.checkpoint), always=True,
-                      outputs=[out / "report.html"]))
+    steps.append(
+        Step(
+            "report",
+            "report",
+            lambda: _write_report(study, steps, a.checkpoint),
+            always=True,
+            outputs=[out / "report.html"],
+        )
+    )
     pipe = Pipeline(out, fresh=a.fresh, keep_going=True)
     try:
         pipe.run(steps)
@@ -126,11 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     if not a.no_browser_check and report.is_file():
         _browser_check(report)
     peak, what = _peak_bytes(a.device)
-    print(f"\nmemory: estimated {cost['total'] / 1e9:.3g} GB (+ the process itself); measured {peak / 1e9:.3g} GB "
-          f"({what})")
+    print(
+        f"\nmemory: estimated {cost['total'] / 1e9:.3g} GB (+ the process itself); measured {peak / 1e9:.3g} GB "
+        f"({what})"
+    )
     if pipe.failed:
-        print(f"{len(pipe.failed)} step(s) failed (named in the report): " + "; ".join(
-            f"{k}: {v[:160]}" for k, v in pipe.failed.items()), file=sys.stderr)
+        print(
+            f"{len(pipe.failed)} step(s) failed (named in the report): "
+            + "; ".join(f"{k}: {v[:160]}" for k, v in pipe.failed.items()),
+            file=sys.stderr,
+        )
     print(f"report: {report}   tables: {out}/*.csv   ({time.time() - t0:.0f} s)")
     return 1 if pipe.failed else 0
 
@@ -143,9 +169,16 @@ def _gpu_fit(cost: dict, batch_size: int) -> None:
 
     total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
     fits = largest_batch(cost, 0.95 * total)
-    print(f"  this GPU has {total / 1e9:.3g} GB: the estimate fits batch size {fits} or less"
-          + ("" if batch_size <= fits else f"; --batch-size {batch_size} may run out of memory (a step that does is "
-                                           "recorded as failed and the others go on)"), flush=True)
+    print(
+        f"  this GPU has {total / 1e9:.3g} GB: the estimate fits batch size {fits} or less"
+        + (
+            ""
+            if batch_size <= fits
+            else f"; --batch-size {batch_size} may run out of memory (a step that does is "
+            "recorded as failed and the others go on)"
+        ),
+        flush=True,
+    )
 
 
 def _write_report(study, steps, checkpoint: str) -> dict:
@@ -166,8 +199,10 @@ def _browser_check(report: Path) -> None:
         print(f"note: headless-Chromium check not run ({type(e).__name__}: {e})")
         return
     errs = res.get("console_errors") or []
-    print(f"headless Chromium: {res.get('figures_rendered')}/{res.get('figures_expected')} figures rendered, "
-          f"{len(errs)} console error(s)" + (f": {errs[:3]}" if errs else ""))
+    print(
+        f"headless Chromium: {res.get('figures_rendered')}/{res.get('figures_expected')} figures rendered, "
+        f"{len(errs)} console error(s)" + (f": {errs[:3]}" if errs else "")
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,11 @@ from collections.abc import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.sweep", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m workbench.sweep",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="kind", required=True)
     s = sub.add_parser("injection-layer", help="train + evaluate one model per injection layer")
     s.add_argument("--layers", required=True, help="comma-separated injection layers, e.g. 0,4,8,12,16")
@@ -49,16 +52,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--modes", default=None, help="the curve: comma-separated modes (plits,lal), with --seeds")
     s.add_argument("--seeds", default=None, help="the curve: comma-separated training seeds (default 0)")
     s.add_argument("--jobs", type=int, default=2, help="the curve: runs at a time, one thread each (default 2)")
-    s.add_argument("--splits", default="test", help="the curve: test splits each point is evaluated on (default "
-                   "test; add test-seed1 for the second split)")
+    s.add_argument(
+        "--splits",
+        default="test",
+        help="the curve: test splits each point is evaluated on (default test; add test-seed1 for the second split)",
+    )
     s.add_argument("--base-config", default="configs/delayed.yaml")
-    s.add_argument("--out", default=None, help="default results/sweep (one mode) or results/sweeps/injection-layer (--modes)")
+    s.add_argument(
+        "--out", default=None, help="default results/sweep (one mode) or results/sweeps/injection-layer (--modes)"
+    )
     s.add_argument("--max-steps", type=int, default=None, help="cap every stage at N steps (quick run)")
     s.add_argument("--eval-data", default=None, help="evaluation audiofolder (default: the config's data.val)")
     s.add_argument("--max-rows", type=int, default=None, help="evaluate only the first N task rows")
     s.add_argument("--resamples", type=int, default=1000)
-    s.add_argument("--reproducible", action=argparse.BooleanOptionalAction, default=None,
-                   help="the curve: one thread + AVX2 pins + deterministic algorithms per run (default: on)")
+    s.add_argument(
+        "--reproducible",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the curve: one thread + AVX2 pins + deterministic algorithms per run (default: on)",
+    )
     s.add_argument("--no-progress", action="store_true")
     return p
 

@@ -33,27 +33,39 @@ VARIANT_NAMES = ",".join(VARIANTS)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m workbench.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", help="YAML config (presets: {NAME: {model, data, training}})")
     p.add_argument("--preset", default="tiny", help="preset name inside the config (default: tiny)")
     p.add_argument("--out", help="run folder (log, checkpoints, final/)")
     p.add_argument("--all", action="store_true", help=f"train every configs/{{{VARIANT_NAMES}}}.yaml")
     p.add_argument("--out-root", default="results/checkpoints", help="with --all: runs go to OUT_ROOT/VARIANT")
-    p.add_argument("--configs-dir", default=str(REPO_ROOT / "configs"), help="with --all: where the variant configs are")
+    p.add_argument(
+        "--configs-dir", default=str(REPO_ROOT / "configs"), help="with --all: where the variant configs are"
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this global step (writes a checkpoint)")
     p.add_argument("--seed", type=int, default=None, help="override training.seed")
-    p.add_argument("--seeds", default=None,
-                   help="with --all: comma-separated training seeds; each run goes to OUT_ROOT/VARIANT/seed-S (seed 0: "
-                        "OUT_ROOT/VARIANT when that holds a seed-0 run) and is evaluated on every test split "
-                        "(workbench.training.runs.TEST_SPLITS); runs are separate processes, --jobs at a time")
+    p.add_argument(
+        "--seeds",
+        default=None,
+        help="with --all: comma-separated training seeds; each run goes to OUT_ROOT/VARIANT/seed-S (seed 0: "
+        "OUT_ROOT/VARIANT when that holds a seed-0 run) and is evaluated on every test split "
+        "(workbench.training.runs.TEST_SPLITS); runs are separate processes, --jobs at a time",
+    )
     p.add_argument("--variants", default=None, help=f"with --all: a comma-separated subset of {VARIANT_NAMES}")
     p.add_argument("--jobs", type=int, default=2, help="with --seeds: runs at a time (default 2)")
     p.add_argument("--threads", type=int, default=1, help="with --seeds --no-reproducible: torch threads per run")
-    p.add_argument("--reproducible", action=argparse.BooleanOptionalAction, default=None,
-                   help="one thread, AVX2 code paths of MKL/ATen/oneDNN, deterministic algorithms (default: on for "
-                        "--seeds, off otherwise)")
+    p.add_argument(
+        "--reproducible",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one thread, AVX2 code paths of MKL/ATen/oneDNN, deterministic algorithms (default: on for "
+        "--seeds, off otherwise)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 

@@ -18,7 +18,9 @@ from workbench.claims.verdict import format_verdicts, markdown_verdicts, write_v
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m workbench.verdict", description=__doc__.split("\n\n")[0])
     ap.add_argument("run", nargs="?", default="results/demo", help="demo run folder (default results/demo)")
-    ap.add_argument("--markdown", action="store_true", help="print the verdicts as a markdown table (results/README.md)")
+    ap.add_argument(
+        "--markdown", action="store_true", help="print the verdicts as a markdown table (results/README.md)"
+    )
     a = ap.parse_args(argv)
     if not Path(a.run).is_dir():
         print(f"error: {a.run} is not a folder; run the demo first: ./run demo", file=sys.stderr)

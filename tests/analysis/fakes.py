@@ -19,7 +19,9 @@ class FakeDataset:
 
     system_prompt, slot = "You are a helpful assistant.", "after_system"
 
-    def __init__(self, tokenizer, root, n=6, dims={"mel": D_MEL}, seed=0, questions=("q0", "q1")):
+    def __init__(self, tokenizer, root, n=6, dims=None, seed=0, questions=("q0", "q1")):
+        if dims is None:
+            dims = {"mel": D_MEL}
         self.tokenizer, self.root, self.dims = tokenizer, root, dims
         g = torch.Generator().manual_seed(seed)
         self.prompts = {q: torch.randint(3, 97, (8,), generator=g) for q in questions}
@@ -28,15 +30,31 @@ class FakeDataset:
         for i in range(n):
             q = questions[i % len(questions)]
             ans = answers[i % 3]
-            row = {"row_id": f"r{i}", "file_name": f"a{i}.wav", "task": "cls", "attribute": "pitch_class",
-                   "question": q, "answer": ans, "closed": True, "category": "tone" if i % 2 else "noise"}
+            row = {
+                "row_id": f"r{i}",
+                "file_name": f"a{i}.wav",
+                "task": "cls",
+                "attribute": "pitch_class",
+                "question": q,
+                "answer": ans,
+                "closed": True,
+                "category": "tone" if i % 2 else "noise",
+            }
             aid = torch.tensor([10 + 7 * answers.index(ans), 50 + i % 5, 2])
             ids = torch.cat([self.prompts[q], aid])
             labels = torch.cat([torch.full((8,), -100), aid])
             audio = {name: torch.randn(5 + i % 3, d, generator=g) for name, d in dims.items()}
             self.rows.append(row)
-            self.items.append({"input_ids": ids, "labels": labels, "audio_slot": 3, "prompt_len": 8, "row": row,
-                               "audio_tokens": audio})
+            self.items.append(
+                {
+                    "input_ids": ids,
+                    "labels": labels,
+                    "audio_slot": 3,
+                    "prompt_len": 8,
+                    "row": row,
+                    "audio_tokens": audio,
+                }
+            )
 
     def __len__(self):
         return len(self.rows)
@@ -75,14 +93,14 @@ def fake_batch_pair(model_dims, seed=0):
     return a, b
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shared_tokenizer():
     from workbench.model.llm import load_tokenizer
 
     return load_tokenizer("smollm2")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shared_tiny_dir():
     """One tiny LLM folder per test session (a temporary directory), shared by the analysis test modules."""
     return make_tiny_llama_dir(Path(tempfile.mkdtemp(prefix="tiny_llama_analysis_")))

@@ -8,8 +8,8 @@ whose every effect is linear, a saturated attention softmax.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -22,7 +22,7 @@ OPTIONS = {"pitch_class": ["low", "high", "medium"]}
 OPTION_IDS = {"pitch_class": {"low": 10, "high": 17, "medium": 24}}  # FakeDataset's first answer tokens
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def three_layer_dir():
     """The tiny random Llama (GQA 8 heads / 2 KV heads, d_model 64, vocab 97) with all 3 layers, saved."""
     folder = Path(tempfile.mkdtemp(prefix="pal-planted-3l-"))
@@ -46,8 +46,7 @@ def planted_lens_model(k: int, dataset):
     solved so that its output at the last prompt position is a direction whose option logits are e_right."""
     from workbench.analysis.core import collect, last_prompt_index
 
-    model = build(three_layer_dir(), shared_tokenizer(),
-                  enc_spec(n=1, mode="lal", layer=k, gate=True))
+    model = build(three_layer_dir(), shared_tokenizer(), enc_spec(n=1, mode="lal", layer=k, gate=True))
     for block in model.blocks:
         block.mlp.down_proj.weight.zero_()
         block.attn.o_proj.weight.zero_()
@@ -97,8 +96,8 @@ def saturated_lal_model(clean, corrupt, query_scale: float = 1000.0):
     """LAL@1 model, linear everywhere except layer 1's attention softmax, which is saturated (queries x
     ``query_scale``), and whose W_V is projected off the audio inputs of both batches (audio values exactly 0):
     patching the clean audio K/V into the corrupted run changes only the pattern."""
-    from workbench.analysis.core import collect
     from tests.analysis.tiny_pal import fresh_model
+    from workbench.analysis.core import collect
 
     torch.manual_seed(0)  # build() draws the adapters and gates from the global generator
     model = linearize(fresh_model("lal"), keep_queries=(1,))

@@ -8,9 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.analysis.fakes import (D_MEL, FakeDataset, build, enc_spec, fake_batch_pair)
-from workbench.analysis.ablation import (AblationError, ablate, ablation_interventions, ablation_sweep,
-                                         audio_means, item_metrics, sweep_figure)
+from tests.analysis.fakes import D_MEL, FakeDataset, build, enc_spec, fake_batch_pair
+from workbench.analysis.ablation import (
+    AblationError,
+    ablate,
+    ablation_interventions,
+    ablation_sweep,
+    audio_means,
+    item_metrics,
+    sweep_figure,
+)
 from workbench.analysis.core import run_with_interventions
 
 LAL1 = enc_spec(mode="lal", layer=1, adapter=True, gate=True)
@@ -20,8 +27,11 @@ PLITS1 = enc_spec(mode="plits", layer=1)
 
 @pytest.fixture(scope="module")
 def models(tiny_dir, tok):
-    return {"lal1": build(tiny_dir, tok, LAL1), "plits0": build(tiny_dir, tok, PLITS0),
-            "plits1": build(tiny_dir, tok, PLITS1)}
+    return {
+        "lal1": build(tiny_dir, tok, LAL1),
+        "plits0": build(tiny_dir, tok, PLITS0),
+        "plits1": build(tiny_dir, tok, PLITS1),
+    }
 
 
 def _logits(model, batch, layers, mode, **kw):
@@ -61,8 +71,10 @@ def test_ffn_ablation_equals_the_models_own_mlp_position_mask(models):
 def test_mean_ablation_over_one_example_is_a_no_op(models, name):
     model = models[name]
     a, _ = fake_batch_pair({"mel": D_MEL})
-    one = {k: (v[:1] if torch.is_tensor(v) else {n: t[:1] for n, t in v.items()} if isinstance(v, dict) else v)
-           for k, v in a.items()}
+    one = {
+        k: (v[:1] if torch.is_tensor(v) else {n: t[:1] for n, t in v.items()} if isinstance(v, dict) else v)
+        for k, v in a.items()
+    }
     means = audio_means(model, [one], [0, 1], ["mel"])
     assert means
     assert torch.allclose(_logits(model, one, [0, 1], "mean", means=means), model(one), atol=1e-5)
@@ -84,12 +96,18 @@ def test_tl_and_nnsight_give_identical_log_probabilities_and_generation_sees_the
     kw = dict(batch_size=4, max_new_tokens=3)
     tl, items_tl = ablate(model, ds, [1], "zero", **kw)
     nn, items_nn = ablate(model, ds, [1], "zero", backend="nnsight", **kw)
-    lp = lambda t: t[t["metric"] == "answer_logprob"].reset_index(drop=True)
+
+    def lp(t):
+        return t[t["metric"] == "answer_logprob"].reset_index(drop=True)
+
     pd.testing.assert_frame_equal(lp(tl), lp(nn))
     assert (lp(tl)["delta"].abs() > 1e-4).any()
     assert items_nn["prediction"].isna().all() and items_tl["prediction"].notna().all()
+
     # generation under a full block is blind to audio: the same answers with the audio of other rows
-    blind = lambda d: item_metrics(model, d, lambda b: ablation_interventions(model, b, [0, 1], "block"), **kw)
+    def blind(d):
+        return item_metrics(model, d, lambda b: ablation_interventions(model, b, [0, 1], "block"), **kw)
+
     other = FakeDataset(tok, tmp_path, n=4, seed=0)
     for it, src in zip(other.items, reversed(ds.items)):
         it["audio_tokens"] = src["audio_tokens"]

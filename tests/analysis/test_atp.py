@@ -24,22 +24,27 @@ def _pair(variant):
 def _both(m, clean, corr, sites):
     est = atp_batch(m, clean, corr, *IDS, sites)
     exact = patch_batch(m, clean, corr, *IDS, sites)
-    both = est.merge(exact.assign(effect=exact["patched_ld"] - exact["corrupted_ld"]), on=KEYS,
-                     suffixes=("", "_exact"))
+    both = est.merge(exact.assign(effect=exact["patched_ld"] - exact["corrupted_ld"]), on=KEYS, suffixes=("", "_exact"))
     return est, exact, both
 
 
-@pytest.mark.parametrize("variant,sites", [("lal", "audio_kv,head_out,connector"),
-                                           ("baseline", "resid_audio,head_out,connector"),
-                                           ("ensemble", "audio_kv,resid_audio,head_out,connector")])
+@pytest.mark.parametrize(
+    "variant,sites",
+    [
+        ("lal", "audio_kv,head_out,connector"),
+        ("baseline", "resid_audio,head_out,connector"),
+        ("ensemble", "audio_kv,resid_audio,head_out,connector"),
+    ],
+)
 def test_atp_equals_exact_patching_when_every_effect_is_linear(variant, sites):
     torch.manual_seed(0)  # build() draws adapters and gates from the global generator
     m = linearize(fresh_model(variant))
     clean, corr = _pair(variant)
     est, exact, both = _both(m, clean, corr, sites)
     assert len(both) == len(est) and set(both["site"]) == set(sites.split(","))  # every estimate has its exact
-    joint = (((exact["layer"] == -1) & exact["site"].isin(["audio_kv", "resid_audio"]))
-             | ((exact["site"] == "connector") & (exact["encoder"] == "all")))
+    joint = ((exact["layer"] == -1) & exact["site"].isin(["audio_kv", "resid_audio"])) | (
+        (exact["site"] == "connector") & (exact["encoder"] == "all")
+    )
     single = set(map(tuple, exact.loc[~joint, KEYS].to_numpy()))
     assert single <= set(map(tuple, est[KEYS].to_numpy()))  # and every single site patched exactly has its estimate
     scale = both["effect"].abs().max()
@@ -71,7 +76,9 @@ def test_agreement_reports_spearman_and_top_overlap():
     s = summarize_atp(est, exact)
     a = agreement(s, top=5).set_index(["method", "sites"])
     assert set(a.index.get_level_values("sites")) == {"all", "head_out", "audio"}
-    assert ((a["spearman"] >= -1) & (a["spearman"] <= 1)).all() and ((a["top_overlap"] >= 0) & (a["top_overlap"] <= 1)).all()
+    assert ((a["spearman"] >= -1) & (a["spearman"] <= 1)).all() and (
+        (a["top_overlap"] >= 0) & (a["top_overlap"] <= 1)
+    ).all()
     # with the exact effects as the "estimate" the agreement is perfect
     perfect = agreement(s.assign(atp=s["exact"]), top=5).set_index(["method", "sites"])
     assert np.allclose(perfect.xs("atp")["spearman"], 1.0) and (perfect.xs("atp")["top_overlap"] == 1).all()

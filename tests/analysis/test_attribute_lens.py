@@ -3,6 +3,7 @@ backends give the same numbers; bad input names the fix."""
 
 import numpy as np
 import pytest
+
 from tests.analysis.planted import OPTION_IDS, OPTIONS, fake_dataset, planted_lens_model
 from tests.analysis.tiny_pal import model
 from workbench.analysis.attribute_lens import attribute_lens, critical_layers, summarize_lens
@@ -31,8 +32,10 @@ def test_critical_layer_needs_the_right_option_to_stay_top1():
 
     rows = []
     for ex, pattern in enumerate([[0, 1, 0, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [0, 0, 0, 0, 0]]):
-        rows += [{"example": ex, "condition": "audio", "position": "last_prompt", "layer": l, "correct": bool(c)}
-                 for l, c in enumerate(pattern)]
+        rows += [
+            {"example": ex, "condition": "audio", "position": "last_prompt", "layer": l, "correct": bool(c)}
+            for l, c in enumerate(pattern)
+        ]
     crit = critical_layers(pd.DataFrame(rows)).set_index("example")["critical_layer"]
     assert crit[0] == 3 and crit[1] == 0 and np.isnan(crit[2]) and np.isnan(crit[3])
 
@@ -47,7 +50,8 @@ def test_backends_give_the_same_lens(variant):
     assert set(a["condition"]) == {"audio", "silence", "blocked"}
     assert (variant == "baseline") == ("audio:mel" in set(a["position"]))  # PLITS audio positions
     assert a[["example", "condition", "position", "layer", "correct", "critical_layer"]].equals(
-        b[["example", "condition", "position", "layer", "correct", "critical_layer"]])
+        b[["example", "condition", "position", "layer", "correct", "critical_layer"]]
+    )
     np.testing.assert_allclose(a["prob"], b["prob"], rtol=1e-6, atol=1e-7)
 
 

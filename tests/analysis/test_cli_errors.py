@@ -8,13 +8,7 @@ import pytest
 
 from workbench.analysis.cli import run_cli
 
-CLIS = {
-    "ablate": ["--layer", "8"],
-    "attention": [],
-    "logit_lens": [],
-    "probe": ["probes/pitch.yaml"],
-    "patch": [],
-}
+CLIS = {"ablate": ["--layer", "8"], "attention": [], "logit_lens": [], "probe": ["probes/pitch.yaml"], "patch": []}
 
 
 @pytest.mark.parametrize("name", list(CLIS))

@@ -9,8 +9,15 @@ import torch.nn.functional as F
 from tests.analysis.tiny_pal import PROMPT_LEN, make_qa_batch, model
 from workbench.analysis import core, outputs
 
-NAMES = ["blocks.1.attn.hook_pattern", "connectors.mel.hook_out", "blocks.0.attn.hook_audio_k",
-         "blocks.0.hook_resid_post", "encoders.whisper.hook_out", "blocks.0.hook_audio_in", "ln_final.hook_normalized"]
+NAMES = [
+    "blocks.1.attn.hook_pattern",
+    "connectors.mel.hook_out",
+    "blocks.0.attn.hook_audio_k",
+    "blocks.0.hook_resid_post",
+    "encoders.whisper.hook_out",
+    "blocks.0.hook_audio_in",
+    "ln_final.hook_normalized",
+]
 
 
 def test_backends_collect_identical_numbers():
@@ -36,14 +43,19 @@ def test_backends_agree_on_a_plain_hooked_decoder():
     for name in names:
         assert torch.equal(a1[name], a2[name]), name
     zero = [("blocks.1.attn.hook_z", torch.zeros_like)]
-    assert torch.equal(core.run_with_interventions(dec, ids, zero), core.run_with_interventions(dec, ids, zero, backend="nnsight"))
+    assert torch.equal(
+        core.run_with_interventions(dec, ids, zero), core.run_with_interventions(dec, ids, zero, backend="nnsight")
+    )
 
 
 def test_interventions_identical_across_backends_and_compose_in_order():
     m = model("ensemble")
     batch = make_qa_batch("ensemble")
-    ivs = [("blocks.0.hook_resid_post", lambda t: t * 1.5), ("connectors.whisper.hook_out", torch.zeros_like),
-           ("blocks.0.hook_resid_post", lambda t: t + 1.0)]
+    ivs = [
+        ("blocks.0.hook_resid_post", lambda t: t * 1.5),
+        ("connectors.whisper.hook_out", torch.zeros_like),
+        ("blocks.0.hook_resid_post", lambda t: t + 1.0),
+    ]
     a = core.run_with_interventions(m, batch, ivs)
     b = core.run_with_interventions(m, batch, ivs, backend="nnsight")
     assert torch.equal(a, b)
@@ -52,7 +64,9 @@ def test_interventions_identical_across_backends_and_compose_in_order():
     assert (swapped - a).abs().max() > 1e-3  # order on one hook matters: (x*1.5)+1 != (x+1)*1.5
     # collect with interventions: the collected activation is the replaced one, both backends
     _, c1 = core.collect(m, batch, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_pre"], interventions=ivs)
-    _, c2 = core.collect(m, batch, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_pre"], interventions=ivs, backend="nnsight")
+    _, c2 = core.collect(
+        m, batch, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_pre"], interventions=ivs, backend="nnsight"
+    )
     _, plain = core.collect(m, batch, ["blocks.0.hook_resid_post"], interventions=[ivs[1]])
     assert torch.equal(c1["blocks.0.hook_resid_post"], c2["blocks.0.hook_resid_post"])
     assert torch.allclose(c1["blocks.0.hook_resid_post"], plain["blocks.0.hook_resid_post"] * 1.5 + 1.0)
@@ -104,7 +118,9 @@ def test_answer_scores_match_a_direct_computation():
 
 
 def test_load_for_analysis_names_the_missing_checkpoint_and_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"results/checkpoints/lal/final.*python -m workbench.train --config configs/lal.yaml"):
+    with pytest.raises(
+        FileNotFoundError, match=r"results/checkpoints/lal/final.*python -m workbench.train --config configs/lal.yaml"
+    ):
         core.load_for_analysis(tmp_path / "results/checkpoints/lal/final")
 
 
@@ -136,7 +152,8 @@ def test_write_outputs_writes_png_through_one_persistent_browser(tmp_path, monke
     import kaleido
 
     assert shutil.which("chromium") or shutil.which("google-chrome") or shutil.which("chromium-browser"), (
-        "no Chromium for PNG export: apt-get install chromium (or ./run setup)")
+        "no Chromium for PNG export: apt-get install chromium (or ./run setup)"
+    )
     monkeypatch.setattr(outputs, "_PNG_OK", None)
     caplog.set_level(logging.INFO)
     first = core.write_outputs(None, _small_fig(), tmp_path, "a")
@@ -161,5 +178,7 @@ def test_png_export_falls_back_with_one_notice(tmp_path, monkeypatch, capsys):
     assert set(out) == {"html"} and not (tmp_path / "a.png").exists()
     assert core.write_outputs(None, _small_fig(), tmp_path, "b").keys() == {"html"}
     lines = capsys.readouterr().out.splitlines()
-    assert lines == ["note: PNG export skipped (RuntimeError: no Chrome/Chromium found for kaleido: install it with "
-                     "`apt-get install chromium`)"]
+    assert lines == [
+        "note: PNG export skipped (RuntimeError: no Chrome/Chromium found for kaleido: install it with "
+        "`apt-get install chromium`)"
+    ]

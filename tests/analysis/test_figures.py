@@ -17,10 +17,6 @@ import torch
 
 from tests.analysis.tiny_pal import DIMS, make_qa_batch, model
 from tests.evaluation.conftest import synthetic_answers
-from workbench.claims import compare as C
-from workbench.reporting import forest as F
-from workbench.claims import layer_curve as LC
-from workbench.claims import sweep_table as S
 from workbench.analysis import ablation as AB
 from workbench.analysis import ablation_figures as ABF
 from workbench.analysis import attention as A
@@ -28,6 +24,10 @@ from workbench.analysis import logit_lens as LL
 from workbench.analysis import patching as P
 from workbench.analysis import probes as PR
 from workbench.analysis.figures import CAPTION_NAME, add_caption, caption_from_html, caption_of
+from workbench.claims import compare as C
+from workbench.claims import layer_curve as LC
+from workbench.claims import sweep_table as S
+from workbench.reporting import forest as F
 
 
 # ---------------------------------------------------------------------------------------------- frames
@@ -48,16 +48,24 @@ def patching_summary():
     from tests.analysis.fakes import fake_batch_pair
 
     clean, corr = fake_batch_pair({"mel": DIMS["mel"]})
-    items = P.patch_batch(model("lal"), clean, corr, torch.tensor([5, 6]), torch.tensor([7, 8]),
-                          "audio_kv,head_out,connector")
+    items = P.patch_batch(
+        model("lal"), clean, corr, torch.tensor([5, 6]), torch.tensor([7, 8]), "audio_kv,head_out,connector"
+    )
     return P.summarize_patching(items)
 
 
 def _item_rows(n=12, seed=0, shift=0.0):
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"row_id": [f"r{i}" for i in range(n)], "task": np.where(np.arange(n) % 2, "cls", "qa"),
-                         "attribute": np.where(np.arange(n) % 3, "pitch_class", "category"), "closed": True,
-                         "logprob": rng.normal(-2 + shift, 0.5, n), "correct": (rng.random(n) < 0.6 + shift / 4) * 1.0})
+    return pd.DataFrame(
+        {
+            "row_id": [f"r{i}" for i in range(n)],
+            "task": np.where(np.arange(n) % 2, "cls", "qa"),
+            "attribute": np.where(np.arange(n) % 3, "pitch_class", "category"),
+            "closed": True,
+            "logprob": rng.normal(-2 + shift, 0.5, n),
+            "correct": (rng.random(n) < 0.6 + shift / 4) * 1.0,
+        }
+    )
 
 
 def ablation_table(layer_start=0, shift=-1.0):
@@ -67,22 +75,55 @@ def ablation_table(layer_start=0, shift=-1.0):
 
 def probe_frame():
     rows = []
-    for kind, layer, enc, hook in (("encoder", None, "mel", "encoders.mel.hook_out"),
-                                   ("connector", None, "mel", "connectors.mel.hook_out")):
+    for kind, layer, enc, hook in (
+        ("encoder", None, "mel", "encoders.mel.hook_out"),
+        ("connector", None, "mel", "connectors.mel.hook_out"),
+    ):
         rows.append({"site": hook, "kind": kind, "layer": layer, "position": None, "encoder": enc, "hook": hook})
     for layer in range(3):
         for pos in ("before_slot", "last_prompt"):
-            rows.append({"site": f"blocks.{layer}.hook_resid_post@{pos}", "kind": "resid", "layer": layer,
-                         "position": pos, "encoder": None, "hook": f"blocks.{layer}.hook_resid_post"})
-        rows.append({"site": f"blocks.{layer}.attn.hook_audio_k", "kind": "audio_k", "layer": layer, "position": None,
-                     "encoder": "mel", "hook": f"blocks.{layer}.attn.hook_audio_k"})
+            rows.append(
+                {
+                    "site": f"blocks.{layer}.hook_resid_post@{pos}",
+                    "kind": "resid",
+                    "layer": layer,
+                    "position": pos,
+                    "encoder": None,
+                    "hook": f"blocks.{layer}.hook_resid_post",
+                }
+            )
+        rows.append(
+            {
+                "site": f"blocks.{layer}.attn.hook_audio_k",
+                "kind": "audio_k",
+                "layer": layer,
+                "position": None,
+                "encoder": "mel",
+                "hook": f"blocks.{layer}.attn.hook_audio_k",
+            }
+        )
     rng = np.random.default_rng(0)
     df = pd.DataFrame(rows)
     v = rng.uniform(0.3, 0.95, len(df))
-    return df.assign(attribute="pitch_class", task="classification", metric="accuracy", value=v, ci_low=v - 0.05,
-                     ci_high=v + 0.05, fold_std=0.02, majority=1 / 3, control=0.34, control_ci_low=0.3,
-                     control_ci_high=0.38, selectivity=v - 0.34, n=60, n_classes=3, folds=4, dim=16,
-                     control_type="random_identity")
+    return df.assign(
+        attribute="pitch_class",
+        task="classification",
+        metric="accuracy",
+        value=v,
+        ci_low=v - 0.05,
+        ci_high=v + 0.05,
+        fold_std=0.02,
+        majority=1 / 3,
+        control=0.34,
+        control_ci_low=0.3,
+        control_ci_high=0.38,
+        selectivity=v - 0.34,
+        n=60,
+        n_classes=3,
+        folds=4,
+        dim=16,
+        control_type="random_identity",
+    )
 
 
 def compare_tables():
@@ -98,31 +139,85 @@ def injection_table():
     rows = []
     for layer, acc in ((0, 0.5), (4, 0.7), (8, 0.65)):
         for task, a in (("all", acc), ("cls", acc + 0.05), ("qa", acc - 0.05)):
-            rows.append({"layer": layer, "metric": "accuracy", "task": task, "attribute": "all", "value": a,
-                         "ci_low": a - 0.08, "ci_high": a + 0.08, "n": 40 if task == "all" else 20, "chance": 0.5})
+            rows.append(
+                {
+                    "layer": layer,
+                    "metric": "accuracy",
+                    "task": task,
+                    "attribute": "all",
+                    "value": a,
+                    "ci_low": a - 0.08,
+                    "ci_high": a + 0.08,
+                    "n": 40 if task == "all" else 20,
+                    "chance": 0.5,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def layer_curve_summary() -> pd.DataFrame:
-    rows = [{"mode": m, "layer": l, "family": f, "accuracy": a, "ci_low": a - 0.05, "ci_high": a + 0.05, "n_seeds": 2,
-             "seeds": "0,1", "n_clips": 240, "n_rows": 1384, "splits": "test+test-seed1", "method": "two-level"}
-            for m, base in (("plits", 0.5), ("lal", 0.6)) for l in (0, 8, 16)
-            for f, a in (("all attributes", base + l / 100), ("spoken word", base), ("pitch", base - 0.1),
-                         ("category", base + 0.2), ("count", base - 0.2))]
+    rows = [
+        {
+            "mode": m,
+            "layer": l,
+            "family": f,
+            "accuracy": a,
+            "ci_low": a - 0.05,
+            "ci_high": a + 0.05,
+            "n_seeds": 2,
+            "seeds": "0,1",
+            "n_clips": 240,
+            "n_rows": 1384,
+            "splits": "test+test-seed1",
+            "method": "two-level",
+        }
+        for m, base in (("plits", 0.5), ("lal", 0.6))
+        for l in (0, 8, 16)
+        for f, a in (
+            ("all attributes", base + l / 100),
+            ("spoken word", base),
+            ("pitch", base - 0.1),
+            ("category", base + 0.2),
+            ("count", base - 0.2),
+        )
+    ]
     return pd.DataFrame(rows)
 
 
 def layer_curve_gains() -> pd.DataFrame:
-    return pd.DataFrame([{"mode": m, "family": "all attributes", "versus": "first", "reference_layer": 0, "layer": l,
-                          "difference": d, "ci_low": d - 0.03, "ci_high": d + 0.03}
-                         for m in ("plits", "lal") for l, d in ((8, 0.08), (16, 0.16))])
+    return pd.DataFrame(
+        [
+            {
+                "mode": m,
+                "family": "all attributes",
+                "versus": "first",
+                "reference_layer": 0,
+                "layer": l,
+                "difference": d,
+                "ci_low": d - 0.03,
+                "ci_high": d + 0.03,
+            }
+            for m in ("plits", "lal")
+            for l, d in ((8, 0.08), (16, 0.16))
+        ]
+    )
 
 
 def forest_table() -> pd.DataFrame:
-    return pd.DataFrame([{"claim": "Claim 1, delayed integration", "contrast": "delayed − baseline", "scope": s,
-                          "diff": d, "ci_low": d - w, "ci_high": d + w, "verdict": v}
-                         for s, d, w, v in (("seed 0 alone", 0.15, 0.04, "agree"),
-                                            ("all seeds (3)", 0.09, 0.1, "inconclusive"))])
+    return pd.DataFrame(
+        [
+            {
+                "claim": "Claim 1, delayed integration",
+                "contrast": "delayed − baseline",
+                "scope": s,
+                "diff": d,
+                "ci_low": d - w,
+                "ci_high": d + w,
+                "verdict": v,
+            }
+            for s, d, w, v in (("seed 0 alone", 0.15, 0.04, "agree"), ("all seeds (3)", 0.09, 0.1, "inconclusive"))
+        ]
+    )
 
 
 def all_figures(attention_frames, lens_frame, patching_summary) -> dict:
@@ -138,15 +233,15 @@ def all_figures(attention_frames, lens_frame, patching_summary) -> dict:
         "probes.probe_figure": PR.probe_figure(probe_frame()),
         "ablation_figures.ablation_figure": ABF.ablation_figure(ablation_table()),
         "ablation_figures.sweep_figure": ABF.sweep_figure(sweep),
-        "ablation_figures.conditions_figure": ABF.conditions_figure(pd.concat([ablation_table(0), ablation_table(1, -0.5)],
-                                                                     ignore_index=True)),
+        "ablation_figures.conditions_figure": ABF.conditions_figure(
+            pd.concat([ablation_table(0), ablation_table(1, -0.5)], ignore_index=True)
+        ),
         "patching.patching_figure": P.patching_figure(patching_summary),
         "compare.comparison_figure": C.comparison_figure(table, diffs),
         "compare.comparison_figure(no diffs)": C.comparison_figure(table),
         "sweep_table.sweep_figure": S.sweep_figure(injection_table()),
         "layer_curve.curve_figure": LC.curve_figure(layer_curve_summary()),
-        "layer_curve.curve_figure(paired gains)": LC.curve_figure(layer_curve_summary(),
-                                                                  contrasts=layer_curve_gains()),
+        "layer_curve.curve_figure(paired gains)": LC.curve_figure(layer_curve_summary(), contrasts=layer_curve_gains()),
         "forest.forest_figure": F.forest_figure(forest_table()),
     }
 
@@ -195,9 +290,12 @@ def test_every_figure_has_axis_units_colourbar_titles_and_a_caption(attention_fr
     for name, fig in figs.items():
         check_figure(name, fig)
     # every figure builder of the package is covered here
-    builders = {f"{mod.__name__.rsplit('.', 1)[1]}.{n}" for mod in (A, LL, PR, AB, ABF, P, C, S, LC, F)
-                for n, f in inspect.getmembers(mod, inspect.isfunction)
-                if f.__module__ == mod.__name__ and (n.startswith("fig_") or n.endswith("_figure"))}
+    builders = {
+        f"{mod.__name__.rsplit('.', 1)[1]}.{n}"
+        for mod in (A, LL, PR, AB, ABF, P, C, S, LC, F)
+        for n, f in inspect.getmembers(mod, inspect.isfunction)
+        if f.__module__ == mod.__name__ and (n.startswith("fig_") or n.endswith("_figure"))
+    }
     covered = {k.split("(")[0] for k in figs}
     assert builders <= covered, f"figure builders without a check: {sorted(builders - covered)}"
     # the heatmap's colour bar and caption follow the value shown

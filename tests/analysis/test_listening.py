@@ -43,10 +43,11 @@ def test_planted_heads_rank_first_and_deaf_heads_score_zero(planted):
 def test_backends_give_the_same_scores(variant):
     ds = fake_dataset() if variant == "baseline" else None
     if ds is None:
-        from tests.analysis.fakes import FakeDataset, shared_tokenizer
-        from tests.analysis.tiny_pal import DIMS
         import tempfile
         from pathlib import Path
+
+        from tests.analysis.fakes import FakeDataset, shared_tokenizer
+        from tests.analysis.tiny_pal import DIMS
 
         ds = FakeDataset(shared_tokenizer(), Path(tempfile.gettempdir()), n=4, dims=DIMS)
     a = listening_scores(model(variant), ds, silence="zeros")
@@ -61,14 +62,16 @@ def test_ablation_of_every_head_matches_its_random_draws(planted):
     ds = fake_dataset()
     s = listening_scores(planted, ds, silence="zeros")
     n = len(s)
-    t = listening_ablation(planted, ds, s, k=n, draws=2, answer_options=OPTIONS, option_ids=OPTION_IDS,
-                           resamples=200).set_index(["condition", "metric"])
+    t = listening_ablation(
+        planted, ds, s, k=n, draws=2, answer_options=OPTIONS, option_ids=OPTION_IDS, resamples=200
+    ).set_index(["condition", "metric"])
     for metric in ("answer_logprob", "option_accuracy"):
         assert t.loc[("top-k", metric), "delta"] == pytest.approx(t.loc[("random", metric), "delta"], abs=1e-9)
         assert t.loc[("top_minus_random", metric), "delta"] == pytest.approx(0, abs=1e-9)
     assert t.loc[("top-k", "answer_logprob"), "delta"] != 0  # ablating every head changes the answers
-    t2 = listening_ablation(planted, ds, s, k=2, draws=3, answer_options=OPTIONS, option_ids=OPTION_IDS,
-                            resamples=200).set_index(["condition", "metric"])
+    t2 = listening_ablation(
+        planted, ds, s, k=2, draws=3, answer_options=OPTIONS, option_ids=OPTION_IDS, resamples=200
+    ).set_index(["condition", "metric"])
     assert sorted(t2.loc[("top-k", "answer_logprob"), "heads"].split(";")) == ["L1H2", "L1H5"]
     lo, hi = t2.loc[("top-k", "answer_logprob"), ["ci_low", "ci_high"]]
     assert lo <= t2.loc[("top-k", "answer_logprob"), "delta"] <= hi
@@ -76,7 +79,9 @@ def test_ablation_of_every_head_matches_its_random_draws(planted):
 
 def test_bad_input_names_the_fix(planted):
     s = listening_scores(planted, fake_dataset(n=2), silence="zeros")
-    with pytest.raises(AudioAnalysisError, match="k=17 heads requested but the model has 16 heads.*--k between 1 and 16"):
+    with pytest.raises(
+        AudioAnalysisError, match="k=17 heads requested but the model has 16 heads.*--k between 1 and 16"
+    ):
         listening_ablation(planted, fake_dataset(n=2), s, k=17)
     with pytest.raises(AudioAnalysisError, match="needs a model with audio"):
         listening_scores(torch.nn.Module(), fake_dataset(n=2))

@@ -6,9 +6,15 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.analysis.fakes import (D_MEL, FakeDataset, build, enc_spec, fake_batch_pair)
-from workbench.analysis.patching import (PatchingError, make_pairs, patch_batch, patch_dataset, patching_figure,
-                                         summarize_patching)
+from tests.analysis.fakes import D_MEL, FakeDataset, build, enc_spec, fake_batch_pair
+from workbench.analysis.patching import (
+    PatchingError,
+    make_pairs,
+    patch_batch,
+    patch_dataset,
+    patching_figure,
+    summarize_patching,
+)
 
 LAL1 = enc_spec(mode="lal", layer=1, adapter=True, gate=True)
 PLITS0 = enc_spec(mode="plits", layer=0)
@@ -18,8 +24,11 @@ DIMS = {"mel": D_MEL, "whisper": 8}
 
 @pytest.fixture(scope="module")
 def models(tiny_dir, tok):
-    return {"lal1": build(tiny_dir, tok, LAL1), "plits0": build(tiny_dir, tok, PLITS0),
-            "hybrid": build(tiny_dir, tok, PLITS0, WHISPER_LAL0)}
+    return {
+        "lal1": build(tiny_dir, tok, LAL1),
+        "plits0": build(tiny_dir, tok, PLITS0),
+        "hybrid": build(tiny_dir, tok, PLITS0, WHISPER_LAL0),
+    }
 
 
 def _summary(model, sites, backend="transformer_lens", dims=None):
@@ -57,7 +66,9 @@ def test_make_pairs_and_patch_dataset(models, tok, tmp_path, monkeypatch):
 
     monkeypatch.setattr(P, "_first_answer_token", lambda ds, row: 10 + len(row["answer"]))
     ds = FakeDataset(tok, tmp_path, n=12)
-    pairs = make_pairs(ds, "pitch_class", answer_options={"pitch_class": ["low", "medium", "high"], "category": ["tone", "noise"]})
+    pairs = make_pairs(
+        ds, "pitch_class", answer_options={"pitch_class": ["low", "medium", "high"], "category": ["tone", "noise"]}
+    )
     assert len(pairs) >= 3
     for p in pairs.itertuples():
         a, b = ds.rows[p.clean], ds.rows[p.corrupted]
@@ -108,7 +119,9 @@ def test_grouped_patched_runs_give_the_numbers_of_one_run_per_site(models):
     m, ids = models["hybrid"], (torch.tensor([5, 6]), torch.tensor([7, 8]))
     sites = "audio_kv,resid_audio,head_out,connector"
     one = patch_batch(m, clean, corr, *ids, sites, group=1)
-    assert len(one) == 2 * (2 + 2 + 16 + 2 + 3)  # 2 pairs x (audio_kv 2 layers + all, resid 2 + all, 16 heads, connectors)
+    assert len(one) == 2 * (
+        2 + 2 + 16 + 2 + 3
+    )  # 2 pairs x (audio_kv 2 layers + all, resid 2 + all, 16 heads, connectors)
     for backend, group in (("transformer_lens", 7), ("transformer_lens", 100), ("nnsight", 3)):
         many = patch_batch(m, clean, corr, *ids, sites, backend=backend, group=group)
         pd.testing.assert_frame_equal(one, many, check_exact=False, rtol=1e-5, atol=1e-6)

@@ -16,9 +16,19 @@ import pytest
 import torch
 
 from tests.model.tiny_models import D_MEL, build, enc_spec, tiny_llama_checkpoint
-from workbench.analysis.probes import (ActivationStore, ProbeError, ProbeSuite, Site, collect_activations,
-                                       control_labels, fit_probes, load_suite, prepare_clips, resolve_sites,
-                                       run_suite)
+from workbench.analysis.probes import (
+    ActivationStore,
+    ProbeError,
+    ProbeSuite,
+    Site,
+    collect_activations,
+    control_labels,
+    fit_probes,
+    load_suite,
+    prepare_clips,
+    resolve_sites,
+    run_suite,
+)
 from workbench.data.dataset import build_prompt, collate
 
 CLASSES = ["low", "mid", "high"]
@@ -77,8 +87,12 @@ class FakeDataset:
             x = E[label][None].expand(T, -1) + 0.3 * torch.randn(T, D_MEL, generator=g)
             fn = f"audio/{c:04d}.wav"
             self.tokens[fn] = x
-            clip = {"file_name": fn, "pitch_class": CLASSES[label], "loud": float(label) + 0.1 * c / n,
-                    "instrument": None}
+            clip = {
+                "file_name": fn,
+                "pitch_class": CLASSES[label],
+                "loud": float(label) + 0.1 * c / n,
+                "instrument": None,
+            }
             clips.append(clip)
             for q in ("Is it high?", "What is the pitch class of this sound?"):
                 self.rows.append({**clip, "question": q, "answer": CLASSES[label]})
@@ -91,8 +105,14 @@ class FakeDataset:
         row = self.rows[i]
         ids, slot = build_prompt(self.tokenizer, row["question"])
         ids = torch.tensor(ids)
-        return {"input_ids": ids, "labels": torch.full_like(ids, -100), "audio_slot": slot, "prompt_len": len(ids),
-                "audio_tokens": {"mel": self.tokens[row["file_name"]]}, "row": row}
+        return {
+            "input_ids": ids,
+            "labels": torch.full_like(ids, -100),
+            "audio_slot": slot,
+            "prompt_len": len(ids),
+            "audio_tokens": {"mel": self.tokens[row["file_name"]]},
+            "row": row,
+        }
 
     def collate_fn(self, items):
         return collate(items, pad_id=self.pad_id)
@@ -103,9 +123,12 @@ def data(tok):
     return FakeDataset(tok)
 
 
-SITES = {"encoders": "all", "connectors": "all",
-         "resid": {"layers": "all", "positions": ["before_slot", "last_prompt", "slot_after"]},
-         "audio_kv": {"layers": "all", "which": ["k"]}}
+SITES = {
+    "encoders": "all",
+    "connectors": "all",
+    "resid": {"layers": "all", "positions": ["before_slot", "last_prompt", "slot_after"]},
+    "audio_kv": {"layers": "all", "which": ["k"]},
+}
 
 
 def test_probe_finds_the_planted_label_and_nothing_where_it_cannot_be(model, data, tmp_path):
@@ -130,8 +153,20 @@ def test_probe_finds_the_planted_label_and_nothing_where_it_cannot_be(model, dat
     assert np.allclose(df["majority"], chance, atol=0.05)
     assert (df["ci_low"] <= df["value"]).all() and (df["value"] <= df["ci_high"]).all()
     assert np.allclose(df["selectivity"], df["value"] - df["control"])
-    for col in ("site", "kind", "layer", "attribute", "metric", "value", "ci_low", "ci_high", "majority", "control",
-                "selectivity", "n"):
+    for col in (
+        "site",
+        "kind",
+        "layer",
+        "attribute",
+        "metric",
+        "value",
+        "ci_low",
+        "ci_high",
+        "majority",
+        "control",
+        "selectivity",
+        "n",
+    ):
         assert col in df
     assert (tmp_path / "probe_t.csv").exists() and (tmp_path / "probe_t.html").exists()
     assert not (tmp_path / ".probe_t_activations").exists()  # temporary store removed
@@ -139,8 +174,7 @@ def test_probe_finds_the_planted_label_and_nothing_where_it_cannot_be(model, dat
 
 
 def test_regression_probe_reports_r2(model, data):
-    suite = ProbeSuite(name="r", attribute="loud", task="regression", sites={"encoders": "all"}, folds=3,
-                       bootstrap=100)
+    suite = ProbeSuite(name="r", attribute="loud", task="regression", sites={"encoders": "all"}, folds=3, bootstrap=100)
     df, _ = run_suite(suite, model, data)
     row = df.iloc[0]
     assert row["metric"] == "r2" and row["value"] > 0.9 and row["control"] < 0.3 and row["majority"] <= 0.0
@@ -175,8 +209,9 @@ def test_streamed_store_reads_back_what_was_pooled(model, data, tmp_path):
 
 def test_nnsight_backend_stores_the_same(model, data, tmp_path):
     clips = prepare_clips(data, "pitch_class", n=8)
-    sites = resolve_sites({"encoders": "all", "resid": {"layers": [1], "positions": ["last_prompt"]},
-                           "audio_kv": {"layers": [1]}}, model)
+    sites = resolve_sites(
+        {"encoders": "all", "resid": {"layers": [1], "positions": ["last_prompt"]}, "audio_kv": {"layers": [1]}}, model
+    )
     a = collect_activations(model, clips, sites, tmp_path / "tl", batch_size=4)
     b = collect_activations(model, clips, sites, tmp_path / "nn", batch_size=4, backend="nnsight")
     for s in sites:
@@ -256,19 +291,24 @@ def test_cli_runs_suites_and_reports_a_bad_one(model, data, tmp_path, monkeypatc
 
     monkeypatch.setattr(cli, "load_for_analysis", fake_load)
     good = tmp_path / "good.yaml"
-    good.write_text("attribute: pitch_class\nsites: {encoders: all, resid: {layers: [1], positions: [last_prompt]}}\n"
-                    "folds: 3\nbootstrap: 50\n")
+    good.write_text(
+        "attribute: pitch_class\nsites: {encoders: all, resid: {layers: [1], positions: [last_prompt]}}\n"
+        "folds: 3\nbootstrap: 50\n"
+    )
     bad = tmp_path / "inst.yaml"
     bad.write_text("attribute: instrument\nsites: {encoders: all}\n")
     out = tmp_path / "out"
-    rc = cli.main([str(bad), str(good), "--checkpoint", "ck", "--data", "dd", "--n", "30", "--out-dir", str(out),
-                   "--no-progress"])
+    rc = cli.main(
+        [str(bad), str(good), "--checkpoint", "ck", "--data", "dd", "--n", "30", "--out-dir", str(out), "--no-progress"]
+    )
     io = capsys.readouterr()
     assert rc == 2 and "'instrument' is null for every clip" in io.err  # the bad suite is reported...
     assert calls == [("ck", "dd", None)]  # --n counts clips, applied after the one-row-per-clip dedupe
     df = pd.read_csv(out / "probe_good.csv")  # ...and the good one still runs
-    assert set(df["n"]) == {30} and list(df["site"]) == ["encoders.mel.hook_out",
-                                                        "blocks.1.hook_resid_post@last_prompt"]
+    assert set(df["n"]) == {30} and list(df["site"]) == [
+        "encoders.mel.hook_out",
+        "blocks.1.hook_resid_post@last_prompt",
+    ]
     assert "good (pitch_class, accuracy, n=30" in io.out
 
 

@@ -19,12 +19,16 @@ def setup(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("released-cli")
     folder, *_ = shared_released("qwen2_audio")
-    assert (folder / "processor_config.json").exists() and (folder / "chat_template.jinja").read_text() == real_template("qwen2_audio")
+    assert (folder / "processor_config.json").exists() and (
+        folder / "chat_template.jinja"
+    ).read_text() == real_template("qwen2_audio")
     data = generate(root / "data", 12, seed=0, split="val", preset="tiny", progress=False)
     suite = root / "loudness.yaml"
-    suite.write_text("attribute: loudness_class\nsites:\n  encoders: all\n  connectors: all\n"
-                     "  resid: {layers: [1], positions: [last_prompt, slot_after]}\n"
-                     "estimator:\n  classification: {C: 1.0, max_iter: 200}\nfolds: 2\nseed: 0\nbootstrap: 20\n")
+    suite.write_text(
+        "attribute: loudness_class\nsites:\n  encoders: all\n  connectors: all\n"
+        "  resid: {layers: [1], positions: [last_prompt, slot_after]}\n"
+        "estimator:\n  classification: {C: 1.0, max_iter: 200}\nfolds: 2\nseed: 0\nbootstrap: 20\n"
+    )
     return folder, data, root, suite
 
 
@@ -43,8 +47,10 @@ CASES = {
     "probe": (["SUITE", "--no-progress"], "probe_loudness.csv"),
     "attribute_lens": (["--n", "8", "--no-png"], "attribute_lens.csv"),
     "listening_heads": (["--n", "8", "--k", "2", "--draws", "2", "--no-png"], "listening_heads.csv"),
-    "steer": (["--n", "8", "--k", "2", "--test-data", "DATA", "--n-test", "8", "--alphas=-1,1", "--no-png"],
-              "steering.csv"),
+    "steer": (
+        ["--n", "8", "--k", "2", "--test-data", "DATA", "--n-test", "8", "--alphas=-1,1", "--no-png"],
+        "steering.csv",
+    ),
 }
 
 
@@ -65,10 +71,12 @@ def test_analysis_cli_runs_on_a_released_checkpoint(setup, cli, capsys):
         "logit_lens": lambda: "audio" in set(df["condition"]) and set(df["layer"]) == {0, 1, 2},
         "patch": lambda: "resid_audio" in set(df["site"]) and "qwen2_audio" in set(df["encoder"]),
         "probe": lambda: {"encoders.qwen2_audio.hook_out", "connectors.qwen2_audio.hook_out"} <= set(df["site"]),
-        "attribute_lens": lambda: set(df["condition"]) == {"audio", "silence", "blocked"}
-                                  and set(df["layer"]) == {0, 1, 2},
-        "listening_heads": lambda: len(df) == 3 * 4 and df["score"].notna().all()
-                                   and (out / "listening_ablation.csv").is_file(),
+        "attribute_lens": lambda: (
+            set(df["condition"]) == {"audio", "silence", "blocked"} and set(df["layer"]) == {0, 1, 2}
+        ),
+        "listening_heads": lambda: (
+            len(df) == 3 * 4 and df["score"].notna().all() and (out / "listening_ablation.csv").is_file()
+        ),
         "steer": lambda: set(df["mode"]) == {"resid", "heads"} and (df["split"] == "gain").sum() == 4,
     }
     assert checks[cli](), df.head()
@@ -79,8 +87,24 @@ def test_evaluate_cli_scores_a_released_model_in_its_own_template(setup, tmp_pat
 
     folder, data, _, _ = setup
     out = tmp_path / "answers.csv"
-    main(["--checkpoint", str(folder), "--data", str(data), "--out", str(out), "--max-rows", "3", "--batch-size", "3",
-          "--max-new-tokens", "3", "--no-meteor", "--no-progress"])
+    main(
+        [
+            "--checkpoint",
+            str(folder),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--max-rows",
+            "3",
+            "--batch-size",
+            "3",
+            "--max-new-tokens",
+            "3",
+            "--no-meteor",
+            "--no-progress",
+        ]
+    )
     answers = pd.read_csv(out, keep_default_na=False)
     assert len(answers) == 3 and (tmp_path / "scores.csv").exists()
     assert answers["prediction"].map(lambda p: isinstance(p, str)).all()
@@ -98,8 +122,23 @@ def test_ask_cli_answers_and_explains_on_a_released_checkpoint(setup, tmp_path, 
     answer = capsys.readouterr().out.strip()
     assert answer == PALModel.from_pretrained(folder).ask(clip, "What is the pitch class?", max_new_tokens=4)
     html, csv = tmp_path / "view.html", tmp_path / "csv"
-    assert main(["--checkpoint", str(folder), clip, "What is the pitch class?", "--max-new-tokens", "4",
-                 "--html", str(html), "--csv-dir", str(csv)]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(folder),
+                clip,
+                "What is the pitch class?",
+                "--max-new-tokens",
+                "4",
+                "--html",
+                str(html),
+                "--csv-dir",
+                str(csv),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert printed.splitlines()[0] == answer and "qwen2_audio" in printed
     time = pd.read_csv(csv / "ask_time_attention.csv")
@@ -115,7 +154,10 @@ def test_cli_reports_an_unsupported_architecture(setup, tmp_path, capsys):
 
     _, data, _, _ = setup
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlavaForConditionalGeneration"]}))
-    assert main(["--checkpoint", str(tmp_path), "--data", str(data), "--layer", "0", "--out-dir", str(tmp_path / "o")]) == 2
+    assert (
+        main(["--checkpoint", str(tmp_path), "--data", str(data), "--layer", "0", "--out-dir", str(tmp_path / "o")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "LlavaForConditionalGeneration" in err and "Qwen2AudioForConditionalGeneration" in err
 

@@ -10,7 +10,7 @@ from tests.analysis.planted import OPTION_IDS, OPTIONS, fake_dataset
 from tests.analysis.tiny_pal import model
 from workbench.analysis.audio_conditions import AudioAnalysisError
 from workbench.analysis.core import run_with_interventions
-from workbench.analysis.steering import (head_steering_vectors, steer, steering_interventions, steering_vector)
+from workbench.analysis.steering import head_steering_vectors, steer, steering_interventions, steering_vector
 
 
 @pytest.mark.parametrize("variant", ["baseline", "lal"])
@@ -49,8 +49,18 @@ def test_direction_is_the_mean_audio_minus_silence_residual():
 def test_protocol_chooses_alpha_on_validation_and_reports_a_paired_gain():
     m = model("lal")
     val, test = fake_dataset(n=6, seed=0), fake_dataset(n=6, seed=1)
-    t = steer(m, val, test, OPTIONS, alphas=[-1, 1], modes=("resid", "heads"), heads=[(1, 2)], silence="zeros",
-              option_ids=OPTION_IDS, resamples=200)
+    t = steer(
+        m,
+        val,
+        test,
+        OPTIONS,
+        alphas=[-1, 1],
+        modes=("resid", "heads"),
+        heads=[(1, 2)],
+        silence="zeros",
+        option_ids=OPTION_IDS,
+        resamples=200,
+    )
     for mode in ("resid", "heads"):
         v = t[(t["mode"] == mode) & (t["split"] == "val")]
         assert sorted(v["alpha"]) == [-1, 0, 1]  # alpha 0 is always a candidate

@@ -7,10 +7,10 @@ import json
 import pandas as pd
 import pytest
 
-from workbench.evaluation.metrics import ANSWER_COLUMNS
-from workbench.sweep import main
-from workbench.pipeline.sweep import SweepError, injection_layer_sweep, sweep_configs
 from workbench.claims.sweep_table import sweep_figure
+from workbench.evaluation.metrics import ANSWER_COLUMNS
+from workbench.pipeline.sweep import SweepError, injection_layer_sweep, sweep_configs
+from workbench.sweep import main
 from workbench.training.config import load_run_config
 
 BASE = "configs/delayed.yaml"
@@ -33,17 +33,39 @@ class Fakes:
         layer = json.loads((checkpoint / "config.json").read_text())["layer"]
         self.evaluated.append(layer)
         n_right = 20 - layer
-        df = pd.DataFrame([{"row_id": str(i), "file_name": f"{i}.wav", "task": "cls", "attribute": "category",
-                            "question": "q", "answer": "tone", "prediction": "tone" if i < n_right else "noise",
-                            "correct": i < n_right, "closed": True} for i in range(20)], columns=ANSWER_COLUMNS)
+        df = pd.DataFrame(
+            [
+                {
+                    "row_id": str(i),
+                    "file_name": f"{i}.wav",
+                    "task": "cls",
+                    "attribute": "category",
+                    "question": "q",
+                    "answer": "tone",
+                    "prediction": "tone" if i < n_right else "noise",
+                    "correct": i < n_right,
+                    "closed": True,
+                }
+                for i in range(20)
+            ],
+            columns=ANSWER_COLUMNS,
+        )
         out_csv.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(out_csv, index=False)
 
 
 def test_sweep_writes_one_config_per_layer_trains_once_and_resumes(tmp_path):
     f = Fakes()
-    kw = dict(base_config=BASE, out=tmp_path, max_steps=2, train_fn=f.train, evaluate_fn=f.evaluate,
-              resamples=200, progress=False, log=lambda s: None)
+    kw = dict(
+        base_config=BASE,
+        out=tmp_path,
+        max_steps=2,
+        train_fn=f.train,
+        evaluate_fn=f.evaluate,
+        resamples=200,
+        progress=False,
+        log=lambda s: None,
+    )
     table = injection_layer_sweep([0, 4], **kw)
     assert f.trained == [(0, False), (4, False)] and f.evaluated == [0, 4]
     cfg = load_run_config(tmp_path / "L04" / "config.yaml", "tiny")
@@ -90,14 +112,42 @@ def test_real_sweep_trains_and_evaluates(tmp_path_factory):
 
     def mutate(doc):
         p = doc["presets"]["tiny"]
-        p["model"] = {"llm": "smollm2", "encoders": [{"name": "mel", "dim": 256, "connector": {
-            "type": "mlp", "n_tokens": 2, "hidden": 32}, "integration": {"mode": "plits", "layer": 0}}]}
+        p["model"] = {
+            "llm": "smollm2",
+            "encoders": [
+                {
+                    "name": "mel",
+                    "dim": 256,
+                    "connector": {"type": "mlp", "n_tokens": 2, "hidden": 32},
+                    "integration": {"mode": "plits", "layer": 0},
+                }
+            ],
+        }
         p["training"].update(batch_size=2, eval_batches=1)
 
     base = write_config(tmp_path_factory.mktemp("sweep-cfg"), root, mutate)
     out = tmp_path_factory.mktemp("sweep-out")
-    assert main(["injection-layer", "--layers", "0,28", "--base-config", str(base), "--out", str(out),
-                 "--max-steps", "1", "--max-rows", "4", "--resamples", "50", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "injection-layer",
+                "--layers",
+                "0,28",
+                "--base-config",
+                str(base),
+                "--out",
+                str(out),
+                "--max-steps",
+                "1",
+                "--max-rows",
+                "4",
+                "--resamples",
+                "50",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out / "injection_layer.csv")
     assert sorted(table["layer"].unique()) == [0, 28] and (out / "injection_layer.html").is_file()
     assert (out / "L28" / "final" / "config.json").is_file()
@@ -111,20 +161,37 @@ def test_curve_jobs_one_per_mode_layer_and_seed_reusing_matching_runs(tmp_path):
     base.mkdir(parents=True)
     (base / "train_summary.json").write_text(json.dumps({"seed": 0, "completed": True}))
     jobs = injection_layer_jobs(["plits", "lal"], [0, 8], [0, 1], out=tmp_path / "curve", reuse_root=reuse)
-    assert [j.name for j in jobs] == ["plits@0/seed-0", "plits@0/seed-1", "plits@8/seed-0", "plits@8/seed-1",
-                                      "lal@0/seed-0", "lal@0/seed-1", "lal@8/seed-0", "lal@8/seed-1"]
+    assert [j.name for j in jobs] == [
+        "plits@0/seed-0",
+        "plits@0/seed-1",
+        "plits@8/seed-0",
+        "plits@8/seed-1",
+        "lal@0/seed-0",
+        "lal@0/seed-1",
+        "lal@8/seed-0",
+        "lal@8/seed-1",
+    ]
     assert jobs[6].out == tmp_path / "curve" / "lal" / "L08" / "seed-0" and jobs[6].seed == 0
     assert all(j.reuse == [base] for j in jobs)
     lal8 = load_run_config(jobs[6].config, "tiny", seed=0)
     integ = lal8.model["encoders"][0]["integration"]
     assert (integ["mode"], integ["layer"], integ.get("adapter"), integ.get("gate")) == ("lal", 8, True, True)
     # PLITS@8 of the curve is configs/delayed.yaml itself: its hash (seed 0) is the delayed run's
-    assert load_run_config(jobs[2].config, "tiny", seed=0).hash() == load_run_config("configs/delayed.yaml", "tiny").hash()
+    assert (
+        load_run_config(jobs[2].config, "tiny", seed=0).hash() == load_run_config("configs/delayed.yaml", "tiny").hash()
+    )
     assert all(j.splits == ("test",) for j in jobs)  # the curve is evaluated on the committed split by default
-    both = injection_layer_jobs(["lal"], [8], [0], out=tmp_path / "curve", reuse_root=reuse,
-                                splits=["test", "test-seed1"])
+    both = injection_layer_jobs(
+        ["lal"], [8], [0], out=tmp_path / "curve", reuse_root=reuse, splits=["test", "test-seed1"]
+    )
     assert both[0].missing_evals() == ["test", "test-seed1"]
     for bad in ({"modes": ["ffn"]}, {"modes": ["lal"], "seeds": [1, 1]}, {"modes": ["lal"], "splits": ["val"]}):
         with pytest.raises(SweepError):
-            injection_layer_jobs(bad["modes"], [4], bad.get("seeds", [0]), out=tmp_path / "bad", reuse_root=None,
-                                 splits=bad.get("splits", ["test"]))
+            injection_layer_jobs(
+                bad["modes"],
+                [4],
+                bad.get("seeds", [0]),
+                out=tmp_path / "bad",
+                reuse_root=None,
+                splits=bad.get("splits", ["test"]),
+            )

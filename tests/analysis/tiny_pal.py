@@ -14,26 +14,29 @@ VARIANTS = {
     "baseline": [enc_spec(mode="plits", layer=0)],
     "delayed": [enc_spec(mode="plits", layer=1)],
     "lal": [enc_spec(mode="lal", layer=1, adapter=True, gate=True)],
-    "ensemble": [enc_spec(mode="plits", layer=0), enc_spec(name="whisper", dim=8, mode="lal", layer=0, connector="qformer")],
+    "ensemble": [
+        enc_spec(mode="plits", layer=0),
+        enc_spec(name="whisper", dim=8, mode="lal", layer=0, connector="qformer"),
+    ],
 }
 DIMS = {"mel": D_MEL, "whisper": 8}
 PROMPT_LEN = 6  # make_qa_batch: tokens 0..5 are the prompt, 6..8 the answer
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tokenizer():
     from workbench.model.llm import load_tokenizer
 
     return load_tokenizer("smollm2")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_llama():
     folder = Path(tempfile.mkdtemp(prefix="pal-analysis-tiny-llama-"))
     return tiny_llama_checkpoint(folder)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model(variant: str, n_tokens: int | None = None):
     specs = VARIANTS[variant]
     if n_tokens is not None:

@@ -64,7 +64,7 @@ def test_measuring_code_runs_both_modes_on_the_tiny_llm(tmp_path, one_thread):
         runs[mode] = (model, batch)
     assert ic.Dims.of(runs["lal"][0].cfg) == TINY
     out = ic.measure_modes(runs, reps=2)
-    for mode, (model, batch) in runs.items():
+    for mode, (model, _batch) in runs.items():
         assert len(out[mode]["times"]) == 2 and out[mode]["time_s"] > 0
         assert torch.isfinite(torch.tensor(out[mode]["loss"]))
         grads = [p.grad for p in model.connectors.parameters()]

@@ -115,7 +115,12 @@ def test_speech_text_is_what_was_spoken(i):
     def corr(ref):
         n = min(len(ref), len(seg))
         a, b = seg[:n], ref[:n]
-        return abs(np.dot(a, b)) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12) * min(len(ref), len(seg)) / max(len(ref), len(seg))
+        return (
+            abs(np.dot(a, b))
+            / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)
+            * min(len(ref), len(seg))
+            / max(len(ref), len(seg))
+        )
 
     same = speech.speak(row["text"], row["voice"], row["speech_rate_wpm"], row["speech_pitch"], SR)
     other_text = "stop" if row["text"] != "stop" else "go"

@@ -145,8 +145,23 @@ def test_cli(src, tmp_path, capsys):
     assert main([str(src), "--out", str(tmp_path / "o"), "--fractions", "0.75,0.25", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "train: 9 clips" in out and "val: 3 clips" in out and not (tmp_path / "o" / "test").exists()
-    assert main([str(src), "--out", str(tmp_path / "m"), "--by", "fold", "--map", "1,2,3=train", "4=val", "5=test",
-                 "--copy"]) == 0
+    assert (
+        main(
+            [
+                str(src),
+                "--out",
+                str(tmp_path / "m"),
+                "--by",
+                "fold",
+                "--map",
+                "1,2,3=train",
+                "4=val",
+                "5=test",
+                "--copy",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["test", "train", "val"]
     assert not any((tmp_path / "m" / "val" / fn).is_symlink() for fn in _clips(tmp_path / "m" / "val"))
     assert main([str(src), "--out", str(tmp_path / "x"), "--by", "nope"]) == 1
@@ -158,22 +173,29 @@ def test_cli(src, tmp_path, capsys):
     assert "--fractions/--names are for the random split" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"by": "nope"}, r"no column 'nope'; available columns: .*category.*fold"),
-    ({"fractions": (0.5, 0.3, 0.1)}, r"sum to 0.9, not 1"),
-    ({"fractions": (0.5, 0.5)}, r"2 fractions .* for 3 split names"),
-    ({"fractions": (1.2, -0.2), "names": ("a", "b")}, r"non-negative"),
-    ({"fractions": (0.99, 0.01), "names": ("train", "val")}, r"\['val'\] would get no clips"),
-    ({"fractions": (0.9, 0.1, 0.0)}, r"\['test'\] would get no clips"),
-    ({"names": ("train", "train", "val")}, r"repeat"),
-    ({"names": ("train", "../x", "val")}, r"cannot be a folder name"),
-    ({"by": "fold", "mapping": {"1": "train", "2": "train", "3": "val", "4": "test"}},
-     r"value\(s\) \['5'\] that --map does not name"),
-    ({"by": "fold", "mapping": {"1": "train", "2": "train", "3": "val", "4": "test", "5": "test", "9": "extra"}},
-     r"\['extra'\] would get no clips"),
-    ({"mapping": {"1": "train"}}, r"--map\) needs a column"),
-    ({"by": "pitch_hz"}, r"have no value in column 'pitch_hz'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"by": "nope"}, r"no column 'nope'; available columns: .*category.*fold"),
+        ({"fractions": (0.5, 0.3, 0.1)}, r"sum to 0.9, not 1"),
+        ({"fractions": (0.5, 0.5)}, r"2 fractions .* for 3 split names"),
+        ({"fractions": (1.2, -0.2), "names": ("a", "b")}, r"non-negative"),
+        ({"fractions": (0.99, 0.01), "names": ("train", "val")}, r"\['val'\] would get no clips"),
+        ({"fractions": (0.9, 0.1, 0.0)}, r"\['test'\] would get no clips"),
+        ({"names": ("train", "train", "val")}, r"repeat"),
+        ({"names": ("train", "../x", "val")}, r"cannot be a folder name"),
+        (
+            {"by": "fold", "mapping": {"1": "train", "2": "train", "3": "val", "4": "test"}},
+            r"value\(s\) \['5'\] that --map does not name",
+        ),
+        (
+            {"by": "fold", "mapping": {"1": "train", "2": "train", "3": "val", "4": "test", "5": "test", "9": "extra"}},
+            r"\['extra'\] would get no clips",
+        ),
+        ({"mapping": {"1": "train"}}, r"--map\) needs a column"),
+        ({"by": "pitch_hz"}, r"have no value in column 'pitch_hz'"),
+    ],
+)
 def test_errors(src, tmp_path, kwargs, match):
     with pytest.raises(SplitError, match=match):
         split_audiofolder(src, tmp_path / "out", **kwargs)
@@ -188,10 +210,17 @@ def test_output_equal_to_or_over_the_source_is_refused(src, tmp_path):
     with pytest.raises(SplitError, match="would overwrite the source's 'audio/"):
         split_audiofolder(src, src, names=("train", "audio", "test"))
     with pytest.raises(SplitError, match="would overwrite the source's 'metadata.jsonl'"):
-        split_audiofolder(src, src, by="fold", mapping={"1": "train", "2": "train", "3": "val", "4": "test",
-                                                         "5": "metadata.jsonl"})
-    assert sorted(p.name for p in src.iterdir()) == ["answer_options.json", "audio", "dataset_info.json",
-                                                     "holdout.json", METADATA, TASKS]
+        split_audiofolder(
+            src, src, by="fold", mapping={"1": "train", "2": "train", "3": "val", "4": "test", "5": "metadata.jsonl"}
+        )
+    assert sorted(p.name for p in src.iterdir()) == [
+        "answer_options.json",
+        "audio",
+        "dataset_info.json",
+        "holdout.json",
+        METADATA,
+        TASKS,
+    ]
 
 
 def test_parse_map_errors():
@@ -211,8 +240,11 @@ def test_bad_source_leaves_old_output_untouched(src, tmp_path):
         split_audiofolder(src, tmp_path / "out", seed=5)
     assert {n: (d / METADATA).read_bytes() for n, d in old.items()} == before
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["test", "train", "val"]  # no temp folders
-    (src / TASKS).write_text((src / TASKS).read_text() + json.dumps(
-        {"file_name": "audio/ghost.wav", "task": "cls", "question": "q", "answer": "a"}) + "\n")
+    (src / TASKS).write_text(
+        (src / TASKS).read_text()
+        + json.dumps({"file_name": "audio/ghost.wav", "task": "cls", "question": "q", "answer": "a"})
+        + "\n"
+    )
     with pytest.raises(DataError, match=r"tasks.jsonl line \d+ .*names a clip not in metadata.jsonl"):
         split_audiofolder(src, tmp_path / "out2")
     with pytest.raises(DataError, match="not an audiofolder"):

@@ -17,8 +17,11 @@ from workbench.data.vocab import ANSWER_OPTIONS
 
 
 def _hashes(root):
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_same_bytes_any_worker_count(tmp_path):
@@ -75,9 +78,28 @@ def test_compositional_holdout():
 
 
 def test_cli_all_splits(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "workbench.data.synth", "--out", str(tmp_path / "d"), "--n", "6",
-                        "--seed", "0", "--preset", "tiny", "--all-splits", "--n-eval", "3", "--no-progress"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workbench.data.synth",
+            "--out",
+            str(tmp_path / "d"),
+            "--n",
+            "6",
+            "--seed",
+            "0",
+            "--preset",
+            "tiny",
+            "--all-splits",
+            "--n-eval",
+            "3",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     for split, n in [("train", 6), ("val", 3), ("test", 3), ("test_comp", 3)]:
         rows = [json.loads(l) for l in (tmp_path / "d" / split / METADATA).read_text().splitlines()]

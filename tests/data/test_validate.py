@@ -74,10 +74,22 @@ def _non_utf8(d):
     return 8, None
 
 
-CASES = {"corrupt": _corrupt, "truncated": _truncate, "unsupported": _unsupported, "missing": _missing,
-         "duplicate": _duplicate, "non_utf8": _non_utf8}
-WORDS = {"corrupt": "corrupt", "truncated": "truncated", "unsupported": "unsupported",
-         "missing": "not found", "duplicate": "duplicate", "non_utf8": "UTF-8"}
+CASES = {
+    "corrupt": _corrupt,
+    "truncated": _truncate,
+    "unsupported": _unsupported,
+    "missing": _missing,
+    "duplicate": _duplicate,
+    "non_utf8": _non_utf8,
+}
+WORDS = {
+    "corrupt": "corrupt",
+    "truncated": "truncated",
+    "unsupported": "unsupported",
+    "missing": "not found",
+    "duplicate": "duplicate",
+    "non_utf8": "UTF-8",
+}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -125,7 +137,9 @@ def test_cli_validate(ds):
     _missing(ds)
     r = subprocess.run([sys.executable, "-m", "workbench.data.validate", str(ds)], capture_output=True, text=True)
     assert r.returncode == 1 and "line 2" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "workbench.data.validate", str(ds), "--skip-bad"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "workbench.data.validate", str(ds), "--skip-bad"], capture_output=True, text=True
+    )
     assert r.returncode == 0 and "23 clips" in r.stdout and (ds / BAD_ROWS).exists()
 
 
@@ -150,8 +164,9 @@ def test_truncated_real_recording_is_a_bad_row_with_frame_counts(ds, tmp_path):
     (ds / fn).write_bytes(full.read_bytes()[:3000])
     declared, read = sf.info(str(full)).frames, sf.info(str(ds / fn)).frames  # libsndfile reads what is there
     assert read < declared
-    r = subprocess.run([sys.executable, "-m", "workbench.data.validate", str(ds), "--skip-bad"], capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "workbench.data.validate", str(ds), "--skip-bad"], capture_output=True, text=True
+    )
     assert r.returncode == 0 and "23 clips" in r.stdout, r.stderr
     bad = [json.loads(line) for line in (ds / BAD_ROWS).read_text().splitlines()]
     meta_bad = [b for b in bad if b["file"].endswith(METADATA)]
@@ -159,4 +174,3 @@ def test_truncated_real_recording_is_a_bad_row_with_frame_counts(ds, tmp_path):
     reason = meta_bad[0]["error"]
     assert "truncated" in reason and fn in reason and f"declares {declared} frames but only {read}" in reason, reason
     assert all(b["file_name"] == fn for b in bad if b["file"].endswith(TASKS))
-

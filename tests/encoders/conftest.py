@@ -13,8 +13,18 @@ import soundfile as sf
 from workbench.common.audio_io import load_audio
 
 # Voices x (pitch, words/min): the held-out-voice folds of the word probe use these voice groups.
-VOICES = ["en-us", "en-gb+f3", "en-gb-scotland+m2", "en-gb-x-rp+f2", "en-029+m4",
-          "en-us+f4", "en-gb-x-gbclan+m7", "en-us+klatt", "en-gb+croak", "en-us+f5"]
+VOICES = [
+    "en-us",
+    "en-gb+f3",
+    "en-gb-scotland+m2",
+    "en-gb-x-rp+f2",
+    "en-029+m4",
+    "en-us+f4",
+    "en-gb-x-gbclan+m7",
+    "en-us+klatt",
+    "en-gb+croak",
+    "en-us+f5",
+]
 SETTINGS = [(30, 140), (50, 165), (70, 190)]
 
 
@@ -22,8 +32,11 @@ def espeak(text: str, path: Path, voice: str = "en-us", pitch: int = 50, speed: 
     """Synthesize ``text`` to a 22.05 kHz mono wav with espeak-ng."""
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
-    subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(path), text],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(path), text],
+        check=True,
+        capture_output=True,
+    )
     return path
 
 
@@ -34,7 +47,7 @@ def tone(freq: float, seconds: float, sr: int = 16000, amp: float = 0.3, phase: 
 
 def noise_burst(seconds: float, rng: np.random.Generator, sr: int = 16000, amp: float = 0.3) -> np.ndarray:
     w = rng.standard_normal(int(seconds * sr)).astype(np.float32)
-    return (amp * w / np.sqrt((w ** 2).mean())).astype(np.float32)
+    return (amp * w / np.sqrt((w**2).mean())).astype(np.float32)
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +71,7 @@ def word_clips(tmp_path_factory):
             for pitch, speed in SETTINGS:
                 p = espeak(word, d / f"{word}_{vi}_{pitch}.wav", voice, pitch, speed)
                 w, _ = load_audio(p, target_sr=16000)
-                w = w / (np.sqrt((w ** 2).mean()) + 1e-9) * 0.05
+                w = w / (np.sqrt((w**2).mean()) + 1e-9) * 0.05
                 buf = np.zeros(int(1.2 * 16000), np.float32)
                 n = min(len(w), len(buf))
                 buf[:n] = w[:n]

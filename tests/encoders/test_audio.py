@@ -9,7 +9,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from workbench.common.audio_io import AudioError, TruncatedAudioWarning, header_frames, load_audio, pad_batch, resample, to_mono
+from workbench.common.audio_io import (
+    AudioError,
+    TruncatedAudioWarning,
+    header_frames,
+    load_audio,
+    pad_batch,
+    resample,
+    to_mono,
+)
 
 
 def test_load_resample_and_mono(multi_rate_files):
@@ -112,9 +120,12 @@ def test_truncated_aiff_warns_and_streaming_headers_do_not(speech_wav, tmp_path)
     # length in the header; that is not a truncation
     raw = subprocess.run([sox, str(speech_wav), "-t", "raw", "-"], check=True, capture_output=True).stdout
     for fmt in ("wav", "aiff"):
-        out = subprocess.run([sox, "-t", "raw", "-r", "22050", "-e", "signed", "-b", "16", "-c", "1", "-", "-t", fmt,
-                              "-"], input=raw, check=True, capture_output=True).stdout
+        out = subprocess.run(
+            [sox, "-t", "raw", "-r", "22050", "-e", "signed", "-b", "16", "-c", "1", "-", "-t", fmt, "-"],
+            input=raw,
+            check=True,
+            capture_output=True,
+        ).stdout
         path = tmp_path / f"streamed.{fmt}"
         path.write_bytes(out)
         assert header_frames(path) is None and len(_loads_silently(path)) == len(raw) // 2, fmt
-

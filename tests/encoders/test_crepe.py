@@ -88,7 +88,9 @@ def test_linear_probe_separates_low_from_high_pitch(enc):
 
     rng = np.random.default_rng(0)
     n = 30
-    f0s = np.concatenate([np.exp(rng.uniform(np.log(100), np.log(200), n)), np.exp(rng.uniform(np.log(300), np.log(600), n))])
+    f0s = np.concatenate(
+        [np.exp(rng.uniform(np.log(100), np.log(200), n)), np.exp(rng.uniform(np.log(300), np.log(600), n))]
+    )
     y = np.array([0] * n + [1] * n)
     waves = [_harmonic(f, 0.4, int(rng.integers(1, 6)), rng.uniform(0.05, 0.5), rng.uniform(0.5, 2)) for f in f0s]
     batch, lengths = enc.prepare(waves, SR)

@@ -123,8 +123,9 @@ def test_encoders_for_builds_each_name_and_options_once():
 
     from workbench.encoders import encoders_for
 
-    built = encoders_for(["mel", ("mel", {}), SimpleNamespace(name="mel", options={"n_mels": 32}),
-                          ("mel", {"n_mels": 32})])
+    built = encoders_for(
+        ["mel", ("mel", {}), SimpleNamespace(name="mel", options={"n_mels": 32}), ("mel", {"n_mels": 32})]
+    )
     assert [e.name for e in built] == ["mel", "mel"] and [e.n_mels for e in built] == [64, 32]
     with pytest.raises(Exception, match="n_mels"):
         encoders_for([("mel", {"n_mels": 0})])

@@ -17,14 +17,7 @@ import pytest
 import torch
 
 from workbench.encoders.base import EncoderInputError
-from workbench.encoders.yamnet import (
-    EMBED_DIM,
-    N_CLASSES,
-    ConvReLU,
-    YamnetEncoder,
-    YamnetFrontEnd,
-    mel_weight_matrix,
-)
+from workbench.encoders.yamnet import EMBED_DIM, N_CLASSES, ConvReLU, YamnetEncoder, YamnetFrontEnd, mel_weight_matrix
 from workbench.encoders.yamnet_convert import OnnxYamnet, load_converted, load_onnx_model
 from workbench.encoders.yamnet_reference import ExactYamnet, quantize
 
@@ -147,8 +140,9 @@ def exact_logits(exact, sound_patches) -> dict[str, np.ndarray]:
 
 
 def _act_names(model) -> list[str]:
-    names = [n.output[0] for n in model.graph.node
-             if n.op_type == "DequantizeLinear" and n.output[0].endswith(GRAPH_ACTS)]
+    names = [
+        n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0].endswith(GRAPH_ACTS)
+    ]
     assert len(names) == 27
     return names
 
@@ -361,6 +355,7 @@ def test_padded_batch_shapes_mask_and_batch_invariance(enc, speech):
     batch, lengths = enc.prepare(waves, SR)
     batch[0, lengths[0] :] = 7.0  # garbage in the padding must not leak into the tokens
     seen = {}
+
     def record(t, hook):
         seen["shape"] = tuple(t.shape)  # returning None keeps the activation unchanged
 

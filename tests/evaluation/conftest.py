@@ -33,14 +33,16 @@ def synthetic_answers(n: int, p_correct: float, seed: int, base: pd.DataFrame | 
     """A closed-rows answers table (2 tasks x 2 attributes, yes/no answers) with P(correct) = p_correct."""
     rng = np.random.default_rng(seed)
     if base is None:
-        base = pd.DataFrame({
-            "row_id": [f"r{i:05d}" for i in range(n)],
-            "file_name": [f"audio/{i // 2:05d}.wav" for i in range(n)],
-            "task": np.where(np.arange(n) % 2 == 0, "cls", "qa"),
-            "attribute": np.where(np.arange(n) % 4 < 2, "has_speech", "is_loud"),
-            "question": "q?",
-            "answer": rng.choice(["yes", "no"], size=n),
-        })
+        base = pd.DataFrame(
+            {
+                "row_id": [f"r{i:05d}" for i in range(n)],
+                "file_name": [f"audio/{i // 2:05d}.wav" for i in range(n)],
+                "task": np.where(np.arange(n) % 2 == 0, "cls", "qa"),
+                "attribute": np.where(np.arange(n) % 4 < 2, "has_speech", "is_loud"),
+                "question": "q?",
+                "answer": rng.choice(["yes", "no"], size=n),
+            }
+        )
     df = base.copy()
     ok = rng.random(len(df)) < p_correct
     df["prediction"] = np.where(ok, df["answer"], np.where(df["answer"] == "yes", "no", "yes"))

@@ -40,13 +40,36 @@ def test_every_committed_spelling_is_read(column):
     got = parse_bool(pd.Series(sorted(cells), dtype=object), column)
     for cell, value in zip(sorted(cells), got):
         expected = want[cell.strip().lower()]
-        assert (pd.isna(value) if expected is None else (not pd.isna(value) and bool(value) == expected)), (cell, value)
+        assert pd.isna(value) if expected is None else (not pd.isna(value) and bool(value) == expected), (cell, value)
 
 
 def test_all_spellings_the_former_readers_accepted():
     """compare.py accepted 1.0 and yes, seeds.py 1.0, metrics.py yes: all read alike now, in any case."""
-    raw = pd.Series(["True", "true", " TRUE ", "1", "1.0", "yes", "Yes", "False", "false", "0", "0.0", "no", "NO", "",
-                     None, float("nan"), True, False, 1.0, 0.0], dtype=object)
+    raw = pd.Series(
+        [
+            "True",
+            "true",
+            " TRUE ",
+            "1",
+            "1.0",
+            "yes",
+            "Yes",
+            "False",
+            "false",
+            "0",
+            "0.0",
+            "no",
+            "NO",
+            "",
+            None,
+            float("nan"),
+            True,
+            False,
+            1.0,
+            0.0,
+        ],
+        dtype=object,
+    )
     want = [True] * 7 + [False] * 6 + [None] * 3 + [True, False, True, False]
     got = parse_bool(raw, "correct").tolist()
     assert [None if pd.isna(g) else bool(g) for g in got] == want
@@ -56,7 +79,8 @@ def test_all_spellings_the_former_readers_accepted():
 def test_unknown_spelling_is_an_error_that_names_file_and_column(tmp_path):
     p = tmp_path / "answers.csv"
     pd.DataFrame({"file_name": ["a.wav", "b.wav"], "correct": ["True", "maybe"], "closed": ["True", "True"]}).to_csv(
-        p, index=False)
+        p, index=False
+    )
     with pytest.raises(AnswersError, match=r"answers.csv: column 'correct' has value\(s\) \['maybe'\]"):
         read_answers(p)
     p.write_text("row_id,prediction\n1,x\n")

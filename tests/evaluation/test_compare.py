@@ -8,8 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.claims.compare import (CompareError, bootstrap_table, compare, comparison_figure, item_scores,
-                                      load_runs, paired_differences)
+from workbench.claims.compare import (
+    CompareError,
+    bootstrap_table,
+    compare,
+    comparison_figure,
+    item_scores,
+    load_runs,
+    paired_differences,
+)
 from workbench.compare import main
 
 from .conftest import synthetic_answers
@@ -46,10 +53,17 @@ def test_paired_difference(tmp_path):
     base = synthetic_answers(400, 0.55, seed=0)
     better = synthetic_answers(400, 0.85, seed=1, base=base)
     same = base.copy()
-    runs = [_write(tmp_path / "baseline", base, "baseline"), _write(tmp_path / "better", better, "better"),
-            f"copy={_write(tmp_path / 'copy' / 'eval', same)}"]
-    table, diffs = compare(runs, baseline="baseline", resamples=1000,
-                           answer_options={"has_speech": ["yes", "no"], "is_loud": ["yes", "no"]})
+    runs = [
+        _write(tmp_path / "baseline", base, "baseline"),
+        _write(tmp_path / "better", better, "better"),
+        f"copy={_write(tmp_path / 'copy' / 'eval', same)}",
+    ]
+    table, diffs = compare(
+        runs,
+        baseline="baseline",
+        resamples=1000,
+        answer_options={"has_speech": ["yes", "no"], "is_loud": ["yes", "no"]},
+    )
     assert set(table["variant"]) == {"baseline", "better", "copy"}
     allrow = table[(table["task"] == "all") & (table["attribute"] == "all")].set_index("variant")
     assert allrow.loc["better", "value"] == pytest.approx(better["correct"].mean())
@@ -67,20 +81,31 @@ def test_paired_difference(tmp_path):
     row = pd2[(pd2["task"] == "all") & (pd2["attribute"] == "all")].iloc[0]
     tt = t2[(t2["task"] == "all") & (t2["attribute"] == "all")]
     se = ((tt["ci_high"] - tt["ci_low"]) / 3.92).to_numpy()  # per-variant standard errors
-    unpaired_width = 3.92 * np.sqrt((se ** 2).sum())
+    unpaired_width = 3.92 * np.sqrt((se**2).sum())
     assert row["ci_high"] - row["ci_low"] < unpaired_width / 2
 
 
 def test_cli_writes_table_diffs_and_html(tmp_path, capsys):
     base = synthetic_answers(120, 0.5, seed=0)
-    cap = pd.DataFrame({"row_id": ["c1", "c2", "c3"], "file_name": ["f1", "f2", "f3"], "task": "caption",
-                        "attribute": "caption", "question": "What do you hear?",
-                        "answer": ["A man says three.", "Pink noise sounds twice.", "A rising sweep, played loudly."],
-                        "prediction": ["A man says three.", "White noise sounds once.", "A loud tone."],
-                        "correct": None, "closed": False})
+    cap = pd.DataFrame(
+        {
+            "row_id": ["c1", "c2", "c3"],
+            "file_name": ["f1", "f2", "f3"],
+            "task": "caption",
+            "attribute": "caption",
+            "question": "What do you hear?",
+            "answer": ["A man says three.", "Pink noise sounds twice.", "A rising sweep, played loudly."],
+            "prediction": ["A man says three.", "White noise sounds once.", "A loud tone."],
+            "correct": None,
+            "closed": False,
+        }
+    )
     b = _write(tmp_path / "runs" / "baseline", pd.concat([base, cap], ignore_index=True), "baseline")
-    v = _write(tmp_path / "runs" / "lal", pd.concat([synthetic_answers(120, 0.9, 1, base), cap.assign(
-        prediction=cap["answer"])], ignore_index=True), "lal")
+    v = _write(
+        tmp_path / "runs" / "lal",
+        pd.concat([synthetic_answers(120, 0.9, 1, base), cap.assign(prediction=cap["answer"])], ignore_index=True),
+        "lal",
+    )
     out = tmp_path / "results" / "compare.csv"
     html = tmp_path / "results" / "compare.html"
     main([str(b), str(v), "--out", str(out), "--html", str(html), "--baseline", "baseline", "--resamples", "200"])

@@ -25,12 +25,21 @@ def _oracle(batch):
 
 def test_oracle_scores_perfectly(dataset, tmp_path):
     out = tmp_path / "run" / "answers.csv"
-    answers, scores = evaluate_predictor(dataset, _oracle, out, batch_size=16, meteor=False,
-                                         info={"variant": "oracle"}, progress=False)
+    answers, scores = evaluate_predictor(
+        dataset, _oracle, out, batch_size=16, meteor=False, info={"variant": "oracle"}, progress=False
+    )
     assert len(answers) == len(dataset)
     on_disk = pd.read_csv(out)
-    assert list(on_disk.columns[:8]) == ["row_id", "file_name", "task", "attribute", "question", "answer",
-                                         "prediction", "correct"]
+    assert list(on_disk.columns[:8]) == [
+        "row_id",
+        "file_name",
+        "task",
+        "attribute",
+        "question",
+        "answer",
+        "prediction",
+        "correct",
+    ]
     assert on_disk.loc[on_disk["closed"], "correct"].all()
     assert on_disk.loc[~on_disk["closed"], "correct"].isna().all()
     s = pd.read_csv(out.parent / "scores.csv")
@@ -49,8 +58,9 @@ def test_oracle_scores_perfectly(dataset, tmp_path):
 
 
 def test_constant_predictor_accuracy_is_answer_frequency(dataset):
-    answers, scores = evaluate_predictor(dataset, lambda b: ["medium"] * len(b["row"]), None, batch_size=32,
-                                         meteor=False, progress=False, max_rows=60)
+    answers, scores = evaluate_predictor(
+        dataset, lambda b: ["medium"] * len(b["row"]), None, batch_size=32, meteor=False, progress=False, max_rows=60
+    )
     assert len(answers) == 60
     closed = answers[answers["closed"]]
     expected = (closed["answer"].map(normalize_answer) == "medium").mean()
@@ -76,9 +86,18 @@ def test_token_mode_with_mel_cache(tiny_data, tokenizer, tmp_path):
             seen["shape"] = tuple(batch["audio_tokens"]["mel"].shape)
             return ["yes"] * len(batch["row"])
 
-    answers, scores = evaluate_checkpoint(tmp_path / "stub-ckpt", tiny_data, tmp_path / "out" / "answers.csv",
-                                          tasks=["qa"], max_rows=10, batch_size=4, cache_dir=tmp_path / "cache",
-                                          meteor=False, progress=False, model=Stub())
+    answers, scores = evaluate_checkpoint(
+        tmp_path / "stub-ckpt",
+        tiny_data,
+        tmp_path / "out" / "answers.csv",
+        tasks=["qa"],
+        max_rows=10,
+        batch_size=4,
+        cache_dir=tmp_path / "cache",
+        meteor=False,
+        progress=False,
+        model=Stub(),
+    )
     assert seen["keys"] == {"mel"} and seen["shape"][0] <= 4 and len(seen["shape"]) == 3
     assert set(answers["task"]) == {"qa"} and len(answers) == 10
     assert (tmp_path / "out" / "scores.csv").is_file()
@@ -109,9 +128,19 @@ def test_real_untrained_pal_model(tiny_data, tmp_path):
     from workbench.model.pal import PALModel
 
     model = _untrained_pal(PALModel, tmp_path)
-    answers, scores = evaluate_checkpoint(tmp_path / "ckpt", tiny_data, tmp_path / "eval" / "answers.csv",
-                                          tasks=["cls"], max_rows=4, batch_size=2, max_new_tokens=4,
-                                          cache_dir=tmp_path / "cache", meteor=False, progress=False, model=model)
+    answers, scores = evaluate_checkpoint(
+        tmp_path / "ckpt",
+        tiny_data,
+        tmp_path / "eval" / "answers.csv",
+        tasks=["cls"],
+        max_rows=4,
+        batch_size=2,
+        max_new_tokens=4,
+        cache_dir=tmp_path / "cache",
+        meteor=False,
+        progress=False,
+        model=model,
+    )
     assert len(answers) == 4 and answers["prediction"].map(type).eq(str).all()
     acc = scores[scores["metric"] == "accuracy"]["value"]
     assert ((acc >= 0) & (acc <= 1)).all()
@@ -121,9 +150,18 @@ def _untrained_pal(PALModel, tmp_path):
     """An untrained PALModel: SmolLM2 + the cheap mel encoder, MLP connector, PLITS at layer 0."""
     from workbench.model.pal_config import PALConfig
 
-    cfg = PALConfig.from_dict({"llm": "smollm2", "encoders": [
-        {"name": "mel", "connector": {"type": "mlp", "n_tokens": 4, "hidden": 64},
-         "integration": {"mode": "plits", "layer": 0}}]})
+    cfg = PALConfig.from_dict(
+        {
+            "llm": "smollm2",
+            "encoders": [
+                {
+                    "name": "mel",
+                    "connector": {"type": "mlp", "n_tokens": 4, "hidden": 64},
+                    "integration": {"mode": "plits", "layer": 0},
+                }
+            ],
+        }
+    )
     return PALModel.from_config(cfg)
 
 
@@ -132,9 +170,26 @@ def test_cli_on_saved_untrained_checkpoint(tiny_data, tmp_path, capsys, monkeypa
     from workbench.model.pal import PALModel
 
     ckpt = _untrained_pal(PALModel, tmp_path).save_pretrained(tmp_path / "plits0")
-    main(["--checkpoint", str(ckpt), "--data", str(tiny_data), "--max-rows", "3", "--batch-size", "3",
-          "--tasks", "qa", "--max-new-tokens", "3", "--cache-dir", str(tmp_path / "cache"), "--no-progress",
-          "--no-meteor"])
+    main(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(tiny_data),
+            "--max-rows",
+            "3",
+            "--batch-size",
+            "3",
+            "--tasks",
+            "qa",
+            "--max-new-tokens",
+            "3",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-progress",
+            "--no-meteor",
+        ]
+    )
     assert "accuracy" in capsys.readouterr().out
     a = pd.read_csv(ckpt / "eval" / "answers.csv")
     assert len(a) == 3 and set(a["task"]) == {"qa"}

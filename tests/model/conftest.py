@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tests.model.tiny_models import make_tiny, tiny_hf_configs, tiny_llama_checkpoint
 from workbench.model.llm import load_hf_model, load_tokenizer
 from workbench.model.loading import load_llm

@@ -24,8 +24,12 @@ PLACEHOLDERS = {
 END_OF_TURN = {"qwen2_audio": "<|im_end|>", "voxtral": "</s>", "audioflamingo3": "<|im_end|>", "glmasr": "<|user|>"}
 #: the transformers processor class that writes each folder (None: the checkpoint's processor needs mistral-common,
 #: so the folder is written as the hub has it: preprocessor_config.json + the tokenizer's own template)
-PROCESSORS = {"qwen2_audio": "Qwen2AudioProcessor", "voxtral": None, "audioflamingo3": "AudioFlamingo3Processor",
-              "glmasr": "GlmAsrProcessor"}
+PROCESSORS = {
+    "qwen2_audio": "Qwen2AudioProcessor",
+    "voxtral": None,
+    "audioflamingo3": "AudioFlamingo3Processor",
+    "glmasr": "GlmAsrProcessor",
+}
 KINDS = tuple(PLACEHOLDERS)
 
 
@@ -34,7 +38,7 @@ def real_template(kind: str) -> str:
     return (FIXTURES / f"{kind}.jinja").read_text()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _base_tokenizer():
     from workbench.model.llm import load_tokenizer
 
@@ -54,27 +58,61 @@ def _tokenizer(kind: str):
 
 
 def _config(kind: str, vocab: int, audio_id: int, window_s: float):
-    from transformers import (AudioFlamingo3Config, AudioFlamingo3EncoderConfig, GlmAsrConfig, GlmAsrEncoderConfig,
-                              LlamaConfig, Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2Config, VoxtralConfig,
-                              VoxtralEncoderConfig)
+    from transformers import (
+        AudioFlamingo3Config,
+        AudioFlamingo3EncoderConfig,
+        GlmAsrConfig,
+        GlmAsrEncoderConfig,
+        LlamaConfig,
+        Qwen2AudioConfig,
+        Qwen2AudioEncoderConfig,
+        Qwen2Config,
+        VoxtralConfig,
+        VoxtralEncoderConfig,
+    )
 
     positions = int(window_s * 50)  # 100 mel frames per second, halved by the tower's second convolution
-    text = dict(vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False)
+    text = dict(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
     whisper = dict(num_mel_bins=N_MEL, max_source_positions=positions)
     if kind == "qwen2_audio":
-        audio = Qwen2AudioEncoderConfig(d_model=16, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=32, **whisper)
+        audio = Qwen2AudioEncoderConfig(
+            d_model=16, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=32, **whisper
+        )
         return Qwen2AudioConfig(audio_config=audio, text_config=Qwen2Config(**text), audio_token_index=audio_id)
     if kind == "voxtral":
-        audio = VoxtralEncoderConfig(hidden_size=16, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, **whisper)
+        audio = VoxtralEncoderConfig(
+            hidden_size=16, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, **whisper
+        )
         return VoxtralConfig(audio_config=audio, text_config=LlamaConfig(**text).to_dict(), audio_token_id=audio_id)
     if kind == "audioflamingo3":
-        audio = AudioFlamingo3EncoderConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, **whisper)
+        audio = AudioFlamingo3EncoderConfig(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, **whisper
+        )
         return AudioFlamingo3Config(audio_config=audio, text_config=Qwen2Config(**text), audio_token_id=audio_id)
-    audio = GlmAsrEncoderConfig(hidden_size=16, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                num_key_value_heads=2, num_mel_bins=N_MEL, max_position_embeddings=positions)
-    return GlmAsrConfig(audio_config=audio, text_config=LlamaConfig(**text).to_dict(), audio_token_id=audio_id,
-                        tie_word_embeddings=False)
+    audio = GlmAsrEncoderConfig(
+        hidden_size=16,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_mel_bins=N_MEL,
+        max_position_embeddings=positions,
+    )
+    return GlmAsrConfig(
+        audio_config=audio,
+        text_config=LlamaConfig(**text).to_dict(),
+        audio_token_id=audio_id,
+        tie_word_embeddings=False,
+    )
 
 
 def save_folder_preprocessing(kind: str, folder: Path, tok, fe, layout: str = "processor"):
@@ -88,7 +126,9 @@ def save_folder_preprocessing(kind: str, folder: Path, tok, fe, layout: str = "p
 
     cls = PROCESSORS[kind]
     if layout == "processor" and cls is not None:
-        getattr(transformers, cls)(feature_extractor=fe, tokenizer=tok, chat_template=real_template(kind)).save_pretrained(folder)
+        getattr(transformers, cls)(
+            feature_extractor=fe, tokenizer=tok, chat_template=real_template(kind)
+        ).save_pretrained(folder)
         return
     fe.save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -131,7 +171,7 @@ def build_released(kind: str, folder: Path, window_s: int = 2, seed: int = 0):
     return folder, hf, tok, fe
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shared_released(kind: str, window_s: int = 2):
     """One folder per (kind, window) per test session."""
     import tempfile

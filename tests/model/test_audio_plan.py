@@ -45,8 +45,10 @@ def _plan_and_reference(model, batch, rope=True):
     return plan, {l: _per_layer_kv(model, x, a.positions, l, rope=rope) for l in range(a.layer, model.cfg.n_layers)}
 
 
-@pytest.mark.parametrize("adapter,lora,audio_rope", [(False, False, "slot"), (True, False, "slot"),
-                                                     (True, True, "slot"), (False, True, "none")])
+@pytest.mark.parametrize(
+    "adapter,lora,audio_rope",
+    [(False, False, "slot"), (True, False, "slot"), (True, True, "slot"), (False, True, "none")],
+)
 def test_batched_lal_kv_equal_each_layers_own_modules(tiny_llama_dir, tok, adapter, lora, audio_rope):
     torch.set_num_threads(1)
     model = build(tiny_llama_dir, tok, enc_spec(mode="lal", layer=0, adapter=adapter, gate=True, audio_rope=audio_rope))
@@ -116,8 +118,12 @@ def test_stacked_weights_follow_in_place_edits(tiny_llama_dir, tok):
 
 
 def test_plits_and_lal_layers_of_a_hybrid_plan(tiny_llama_dir, tok):
-    model = build(tiny_llama_dir, tok, enc_spec(mode="plits", layer=1),
-                  enc_spec(name="whisper", dim=8, mode="lal", layer=1, connector="qformer"))
+    model = build(
+        tiny_llama_dir,
+        tok,
+        enc_spec(mode="plits", layer=1),
+        enc_spec(name="whisper", dim=8, mode="lal", layer=1, connector="qformer"),
+    )
     batch = make_batch(B=2, dims={"mel": D_MEL, "whisper": 8})
     plan = model.audio_plan(batch)
     layout = model.token_layout(batch)

@@ -36,7 +36,9 @@ def test_checkpoint_folder_with_missing_tensors(tmp_path):
 
 def test_missing_shard_and_non_checkpoint_folder(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors"}}))
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors"}})
+    )
     with pytest.raises(FileNotFoundError, match="model-00001-of-00002.safetensors"):
         HookedDecoder.from_pretrained(tmp_path)
     empty = tmp_path / "empty"

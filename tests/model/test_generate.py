@@ -34,7 +34,9 @@ def test_tiny_models_cache_equals_no_cache_and_transformers(tiny_pair):
     ids = torch.randint(0, 97, (2, 9))
     a = greedy_generate(model, ids, max_new_tokens=12)
     b = greedy_generate(model, ids, max_new_tokens=12, use_cache=False)
-    ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)
+    ref = hf.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0
+    )
     assert torch.equal(a, b), name
     assert torch.equal(a, ref), name
 

@@ -5,23 +5,34 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.model.tiny_models import make_tiny
 from workbench.model.generate import greedy_generate
 from workbench.model.layers import ExtraKV
-
-from tests.model.tiny_models import make_tiny
 
 
 def block_hook_shapes(cfg, B, L):
     H, G, D, M, F = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model, cfg.d_mlp
     shapes = {
-        "hook_resid_pre": (B, L, M), "hook_resid_mid": (B, L, M), "hook_resid_post": (B, L, M),
-        "ln1.hook_normalized": (B, L, M), "ln2.hook_normalized": (B, L, M),
-        "attn.hook_q": (B, L, H, D), "attn.hook_k": (B, L, G, D), "attn.hook_v": (B, L, G, D),
-        "attn.hook_attn_scores": (B, H, L, L), "attn.hook_pattern": (B, H, L, L), "attn.hook_z": (B, L, H, D),
-        "hook_attn_out": (B, L, M), "mlp.hook_pre": (B, L, F), "mlp.hook_post": (B, L, F), "hook_mlp_out": (B, L, M),
+        "hook_resid_pre": (B, L, M),
+        "hook_resid_mid": (B, L, M),
+        "hook_resid_post": (B, L, M),
+        "ln1.hook_normalized": (B, L, M),
+        "ln2.hook_normalized": (B, L, M),
+        "attn.hook_q": (B, L, H, D),
+        "attn.hook_k": (B, L, G, D),
+        "attn.hook_v": (B, L, G, D),
+        "attn.hook_attn_scores": (B, H, L, L),
+        "attn.hook_pattern": (B, H, L, L),
+        "attn.hook_z": (B, L, H, D),
+        "hook_attn_out": (B, L, M),
+        "mlp.hook_pre": (B, L, F),
+        "mlp.hook_post": (B, L, F),
+        "hook_mlp_out": (B, L, M),
     }
     if cfg.arch == "llama":
-        shapes.update({"attn.hook_rot_q": (B, L, H, D), "attn.hook_rot_k": (B, L, G, D), "mlp.hook_pre_linear": (B, L, F)})
+        shapes.update(
+            {"attn.hook_rot_q": (B, L, H, D), "attn.hook_rot_k": (B, L, G, D), "mlp.hook_pre_linear": (B, L, F)}
+        )
     return shapes
 
 
@@ -57,16 +68,15 @@ def test_zero_ablating_one_head_changes_output_as_computed_by_hand(smollm2):
     model, tok = smollm2
     ids = tok(["Paris is the capital of"], return_tensors="pt").input_ids
     layer, head = 12, 4
-    logits, cache = model.run_with_cache(ids, names_filter=[f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_resid_post"])
+    logits, cache = model.run_with_cache(
+        ids, names_filter=[f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_resid_post"]
+    )
 
     def zero_head(z, hook):
         z[:, :, head] = 0
         return z
 
-    ablated, abl_cache = (
-        model.run_with_hooks(ids, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", zero_head)]),
-        None,
-    )
+    ablated, abl_cache = (model.run_with_hooks(ids, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", zero_head)]), None)
     # by hand: the head's contribution to the residual is z_h @ W_O[:, h*D:(h+1)*D]^T; removing it and
     # running the rest of the network from layer+1 must give the hooked run's logits.
     D = model.cfg.d_head

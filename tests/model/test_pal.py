@@ -11,13 +11,14 @@ from tests.model.tiny_models import D_MEL, build, enc_spec, make_batch
 from workbench.model.pal import CheckpointMismatchError, PALModel
 from workbench.model.pal_config import ConfigError, PALConfig
 
-
-
 VARIANTS = {
     "baseline": [enc_spec(mode="plits", layer=0)],
     "delayed": [enc_spec(mode="plits", layer=1)],
     "lal": [enc_spec(mode="lal", layer=1, adapter=True, gate=True)],
-    "ensemble_hybrid": [enc_spec(mode="plits", layer=0), enc_spec(name="whisper", dim=8, mode="lal", layer=0, connector="qformer")],
+    "ensemble_hybrid": [
+        enc_spec(mode="plits", layer=0),
+        enc_spec(name="whisper", dim=8, mode="lal", layer=0, connector="qformer"),
+    ],
 }
 
 
@@ -155,7 +156,8 @@ def test_padded_batch_equals_items_alone(tiny_llama_dir, tok, variant):
     logits = model(batch)
     for b, (n_text, n_frames) in enumerate([(9, 7), (6, 4)]):
         alone = {
-            "input_ids": batch["input_ids"][b : b + 1, :n_text], "attention_mask": batch["attention_mask"][b : b + 1, :n_text],
+            "input_ids": batch["input_ids"][b : b + 1, :n_text],
+            "attention_mask": batch["attention_mask"][b : b + 1, :n_text],
             "audio_slot": batch["audio_slot"][b : b + 1],
             "audio_tokens": {k: v[b : b + 1, :n_frames] for k, v in batch["audio_tokens"].items()},
             "audio_token_mask": {k: v[b : b + 1, :n_frames] for k, v in batch["audio_token_mask"].items()},
@@ -238,7 +240,9 @@ def test_checkpoint_with_old_encoder_names_loads_under_model_names(tiny_llama_di
     save_file(old, str(weights))
     again = PALModel.from_pretrained(tmp_path / "ckpt", tokenizer=tok)
     assert again.encoder_names == ["yamnet"]
-    logits, cache = again.run_with_cache(batch, names_filter=["connectors.yamnet.hook_out", "encoders.yamnet.hook_mask"])
+    logits, cache = again.run_with_cache(
+        batch, names_filter=["connectors.yamnet.hook_out", "encoders.yamnet.hook_mask"]
+    )
     assert torch.equal(logits, expected)
     assert cache["encoders.yamnet.hook_mask"].dtype == torch.bool
 
@@ -295,16 +299,28 @@ def test_prefix_insertion_puts_the_audio_first_and_plits_and_lal_differ_only_in_
     assert torch.equal(lp.audio_residual_index("mel"), torch.arange(n)[None].expand(2, -1))  # residual 0..n-1
     assert torch.equal(lp.text_index, torch.arange(9)[None].expand(2, -1) + n) and lp.seq_len == 9 + n
     assert torch.equal(ll.text_index, torch.arange(9)[None].expand(2, -1)) and ll.seq_len == 9
-    bare = plits.decode(batch["input_ids"], attention_mask=batch["attention_mask"],
-                        position_ids=lp.position_ids.gather(1, lp.text_index))
+    bare = plits.decode(
+        batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=lp.position_ids.gather(1, lp.text_index),
+    )
     real = batch["attention_mask"].bool()
     for model in (plits, lal):
         cut = run_with_interventions(model, batch, block_audio_interventions(model, batch))
         assert (cut - bare)[real].abs().max() < 1e-5
         assert (model(batch) - bare)[real].abs().max() > 1e-3  # the audio is read
     # left-padded generation batches keep the slot at the first real token
-    items = [{"input_ids": batch["input_ids"][b, :k], "labels": batch["labels"][b, :k], "audio_slot": 0,
-              "prompt_len": k, "row": {}, "audio_tokens": {"mel": batch["audio_tokens"]["mel"][b]}} for b, k in ((0, 9), (1, 6))]
+    items = [
+        {
+            "input_ids": batch["input_ids"][b, :k],
+            "labels": batch["labels"][b, :k],
+            "audio_slot": 0,
+            "prompt_len": k,
+            "row": {},
+            "audio_tokens": {"mel": batch["audio_tokens"]["mel"][b]},
+        }
+        for b, k in ((0, 9), (1, 6))
+    ]
     left = collate(items, padding_side="left")
     assert left["audio_slot"].tolist() == [0, 3]
     assert plits.generate_ids(left, max_new_tokens=2).shape == (2, 2)

@@ -20,7 +20,9 @@ PROMPTS = [
 
 
 def chat_ids(tok, text):
-    return tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt")["input_ids"]
+    return tok.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt"
+    )["input_ids"]
 
 
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
@@ -44,7 +46,10 @@ def test_smollm2_logits_match_transformers(smollm2, hf_smollm2, implementation):
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_smollm2_padded_batch_matches_transformers_and_unpadded(smollm2, hf_smollm2, side):
     model, tok = smollm2
-    texts = [tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False) for t in PROMPTS]
+    texts = [
+        tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False)
+        for t in PROMPTS
+    ]
     tok.padding_side = side
     enc = tok(texts, return_tensors="pt", padding=True)
     pos = model.default_position_ids(enc.attention_mask)
@@ -76,4 +81,3 @@ def test_tiny_random_models_match_transformers(tiny_pair):
     with torch.no_grad():
         model.blocks[1].attn.k_proj.weight[0, 0] += 0.5
         assert (model(ids, attention_mask=mask) - ref)[mask.bool()].abs().max().item() > TOL
-

@@ -9,12 +9,11 @@ import math
 import shutil
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-
-import numpy as np
 
 from tests.model.released_tiny import KINDS, PROCESSORS, real_template, save_folder_preprocessing, shared_released
 from tests.model.test_pal import _reference_lal_forward
@@ -36,8 +35,13 @@ def _batch(model, seconds=(1.3,), seed=0):
     lengths = torch.tensor([int(s * model.sample_rate) for s in seconds])
     waves = torch.randn(B, int(lengths.max()), generator=g) * 0.1
     ids = torch.tensor([enc["input_ids"]] * B)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "audio_slot": torch.full((B,), enc["audio_slot"]),
-            "waves": waves, "wave_lengths": lengths}
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "audio_slot": torch.full((B,), enc["audio_slot"]),
+        "waves": waves,
+        "wave_lengths": lengths,
+    }
 
 
 def _hf_inputs(model, batch, kind):
@@ -92,7 +96,7 @@ def test_logits_and_greedy_generation_equal_transformers_processor_and_model(rel
     assert (logits - ref[:, ~is_audio]).abs().max() < 1e-4
     new = model.generate_ids(batch, max_new_tokens=20)
     with torch.no_grad():
-        hf_new = hf.generate(**inputs, max_new_tokens=20, do_sample=False)[:, hf_ids.shape[0]:]
+        hf_new = hf.generate(**inputs, max_new_tokens=20, do_sample=False)[:, hf_ids.shape[0] :]
     assert new.shape[1] == hf_new.shape[1] > 0 and new.tolist() == hf_new.tolist()
     # the layout says where every audio token sits: the residual positions right after the text before the slot
     layout = model.token_layout(batch)
@@ -125,13 +129,18 @@ def test_tower_hooks_equal_the_transformers_tower(released):
     tower = hf.model.audio_tower
     tower.config._attn_implementation = "eager"
     outs = {}
-    handles = [layer.register_forward_hook(lambda m, i, o, j=j: outs.__setitem__(j, o[0] if isinstance(o, tuple) else o))
-               for j, layer in enumerate(tower.layers)]
+    handles = [
+        layer.register_forward_hook(lambda m, i, o, j=j: outs.__setitem__(j, o[0] if isinstance(o, tuple) else o))
+        for j, layer in enumerate(tower.layers)
+    ]
     kw = {"audioflamingo3": {"input_features_mask": fmask}}.get(kind, {})
     if kind == "qwen2_audio":  # the mask Qwen2AudioModel builds for its tower
         valid = (torch.arange(feats.shape[-1] // 2)[None] < ((fmask.sum(-1) - 1) // 2 + 1)[:, None]).long()
-        kw = {"attention_mask": create_bidirectional_mask(config=tower.config, inputs_embeds=torch.zeros(1, valid.shape[1], 1),
-                                                          attention_mask=valid)}
+        kw = {
+            "attention_mask": create_bidirectional_mask(
+                config=tower.config, inputs_embeds=torch.zeros(1, valid.shape[1], 1), attention_mask=valid
+            )
+        }
     try:
         with torch.no_grad():
             out = tower(feats, output_attentions=True, **kw)
@@ -152,10 +161,10 @@ def test_tower_hooks_equal_the_transformers_tower(released):
 def test_batch_of_clips_of_different_lengths_equals_each_alone(released):
     kind, _, _, model = released
     both = model(_batch(model, seconds=(1.7, 0.6), seed=3))
-    for b, sec in enumerate((1.7, 0.6)):
+    for b, _sec in enumerate((1.7, 0.6)):
         one = _batch(model, seconds=(1.7, 0.6), seed=3)
-        one = {k: v[b:b + 1] for k, v in one.items()}
-        one["waves"] = one["waves"][:, :int(one["wave_lengths"][0])]
+        one = {k: v[b : b + 1] for k, v in one.items()}
+        one["waves"] = one["waves"][:, : int(one["wave_lengths"][0])]
         assert (model(one)[0] - both[b]).abs().max() < 1e-4
 
 
@@ -171,7 +180,9 @@ def test_hook_edits_in_the_tower_reach_the_logits(released):
 def _text_lm(hf):
     lm = hf.model.language_model
     cfg = lm.config
-    return SimpleNamespace(model=lm, lm_head=hf.lm_head, config=SimpleNamespace(head_dim=cfg.hidden_size // cfg.num_attention_heads)), cfg
+    return SimpleNamespace(
+        model=lm, lm_head=hf.lm_head, config=SimpleNamespace(head_dim=cfg.hidden_size // cfg.num_attention_heads)
+    ), cfg
 
 
 def _reference_plits_forward(hf, text_ids, audio, slot, first_layer, n_heads, n_kv):
@@ -205,7 +216,7 @@ def _reference_plits_forward(hf, text_ids, audio, slot, first_layer, n_heads, n_
         x = x + at.o_proj(torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v).reshape(1, S, -1))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
     if x.shape[1] > L:
-        x = torch.cat([x[:, :slot], x[:, slot + N:]], 1)
+        x = torch.cat([x[:, :slot], x[:, slot + N :]], 1)
     return hf.lm_head(m.norm(x))
 
 
@@ -213,8 +224,10 @@ def _reference_plits_forward(hf, text_ids, audio, slot, first_layer, n_heads, n_
 def test_retrofitted_plits_and_lal_match_the_independent_references(kind):
     folder, hf, _, _ = shared_released(kind)
     lm, cfg = _text_lm(hf)
-    models = {(m, l): PALModel.from_pretrained(folder, integration={"mode": m, "layer": l})
-              for m, l in (("plits", 0), ("plits", 2), ("lal", 0), ("lal", 2))}
+    models = {
+        (m, l): PALModel.from_pretrained(folder, integration={"mode": m, "layer": l})
+        for m, l in (("plits", 0), ("plits", 2), ("lal", 0), ("lal", 2))
+    }
     as_released = PALModel.from_pretrained(folder)
     batch = _batch(as_released)
     base = as_released(batch)
@@ -259,8 +272,9 @@ def test_both_checkpoint_key_layouts_load_the_same(tmp_path):
 
 
 def test_unsupported_architecture_lists_the_supported_ones(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["WhisperForConditionalGeneration"],
-                                                      "model_type": "whisper"}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"architectures": ["WhisperForConditionalGeneration"], "model_type": "whisper"})
+    )
     with pytest.raises(UnsupportedReleasedArchitecture) as e:
         PALModel.from_pretrained(tmp_path)
     assert "WhisperForConditionalGeneration" in str(e.value)
@@ -275,8 +289,14 @@ def test_hub_id_without_network_says_where_to_put_the_weights(monkeypatch):
     assert "not on this machine" in msg and "--local-dir" in msg and "--checkpoint DIR" in msg
 
 
-@pytest.mark.parametrize("part", ["audio_tower.layers.1.fc2.weight", "multi_modal_projector.linear.bias",
-                                  "language_model.model.layers.2.self_attn.q_proj.bias"])
+@pytest.mark.parametrize(
+    "part",
+    [
+        "audio_tower.layers.1.fc2.weight",
+        "multi_modal_projector.linear.bias",
+        "language_model.model.layers.2.self_attn.q_proj.bias",
+    ],
+)
 def test_missing_tensors_are_named(tmp_path, part):
     folder, *_ = shared_released("qwen2_audio")
     broken = tmp_path / "broken"
@@ -313,11 +333,19 @@ def test_every_folder_layout_users_get_loads_the_same(tmp_path, layout):
     other.mkdir()
     for f in ("config.json", "generation_config.json", "model.safetensors"):
         shutil.copy(folder / f, other / f)
-    save_folder_preprocessing("qwen2_audio", other, _tokenizer("qwen2_audio"),
-                              WhisperFeatureExtractor(feature_size=N_MEL, chunk_length=2), layout)
+    save_folder_preprocessing(
+        "qwen2_audio",
+        other,
+        _tokenizer("qwen2_audio"),
+        WhisperFeatureExtractor(feature_size=N_MEL, chunk_length=2),
+        layout,
+    )
     names = {p.name for p in other.iterdir()}
-    expect = {"processor": {"processor_config.json", "chat_template.jinja"},
-              "hub": {"preprocessor_config.json"}, "json": {"preprocessor_config.json", "chat_template.json"}}[layout]
+    expect = {
+        "processor": {"processor_config.json", "chat_template.jinja"},
+        "hub": {"preprocessor_config.json"},
+        "json": {"preprocessor_config.json", "chat_template.json"},
+    }[layout]
     assert expect <= names and ("processor_config.json" in names) == (layout == "processor")
     loaded = PALModel.from_pretrained(other)
     # the template AutoProcessor resolves (Qwen2AudioProcessor falls back on its own default when the folder has
@@ -353,7 +381,10 @@ def test_prompt_puts_the_slot_where_the_template_puts_the_placeholder():
     model = PALModel.from_pretrained(folder)
     enc = released_example(model, QUESTION, "C4")
     ids, s = enc["input_ids"], enc["audio_slot"]
-    assert tok.convert_ids_to_tokens(ids[s - 1]) == "<|audio_bos|>" and tok.convert_ids_to_tokens(ids[s]) == "<|audio_eos|>"
+    assert (
+        tok.convert_ids_to_tokens(ids[s - 1]) == "<|audio_bos|>"
+        and tok.convert_ids_to_tokens(ids[s]) == "<|audio_eos|>"
+    )
     assert model.audio_token_id not in ids
     answer = [t for t, lab in zip(ids, enc["labels"]) if lab != -100]
     assert tok.decode(answer) == "C4<|im_end|>" and enc["prompt_len"] == len(ids) - len(answer)
@@ -379,8 +410,12 @@ def test_nnsight_and_transformer_lens_read_the_same_tower_and_decoder_hooks():
     folder, *_ = shared_released("glmasr")
     model = PALModel.from_pretrained(folder)
     batch = _batch(model)
-    names = ["encoders.glmasr.blocks.0.attn.hook_pattern", "encoders.glmasr.hook_out", "connectors.glmasr.hook_out",
-             "blocks.1.hook_resid_post"]
+    names = [
+        "encoders.glmasr.blocks.0.attn.hook_pattern",
+        "encoders.glmasr.hook_out",
+        "connectors.glmasr.hook_out",
+        "blocks.1.hook_resid_post",
+    ]
     tl_logits, tl = collect(model, batch, names, backend="transformer_lens")
     nn_logits, ns = collect(model, batch, names, backend="nnsight")
     assert torch.allclose(tl_logits, nn_logits)
@@ -399,10 +434,18 @@ def test_dataset_names_a_file_longer_than_the_tower_window(tmp_path):
     (tmp_path / "audio").mkdir()
     for name, sec in (("short", 1.0), ("long", 2.5)):
         sf.write(tmp_path / "audio" / f"{name}.wav", np.zeros(int(sec * 16000), dtype=np.float32), 16000)
-    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"audio/{n}.wav"}) + "\n" for n in ("short", "long")))
-    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps({"file_name": f"audio/{n}.wav", "task": "cls", "row_id": n,
-                                                              "question": QUESTION, "answer": "C4"}) + "\n"
-                                                  for n in ("short", "long")))
+    (tmp_path / "metadata.jsonl").write_text(
+        "".join(json.dumps({"file_name": f"audio/{n}.wav"}) + "\n" for n in ("short", "long"))
+    )
+    (tmp_path / "tasks.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {"file_name": f"audio/{n}.wav", "task": "cls", "row_id": n, "question": QUESTION, "answer": "C4"}
+            )
+            + "\n"
+            for n in ("short", "long")
+        )
+    )
     ds = model.task_dataset(tmp_path, check_audio=False)
     assert ds[0]["wave"].shape[0] == 16000
     with pytest.raises(DataError, match="long.wav"):
@@ -416,17 +459,27 @@ def test_left_padded_batched_generation_equals_each_prompt_alone():
     model = PALModel.from_pretrained(folder)
     g = torch.Generator().manual_seed(5)
     items = []
-    for question, sec in (("Is it loud?", 1.6), ("How many clicks do you hear in this recording, one, two or three?", 0.7)):
+    for question, sec in (
+        ("Is it loud?", 1.6),
+        ("How many clicks do you hear in this recording, one, two or three?", 0.7),
+    ):
         enc = released_example(model, question)
-        items.append({"input_ids": torch.tensor(enc["input_ids"]), "labels": torch.tensor(enc["labels"]),
-                      "audio_slot": enc["audio_slot"], "prompt_len": enc["prompt_len"], "row": {},
-                      "wave": (torch.randn(int(sec * 16000), generator=g) * 0.1).numpy()})
+        items.append(
+            {
+                "input_ids": torch.tensor(enc["input_ids"]),
+                "labels": torch.tensor(enc["labels"]),
+                "audio_slot": enc["audio_slot"],
+                "prompt_len": enc["prompt_len"],
+                "row": {},
+                "wave": (torch.randn(int(sec * 16000), generator=g) * 0.1).numpy(),
+            }
+        )
     pad = model.tokenizer.pad_token_id
     both = model.generate_ids(collate(items, pad_id=pad, padding_side="left"), max_new_tokens=8)
     assert both.shape[0] == 2
     for b, item in enumerate(items):
         alone = model.generate_ids(collate([item], pad_id=pad, padding_side="left"), max_new_tokens=8)
-        assert alone[0].tolist() == both[b, :alone.shape[1]].tolist()
+        assert alone[0].tolist() == both[b, : alone.shape[1]].tolist()
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -451,9 +504,9 @@ def test_ask_cli_answers_as_the_transformers_processor_and_model_do(kind, tmp_pa
     else:
         inputs = _processor_inputs(folder, wave, QUESTION)
     with torch.no_grad():
-        new = hf.generate(**inputs, max_new_tokens=6, do_sample=False)[0, inputs["input_ids"].shape[1]:].tolist()
+        new = hf.generate(**inputs, max_new_tokens=6, do_sample=False)[0, inputs["input_ids"].shape[1] :].tolist()
     eos = hf.generation_config.eos_token_id
-    new = new[:new.index(eos) + 1] if eos in new else new
+    new = new[: new.index(eos) + 1] if eos in new else new
     assert printed == tok.decode(new, skip_special_tokens=True).strip() and printed
 
 
@@ -464,10 +517,12 @@ def test_the_processor_template_wins_over_the_tokenizer_template(tmp_path):
     folder, *_ = shared_released("audioflamingo3")
     af3 = tmp_path / "af3"
     shutil.copytree(folder, af3)
-    tokenizer_only = ("{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant."
-                      "<|im_end|>\\n' }}{% endif %}{% for message in messages if message['content'] is not none %}"
-                      "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-                      "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    tokenizer_only = (
+        "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant."
+        "<|im_end|>\\n' }}{% endif %}{% for message in messages if message['content'] is not none %}"
+        "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
     cfg = json.loads((af3 / "tokenizer_config.json").read_text())
     cfg["chat_template"] = tokenizer_only
     (af3 / "tokenizer_config.json").write_text(json.dumps(cfg))

@@ -28,8 +28,9 @@ def granite_prompt(model, question: str) -> tuple[list[int], int]:
     ``<|audio|>`` inline (`released_example` renders ``[{"type": "audio"}, {"type": "text"}]`` content, which
     Granite's template concatenates to a string and so cannot render)."""
     msgs = [{"role": "user", "content": "<|audio|>" + question}]
-    text = model.tokenizer.apply_chat_template(msgs, chat_template=model.chat_template, tokenize=False,
-                                               add_generation_prompt=True)
+    text = model.tokenizer.apply_chat_template(
+        msgs, chat_template=model.chat_template, tokenize=False, add_generation_prompt=True
+    )
     return _take_placeholder(model, list(model.tokenizer(text, add_special_tokens=False)["input_ids"]))
 
 
@@ -51,18 +52,51 @@ def _tokenizer(folder: Path):
 def _config(tok, lora: bool):
     from transformers import Blip2QFormerConfig, GraniteConfig, GraniteSpeechConfig, GraniteSpeechEncoderConfig
 
-    enc = GraniteSpeechEncoderConfig(input_dim=N_IN, num_layers=2, hidden_dim=16, feedforward_mult=2, num_heads=2,
-                                     dim_head=8, output_dim=6, context_size=20, max_pos_emb=32, dropout=0.0,
-                                     conv_kernel_size=5, conv_expansion_factor=2)
-    proj = Blip2QFormerConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                              encoder_hidden_size=16, cross_attention_frequency=1)
-    text = GraniteConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.0625,
-                         logits_scaling=8.0, tie_word_embeddings=True)
-    return GraniteSpeechConfig(encoder_config=enc, projector_config=proj, text_config=text,
-                               audio_token_index=tok.convert_tokens_to_ids("<|audio|>"), has_lora_adapter=lora,
-                               window_size=15, downsample_rate=5)
+    enc = GraniteSpeechEncoderConfig(
+        input_dim=N_IN,
+        num_layers=2,
+        hidden_dim=16,
+        feedforward_mult=2,
+        num_heads=2,
+        dim_head=8,
+        output_dim=6,
+        context_size=20,
+        max_pos_emb=32,
+        dropout=0.0,
+        conv_kernel_size=5,
+        conv_expansion_factor=2,
+    )
+    proj = Blip2QFormerConfig(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        encoder_hidden_size=16,
+        cross_attention_frequency=1,
+    )
+    text = GraniteConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        embedding_multiplier=12.0,
+        residual_multiplier=0.22,
+        attention_multiplier=0.0625,
+        logits_scaling=8.0,
+        tie_word_embeddings=True,
+    )
+    return GraniteSpeechConfig(
+        encoder_config=enc,
+        projector_config=proj,
+        text_config=text,
+        audio_token_index=tok.convert_tokens_to_ids("<|audio|>"),
+        has_lora_adapter=lora,
+        window_size=15,
+        downsample_rate=5,
+    )
 
 
 def build_granite(folder: Path, lora: bool = False, seed: int = 0):
@@ -81,15 +115,30 @@ def build_granite(folder: Path, lora: bool = False, seed: int = 0):
     hf.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|end_of_text|>")
     hf.save_pretrained(folder)
     # the feature extractor's config as the hub has it (GraniteSpeechFeatureExtractor itself needs torchaudio to build)
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "feature_extractor_type": "GraniteSpeechFeatureExtractor", "processor_class": "GraniteSpeechProcessor",
-        "sampling_rate": 16000, "n_fft": 512, "win_length": 400, "hop_length": 160, "n_mels": 80,
-        "projector_window_size": 15, "projector_downsample_rate": 5}))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "feature_extractor_type": "GraniteSpeechFeatureExtractor",
+                "processor_class": "GraniteSpeechProcessor",
+                "sampling_rate": 16000,
+                "n_fft": 512,
+                "win_length": 400,
+                "hop_length": 160,
+                "n_mels": 80,
+                "projector_window_size": 15,
+                "projector_downsample_rate": 5,
+            }
+        )
+    )
     if lora:
         from peft import LoraConfig, get_peft_model
 
-        peft = get_peft_model(hf.model.language_model, LoraConfig(r=2, lora_alpha=32, target_modules=["q_proj", "v_proj"],
-                                                                  lora_dropout=0.0, init_lora_weights=False))
+        peft = get_peft_model(
+            hf.model.language_model,
+            LoraConfig(
+                r=2, lora_alpha=32, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, init_lora_weights=False
+            ),
+        )
         peft.save_pretrained(folder)
         hf.model.language_model = peft.merge_and_unload()  # the adapter's effect, as transformers enables it with audio
     return folder, hf.eval(), tok
@@ -107,8 +156,13 @@ def _batch(model, seconds=(1.3,), seed=0):
     T = int(frames_for(samples).max())
     feats = torch.randn(len(seconds), T, N_IN, generator=torch.Generator().manual_seed(seed))
     ids = torch.tensor([ids] * len(seconds))
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "audio_slot": torch.full((len(seconds),), slot),
-            "input_features": feats, "audio_lengths": samples}
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "audio_slot": torch.full((len(seconds),), slot),
+        "input_features": feats,
+        "audio_lengths": samples,
+    }
 
 
 def _hf_inputs(model, batch):
@@ -116,8 +170,16 @@ def _hf_inputs(model, batch):
     ids, s = batch["input_ids"][0].tolist(), int(batch["audio_slot"][0])
     hf_ids = torch.tensor([ids[:s] + [model.audio_token_id] * n + ids[s:]])
     projected = -(-batch["input_features"].shape[1] // 15) * 3  # the projector's tokens for the (padded) features
-    return {"input_ids": hf_ids, "attention_mask": torch.ones_like(hf_ids), "input_features": batch["input_features"],
-            "input_features_mask": torch.arange(projected)[None] < n}, s, n
+    return (
+        {
+            "input_ids": hf_ids,
+            "attention_mask": torch.ones_like(hf_ids),
+            "input_features": batch["input_features"],
+            "input_features_mask": torch.arange(projected)[None] < n,
+        },
+        s,
+        n,
+    )
 
 
 @pytest.mark.parametrize("lora", [False, True])
@@ -130,10 +192,10 @@ def test_logits_and_greedy_answers_equal_transformers(lora, monkeypatch):
     with torch.no_grad():
         ref = hf(**inputs).logits
     logits = model(batch)
-    assert (logits - torch.cat([ref[:, :s], ref[:, s + n:]], 1)).abs().max() < 1e-4
+    assert (logits - torch.cat([ref[:, :s], ref[:, s + n :]], 1)).abs().max() < 1e-4
     new = model.generate_ids(batch, max_new_tokens=12)
     with torch.no_grad():
-        hf_new = hf.generate(**inputs, max_new_tokens=12, do_sample=False)[:, inputs["input_ids"].shape[1]:]
+        hf_new = hf.generate(**inputs, max_new_tokens=12, do_sample=False)[:, inputs["input_ids"].shape[1] :]
     assert new.tolist() == hf_new.tolist()
     if lora:  # the adapter matters: without it the logits move
         monkeypatch.setenv("WORKBENCH_GRANITE_LORA", "0")
@@ -149,7 +211,10 @@ def test_conformer_hooks_equal_the_transformers_encoder():
     enc = hf.model.encoder
     outs = {}
     # clone: transformers adds the CTC self-conditioning in place into the middle block's output
-    handles = [layer.register_forward_hook(lambda m, i, o, j=j: outs.__setitem__(j, o.clone())) for j, layer in enumerate(enc.layers)]
+    handles = [
+        layer.register_forward_hook(lambda m, i, o, j=j: outs.__setitem__(j, o.clone()))
+        for j, layer in enumerate(enc.layers)
+    ]
     try:
         with torch.no_grad():
             ref = enc(batch["input_features"]).last_hidden_state
@@ -178,6 +243,7 @@ def test_waveforms_without_torchaudio_give_an_error_naming_the_fix():
     pytest.importorskip("torch")
     try:
         import torchaudio  # noqa: F401
+
         pytest.skip("torchaudio is installed here: the feature extractor runs")
     except (ImportError, OSError):
         pass
@@ -187,8 +253,13 @@ def test_waveforms_without_torchaudio_give_an_error_naming_the_fix():
     model = PALModel.from_pretrained(folder)
     assert model.feature_extractor is None
     ids, slot = granite_prompt(model, QUESTION)
-    batch = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-             "audio_slot": torch.tensor([slot]), "waves": torch.zeros(1, 16000), "wave_lengths": torch.tensor([16000])}
+    batch = {
+        "input_ids": torch.tensor([ids]),
+        "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+        "audio_slot": torch.tensor([slot]),
+        "waves": torch.zeros(1, 16000),
+        "wave_lengths": torch.tensor([16000]),
+    }
     with pytest.raises(ReleasedModelError, match="torchaudio"):
         model(batch)
 
@@ -210,11 +281,11 @@ def test_batch_of_two_clip_lengths_equals_transformers_row_by_row():
     assert model.n_audio_tokens(batch).tolist() == [15, 6]
     logits = model(batch)
     for b in range(2):
-        row = {k: v[b:b + 1] for k, v in batch.items()}
+        row = {k: v[b : b + 1] for k, v in batch.items()}
         inputs, s, n = _hf_inputs(model, row)
         with torch.no_grad():
             ref = hf(**inputs).logits
-        assert (logits[b:b + 1] - torch.cat([ref[:, :s], ref[:, s + n:]], 1)).abs().max() < 1e-4
+        assert (logits[b : b + 1] - torch.cat([ref[:, :s], ref[:, s + n :]], 1)).abs().max() < 1e-4
     assert model.token_layout(batch).audio[KEY].mask.sum(1).tolist() == [15, 6]
 
 
@@ -235,14 +306,23 @@ def test_nnsight_and_transformer_lens_read_the_same_hooks():
     folder, _, _ = shared_granite(False)
     model = PALModel.from_pretrained(folder)
     batch = _batch(model)
-    names = [f"encoders.{KEY}.blocks.0.attn.hook_pattern", f"encoders.{KEY}.hook_ctc_logits", f"encoders.{KEY}.hook_out",
-             f"connectors.{KEY}.hook_out", "blocks.1.hook_resid_post"]
+    names = [
+        f"encoders.{KEY}.blocks.0.attn.hook_pattern",
+        f"encoders.{KEY}.hook_ctc_logits",
+        f"encoders.{KEY}.hook_out",
+        f"connectors.{KEY}.hook_out",
+        "blocks.1.hook_resid_post",
+    ]
     tl_logits, tl = collect(model, batch, names, backend="transformer_lens")
     nn_logits, ns = collect(model, batch, names, backend="nnsight")
     assert torch.allclose(tl_logits, nn_logits)
     for n in names:
         assert torch.allclose(tl[n], ns[n]), n
-    assert tl["blocks.1.hook_resid_post"].shape == (1, batch["input_ids"].shape[1] + model.n_audio_slots, model.cfg.d_model)
+    assert tl["blocks.1.hook_resid_post"].shape == (
+        1,
+        batch["input_ids"].shape[1] + model.n_audio_slots,
+        model.cfg.d_model,
+    )
 
 
 def test_template_as_shipped_puts_the_slot_at_the_start_of_the_user_turn():

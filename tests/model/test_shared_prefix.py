@@ -11,8 +11,6 @@ from workbench.model.kv_cache import KVCache
 from workbench.model.shared_prefix import forward_shared_prefix, pads_after_prefix, shared_prefix_len
 
 
-
-
 def _dims(variant):
     return {s["name"]: s["dim"] for s in VARIANTS[variant]}
 
@@ -23,7 +21,7 @@ def _training_batch(variant, prefix=5, slot=6):
     batch["input_ids"][:, :prefix] = batch["input_ids"][0, :prefix]
     labels = torch.full_like(batch["input_ids"], -100)
     for b, n in enumerate((12, 10, 11)):
-        labels[b, n - 3:n] = batch["input_ids"][b, n - 3:n]
+        labels[b, n - 3 : n] = batch["input_ids"][b, n - 3 : n]
     batch["labels"] = labels
     return batch
 
@@ -80,7 +78,7 @@ def _prompt_batch(variant):
         pad = 9 - n
         batch["attention_mask"][b, :pad] = 0
         batch["input_ids"][b, :pad] = 0
-        batch["input_ids"][b, pad:pad + 5] = shared
+        batch["input_ids"][b, pad : pad + 5] = shared
         batch["audio_slot"][b] = pad + 6
     batch.pop("labels")
     return batch

@@ -11,16 +11,30 @@ from workbench.model.decoder import HookedDecoder
 
 def tiny_hf_configs():
     """Small randomly initialised configs covering each architecture feature we implement."""
-    common = dict(vocab_size=97, hidden_size=64, intermediate_size=112, num_hidden_layers=3, max_position_embeddings=128)
+    common = dict(
+        vocab_size=97, hidden_size=64, intermediate_size=112, num_hidden_layers=3, max_position_embeddings=128
+    )
     return {
         "gpt2": GPT2Config(vocab_size=97, n_embd=64, n_layer=3, n_head=4, n_positions=64),
         "llama_gqa_llama3_rope": LlamaConfig(
-            **common, num_attention_heads=8, num_key_value_heads=2, tie_word_embeddings=False,
-            rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
-                             "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+            **common,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
+            rope_parameters={
+                "rope_type": "llama3",
+                "rope_theta": 10000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 32,
+            },
         ),
         "llama_linear_rope_tied": LlamaConfig(
-            **common, num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True,
+            **common,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            tie_word_embeddings=True,
             rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
         ),
         "qwen2_bias": Qwen2Config(**common, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False),
@@ -55,11 +69,17 @@ def tiny_llama_checkpoint(folder):
 
 
 def enc_spec(name="mel", dim=D_MEL, n=3, mode="plits", layer=0, connector="mlp", **integ):
-    return {"name": name, "dim": dim, "connector": {"type": connector, "n_tokens": n, "hidden": 16, "heads": 2},
-            "integration": {"mode": mode, "layer": layer, **integ}}
+    return {
+        "name": name,
+        "dim": dim,
+        "connector": {"type": connector, "n_tokens": n, "hidden": 16, "heads": 2},
+        "integration": {"mode": mode, "layer": layer, **integ},
+    }
 
 
-def make_batch(B=2, Lt=9, slot=4, frames=(7, 5), dims={"mel": D_MEL}, seed=0, lengths=None):
+def make_batch(B=2, Lt=9, slot=4, frames=(7, 5), dims=None, seed=0, lengths=None):
+    if dims is None:
+        dims = {"mel": D_MEL}
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, 97, (B, Lt), generator=g)
     mask = torch.ones(B, Lt, dtype=torch.long)
@@ -67,8 +87,14 @@ def make_batch(B=2, Lt=9, slot=4, frames=(7, 5), dims={"mel": D_MEL}, seed=0, le
         for b, n in enumerate(lengths):
             mask[b, n:] = 0
     T = max(frames)
-    batch = {"input_ids": ids, "attention_mask": mask, "audio_slot": torch.full((B,), slot), "labels": ids.clone(),
-             "audio_tokens": {}, "audio_token_mask": {}}
+    batch = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "audio_slot": torch.full((B,), slot),
+        "labels": ids.clone(),
+        "audio_tokens": {},
+        "audio_token_mask": {},
+    }
     for name, dim in dims.items():
         batch["audio_tokens"][name] = torch.randn(B, T, dim, generator=g)
         m = torch.zeros(B, T, dtype=torch.bool)

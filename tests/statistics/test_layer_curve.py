@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from workbench.claims import layer_curve as LC
-from workbench.analysis.figures import caption_of
 from workbench import layer_curve as layer_curve_cli
+from workbench.analysis.figures import caption_of
+from workbench.claims import layer_curve as LC
 from workbench.training.runs import EVAL_DIRS, sweep_run_dir
 
 ATTRS = ["word", "pitch_class", "category", "count", "loudness_class"]
@@ -20,9 +20,20 @@ def _write_sweep(root, seeds=(0, 1), clips=30):
             for s in seeds:
                 for split, folder in EVAL_DIRS.items():
                     rng = np.random.default_rng([layer, s, len(mode), len(split)])
-                    rows = [{"row_id": f"{c}-{a}", "file_name": f"audio/{split}-{c:03d}.wav", "task": "cls",
-                             "attribute": a, "answer": "x", "prediction": "x", "correct": bool(rng.random() < p),
-                             "closed": True} for c in range(clips) for a in ATTRS]
+                    rows = [
+                        {
+                            "row_id": f"{c}-{a}",
+                            "file_name": f"audio/{split}-{c:03d}.wav",
+                            "task": "cls",
+                            "attribute": a,
+                            "answer": "x",
+                            "prediction": "x",
+                            "correct": bool(rng.random() < p),
+                            "closed": True,
+                        }
+                        for c in range(clips)
+                        for a in ATTRS
+                    ]
                     out = sweep_run_dir(mode, layer, s, root) / folder / "answers.csv"
                     out.parent.mkdir(parents=True, exist_ok=True)
                     pd.DataFrame(rows).to_csv(out, index=False)
@@ -44,7 +55,9 @@ def test_layer_curve_table_summary_sentence_and_figure(tmp_path):
     assert (top["ci_low"] < top["accuracy"]).all() and (top["accuracy"] < top["ci_high"]).all()
     sentence = LC.shape_sentence(summary)
     assert sentence.startswith("LAL peaks at layer") and "PLITS peaks at layer 8" in sentence
-    assert "falls below the peak's interval from layer 16 on" in sentence and "earlier layers 0 lie below it" in sentence
+    assert (
+        "falls below the peak's interval from layer 16 on" in sentence and "earlier layers 0 lie below it" in sentence
+    )
     fig = LC.curve_figure(summary)
     assert len(fig.data) == 2 * 5 and "training seed" in caption_of(fig)
     assert fig.layout.yaxis.title.text == "closed-task accuracy (%)"
@@ -65,7 +78,9 @@ def test_every_point_is_scored_on_the_splits_all_runs_share(tmp_path):
     clips = LC.load_sweep_clips(root)
     assert LC.common_splits(clips) == ["test"]
     summary = LC.curve_summary(clips, resamples=200)
-    assert set(summary["splits"]) == {"test"} and set(summary.loc[summary["family"] == "all attributes", "n_clips"]) == {30}
+    assert set(summary["splits"]) == {"test"} and set(
+        summary.loc[summary["family"] == "all attributes", "n_clips"]
+    ) == {30}
     assert "held-out test split test," in caption_of(LC.curve_figure(summary))
 
 
@@ -92,9 +107,19 @@ def test_intervals_stay_within_an_accuracys_range_and_seeds_are_drawn(tmp_path):
     1; the curve keeps it within [0, 1] and says so. The figure draws each seed's point beside the mean."""
     root = tmp_path / "sweeps"
     for s, p in [(0, 1.0), (1, 0.6)]:
-        rows = [{"row_id": f"{c}-w", "file_name": f"audio/test-{c:03d}.wav", "task": "cls", "attribute": "word",
-                 "answer": "x", "prediction": "x", "correct": bool(p == 1.0 or c % 5 < 3), "closed": True}
-                for c in range(20)]
+        rows = [
+            {
+                "row_id": f"{c}-w",
+                "file_name": f"audio/test-{c:03d}.wav",
+                "task": "cls",
+                "attribute": "word",
+                "answer": "x",
+                "prediction": "x",
+                "correct": bool(p == 1.0 or c % 5 < 3),
+                "closed": True,
+            }
+            for c in range(20)
+        ]
         out = sweep_run_dir("plits", 4, s, root) / EVAL_DIRS["test"] / "answers.csv"
         out.parent.mkdir(parents=True)
         pd.DataFrame(rows).to_csv(out, index=False)
@@ -120,9 +145,20 @@ def _write_blocked_sweep(root, clips=60):
     for layer, s in [(layer, s) for layer in (0, 8, 16) for s in (0, 1)]:
         p = 1 / (1 + np.exp(-(0.3 + 0.35 * layer / 8 - 0.75 * s + difficulty)))
         correct = u[s] < p[:, None]
-        rows = [{"row_id": f"{c}-{a}", "file_name": f"audio/test-{c:03d}.wav", "task": "cls", "attribute": a,
-                 "answer": "x", "prediction": "x", "correct": bool(correct[c, j]), "closed": True}
-                for c in range(clips) for j, a in enumerate(ATTRS)]
+        rows = [
+            {
+                "row_id": f"{c}-{a}",
+                "file_name": f"audio/test-{c:03d}.wav",
+                "task": "cls",
+                "attribute": a,
+                "answer": "x",
+                "prediction": "x",
+                "correct": bool(correct[c, j]),
+                "closed": True,
+            }
+            for c in range(clips)
+            for j, a in enumerate(ATTRS)
+        ]
         out = sweep_run_dir("plits", layer, s, root) / EVAL_DIRS["test"] / "answers.csv"
         out.parent.mkdir(parents=True)
         pd.DataFrame(rows).to_csv(out, index=False)

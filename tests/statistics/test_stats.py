@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.stats.bootstrap import (decide_claim, decide_contrast, percentile_ci, resample_indices, two_level_interval)
+from workbench.stats.bootstrap import decide_claim, decide_contrast, percentile_ci, resample_indices, two_level_interval
 
 TRUE = 0.05  # the true contrast (expected difference in accuracy over seeds and clips)
 
@@ -111,22 +111,31 @@ def test_chunked_resampling_is_part_of_the_stream():
     assert a.shape == (600, 7) and (a == b).all() and a.min() >= 0 and a.max() <= 6
 
 
-@pytest.mark.parametrize("lo, hi, per_seed, want", [
-    (0.02, 0.1, (0.05, 0.04, 0.06), "agree"),
-    (0.02, 0.1, (0.09, 0.08, -0.01), "inconclusive"),  # pooled interval above 0, one seed's sign negative
-    (-0.1, -0.02, (-0.05, -0.04, 0.01), "disagree"),
-    (-0.02, 0.1, (0.05, 0.04, 0.06), "inconclusive"),
-    (0.02, 0.1, (), "agree"),
-    (float("nan"), float("nan"), (), "no data"),
-])
+@pytest.mark.parametrize(
+    "lo, hi, per_seed, want",
+    [
+        (0.02, 0.1, (0.05, 0.04, 0.06), "agree"),
+        (0.02, 0.1, (0.09, 0.08, -0.01), "inconclusive"),  # pooled interval above 0, one seed's sign negative
+        (-0.1, -0.02, (-0.05, -0.04, 0.01), "disagree"),
+        (-0.02, 0.1, (0.05, 0.04, 0.06), "inconclusive"),
+        (0.02, 0.1, (), "agree"),
+        (float("nan"), float("nan"), (), "no data"),
+    ],
+)
 def test_verdict_rule_for_one_contrast(lo, hi, per_seed, want):
     assert decide_contrast(lo, hi, per_seed) == want
 
 
-@pytest.mark.parametrize("verdicts, want", [
-    (["agree", "agree"], "agree"), (["agree", "inconclusive"], "inconclusive"), (["agree", "disagree"], "disagree"),
-    (["agree", "no data"], "no data"), ([], "no data"),
-])
+@pytest.mark.parametrize(
+    "verdicts, want",
+    [
+        (["agree", "agree"], "agree"),
+        (["agree", "inconclusive"], "inconclusive"),
+        (["agree", "disagree"], "disagree"),
+        (["agree", "no data"], "no data"),
+        ([], "no data"),
+    ],
+)
 def test_verdict_rule_for_a_claim(verdicts, want):
     assert decide_claim(verdicts) == want
 

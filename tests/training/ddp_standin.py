@@ -78,5 +78,6 @@ def main(argv=None) -> int:
         rows_file(out, rank).write_text(json.dumps(built[0].rows))
     return rc
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -32,14 +32,21 @@ class LoRALinear(nn.Module):
 
 
 class StandInModel(nn.Module):
-    def __init__(self, tokenizer=None, encoders=("mel",), d_audio=256, d=32, vocab=512, fail_at_call=None,
-                 fail_kind="nan", **_):
+    def __init__(
+        self, tokenizer=None, encoders=("mel",), d_audio=256, d=32, vocab=512, fail_at_call=None, fail_kind="nan", **_
+    ):
         super().__init__()
         self.tokenizer = tokenizer
         self.encoder_names = list(encoders)
         self.vocab = vocab
-        self.llm = nn.ModuleDict({"embed": nn.Embedding(vocab, d), "q_proj": nn.Linear(d, d), "v_proj": nn.Linear(d, d),
-                                  "head": nn.Linear(d, vocab)})
+        self.llm = nn.ModuleDict(
+            {
+                "embed": nn.Embedding(vocab, d),
+                "q_proj": nn.Linear(d, d),
+                "v_proj": nn.Linear(d, d),
+                "head": nn.Linear(d, vocab),
+            }
+        )
         self.connectors = nn.ModuleDict({n: nn.Linear(d_audio, d) for n in self.encoder_names})
         self.adapters = nn.ModuleDict({"gate": nn.Linear(d, d)})
         self.config = {"encoders": self.encoder_names, "d_audio": d_audio, "d": d, "vocab": vocab}
@@ -101,8 +108,11 @@ class StandInModel(nn.Module):
         return loss
 
     def trainable_state_dict(self):
-        return {n: p.detach().clone() for n, p in self.named_parameters() if p.requires_grad or "lora_" in n
-                or self.part_of(n) is not None}
+        return {
+            n: p.detach().clone()
+            for n, p in self.named_parameters()
+            if p.requires_grad or "lora_" in n or self.part_of(n) is not None
+        }
 
     def load_trainable_state_dict(self, sd):
         own = dict(self.named_parameters())

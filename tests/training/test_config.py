@@ -10,10 +10,10 @@ import yaml
 
 from tests.training.conftest import EXAMPLE, example_dict, write_config
 from workbench.train import main
-from workbench.training.driver import train
 from workbench.training.checkpoint import CheckpointError
 from workbench.training.config import ConfigError, config_hash, load_run_config
 from workbench.training.data import EmptyDatasetError
+from workbench.training.driver import train
 
 
 def _write(tmp_path, doc):
@@ -45,28 +45,37 @@ def test_unknown_preset_lists_available():
         load_run_config(EXAMPLE, "huge")
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda d: d["presets"]["tiny"]["training"].update(batchsize=3), r"training: unknown key\(s\) \['batchsize'\]"),
-    (lambda d: d["presets"]["tiny"].pop("training"), r"missing required key\(s\) \['training'\]"),
-    (lambda d: d["presets"]["tiny"].pop("model"), r"\['model'\]"),
-    (lambda d: d["presets"]["tiny"]["data"].pop("train"), r"data: missing required key\(s\) \['train'\]"),
-    (lambda d: d["presets"]["tiny"]["data"].update(trian="x"), r"data: unknown key\(s\) \['trian'\]"),
-    (lambda d: d.update(defaults={}), r"<top level>: unknown key\(s\) \['defaults'\]"),
-    (lambda d: d["presets"]["tiny"]["training"]["stages"][1]["trainable"].append("encoder"),
-     r"stages\[1\] \(lora\)\.trainable: unknown value\(s\) \['encoder'\]; choose from \['connectors', 'adapters', 'lora'\]"),
-    (lambda d: d["presets"]["tiny"]["training"]["stages"][0].update(tasks=["clss"]), r"tasks: unknown value"),
-    (lambda d: d["presets"]["tiny"]["training"]["stages"][0].update(steps=0), r"steps: must be >= 1"),
-    (lambda d: d["presets"]["tiny"]["training"]["stages"][0].update(lr="fast"), r"lr: expected a number"),
-    (lambda d: d["presets"]["tiny"]["training"]["stages"][0].update(lrate=1), r"unknown key\(s\) \['lrate'\]"),
-    (lambda d: d["presets"]["tiny"]["training"].update(stages=[]), r"non-empty list of stages"),
-    (lambda d: d["presets"]["tiny"]["training"].pop("lora"), r"train 'lora' but the training section has no lora"),
-    (lambda d: d["presets"]["tiny"]["training"].update(mixed_precision="fp8"), r"mixed_precision: 'fp8' is not one of"),
-    (lambda d: d["presets"]["tiny"]["training"]["lora"].update(rnk=2), r"training.lora: unknown key"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda d: d["presets"]["tiny"]["training"].update(batchsize=3), r"training: unknown key\(s\) \['batchsize'\]"),
+        (lambda d: d["presets"]["tiny"].pop("training"), r"missing required key\(s\) \['training'\]"),
+        (lambda d: d["presets"]["tiny"].pop("model"), r"\['model'\]"),
+        (lambda d: d["presets"]["tiny"]["data"].pop("train"), r"data: missing required key\(s\) \['train'\]"),
+        (lambda d: d["presets"]["tiny"]["data"].update(trian="x"), r"data: unknown key\(s\) \['trian'\]"),
+        (lambda d: d.update(defaults={}), r"<top level>: unknown key\(s\) \['defaults'\]"),
+        (
+            lambda d: d["presets"]["tiny"]["training"]["stages"][1]["trainable"].append("encoder"),
+            r"stages\[1\] \(lora\)\.trainable: unknown value\(s\) \['encoder'\]; choose from \['connectors', 'adapters', 'lora'\]",
+        ),
+        (lambda d: d["presets"]["tiny"]["training"]["stages"][0].update(tasks=["clss"]), r"tasks: unknown value"),
+        (lambda d: d["presets"]["tiny"]["training"]["stages"][0].update(steps=0), r"steps: must be >= 1"),
+        (lambda d: d["presets"]["tiny"]["training"]["stages"][0].update(lr="fast"), r"lr: expected a number"),
+        (lambda d: d["presets"]["tiny"]["training"]["stages"][0].update(lrate=1), r"unknown key\(s\) \['lrate'\]"),
+        (lambda d: d["presets"]["tiny"]["training"].update(stages=[]), r"non-empty list of stages"),
+        (lambda d: d["presets"]["tiny"]["training"].pop("lora"), r"train 'lora' but the training section has no lora"),
+        (
+            lambda d: d["presets"]["tiny"]["training"].update(mixed_precision="fp8"),
+            r"mixed_precision: 'fp8' is not one of",
+        ),
+        (lambda d: d["presets"]["tiny"]["training"]["lora"].update(rnk=2), r"training.lora: unknown key"),
+    ],
+)
 def test_schema_errors(tmp_path, mutate, match):
     msg = _err(tmp_path, mutate)
     assert "[preset tiny]" in msg or "<top level>" in msg
     import re
+
     assert re.search(match, msg), msg
 
 
@@ -106,6 +115,7 @@ def test_empty_dataset_after_task_filter(tmp_path, data_root, factory):
 
     def mutate(doc):
         doc["presets"]["tiny"]["data"]["train"] = str(d)
+
     cfg = load_run_config(write_config(tmp_path, data_root, mutate), "tiny")
     with pytest.raises(EmptyDatasetError) as ei:
         train(cfg, tmp_path / "run", model_factory=factory, progress=False)
@@ -124,12 +134,18 @@ def test_resume_errors(tmp_path, data_root, factory, monkeypatch, capsys):
     def mutate(doc):
         doc["presets"]["tiny"]["training"]["stages"][1]["lr"] = 0.5
         doc["presets"]["tiny"]["training"]["checkpoint_every"] = 5  # allowed to differ
+
     cfg2 = load_run_config(write_config(tmp_path, data_root, mutate, name="c2.yaml"), "tiny")
     with pytest.raises(CheckpointError, match=r"config differs.*training\.stages\[1\]\.lr: 0\.005 -> 0\.5"):
         train(cfg2, tmp_path / "run", resume=True, model_factory=factory, progress=False)
     with pytest.raises(CheckpointError, match="config differs.*training.seed: 0 -> 4"):
-        train(load_run_config(write_config(tmp_path, data_root), "tiny", seed=4), tmp_path / "run", resume=True,
-              model_factory=factory, progress=False)
+        train(
+            load_run_config(write_config(tmp_path, data_root), "tiny", seed=4),
+            tmp_path / "run",
+            resume=True,
+            model_factory=factory,
+            progress=False,
+        )
     # CLI: exit code 2 and a message
     import workbench.training.driver as T
 
@@ -149,8 +165,18 @@ def test_all_variants_skips_missing(tmp_path, data_root, factory, monkeypatch, c
     shutil.copy(write_config(tmp_path, data_root), cdir / "pal.yaml")
     shutil.copy(write_config(tmp_path, data_root), cdir / "lal.yaml")
     with pytest.warns(UserWarning, match="baseline.yaml missing"):
-        rc = main(["--all", "--preset", "other", "--configs-dir", str(cdir), "--out-root", str(tmp_path / "res"),
-                   "--no-progress"])
+        rc = main(
+            [
+                "--all",
+                "--preset",
+                "other",
+                "--configs-dir",
+                str(cdir),
+                "--out-root",
+                str(tmp_path / "res"),
+                "--no-progress",
+            ]
+        )
     assert rc == 0
     assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["lal", "pal"]
     assert (tmp_path / "res" / "pal" / "final" / "model.safetensors").is_file()

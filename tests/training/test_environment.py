@@ -18,8 +18,7 @@ from workbench.training.environment import relative_command, repo_relative, resu
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_summary_and_checkpoint_record_the_environment_and_resume_warns_on_other_threads(tmp_path, data_root,
-                                                                                          factory):
+def test_summary_and_checkpoint_record_the_environment_and_resume_warns_on_other_threads(tmp_path, data_root, factory):
     import transformers
 
     cfg = load_run_config(write_config(tmp_path, data_root), "tiny")
@@ -43,8 +42,13 @@ def test_summary_and_checkpoint_record_the_environment_and_resume_warns_on_other
 
 
 def test_resume_mismatches_name_the_settings_that_change_the_numbers():
-    a = {"threads": 1, "cpu_capability": "AVX2", "device": "cpu", "deterministic_algorithms": True,
-         "env": {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+    a = {
+        "threads": 1,
+        "cpu_capability": "AVX2",
+        "device": "cpu",
+        "deterministic_algorithms": True,
+        "env": {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+    }
     b = {**a, "cpu_capability": "AVX512", "env": {"ATEN_CPU_CAPABILITY": "avx2"}}
     assert resume_mismatches(a, b) == ["cpu_capability 'AVX2' -> 'AVX512'", "MKL_CBWR 'AVX2' -> None"]
     assert resume_mismatches(a, dict(a)) == [] and resume_mismatches(None, a) == []
@@ -53,12 +57,22 @@ def test_resume_mismatches_name_the_settings_that_change_the_numbers():
 def test_paths_are_written_relative_to_the_repository():
     assert repo_relative(ROOT / "configs" / "pal.yaml") == "configs/pal.yaml"
     assert repo_relative("/elsewhere/x") == "/elsewhere/x"  # outside the repository: no portable spelling
-    assert relative_command(["python -m workbench.train", "--config", str(ROOT / "configs" / "pal.yaml")]) == \
-        "python -m workbench.train --config configs/pal.yaml"
-    info = with_environment({"checkpoint": str(ROOT / "results" / "checkpoints" / "pal" / "final"),
-                             "data": "data/synth-tiny/test", "n_rows": 3})
-    assert (info["checkpoint"], info["data"], info["n_rows"]) == ("results/checkpoints/pal/final",
-                                                                  "data/synth-tiny/test", 3)
+    assert (
+        relative_command(["python -m workbench.train", "--config", str(ROOT / "configs" / "pal.yaml")])
+        == "python -m workbench.train --config configs/pal.yaml"
+    )
+    info = with_environment(
+        {
+            "checkpoint": str(ROOT / "results" / "checkpoints" / "pal" / "final"),
+            "data": "data/synth-tiny/test",
+            "n_rows": 3,
+        }
+    )
+    assert (info["checkpoint"], info["data"], info["n_rows"]) == (
+        "results/checkpoints/pal/final",
+        "data/synth-tiny/test",
+        3,
+    )
     assert info["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 

@@ -32,17 +32,33 @@ def _config(tmp: Path) -> Path:
     """A two-stage preset: connector only (3 steps), then connector + adapter + LoRA (3 steps)."""
     stage = {"lr": 1.0e-3, "warmup": 1, "tasks": ["cls"]}
     preset = {
-        "model": {"llm": "smollm2", "encoders": [
-            {"name": "mel", "dim": 256, "connector": {"type": "mlp", "n_tokens": 4, "hidden": 64},
-             "integration": {"mode": "lal", "layer": 26, "adapter": True, "adapter_rank": 4, "gate": True}}]},
+        "model": {
+            "llm": "smollm2",
+            "encoders": [
+                {
+                    "name": "mel",
+                    "dim": 256,
+                    "connector": {"type": "mlp", "n_tokens": 4, "hidden": 64},
+                    "integration": {"mode": "lal", "layer": 26, "adapter": True, "adapter_rank": 4, "gate": True},
+                }
+            ],
+        },
         "data": {"train": str(tmp / "synth" / "train"), "cache_dir": str(tmp / "cache")},
         "training": {
-            "seed": 0, "batch_size": 2, "grad_accum": 1, "mixed_precision": "no", "checkpoint_every": 2,
-            "keep_checkpoints": 2, "log_every": 1, "eval_batches": 0,
+            "seed": 0,
+            "batch_size": 2,
+            "grad_accum": 1,
+            "mixed_precision": "no",
+            "checkpoint_every": 2,
+            "keep_checkpoints": 2,
+            "log_every": 1,
+            "eval_batches": 0,
             "lora": {"rank": 2, "alpha": 4, "dropout": 0.1, "targets": ["q_proj", "v_proj"]},
-            "stages": [{"name": "connector", "steps": STEPS_PER_STAGE, "trainable": ["connectors"], **stage},
-                       {"name": "lora", "steps": STEPS_PER_STAGE, "trainable": ["connectors", "adapters", "lora"],
-                        **stage}]},
+            "stages": [
+                {"name": "connector", "steps": STEPS_PER_STAGE, "trainable": ["connectors"], **stage},
+                {"name": "lora", "steps": STEPS_PER_STAGE, "trainable": ["connectors", "adapters", "lora"], **stage},
+            ],
+        },
     }
     path = tmp / "hard_kill.yaml"
     path.write_text(yaml.safe_dump({"presets": {"tiny": preset}}, sort_keys=False))
@@ -50,8 +66,19 @@ def _config(tmp: Path) -> Path:
 
 
 def _cmd(cfg: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "workbench.train", "--config", str(cfg), "--preset", "tiny", "--out", str(out),
-            "--no-progress", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "workbench.train",
+        "--config",
+        str(cfg),
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _env() -> dict:
@@ -129,8 +156,9 @@ def test_sigkill_mid_stage_then_resume_equals_uninterrupted_run(setup):
     assert summary["completed"] and summary["resumed_from"].endswith(latest)
     rows = read_log(run / "train_log.csv")
     # every column of every row: loss, lr, grad norm, token counts (a skipped or repeated batch changes them)
-    assert rows == ref_rows, "\n".join(f"step {a['step']}: loss {a['loss']} vs uninterrupted {b['loss']}"
-                                       for a, b in zip(rows, ref_rows) if a != b)
+    assert rows == ref_rows, "\n".join(
+        f"step {a['step']}: loss {a['loss']} vs uninterrupted {b['loss']}" for a, b in zip(rows, ref_rows) if a != b
+    )
     a, b = _final_weights(run), _final_weights(ref)
     assert sorted(a) == sorted(b) and any("lora_" in k for k in a)
     assert [k for k in a if not torch.equal(a[k], b[k])] == []

@@ -10,17 +10,18 @@ import pytest
 
 from tests.training.conftest import EXAMPLE
 from workbench.common.paths import variant_of
-from workbench.training.runs import EVAL_DIRS, find_seed_runs, run_dir, sweep_run_dir
 from workbench.train import main as train_main
-from workbench.training.driver import parse_seeds
 from workbench.training import jobs as J
 from workbench.training.config import load_run_config
+from workbench.training.driver import parse_seeds
+from workbench.training.runs import EVAL_DIRS, find_seed_runs, run_dir, sweep_run_dir
 
 
 def _summary(folder: Path, seed: int, config_hash: str = "x", completed: bool = True) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "train_summary.json").write_text(json.dumps({"seed": seed, "completed": completed,
-                                                           "config_hash": config_hash}))
+    (folder / "train_summary.json").write_text(
+        json.dumps({"seed": seed, "completed": completed, "config_hash": config_hash})
+    )
 
 
 def _answers(folder: Path, split: str) -> None:
@@ -37,8 +38,11 @@ def test_layout_seed_zero_is_the_committed_folder(tmp_path):
     assert run_dir(tmp_path, "pal", 2) == tmp_path / "pal" / "seed-2"
     assert run_dir(tmp_path, "lal", 0) == tmp_path / "lal" / "seed-0"  # no committed run there
     runs = [(r.variant, r.seed, r.path) for r in find_seed_runs(tmp_path)]
-    assert runs == [("lal", 0, tmp_path / "lal" / "seed-0"), ("pal", 0, tmp_path / "pal"),
-                    ("pal", 1, tmp_path / "pal" / "seed-1")]
+    assert runs == [
+        ("lal", 0, tmp_path / "lal" / "seed-0"),
+        ("pal", 0, tmp_path / "pal"),
+        ("pal", 1, tmp_path / "pal" / "seed-1"),
+    ]
     assert variant_of(tmp_path / "pal" / "seed-1" / "final") == "pal"
     assert variant_of(tmp_path / "pal" / "final") == "pal"
     assert sweep_run_dir("lal", 4, 1, tmp_path) == tmp_path / "lal" / "L04" / "seed-1"
@@ -82,8 +86,10 @@ def test_a_finished_run_with_the_same_config_and_seed_is_reused(tmp_path):
 
 def test_runner_runs_in_parallel_keeps_going_after_a_failure_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(J, "prepare_all", lambda jobs: None)
-    writer = ("import pathlib,sys; p=pathlib.Path(sys.argv[1]); p.parent.mkdir(parents=True, exist_ok=True); "
-              "p.write_text('row_id,correct\\n')")
+    writer = (
+        "import pathlib,sys; p=pathlib.Path(sys.argv[1]); p.parent.mkdir(parents=True, exist_ok=True); "
+        "p.write_text('row_id,correct\\n')"
+    )
 
     def commands(job, state):
         if job.name == "bad":

@@ -35,8 +35,17 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tests.training.ddp_standin", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "tests.training.ddp_standin",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -107,12 +116,19 @@ def test_rank0_alone_prints_and_writes(runs):
     log = runs.logs["A2"]
     assert log.count("done;") == 1, log[-2000:]
     assert sum(line.startswith("step 1/12") for line in log.splitlines()) == 1, log[-2000:]
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "final", "train_log.csv", "train_summary.json",
-                                                     "val_log.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoints",
+        "final",
+        "train_log.csv",
+        "train_summary.json",
+        "val_log.csv",
+    ]
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert ckpts == ["latest", "step-000009", "step-000012"], ckpts
-    assert sorted(p.name for p in (out / "checkpoints" / "step-000012").glob("rng-rank*.pt")) == ["rng-rank0.pt",
-                                                                                                  "rng-rank1.pt"]
+    assert sorted(p.name for p in (out / "checkpoints" / "step-000012").glob("rng-rank*.pt")) == [
+        "rng-rank0.pt",
+        "rng-rank1.pt",
+    ]
 
 
 def test_two_process_resume_continues_exactly(runs):
@@ -127,7 +143,9 @@ def test_two_process_resume_continues_exactly(runs):
 def test_a_lone_rank_of_a_multi_process_launch_stops_with_how_to_launch():
     r = _torchrun("--alone")  # accelerate.Accelerator() without cpu=True: each of the 2 processes sees 1
     assert r.returncode != 0
-    assert "the launcher started 2 processes" in r.stderr and "torchrun --nproc_per_node N" in r.stderr, r.stderr[-2000:]
+    assert "the launcher started 2 processes" in r.stderr and "torchrun --nproc_per_node N" in r.stderr, r.stderr[
+        -2000:
+    ]
     with pytest.raises(LaunchError, match="accelerate sees 1"):
         check_launch(SimpleNamespace(num_processes=1, distributed_type="NO"), env={"WORLD_SIZE": "4", "RANK": "3"})
     check_launch(SimpleNamespace(num_processes=1), env={})  # a plain single process is fine

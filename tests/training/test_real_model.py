@@ -8,16 +8,24 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.training.conftest import write_config
-from workbench.training.driver import read_log, train
-from workbench.training.config import load_run_config
-
 import workbench.model.pal as pal  # noqa: E402 (a broken import must fail, not skip)
+from tests.training.conftest import write_config
+from workbench.training.config import load_run_config
+from workbench.training.driver import read_log, train
+
 pytestmark = pytest.mark.slow  # ~60 s on 2 CPU cores
 
-MODEL = {"llm": "smollm2", "encoders": [
-    {"name": "mel", "dim": 256, "connector": {"type": "mlp", "n_tokens": 4, "hidden": 64},
-     "integration": {"mode": "lal", "layer": 26, "adapter": True, "adapter_rank": 4, "gate": True}}]}
+MODEL = {
+    "llm": "smollm2",
+    "encoders": [
+        {
+            "name": "mel",
+            "dim": 256,
+            "connector": {"type": "mlp", "n_tokens": 4, "hidden": 64},
+            "integration": {"mode": "lal", "layer": 26, "adapter": True, "adapter_rank": 4, "gate": True},
+        }
+    ],
+}
 
 
 def _mutate(doc):
@@ -46,7 +54,9 @@ def test_real_model_trains_and_resumes_exactly(tmp_path, real_cfg):
     ref = tmp_path / "ref"
     s = train(real_cfg, ref, progress=False)
     rows = read_log(ref / "train_log.csv")
-    assert s["completed"] and len(rows) == 6 and [r["stage_name"] for r in rows[::2]] == ["connector", "lora", "full_mix"]
+    assert (
+        s["completed"] and len(rows) == 6 and [r["stage_name"] for r in rows[::2]] == ["connector", "lora", "full_mix"]
+    )
     assert all(float(r["loss"]) > 0 and float(r["grad_norm"]) > 0 for r in rows)
     out = tmp_path / "run"
     train(real_cfg, out, max_steps=3, progress=False)
@@ -57,4 +67,6 @@ def test_real_model_trains_and_resumes_exactly(tmp_path, real_cfg):
     assert any("lora_" in k for k in a) and any(k.startswith("lal_adapters.") for k in a)
     # the final folder is a loadable PAL checkpoint
     m = pal.PALModel.from_pretrained(ref / "final")
-    assert m.lora_cfg["rank"] == 2 and json.loads((ref / "final" / "config.json").read_text())["pal"]["llm"] == "smollm2"
+    assert (
+        m.lora_cfg["rank"] == 2 and json.loads((ref / "final" / "config.json").read_text())["pal"]["llm"] == "smollm2"
+    )

@@ -56,8 +56,9 @@ def test_pins_take_effect_in_a_fresh_process():
     from workbench.training.reproducible import pinned_env
 
     code = "import torch; a = torch.ones(64, 64); a @ a; print('CAP', torch.backends.cpu.get_cpu_capability())"
-    r = subprocess.run([sys.executable, "-c", code], env=pinned_env(_env(MKL_VERBOSE="1")), capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=pinned_env(_env(MKL_VERBOSE="1")), capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     assert "CAP AVX2" in r.stdout and "CNR:AVX2" in r.stdout, r.stdout[-2000:]
 
@@ -69,8 +70,24 @@ def test_reproducible_run_matches_the_committed_log_bit_for_bit(tmp_path, model_
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "workbench.train", "--reproducible", "--config", str(cfg), "--out",
-                        str(out), "--no-progress"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workbench.train",
+            "--reproducible",
+            "--config",
+            str(cfg),
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     env_now = json.loads((out / "train_summary.json").read_text())["environment"]
     assert env_now["reproducible"] and env_now["cpu_capability"] == "AVX2" and env_now["threads"] == 1, env_now
@@ -78,8 +95,14 @@ def test_reproducible_run_matches_the_committed_log_bit_for_bit(tmp_path, model_
     if rows != ref:
         env_ref = json.loads((REF / "train_summary.json").read_text())["environment"]
         same_data = data_sha256(tmp_path / "data" / "train") == (REF / "data_sha256.txt").read_text().split()[0]
-        steps = "\n".join(f"  step {a['step']}: loss {a['loss']} (reference {b['loss']}), grad norm {a['grad_norm']} "
-                          f"(reference {b['grad_norm']})" for a, b in zip(rows, ref) if a != b)
-        pytest.fail(f"the reproducible run differs from tests/training/reproducible/train_log.csv:\n{steps}\n"
-                    f"synthetic clips identical to the reference's: {same_data}\n"
-                    f"environment here: {env_now}\nreference: {env_ref}")
+        steps = "\n".join(
+            f"  step {a['step']}: loss {a['loss']} (reference {b['loss']}), grad norm {a['grad_norm']} "
+            f"(reference {b['grad_norm']})"
+            for a, b in zip(rows, ref)
+            if a != b
+        )
+        pytest.fail(
+            f"the reproducible run differs from tests/training/reproducible/train_log.csv:\n{steps}\n"
+            f"synthetic clips identical to the reference's: {same_data}\n"
+            f"environment here: {env_now}\nreference: {env_ref}"
+        )

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from tests.training.conftest import write_config
-from workbench.training.driver import LOG_COLUMNS, TrainingDivergedError, lr_factor, read_log, train
 from workbench.training.checkpoint import find_latest, is_complete, read_trainer_state
 from workbench.training.config import load_run_config
+from workbench.training.driver import LOG_COLUMNS, TrainingDivergedError, lr_factor, read_log, train
 
 
 def _cfg(tmp_path, data_root, mutate=None):
@@ -42,6 +42,7 @@ def reference(tmp_path_factory, data_root, tokenizer):
     def factory(d, **_):
         built.append(StandInModel(tokenizer, **d))
         return built[-1]
+
     summary = train(_cfg(tmp, data_root), out, model_factory=factory, progress=False)
     return out, summary, list(built[-1].seen)
 
@@ -73,9 +74,18 @@ def test_csv_log_and_outputs(reference):
 def test_loss_decreases_on_repeated_data(tmp_path, data_root, factory):
     def mutate(doc):
         t = doc["presets"]["tiny"]["training"]
-        t["stages"] = [{"name": "fit", "steps": 30, "lr": 3e-2, "trainable": ["connectors", "adapters", "lora"],
-                        "tasks": ["cls"], "schedule": "constant"}]
+        t["stages"] = [
+            {
+                "name": "fit",
+                "steps": 30,
+                "lr": 3e-2,
+                "trainable": ["connectors", "adapters", "lora"],
+                "tasks": ["cls"],
+                "schedule": "constant",
+            }
+        ]
         t["batch_size"] = 8
+
     train(_cfg(tmp_path, data_root, mutate), tmp_path / "run", model_factory=factory, progress=False)
     losses = [float(r["loss"]) for r in read_log(tmp_path / "run" / "train_log.csv")]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
@@ -142,8 +152,17 @@ def test_nan_cli_exit_code(tmp_path, data_root, factory, monkeypatch, capsys):
 
     factory.kw = {"fail_at_call": 2, "fail_kind": "nan"}
     monkeypatch.setattr(D, "default_model_factory", factory)
-    rc = T.main(["--config", str(write_config(tmp_path, data_root)), "--preset", "tiny", "--out",
-                 str(tmp_path / "run"), "--no-progress"])
+    rc = T.main(
+        [
+            "--config",
+            str(write_config(tmp_path, data_root)),
+            "--preset",
+            "tiny",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ]
+    )
     assert rc == 3
     err = capsys.readouterr().err
     assert "step 2" in err and "no checkpoint was written" in err
@@ -214,6 +233,7 @@ def test_seed_changes_order(tmp_path, data_root, factory, reference):
 def test_grad_accum_and_checkpoint_hash(tmp_path, data_root, factory):
     def mutate(doc):
         doc["presets"]["tiny"]["training"]["grad_accum"] = 2
+
     cfg = _cfg(tmp_path, data_root, mutate)
     ref = tmp_path / "ref"
     train(cfg, ref, model_factory=factory, progress=False)
@@ -229,7 +249,9 @@ def test_lr_factor():
 
     st = StageConfig(name="s", steps=10, lr=1.0, warmup=2, trainable=["connectors"], tasks=["cls"])
     f = [lr_factor(i, st) for i in range(10)]
-    assert f[0] == 0.5 and f[1] == 1.0 and f[2] == 1.0 and f[-1] > 0 and f == sorted(f[:2]) + sorted(f[2:], reverse=True)
+    assert (
+        f[0] == 0.5 and f[1] == 1.0 and f[2] == 1.0 and f[-1] > 0 and f == sorted(f[:2]) + sorted(f[2:], reverse=True)
+    )
     st.schedule = "constant"
     assert {lr_factor(i, st) for i in range(2, 10)} == {1.0}
     st.schedule, st.warmup = "linear", 0
@@ -242,7 +264,9 @@ def test_bf16_without_gpu_falls_back_to_fp32(tmp_path, data_root, factory):
 
     def mutate(doc):
         doc["presets"]["tiny"]["training"]["mixed_precision"] = "bf16"
+
     with pytest.warns(UserWarning, match="needs a GPU"):
-        s = train(_cfg(tmp_path, data_root, mutate), tmp_path / "run", max_steps=1, model_factory=factory,
-                  progress=False)
+        s = train(
+            _cfg(tmp_path, data_root, mutate), tmp_path / "run", max_steps=1, model_factory=factory, progress=False
+        )
     assert s["mixed_precision"] == "no" and s["steps"] == 1

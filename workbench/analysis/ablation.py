@@ -38,17 +38,47 @@ import pandas as pd
 import torch
 
 from workbench.analysis.ablation_figures import ablation_figure, conditions_figure, sweep_figure
-from workbench.analysis.core import (answer_logprob, batches, block_audio_interventions, prompt_item,
-                                     run_with_interventions)
+from workbench.analysis.core import (
+    answer_logprob,
+    batches,
+    block_audio_interventions,
+    prompt_item,
+    run_with_interventions,
+)
 
-__all__ = ["MODES", "SPANS", "AblationError", "conditions_figure", "ablation_interventions", "audio_means", "item_metrics", "ablate",
-           "ablation_sweep", "summarize_items", "ablation_figure", "sweep_figure", "resolve_layers",
-           "resolve_encoders"]
+__all__ = [
+    "MODES",
+    "SPANS",
+    "AblationError",
+    "conditions_figure",
+    "ablation_interventions",
+    "audio_means",
+    "item_metrics",
+    "ablate",
+    "ablation_sweep",
+    "summarize_items",
+    "ablation_figure",
+    "sweep_figure",
+    "resolve_layers",
+    "resolve_encoders",
+]
 
 MODES = ("block", "zero", "mean", "ffn")
 SPANS = ("from", "single")
-TABLE_COLUMNS = ["mode", "encoder", "layer_start", "layer_end", "task", "attribute", "metric", "baseline", "ablated",
-                 "delta", "delta_se", "n"]
+TABLE_COLUMNS = [
+    "mode",
+    "encoder",
+    "layer_start",
+    "layer_end",
+    "task",
+    "attribute",
+    "metric",
+    "baseline",
+    "ablated",
+    "delta",
+    "delta_se",
+    "n",
+]
 
 Intervention = tuple[str, Callable[[torch.Tensor], torch.Tensor]]
 
@@ -67,12 +97,16 @@ def resolve_encoders(model, encoders: str | Sequence[str] | None, mode: str) -> 
     if mode == "ffn":
         lal = [e for e in chosen if modes[e] != "plits"]
         if encoders is not None and lal:
-            raise AblationError(f"mode 'ffn' needs PLITS audio in the residual stream, but encoder(s) {lal} are "
-                                "integrated by LAL (their audio never passes an FFN); use --mode block/zero/mean")
+            raise AblationError(
+                f"mode 'ffn' needs PLITS audio in the residual stream, but encoder(s) {lal} are "
+                "integrated by LAL (their audio never passes an FFN); use --mode block/zero/mean"
+            )
         chosen = [e for e in chosen if modes[e] == "plits"]
         if not chosen:
-            raise AblationError("mode 'ffn' needs a PLITS encoder, but every encoder of this model is LAL (audio "
-                                "never passes an FFN there); use --mode block/zero/mean, or a PLITS checkpoint")
+            raise AblationError(
+                "mode 'ffn' needs a PLITS encoder, but every encoder of this model is LAL (audio "
+                "never passes an FFN there); use --mode block/zero/mean, or a PLITS checkpoint"
+            )
     return chosen
 
 
@@ -93,8 +127,14 @@ def _mean_key(mode_hook: str, layer: int, name: str) -> str:
     return f"{mode_hook}|{layer}|{name}"
 
 
-def audio_means(model, dataset_or_batches, layers: Sequence[int], encoders: Sequence[str],
-                backend: str = "transformer_lens", batch_size: int = 8) -> dict[str, torch.Tensor]:
+def audio_means(
+    model,
+    dataset_or_batches,
+    layers: Sequence[int],
+    encoders: Sequence[str],
+    backend: str = "transformer_lens",
+    batch_size: int = 8,
+) -> dict[str, torch.Tensor]:
     """Mean audio activation per token slot over the rows, at every site the ``mean`` mode replaces:
     LAL ``hook_audio_k/v`` slices [N, G, D], PLITS audio residual entering the layer [N, d_model]."""
     from workbench.analysis.core import collect
@@ -137,9 +177,14 @@ def audio_means(model, dataset_or_batches, layers: Sequence[int], encoders: Sequ
     return {k: (sums[k] / counts[k].clamp(min=1)).to(model.dtype) for k in sums}
 
 
-def ablation_interventions(model, batch, layers: Sequence[int], mode: str = "block",
-                           encoders: str | Sequence[str] | None = None,
-                           means: dict[str, torch.Tensor] | None = None) -> list[Intervention]:
+def ablation_interventions(
+    model,
+    batch,
+    layers: Sequence[int],
+    mode: str = "block",
+    encoders: str | Sequence[str] | None = None,
+    means: dict[str, torch.Tensor] | None = None,
+) -> list[Intervention]:
     """``[(hook name, fn)]`` that ablate ``encoders``' audio at ``layers`` for this ``batch`` (see the module
     docstring). ``fn(activation) -> replacement`` also works during cached generation (decoding steps, whose
     query axis is one token, pass through residual hooks unchanged and block the cached audio keys)."""
@@ -186,8 +231,9 @@ def _need_mean(means, h, l, e):
 def _slice_fn(off: int, n: int, value: torch.Tensor | None):
     def fn(x: torch.Tensor) -> torch.Tensor:  # [B, N_all, G, D]
         x = x.clone()
-        x[:, off:off + n] = 0 if value is None else value.to(x.device, x.dtype)[None]
+        x[:, off : off + n] = 0 if value is None else value.to(x.device, x.dtype)[None]
         return x
+
     return fn
 
 
@@ -198,13 +244,22 @@ def _resid_fn(index: torch.Tensor, S: int, value: torch.Tensor | None):
         B, N, M = index.shape[0], index.shape[1], x.shape[-1]
         src = x.new_zeros(B, N, M) if value is None else value.to(x.device, x.dtype)[None].expand(B, N, M)
         return x.scatter(1, index.to(x.device)[..., None].expand(B, N, M), src)
+
     return fn
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-def item_metrics(model, dataset, make_interventions: Callable[[dict], list[Intervention]] | None = None, *,
-                 backend: str = "transformer_lens", batch_size: int = 8, accuracy: bool = True,
-                 max_new_tokens: int = 8, answer_options: dict | None = None) -> pd.DataFrame:
+def item_metrics(
+    model,
+    dataset,
+    make_interventions: Callable[[dict], list[Intervention]] | None = None,
+    *,
+    backend: str = "transformer_lens",
+    batch_size: int = 8,
+    accuracy: bool = True,
+    max_new_tokens: int = 8,
+    answer_options: dict | None = None,
+) -> pd.DataFrame:
     """One row per task row: ``row_id, task, attribute, closed, logprob, prediction, correct`` with the
     interventions ``make_interventions(batch)`` active (None: the unablated model). Accuracy (greedy answers
     under the same hooks) only with the TransformerLens backend."""
@@ -223,7 +278,7 @@ def item_metrics(model, dataset, make_interventions: Callable[[dict], list[Inter
         if accuracy and backend == "transformer_lens":
             pbatch = dataset.prompt_collate_fn()([prompt_item(it) for it in items])
             phooks = make_interventions(pbatch) if make_interventions else []
-            tl = [(n, (lambda f: (lambda t, hook: f(t)))(f)) for n, f in phooks]
+            tl = [(n, (lambda f: lambda t, hook: f(t))(f)) for n, f in phooks]  # noqa: B023 - f is bound by the outer call
             with model.hooks(fwd_hooks=tl):
                 preds = model.generate_answers(pbatch, max_new_tokens=max_new_tokens)
         for it, l, p in zip(items, lp, preds):
@@ -232,9 +287,17 @@ def item_metrics(model, dataset, make_interventions: Callable[[dict], list[Inter
             correct = np.nan
             if p is not None and closed:
                 correct = float(is_correct(p, str(row["answer"]), options.get(str(row.get("attribute")))))
-            records.append({"row_id": str(row.get("row_id", len(records))), "task": str(row.get("task", "all")),
-                            "attribute": str(row.get("attribute", "all")), "closed": closed, "logprob": l,
-                            "prediction": p, "correct": correct})
+            records.append(
+                {
+                    "row_id": str(row.get("row_id", len(records))),
+                    "task": str(row.get("task", "all")),
+                    "attribute": str(row.get("attribute", "all")),
+                    "closed": closed,
+                    "logprob": l,
+                    "prediction": p,
+                    "correct": correct,
+                }
+            )
     return pd.DataFrame(records)
 
 
@@ -243,7 +306,8 @@ def summarize_items(base: pd.DataFrame, abl: pd.DataFrame, **meta) -> pd.DataFra
     metric without and with the ablation, the paired delta and its standard error. Metrics:
     ``answer_logprob`` (nats, every row) and ``accuracy`` (closed rows, fraction; absent without predictions)."""
     m = base[["row_id", "task", "attribute", "closed", "logprob", "correct"]].merge(
-        abl[["row_id", "logprob", "correct"]], on="row_id", suffixes=("_base", "_abl"))
+        abl[["row_id", "logprob", "correct"]], on="row_id", suffixes=("_base", "_abl")
+    )
     rows = []
     groups = [(("all", "all"), m)]
     groups += [((t, "all"), g) for t, g in m.groupby("task", sort=True)]
@@ -256,15 +320,37 @@ def summarize_items(base: pd.DataFrame, abl: pd.DataFrame, **meta) -> pd.DataFra
             b, a = gg[f"{col}_base"].astype(float), gg[f"{col}_abl"].astype(float)
             d = (a - b).to_numpy()
             se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.nan
-            rows.append({**meta, "task": task, "attribute": att, "metric": metric, "baseline": float(b.mean()),
-                         "ablated": float(a.mean()), "delta": float(d.mean()), "delta_se": se, "n": len(d)})
+            rows.append(
+                {
+                    **meta,
+                    "task": task,
+                    "attribute": att,
+                    "metric": metric,
+                    "baseline": float(b.mean()),
+                    "ablated": float(a.mean()),
+                    "delta": float(d.mean()),
+                    "delta_se": se,
+                    "n": len(d),
+                }
+            )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def ablate(model, dataset, layers: Sequence[int], mode: str = "block", encoders: str | Sequence[str] | None = None,
-           *, backend: str = "transformer_lens", batch_size: int = 8, accuracy: bool = True, max_new_tokens: int = 8,
-           answer_options: dict | None = None, means: dict | None = None,
-           base: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ablate(
+    model,
+    dataset,
+    layers: Sequence[int],
+    mode: str = "block",
+    encoders: str | Sequence[str] | None = None,
+    *,
+    backend: str = "transformer_lens",
+    batch_size: int = 8,
+    accuracy: bool = True,
+    max_new_tokens: int = 8,
+    answer_options: dict | None = None,
+    means: dict | None = None,
+    base: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Ablate ``encoders``' audio at ``layers`` over ``dataset`` -> ``(table, items)``: the tidy summary
     (:func:`summarize_items`) and the per-row metrics with the ablation. ``base``: the unablated per-row
     metrics (computed if None)."""
@@ -273,8 +359,13 @@ def ablate(model, dataset, layers: Sequence[int], mode: str = "block", encoders:
     if not layers:
         raise AblationError("no layers to ablate")
     resolve_layers(model, min(layers), max(layers))
-    kw: dict[str, Any] = dict(backend=backend, batch_size=batch_size, accuracy=accuracy,
-                              max_new_tokens=max_new_tokens, answer_options=answer_options)
+    kw: dict[str, Any] = dict(
+        backend=backend,
+        batch_size=batch_size,
+        accuracy=accuracy,
+        max_new_tokens=max_new_tokens,
+        answer_options=answer_options,
+    )
     if base is None:
         base = item_metrics(model, dataset, None, **kw)
     if mode == "mean" and means is None:
@@ -285,10 +376,21 @@ def ablate(model, dataset, layers: Sequence[int], mode: str = "block", encoders:
     return table, abl
 
 
-def ablation_sweep(model, dataset, mode: str = "block", encoders: str | Sequence[str] | None = None, *,
-                   span: str = "from", layers: Sequence[int] | None = None, backend: str = "transformer_lens",
-                   batch_size: int = 8, accuracy: bool = True, max_new_tokens: int = 8,
-                   answer_options: dict | None = None, progress: bool = False) -> pd.DataFrame:
+def ablation_sweep(
+    model,
+    dataset,
+    mode: str = "block",
+    encoders: str | Sequence[str] | None = None,
+    *,
+    span: str = "from",
+    layers: Sequence[int] | None = None,
+    backend: str = "transformer_lens",
+    batch_size: int = 8,
+    accuracy: bool = True,
+    max_new_tokens: int = 8,
+    answer_options: dict | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
     """:func:`ablate` at every layer l (default all): span ``from`` ablates ``l..n_layers-1``, ``single``
     ablates ``l`` alone. The unablated metrics and the means are computed once."""
     if span not in SPANS:
@@ -298,10 +400,17 @@ def ablation_sweep(model, dataset, mode: str = "block", encoders: str | Sequence
     layers = list(range(n)) if layers is None else [int(l) for l in layers]
     for l in layers:
         resolve_layers(model, l, l)
-    kw: dict[str, Any] = dict(backend=backend, batch_size=batch_size, accuracy=accuracy,
-                              max_new_tokens=max_new_tokens, answer_options=answer_options)
+    kw: dict[str, Any] = dict(
+        backend=backend,
+        batch_size=batch_size,
+        accuracy=accuracy,
+        max_new_tokens=max_new_tokens,
+        answer_options=answer_options,
+    )
     base = item_metrics(model, dataset, None, **kw)
-    means = audio_means(model, dataset, list(range(min(layers), n)), encs, backend, batch_size) if mode == "mean" else None
+    means = (
+        audio_means(model, dataset, list(range(min(layers), n)), encs, backend, batch_size) if mode == "mean" else None
+    )
     tables = []
     it = layers
     if progress:

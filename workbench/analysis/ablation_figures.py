@@ -8,10 +8,12 @@ import pandas as pd
 
 from workbench.analysis.figures import add_caption
 
-_CAPTION = ("Change of the teacher-forced answer log-probability (nats, summed over answer tokens) and of "
-            "closed-task accuracy (percentage points, greedy answers) when the model's access to audio is cut, "
-            "ablated minus unablated on the same rows (0 = no effect); error bars: ±1 standard error over rows "
-            "(paired).")
+_CAPTION = (
+    "Change of the teacher-forced answer log-probability (nats, summed over answer tokens) and of "
+    "closed-task accuracy (percentage points, greedy answers) when the model's access to audio is cut, "
+    "ablated minus unablated on the same rows (0 = no effect); error bars: ±1 standard error over rows "
+    "(paired)."
+)
 
 
 def _n_rows(table: pd.DataFrame) -> str:
@@ -36,8 +38,17 @@ def ablation_figure(table: pd.DataFrame, title: str | None = None):
         if not len(t):
             continue
         labels = [f"{r.task}/{r.attribute}" for r in t.itertuples()]
-        fig.add_trace(go.Bar(x=labels, y=t["delta"] * scale, name=metric, showlegend=False,
-                             error_y=dict(type="data", array=(t["delta_se"].fillna(0) * scale))), row=1, col=col)
+        fig.add_trace(
+            go.Bar(
+                x=labels,
+                y=t["delta"] * scale,
+                name=metric,
+                showlegend=False,
+                error_y=dict(type="data", array=(t["delta_se"].fillna(0) * scale)),
+            ),
+            row=1,
+            col=col,
+        )
     fig.update_yaxes(title_text="Δ log p(answer) (nats)", row=1, col=1)
     fig.update_yaxes(title_text="Δ accuracy (percentage points)", row=1, col=2)
     fig.update_xaxes(title_text="task / attribute (evaluation cell)", row=1, col=1)
@@ -55,23 +66,41 @@ def sweep_figure(table: pd.DataFrame, title: str | None = None):
     from plotly.subplots import make_subplots
 
     t = table[(table["task"] == "all") & (table["attribute"] == "all")]
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=("answer log-probability", "closed-task accuracy"))
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=("answer log-probability", "closed-task accuracy"),
+    )
     for r, metric, scale in ((1, "answer_logprob", 1.0), (2, "accuracy", 100.0)):
         tm = t[t["metric"] == metric]
         for (mode, enc), g in tm.groupby(["mode", "encoder"], sort=True):
             g = g.sort_values("layer_start")
-            fig.add_trace(go.Scatter(x=g["layer_start"], y=g["delta"] * scale, mode="lines+markers",
-                                     name=f"{mode} / {enc}", legendgroup=f"{mode}/{enc}", showlegend=r == 1,
-                                     error_y=dict(type="data", array=g["delta_se"].fillna(0) * scale)), row=r, col=1)
+            fig.add_trace(
+                go.Scatter(
+                    x=g["layer_start"],
+                    y=g["delta"] * scale,
+                    mode="lines+markers",
+                    name=f"{mode} / {enc}",
+                    legendgroup=f"{mode}/{enc}",
+                    showlegend=r == 1,
+                    error_y=dict(type="data", array=g["delta_se"].fillna(0) * scale),
+                ),
+                row=r,
+                col=1,
+            )
     span = table["span"].iloc[0] if "span" in table and len(table) else "from"
     xlab = "first ablated layer l (layers l..last)" if span == "from" else "ablated layer l (that layer only)"
     fig.update_xaxes(title_text=f"{xlab} (layer index)", row=2, col=1)
     fig.update_yaxes(title_text="Δ log p(answer) (nats)", row=1, col=1)
     fig.update_yaxes(title_text="Δ accuracy (percentage points)", row=2, col=1)
     fig.update_layout(title=title or "Audio ablation sweep over layers", template="plotly_white", height=640)
-    return add_caption(fig, _CAPTION + f" Overall (all/all) cell: {_n_rows(table)}. Layers before an "
-                            "encoder's integration layer are no-ops for it.")
+    return add_caption(
+        fig,
+        _CAPTION + f" Overall (all/all) cell: {_n_rows(table)}. Layers before an "
+        "encoder's integration layer are no-ops for it.",
+    )
 
 
 def conditions_figure(table: pd.DataFrame, title: str | None = None):
@@ -88,8 +117,17 @@ def conditions_figure(table: pd.DataFrame, title: str | None = None):
         tm = t[t["metric"] == metric]
         if not len(tm):
             continue
-        fig.add_trace(go.Bar(x=tm["condition"], y=tm["delta"] * scale, name=metric, showlegend=False,
-                             error_y=dict(type="data", array=tm["delta_se"].fillna(0) * scale)), row=1, col=col)
+        fig.add_trace(
+            go.Bar(
+                x=tm["condition"],
+                y=tm["delta"] * scale,
+                name=metric,
+                showlegend=False,
+                error_y=dict(type="data", array=tm["delta_se"].fillna(0) * scale),
+            ),
+            row=1,
+            col=col,
+        )
     fig.update_yaxes(title_text="Δ log p(answer) (nats)", row=1, col=1)
     fig.update_yaxes(title_text="Δ accuracy (percentage points)", row=1, col=2)
     fig.update_xaxes(title_text="ablation (condition)", row=1, col=1)

@@ -52,12 +52,12 @@ ITEM_COLUMNS = ["site", "layer", "head", "encoder", "pair", "clean_ld", "corrupt
 
 def _dot(how, diff, grad, text_q, layout, enc):
     """Per item [B]: sum over the patched part of (clean - corrupted) * gradient."""
-    prod = (diff.double() * grad.double())
+    prod = diff.double() * grad.double()
     if how[0] == "z":
         p = prod[:, :, how[1]].sum(-1)  # [B, S]
         return (p * text_q.to(p.device)).sum(1)
     if how[0] == "slice":
-        return prod[:, how[1]:how[1] + how[2]].flatten(1).sum(1)
+        return prod[:, how[1] : how[1] + how[2]].flatten(1).sum(1)
     if how[0] == "resid":
         idx = layout.audio[enc].residual_index.to(prod.device)
         return prod.sum(-1).gather(1, idx).sum(1)
@@ -69,26 +69,37 @@ def _qk_term(model, layer, off, n, k_clean, k_corr, q, scores, grad_pattern):
     attn = model.blocks[layer].attn
     H, G = model.cfg.n_heads, model.cfg.n_kv_heads
     R = H // G
-    dk = (k_clean[:, off:off + n] - k_corr[:, off:off + n]).double()  # [B, n, G, D]
+    dk = (k_clean[:, off : off + n] - k_corr[:, off : off + n]).double()  # [B, n, G, D]
     dk = dk.repeat_interleave(R, dim=2)  # [B, n, H, D] (head h reads kv head h // R)
     dscores = torch.einsum("bqhd,bnhd->bhqn", q.double(), dk) * attn.scale  # [B, H, L, n]
     s = scores.double()
-    masked = s[..., off:off + n] <= torch.finfo(scores.dtype).min / 2
+    masked = s[..., off : off + n] <= torch.finfo(scores.dtype).min / 2
     patched = s.clone()
-    patched[..., off:off + n] = torch.where(masked, s[..., off:off + n], s[..., off:off + n] + dscores)
+    patched[..., off : off + n] = torch.where(masked, s[..., off : off + n], s[..., off : off + n] + dscores)
     dp = torch.softmax(patched, -1) - torch.softmax(s, -1)
     return (dp * grad_pattern.double()).flatten(1).sum(1)
 
 
-def atp_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrupt_ids,
-              sites: str | Sequence[str] | None = None, encoders: str | Sequence[str] | None = None,
-              layers: Sequence[int] | None = None, backend: str = "transformer_lens", pair_offset: int = 0,
-              qk_fix: bool = True) -> pd.DataFrame:
+def atp_batch(
+    model,
+    clean_batch: dict,
+    corrupt_batch: dict,
+    clean_ids,
+    corrupt_ids,
+    sites: str | Sequence[str] | None = None,
+    encoders: str | Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    backend: str = "transformer_lens",
+    pair_offset: int = 0,
+    qk_fix: bool = True,
+) -> pd.DataFrame:
     """AtP estimates of ``patched_ld - corrupted_ld`` for every site (module docstring): one row per (site,
     layer, head, encoder, pair), ``ITEM_COLUMNS``. Same arguments as :func:`patching.patch_batch`."""
     if backend != "transformer_lens":
-        raise PatchingError(f"--method atp takes gradients through TransformerLens hooks: use --backend "
-                            f"transformer_lens (got {backend!r}); exact patching runs on either backend")
+        raise PatchingError(
+            f"--method atp takes gradients through TransformerLens hooks: use --backend "
+            f"transformer_lens (got {backend!r}); exact patching runs on either backend"
+        )
     sites, encs = resolve_sites(model, sites, encoders)
     _check_same_prompt(model, clean_batch, corrupt_batch)
     layout = model.token_layout(corrupt_batch)
@@ -112,8 +123,11 @@ def atp_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrupt_
 
     fwd = [(n, leaf) for n in names]
     for l in qk_layers:
-        fwd += [(f"blocks.{l}.attn.hook_pattern", leaf), (f"blocks.{l}.attn.hook_attn_scores", keep),
-                (f"blocks.{l}.attn.{q_hook}", keep)]
+        fwd += [
+            (f"blocks.{l}.attn.hook_pattern", leaf),
+            (f"blocks.{l}.attn.hook_attn_scores", keep),
+            (f"blocks.{l}.attn.{q_hook}", keep),
+        ]
     with torch.enable_grad():
         logits = model.run_with_hooks(corrupt_batch, fwd_hooks=fwd)
         ld = answer_logit_diff(logits, corrupt_batch, clean_ids, corrupt_ids)
@@ -133,24 +147,60 @@ def atp_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrupt_
             q = extra[f"blocks.{layer}.attn.{q_hook}"]
             pn = f"blocks.{layer}.attn.hook_pattern"
             fixed = _dot(vhow, clean_acts[vn] - corr_acts[vn], grads[vn], text_q, layout, enc) + _qk_term(
-                model, layer, off, nt, clean_acts[kn], corr_acts[kn], q, extra[f"blocks.{layer}.attn.hook_attn_scores"],
-                grads[pn])
+                model,
+                layer,
+                off,
+                nt,
+                clean_acts[kn],
+                corr_acts[kn],
+                q,
+                extra[f"blocks.{layer}.attn.hook_attn_scores"],
+                grads[pn],
+            )
         for b in range(ld_corr.shape[0]):
-            rows.append((site, layer, head, enc, pair_offset + b, float(ld_clean[b]), float(ld_corr[b]),
-                         float(plain[b]), float(fixed[b])))
+            rows.append(
+                (
+                    site,
+                    layer,
+                    head,
+                    enc,
+                    pair_offset + b,
+                    float(ld_clean[b]),
+                    float(ld_corr[b]),
+                    float(plain[b]),
+                    float(fixed[b]),
+                )
+            )
     items = pd.DataFrame(rows, columns=ITEM_COLUMNS)
     per_layer = items[items["site"] == "audio_kv"]
     if len(per_layer):  # every layer at once: the sum of the first-order estimates (each layer's K/V is its own)
-        tot = per_layer.groupby(["site", "encoder", "pair"], sort=False).agg(
-            clean_ld=("clean_ld", "first"), corrupted_ld=("corrupted_ld", "first"), atp=("atp", "sum"),
-            atp_qk=("atp_qk", "sum")).reset_index().assign(layer=-1, head=-1)
+        tot = (
+            per_layer.groupby(["site", "encoder", "pair"], sort=False)
+            .agg(
+                clean_ld=("clean_ld", "first"),
+                corrupted_ld=("corrupted_ld", "first"),
+                atp=("atp", "sum"),
+                atp_qk=("atp_qk", "sum"),
+            )
+            .reset_index()
+            .assign(layer=-1, head=-1)
+        )
         items = pd.concat([items, tot[ITEM_COLUMNS]], ignore_index=True)
     return items
 
 
-def atp_dataset(model, dataset, pairs: pd.DataFrame, sites=None, encoders=None, layers=None,
-                backend: str = "transformer_lens", batch_size: int = 8, qk_fix: bool = True,
-                progress: bool = False) -> pd.DataFrame:
+def atp_dataset(
+    model,
+    dataset,
+    pairs: pd.DataFrame,
+    sites=None,
+    encoders=None,
+    layers=None,
+    backend: str = "transformer_lens",
+    batch_size: int = 8,
+    qk_fix: bool = True,
+    progress: bool = False,
+) -> pd.DataFrame:
     """:func:`atp_batch` over the pairs of :func:`patching.make_pairs` (prompts only, left-padded)."""
     collate = dataset.prompt_collate_fn()
     frames = []
@@ -160,12 +210,24 @@ def atp_dataset(model, dataset, pairs: pd.DataFrame, sites=None, encoders=None, 
 
         starts = tqdm(starts, desc="attribution patching", unit="batch")
     for i in starts:
-        chunk = pairs.iloc[i:i + batch_size]
+        chunk = pairs.iloc[i : i + batch_size]
         clean = collate([prompt_item(dataset[int(j)]) for j in chunk["clean"]])
         corrupt = collate([prompt_item(dataset[int(j)]) for j in chunk["corrupted"]])
-        frames.append(atp_batch(model, clean, corrupt, torch.tensor(chunk["clean_token"].to_numpy()),
-                                torch.tensor(chunk["corrupted_token"].to_numpy()), sites, encoders, layers, backend,
-                                pair_offset=i, qk_fix=qk_fix))
+        frames.append(
+            atp_batch(
+                model,
+                clean,
+                corrupt,
+                torch.tensor(chunk["clean_token"].to_numpy()),
+                torch.tensor(chunk["corrupted_token"].to_numpy()),
+                sites,
+                encoders,
+                layers,
+                backend,
+                pair_offset=i,
+                qk_fix=qk_fix,
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -177,8 +239,13 @@ def summarize_atp(atp_items: pd.DataFrame, exact_items: pd.DataFrame | None = No
     items, the exact effect ``exact`` = mean(patched_ld - corrupted_ld); ``restored_*``: each divided by the
     mean (clean_ld - corrupted_ld), as in :func:`patching.summarize_patching`."""
     g = atp_items.groupby(KEYS, sort=False)
-    out = g.agg(atp=("atp", "mean"), atp_qk=("atp_qk", "mean"), clean_ld=("clean_ld", "mean"),
-                corrupted_ld=("corrupted_ld", "mean"), n_pairs=("pair", "nunique")).reset_index()
+    out = g.agg(
+        atp=("atp", "mean"),
+        atp_qk=("atp_qk", "mean"),
+        clean_ld=("clean_ld", "mean"),
+        corrupted_ld=("corrupted_ld", "mean"),
+        n_pairs=("pair", "nunique"),
+    ).reset_index()
     den = out["clean_ld"] - out["corrupted_ld"]
     if exact_items is not None:
         ex = exact_items.assign(effect=exact_items["patched_ld"] - exact_items["corrupted_ld"])
@@ -195,8 +262,11 @@ def agreement(summary: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     estimated with the exact effect over sites, and the overlap of the top-``top`` sites by |effect|."""
     rows = []
     s = summary[summary["layer"] >= 0].dropna(subset=["exact"]) if "exact" in summary else summary.iloc[0:0]
-    groups = [("all", s), ("head_out", s[s["site"] == "head_out"]),
-              ("audio", s[s["site"].isin(["audio_kv", "resid_audio"])])]
+    groups = [
+        ("all", s),
+        ("head_out", s[s["site"] == "head_out"]),
+        ("audio", s[s["site"].isin(["audio_kv", "resid_audio"])]),
+    ]
     for method in ("atp", "atp_qk"):
         for name, g in groups:
             if len(g) < 2:
@@ -205,9 +275,17 @@ def agreement(summary: pd.DataFrame, top: int = 10) -> pd.DataFrame:
             k = min(top, len(g))
             est = set(g[method].abs().nlargest(k).index)
             ref = set(g["exact"].abs().nlargest(k).index)
-            rows.append({"method": method, "sites": name, "spearman": float(rho), "top_k": k,
-                         "top_overlap": len(est & ref) / k, "n_sites": len(g),
-                         "max_abs_error": float((g[method] - g["exact"]).abs().max())})
+            rows.append(
+                {
+                    "method": method,
+                    "sites": name,
+                    "spearman": float(rho),
+                    "top_k": k,
+                    "top_overlap": len(est & ref) / k,
+                    "n_sites": len(g),
+                    "max_abs_error": float((g[method] - g["exact"]).abs().max()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -220,19 +298,32 @@ def atp_figure(summary: pd.DataFrame, title: str | None = None):
     sym = {"head_out": "circle", "audio_kv": "diamond", "resid_audio": "square"}
     for method, color in (("atp", "#1f77b4"), ("atp_qk", "#d62728")):
         for site, g in s.groupby("site", sort=False):
-            fig.add_trace(go.Scatter(x=g["exact"], y=g[method], mode="markers", name=f"{method}: {site}",
-                                     marker=dict(color=color, symbol=sym.get(site, "circle"), size=6, opacity=0.7),
-                                     text=[f"L{r.layer} H{r.head} {r.encoder}" for r in g.itertuples()]))
+            fig.add_trace(
+                go.Scatter(
+                    x=g["exact"],
+                    y=g[method],
+                    mode="markers",
+                    name=f"{method}: {site}",
+                    marker=dict(color=color, symbol=sym.get(site, "circle"), size=6, opacity=0.7),
+                    text=[f"L{r.layer} H{r.head} {r.encoder}" for r in g.itertuples()],
+                )
+            )
     if len(s):
         lo = float(np.nanmin(s[["exact", "atp", "atp_qk"]].to_numpy()))
         hi = float(np.nanmax(s[["exact", "atp", "atp_qk"]].to_numpy()))
-        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="#888"),
-                                 name="estimate = exact"))
+        fig.add_trace(
+            go.Scatter(
+                x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="#888"), name="estimate = exact"
+            )
+        )
     fig.update_xaxes(title_text="exact patching effect (Δ logit difference, logits)")
     fig.update_yaxes(title_text="attribution-patching estimate (Δ logit difference, logits)")
     n = int(summary["n_pairs"].max()) if len(summary) else 0
     fig.update_layout(title=title or "Attribution patching vs exact patching", template="plotly_white", height=560)
-    return add_caption(fig, f"Each point is one site (head output, audio K/V or audio residual of one layer), mean over "
-                            f"{n} clean/corrupted pairs of the change of LD = logit(clean answer) − logit(corrupted "
-                            "answer) when the clean activation is patched in. Blue: plain AtP (gradient times "
-                            "difference); red: AtP with the QK fix (audio keys' attention recomputed exactly).")
+    return add_caption(
+        fig,
+        f"Each point is one site (head output, audio K/V or audio residual of one layer), mean over "
+        f"{n} clean/corrupted pairs of the change of LD = logit(clean answer) − logit(corrupted "
+        "answer) when the clean activation is patched in. Blue: plain AtP (gradient times "
+        "difference); red: AtP with the QK fix (audio keys' attention recomputed exactly).",
+    )

@@ -29,8 +29,15 @@ import torch
 from workbench.analysis.core import collect, last_prompt_index
 from workbench.analysis.figures import add_caption
 
-__all__ = ["QUERY_SETS", "attention_to_audio", "attention_tokens", "query_mask", "fig_heatmap", "fig_layers",
-           "fig_tokens"]
+__all__ = [
+    "QUERY_SETS",
+    "attention_to_audio",
+    "attention_tokens",
+    "query_mask",
+    "fig_heatmap",
+    "fig_layers",
+    "fig_tokens",
+]
 
 QUERY_SETS = ("after_slot", "answer", "last_prompt")
 
@@ -93,9 +100,14 @@ def _batch_rows(model, batch, layers, encoders, query_set, backend):
 
 
 @torch.no_grad()
-def attention_to_audio(model, batches: dict | Iterable[dict], query_set: str = "after_slot",
-                       layers: list[int] | None = None, encoders: list[str] | None = None,
-                       backend: str = "transformer_lens") -> pd.DataFrame:
+def attention_to_audio(
+    model,
+    batches: dict | Iterable[dict],
+    query_set: str = "after_slot",
+    layers: list[int] | None = None,
+    encoders: list[str] | None = None,
+    backend: str = "transformer_lens",
+) -> pd.DataFrame:
     """Attention mass of text queries on each encoder's audio keys (see the module docstring).
 
     batches: one collate batch or an iterable of them. layers / encoders: subsets (default all)."""
@@ -119,27 +131,45 @@ def attention_to_audio(model, batches: dict | Iterable[dict], query_set: str = "
         for h in range(mass.shape[1]):
             mh = float(mass[:, h].mean()) if n else math.nan
             sem = float(mass[:, h].std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-            rows.append({"layer": l, "head": h, "encoder": e, "query_set": query_set, "mass": mh,
-                         "uniform_mass": u, "ratio": mh / u if u > 0 else math.nan, "n": n, "sem": sem})
-    return pd.DataFrame(rows, columns=["layer", "head", "encoder", "query_set", "mass", "uniform_mass", "ratio", "n", "sem"])
+            rows.append(
+                {
+                    "layer": l,
+                    "head": h,
+                    "encoder": e,
+                    "query_set": query_set,
+                    "mass": mh,
+                    "uniform_mass": u,
+                    "ratio": mh / u if u > 0 else math.nan,
+                    "n": n,
+                    "sem": sem,
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["layer", "head", "encoder", "query_set", "mass", "uniform_mass", "ratio", "n", "sem"]
+    )
 
 
 def _token_strings(tokenizer, ids: list[int]) -> list[str]:
     if tokenizer is None:
         return [str(i) for i in ids]
-    return [tokenizer.convert_tokens_to_string([t]) if t is not None else str(i)
-            for i, t in zip(ids, tokenizer.convert_ids_to_tokens(ids))]
+    return [
+        tokenizer.convert_tokens_to_string([t]) if t is not None else str(i)
+        for i, t in zip(ids, tokenizer.convert_ids_to_tokens(ids))
+    ]
 
 
 @torch.no_grad()
-def attention_tokens(model, batch: dict, layer: int, head: int, example: int = 0,
-                     backend: str = "transformer_lens") -> pd.DataFrame:
+def attention_tokens(
+    model, batch: dict, layer: int, head: int, example: int = 0, backend: str = "transformer_lens"
+) -> pd.DataFrame:
     """The attention pattern of one layer/head for one example, text queries x all keys, as a tidy frame:
     query (text index), query_token, key (key-axis index), key_token, key_kind ("text" or encoder name),
     weight. Padding positions are left out; audio keys are named ``<encoder:j>``."""
     model.check_layer(layer)
     if not 0 <= head < model.cfg.n_heads:
-        raise IndexError(f"head {head!r} is out of range: this model has {model.cfg.n_heads} heads (0..{model.cfg.n_heads - 1})")
+        raise IndexError(
+            f"head {head!r} is out of range: this model has {model.cfg.n_heads} heads (0..{model.cfg.n_heads - 1})"
+        )
     B = batch["input_ids"].shape[0]
     if not 0 <= example < B:
         raise IndexError(f"example {example} is out of range for a batch of {B}")
@@ -168,15 +198,25 @@ def attention_tokens(model, batch: dict, layer: int, head: int, example: int = 0
         if not real[t]:
             continue
         for k, ktok, kind in keys:
-            rows.append({"query": t, "query_token": toks[t], "key": k, "key_token": ktok, "key_kind": kind,
-                         "weight": float(pattern[q_res[t], k])})
+            rows.append(
+                {
+                    "query": t,
+                    "query_token": toks[t],
+                    "key": k,
+                    "key_token": ktok,
+                    "key_kind": kind,
+                    "weight": float(pattern[q_res[t], k]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------- figures
-_VALUE_UNIT = {"ratio": "mass / uniform mass (ratio; 1 = uniform)",
-               "mass": "attention mass (fraction of softmax)",
-               "uniform_mass": "uniform-attention mass (fraction of softmax)"}
+_VALUE_UNIT = {
+    "ratio": "mass / uniform mass (ratio; 1 = uniform)",
+    "mass": "attention mass (fraction of softmax)",
+    "uniform_mass": "uniform-attention mass (fraction of softmax)",
+}
 
 
 def _query_sets(df: pd.DataFrame) -> str:
@@ -191,26 +231,44 @@ def fig_heatmap(df: pd.DataFrame, value: str = "ratio", title: str | None = None
     if value not in _VALUE_UNIT:
         raise ValueError(f"value must be 'ratio', 'mass' or 'uniform_mass', got {value!r}")
     encs = list(dict.fromkeys(df["encoder"]))
-    fig = make_subplots(rows=1, cols=max(1, len(encs)), subplot_titles=[f"encoder: {e}" for e in encs],
-                        shared_yaxes=True)
+    fig = make_subplots(
+        rows=1, cols=max(1, len(encs)), subplot_titles=[f"encoder: {e}" for e in encs], shared_yaxes=True
+    )
     unit = _VALUE_UNIT[value]
     for i, e in enumerate(encs):
-        sub = df[df["encoder"] == e].pivot_table(index="layer", columns="head", values=value, aggfunc="mean", dropna=False)
-        fig.add_trace(go.Heatmap(z=sub.values, x=sub.columns.tolist(), y=sub.index.tolist(), coloraxis="coloraxis",
-                                 hovertemplate="layer %{y}, head %{x}<br>" + value + " %{z:.3f}<extra>" + e + "</extra>"),
-                      row=1, col=i + 1)
+        sub = df[df["encoder"] == e].pivot_table(
+            index="layer", columns="head", values=value, aggfunc="mean", dropna=False
+        )
+        fig.add_trace(
+            go.Heatmap(
+                z=sub.values,
+                x=sub.columns.tolist(),
+                y=sub.index.tolist(),
+                coloraxis="coloraxis",
+                hovertemplate="layer %{y}, head %{x}<br>" + value + " %{z:.3f}<extra>" + e + "</extra>",
+            ),
+            row=1,
+            col=i + 1,
+        )
         fig.update_xaxes(title_text="head (index)", row=1, col=i + 1)
     fig.update_yaxes(title_text="layer (index)", row=1, col=1)
     qs = _query_sets(df)
     n = int(df["n"].max()) if len(df) else 0
-    fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": unit, "side": "right"}}},
-                      title=title or f"Attention of text queries to audio keys, per layer and head ({value})")
-    what = {"ratio": "attention mass on the encoder's audio keys divided by the mass uniform attention over the "
-                     "visible keys would give (1 = no preference, >1 = the head seeks out the audio)",
-            "mass": "attention mass on the encoder's audio keys (summed over its keys)",
-            "uniform_mass": "the mass uniform attention over the visible keys would put on the audio keys"}[value]
-    return add_caption(fig, f"Colour: {what}, averaged over the text queries ({qs}) of each example and over {n} "
-                            "examples. Blank cells: no audio key of that encoder is visible at that layer.")
+    fig.update_layout(
+        coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": unit, "side": "right"}}},
+        title=title or f"Attention of text queries to audio keys, per layer and head ({value})",
+    )
+    what = {
+        "ratio": "attention mass on the encoder's audio keys divided by the mass uniform attention over the "
+        "visible keys would give (1 = no preference, >1 = the head seeks out the audio)",
+        "mass": "attention mass on the encoder's audio keys (summed over its keys)",
+        "uniform_mass": "the mass uniform attention over the visible keys would put on the audio keys",
+    }[value]
+    return add_caption(
+        fig,
+        f"Colour: {what}, averaged over the text queries ({qs}) of each example and over {n} "
+        "examples. Blank cells: no audio key of that encoder is visible at that layer.",
+    )
 
 
 def fig_layers(df: pd.DataFrame, title: str | None = None):
@@ -220,21 +278,45 @@ def fig_layers(df: pd.DataFrame, title: str | None = None):
 
     fig = go.Figure()
     for e in dict.fromkeys(df["encoder"]):
-        sub = df[df["encoder"] == e].groupby("layer").agg(mass=("mass", "mean"), lo=("mass", "min"), hi=("mass", "max"),
-                                                         uniform=("uniform_mass", "mean")).reset_index()
-        fig.add_trace(go.Scatter(x=sub.layer, y=sub.hi, mode="lines", line={"width": 0}, showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=sub.layer, y=sub.lo, mode="lines", line={"width": 0}, fill="tonexty",
-                                 name=f"{e}: range over heads", opacity=0.3, hoverinfo="skip"))
+        sub = (
+            df[df["encoder"] == e]
+            .groupby("layer")
+            .agg(mass=("mass", "mean"), lo=("mass", "min"), hi=("mass", "max"), uniform=("uniform_mass", "mean"))
+            .reset_index()
+        )
+        fig.add_trace(
+            go.Scatter(x=sub.layer, y=sub.hi, mode="lines", line={"width": 0}, showlegend=False, hoverinfo="skip")
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=sub.layer,
+                y=sub.lo,
+                mode="lines",
+                line={"width": 0},
+                fill="tonexty",
+                name=f"{e}: range over heads",
+                opacity=0.3,
+                hoverinfo="skip",
+            )
+        )
         fig.add_trace(go.Scatter(x=sub.layer, y=sub.mass, mode="lines+markers", name=f"{e}: mean over heads"))
-        fig.add_trace(go.Scatter(x=sub.layer, y=sub.uniform, mode="lines", line={"dash": "dash"}, name=f"{e}: uniform attention"))
+        fig.add_trace(
+            go.Scatter(x=sub.layer, y=sub.uniform, mode="lines", line={"dash": "dash"}, name=f"{e}: uniform attention")
+        )
     qs = _query_sets(df)
     n = int(df["n"].max()) if "n" in df and len(df) else 0
-    fig.update_layout(title=title or "Attention mass on audio keys per layer",
-                      xaxis_title="layer (index)", yaxis_title="attention mass on audio keys (fraction of softmax)")
-    return add_caption(fig, f"Attention mass that text queries ({qs}) put on each encoder's audio keys, averaged over "
-                            f"{n} examples. Solid line: mean over heads; shaded band: min..max over heads; dashed line: "
-                            "the mass expected under uniform attention over the visible keys (above it = the layer "
-                            "seeks out the audio).")
+    fig.update_layout(
+        title=title or "Attention mass on audio keys per layer",
+        xaxis_title="layer (index)",
+        yaxis_title="attention mass on audio keys (fraction of softmax)",
+    )
+    return add_caption(
+        fig,
+        f"Attention mass that text queries ({qs}) put on each encoder's audio keys, averaged over "
+        f"{n} examples. Solid line: mean over heads; shaded band: min..max over heads; dashed line: "
+        "the mass expected under uniform attention over the visible keys (above it = the layer "
+        "seeks out the audio).",
+    )
 
 
 def fig_tokens(df: pd.DataFrame, title: str | None = None):
@@ -246,12 +328,25 @@ def fig_tokens(df: pd.DataFrame, title: str | None = None):
     z = df.pivot_table(index="query", columns="key", values="weight").reindex(index=qs["query"], columns=ks["key"])
     xl = [f"{k}:{t!r}" for k, t in zip(ks["key"], ks["key_token"])]
     yl = [f"{q}:{t!r}" for q, t in zip(qs["query"], qs["query_token"])]
-    fig = go.Figure(go.Heatmap(z=z.values, x=xl, y=yl, colorscale="Blues",
-                               colorbar={"title": {"text": "attention weight (fraction of softmax)", "side": "right"}}))
-    fig.update_layout(title=title or "Attention pattern of one head for one example",
-                      xaxis_title="key (key-axis index: token)", yaxis_title="query (text index: token)",
-                      yaxis={"autorange": "reversed"})
+    fig = go.Figure(
+        go.Heatmap(
+            z=z.values,
+            x=xl,
+            y=yl,
+            colorscale="Blues",
+            colorbar={"title": {"text": "attention weight (fraction of softmax)", "side": "right"}},
+        )
+    )
+    fig.update_layout(
+        title=title or "Attention pattern of one head for one example",
+        xaxis_title="key (key-axis index: token)",
+        yaxis_title="query (text index: token)",
+        yaxis={"autorange": "reversed"},
+    )
     n_audio = int((ks["key_kind"] != "text").sum()) if "key_kind" in ks else 0
-    return add_caption(fig, f"One example (n = 1), {len(qs)} text queries (rows) x {len(ks)} keys (columns, "
-                            f"{n_audio} of them audio keys named <encoder:j>). Colour: softmax attention weight; each "
-                            "row sums to 1 over the keys it can see. Padding is left out.")
+    return add_caption(
+        fig,
+        f"One example (n = 1), {len(qs)} text queries (rows) x {len(ks)} keys (columns, "
+        f"{n_audio} of them audio keys named <encoder:j>). Colour: softmax attention weight; each "
+        "row sums to 1 over the keys it can see. Padding is left out.",
+    )

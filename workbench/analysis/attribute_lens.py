@@ -37,9 +37,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.analysis.audio_conditions import (AudioAnalysisError, closed_rows_with_options,
-                                                 last_prompt_residual_index, make_silence, paired_batches,
-                                                 require_audio)
+from workbench.analysis.audio_conditions import (
+    AudioAnalysisError,
+    closed_rows_with_options,
+    last_prompt_residual_index,
+    make_silence,
+    paired_batches,
+    require_audio,
+)
 from workbench.analysis.core import block_audio_interventions, collect
 from workbench.analysis.figures import add_caption
 
@@ -68,17 +73,29 @@ def _score(model, resid: torch.Tensor, ids: list[int], right: int, mask: torch.T
         logits = probs.log()
     else:
         probs = torch.softmax(logits, -1)
-    others = torch.cat([logits[:, :right], logits[:, right + 1:]], 1)
-    correct = logits[:, right] > others.max(1).values if others.shape[1] else torch.ones_like(logits[:, 0], dtype=torch.bool)
+    others = torch.cat([logits[:, :right], logits[:, right + 1 :]], 1)
+    correct = (
+        logits[:, right] > others.max(1).values if others.shape[1] else torch.ones_like(logits[:, 0], dtype=torch.bool)
+    )
     return probs[:, right], correct, logits.argmax(1)
 
 
 @torch.no_grad()
-def attribute_lens(model, dataset, answer_options: dict, attribute: str | None = None, *,
-                   layers: Sequence[int] | None = None, conditions: Sequence[str] = CONDITIONS,
-                   silence: str | Callable[[dict], dict] = "encoder", audio_positions: bool = True,
-                   backend: str = "transformer_lens", batch_size: int = 8, option_ids: dict | None = None,
-                   progress: bool = False) -> pd.DataFrame:
+def attribute_lens(
+    model,
+    dataset,
+    answer_options: dict,
+    attribute: str | None = None,
+    *,
+    layers: Sequence[int] | None = None,
+    conditions: Sequence[str] = CONDITIONS,
+    silence: str | Callable[[dict], dict] = "encoder",
+    audio_positions: bool = True,
+    backend: str = "transformer_lens",
+    batch_size: int = 8,
+    option_ids: dict | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
     """Per (row, condition, position, layer) the right option's probability among the options and whether it is
     top-1 (module docstring), with ``critical_layer`` and ``final_correct`` joined in.
 
@@ -123,14 +140,28 @@ def attribute_lens(model, dataset, answer_options: dict, attribute: str | None =
                 for pos, ls, resid, mask in sites:
                     prob, correct, top = _score(model, resid, ids, right, mask)
                     for j, l in enumerate(ls):
-                        rows.append((i, str(r.get("row_id", i)), str(r.get("attribute")), cond, pos, l, opts[right],
-                                     opts[int(top[j])], float(prob[j]), bool(correct[j])))
+                        rows.append(
+                            (
+                                i,
+                                str(r.get("row_id", i)),
+                                str(r.get("attribute")),
+                                cond,
+                                pos,
+                                l,
+                                opts[right],
+                                opts[int(top[j])],
+                                float(prob[j]),
+                                bool(correct[j]),
+                            )
+                        )
     df = pd.DataFrame(rows, columns=COLUMNS)
     crit = critical_layers(df)
     df = df.merge(crit, on=["example", "condition", "position"], how="left")
     final = df[(df["condition"] == "audio") & (df["position"] == "last_prompt") & (df["layer"] == max(layers))]
     if len(final):
-        df = df.merge(final[["example", "correct"]].rename(columns={"correct": "final_correct"}), on="example", how="left")
+        df = df.merge(
+            final[["example", "correct"]].rename(columns={"correct": "final_correct"}), on="example", how="left"
+        )
     else:  # without the audio condition the split is by the blocked/silent answer's own final layer: not defined
         df["final_correct"] = np.nan
     return df
@@ -161,22 +192,27 @@ def summarize_lens(df: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
     model's final answer)."""
     parts = [df.assign(split="all")]
     if "final_correct" in df and df["final_correct"].notna().any():
-        parts += [df[df["final_correct"] == True].assign(split="right"),  # noqa: E712 - object column
-                  df[df["final_correct"] == False].assign(split="wrong")]  # noqa: E712
+        parts += [
+            df[df["final_correct"] == True].assign(split="right"),  # noqa: E712 - object column
+            df[df["final_correct"] == False].assign(split="wrong"),  # noqa: E712 - object column
+        ]
     d = pd.concat(parts, ignore_index=True)
     keys = [*by, "condition", "position", "split"]
     g = d.groupby([*keys, "layer"], sort=True)
-    out = g.agg(accuracy=("correct", "mean"), prob=("prob", "mean"), prob_std=("prob", "std"),
-                n=("prob", "size")).reset_index()
+    out = g.agg(
+        accuracy=("correct", "mean"), prob=("prob", "mean"), prob_std=("prob", "std"), n=("prob", "size")
+    ).reset_index()
     out["prob_sem"] = out["prob_std"] / np.sqrt(out["n"])
     per_ex = d.drop_duplicates([*keys, "example"])
-    crit = per_ex.groupby(keys, sort=True).agg(critical_median=("critical_layer", "median"),
-                                               resolved=("critical_layer", lambda s: float(s.notna().mean())))
+    crit = per_ex.groupby(keys, sort=True).agg(
+        critical_median=("critical_layer", "median"), resolved=("critical_layer", lambda s: float(s.notna().mean()))
+    )
     return out.drop(columns="prob_std").merge(crit.reset_index(), on=keys, how="left")
 
 
-def attribute_lens_figure(frames: dict[str, pd.DataFrame] | pd.DataFrame, title: str | None = None,
-                          position: str = "last_prompt"):
+def attribute_lens_figure(
+    frames: dict[str, pd.DataFrame] | pd.DataFrame, title: str | None = None, position: str = "last_prompt"
+):
     """One figure across variants: per layer, top-1 accuracy among the options (left) and the right option's
     mean probability (right); solid: with audio, dashed: silence, dotted: audio blocked; bottom row: with audio,
     rows the model finally answers right (solid) vs wrong (dash-dot). ``frames``: {variant: attribute_lens
@@ -187,9 +223,18 @@ def attribute_lens_figure(frames: dict[str, pd.DataFrame] | pd.DataFrame, title:
 
     if isinstance(frames, pd.DataFrame):
         frames = {"model": frames}
-    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.14,
-                        subplot_titles=("top-1 among options", "P(right option)",
-                                        "with audio, by final answer", "critical layer (median)"))
+    fig = make_subplots(
+        rows=2,
+        cols=2,
+        vertical_spacing=0.16,
+        horizontal_spacing=0.14,
+        subplot_titles=(
+            "top-1 among options",
+            "P(right option)",
+            "with audio, by final answer",
+            "critical layer (median)",
+        ),
+    )
     dash = {"audio": "solid", "silence": "dash", "blocked": "dot"}
     crit_x, crit_y, crit_c = [], [], []
     n_rows = 0
@@ -200,17 +245,36 @@ def attribute_lens_figure(frames: dict[str, pd.DataFrame] | pd.DataFrame, title:
         for cond, g in s[s["split"] == "all"].groupby("condition", sort=False):
             g = g.sort_values("layer")
             for col, val in ((1, "accuracy"), (2, "prob")):
-                fig.add_trace(go.Scatter(x=g["layer"], y=g[val], mode="lines", line=dict(color=color, dash=dash.get(cond)),
-                                         name=f"{variant}: {cond}", legendgroup=f"{variant}:{cond}",
-                                         showlegend=col == 1), row=1, col=col)
+                fig.add_trace(
+                    go.Scatter(
+                        x=g["layer"],
+                        y=g[val],
+                        mode="lines",
+                        line=dict(color=color, dash=dash.get(cond)),
+                        name=f"{variant}: {cond}",
+                        legendgroup=f"{variant}:{cond}",
+                        showlegend=col == 1,
+                    ),
+                    row=1,
+                    col=col,
+                )
             crit_x.append(f"{variant}: {cond}")
             crit_y.append(float(g["critical_median"].iloc[0]) if g["critical_median"].notna().any() else None)
             crit_c.append(color)
         for split, d in (("right", "solid"), ("wrong", "dashdot")):
             g = s[(s["split"] == split) & (s["condition"] == "audio")].sort_values("layer")
             if len(g):
-                fig.add_trace(go.Scatter(x=g["layer"], y=g["accuracy"], mode="lines", line=dict(color=color, dash=d),
-                                         name=f"{variant}: answered {split} (n={int(g['n'].max())})"), row=2, col=1)
+                fig.add_trace(
+                    go.Scatter(
+                        x=g["layer"],
+                        y=g["accuracy"],
+                        mode="lines",
+                        line=dict(color=color, dash=d),
+                        name=f"{variant}: answered {split} (n={int(g['n'].max())})",
+                    ),
+                    row=2,
+                    col=1,
+                )
     fig.add_trace(go.Bar(x=crit_x, y=crit_y, marker_color=crit_c, showlegend=False), row=2, col=2)
     for col in (1, 2):
         fig.update_xaxes(title_text="layer (index; residual after the layer)", row=1, col=col)
@@ -220,11 +284,14 @@ def attribute_lens_figure(frames: dict[str, pd.DataFrame] | pd.DataFrame, title:
     fig.update_yaxes(title_text="probability (0..1, over options)", row=1, col=2)
     fig.update_yaxes(title_text="accuracy (fraction)", row=2, col=1)
     fig.update_yaxes(title_text="critical layer (layer index)", row=2, col=2)
-    fig.update_layout(title=title or f"Attribute lens at the {position} position", template="plotly_white", height=820,
-                      width=1150)
+    fig.update_layout(
+        title=title or f"Attribute lens at the {position} position", template="plotly_white", height=820, width=1150
+    )
     return add_caption(
-        fig, f"Each layer's residual at the {position} position decoded with the final norm and unembedding and "
-             f"scored over the attribute's answer options only (first answer token of each option), up to {n_rows} "
-             "rows per variant. Solid: with audio; dashed: silence of the same length; dotted: audio blocked. "
-             "Critical layer: first layer from which the right option stays top-1 among the options to the last "
-             "layer (median over resolved rows).")
+        fig,
+        f"Each layer's residual at the {position} position decoded with the final norm and unembedding and "
+        f"scored over the attribute's answer options only (first answer token of each option), up to {n_rows} "
+        "rows per variant. Solid: with audio; dashed: silence of the same length; dotted: audio blocked. "
+        "Critical layer: first layer from which the right option stays top-1 among the options to the last "
+        "layer (median over resolved rows).",
+    )

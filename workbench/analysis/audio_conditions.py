@@ -18,8 +18,16 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-__all__ = ["AudioAnalysisError", "SILENCES", "require_audio", "option_tokens", "closed_rows_with_options",
-           "make_silence", "paired_batches", "last_prompt_residual_index"]
+__all__ = [
+    "AudioAnalysisError",
+    "SILENCES",
+    "require_audio",
+    "option_tokens",
+    "closed_rows_with_options",
+    "make_silence",
+    "paired_batches",
+    "last_prompt_residual_index",
+]
 
 log = logging.getLogger(__name__)
 SILENCES = ("encoder", "zeros")
@@ -33,8 +41,10 @@ def require_audio(model, what: str) -> list[str]:
     """The model's encoder names, or an error when it has none (text-only models have nothing to listen to)."""
     names = list(getattr(model, "encoder_names", None) or [])
     if not names:
-        raise AudioAnalysisError(f"{what} needs a model with audio (a PALModel with at least one encoder); this "
-                                 f"model has none. Load a PAL checkpoint, e.g. --checkpoint results/checkpoints/pal/final")
+        raise AudioAnalysisError(
+            f"{what} needs a model with audio (a PALModel with at least one encoder); this "
+            f"model has none. Load a PAL checkpoint, e.g. --checkpoint results/checkpoints/pal/final"
+        )
     return names
 
 
@@ -62,13 +72,16 @@ def option_tokens(dataset, row: dict, options: Sequence[str], cache: dict | None
         if cache is not None:
             cache[key] = out[opt]
     if len(set(out.values())) < len(out):
-        raise AudioAnalysisError(f"options of attribute {row.get('attribute')!r} share a first token ({out}); the "
-                                 "first-token readout cannot separate them: choose another --attribute")
+        raise AudioAnalysisError(
+            f"options of attribute {row.get('attribute')!r} share a first token ({out}); the "
+            "first-token readout cannot separate them: choose another --attribute"
+        )
     return out
 
 
-def closed_rows_with_options(dataset, answer_options: dict, attribute: str | None = None,
-                             option_ids: dict | None = None) -> tuple[list[int], dict[int, dict[str, int]]]:
+def closed_rows_with_options(
+    dataset, answer_options: dict, attribute: str | None = None, option_ids: dict | None = None
+) -> tuple[list[int], dict[int, dict[str, int]]]:
     """Indices of the closed rows whose attribute has an option list and whose answer is one of its options,
     and per row ``{option: first token}``. ``option_ids``: ``{attribute: {option: token}}`` to use instead of
     the tokenizer (tests on random-token datasets). Attributes whose options share a first token are skipped
@@ -77,8 +90,10 @@ def closed_rows_with_options(dataset, answer_options: dict, attribute: str | Non
     atts = sorted({str(r.get("attribute")) for r in rows if r.get("closed")})
     known = sorted(a for a in atts if a in answer_options)
     if attribute is not None and attribute not in known:
-        raise AudioAnalysisError(f"unknown attribute {attribute!r}: closed rows with an option list ask about "
-                                 f"{known}; pass one of them as --attribute (or leave it out for all)")
+        raise AudioAnalysisError(
+            f"unknown attribute {attribute!r}: closed rows with an option list ask about "
+            f"{known}; pass one of them as --attribute (or leave it out for all)"
+        )
     keep: list[int] = []
     toks: dict[int, dict[str, int]] = {}
     cache: dict = {}
@@ -101,9 +116,11 @@ def closed_rows_with_options(dataset, answer_options: dict, attribute: str | Non
         keep.append(i)
         toks[i] = ids
     if not keep:
-        raise AudioAnalysisError("no closed rows whose answer is one of their attribute's options"
-                                 + (f" for attribute {attribute!r}" if attribute else "")
-                                 + "; analyse more rows (--n) or another --attribute")
+        raise AudioAnalysisError(
+            "no closed rows whose answer is one of their attribute's options"
+            + (f" for attribute {attribute!r}" if attribute else "")
+            + "; analyse more rows (--n) or another --attribute"
+        )
     return keep, toks
 
 
@@ -124,10 +141,12 @@ def make_silence(model, dataset, kind: str | Callable[[dict], dict] = "encoder")
     if kind not in SILENCES:
         raise AudioAnalysisError(f"unknown silence {kind!r}; choose one of {SILENCES}")
     if kind == "zeros":
+
         def zeros(item):
             if "audio_tokens" in item:
                 return {**item, "audio_tokens": {k: torch.zeros_like(v) for k, v in item["audio_tokens"].items()}}
             return {**item, "wave": torch.zeros_like(torch.as_tensor(item["wave"]))}
+
         return zeros
 
     encoders: dict = {}  # loaded on first use: waveform-mode items (a released model's) need none
@@ -163,11 +182,12 @@ def make_silence(model, dataset, kind: str | Callable[[dict], dict] = "encoder")
     return encoder_silence
 
 
-def paired_batches(dataset, indices: Sequence[int], silence: Callable[[dict], dict], batch_size: int = 8
-                   ) -> Iterator[tuple[list[int], dict, dict]]:
+def paired_batches(
+    dataset, indices: Sequence[int], silence: Callable[[dict], dict], batch_size: int = 8
+) -> Iterator[tuple[list[int], dict, dict]]:
     """``(indices, audio batch, silence batch)`` per chunk of ``indices`` (right-padded, with answers)."""
     for i in range(0, len(indices), batch_size):
-        idx = list(indices[i:i + batch_size])
+        idx = list(indices[i : i + batch_size])
         items = [dataset[j] for j in idx]
         yield idx, dataset.collate_fn(items), dataset.collate_fn([silence(it) for it in items])
 

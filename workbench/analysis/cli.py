@@ -16,8 +16,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-__all__ = ["BAD_INPUT", "run_cli", "fail", "analysis_parser", "checkpoints_of", "committed_checkpoints",
-           "run_per_checkpoint", "variant_first"]
+__all__ = [
+    "BAD_INPUT",
+    "run_cli",
+    "fail",
+    "analysis_parser",
+    "checkpoints_of",
+    "committed_checkpoints",
+    "run_per_checkpoint",
+    "variant_first",
+]
 
 BAD_INPUT: tuple[type[BaseException], ...] = (FileNotFoundError, KeyError, ValueError, IndexError)
 
@@ -56,15 +64,24 @@ def analysis_parser(prog: str, doc: str, n: int = 48):
 
     from workbench.analysis.core import BACKENDS
 
-    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", action="append", default=None,
-                   help="checkpoint folder, released model folder or hub id (repeat for several; default every "
-                        "results/checkpoints/*/final)")
+    p = argparse.ArgumentParser(
+        prog=prog, description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=None,
+        help="checkpoint folder, released model folder or hub id (repeat for several; default every "
+        "results/checkpoints/*/final)",
+    )
     p.add_argument("--data", default=None, help="audiofolder (default data/synth-tiny/val; generated if missing)")
     p.add_argument("--n", type=int, default=n, help=f"task rows (seeded random subset; default {n})")
-    p.add_argument("--silence", choices=("encoder", "zeros"), default="encoder",
-                   help="silence: the model's own encoding of a silent clip of the same length (default) or zero tokens")
+    p.add_argument(
+        "--silence",
+        choices=("encoder", "zeros"),
+        default="encoder",
+        help="silence: the model's own encoding of a silent clip of the same length (default) or zero tokens",
+    )
     p.add_argument("--backend", choices=BACKENDS, default="transformer_lens")
     p.add_argument("--out-dir", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--seed", type=int, default=0)
@@ -79,8 +96,10 @@ def checkpoints_of(a) -> list:
 
     cks = [Path(c) for c in a.checkpoint] if a.checkpoint else committed_checkpoints()
     if not cks:
-        raise FileNotFoundError("no checkpoints: pass --checkpoint DIR (a PAL checkpoint or a released model folder) "
-                                "or train the tiny variants (./run retrain)")
+        raise FileNotFoundError(
+            "no checkpoints: pass --checkpoint DIR (a PAL checkpoint or a released model folder) "
+            "or train the tiny variants (./run retrain)"
+        )
     return cks
 
 
@@ -96,6 +115,7 @@ def run_per_checkpoint(a, body: Callable[[str, object, object], None]) -> int:
     """The several-checkpoints runner: for each of `checkpoints_of(a)`, load the model and ``a.n`` rows of
     ``a.data`` (`workbench.analysis.data.load_for_analysis`) and call ``body(variant, model, dataset)``; bad
     input anywhere -> `fail` (exit 2). Returns 0 when every checkpoint ran."""
+
     def loop() -> None:
         from workbench.analysis.core import load_for_analysis
         from workbench.common.paths import variant_of

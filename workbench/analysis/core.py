@@ -13,17 +13,47 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from workbench.analysis.data import (DEFAULT_CACHE, DEFAULT_CHECKPOINT, DEFAULT_DATA, TRAIN_COMMAND, batches,
-                                     load_for_analysis, prompt_item, sample_rows)
-from workbench.analysis.hooks import (BACKENDS, Intervention, block_audio_interventions, collect, execution_order,
-                                      run_with_interventions)
+from workbench.analysis.data import (
+    DEFAULT_CACHE,
+    DEFAULT_CHECKPOINT,
+    DEFAULT_DATA,
+    TRAIN_COMMAND,
+    batches,
+    load_for_analysis,
+    prompt_item,
+    sample_rows,
+)
+from workbench.analysis.hooks import (
+    BACKENDS,
+    Intervention,
+    block_audio_interventions,
+    collect,
+    execution_order,
+    run_with_interventions,
+)
 from workbench.analysis.outputs import cli_common, default_out_dir, write_outputs
 
 __all__ = [
-    "BACKENDS", "DEFAULT_CHECKPOINT", "collect", "run_with_interventions", "execution_order", "load_for_analysis",
-    "answer_logprob", "answer_logit_diff", "last_prompt_index", "cli_common", "write_outputs", "default_out_dir",
-    "batches", "block_audio_interventions", "sample_rows", "prompt_item",
-    "DEFAULT_DATA", "DEFAULT_CACHE", "TRAIN_COMMAND", "Intervention",
+    "BACKENDS",
+    "DEFAULT_CHECKPOINT",
+    "collect",
+    "run_with_interventions",
+    "execution_order",
+    "load_for_analysis",
+    "answer_logprob",
+    "answer_logit_diff",
+    "last_prompt_index",
+    "cli_common",
+    "write_outputs",
+    "default_out_dir",
+    "batches",
+    "block_audio_interventions",
+    "sample_rows",
+    "prompt_item",
+    "DEFAULT_DATA",
+    "DEFAULT_CACHE",
+    "TRAIN_COMMAND",
+    "Intervention",
 ]
 
 

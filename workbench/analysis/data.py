@@ -1,7 +1,7 @@
 """Load a trained checkpoint with the data to analyse it on, and batch that data.
 
-    model, ds = load_for_analysis("results/checkpoints/pal/final", n=32)   # model + AudioTaskDataset
-    for batch in batches(ds, 8): ...
+model, ds = load_for_analysis("results/checkpoints/pal/final", n=32)   # model + AudioTaskDataset
+for batch in batches(ds, 8): ...
 """
 
 from __future__ import annotations
@@ -17,19 +17,40 @@ from workbench.common.paths import variant_of
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_CHECKPOINT", "DEFAULT_DATA", "DEFAULT_CACHE", "TRAIN_COMMAND", "load_for_analysis", "sample_rows",
-           "prompt_item", "batches"]
+__all__ = [
+    "DEFAULT_CHECKPOINT",
+    "DEFAULT_DATA",
+    "DEFAULT_CACHE",
+    "TRAIN_COMMAND",
+    "load_for_analysis",
+    "sample_rows",
+    "prompt_item",
+    "batches",
+]
 
 DEFAULT_CHECKPOINT = Path("results/checkpoints/pal/final")
 DEFAULT_DATA = Path("data/synth-tiny/val")
 DEFAULT_CACHE = TOKEN_CACHE
-TRAIN_COMMAND = "python -m workbench.train --config configs/{variant}.yaml --preset tiny --out results/checkpoints/{variant}"
+TRAIN_COMMAND = (
+    "python -m workbench.train --config configs/{variant}.yaml --preset tiny --out results/checkpoints/{variant}"
+)
 
 
-def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-                      n: int | None = None, *, split: str = "val", seed: int = 0, preset: str | None = "tiny",
-                      n_generate: int = 120, cache_dir: str | os.PathLike = DEFAULT_CACHE,
-                      tasks: list[str] | None = None, progress: bool = False, tokenizer=None, model=None):
+def load_for_analysis(
+    checkpoint: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    n: int | None = None,
+    *,
+    split: str = "val",
+    seed: int = 0,
+    preset: str | None = "tiny",
+    n_generate: int = 120,
+    cache_dir: str | os.PathLike = DEFAULT_CACHE,
+    tasks: list[str] | None = None,
+    progress: bool = False,
+    tokenizer=None,
+    model=None,
+):
     """(PALModel, AudioTaskDataset) ready for analysis.
 
     checkpoint: a `PALModel.save_pretrained` folder (default ``results/checkpoints/pal/final``), or a released
@@ -40,8 +61,8 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
     tokenizer: passed to `PALModel.from_pretrained` (default: the LLM's own).
     model: an already loaded PALModel to reuse (``checkpoint`` is then ignored); only the dataset is built.
     """
-    from workbench.model.pal import PALModel
     from workbench.data.audiofolder import require_tasks
+    from workbench.model.pal import PALModel
     from workbench.model.released import is_hub_id
 
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
@@ -49,7 +70,8 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
         variant = variant_of(ckpt)
         raise FileNotFoundError(
             f"no checkpoint at {ckpt} (needs config.json + model.safetensors). Make it with: "
-            + TRAIN_COMMAND.format(variant=variant if (Path("configs") / f"{variant}.yaml").exists() else "pal"))
+            + TRAIN_COMMAND.format(variant=variant if (Path("configs") / f"{variant}.yaml").exists() else "pal")
+        )
     if model is None:
         model = PALModel.from_pretrained(ckpt, tokenizer=tokenizer)
     data = Path(data_dir) if data_dir is not None else DEFAULT_DATA
@@ -57,9 +79,11 @@ def load_for_analysis(checkpoint: str | os.PathLike | None = None, data_dir: str
         require_tasks(data)  # a user's audiofolder without questions: say so (never generate into it)
     if not ((data / "metadata.jsonl").exists() and (data / "tasks.jsonl").exists()):
         if preset is None:
-            raise FileNotFoundError(f"dataset {data} is missing (no metadata.jsonl/tasks.jsonl); pass a preset to "
-                                    f"generate it, or run: python -m workbench.data.synth --out {data} --n {n_generate} "
-                                    f"--split {split} --preset tiny")
+            raise FileNotFoundError(
+                f"dataset {data} is missing (no metadata.jsonl/tasks.jsonl); pass a preset to "
+                f"generate it, or run: python -m workbench.data.synth --out {data} --n {n_generate} "
+                f"--split {split} --preset tiny"
+            )
         from workbench.data.synth import generate
 
         log.info("generating %d synthetic %s clips (preset %s) into %s", n_generate, split, preset, data)

@@ -92,8 +92,9 @@ def encoder_frames(model, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Te
     own audio path gave its connector for this batch."""
     names = [f"encoders.{s.key}.{h}" for s in model.encoder_specs for h in ("hook_out", "hook_mask")]
     _, acts = collect(model, batch, names)
-    return {s.name: (acts[f"encoders.{s.key}.hook_out"], acts[f"encoders.{s.key}.hook_mask"])
-            for s in model.encoder_specs}
+    return {
+        s.name: (acts[f"encoders.{s.key}.hook_out"], acts[f"encoders.{s.key}.hook_mask"]) for s in model.encoder_specs
+    }
 
 
 def _frame_maps(model, frames: dict, duration: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -123,36 +124,69 @@ def _time_tables(model, tokens: pd.DataFrame, maps: dict, duration: float) -> tu
             row = w[j] / max(w[j].sum(), 1e-12)
             on = np.nonzero(row > 1e-3)[0]
             mid = (starts + ends) / 2
-            spans.append({"encoder": e, "token": j, "start_s": float(starts[on[0]]) if len(on) else np.nan,
-                          "end_s": float(ends[on[-1]]) if len(on) else np.nan, "center_s": float((row * mid).sum())})
+            spans.append(
+                {
+                    "encoder": e,
+                    "token": j,
+                    "start_s": float(starts[on[0]]) if len(on) else np.nan,
+                    "end_s": float(ends[on[-1]]) if len(on) else np.nan,
+                    "center_s": float((row * mid).sum()),
+                }
+            )
         if len(sub):
             per_layer = sub.pivot_table(index="layer", columns="token", values="weight").to_numpy()  # [Lvis, N]
             mass = (per_layer @ w).mean(0)  # [T]
         else:
             mass = np.zeros(w.shape[1])
-        frames += [{"encoder": e, "frame": t, "start_s": float(starts[t]), "end_s": float(ends[t]),
-                    "weight": float(mass[t])} for t in range(w.shape[1])]
+        frames += [
+            {"encoder": e, "frame": t, "start_s": float(starts[t]), "end_s": float(ends[t]), "weight": float(mass[t])}
+            for t in range(w.shape[1])
+        ]
     token_attention = tokens.merge(pd.DataFrame(spans), on=["encoder", "token"], how="left")
     return token_attention, pd.DataFrame(frames, columns=["encoder", "frame", "start_s", "end_s", "weight"])
 
 
 @torch.no_grad()
-def explain(model, audio: AudioInput, question: str, *, sample_rate: int | None = None, max_new_tokens: int = 32,
-            system_prompt: str | None = MODEL_DEFAULT) -> Explanation:
+def explain(
+    model,
+    audio: AudioInput,
+    question: str,
+    *,
+    sample_rate: int | None = None,
+    max_new_tokens: int = 32,
+    system_prompt: str | None = MODEL_DEFAULT,
+) -> Explanation:
     """Answer ``question`` about ``audio`` and explain the answer (see the module docstring)."""
-    clip = answer_clip(model, audio, question, sample_rate=sample_rate, max_new_tokens=max_new_tokens,
-                       system_prompt=system_prompt)
+    clip = answer_clip(
+        model, audio, question, sample_rate=sample_rate, max_new_tokens=max_new_tokens, system_prompt=system_prompt
+    )
     if not clip.answer_ids:
         raise ValueError("the model generated no answer token (max_new_tokens=0?): nothing to explain")
     batch = clip.batch
     att = attention_to_audio(model, batch, query_set="answer")
-    layers = (att.groupby(["layer", "encoder"], sort=True)
-              .agg(mass=("mass", "mean"), mass_min=("mass", "min"), mass_max=("mass", "max"),
-                   uniform_mass=("uniform_mass", "mean")).reset_index())
+    layers = (
+        att.groupby(["layer", "encoder"], sort=True)
+        .agg(
+            mass=("mass", "mean"),
+            mass_min=("mass", "min"),
+            mass_max=("mass", "max"),
+            uniform_mass=("uniform_mass", "mean"),
+        )
+        .reset_index()
+    )
     layers["ratio"] = layers["mass"] / layers["uniform_mass"].where(layers["uniform_mass"] > 0)
     duration = clip.wave.shape[0] / clip.sample_rate
     maps = _frame_maps(model, encoder_frames(model, batch), duration)
     tokens, time = _time_tables(model, audio_token_attention(model, batch), maps, duration)
-    return Explanation(question=question, answer=clip.answer, source=clip.source, wave=clip.wave,
-                       sample_rate=clip.sample_rate, attention=att, attention_layers=layers,
-                       lens=logit_lens(model, batch), token_attention=tokens, time_attention=time)
+    return Explanation(
+        question=question,
+        answer=clip.answer,
+        source=clip.source,
+        wave=clip.wave,
+        sample_rate=clip.sample_rate,
+        attention=att,
+        attention_layers=layers,
+        lens=logit_lens(model, batch),
+        token_attention=tokens,
+        time_attention=time,
+    )

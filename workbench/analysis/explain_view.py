@@ -38,8 +38,12 @@ def spectrogram(wave: np.ndarray, sr: int, n_fft: int | None = None) -> tuple[np
     n_fft = n_fft or min(MAX_FFT, int(2 ** np.ceil(np.log2(0.025 * sr))))
     hop = max(int(0.010 * sr), int(np.ceil(len(wave) / MAX_COLUMNS)))
     x = torch.from_numpy(np.asarray(wave, dtype=np.float32))
-    spec = torch.stft(x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), center=True,
-                      return_complex=True).abs().pow(2).numpy()  # [F, T]
+    spec = (
+        torch.stft(x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), center=True, return_complex=True)
+        .abs()
+        .pow(2)
+        .numpy()
+    )  # [F, T]
     db = 10 * np.log10(np.maximum(spec, 1e-10))
     db = np.maximum(db - db.max(), -80.0)
     return db, np.fft.rfftfreq(n_fft, 1 / sr), np.arange(spec.shape[1]) * hop / sr
@@ -54,32 +58,60 @@ def fig_audio_attention(ex, title: str | None = None):
     ta: pd.DataFrame = ex.time_attention
     encs = list(dict.fromkeys(ta["encoder"]))
     rows = 1 + len(encs)
-    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        row_heights=[0.45] + [0.55 / max(1, len(encs))] * len(encs),
-                        subplot_titles=["spectrogram"] + [f"attention of the answer to encoder {e}" for e in encs])
+    fig = make_subplots(
+        rows=rows,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.06,
+        row_heights=[0.45] + [0.55 / max(1, len(encs))] * len(encs),
+        subplot_titles=["spectrogram"] + [f"attention of the answer to encoder {e}" for e in encs],
+    )
     db, freqs, times = spectrogram(ex.wave, ex.sample_rate)
-    fig.add_trace(go.Heatmap(z=np.round(db, 1), x=np.round(times, 4), y=np.round(freqs, 1), colorscale="Magma",
-                             colorbar={"title": {"text": "power (dB re max)", "side": "right"}, "len": 0.45,
-                                       "y": 1, "yanchor": "top"},
-                             hovertemplate="%{x:.2f} s, %{y:.0f} Hz: %{z:.1f} dB<extra></extra>"), row=1, col=1)
+    fig.add_trace(
+        go.Heatmap(
+            z=np.round(db, 1),
+            x=np.round(times, 4),
+            y=np.round(freqs, 1),
+            colorscale="Magma",
+            colorbar={"title": {"text": "power (dB re max)", "side": "right"}, "len": 0.45, "y": 1, "yanchor": "top"},
+            hovertemplate="%{x:.2f} s, %{y:.0f} Hz: %{z:.1f} dB<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
     fig.update_yaxes(title_text="frequency (Hz)", row=1, col=1)
     for i, e in enumerate(encs):
         sub = ta[ta.encoder == e].sort_values("frame")
         x = np.r_[sub.start_s.to_numpy(), sub.end_s.to_numpy()[-1:]] if len(sub) else []
         y = np.r_[sub.weight.to_numpy(), sub.weight.to_numpy()[-1:]] if len(sub) else []
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"shape": "hv"}, fill="tozeroy", name=e,
-                                 hovertemplate="%{x:.2f} s: %{y:.4f}<extra>" + e + "</extra>"), row=i + 2, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines",
+                line={"shape": "hv"},
+                fill="tozeroy",
+                name=e,
+                hovertemplate="%{x:.2f} s: %{y:.4f}<extra>" + e + "</extra>",
+            ),
+            row=i + 2,
+            col=1,
+        )
         fig.update_yaxes(title_text="attention (fraction)", row=i + 2, col=1)
     fig.update_xaxes(title_text="time (s)", row=rows, col=1)
-    fig.update_layout(height=260 + 150 * len(encs), showlegend=False,
-                      title=title or f"Where the answer {ex.answer!r} listened")
-    return add_caption(fig, "Top: the clip's power spectrogram (dB relative to its loudest bin). Below, one row per "
-                            "encoder: the attention of the answer's text positions on that encoder's audio tokens "
-                            "(mean over heads and answer positions, then over the layers that see the audio), spread "
-                            "back onto the encoder's frames through each token's frame weights (an MLP token's "
-                            "pooling segment, a Q-Former latent's cross-attention over frames, a released "
-                            "projector token's stacked tower frames). A row's values sum to the mean attention "
-                            "mass on that encoder; one clip (n = 1).")
+    fig.update_layout(
+        height=260 + 150 * len(encs), showlegend=False, title=title or f"Where the answer {ex.answer!r} listened"
+    )
+    return add_caption(
+        fig,
+        "Top: the clip's power spectrogram (dB relative to its loudest bin). Below, one row per "
+        "encoder: the attention of the answer's text positions on that encoder's audio tokens "
+        "(mean over heads and answer positions, then over the layers that see the audio), spread "
+        "back onto the encoder's frames through each token's frame weights (an MLP token's "
+        "pooling segment, a Q-Former latent's cross-attention over frames, a released "
+        "projector token's stacked tower frames). A row's values sum to the mean attention "
+        "mass on that encoder; one clip (n = 1).",
+    )
 
 
 def _wav_base64(wave: np.ndarray, sr: int) -> str:
@@ -94,11 +126,16 @@ def _wav_base64(wave: np.ndarray, sr: int) -> str:
 def _summary_table(ex) -> str:
     lay = ex.attention_layers
     top = lay.dropna(subset=["ratio"]).sort_values("ratio", ascending=False).head(6)
-    rows = "".join(f"<tr><td>{int(r.layer)}</td><td>{html.escape(str(r.encoder))}</td><td>{r.mass:.4f}</td>"
-                   f"<td>{r.uniform_mass:.4f}</td><td>{r.ratio:.2f}</td></tr>" for r in top.itertuples())
-    return ("<table><caption>Layers and encoders where the answer attends most to the audio, relative to uniform "
-            "attention (mean over heads)</caption><tr><th>layer</th><th>encoder</th><th>mass</th><th>uniform</th>"
-            f"<th>ratio</th></tr>{rows}</table>")
+    rows = "".join(
+        f"<tr><td>{int(r.layer)}</td><td>{html.escape(str(r.encoder))}</td><td>{r.mass:.4f}</td>"
+        f"<td>{r.uniform_mass:.4f}</td><td>{r.ratio:.2f}</td></tr>"
+        for r in top.itertuples()
+    )
+    return (
+        "<table><caption>Layers and encoders where the answer attends most to the audio, relative to uniform "
+        "attention (mean over heads)</caption><tr><th>layer</th><th>encoder</th><th>mass</th><th>uniform</th>"
+        f"<th>ratio</th></tr>{rows}</table>"
+    )
 
 
 def page_html(ex) -> str:
@@ -106,9 +143,11 @@ def page_html(ex) -> str:
     from workbench.analysis.attention import fig_layers
     from workbench.analysis.logit_lens import fig_logit_lens
 
-    figs = [fig_audio_attention(ex),
-            fig_layers(ex.attention, title="Attention of the answer to each encoder's audio, per layer"),
-            fig_logit_lens(ex.lens, title="Logit lens: the first answer token, per layer, with and without audio")]
+    figs = [
+        fig_audio_attention(ex),
+        fig_layers(ex.attention, title="Attention of the answer to each encoder's audio, per layer"),
+        fig_logit_lens(ex.lens, title="Logit lens: the first answer token, per layer, with and without audio"),
+    ]
     parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0), default_width="100%") for i, f in enumerate(figs)]
     esc = html.escape
     dur = ex.wave.shape[0] / ex.sample_rate

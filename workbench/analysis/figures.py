@@ -43,8 +43,9 @@ def _tick_label_px(fig) -> int:
     """Rough height of the bottom x axes' tick labels. Plotly rotates category labels that would overlap side by
     side: by 30 degrees (about half their length high), or to vertical when even that is too tight."""
     width = fig.layout.width or _DEFAULT_WIDTH
-    margins = (fig.layout.margin.l if fig.layout.margin.l is not None else 80) + \
-        (fig.layout.margin.r if fig.layout.margin.r is not None else 80)
+    margins = (fig.layout.margin.l if fig.layout.margin.l is not None else 80) + (
+        fig.layout.margin.r if fig.layout.margin.r is not None else 80
+    )
     best = 18
     for k in _bottom_xaxes(fig):
         ref = "x" + k[5:]
@@ -92,11 +93,25 @@ def add_caption(fig, text: str, *, below_px: int | None = None, grow: bool = Tru
     had = any(a.name == CAPTION_NAME for a in (fig.layout.annotations or ()))
     fig.layout.annotations = old
     escaped = [ln.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") for ln in lines]
-    fig.add_annotation(text="<br>".join(escaped), name=CAPTION_NAME, xref="paper", yref="paper", x=0, y=0,
-                       xanchor="left", yanchor="top", yshift=-below_px, showarrow=False, align="left",
-                       font={"size": _FONT, "color": "#444"})
-    meta = dict(fig.layout.meta) if isinstance(fig.layout.meta, dict) else (
-        {} if fig.layout.meta is None else {"value": fig.layout.meta})
+    fig.add_annotation(
+        text="<br>".join(escaped),
+        name=CAPTION_NAME,
+        xref="paper",
+        yref="paper",
+        x=0,
+        y=0,
+        xanchor="left",
+        yanchor="top",
+        yshift=-below_px,
+        showarrow=False,
+        align="left",
+        font={"size": _FONT, "color": "#444"},
+    )
+    meta = (
+        dict(fig.layout.meta)
+        if isinstance(fig.layout.meta, dict)
+        else ({} if fig.layout.meta is None else {"value": fig.layout.meta})
+    )
     meta["caption"] = plain
     layout: dict = {"meta": meta, "margin": {"b": below_px + block + 8}}
     if grow and not had:

@@ -16,8 +16,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["BACKENDS", "Intervention", "collect", "run_with_interventions", "execution_order",
-           "block_audio_interventions"]
+__all__ = [
+    "BACKENDS",
+    "Intervention",
+    "collect",
+    "run_with_interventions",
+    "execution_order",
+    "block_audio_interventions",
+]
 
 BACKENDS = ("transformer_lens", "nnsight")
 
@@ -60,9 +66,11 @@ def _sorted_names(model, batch, names: Sequence[str]) -> list[str]:
     rank = {n: i for i, n in enumerate(order)}
     silent = [n for n in unique if n not in rank]
     if silent:
-        raise KeyError(f"hook(s) {silent} exist but do not fire for this model and input (e.g. audio hooks at a "
-                       f"layer this model's audio does not reach); hooks that fire: {len(order)}, first/last "
-                       f"{order[:1]} .. {order[-1:]}")
+        raise KeyError(
+            f"hook(s) {silent} exist but do not fire for this model and input (e.g. audio hooks at a "
+            f"layer this model's audio does not reach); hooks that fire: {len(order)}, first/last "
+            f"{order[:1]} .. {order[-1:]}"
+        )
     return sorted(unique, key=rank.__getitem__)
 
 
@@ -87,6 +95,7 @@ def _compose(interventions: Sequence[Intervention]) -> dict[str, Callable[[torch
             for f in fns:
                 t = f(t)
             return t
+
         return run
 
     return {name: chain(fns) for name, fns in by_name.items()}
@@ -111,8 +120,9 @@ def _nnsight_collect(model, batch, names: list[str], save: set, fns: dict):
 
 
 @torch.no_grad()
-def collect(model, batch, names: list[str], backend: str = "transformer_lens", *,
-            interventions: Sequence[Intervention] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def collect(
+    model, batch, names: list[str], backend: str = "transformer_lens", *, interventions: Sequence[Intervention] = ()
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run ``model`` on ``batch`` (a batch dict for a PALModel, input_ids for a HookedDecoder) and return
     ``(logits, {hook name: activation})``. Unknown hook names raise the model's KeyError.
 
@@ -132,7 +142,7 @@ def collect(model, batch, names: list[str], backend: str = "transformer_lens", *
         def saver(t, hook):
             saved[hook.name] = t.detach()
 
-        hooks = [(n, (lambda f: (lambda t, hook: f(t)))(fns[n])) for n in _sorted_names(model, batch, list(fns))]
+        hooks = [(n, (lambda f: lambda t, hook: f(t))(fns[n])) for n in _sorted_names(model, batch, list(fns))]
         logits = model.run_with_hooks(batch, fwd_hooks=hooks + [(n, saver) for n in names])
         return logits, {n: saved[n] for n in names}
     every = _sorted_names(model, batch, list(names) + list(fns))
@@ -141,7 +151,9 @@ def collect(model, batch, names: list[str], backend: str = "transformer_lens", *
 
 
 @torch.no_grad()
-def run_with_interventions(model, batch, interventions: list[Intervention], backend: str = "transformer_lens") -> torch.Tensor:
+def run_with_interventions(
+    model, batch, interventions: list[Intervention], backend: str = "transformer_lens"
+) -> torch.Tensor:
     """Logits of ``model`` on ``batch`` with each named activation replaced by ``fn(activation)``.
 
     Several functions on one hook name are applied in list order. ``fn`` may modify its argument in place
@@ -150,13 +162,14 @@ def run_with_interventions(model, batch, interventions: list[Intervention], back
     fns = _compose(interventions)
     names = _sorted_names(model, batch, list(fns))
     if backend == "transformer_lens":
-        hooks = [(n, (lambda f: (lambda t, hook: f(t)))(fns[n])) for n in names]
+        hooks = [(n, (lambda f: lambda t, hook: f(t))(fns[n])) for n in names]
         return model.run_with_hooks(batch, fwd_hooks=hooks)
     return _nnsight_collect(model, batch, names, set(), fns)[0]
 
 
-def block_audio_interventions(model, batch, encoders: Sequence[str] | None = None,
-                              layers: Sequence[int] | None = None) -> list[Intervention]:
+def block_audio_interventions(
+    model, batch, encoders: Sequence[str] | None = None, layers: Sequence[int] | None = None
+) -> list[Intervention]:
     """The one "block the audio" intervention of the workbench (logit lens, attribute lens, ablation ``block``):
     at each of ``layers`` (default every layer) where ``encoders``' tokens (default all) are keys, text queries'
     attention scores on them are set to the mask value (``finfo.min``), so no text query reads them (pattern exactly
@@ -167,21 +180,24 @@ def block_audio_interventions(model, batch, encoders: Sequence[str] | None = Non
     names = model.check_encoders(encoders)
     text_q = layout.text_positions()
     out: list[Intervention] = []
-    for layer in (range(model.cfg.n_layers) if layers is None else sorted({int(x) for x in layers})):
+    for layer in range(model.cfg.n_layers) if layers is None else sorted({int(x) for x in layers}):
         idx = [layout.audio_key_index(layer, n) for n in names]
         idx = [i for i in idx if i is not None and i.shape[1]]
         if idx:
-            out.append((f"blocks.{layer}.attn.hook_attn_scores", block_scores_fn(torch.cat(idx, 1), text_q,
-                                                                                 layout.seq_len)))
+            out.append(
+                (f"blocks.{layer}.attn.hook_attn_scores", block_scores_fn(torch.cat(idx, 1), text_q, layout.seq_len))
+            )
     return out
 
 
 def block_scores_fn(kidx: torch.Tensor, text_q: torch.Tensor, S: int):
     """scores [B, H, Lq, K] -> the same with text queries' scores on keys ``kidx`` [B, n] at the mask value.
     ``text_q`` [B, S]: which residual positions are text; a call with Lq != S (a decoding step) blocks every query."""
+
     def fn(scores: torch.Tensor) -> torch.Tensor:
         B, _, Lq, K = scores.shape
         kmask = torch.zeros(B, K, dtype=torch.bool, device=scores.device).scatter(1, kidx.to(scores.device), True)
         q = text_q.to(scores.device) if Lq == S else torch.ones(B, Lq, dtype=torch.bool, device=scores.device)
         return scores.masked_fill(q[:, None, :, None] & kmask[:, None, None, :], torch.finfo(scores.dtype).min)
+
     return fn

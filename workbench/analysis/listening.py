@@ -35,15 +35,28 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.analysis.audio_conditions import (AudioAnalysisError, closed_rows_with_options,
-                                                 last_prompt_residual_index, make_silence, paired_batches,
-                                                 require_audio)
+from workbench.analysis.audio_conditions import (
+    AudioAnalysisError,
+    closed_rows_with_options,
+    last_prompt_residual_index,
+    make_silence,
+    paired_batches,
+    require_audio,
+)
 from workbench.analysis.core import answer_logprob, collect, run_with_interventions
 from workbench.analysis.figures import add_caption
 from workbench.stats.bootstrap import bootstrap_ci
 
-__all__ = ["listening_scores", "top_heads", "head_means", "mean_ablation", "option_correct", "listening_ablation",
-           "listening_figure", "listening_ablation_figure"]
+__all__ = [
+    "listening_scores",
+    "top_heads",
+    "head_means",
+    "mean_ablation",
+    "option_correct",
+    "listening_ablation",
+    "listening_figure",
+    "listening_ablation_figure",
+]
 
 SCORE_COLUMNS = ["layer", "head", "score", "delta_norm", "out_rms", "audio_mass", "rank", "n"]
 
@@ -56,8 +69,15 @@ def _head_out(model, z: torch.Tensor, layer: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def listening_scores(model, dataset, silence: str | Callable[[dict], dict] = "encoder", *,
-                     backend: str = "transformer_lens", batch_size: int = 8, progress: bool = False) -> pd.DataFrame:
+def listening_scores(
+    model,
+    dataset,
+    silence: str | Callable[[dict], dict] = "encoder",
+    *,
+    backend: str = "transformer_lens",
+    batch_size: int = 8,
+    progress: bool = False,
+) -> pd.DataFrame:
     """One row per (layer, head): ``SCORE_COLUMNS`` (module docstring), ranked by score (rank 1 = top)."""
     require_audio(model, "listening scores")
     L, H = model.cfg.n_layers, model.cfg.n_heads
@@ -94,9 +114,14 @@ def listening_scores(model, dataset, silence: str | Callable[[dict], dict] = "en
         n += B
     delta, rms = dnorm / n, (sq / n).sqrt()
     score = torch.where(delta == 0, torch.zeros_like(delta), delta / rms.clamp(min=1e-30))
-    rows = [(l, h, float(score[l, h]), float(delta[l, h]), float(rms[l, h]), float(mass[l, h] / n), 0, n)
-            for l in range(L) for h in range(H)]
-    df = pd.DataFrame(rows, columns=SCORE_COLUMNS).sort_values(["score", "layer", "head"], ascending=[False, True, True])
+    rows = [
+        (l, h, float(score[l, h]), float(delta[l, h]), float(rms[l, h]), float(mass[l, h] / n), 0, n)
+        for l in range(L)
+        for h in range(H)
+    ]
+    df = pd.DataFrame(rows, columns=SCORE_COLUMNS).sort_values(
+        ["score", "layer", "head"], ascending=[False, True, True]
+    )
     df["rank"] = np.arange(1, len(df) + 1)
     return df.reset_index(drop=True)
 
@@ -105,8 +130,9 @@ def top_heads(scores: pd.DataFrame, k: int) -> list[tuple[int, int]]:
     """The k best-ranked (layer, head) pairs; a clear error when k is not in 1..number of heads."""
     n = len(scores)
     if not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= n:
-        raise AudioAnalysisError(f"k={k!r} heads requested but the model has {n} heads (layers x heads); pass "
-                                 f"--k between 1 and {n}")
+        raise AudioAnalysisError(
+            f"k={k!r} heads requested but the model has {n} heads (layers x heads); pass --k between 1 and {n}"
+        )
     top = scores.sort_values("rank").head(int(k))
     return [(int(r.layer), int(r.head)) for r in top.itertuples()]
 
@@ -120,8 +146,9 @@ def _text_positions(model, batch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def head_means(model, dataset, indices: Sequence[int] | None = None, *, backend: str = "transformer_lens",
-               batch_size: int = 8) -> torch.Tensor:
+def head_means(
+    model, dataset, indices: Sequence[int] | None = None, *, backend: str = "transformer_lens", batch_size: int = 8
+) -> torch.Tensor:
     """[L, H, D] mean of each head's ``z`` over every real text position of the rows (with audio)."""
     L = model.cfg.n_layers
     names = [f"blocks.{l}.attn.hook_z" for l in range(L)]
@@ -129,7 +156,7 @@ def head_means(model, dataset, indices: Sequence[int] | None = None, *, backend:
     total: torch.Tensor | None = None
     count = 0
     for i in range(0, len(idx), batch_size):
-        batch = dataset.collate_fn([dataset[j] for j in idx[i:i + batch_size]])
+        batch = dataset.collate_fn([dataset[j] for j in idx[i : i + batch_size]])
         _, acts = collect(model, batch, names, backend=backend)
         m = _text_positions(model, batch)
         z = torch.stack([acts[n][m.to(acts[n].device)].double().sum(0) for n in names])  # [L, H, D]
@@ -154,6 +181,7 @@ def mean_ablation(model, batch, heads: Sequence[tuple[int, int]], means: torch.T
             for h in hs:
                 z[:, :, h] = torch.where(mask, means[l, h].to(z.device, z.dtype), z[:, :, h])
             return z
+
         return fn
 
     return [(f"blocks.{l}.attn.hook_z", make(l, hs)) for l, hs in sorted(by_layer.items())]
@@ -172,7 +200,7 @@ def option_correct(model, batch, logits: torch.Tensor, option_ids: list[dict[str
             continue
         opts = list(ids)
         v = logits[b, lp[b], [ids[o] for o in opts]].double()
-        others = torch.cat([v[: opts.index(r)], v[opts.index(r) + 1:]])
+        others = torch.cat([v[: opts.index(r)], v[opts.index(r) + 1 :]])
         out.append(float(bool(v[opts.index(r)] > others.max())))
     return out
 
@@ -180,7 +208,7 @@ def option_correct(model, batch, logits: torch.Tensor, option_ids: list[dict[str
 def _row_metrics(model, dataset, indices, toks, make_ivs, backend, batch_size) -> pd.DataFrame:
     rows = []
     for i in range(0, len(indices), batch_size):
-        idx = indices[i:i + batch_size]
+        idx = indices[i : i + batch_size]
         batch = dataset.collate_fn([dataset[j] for j in idx])
         ivs = make_ivs(batch) if make_ivs else []
         logits = run_with_interventions(model, batch, ivs, backend=backend) if ivs else model(batch)
@@ -195,10 +223,21 @@ def _row_metrics(model, dataset, indices, toks, make_ivs, backend, batch_size) -
 
 
 @torch.no_grad()
-def listening_ablation(model, dataset, scores: pd.DataFrame, k: int = 5, *, draws: int = 5, seed: int = 0,
-                       answer_options: dict | None = None, option_ids: dict | None = None,
-                       backend: str = "transformer_lens", batch_size: int = 8, resamples: int = 1000,
-                       progress: bool = False) -> pd.DataFrame:
+def listening_ablation(
+    model,
+    dataset,
+    scores: pd.DataFrame,
+    k: int = 5,
+    *,
+    draws: int = 5,
+    seed: int = 0,
+    answer_options: dict | None = None,
+    option_ids: dict | None = None,
+    backend: str = "transformer_lens",
+    batch_size: int = 8,
+    resamples: int = 1000,
+    progress: bool = False,
+) -> pd.DataFrame:
     """Mean-ablate the top-k listening heads vs k random heads (module docstring). One row per (condition,
     metric): ``condition`` in top-k / random / top_minus_random, ``baseline``, ``ablated``, ``delta``, ``ci_low``,
     ``ci_high``, ``draw_min``/``draw_max`` (random: range of the per-draw mean deltas), ``n``, ``heads``."""
@@ -208,8 +247,9 @@ def listening_ablation(model, dataset, scores: pd.DataFrame, k: int = 5, *, draw
         raise AudioAnalysisError(f"draws must be >= 1, got {draws}")
     all_heads = [(int(r.layer), int(r.head)) for r in scores.itertuples()]
     rng = np.random.default_rng(seed)
-    random_sets = [[all_heads[j] for j in sorted(rng.choice(len(all_heads), size=len(top), replace=False))]
-                   for _ in range(draws)]
+    random_sets = [
+        [all_heads[j] for j in sorted(rng.choice(len(all_heads), size=len(top), replace=False))] for _ in range(draws)
+    ]
     indices = list(range(len(dataset)))
     toks: dict[int, dict[str, int]] = {}
     if answer_options:
@@ -227,7 +267,9 @@ def listening_ablation(model, dataset, scores: pd.DataFrame, k: int = 5, *, draw
     base = _row_metrics(model, dataset, indices, toks, None, **kw)
     deltas = {}
     for name, heads in sets:
-        m = _row_metrics(model, dataset, indices, toks, lambda b, heads=heads: mean_ablation(model, b, heads, means), **kw)
+        m = _row_metrics(
+            model, dataset, indices, toks, lambda b, heads=heads: mean_ablation(model, b, heads, means), **kw
+        )
         deltas[name] = m
     out = []
     for metric, col in (("answer_logprob", "logprob"), ("option_accuracy", "option_correct")):
@@ -240,17 +282,33 @@ def listening_ablation(model, dataset, scores: pd.DataFrame, k: int = 5, *, draw
         if n == 0:
             continue
         conditions: list[tuple[str, np.ndarray, list[Any], tuple[float, float]]] = [
-                ("top-k", d_top, top, (np.nan, np.nan)),
-                ("random", d_rand_row, random_sets, (float(np.min(per_draw)), float(np.max(per_draw)))),
-                ("top_minus_random", d_top - d_rand_row, top, (np.nan, np.nan))]
+            ("top-k", d_top, top, (np.nan, np.nan)),
+            ("random", d_rand_row, random_sets, (float(np.min(per_draw)), float(np.max(per_draw)))),
+            ("top_minus_random", d_top - d_rand_row, top, (np.nan, np.nan)),
+        ]
         for cond, d, heads, extra in conditions:
             lo, hi = bootstrap_ci(d, resamples, seed)
-            out.append({"condition": cond, "k": len(top), "metric": metric, "baseline": float(np.nanmean(b)),
-                        "ablated": float(np.nanmean(b + d)) if cond != "top_minus_random" else np.nan,
-                        "delta": float(np.nanmean(d)), "ci_low": lo, "ci_high": hi, "draw_min": extra[0],
-                        "draw_max": extra[1], "draws": draws if cond != "top-k" else 0, "n": n,
-                        "heads": (";".join(f"L{l}H{h}" for l, h in heads) if cond != "random"
-                                  else " | ".join(";".join(f"L{l}H{h}" for l, h in s) for s in heads))})
+            out.append(
+                {
+                    "condition": cond,
+                    "k": len(top),
+                    "metric": metric,
+                    "baseline": float(np.nanmean(b)),
+                    "ablated": float(np.nanmean(b + d)) if cond != "top_minus_random" else np.nan,
+                    "delta": float(np.nanmean(d)),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "draw_min": extra[0],
+                    "draw_max": extra[1],
+                    "draws": draws if cond != "top-k" else 0,
+                    "n": n,
+                    "heads": (
+                        ";".join(f"L{l}H{h}" for l, h in heads)
+                        if cond != "random"
+                        else " | ".join(";".join(f"L{l}H{h}" for l, h in s) for s in heads)
+                    ),
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -260,29 +318,64 @@ def listening_figure(scores: pd.DataFrame, title: str | None = None, top: int = 
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.16,
-                        subplot_titles=("listening score per head", "score vs attention to audio"))
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        horizontal_spacing=0.16,
+        subplot_titles=("listening score per head", "score vs attention to audio"),
+    )
     piv = scores.pivot_table(index="head", columns="layer", values="score")
-    fig.add_trace(go.Heatmap(z=piv.to_numpy(), x=piv.columns, y=piv.index, colorscale="Viridis",
-                             colorbar=dict(title=dict(text="score (ratio)", side="right"), x=0.42)), row=1, col=1)
+    fig.add_trace(
+        go.Heatmap(
+            z=piv.to_numpy(),
+            x=piv.columns,
+            y=piv.index,
+            colorscale="Viridis",
+            colorbar=dict(title=dict(text="score (ratio)", side="right"), x=0.42),
+        ),
+        row=1,
+        col=1,
+    )
     best = scores.sort_values("rank").head(top)
     rest = scores.sort_values("rank").iloc[top:]
-    fig.add_trace(go.Scatter(x=rest["audio_mass"], y=rest["score"], mode="markers", name="other heads",
-                             marker=dict(color="#bbb", size=5)), row=1, col=2)
-    fig.add_trace(go.Scatter(x=best["audio_mass"], y=best["score"], mode="markers+text", name=f"top {top}",
-                             text=[f"L{r.layer}H{r.head}" for r in best.itertuples()], textposition="top center",
-                             marker=dict(color="#d62728", size=8)), row=1, col=2)
+    fig.add_trace(
+        go.Scatter(
+            x=rest["audio_mass"], y=rest["score"], mode="markers", name="other heads", marker=dict(color="#bbb", size=5)
+        ),
+        row=1,
+        col=2,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=best["audio_mass"],
+            y=best["score"],
+            mode="markers+text",
+            name=f"top {top}",
+            text=[f"L{r.layer}H{r.head}" for r in best.itertuples()],
+            textposition="top center",
+            marker=dict(color="#d62728", size=8),
+        ),
+        row=1,
+        col=2,
+    )
     fig.update_xaxes(title_text="layer (index)", row=1, col=1)
     fig.update_yaxes(title_text="head (index)", row=1, col=1)
     fig.update_xaxes(title_text="attention on audio keys (fraction of softmax)", row=1, col=2)
     fig.update_yaxes(title_text="listening score (ratio)", row=1, col=2)
     n = int(scores["n"].max()) if len(scores) else 0
-    fig.update_layout(title=title or "Listening heads: how much each head's output changes when the audio is "
-                                     "replaced by silence", template="plotly_white", height=520, width=1000)
-    return add_caption(fig, f"Listening score = mean over {n} rows of ||head output with audio − with silence of the "
-                            "same length|| at the last prompt position, divided by the RMS of the head's output "
-                            "with audio (0 = the head ignores the audio). Right: the same score against the head's "
-                            "attention weight on all audio keys at that position.")
+    fig.update_layout(
+        title=title or "Listening heads: how much each head's output changes when the audio is replaced by silence",
+        template="plotly_white",
+        height=520,
+        width=1000,
+    )
+    return add_caption(
+        fig,
+        f"Listening score = mean over {n} rows of ||head output with audio − with silence of the "
+        "same length|| at the last prompt position, divided by the RMS of the head's output "
+        "with audio (0 = the head ignores the audio). Right: the same score against the head's "
+        "attention weight on all audio keys at that position.",
+    )
 
 
 def listening_ablation_figure(table: pd.DataFrame, title: str | None = None):
@@ -296,17 +389,35 @@ def listening_ablation_figure(table: pd.DataFrame, title: str | None = None):
         t = table[table["metric"] == metric]
         if not len(t):
             continue
-        fig.add_trace(go.Bar(x=t["condition"], y=t["delta"] * scale, showlegend=False,
-                             error_y=dict(type="data", symmetric=False, array=(t["ci_high"] - t["delta"]).fillna(0) * scale,
-                                          arrayminus=(t["delta"] - t["ci_low"]).fillna(0) * scale)), row=1, col=col)
+        fig.add_trace(
+            go.Bar(
+                x=t["condition"],
+                y=t["delta"] * scale,
+                showlegend=False,
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=(t["ci_high"] - t["delta"]).fillna(0) * scale,
+                    arrayminus=(t["delta"] - t["ci_low"]).fillna(0) * scale,
+                ),
+            ),
+            row=1,
+            col=col,
+        )
         fig.update_xaxes(title_text="heads ablated (condition)", row=1, col=col)
     fig.update_yaxes(title_text="Δ log p(answer) (nats)", row=1, col=1)
     fig.update_yaxes(title_text="Δ option accuracy (percentage points)", row=1, col=2)
     k = int(table["k"].max()) if len(table) else 0
     n = int(table["n"].max()) if len(table) else 0
     draws = int(table["draws"].max()) if len(table) else 0
-    fig.update_layout(title=title or f"Mean-ablating the top {k} listening heads vs {k} random heads",
-                      template="plotly_white", height=480)
-    return add_caption(fig, f"Ablated minus unablated on the same {n} rows (heads' z replaced by their mean over text "
-                            f"positions); random: mean over {draws} draws of {k} heads; top_minus_random: paired "
-                            "difference. Error bars: 95% bootstrap intervals over rows.")
+    fig.update_layout(
+        title=title or f"Mean-ablating the top {k} listening heads vs {k} random heads",
+        template="plotly_white",
+        height=480,
+    )
+    return add_caption(
+        fig,
+        f"Ablated minus unablated on the same {n} rows (heads' z replaced by their mean over text "
+        f"positions); random: mean over {draws} draws of {k} heads; top_minus_random: paired "
+        "difference. Error bars: 95% bootstrap intervals over rows.",
+    )

@@ -32,8 +32,13 @@ CONDITIONS = ("audio", "no_audio")
 
 
 @torch.no_grad()
-def logit_lens(model, batches: dict | Iterable[dict], layers: list[int] | None = None,
-               conditions: tuple[str, ...] = CONDITIONS, backend: str = "transformer_lens") -> pd.DataFrame:
+def logit_lens(
+    model,
+    batches: dict | Iterable[dict],
+    layers: list[int] | None = None,
+    conditions: tuple[str, ...] = CONDITIONS,
+    backend: str = "transformer_lens",
+) -> pd.DataFrame:
     """Answer-token probability and rank decoded from each layer's residual stream (module docstring)."""
     for c in conditions:
         if c not in CONDITIONS:
@@ -65,9 +70,18 @@ def logit_lens(model, batches: dict | Iterable[dict], layers: list[int] | None =
                 rank = (logits > logits.gather(1, a[:, None])).sum(1)
                 for b in range(B):
                     aid = int(answer[b])
-                    rows.append({"example": offset + b, "layer": l, "condition": cond, "answer_id": aid,
-                                 "answer_token": tok.decode([aid]) if tok is not None else str(aid),
-                                 "prob": float(lp_a[b].exp()), "logprob": float(lp_a[b]), "rank": int(rank[b])})
+                    rows.append(
+                        {
+                            "example": offset + b,
+                            "layer": l,
+                            "condition": cond,
+                            "answer_id": aid,
+                            "answer_token": tok.decode([aid]) if tok is not None else str(aid),
+                            "prob": float(lp_a[b].exp()),
+                            "logprob": float(lp_a[b]),
+                            "rank": int(rank[b]),
+                        }
+                    )
         offset += B
     if not rows:
         raise ValueError("no batches given")
@@ -77,8 +91,14 @@ def logit_lens(model, batches: dict | Iterable[dict], layers: list[int] | None =
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Per (layer, condition): prob (mean), prob_sem, logprob (mean), rank_median, top1 (rate), n."""
     g = df.groupby(["layer", "condition"], sort=True)
-    out = g.agg(prob=("prob", "mean"), prob_std=("prob", "std"), logprob=("logprob", "mean"),
-                rank_median=("rank", "median"), top1=("rank", lambda r: float((r == 0).mean())), n=("prob", "size"))
+    out = g.agg(
+        prob=("prob", "mean"),
+        prob_std=("prob", "std"),
+        logprob=("logprob", "mean"),
+        rank_median=("rank", "median"),
+        top1=("rank", lambda r: float((r == 0).mean())),
+        n=("prob", "size"),
+    )
     out["prob_sem"] = out["prob_std"] / np.sqrt(out["n"])
     return out.drop(columns="prob_std").reset_index()
 
@@ -93,17 +113,34 @@ def fig_logit_lens(df: pd.DataFrame, title: str | None = None):
     style = {"audio": {}, "no_audio": {"dash": "dash"}}
     for cond in dict.fromkeys(s["condition"]):
         sub = s[s.condition == cond]
-        fig.add_trace(go.Scatter(x=sub.layer, y=sub.prob, mode="lines+markers", name=f"{cond}: probability",
-                                 error_y={"type": "data", "array": sub.prob_sem.fillna(0)}, line=style.get(cond, {})),
-                      row=1, col=1)
-        fig.add_trace(go.Scatter(x=sub.layer, y=sub.rank_median + 1, mode="lines+markers", name=f"{cond}: rank",
-                                 line=style.get(cond, {})), row=1, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=sub.layer,
+                y=sub.prob,
+                mode="lines+markers",
+                name=f"{cond}: probability",
+                error_y={"type": "data", "array": sub.prob_sem.fillna(0)},
+                line=style.get(cond, {}),
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=sub.layer, y=sub.rank_median + 1, mode="lines+markers", name=f"{cond}: rank", line=style.get(cond, {})
+            ),
+            row=1,
+            col=2,
+        )
     fig.update_xaxes(title_text="layer (index; residual stream after the layer)")
     fig.update_yaxes(title_text="P(answer token) (probability, 0..1)", row=1, col=1)
     fig.update_yaxes(title_text="median rank + 1 (rank; 1 = top-1, log scale)", type="log", row=1, col=2)
     n = int(s["n"].max()) if len(s) else 0
     fig.update_layout(title=title or "Logit lens at the last prompt position: the first answer token")
-    return add_caption(fig, f"Each layer's residual stream at the last prompt position, decoded with the model's final "
-                            f"norm and unembedding, {n} examples. Solid: with audio; dashed: audio cut (text queries "
-                            "cannot attend to audio keys). Left: mean probability of the first answer token, error "
-                            "bars ±1 s.e.m.; right: its median rank + 1 (1 = top-1).")
+    return add_caption(
+        fig,
+        f"Each layer's residual stream at the last prompt position, decoded with the model's final "
+        f"norm and unembedding, {n} examples. Solid: with audio; dashed: audio cut (text queries "
+        "cannot attend to audio keys). Left: mean probability of the first answer token, error "
+        "bars ±1 s.e.m.; right: its median rank + 1 (1 = top-1).",
+    )

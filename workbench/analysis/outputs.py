@@ -1,6 +1,6 @@
 """What every analysis CLI shares: the common arguments, the output folder, and writing csv / html / png.
 
-    write_outputs(df, fig, "results/pal", "attention_to_audio")   # -> .csv, .html and .png (when kaleido works)
+write_outputs(df, fig, "results/pal", "attention_to_audio")   # -> .csv, .html and .png (when kaleido works)
 """
 
 from __future__ import annotations
@@ -20,9 +20,15 @@ __all__ = ["cli_common", "default_out_dir", "write_outputs"]
 
 def cli_common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add --checkpoint --data --n --backend --out-dir --seed (plus --batch-size) to an analysis CLI."""
-    parser.add_argument("--checkpoint", default=None, help=f"PAL checkpoint folder (default {DEFAULT_CHECKPOINT}), or a "
-                        "released audio-LLM's transformers folder / hub id (Qwen2-Audio, Voxtral, AF3, GLM-ASR)")
-    parser.add_argument("--data", default=None, help=f"audiofolder to analyse (default {DEFAULT_DATA}; generated if missing)")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help=f"PAL checkpoint folder (default {DEFAULT_CHECKPOINT}), or a "
+        "released audio-LLM's transformers folder / hub id (Qwen2-Audio, Voxtral, AF3, GLM-ASR)",
+    )
+    parser.add_argument(
+        "--data", default=None, help=f"audiofolder to analyse (default {DEFAULT_DATA}; generated if missing)"
+    )
     parser.add_argument("--n", type=int, default=32, help="number of task rows (seeded random subset; default 32)")
     parser.add_argument("--backend", choices=BACKENDS, default="transformer_lens")
     parser.add_argument("--out-dir", default=None, help="output folder (default results/<variant of the checkpoint>)")
@@ -67,8 +73,10 @@ def _start_png_server() -> None:
     except Exception:  # an API change in choreographer: let kaleido find (or not find) it
         found = True
     if not found:
-        raise RuntimeError("no Chrome/Chromium found for kaleido: install it with `apt-get install chromium` "
-                           "(or `./run setup`), or set BROWSER_PATH")
+        raise RuntimeError(
+            "no Chrome/Chromium found for kaleido: install it with `apt-get install chromium` "
+            "(or `./run setup`), or set BROWSER_PATH"
+        )
     kaleido.start_sync_server(silence_warnings=True)
     atexit.register(kaleido.stop_sync_server, silence_warnings=True)
 

@@ -42,8 +42,10 @@ def _audio_sites(layout, site: str, encs, layers, groups: bool) -> list[tuple]:
             hooks: list[tuple[str, tuple]]  # (hook name, part)
             if site == "audio_kv":
                 keys = layout.audio_key_slice(l, e)
-                hooks = [(f"blocks.{l}.attn.{h}", ("slice", keys.start, a.n_tokens))
-                         for h in ("hook_audio_k", "hook_audio_v")]
+                hooks = [
+                    (f"blocks.{l}.attn.{h}", ("slice", keys.start, a.n_tokens))
+                    for h in ("hook_audio_k", "hook_audio_v")
+                ]
             else:
                 hooks = [(f"blocks.{l}.hook_resid_pre", ("resid",))]
             per_layer += hooks
@@ -53,8 +55,9 @@ def _audio_sites(layout, site: str, encs, layers, groups: bool) -> list[tuple]:
     return out
 
 
-def site_list(model, layout, sites: Sequence[str], encs: Sequence[str], layers: Sequence[int] | None,
-              groups: bool = False) -> list[tuple]:
+def site_list(
+    model, layout, sites: Sequence[str], encs: Sequence[str], layers: Sequence[int] | None, groups: bool = False
+) -> list[tuple]:
     """``[(site, layer, head, encoder, [(hook name, part)])]`` for ``sites`` over encoders ``encs`` and ``layers``
     (None: every layer; each is checked against the model), see the module docstring; ``layout`` is the batch's
     :class:`~workbench.model.layout.TokenLayout`."""
@@ -89,24 +92,28 @@ def patch_specs(model, layout, sites, encs, layers):
 
     def patch(part, enc):
         if part[0] == "all":
-            return lambda c: (lambda a, c=c: c.clone())
+            return lambda c: lambda a, c=c: c.clone()
         if part[0] == "slice":
             return _slice_patch(part[1], part[2])
         if part[0] == "resid":
             return _resid_patch(layout.audio[enc].residual_index.to(dev), S)
         return _head_patch(part[1], text_q)
 
-    return [(site, l, h, e, [(name, patch(part, e)) for name, part in hooks])
-            for site, l, h, e, hooks in site_list(model, layout, sites, encs, layers, groups=True)]
+    return [
+        (site, l, h, e, [(name, patch(part, e)) for name, part in hooks])
+        for site, l, h, e, hooks in site_list(model, layout, sites, encs, layers, groups=True)
+    ]
 
 
 def _slice_patch(off, n):
     def make(clean):
         def fn(x):
             x = x.clone()
-            x[:, off:off + n] = clean[:, off:off + n].to(x.device, x.dtype)
+            x[:, off : off + n] = clean[:, off : off + n].to(x.device, x.dtype)
             return x
+
         return fn
+
     return make
 
 
@@ -117,7 +124,9 @@ def _resid_patch(index, S):
                 return x
             idx = index.to(x.device)[..., None].expand(-1, -1, x.shape[-1])
             return x.scatter(1, idx, clean.to(x.device, x.dtype).gather(1, idx))
+
         return fn
+
     return make
 
 
@@ -128,5 +137,7 @@ def _head_patch(h, text_q):
             m = text_q.to(z.device)[..., None]
             z[:, :, h] = torch.where(m, clean[:, :, h].to(z.device, z.dtype), z[:, :, h])
             return z
+
         return fn
+
     return make

@@ -38,14 +38,32 @@ from workbench.analysis.core import answer_logit_diff, collect, prompt_item, run
 from workbench.analysis.figures import add_caption
 from workbench.analysis.patch_sites import patch_specs
 
-__all__ = ["SITES", "PatchingError", "make_pairs", "patch_batch", "patch_dataset", "summarize_patching",
-           "patching_figure", "resolve_sites"]
+__all__ = [
+    "SITES",
+    "PatchingError",
+    "make_pairs",
+    "patch_batch",
+    "patch_dataset",
+    "summarize_patching",
+    "patching_figure",
+    "resolve_sites",
+]
 
 SITES = ("audio_kv", "resid_audio", "head_out", "connector")
 DEFAULT_SITES = ("audio_kv", "resid_audio", "head_out")
 ITEM_COLUMNS = ["site", "layer", "head", "encoder", "pair", "clean_ld", "corrupted_ld", "patched_ld"]
-SUMMARY_COLUMNS = ["site", "layer", "head", "encoder", "restored", "restored_se", "clean_ld", "corrupted_ld",
-                   "patched_ld", "n_pairs"]
+SUMMARY_COLUMNS = [
+    "site",
+    "layer",
+    "head",
+    "encoder",
+    "restored",
+    "restored_se",
+    "clean_ld",
+    "corrupted_ld",
+    "patched_ld",
+    "n_pairs",
+]
 
 
 class PatchingError(ValueError):
@@ -69,9 +87,11 @@ def resolve_sites(model, sites: str | Sequence[str] | None, encoders: str | Sequ
         need = {"audio_kv": "lal", "resid_audio": "plits"}.get(s)
         if need and not any(modes[e] == need for e in encs):
             if len(sites) == 1:
-                raise PatchingError(f"site {s!r} needs a {need.upper()} encoder but the chosen encoders {encs} are "
-                                    f"{sorted({modes[e] for e in encs})}; use --sites "
-                                    f"{'resid_audio' if need == 'lal' else 'audio_kv'},head_out")
+                raise PatchingError(
+                    f"site {s!r} needs a {need.upper()} encoder but the chosen encoders {encs} are "
+                    f"{sorted({modes[e] for e in encs})}; use --sites "
+                    f"{'resid_audio' if need == 'lal' else 'audio_kv'},head_out"
+                )
             continue
         keep.append(s)
     return keep, encs
@@ -84,14 +104,21 @@ def _first_answer_token(dataset, row) -> int:
     if hasattr(dataset, "encode_row"):  # a released model's dataset: its own chat template
         enc = dataset.encode_row(row["question"], str(row["answer"]))
     else:
-        enc = encode_example(dataset.tokenizer, row["question"], str(row["answer"]), dataset.system_prompt, dataset.slot)
+        enc = encode_example(
+            dataset.tokenizer, row["question"], str(row["answer"]), dataset.system_prompt, dataset.slot
+        )
     if enc["prompt_len"] >= len(enc["input_ids"]):
         raise PatchingError(f"row {row.get('row_id')!r} has an empty answer")
     return int(enc["input_ids"][enc["prompt_len"]])
 
 
-def make_pairs(dataset, attribute: str | None = None, max_pairs: int | None = None, seed: int = 0,
-               answer_options: dict | None = None) -> pd.DataFrame:
+def make_pairs(
+    dataset,
+    attribute: str | None = None,
+    max_pairs: int | None = None,
+    seed: int = 0,
+    answer_options: dict | None = None,
+) -> pd.DataFrame:
     """Clean/corrupted pairs of row indices: columns ``clean, corrupted, attribute, task, question,
     clean_answer, corrupted_answer, clean_token, corrupted_token, n_other_diffs``. Each row is used once."""
     rows = dataset.rows
@@ -119,8 +146,16 @@ def make_pairs(dataset, attribute: str | None = None, max_pairs: int | None = No
         return tok_cache[i]
 
     def n_diff(i, j, att):
-        return sum(1 for k in class_keys if k != att and k in rows[i] and k in rows[j]
-                   and rows[i][k] is not None and rows[j][k] is not None and rows[i][k] != rows[j][k])
+        return sum(
+            1
+            for k in class_keys
+            if k != att
+            and k in rows[i]
+            and k in rows[j]
+            and rows[i][k] is not None
+            and rows[j][k] is not None
+            and rows[i][k] != rows[j][k]
+        )
 
     out = []
     for key in sorted(groups, key=str):
@@ -130,21 +165,50 @@ def make_pairs(dataset, attribute: str | None = None, max_pairs: int | None = No
         for i in idx:
             if i in used:
                 continue
-            cands = [j for j in idx if j != i and j not in used and str(rows[j]["answer"]) != str(rows[i]["answer"])
-                     and tok(j) != tok(i)]
+            cands = [
+                j
+                for j in idx
+                if j != i and j not in used and str(rows[j]["answer"]) != str(rows[i]["answer"]) and tok(j) != tok(i)
+            ]
             if not cands:
                 continue
             j = min(cands, key=lambda j: n_diff(i, j, key[1]))
             used.update((i, j))
-            out.append({"clean": i, "corrupted": j, "attribute": key[1], "task": key[0], "question": key[2],
-                        "clean_answer": str(rows[i]["answer"]), "corrupted_answer": str(rows[j]["answer"]),
-                        "clean_token": tok(i), "corrupted_token": tok(j), "n_other_diffs": n_diff(i, j, key[1])})
-    pairs = pd.DataFrame(out, columns=["clean", "corrupted", "attribute", "task", "question", "clean_answer",
-                                       "corrupted_answer", "clean_token", "corrupted_token", "n_other_diffs"])
+            out.append(
+                {
+                    "clean": i,
+                    "corrupted": j,
+                    "attribute": key[1],
+                    "task": key[0],
+                    "question": key[2],
+                    "clean_answer": str(rows[i]["answer"]),
+                    "corrupted_answer": str(rows[j]["answer"]),
+                    "clean_token": tok(i),
+                    "corrupted_token": tok(j),
+                    "n_other_diffs": n_diff(i, j, key[1]),
+                }
+            )
+    pairs = pd.DataFrame(
+        out,
+        columns=[
+            "clean",
+            "corrupted",
+            "attribute",
+            "task",
+            "question",
+            "clean_answer",
+            "corrupted_answer",
+            "clean_token",
+            "corrupted_token",
+            "n_other_diffs",
+        ],
+    )
     if not len(pairs):
-        raise PatchingError("no clean/corrupted pairs: need closed rows with the same question but answers whose "
-                            f"first tokens differ{' for attribute ' + repr(attribute) if attribute else ''}; "
-                            "analyse more rows (--n) or another --attribute")
+        raise PatchingError(
+            "no clean/corrupted pairs: need closed rows with the same question but answers whose "
+            f"first tokens differ{' for attribute ' + repr(attribute) if attribute else ''}; "
+            "analyse more rows (--n) or another --attribute"
+        )
     if max_pairs is not None and len(pairs) > max_pairs:
         pairs = pairs.sample(n=max_pairs, random_state=seed).sort_index().reset_index(drop=True)
     return pairs
@@ -153,9 +217,16 @@ def make_pairs(dataset, attribute: str | None = None, max_pairs: int | None = No
 # ---------------------------------------------------------------------------------------------- patching
 def _check_same_prompt(model, clean, corrupt):
     for k in ("input_ids", "attention_mask", "audio_slot"):
-        if k not in clean or k not in corrupt or clean[k].shape != corrupt[k].shape or not torch.equal(clean[k], corrupt[k]):
-            raise PatchingError(f"clean and corrupted batches differ in {k!r}: patching needs the same prompt text "
-                                "(pairs from make_pairs share the question); only the audio may differ")
+        if (
+            k not in clean
+            or k not in corrupt
+            or clean[k].shape != corrupt[k].shape
+            or not torch.equal(clean[k], corrupt[k])
+        ):
+            raise PatchingError(
+                f"clean and corrupted batches differ in {k!r}: patching needs the same prompt text "
+                "(pairs from make_pairs share the question); only the audio may differ"
+            )
 
 
 def _repeat_batch(batch: dict, g: int) -> dict:
@@ -189,6 +260,7 @@ def _grouped_ivs(group, clean_acts, B):
             for r, f in fns:
                 parts[r] = f(parts[r])
             return torch.cat(parts)
+
         return fn
 
     return [(name, combined(fns)) for name, fns in by_name.items()]
@@ -224,16 +296,30 @@ def _last_logit_diff(model, batch, ivs, backend, clean_ids, corrupt_ids, g):
     if backend != "transformer_lens" or g == 1:
         logits = run_with_interventions(model, batch, ivs, backend=backend)
         return answer_logit_diff(logits, batch, c, w)
-    logits = model.run_with_hooks(batch, fwd_hooks=[(n, (lambda f: (lambda t, hook: f(t)))(f)) for n, f in ivs],
-                                  logits_at=_last_prompt_mask(batch))  # [g * B, V]
+    logits = model.run_with_hooks(
+        batch,
+        fwd_hooks=[(n, (lambda f: lambda t, hook: f(t))(f)) for n, f in ivs],  # noqa: B023 - f is bound by the outer call
+        logits_at=_last_prompt_mask(batch),
+    )  # [g * B, V]
     return _ld_at_last(logits, c, w)
 
 
 @torch.no_grad()
-def patch_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrupt_ids,
-                sites: str | Sequence[str] | None = None, encoders: str | Sequence[str] | None = None,
-                layers: Sequence[int] | None = None, backend: str = "transformer_lens",
-                pair_offset: int = 0, bar=None, n_batches: int = 1, group: int = 1) -> pd.DataFrame:
+def patch_batch(
+    model,
+    clean_batch: dict,
+    corrupt_batch: dict,
+    clean_ids,
+    corrupt_ids,
+    sites: str | Sequence[str] | None = None,
+    encoders: str | Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    backend: str = "transformer_lens",
+    pair_offset: int = 0,
+    bar=None,
+    n_batches: int = 1,
+    group: int = 1,
+) -> pd.DataFrame:
     """Patch every site of ``sites`` from ``clean_batch`` into ``corrupt_batch`` (same prompts, different audio).
 
     clean_ids / corrupt_ids: [B] (or int) first answer tokens of the clean / corrupted answer; the logit
@@ -271,23 +357,42 @@ def patch_batch(model, clean_batch: dict, corrupt_batch: dict, clean_ids, corrup
         bar.total = n_batches * len(specs)
         bar.refresh()
     for start in range(0, len(specs), int(group)):
-        chunk = specs[start:start + int(group)]
+        chunk = specs[start : start + int(group)]
         g = len(chunk)
         ivs = _grouped_ivs(chunk, clean_acts, B)
         ld_all = _last_logit_diff(model, _repeat_batch(corrupt_batch, g), ivs, backend, clean_ids, corrupt_ids, g)
         ld_all = ld_all.double().cpu().view(g, B)
         for r, (site, layer, head, enc, _) in enumerate(chunk):
             for b in range(B):
-                rows.append((site, layer, head, enc, pair_offset + b, float(ld_clean[b]), float(ld_corr[b]),
-                             float(ld_all[r, b])))
+                rows.append(
+                    (
+                        site,
+                        layer,
+                        head,
+                        enc,
+                        pair_offset + b,
+                        float(ld_clean[b]),
+                        float(ld_corr[b]),
+                        float(ld_all[r, b]),
+                    )
+                )
         if bar is not None:
             bar.update(g)
     return pd.DataFrame(rows, columns=ITEM_COLUMNS)
 
 
-def patch_dataset(model, dataset, pairs: pd.DataFrame, sites=None, encoders=None, layers=None,
-                  backend: str = "transformer_lens", batch_size: int = 8, progress: bool = False,
-                  group: int = 1) -> pd.DataFrame:
+def patch_dataset(
+    model,
+    dataset,
+    pairs: pd.DataFrame,
+    sites=None,
+    encoders=None,
+    layers=None,
+    backend: str = "transformer_lens",
+    batch_size: int = 8,
+    progress: bool = False,
+    group: int = 1,
+) -> pd.DataFrame:
     """:func:`patch_batch` over the pairs of :func:`make_pairs` (prompts only, left-padded) -> item rows,
     with the pairs' ``attribute`` and ``n_other_diffs`` joined in."""
     collate = dataset.prompt_collate_fn()
@@ -299,12 +404,26 @@ def patch_dataset(model, dataset, pairs: pd.DataFrame, sites=None, encoders=None
 
         bar = tqdm(desc="patching", unit="site")
     for i in starts:
-        chunk = pairs.iloc[i:i + batch_size]
+        chunk = pairs.iloc[i : i + batch_size]
         clean = collate([prompt_item(dataset[int(j)]) for j in chunk["clean"]])
         corrupt = collate([prompt_item(dataset[int(j)]) for j in chunk["corrupted"]])
-        frames.append(patch_batch(model, clean, corrupt, torch.tensor(chunk["clean_token"].to_numpy()),
-                                  torch.tensor(chunk["corrupted_token"].to_numpy()), sites, encoders, layers,
-                                  backend, pair_offset=i, bar=bar, n_batches=len(starts), group=group))
+        frames.append(
+            patch_batch(
+                model,
+                clean,
+                corrupt,
+                torch.tensor(chunk["clean_token"].to_numpy()),
+                torch.tensor(chunk["corrupted_token"].to_numpy()),
+                sites,
+                encoders,
+                layers,
+                backend,
+                pair_offset=i,
+                bar=bar,
+                n_batches=len(starts),
+                group=group,
+            )
+        )
     if bar is not None:
         bar.close()
     items = pd.concat(frames, ignore_index=True)
@@ -323,9 +442,17 @@ def summarize_patching(items: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFr
         num = (g["patched_ld"] - g["corrupted_ld"]).to_numpy(float)
         restored = float(num.mean() / den) if den != 0 else np.nan
         se = float(num.std(ddof=1) / np.sqrt(len(num)) / abs(den)) if len(num) > 1 and den != 0 else np.nan
-        rows.append({**dict(zip(keys, k)), "restored": restored, "restored_se": se,
-                     "clean_ld": float(g["clean_ld"].mean()), "corrupted_ld": float(g["corrupted_ld"].mean()),
-                     "patched_ld": float(g["patched_ld"].mean()), "n_pairs": len(g)})
+        rows.append(
+            {
+                **dict(zip(keys, k)),
+                "restored": restored,
+                "restored_se": se,
+                "clean_ld": float(g["clean_ld"].mean()),
+                "corrupted_ld": float(g["corrupted_ld"].mean()),
+                "patched_ld": float(g["patched_ld"].mean()),
+                "n_pairs": len(g),
+            }
+        )
     return pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS[:4], *by, *SUMMARY_COLUMNS[4:]])
 
 
@@ -337,28 +464,55 @@ def patching_figure(summary: pd.DataFrame, title: str | None = None):
     lines = summary[summary["site"].isin(["audio_kv", "resid_audio"]) & (summary["layer"] >= 0)]
     heads = summary[summary["site"] == "head_out"]
     n_rows = 1 + int(len(heads) > 0)
-    fig = make_subplots(rows=n_rows, cols=1, vertical_spacing=0.15,
-                        subplot_titles=("audio sites per layer", "attention heads (hook_z at text positions)")[:n_rows])
+    fig = make_subplots(
+        rows=n_rows,
+        cols=1,
+        vertical_spacing=0.15,
+        subplot_titles=("audio sites per layer", "attention heads (hook_z at text positions)")[:n_rows],
+    )
     for (site, enc), g in lines.groupby(["site", "encoder"], sort=True):
         g = g.sort_values("layer")
-        fig.add_trace(go.Scatter(x=g["layer"], y=g["restored"], mode="lines+markers", name=f"{site} / {enc}",
-                                 error_y=dict(type="data", array=g["restored_se"].fillna(0))), row=1, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=g["layer"],
+                y=g["restored"],
+                mode="lines+markers",
+                name=f"{site} / {enc}",
+                error_y=dict(type="data", array=g["restored_se"].fillna(0)),
+            ),
+            row=1,
+            col=1,
+        )
     for r in summary[summary["site"] == "connector"].itertuples():
         fig.add_hline(y=r.restored, line_dash="dot", annotation_text=f"connector {r.encoder}", row=1, col=1)
     fig.update_xaxes(title_text="layer (index)", row=1, col=1)
     fig.update_yaxes(title_text="logit difference restored (fraction; 1 = all)", row=1, col=1)
     if len(heads):
         piv = heads.pivot_table(index="head", columns="layer", values="restored")
-        fig.add_trace(go.Heatmap(z=piv.to_numpy(), x=piv.columns, y=piv.index, colorscale="RdBu", zmid=0,
-                                 colorbar=dict(title=dict(text="restored (fraction)", side="right"), len=0.4, y=0.2)),
-                      row=2, col=1)
+        fig.add_trace(
+            go.Heatmap(
+                z=piv.to_numpy(),
+                x=piv.columns,
+                y=piv.index,
+                colorscale="RdBu",
+                zmid=0,
+                colorbar=dict(title=dict(text="restored (fraction)", side="right"), len=0.4, y=0.2),
+            ),
+            row=2,
+            col=1,
+        )
         fig.update_xaxes(title_text="layer (index)", row=2, col=1)
         fig.update_yaxes(title_text="head (index)", row=2, col=1)
     n = int(summary["n_pairs"].max()) if len(summary) else 0
-    fig.update_layout(title=title or "Activation patching: clean audio into corrupted runs", template="plotly_white",
-                      height=420 * n_rows + 60)
+    fig.update_layout(
+        title=title or "Activation patching: clean audio into corrupted runs",
+        template="plotly_white",
+        height=420 * n_rows + 60,
+    )
     return add_caption(
-        fig, f"Fraction restored = (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted), LD = logit(clean answer "
-             f"token) − logit(corrupted answer token) at the answer position; ratio of means over {n} pairs, error "
-             "bars ±1 SE. 1 = the site carries all of the audio's effect, 0 = none; dotted lines: whole connector "
-             "output patched.")
+        fig,
+        f"Fraction restored = (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted), LD = logit(clean answer "
+        f"token) − logit(corrupted answer token) at the answer position; ratio of means over {n} pairs, error "
+        "bars ±1 SE. 1 = the site carries all of the audio's effect, 0 = none; dotted lines: whole connector "
+        "output patched.",
+    )

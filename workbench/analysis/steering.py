@@ -28,16 +28,30 @@ from typing import Any
 import pandas as pd
 import torch
 
-from workbench.analysis.audio_conditions import (AudioAnalysisError, closed_rows_with_options,
-                                                 last_prompt_residual_index, make_silence, paired_batches,
-                                                 require_audio)
+from workbench.analysis.audio_conditions import (
+    AudioAnalysisError,
+    closed_rows_with_options,
+    last_prompt_residual_index,
+    make_silence,
+    paired_batches,
+    require_audio,
+)
 from workbench.analysis.core import collect, last_prompt_index, run_with_interventions
 from workbench.analysis.figures import add_caption
 from workbench.analysis.listening import option_correct
 from workbench.stats.bootstrap import bootstrap_ci
 
-__all__ = ["MODES", "DEFAULT_ALPHAS", "check_alpha", "steering_vector", "head_steering_vectors",
-           "steering_interventions", "steered_metrics", "steer", "steering_figure"]
+__all__ = [
+    "MODES",
+    "DEFAULT_ALPHAS",
+    "check_alpha",
+    "steering_vector",
+    "head_steering_vectors",
+    "steering_interventions",
+    "steered_metrics",
+    "steer",
+    "steering_figure",
+]
 
 MODES = ("resid", "heads")
 DEFAULT_ALPHAS = (-4.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0)
@@ -50,14 +64,22 @@ def check_alpha(alpha) -> float:
     except (TypeError, ValueError):
         a = math.nan
     if not math.isfinite(a):
-        raise AudioAnalysisError(f"steering scale alpha must be a finite number, got {alpha!r}; pass e.g. "
-                                 "--alphas -2,-1,0,1,2")
+        raise AudioAnalysisError(
+            f"steering scale alpha must be a finite number, got {alpha!r}; pass e.g. --alphas -2,-1,0,1,2"
+        )
     return a
 
 
 @torch.no_grad()
-def steering_vector(model, dataset, indices: Sequence[int] | None = None, silence: str | Callable = "encoder", *,
-                    backend: str = "transformer_lens", batch_size: int = 8) -> torch.Tensor:
+def steering_vector(
+    model,
+    dataset,
+    indices: Sequence[int] | None = None,
+    silence: str | Callable = "encoder",
+    *,
+    backend: str = "transformer_lens",
+    batch_size: int = 8,
+) -> torch.Tensor:
     """[d_model] mean over rows of final-layer residual (audio) - (silence) at the last prompt token."""
     require_audio(model, "audio-silence steering")
     name = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
@@ -79,9 +101,16 @@ def steering_vector(model, dataset, indices: Sequence[int] | None = None, silenc
 
 
 @torch.no_grad()
-def head_steering_vectors(model, dataset, heads: Sequence[tuple[int, int]], indices: Sequence[int] | None = None,
-                          silence: str | Callable = "encoder", *, backend: str = "transformer_lens",
-                          batch_size: int = 8) -> dict[tuple[int, int], torch.Tensor]:
+def head_steering_vectors(
+    model,
+    dataset,
+    heads: Sequence[tuple[int, int]],
+    indices: Sequence[int] | None = None,
+    silence: str | Callable = "encoder",
+    *,
+    backend: str = "transformer_lens",
+    batch_size: int = 8,
+) -> dict[tuple[int, int], torch.Tensor]:
     """{(layer, head): [d_head] mean over rows of z (audio) - z (silence) at the last prompt token}."""
     require_audio(model, "audio-silence steering")
     if not heads:
@@ -103,8 +132,9 @@ def head_steering_vectors(model, dataset, heads: Sequence[tuple[int, int]], indi
     return {k: (v / n).to(model.dtype) for k, v in sums.items()}
 
 
-def steering_interventions(model, batch, alpha: float, vector: torch.Tensor | None = None,
-                           head_vectors: dict | None = None):
+def steering_interventions(
+    model, batch, alpha: float, vector: torch.Tensor | None = None, head_vectors: dict | None = None
+):
     """Interventions adding ``alpha`` x the direction at the last prompt token: the residual vector to the final
     layer's ``hook_resid_post`` (``vector``), or each head's vector to its ``hook_z`` (``head_vectors``)."""
     alpha = check_alpha(alpha)
@@ -120,6 +150,7 @@ def steering_interventions(model, batch, alpha: float, vector: torch.Tensor | No
             else:
                 x[ar, p, head] = x[ar, p, head] + alpha * v.to(x.device, x.dtype)
             return x
+
         return fn
 
     if (vector is None) == (head_vectors is None):
@@ -131,12 +162,22 @@ def steering_interventions(model, batch, alpha: float, vector: torch.Tensor | No
 
 
 @torch.no_grad()
-def steered_metrics(model, dataset, indices: Sequence[int], toks: dict, alpha: float, *, vector=None,
-                    head_vectors=None, backend: str = "transformer_lens", batch_size: int = 8) -> pd.DataFrame:
+def steered_metrics(
+    model,
+    dataset,
+    indices: Sequence[int],
+    toks: dict,
+    alpha: float,
+    *,
+    vector=None,
+    head_vectors=None,
+    backend: str = "transformer_lens",
+    batch_size: int = 8,
+) -> pd.DataFrame:
     """Per row: ``row``, ``option_correct`` (0/1), ``right_logprob`` (nats) with the steering active."""
     out = []
     for i in range(0, len(indices), batch_size):
-        idx = list(indices[i:i + batch_size])
+        idx = list(indices[i : i + batch_size])
         batch = dataset.collate_fn([dataset[j] for j in idx])
         ivs = steering_interventions(model, batch, alpha, vector, head_vectors)
         logits = run_with_interventions(model, batch, ivs, backend=backend)
@@ -154,10 +195,23 @@ def _choose(val: pd.DataFrame) -> float:
     return float(best["alpha"].iloc[0])
 
 
-def steer(model, val_dataset, test_dataset, answer_options: dict, *, alphas: Sequence[float] = DEFAULT_ALPHAS,
-          modes: Sequence[str] = ("resid",), heads: Sequence[tuple[int, int]] = (), silence: str | Callable = "encoder",
-          option_ids: dict | None = None, backend: str = "transformer_lens", batch_size: int = 8,
-          resamples: int = 1000, seed: int = 0, progress: bool = False) -> pd.DataFrame:
+def steer(
+    model,
+    val_dataset,
+    test_dataset,
+    answer_options: dict,
+    *,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    modes: Sequence[str] = ("resid",),
+    heads: Sequence[tuple[int, int]] = (),
+    silence: str | Callable = "encoder",
+    option_ids: dict | None = None,
+    backend: str = "transformer_lens",
+    batch_size: int = 8,
+    resamples: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
+) -> pd.DataFrame:
     """The whole protocol (module docstring). One row per (mode, split, alpha): ``accuracy``, ``right_logprob``,
     ``n``, ``chosen``; plus per mode two ``split == "gain"`` rows (metric accuracy / right_logprob: test gain of
     the chosen alpha over alpha = 0, with ``ci_low``/``ci_high``)."""
@@ -185,21 +239,48 @@ def steer(model, val_dataset, test_dataset, answer_options: dict, *, alphas: Seq
         for a in it:
             m = steered_metrics(model, val_dataset, v_idx, v_toks, a, **dirs, **kw)
             per[a] = m
-            rows.append({"mode": mode, "split": "val", "alpha": a, "abs_alpha": abs(a),
-                         "accuracy": float(m["option_correct"].mean()), "right_logprob": float(m["right_logprob"].mean()),
-                         "n": len(m)})
+            rows.append(
+                {
+                    "mode": mode,
+                    "split": "val",
+                    "alpha": a,
+                    "abs_alpha": abs(a),
+                    "accuracy": float(m["option_correct"].mean()),
+                    "right_logprob": float(m["right_logprob"].mean()),
+                    "n": len(m),
+                }
+            )
         val = pd.DataFrame([r for r in rows if r["mode"] == mode and r["split"] == "val"])
         best = _choose(val)
         test = {a: steered_metrics(model, test_dataset, t_idx, t_toks, a, **dirs, **kw) for a in sorted({0.0, best})}
         for a, m in test.items():
-            rows.append({"mode": mode, "split": "test", "alpha": a, "abs_alpha": abs(a),
-                         "accuracy": float(m["option_correct"].mean()), "right_logprob": float(m["right_logprob"].mean()),
-                         "n": len(m)})
+            rows.append(
+                {
+                    "mode": mode,
+                    "split": "test",
+                    "alpha": a,
+                    "abs_alpha": abs(a),
+                    "accuracy": float(m["option_correct"].mean()),
+                    "right_logprob": float(m["right_logprob"].mean()),
+                    "n": len(m),
+                }
+            )
         for metric, col in (("accuracy", "option_correct"), ("right_logprob", "right_logprob")):
             d = test[best][col].to_numpy(float) - test[0.0][col].to_numpy(float)
             lo, hi = bootstrap_ci(d, resamples, seed)
-            rows.append({"mode": mode, "split": "gain", "alpha": best, "abs_alpha": abs(best), "metric": metric,
-                         "gain": float(d.mean()), "ci_low": lo, "ci_high": hi, "n": len(d)})
+            rows.append(
+                {
+                    "mode": mode,
+                    "split": "gain",
+                    "alpha": best,
+                    "abs_alpha": abs(best),
+                    "metric": metric,
+                    "gain": float(d.mean()),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "n": len(d),
+                }
+            )
     df = pd.DataFrame(rows)
     chosen = df[df["split"] == "gain"].drop_duplicates("mode").set_index("mode")["alpha"]
     df["chosen"] = [r.split != "gain" and r.alpha == chosen.get(r.mode) for r in df.itertuples()]
@@ -217,20 +298,36 @@ def steering_figure(table: pd.DataFrame, title: str | None = None):
         table = table.assign(variant="model")
     for (variant, mode), g in table[table["split"] == "val"].groupby(["variant", "mode"], sort=False):
         g = g.sort_values("alpha")
-        fig.add_trace(go.Scatter(x=g["alpha"], y=g["accuracy"], mode="lines+markers", name=f"{variant} / {mode}"),
-                      row=1, col=1)
+        fig.add_trace(
+            go.Scatter(x=g["alpha"], y=g["accuracy"], mode="lines+markers", name=f"{variant} / {mode}"), row=1, col=1
+        )
     gain = table[(table["split"] == "gain") & (table["metric"] == "accuracy")]
     labels = [f"{r.variant} / {r.mode} (α={r.alpha:g})" for r in gain.itertuples()]
-    fig.add_trace(go.Bar(x=labels, y=gain["gain"] * 100, showlegend=False,
-                         error_y=dict(type="data", symmetric=False, array=(gain["ci_high"] - gain["gain"]) * 100,
-                                      arrayminus=(gain["gain"] - gain["ci_low"]) * 100)), row=1, col=2)
+    fig.add_trace(
+        go.Bar(
+            x=labels,
+            y=gain["gain"] * 100,
+            showlegend=False,
+            error_y=dict(
+                type="data",
+                symmetric=False,
+                array=(gain["ci_high"] - gain["gain"]) * 100,
+                arrayminus=(gain["gain"] - gain["ci_low"]) * 100,
+            ),
+        ),
+        row=1,
+        col=2,
+    )
     fig.update_xaxes(title_text="alpha (scale of the direction)", row=1, col=1)
     fig.update_yaxes(title_text="option accuracy (fraction)", row=1, col=1)
     fig.update_xaxes(title_text="variant / mode (chosen alpha)", row=1, col=2)
     fig.update_yaxes(title_text="Δ option accuracy (percentage points)", row=1, col=2)
     n = int(gain["n"].max()) if len(gain) else 0
     fig.update_layout(title=title or "Audio-minus-silence steering", template="plotly_white", height=500, width=1000)
-    return add_caption(fig, "Direction: mean (audio − silence) final-layer residual at the last prompt token on the "
-                            "validation split (mode heads: the top listening heads' z), added times alpha at that "
-                            f"token. Alpha chosen on validation; gain on {n} test rows against alpha = 0 on the same "
-                            "rows, 95% paired bootstrap interval.")
+    return add_caption(
+        fig,
+        "Direction: mean (audio − silence) final-layer residual at the last prompt token on the "
+        "validation split (mode heads: the top listening heads' z), added times alpha at that "
+        f"token. Alpha chosen on validation; gain on {n} test rows against alpha = 0 on the same "
+        "rows, 95% paired bootstrap interval.",
+    )

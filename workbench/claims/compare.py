@@ -42,8 +42,16 @@ from workbench.evaluation.answers import AnswersError, read_answers
 from workbench.evaluation.metrics import caption_item_scores, caption_items, normalize_answer
 from workbench.stats.bootstrap import percentile_ci, resample_indices, stable_seed
 
-__all__ = ["load_run", "load_runs", "item_scores", "bootstrap_table", "paired_differences", "comparison_figure",
-           "compare", "CompareError"]
+__all__ = [
+    "load_run",
+    "load_runs",
+    "item_scores",
+    "bootstrap_table",
+    "paired_differences",
+    "comparison_figure",
+    "compare",
+    "CompareError",
+]
 
 REQUIRED = ["row_id", "file_name", "task", "attribute", "answer", "prediction", "correct"]
 TABLE_COLUMNS = ["variant", "metric", "task", "attribute", "value", "ci_low", "ci_high", "n", "chance"]
@@ -64,11 +72,15 @@ def _find_answers(path: Path) -> Path:
     if len(found) == 1:
         return found[0]
     if not path.exists():
-        raise CompareError(f"{path}: not found; pass a folder written by `python -m workbench.evaluate` "
-                           "(answers.csv + scores.csv) or the answers CSV itself")
-    raise CompareError(f"{path}: no answers.csv here or in {path / 'eval'}"
-                       + (f" (several candidates: {', '.join(map(str, found))}; pass one)" if found else "")
-                       + "; run `python -m workbench.evaluate --checkpoint ... --data ... --out DIR/answers.csv` first")
+        raise CompareError(
+            f"{path}: not found; pass a folder written by `python -m workbench.evaluate` "
+            "(answers.csv + scores.csv) or the answers CSV itself"
+        )
+    raise CompareError(
+        f"{path}: no answers.csv here or in {path / 'eval'}"
+        + (f" (several candidates: {', '.join(map(str, found))}; pass one)" if found else "")
+        + "; run `python -m workbench.evaluate --checkpoint ... --data ... --out DIR/answers.csv` first"
+    )
 
 
 def load_run(spec: str | os.PathLike) -> tuple[str, pd.DataFrame, Path]:
@@ -107,8 +119,9 @@ def load_runs(specs: Sequence[str | os.PathLike]) -> dict[str, pd.DataFrame]:
     for s in specs:
         name, df, csv = load_run(s)
         if name in runs:
-            raise CompareError(f"{csv}: variant name {name!r} is also used by {paths[name]}; name them explicitly "
-                               "as NAME=PATH")
+            raise CompareError(
+                f"{csv}: variant name {name!r} is also used by {paths[name]}; name them explicitly as NAME=PATH"
+            )
         runs[name], paths[name] = df, csv
     ref_name = next(iter(runs))
     ref = set(runs[ref_name]["row_id"])
@@ -120,7 +133,8 @@ def load_runs(specs: Sequence[str | os.PathLike]) -> dict[str, pd.DataFrame]:
                 f"{paths[name]} and {paths[ref_name]} were evaluated on different rows ({len(only_a)} row_ids only in "
                 f"the first, e.g. {only_a[:3]}, {len(only_b)} only in the second, e.g. {only_b[:3]}); paired "
                 "comparison needs the same data: re-run workbench.evaluate on the same --data with the same "
-                "--tasks/--max-rows for every variant")
+                "--tasks/--max-rows for every variant"
+            )
     return runs
 
 
@@ -136,16 +150,28 @@ def item_scores(answers: pd.DataFrame, caption_metrics: Sequence[str] = ("cider_
     if len(closed):
         if closed["correct"].isna().any():
             raise CompareError("closed rows without a `correct` value; re-run workbench.evaluate")
-        base = pd.DataFrame({"metric": "accuracy", "item": closed["row_id"].to_numpy(),
-                             "score": closed["correct"].astype(float).to_numpy(),
-                             "task": closed["task"].to_numpy(), "attribute": closed["attribute"].astype(str).to_numpy()})
+        base = pd.DataFrame(
+            {
+                "metric": "accuracy",
+                "item": closed["row_id"].to_numpy(),
+                "score": closed["correct"].astype(float).to_numpy(),
+                "task": closed["task"].to_numpy(),
+                "attribute": closed["attribute"].astype(str).to_numpy(),
+            }
+        )
         out += [base, base.assign(attribute="all"), base.assign(task="all", attribute="all")]
     open_ = answers[~answers["closed"]]
     for (task, att), g in open_.groupby(["task", "attribute"], sort=True):
         refs, preds = caption_items(g)
-        em = pd.DataFrame({"metric": "exact_match", "task": task, "attribute": str(att), "item": list(refs),
-                           "score": [float(any(normalize_answer(preds[k]) == normalize_answer(r) for r in refs[k]))
-                                     for k in refs]})
+        em = pd.DataFrame(
+            {
+                "metric": "exact_match",
+                "task": task,
+                "attribute": str(att),
+                "item": list(refs),
+                "score": [float(any(normalize_answer(preds[k]) == normalize_answer(r) for r in refs[k])) for k in refs],
+            }
+        )
         out.append(em)
         want = [m for m in caption_metrics if m != "exact_match"]
         if want:
@@ -153,8 +179,17 @@ def item_scores(answers: pd.DataFrame, caption_metrics: Sequence[str] = ("cider_
             for m in want:
                 if m not in items:
                     raise CompareError(f"unknown caption metric {m!r}; choose from {list(items.columns)}")
-                out.append(pd.DataFrame({"metric": m, "task": task, "attribute": str(att), "item": items.index,
-                                         "score": items[m].to_numpy(float)}))
+                out.append(
+                    pd.DataFrame(
+                        {
+                            "metric": m,
+                            "task": task,
+                            "attribute": str(att),
+                            "item": items.index,
+                            "score": items[m].to_numpy(float),
+                        }
+                    )
+                )
     if not out:
         return pd.DataFrame(columns=["metric", "task", "attribute", "item", "score"])
     return pd.concat(out, ignore_index=True)
@@ -190,12 +225,19 @@ def _aligned(items: dict[str, pd.DataFrame], key: tuple) -> tuple[list[str], np.
     return list(mat.index), mat.to_numpy(float)
 
 
-def bootstrap_table(items: dict[str, pd.DataFrame], resamples: int = 1000, seed: int = 0, level: float = 0.95,
-                    chances: dict[tuple[str, str], float] | None = None) -> tuple[pd.DataFrame, dict]:
+def bootstrap_table(
+    items: dict[str, pd.DataFrame],
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    chances: dict[tuple[str, str], float] | None = None,
+) -> tuple[pd.DataFrame, dict]:
     """Cell means with percentile bootstrap CIs; returns ``(table, resampled)`` where ``resampled`` maps
     ``(metric, task, attribute) -> (variants, [resamples, n_variants] array of resampled means)`` for
     :func:`paired_differences`."""
-    keys = sorted({tuple(k) for df in items.values() for k in df[["metric", "task", "attribute"]].itertuples(index=False)})
+    keys = sorted(
+        {tuple(k) for df in items.values() for k in df[["metric", "task", "attribute"]].itertuples(index=False)}
+    )
     rows, resampled = [], {}
     variants = list(items)
     for key in keys:
@@ -209,9 +251,19 @@ def bootstrap_table(items: dict[str, pd.DataFrame], resamples: int = 1000, seed:
         resampled[key] = (variants, means, mat, idx)
         for j, v in enumerate(variants):
             lo, hi = percentile_ci(means[:, j], level)
-            rows.append({"variant": v, "metric": key[0], "task": key[1], "attribute": key[2],
-                         "value": float(np.nanmean(mat[:, j])), "ci_low": lo, "ci_high": hi, "n": n,
-                         "chance": (chances or {}).get((key[1], key[2]), np.nan) if key[0] == "accuracy" else np.nan})
+            rows.append(
+                {
+                    "variant": v,
+                    "metric": key[0],
+                    "task": key[1],
+                    "attribute": key[2],
+                    "value": float(np.nanmean(mat[:, j])),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "n": n,
+                    "chance": (chances or {}).get((key[1], key[2]), np.nan) if key[0] == "accuracy" else np.nan,
+                }
+            )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS), resampled
 
 
@@ -220,8 +272,10 @@ def paired_differences(resampled: dict, baseline: str, level: float = 0.95) -> p
     rows = []
     for key, (variants, means, mat, _idx) in resampled.items():
         if baseline not in variants:
-            raise CompareError(f"baseline variant {baseline!r} not among the runs ({', '.join(variants)}); "
-                               "pass --baseline with one of them (or name a run BASELINE=PATH)")
+            raise CompareError(
+                f"baseline variant {baseline!r} not among the runs ({', '.join(variants)}); "
+                "pass --baseline with one of them (or name a run BASELINE=PATH)"
+            )
         b = variants.index(baseline)
         for j, v in enumerate(variants):
             if j == b:
@@ -230,9 +284,20 @@ def paired_differences(resampled: dict, baseline: str, level: float = 0.95) -> p
             lo, hi = percentile_ci(d, level)
             R = len(d)
             p = min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))
-            rows.append({"variant": v, "baseline": baseline, "metric": key[0], "task": key[1], "attribute": key[2],
-                         "diff": float(np.mean(mat[:, j] - mat[:, b])), "ci_low": lo, "ci_high": hi,
-                         "p_value": max(p, 1.0 / R), "n": mat.shape[0]})
+            rows.append(
+                {
+                    "variant": v,
+                    "baseline": baseline,
+                    "metric": key[0],
+                    "task": key[1],
+                    "attribute": key[2],
+                    "diff": float(np.mean(mat[:, j] - mat[:, b])),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "p_value": max(p, 1.0 / R),
+                    "n": mat.shape[0],
+                }
+            )
     return pd.DataFrame(rows, columns=DIFF_COLUMNS)
 
 
@@ -247,18 +312,41 @@ def _score_panel(fig, tp: pd.DataFrame, variants: list, color: dict, p: int, c: 
 
     for v in variants:
         g = tp[tp["variant"] == v]
-        fig.add_trace(go.Bar(x=g["cell"], y=g["value"], name=str(v), legendgroup=str(v), showlegend=c == 1,
-                             marker_color=color[v],
-                             error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["value"],
-                                          arrayminus=g["value"] - g["ci_low"]),
-                             hovertemplate="%{x}<br>" + str(v) + ": %{y:.3f}<extra></extra>"), row=1, col=c)
+        fig.add_trace(
+            go.Bar(
+                x=g["cell"],
+                y=g["value"],
+                name=str(v),
+                legendgroup=str(v),
+                showlegend=c == 1,
+                marker_color=color[v],
+                error_y=dict(
+                    type="data", symmetric=False, array=g["ci_high"] - g["value"], arrayminus=g["value"] - g["ci_low"]
+                ),
+                hovertemplate="%{x}<br>" + str(v) + ": %{y:.3f}<extra></extra>",
+            ),
+            row=1,
+            col=c,
+        )
     ch = tp.dropna(subset=["chance"]).drop_duplicates("cell")
     if len(ch):
-        fig.add_trace(go.Scatter(x=ch["cell"], y=ch["chance"], mode="markers", name="chance", showlegend=c == 1,
-                                 marker=dict(symbol="line-ew-open", size=28, color="black", line=dict(width=2))),
-                      row=1, col=c)
-    fig.update_yaxes(title_text="accuracy / exact match (fraction, 0-1)" if p == 0 else "score (CIDEr-D 0-10, ROUGE-L 0-1)",
-                     row=1, col=c)
+        fig.add_trace(
+            go.Scatter(
+                x=ch["cell"],
+                y=ch["chance"],
+                mode="markers",
+                name="chance",
+                showlegend=c == 1,
+                marker=dict(symbol="line-ew-open", size=28, color="black", line=dict(width=2)),
+            ),
+            row=1,
+            col=c,
+        )
+    fig.update_yaxes(
+        title_text="accuracy / exact match (fraction, 0-1)" if p == 0 else "score (CIDEr-D 0-10, ROUGE-L 0-1)",
+        row=1,
+        col=c,
+    )
     fig.update_xaxes(title_text="task / attribute [metric] (evaluation cell)", row=nrow, col=c)
 
 
@@ -273,15 +361,27 @@ def _diff_panel(fig, diffs: pd.DataFrame, variants: list, color: dict, p: int, c
         g = d[d["variant"] == v]
         if not len(g):
             continue
-        fig.add_trace(go.Bar(x=g["cell"], y=g["diff"], name=f"{v} - baseline", legendgroup=str(v),
-                             showlegend=False, marker_color=color[v], opacity=0.8,
-                             error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["diff"],
-                                          arrayminus=g["diff"] - g["ci_low"]),
-                             hovertemplate="%{x}<br>" + str(v) + " - baseline: %{y:.3f}<extra></extra>"),
-                      row=2, col=c)
+        fig.add_trace(
+            go.Bar(
+                x=g["cell"],
+                y=g["diff"],
+                name=f"{v} - baseline",
+                legendgroup=str(v),
+                showlegend=False,
+                marker_color=color[v],
+                opacity=0.8,
+                error_y=dict(
+                    type="data", symmetric=False, array=g["ci_high"] - g["diff"], arrayminus=g["diff"] - g["ci_low"]
+                ),
+                hovertemplate="%{x}<br>" + str(v) + " - baseline: %{y:.3f}<extra></extra>",
+            ),
+            row=2,
+            col=c,
+        )
     fig.add_hline(y=0, line=dict(color="gray", width=1), row=2, col=c)
-    fig.update_yaxes(title_text="difference (fraction, 0-1 scale)" if p == 0 else "difference (metric units)",
-                     row=2, col=c)
+    fig.update_yaxes(
+        title_text="difference (fraction, 0-1 scale)" if p == 0 else "difference (metric units)", row=2, col=c
+    )
 
 
 def comparison_figure(table: pd.DataFrame, diffs: pd.DataFrame | None = None, title: str | None = None):
@@ -304,9 +404,16 @@ def comparison_figure(table: pd.DataFrame, diffs: pd.DataFrame | None = None, ti
     sub = [f"{names[p]}: score (95% bootstrap CI)" for p in panels]
     if has_diff:
         sub += [f"{names[p]}: difference vs {diffs['baseline'].iloc[0]} (paired 95% CI)" for p in panels]
-    fig = make_subplots(rows=nrow, cols=ncol, shared_xaxes=True, vertical_spacing=0.1, horizontal_spacing=0.06,
-                        column_widths=[w / sum(widths) for w in widths], row_heights=[0.6, 0.4] if has_diff else None,
-                        subplot_titles=sub)
+    fig = make_subplots(
+        rows=nrow,
+        cols=ncol,
+        shared_xaxes=True,
+        vertical_spacing=0.1,
+        horizontal_spacing=0.06,
+        column_widths=[w / sum(widths) for w in widths],
+        row_heights=[0.6, 0.4] if has_diff else None,
+        subplot_titles=sub,
+    )
     variants = list(dict.fromkeys(t["variant"]))
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
     color = {v: colors[i % len(colors)] for i, v in enumerate(variants)}
@@ -315,27 +422,48 @@ def comparison_figure(table: pd.DataFrame, diffs: pd.DataFrame | None = None, ti
         if has_diff:
             _diff_panel(fig, diffs, variants, color, p, c)
     how = "bootstrap over task rows (closed) or clips (captions), fixed seed"
-    fig.update_layout(barmode="group", height=700 if has_diff else 460, width=max(900, 60 * sum(widths) * len(variants)),
-                      legend_title_text="variant", title=title or "Variant comparison")
+    fig.update_layout(
+        barmode="group",
+        height=700 if has_diff else 460,
+        width=max(900, 60 * sum(widths) * len(variants)),
+        legend_title_text="variant",
+        title=title or "Variant comparison",
+    )
     ns = sorted({int(v) for v in t["n"].dropna()}) if "n" in t else []
     n = (f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}") if ns else "?"
-    return add_caption(fig, f"Bars: mean score per variant and cell (n = {n} items per cell); error bars: 95% percentile "
-                            f"CI ({how}); black marks: chance (1/#options)."
-                            + (f" Lower row: variant minus {diffs['baseline'].iloc[0]} on the same items (paired 95% "
-                               "CI; 0 = no difference)." if has_diff else ""))
+    return add_caption(
+        fig,
+        f"Bars: mean score per variant and cell (n = {n} items per cell); error bars: 95% percentile "
+        f"CI ({how}); black marks: chance (1/#options)."
+        + (
+            f" Lower row: variant minus {diffs['baseline'].iloc[0]} on the same items (paired 95% "
+            "CI; 0 = no difference)."
+            if has_diff
+            else ""
+        ),
+    )
 
 
-def compare(specs: Sequence[str | os.PathLike], baseline: str | None = None, resamples: int = 1000, seed: int = 0,
-            caption_metrics: Sequence[str] = ("cider_d", "rouge_l"), answer_options: dict | None = None,
-            level: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compare(
+    specs: Sequence[str | os.PathLike],
+    baseline: str | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    caption_metrics: Sequence[str] = ("cider_d", "rouge_l"),
+    answer_options: dict | None = None,
+    level: float = 0.95,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load runs, bootstrap every cell, paired differences vs ``baseline`` -> ``(table, diffs)``."""
     runs = load_runs(specs)
     if baseline is not None and baseline not in runs:
-        raise CompareError(f"baseline variant {baseline!r} not among the runs ({', '.join(runs)}); pass --baseline "
-                           "with one of them (or name a run BASELINE=PATH)")
+        raise CompareError(
+            f"baseline variant {baseline!r} not among the runs ({', '.join(runs)}); pass --baseline "
+            "with one of them (or name a run BASELINE=PATH)"
+        )
     items = {v: item_scores(df, caption_metrics) for v, df in runs.items()}
     chances = _chances(next(iter(runs.values())), answer_options)
     table, resampled = bootstrap_table(items, resamples=resamples, seed=seed, level=level, chances=chances)
-    diffs = paired_differences(resampled, baseline, level) if baseline is not None else \
-        pd.DataFrame(columns=DIFF_COLUMNS)
+    diffs = (
+        paired_differences(resampled, baseline, level) if baseline is not None else pd.DataFrame(columns=DIFF_COLUMNS)
+    )
     return table, diffs

@@ -28,12 +28,27 @@ import pandas as pd
 from workbench.claims.registry import LAYER_CURVE_STEM
 from workbench.training.runs import EVAL_DIRS, SWEEP_ROOT
 
-__all__ = ["FAMILIES", "CONTRASTS_STEM", "load_sweep_clips", "common_splits", "seed_points", "curve_seeds",
-           "curve_summary", "layer_contrasts", "shape_sentence", "curve_figure", "write_layer_curve"]
+__all__ = [
+    "FAMILIES",
+    "CONTRASTS_STEM",
+    "load_sweep_clips",
+    "common_splits",
+    "seed_points",
+    "curve_seeds",
+    "curve_summary",
+    "layer_contrasts",
+    "shape_sentence",
+    "curve_figure",
+    "write_layer_curve",
+]
 
 #: attribute family shown in the figure -> the data's attribute names (answer_options.json keys)
-FAMILIES: dict[str, tuple[str, ...]] = {"spoken word": ("word",), "pitch": ("pitch_class",), "category": ("category",),
-                                        "count": ("count",)}
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "spoken word": ("word",),
+    "pitch": ("pitch_class",),
+    "category": ("category",),
+    "count": ("count",),
+}
 ALL = "all attributes"
 #: stem of the table of paired layer contrasts (:func:`layer_contrasts`) next to the curve
 CONTRASTS_STEM = f"{LAYER_CURVE_STEM}_contrasts"
@@ -57,8 +72,12 @@ def load_sweep_clips(root: str | Path = SWEEP_ROOT) -> pd.DataFrame:
         if split is None or not _POINT.match(point.name) or not _SEED.match(seed_dir.name):
             continue
         df = read_answers(csv, required=("file_name", "attribute", "correct"))
-        key = dict(mode=mode.name, layer=int(_POINT.match(point.name).group(1)),
-                   seed=int(_SEED.match(seed_dir.name).group(1)), split=split)
+        key = dict(
+            mode=mode.name,
+            layer=int(_POINT.match(point.name).group(1)),
+            seed=int(_SEED.match(seed_dir.name).group(1)),
+            split=split,
+        )
         out.append(clip_scores(df).assign(family=ALL, **key))
         fam = df["attribute"].map(_family_of)
         for f, g in df[fam.notna()].groupby(fam[fam.notna()]):
@@ -115,12 +134,36 @@ def curve_summary(clips: pd.DataFrame, resamples: int = 2000) -> pd.DataFrame:
         r = two_level_interval(corr.to_numpy(float), n.to_numpy(float), resamples=resamples, key=(mode, layer, fam))
         lo, hi = max(0.0, r.ci_low), min(1.0, r.ci_high)  # an accuracy lies in [0, 1]: clipping keeps the coverage
         clipped = "; clipped to [0, 1]" if (lo, hi) != (r.ci_low, r.ci_high) else ""
-        rows.append({"mode": mode, "layer": int(layer), "family": fam, "accuracy": r.estimate, "ci_low": lo,
-                     "ci_high": hi, "n_seeds": r.n_seeds, "seeds": ",".join(map(str, corr.index)),
-                     "n_clips": r.n_clips, "n_rows": r.n_rows, "splits": "+".join(splits),
-                     "method": r.method + clipped})
-    cols = ["mode", "layer", "family", "accuracy", "ci_low", "ci_high", "n_seeds", "seeds", "n_clips", "n_rows",
-            "splits", "method"]
+        rows.append(
+            {
+                "mode": mode,
+                "layer": int(layer),
+                "family": fam,
+                "accuracy": r.estimate,
+                "ci_low": lo,
+                "ci_high": hi,
+                "n_seeds": r.n_seeds,
+                "seeds": ",".join(map(str, corr.index)),
+                "n_clips": r.n_clips,
+                "n_rows": r.n_rows,
+                "splits": "+".join(splits),
+                "method": r.method + clipped,
+            }
+        )
+    cols = [
+        "mode",
+        "layer",
+        "family",
+        "accuracy",
+        "ci_low",
+        "ci_high",
+        "n_seeds",
+        "seeds",
+        "n_clips",
+        "n_rows",
+        "splits",
+        "method",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -161,17 +204,46 @@ def layer_contrasts(clips: pd.DataFrame, summary: pd.DataFrame, resamples: int =
                 if len(seeds) < 1 or len(cols) < 2:
                     continue
                 if not (n[cols] == n_ref[cols]).all():
-                    raise ValueError(f"{mode} layers {layer} and {ref} ({fam}) have different closed rows per test "
-                                     "clip; were they evaluated on the same test split?")
+                    raise ValueError(
+                        f"{mode} layers {layer} and {ref} ({fam}) have different closed rows per test "
+                        "clip; were they evaluated on the same test split?"
+                    )
                 diff = c.loc[seeds, cols].to_numpy(float) - c_ref.loc[seeds, cols].to_numpy(float)
-                r = two_level_interval(diff, n[cols].to_numpy(float), resamples=resamples,
-                                       key=(mode, fam, versus, layer, ref))
-                rows.append({"mode": mode, "family": fam, "versus": versus, "reference_layer": ref, "layer": layer,
-                             "difference": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high,
-                             "per_seed": ";".join(f"{s}:{x:+.4f}" for s, x in zip(seeds, r.per_seed)),
-                             "n_seeds": r.n_seeds, "n_clips": r.n_clips, "reading": _reading(r), "method": r.method})
-    cols = ["mode", "family", "versus", "reference_layer", "layer", "difference", "ci_low", "ci_high", "per_seed",
-            "n_seeds", "n_clips", "reading", "method"]
+                r = two_level_interval(
+                    diff, n[cols].to_numpy(float), resamples=resamples, key=(mode, fam, versus, layer, ref)
+                )
+                rows.append(
+                    {
+                        "mode": mode,
+                        "family": fam,
+                        "versus": versus,
+                        "reference_layer": ref,
+                        "layer": layer,
+                        "difference": r.estimate,
+                        "ci_low": r.ci_low,
+                        "ci_high": r.ci_high,
+                        "per_seed": ";".join(f"{s}:{x:+.4f}" for s, x in zip(seeds, r.per_seed)),
+                        "n_seeds": r.n_seeds,
+                        "n_clips": r.n_clips,
+                        "reading": _reading(r),
+                        "method": r.method,
+                    }
+                )
+    cols = [
+        "mode",
+        "family",
+        "versus",
+        "reference_layer",
+        "layer",
+        "difference",
+        "ci_low",
+        "ci_high",
+        "per_seed",
+        "n_seeds",
+        "n_clips",
+        "reading",
+        "method",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -203,16 +275,20 @@ def _unpaired_shape(mode: str, g: pd.DataFrame, best: pd.Series) -> str:
     """One mode's curve ``g`` (sorted by layer) read through the peak's unpaired interval."""
     after = g[(g["layer"] > best["layer"]) & (g["accuracy"] < best["ci_low"])]
     before = g[(g["layer"] < best["layer"]) & (g["accuracy"] < best["ci_low"])]
-    s = (f"{mode.upper()} peaks at layer {int(best['layer'])} ({best['accuracy']:.3f} [{best['ci_low']:.3f}, "
-         f"{best['ci_high']:.3f}], {int(best['n_seeds'])} seed{'s' if best['n_seeds'] > 1 else ''})")
+    s = (
+        f"{mode.upper()} peaks at layer {int(best['layer'])} ({best['accuracy']:.3f} [{best['ci_low']:.3f}, "
+        f"{best['ci_high']:.3f}], {int(best['n_seeds'])} seed{'s' if best['n_seeds'] > 1 else ''})"
+    )
     if len(after):
         f = after.iloc[0]
         s += f"; it falls below the peak's interval from layer {int(f['layer'])} on ({f['accuracy']:.3f})"
     elif best["layer"] < g["layer"].max():
         s += f"; later layers up to {int(g['layer'].max())} stay within the peak's interval"
     if len(before):
-        s += (f"; earlier layers {', '.join(str(int(x)) for x in before['layer'])} lie below it "
-              f"(layer {int(g['layer'].iloc[0])}: {g['accuracy'].iloc[0]:.3f})")
+        s += (
+            f"; earlier layers {', '.join(str(int(x)) for x in before['layer'])} lie below it "
+            f"(layer {int(g['layer'].iloc[0])}: {g['accuracy'].iloc[0]:.3f})"
+        )
     return s
 
 
@@ -225,9 +301,11 @@ def _paired_shape(mode: str, g: pd.DataFrame, best: pd.Series, c: pd.DataFrame) 
     if len(vs_first):
         r = vs_first.iloc[0]
         how = {"higher": "above", "lower": "below"}.get(r["reading"])
-        s += (f"; paired by training seed and test clip it is {r['difference']:+.3f} [{r['ci_low']:+.3f}, "
-              f"{r['ci_high']:+.3f}] " + (f"{how} layer {first}" if how else
-                                          f"against layer {first}, no clear difference"))
+        s += (
+            f"; paired by training seed and test clip it is {r['difference']:+.3f} [{r['ci_low']:+.3f}, "
+            f"{r['ci_high']:+.3f}] "
+            + (f"{how} layer {first}" if how else f"against layer {first}, no clear difference")
+        )
     vs_peak = c[(c["mode"] == mode) & (c["versus"] == "peak")]
     lower = vs_peak[vs_peak["reading"] == "lower"]
     before, after = lower[lower["layer"] < peak], lower[lower["layer"] > peak]
@@ -237,8 +315,10 @@ def _paired_shape(mode: str, g: pd.DataFrame, best: pd.Series, c: pd.DataFrame) 
         s += f"; layer{'s' if many else ''} {_layers(before['layer'])} lie{'' if many else 's'} below the peak"
     if len(unclear):
         many = len(unclear) > 1
-        s += (f"; layer{'s' if many else ''} {_layers(unclear['layer'])} {'do' if many else 'does'} not differ "
-              "clearly from it")
+        s += (
+            f"; layer{'s' if many else ''} {_layers(unclear['layer'])} {'do' if many else 'does'} not differ "
+            "clearly from it"
+        )
     if len(after):
         f = after.iloc[0]
         s += f"; it falls off after the peak (layer {int(f['layer'])}: {f['difference']:+.3f})"
@@ -249,29 +329,53 @@ def _paired_shape(mode: str, g: pd.DataFrame, best: pd.Series, c: pd.DataFrame) 
     return s
 
 
-def _accuracy_traces(fig, g: pd.DataFrame, per_seed: pd.DataFrame | None, mode: str, fam: str, c: str,
-                     r: int, col: int) -> None:
+def _accuracy_traces(
+    fig, g: pd.DataFrame, per_seed: pd.DataFrame | None, mode: str, fam: str, c: str, r: int, col: int
+) -> None:
     """One mode's accuracy line (seed-aware 95% bars) for family ``fam`` at (r, col), and each seed's points."""
     import plotly.graph_objects as go
 
     d = g[g["family"] == fam].sort_values("layer")
     if not len(d):
         return
-    fig.add_trace(go.Scatter(
-        x=d["layer"], y=d["accuracy"] * 100, mode="lines+markers", name=mode.upper(), legendgroup=mode,
-        showlegend=fam == ALL, line=dict(color=c),
-        error_y=dict(type="data", symmetric=False, array=(d["ci_high"] - d["accuracy"]) * 100,
-                     arrayminus=(d["accuracy"] - d["ci_low"]) * 100),
-        hovertemplate=f"{mode} " + "layer %{x}: %{y:.1f}%<extra></extra>"), row=r, col=col)
+    fig.add_trace(
+        go.Scatter(
+            x=d["layer"],
+            y=d["accuracy"] * 100,
+            mode="lines+markers",
+            name=mode.upper(),
+            legendgroup=mode,
+            showlegend=fam == ALL,
+            line=dict(color=c),
+            error_y=dict(
+                type="data",
+                symmetric=False,
+                array=(d["ci_high"] - d["accuracy"]) * 100,
+                arrayminus=(d["accuracy"] - d["ci_low"]) * 100,
+            ),
+            hovertemplate=f"{mode} " + "layer %{x}: %{y:.1f}%<extra></extra>",
+        ),
+        row=r,
+        col=col,
+    )
     if per_seed is not None:
         p = per_seed[(per_seed["mode"] == mode) & (per_seed["family"] == fam)].sort_values(["layer", "seed"])
         if len(p):
-            fig.add_trace(go.Scatter(
-                x=p["layer"], y=p["accuracy"] * 100, mode="markers", name=f"{mode.upper()}, each seed",
-                legendgroup=f"{mode}-seeds", showlegend=fam == ALL, customdata=p["seed"],
-                marker=dict(color=c, symbol="circle-open", size=6, opacity=0.7),
-                hovertemplate=f"{mode} " + "layer %{x}, seed %{customdata}: %{y:.1f}%<extra></extra>"),
-                row=r, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=p["layer"],
+                    y=p["accuracy"] * 100,
+                    mode="markers",
+                    name=f"{mode.upper()}, each seed",
+                    legendgroup=f"{mode}-seeds",
+                    showlegend=fam == ALL,
+                    customdata=p["seed"],
+                    marker=dict(color=c, symbol="circle-open", size=6, opacity=0.7),
+                    hovertemplate=f"{mode} " + "layer %{x}, seed %{customdata}: %{y:.1f}%<extra></extra>",
+                ),
+                row=r,
+                col=col,
+            )
 
 
 def _gain_trace(fig, gain: pd.DataFrame, mode: str, c: str) -> None:
@@ -281,18 +385,34 @@ def _gain_trace(fig, gain: pd.DataFrame, mode: str, c: str) -> None:
     d = gain[gain["mode"] == mode].sort_values("layer")
     if len(d):
         first = int(d["reference_layer"].iloc[0])
-        fig.add_trace(go.Scatter(
-            x=[first] + list(d["layer"]), y=[0.0] + list(d["difference"] * 100), mode="lines+markers",
-            name=f"{mode.upper()}, gain over layer {first}", legendgroup=mode, showlegend=False,
-            line=dict(color=c, dash="dot"),
-            error_y=dict(type="data", symmetric=False,
-                         array=[0.0] + list((d["ci_high"] - d["difference"]) * 100),
-                         arrayminus=[0.0] + list((d["difference"] - d["ci_low"]) * 100)),
-            hovertemplate=f"{mode} " + "layer %{x}: %{y:+.1f} points<extra></extra>"), row=2, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=[first] + list(d["layer"]),
+                y=[0.0] + list(d["difference"] * 100),
+                mode="lines+markers",
+                name=f"{mode.upper()}, gain over layer {first}",
+                legendgroup=mode,
+                showlegend=False,
+                line=dict(color=c, dash="dot"),
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[0.0] + list((d["ci_high"] - d["difference"]) * 100),
+                    arrayminus=[0.0] + list((d["difference"] - d["ci_low"]) * 100),
+                ),
+                hovertemplate=f"{mode} " + "layer %{x}: %{y:+.1f} points<extra></extra>",
+            ),
+            row=2,
+            col=1,
+        )
 
 
-def curve_figure(summary: pd.DataFrame, title: str | None = None, per_seed: pd.DataFrame | None = None,
-                 contrasts: pd.DataFrame | None = None):
+def curve_figure(
+    summary: pd.DataFrame,
+    title: str | None = None,
+    per_seed: pd.DataFrame | None = None,
+    contrasts: pd.DataFrame | None = None,
+):
     """Accuracy (%) against injection layer: overall on top, one panel per attribute family at the bottom; one line
     per mode, error bars = seed-aware 95% intervals. ``per_seed`` (:func:`seed_points`): each training seed's
     accuracy drawn as small open markers beside the mean. ``contrasts`` (:func:`layer_contrasts`): a middle panel
@@ -307,13 +427,21 @@ def curve_figure(summary: pd.DataFrame, title: str | None = None, per_seed: pd.D
     if contrasts is not None and len(contrasts):
         gain = contrasts[(contrasts["family"] == ALL) & (contrasts["versus"] == "first")]
     wide = [{"colspan": cols}] + [None] * (cols - 1)
-    titles = [ALL] + (["gain over the first layer, paired by training seed and test clip"] if gain is not None
-                      else []) + fams
+    titles = (
+        [ALL]
+        + (["gain over the first layer, paired by training seed and test clip"] if gain is not None else [])
+        + fams
+    )
     rows = 3 if gain is not None else 2
     fam_row = rows
-    fig = make_subplots(rows=rows, cols=cols, specs=[wide] * (rows - 1) + [[{} for _ in range(cols)]],
-                        row_heights=[0.42, 0.24, 0.34] if gain is not None else [0.6, 0.4],
-                        vertical_spacing=0.1 if gain is not None else 0.14, subplot_titles=titles)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        specs=[wide] * (rows - 1) + [[{} for _ in range(cols)]],
+        row_heights=[0.42, 0.24, 0.34] if gain is not None else [0.6, 0.4],
+        vertical_spacing=0.1 if gain is not None else 0.14,
+        subplot_titles=titles,
+    )
     colours = {"plits": "#1f77b4", "lal": "#d62728"}
     for i, (mode, g) in enumerate(summary.groupby("mode", sort=True)):
         c = colours.get(mode, ["#2ca02c", "#9467bd", "#8c564b"][i % 3])
@@ -330,8 +458,12 @@ def curve_figure(summary: pd.DataFrame, title: str | None = None, per_seed: pd.D
     for j in range(1, len(fams) + 1):
         fig.update_xaxes(title_text="layer (index)", row=fam_row, col=j)
         fig.update_yaxes(title_text="accuracy (%)", title_standoff=2, row=fam_row, col=j)
-    fig.update_layout(title=title or "Injection-layer curve (claim 1: delayed integration)", template="plotly_white",
-                      height=980 if gain is not None else 720, legend_title_text="integration mode")
+    fig.update_layout(
+        title=title or "Injection-layer curve (claim 1: delayed integration)",
+        template="plotly_white",
+        height=980 if gain is not None else 720,
+        legend_title_text="integration mode",
+    )
     return add_caption(fig, _curve_caption(summary, per_seed is not None, gain is not None))
 
 
@@ -339,18 +471,24 @@ def _curve_caption(summary: pd.DataFrame, with_seeds: bool, with_gain: bool) -> 
     """The curve figure's caption: the runs, the splits, what the points, bars and panels show."""
     seeds = sorted({int(s) for x in summary["seeds"] for s in str(x).split(",") if s != ""})
     splits = sorted({s for x in summary["splits"] for s in str(x).split("+") if s})
-    on = (f"the held-out test split {splits[0]}" if len(splits) == 1 else
-          f"the held-out test splits {' and '.join(splits)} pooled")
+    on = (
+        f"the held-out test split {splits[0]}"
+        if len(splits) == 1
+        else f"the held-out test splits {' and '.join(splits)} pooled"
+    )
     seed_marks = "; open markers: each training seed" if with_seeds else ""
-    gain_words = "middle panel: each layer minus the first, paired by seed and clip, 95% interval; all in " if \
-        with_gain else ""
-    return ("One model trained per integration mode, injection layer and training seed (tiny preset, "
-            f"same data and schedule; seeds {', '.join(map(str, seeds)) or '?'}); greedy answers on "
-            f"{on}, the splits every run was evaluated on. Points: mean accuracy over seeds; error "
-            "bars: 95% interval over training seeds and test clips (two-level interval, calibrated t, "
-            f"kept within [0, 100]%; one seed: clip bootstrap){seed_marks}. The bars include the "
-            "seed's shift of every layer alike; compare layers with the paired differences "
-            f"({gain_words}{CONTRASTS_STEM}.csv). Bottom panels: the rows of one attribute family.")
+    gain_words = (
+        "middle panel: each layer minus the first, paired by seed and clip, 95% interval; all in " if with_gain else ""
+    )
+    return (
+        "One model trained per integration mode, injection layer and training seed (tiny preset, "
+        f"same data and schedule; seeds {', '.join(map(str, seeds)) or '?'}); greedy answers on "
+        f"{on}, the splits every run was evaluated on. Points: mean accuracy over seeds; error "
+        "bars: 95% interval over training seeds and test clips (two-level interval, calibrated t, "
+        f"kept within [0, 100]%; one seed: clip bootstrap){seed_marks}. The bars include the "
+        "seed's shift of every layer alike; compare layers with the paired differences "
+        f"({gain_words}{CONTRASTS_STEM}.csv). Bottom panels: the rows of one attribute family."
+    )
 
 
 def write_layer_curve(sweeps: str | Path, out: str | Path, resamples: int = 2000) -> str | None:

@@ -18,9 +18,25 @@ from dataclasses import dataclass, field
 
 from workbench.common.constants import VARIANTS  # the trained variants the claims contrast
 
-__all__ = ["Ablate", "EACH", "Analysis", "Claim", "VARIANTS", "CLAIMS", "EXTRA", "LAYER_CURVE_STEM", "SWEEP_STEM",
-           "COMPARE_STEM", "CONTRASTS_STEM", "SEED_CONTRASTS_STEM", "contrast_pairs", "analysis",
-           "on_one_variant", "registered", "claim_of_figure"]
+__all__ = [
+    "Ablate",
+    "EACH",
+    "Analysis",
+    "Claim",
+    "VARIANTS",
+    "CLAIMS",
+    "EXTRA",
+    "LAYER_CURVE_STEM",
+    "SWEEP_STEM",
+    "COMPARE_STEM",
+    "CONTRASTS_STEM",
+    "SEED_CONTRASTS_STEM",
+    "contrast_pairs",
+    "analysis",
+    "on_one_variant",
+    "registered",
+    "claim_of_figure",
+]
 
 #: stem of the injection-layer curve (workbench.layer_curve) in a run folder; its paired layer contrasts are
 #: ``{LAYER_CURVE_STEM}_contrasts`` (``workbench.layer_curve.CONTRASTS_STEM``)
@@ -57,8 +73,10 @@ class Ablate:
         """``[(label, layers, mode, encoder)]`` for a model with ``n_layers`` layers and these encoder names."""
         layers = list(range(self.start, n_layers if self.stop is None else self.stop))
         if not layers:
-            raise ValueError(f"ablation {self.label!r}: layers {self.start}..{self.stop} are empty for a model with "
-                             f"{n_layers} layers; fix its entry in workbench.claims.registry")
+            raise ValueError(
+                f"ablation {self.label!r}: layers {self.start}..{self.stop} are empty for a model with "
+                f"{n_layers} layers; fix its entry in workbench.claims.registry"
+            )
         names = list(encoders) if self.encoder == EACH else [self.encoder]
         return [(self.label.format(first=layers[0], last=layers[-1], encoder=e), layers, self.mode, e) for e in names]
 
@@ -96,67 +114,120 @@ class Claim:
     figures: tuple[str, ...] = field(default=())
 
 
-CLAIMS: dict[str, Claim] = {c.id: c for c in (
-    Claim(
-        "claim1", "Claim 1, delayed integration",
-        "audio entering later in the LLM costs little or helps",
-        (("delayed", "baseline"),),  # PLITS@8 vs PLITS@0, same encoder
-        "tiny preset, 300 steps; injection layers compared by the primary contrast: 0 vs 8, the injection-layer "
-        "curve (when its runs exist) shows every fourth layer for PLITS and LAL",
-        (Analysis(LAYER_CURVE_STEM, "Accuracy against the injection layer (PLITS and LAL)", None,
-                  "held-out accuracy per injection layer", kind="layer_curve", optional=True),
-         Analysis("ablation_baseline_early_late", "Baseline: audio blocked in the early vs the late layers", "baseline",
-                  "baseline (PLITS@0) with audio keys blocked for text queries", kind="ablation",
-                  ablations=(Ablate("layers {first}-{last} blocked", "block", 0, 8),
-                             Ablate("layers {first}-{last} blocked", "block", 8)),
-                  plot_title="Baseline (PLITS@0): effect of blocking text queries from the audio keys in the early vs "
-                             "the late layers"),
-         Analysis("attention_baseline", "Baseline: attention to audio per layer", "baseline", kind="attention"),
-         Analysis("logit_lens_pal", "pal: logit lens with and without audio", "pal", kind="logit_lens"),
-         Analysis("attribute_lens", "Attribute lens: the layer where each attribute is decided", None, optional=True),
-         # written by the stand-alone commands (workbench.sweep injection-layer with one mode and seed,
-         # workbench.attention, workbench.logit_lens) into their --out folder, not by the demo
-         Analysis(SWEEP_STEM, "Accuracy against the injection layer (one mode, one seed)", None, kind="injection",
-                  optional=True),
-         Analysis("attention_to_audio", "Attention to audio per layer and head", None, kind="attention",
-                  optional=True),
-         Analysis("logit_lens", "Logit lens with and without audio", None, kind="logit_lens", optional=True)),
-        (LAYER_CURVE_STEM, f"{LAYER_CURVE_STEM}_contrasts", "ablation_baseline_early_late", "attention_baseline",
-         "logit_lens_pal", "attribute_lens*"),
-    ),
-    Claim(
-        "claim2", "Claim 2, attention-only reading (LAL)",
-        "attention-only integration (LAL) matches or beats putting audio in the input (PLITS)",
-        (("lal", "delayed"),),  # LAL@8 vs PLITS@8, same encoder and layer
-        "LAL and PLITS both enter at layer 8 with the same encoder and connector (LAL adds per-layer adapters and "
-        "gates); the FFN ablation tests whether a PLITS-trained model needs the FFN on audio",
-        (Analysis("ablation_delayed_ffn", "Delayed PLITS model: FFN skipped at the audio positions", "delayed",
-                  "delayed (PLITS@8) model", kind="ablation",
-                  ablations=(Ablate("FFN skipped at audio, layers {first}-{last}", "ffn", 8),),
-                  plot_title="Delayed (PLITS@8): effect of skipping the FFN at the audio positions (claim 2 on a "
-                             "PLITS-trained model)"),
-         Analysis("listening_heads", "Listening heads: which heads read the audio", None, optional=True),
-         Analysis("listening_ablation", "Listening heads ablated vs random heads", None, optional=True)),
-        ("ablation_delayed_ffn", "listening_heads*", "listening_ablation*"),
-    ),
-    Claim(
-        "claim3", "Claim 3, encoder ensemble",
-        "an ensemble of encoders beats a single encoder; each encoder carries different information",
-        (("pal", "lal"), ("ensemble", "baseline")),  # 3 encoders vs Whisper alone, under LAL@8 and PLITS@0
-        "encoders: Whisper-base, YAMNet and log-mel (the paper's SSLAM/CLAP have no offline weights); the ensemble "
-        "also has more audio tokens than one encoder",
-        (Analysis("ablation_pal_encoders", "pal: one encoder blocked at a time", "pal",
-                  "pal (LAL ensemble) with one encoder's keys blocked", kind="ablation",
-                  ablations=(Ablate("without {encoder}", "block", 0, None, EACH),),
-                  plot_title="pal (LAL ensemble): effect of blocking one encoder's audio keys at every layer"),
-         Analysis("probe_*", "Linear probes on each encoder, connector and layer", "pal", kind="probe"),
-         Analysis("attention_pal", "pal: attention to each encoder's audio", "pal", kind="attention"),
-         Analysis("patching_pal", "pal: patching clean audio keys and values into corrupted runs", "pal",
-                  kind="patching"),
-         Analysis("atp", "Attribution patching (AtP) of every head and audio site", None, optional=True)),
-        ("ablation_pal_encoders", "probe_*", "attention_pal*", "patching_pal", "atp*"),
-    ),
-)}
+CLAIMS: dict[str, Claim] = {
+    c.id: c
+    for c in (
+        Claim(
+            "claim1",
+            "Claim 1, delayed integration",
+            "audio entering later in the LLM costs little or helps",
+            (("delayed", "baseline"),),  # PLITS@8 vs PLITS@0, same encoder
+            "tiny preset, 300 steps; injection layers compared by the primary contrast: 0 vs 8, the injection-layer "
+            "curve (when its runs exist) shows every fourth layer for PLITS and LAL",
+            (
+                Analysis(
+                    LAYER_CURVE_STEM,
+                    "Accuracy against the injection layer (PLITS and LAL)",
+                    None,
+                    "held-out accuracy per injection layer",
+                    kind="layer_curve",
+                    optional=True,
+                ),
+                Analysis(
+                    "ablation_baseline_early_late",
+                    "Baseline: audio blocked in the early vs the late layers",
+                    "baseline",
+                    "baseline (PLITS@0) with audio keys blocked for text queries",
+                    kind="ablation",
+                    ablations=(
+                        Ablate("layers {first}-{last} blocked", "block", 0, 8),
+                        Ablate("layers {first}-{last} blocked", "block", 8),
+                    ),
+                    plot_title="Baseline (PLITS@0): effect of blocking text queries from the audio keys in the early vs "
+                    "the late layers",
+                ),
+                Analysis("attention_baseline", "Baseline: attention to audio per layer", "baseline", kind="attention"),
+                Analysis("logit_lens_pal", "pal: logit lens with and without audio", "pal", kind="logit_lens"),
+                Analysis(
+                    "attribute_lens", "Attribute lens: the layer where each attribute is decided", None, optional=True
+                ),
+                # written by the stand-alone commands (workbench.sweep injection-layer with one mode and seed,
+                # workbench.attention, workbench.logit_lens) into their --out folder, not by the demo
+                Analysis(
+                    SWEEP_STEM,
+                    "Accuracy against the injection layer (one mode, one seed)",
+                    None,
+                    kind="injection",
+                    optional=True,
+                ),
+                Analysis(
+                    "attention_to_audio", "Attention to audio per layer and head", None, kind="attention", optional=True
+                ),
+                Analysis("logit_lens", "Logit lens with and without audio", None, kind="logit_lens", optional=True),
+            ),
+            (
+                LAYER_CURVE_STEM,
+                f"{LAYER_CURVE_STEM}_contrasts",
+                "ablation_baseline_early_late",
+                "attention_baseline",
+                "logit_lens_pal",
+                "attribute_lens*",
+            ),
+        ),
+        Claim(
+            "claim2",
+            "Claim 2, attention-only reading (LAL)",
+            "attention-only integration (LAL) matches or beats putting audio in the input (PLITS)",
+            (("lal", "delayed"),),  # LAL@8 vs PLITS@8, same encoder and layer
+            "LAL and PLITS both enter at layer 8 with the same encoder and connector (LAL adds per-layer adapters and "
+            "gates); the FFN ablation tests whether a PLITS-trained model needs the FFN on audio",
+            (
+                Analysis(
+                    "ablation_delayed_ffn",
+                    "Delayed PLITS model: FFN skipped at the audio positions",
+                    "delayed",
+                    "delayed (PLITS@8) model",
+                    kind="ablation",
+                    ablations=(Ablate("FFN skipped at audio, layers {first}-{last}", "ffn", 8),),
+                    plot_title="Delayed (PLITS@8): effect of skipping the FFN at the audio positions (claim 2 on a "
+                    "PLITS-trained model)",
+                ),
+                Analysis("listening_heads", "Listening heads: which heads read the audio", None, optional=True),
+                Analysis("listening_ablation", "Listening heads ablated vs random heads", None, optional=True),
+            ),
+            ("ablation_delayed_ffn", "listening_heads*", "listening_ablation*"),
+        ),
+        Claim(
+            "claim3",
+            "Claim 3, encoder ensemble",
+            "an ensemble of encoders beats a single encoder; each encoder carries different information",
+            (("pal", "lal"), ("ensemble", "baseline")),  # 3 encoders vs Whisper alone, under LAL@8 and PLITS@0
+            "encoders: Whisper-base, YAMNet and log-mel (the paper's SSLAM/CLAP have no offline weights); the ensemble "
+            "also has more audio tokens than one encoder",
+            (
+                Analysis(
+                    "ablation_pal_encoders",
+                    "pal: one encoder blocked at a time",
+                    "pal",
+                    "pal (LAL ensemble) with one encoder's keys blocked",
+                    kind="ablation",
+                    ablations=(Ablate("without {encoder}", "block", 0, None, EACH),),
+                    plot_title="pal (LAL ensemble): effect of blocking one encoder's audio keys at every layer",
+                ),
+                Analysis("probe_*", "Linear probes on each encoder, connector and layer", "pal", kind="probe"),
+                Analysis("attention_pal", "pal: attention to each encoder's audio", "pal", kind="attention"),
+                Analysis(
+                    "patching_pal",
+                    "pal: patching clean audio keys and values into corrupted runs",
+                    "pal",
+                    kind="patching",
+                ),
+                Analysis("atp", "Attribution patching (AtP) of every head and audio site", None, optional=True),
+            ),
+            ("ablation_pal_encoders", "probe_*", "attention_pal*", "patching_pal", "atp*"),
+        ),
+    )
+}
 
 #: analyses shown in the report's last section, under no claim
 EXTRA: tuple[Analysis, ...] = (
@@ -176,21 +247,28 @@ def analysis(stem: str) -> Analysis:
     for a in [a for c in CLAIMS.values() for a in c.analyses] + list(EXTRA):
         if a.stem == stem:
             return a
-    raise KeyError(f"no analysis with output stem {stem!r} in workbench.claims.registry; known: "
-                   f"{sorted(a.stem for c in CLAIMS.values() for a in c.analyses)}")
+    raise KeyError(
+        f"no analysis with output stem {stem!r} in workbench.claims.registry; known: "
+        f"{sorted(a.stem for c in CLAIMS.values() for a in c.analyses)}"
+    )
 
 
 def on_one_variant(kind: str) -> list[Analysis]:
     """The registered analyses of ``kind`` that run on one variant (the ones the demo runs), in registry order."""
-    return [a for a in [a for c in CLAIMS.values() for a in c.analyses] + list(EXTRA)
-            if a.kind == kind and a.variant is not None]
+    return [
+        a
+        for a in [a for c in CLAIMS.values() for a in c.analyses] + list(EXTRA)
+        if a.kind == kind and a.variant is not None
+    ]
 
 
 def registered(variant: str, kind: str) -> tuple[Claim, Analysis]:
     """The claim and the one analysis of ``kind`` that runs on ``variant`` (how the demo names its outputs)."""
     found = [(c, a) for c in CLAIMS.values() for a in c.analyses if a.variant == variant and a.kind == kind]
     if len(found) != 1:
-        raise KeyError(f"workbench.claims.registry registers {len(found)} {kind!r} analyses on {variant!r}; expected one")
+        raise KeyError(
+            f"workbench.claims.registry registers {len(found)} {kind!r} analyses on {variant!r}; expected one"
+        )
     return found[0]
 
 

@@ -30,12 +30,37 @@ import pandas as pd
 from workbench.evaluation.answers import AnswersError, clip_scores, read_answers
 from workbench.training.runs import EVAL_DIRS, find_seed_runs
 
-__all__ = ["answers_fingerprint", "load_clip_scores", "seed_accuracy", "seed_contrasts", "claim_seed_verdicts",
-           "markdown_tables", "write_seed_stats", "SeedStatsError"]
+__all__ = [
+    "answers_fingerprint",
+    "load_clip_scores",
+    "seed_accuracy",
+    "seed_contrasts",
+    "claim_seed_verdicts",
+    "markdown_tables",
+    "write_seed_stats",
+    "SeedStatsError",
+]
 
 CLIP_COLUMNS = ["variant", "seed", "split", "clip", "n", "correct"]
-CONTRAST_COLUMNS = ["claim", "variant", "reference", "split", "scope", "seeds", "n_seeds", "n_clips", "n_rows", "diff",
-                    "ci_low", "ci_high", "per_seed", "min_seed_diff", "method", "verdict", "note"]
+CONTRAST_COLUMNS = [
+    "claim",
+    "variant",
+    "reference",
+    "split",
+    "scope",
+    "seeds",
+    "n_seeds",
+    "n_clips",
+    "n_rows",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "per_seed",
+    "min_seed_diff",
+    "method",
+    "verdict",
+    "note",
+]
 POOLED = "pooled"
 
 
@@ -54,8 +79,9 @@ def answers_fingerprint(*roots: str | Path) -> list[list]:
     return out
 
 
-def load_clip_scores(root: str | Path, variants: list[str] | None = None,
-                     overrides: dict[tuple[str, int, str], str | Path] | None = None) -> pd.DataFrame:
+def load_clip_scores(
+    root: str | Path, variants: list[str] | None = None, overrides: dict[tuple[str, int, str], str | Path] | None = None
+) -> pd.DataFrame:
     """Every evaluated (variant, seed, split) under ``root`` as per-clip sums (:data:`CLIP_COLUMNS`);
     ``overrides`` maps ``(variant, seed, split)`` to another answers CSV to use for that run (the demo's)."""
     out = []
@@ -81,12 +107,31 @@ def seed_accuracy(clips: pd.DataFrame) -> pd.DataFrame:
         per = g.groupby("seed").agg(n=("n", "sum"), correct=("correct", "sum"), clips=("clip", "size"))
         acc = per["correct"] / per["n"]
         for s, r in per.iterrows():
-            rows.append({"variant": v, "split": split, "seed": str(s), "accuracy": float(acc[s]), "n_rows": int(r["n"]),
-                         "n_clips": int(r["clips"])})
-        rows.append({"variant": v, "split": split, "seed": "all", "accuracy": float(acc.mean()),
-                     "sd": float(acc.std(ddof=1)) if len(acc) > 1 else np.nan, "min": float(acc.min()),
-                     "max": float(acc.max()), "n_seeds": len(acc), "seeds": ",".join(map(str, per.index)),
-                     "n_rows": int(per["n"].iloc[0]), "n_clips": int(per["clips"].iloc[0])})
+            rows.append(
+                {
+                    "variant": v,
+                    "split": split,
+                    "seed": str(s),
+                    "accuracy": float(acc[s]),
+                    "n_rows": int(r["n"]),
+                    "n_clips": int(r["clips"]),
+                }
+            )
+        rows.append(
+            {
+                "variant": v,
+                "split": split,
+                "seed": "all",
+                "accuracy": float(acc.mean()),
+                "sd": float(acc.std(ddof=1)) if len(acc) > 1 else np.nan,
+                "min": float(acc.min()),
+                "max": float(acc.max()),
+                "n_seeds": len(acc),
+                "seeds": ",".join(map(str, per.index)),
+                "n_rows": int(per["n"].iloc[0]),
+                "n_clips": int(per["clips"].iloc[0]),
+            }
+        )
     cols = ["variant", "split", "seed", "accuracy", "sd", "min", "max", "n_seeds", "seeds", "n_rows", "n_clips"]
     return pd.DataFrame(rows).reindex(columns=cols)
 
@@ -99,9 +144,11 @@ def _matrix(clips: pd.DataFrame, a: str, b: str, splits: list[str], seeds: list[
     piv_n = sub.assign(key=key).pivot_table(index=["variant", "seed"], columns="key", values="n", aggfunc="sum")
     if piv_c.isna().any().any() or (piv_n.nunique(axis=0) > 1).any():
         bad = piv_n.columns[(piv_n.nunique(axis=0) > 1) | piv_c.isna().any(axis=0)][:3]
-        raise SeedStatsError(f"{a} and {b} were not evaluated on the same closed rows for seeds {seeds} on "
-                             f"{splits} (e.g. clips {list(bad)}); re-run workbench.evaluate on the same test split "
-                             "for every run")
+        raise SeedStatsError(
+            f"{a} and {b} were not evaluated on the same closed rows for seeds {seeds} on "
+            f"{splits} (e.g. clips {list(bad)}); re-run workbench.evaluate on the same test split "
+            "for every run"
+        )
     diff = piv_c.loc[a].loc[seeds].to_numpy(float) - piv_c.loc[b].loc[seeds].to_numpy(float)
     return diff, piv_n.iloc[0].to_numpy(float)
 
@@ -110,8 +157,9 @@ def _seeds(clips: pd.DataFrame, v: str, split: str) -> set[int]:
     return set(clips.loc[(clips["variant"] == v) & (clips["split"] == split), "seed"].astype(int))
 
 
-def seed_contrasts(clips: pd.DataFrame, pairs: list[tuple[str, str, str]] | None = None, resamples: int = 2000,
-                   seed: int = 0) -> pd.DataFrame:
+def seed_contrasts(
+    clips: pd.DataFrame, pairs: list[tuple[str, str, str]] | None = None, resamples: int = 2000, seed: int = 0
+) -> pd.DataFrame:
     """One row per (claim contrast, split, scope); see the module docstring. ``pairs``: ``[(claim, variant,
     reference)]`` (default: every contrast of :mod:`workbench.claims.registry`)."""
     from workbench.claims.registry import contrast_pairs
@@ -131,20 +179,41 @@ def seed_contrasts(clips: pd.DataFrame, pairs: list[tuple[str, str, str]] | None
             targets.append((POOLED, usable, per_split[usable[0]]))
         notes = []
         for s in splits:
-            only = sorted((_seeds(clips, a, s) ^ _seeds(clips, b, s)))
+            only = sorted(_seeds(clips, a, s) ^ _seeds(clips, b, s))
             if only:
                 notes.append(f"{s}: seeds {only} only in one of {a}/{b}, left out")
         for split, used_splits, seeds in targets:
             for scope, ss in (("one seed", [min(seeds)]), ("all seeds", seeds)):
                 diff, n = _matrix(clips, a, b, used_splits, ss)
                 r = two_level_interval(diff, n, resamples=resamples, seed=seed, key=(a, b, *used_splits))
-                rows.append({"claim": claim, "variant": a, "reference": b, "split": split, "scope": scope,
-                             "seeds": ",".join(map(str, ss)), "n_seeds": r.n_seeds, "n_clips": r.n_clips,
-                             "n_rows": r.n_rows, "diff": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high,
-                             "per_seed": ";".join(f"{s}:{d:+.4f}" for s, d in zip(ss, r.per_seed)),
-                             "min_seed_diff": min(r.per_seed), "method": r.method,
-                             "verdict": decide_contrast(r.ci_low, r.ci_high, r.per_seed),
-                             "note": "; ".join(notes + ([f"pooled over {'+'.join(used_splits)}"] if split == POOLED and len(used_splits) > 1 else []))})
+                rows.append(
+                    {
+                        "claim": claim,
+                        "variant": a,
+                        "reference": b,
+                        "split": split,
+                        "scope": scope,
+                        "seeds": ",".join(map(str, ss)),
+                        "n_seeds": r.n_seeds,
+                        "n_clips": r.n_clips,
+                        "n_rows": r.n_rows,
+                        "diff": r.estimate,
+                        "ci_low": r.ci_low,
+                        "ci_high": r.ci_high,
+                        "per_seed": ";".join(f"{s}:{d:+.4f}" for s, d in zip(ss, r.per_seed)),
+                        "min_seed_diff": min(r.per_seed),
+                        "method": r.method,
+                        "verdict": decide_contrast(r.ci_low, r.ci_high, r.per_seed),
+                        "note": "; ".join(
+                            notes
+                            + (
+                                [f"pooled over {'+'.join(used_splits)}"]
+                                if split == POOLED and len(used_splits) > 1
+                                else []
+                            )
+                        ),
+                    }
+                )
     return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
 
 
@@ -159,8 +228,13 @@ def claim_seed_verdicts(contrasts: pd.DataFrame, split: str = POOLED) -> pd.Data
         for scope in ("one seed", "all seeds"):
             sub = contrasts[(contrasts["claim"] == cid) & (contrasts["split"] == split) & (contrasts["scope"] == scope)]
             got = {(r["variant"], r["reference"]): r["verdict"] for r in sub.to_dict("records")}
-            rows.append({"claim": cid, "scope": scope,
-                         "verdict": decide_claim([got.get(p, "no data") for p in claim.contrasts])})
+            rows.append(
+                {
+                    "claim": cid,
+                    "scope": scope,
+                    "verdict": decide_claim([got.get(p, "no data") for p in claim.contrasts]),
+                }
+            )
     return pd.DataFrame(rows, columns=["claim", "scope", "verdict"])
 
 
@@ -173,9 +247,14 @@ def markdown_tables(acc: pd.DataFrame, contrasts: pd.DataFrame, curve_sentence: 
     from workbench.claims.registry import CLAIMS
     from workbench.stats.bootstrap import VERDICT_RULE
 
-    out = ["### Closed-task accuracy per training seed", "",
-           "| variant | test split | " + " | ".join(f"seed {s}" for s in sorted({int(x) for x in acc.loc[acc['seed'] != 'all', 'seed']}))
-           + " | mean ± SD (seeds) |", ""]
+    out = [
+        "### Closed-task accuracy per training seed",
+        "",
+        "| variant | test split | "
+        + " | ".join(f"seed {s}" for s in sorted({int(x) for x in acc.loc[acc["seed"] != "all", "seed"]}))
+        + " | mean ± SD (seeds) |",
+        "",
+    ]
     seeds = sorted({int(x) for x in acc.loc[acc["seed"] != "all", "seed"]})
     out[-1] = "|---|---|" + "---|" * len(seeds) + "---|"
     for (v, split), g in acc.groupby(["variant", "split"], sort=False):
@@ -184,34 +263,52 @@ def markdown_tables(acc: pd.DataFrame, contrasts: pd.DataFrame, curve_sentence: 
         m = per["all"]
         sd = f" ± {m['sd']:.3f}" if pd.notna(m["sd"]) else ""
         out.append(f"| {v} | {split} | " + " | ".join(cells) + f" | {m['accuracy']:.3f}{sd} ({int(m['n_seeds'])}) |")
-    out += ["", "### Seed-aware verdicts (one seed vs all seeds, both test splits pooled)", "",
-            f"Rule, fixed in advance: {VERDICT_RULE}.", "",
-            "| claim | contrast | seed 0: difference [95% CI] | verdict | all seeds: difference [95% CI] | per seed | "
-            "verdict | changed |", "|---|---|---|---|---|---|---|---|"]
+    out += [
+        "",
+        "### Seed-aware verdicts (one seed vs all seeds, both test splits pooled)",
+        "",
+        f"Rule, fixed in advance: {VERDICT_RULE}.",
+        "",
+        "| claim | contrast | seed 0: difference [95% CI] | verdict | all seeds: difference [95% CI] | per seed | "
+        "verdict | changed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     pooled = contrasts[contrasts["split"] == POOLED]
     for (cid, a, b), g in pooled.groupby(["claim", "variant", "reference"], sort=False):
         one = g[g["scope"] == "one seed"].iloc[0]
         alls = g[g["scope"] == "all seeds"].iloc[0]
         changed = "**yes**" if one["verdict"] != alls["verdict"] else "no"
-        out.append(f"| {CLAIMS[cid].title if cid in CLAIMS else cid} | {a} − {b} | {_fmt_ci(one)} | {one['verdict']} | "
-                   f"{_fmt_ci(alls)} ({int(alls['n_seeds'])} seed{'s' if alls['n_seeds'] > 1 else ''}, {int(alls['n_clips'])} clips) | "
-                   f"{alls['per_seed'].replace(';', ', ')} | **{alls['verdict']}** | {changed} |")
+        out.append(
+            f"| {CLAIMS[cid].title if cid in CLAIMS else cid} | {a} − {b} | {_fmt_ci(one)} | {one['verdict']} | "
+            f"{_fmt_ci(alls)} ({int(alls['n_seeds'])} seed{'s' if alls['n_seeds'] > 1 else ''}, {int(alls['n_clips'])} clips) | "
+            f"{alls['per_seed'].replace(';', ', ')} | **{alls['verdict']}** | {changed} |"
+        )
     out += ["", "### Where the two test splits differ (all seeds)", ""]
     per_split = contrasts[(contrasts["scope"] == "all seeds") & (contrasts["split"] != POOLED)]
     diffs = []
-    for (cid, a, b), g in per_split.groupby(["claim", "variant", "reference"], sort=False):
+    for (_claim, a, b), g in per_split.groupby(["claim", "variant", "reference"], sort=False):
         if g["verdict"].nunique() > 1:
-            diffs.append(f"- {a} − {b}: " + "; ".join(f"{r['split']} {_fmt_ci(r)} ({r['verdict']})"
-                                                      for r in g.to_dict("records")))
-    out += diffs or ["- no contrast changes its verdict between the test splits"
-                     + ("" if per_split["split"].nunique() > 1 else " (only one split evaluated)")]
+            diffs.append(
+                f"- {a} − {b}: "
+                + "; ".join(f"{r['split']} {_fmt_ci(r)} ({r['verdict']})" for r in g.to_dict("records"))
+            )
+    out += diffs or [
+        "- no contrast changes its verdict between the test splits"
+        + ("" if per_split["split"].nunique() > 1 else " (only one split evaluated)")
+    ]
     if curve_sentence:
         out += ["", "### Injection-layer curve", "", curve_sentence]
     return "\n".join(out) + "\n"
 
 
-def write_seed_stats(checkpoints: str | Path, out: str | Path, variants: list[str] | None = None,
-                     overrides: dict | None = None, resamples: int = 2000, sweeps: str | Path | None = None) -> dict:
+def write_seed_stats(
+    checkpoints: str | Path,
+    out: str | Path,
+    variants: list[str] | None = None,
+    overrides: dict | None = None,
+    resamples: int = 2000,
+    sweeps: str | Path | None = None,
+) -> dict:
     """Write ``seed_accuracy.csv``, ``seed_contrasts.csv`` (and the injection-layer curve when ``sweeps`` has runs)
     into ``out`` (the demo's seed-aware step); returns a short summary (seeds per variant, verdicts)."""
     from workbench.analysis.core import write_outputs
@@ -225,5 +322,8 @@ def write_seed_stats(checkpoints: str | Path, out: str | Path, variants: list[st
     seeds = acc[acc["seed"] == "all"].set_index(["variant", "split"])["seeds"].to_dict()
     print("      seeds per variant and test split: " + "; ".join(f"{v}/{s}: {x}" for (v, s), x in seeds.items()))
     verdicts = claim_seed_verdicts(con)
-    return {"seeds": {f"{k[0]}/{k[1]}": x for k, x in seeds.items()}, "layer_curve": curve,
-            "verdicts": {f"{r['claim']} ({r['scope']})": r["verdict"] for r in verdicts.to_dict("records")}}
+    return {
+        "seeds": {f"{k[0]}/{k[1]}": x for k, x in seeds.items()},
+        "layer_curve": curve,
+        "verdicts": {f"{r['claim']} ({r['scope']})": r["verdict"] for r in verdicts.to_dict("records")},
+    }

@@ -47,18 +47,35 @@ def sweep_figure(table: pd.DataFrame, title: str | None = None):
     t = table[(table["metric"] == "accuracy") & (table["attribute"] == "all")]
     for task, g in t.groupby("task", sort=True):
         g = g.sort_values("layer")
-        fig.add_trace(go.Scatter(
-            x=g["layer"], y=g["value"] * 100, mode="lines+markers", name=f"{task}",
-            error_y=dict(type="data", symmetric=False, array=(g["ci_high"] - g["value"]) * 100,
-                         arrayminus=(g["value"] - g["ci_low"]) * 100)))
+        fig.add_trace(
+            go.Scatter(
+                x=g["layer"],
+                y=g["value"] * 100,
+                mode="lines+markers",
+                name=f"{task}",
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=(g["ci_high"] - g["value"]) * 100,
+                    arrayminus=(g["value"] - g["ci_low"]) * 100,
+                ),
+            )
+        )
         ch = g["chance"].dropna() if "chance" in g else g["value"].iloc[:0]
         if task == "all" and len(ch):
             fig.add_hline(y=float(ch.iloc[0]) * 100, line_dash="dot", annotation_text="chance (all)")
-    fig.update_layout(title=title or "Injection-layer sweep (claim 1: delayed integration)", template="plotly_white",
-                      xaxis_title="injection layer (first LLM layer that sees audio; layer index)",
-                      yaxis_title="closed-task accuracy (%)", height=520)
+    fig.update_layout(
+        title=title or "Injection-layer sweep (claim 1: delayed integration)",
+        template="plotly_white",
+        xaxis_title="injection layer (first LLM layer that sees audio; layer index)",
+        yaxis_title="closed-task accuracy (%)",
+        height=520,
+    )
     all_n = t.loc[t["task"] == "all", "n"] if "n" in t else t["value"].iloc[:0]
     n = f"{int(all_n.max())} closed task rows" if len(all_n) else "the closed task rows"
-    return add_caption(fig, f"One model trained per injection layer with the same data and schedule; greedy answers on "
-                            f"the evaluation set ({n} per layer; one line per task, 'all' = every task). Error bars: "
-                            "percentile bootstrap 95% CI over task rows; dotted line: chance.")
+    return add_caption(
+        fig,
+        f"One model trained per injection layer with the same data and schedule; greedy answers on "
+        f"the evaluation set ({n} per layer; one line per task, 'all' = every task). Error bars: "
+        "percentile bootstrap 95% CI over task rows; dotted line: chance.",
+    )

@@ -73,8 +73,10 @@ def _contrast(run: Path, variant: str, ref: str) -> tuple[str, tuple[float, floa
         if variant in t.index and ref in t.index:
             vals = f"accuracy {t.loc[variant, 'value']:.3f} vs {t.loc[ref, 'value']:.3f}, "
     n = f", n={int(r['n'])} paired test rows" if "n" in r and pd.notna(r["n"]) else ""
-    return (f"{variant} - {ref}: {vals}difference {r['diff']:+.3f} [95% CI {r['ci_low']:+.3f}, {r['ci_high']:+.3f}]{n}",
-            (float(r["ci_low"]), float(r["ci_high"])))
+    return (
+        f"{variant} - {ref}: {vals}difference {r['diff']:+.3f} [95% CI {r['ci_low']:+.3f}, {r['ci_high']:+.3f}]{n}",
+        (float(r["ci_low"]), float(r["ci_high"])),
+    )
 
 
 def _seed_contrast(table: pd.DataFrame, variant: str, ref: str) -> tuple[str, dict | None, dict | None]:
@@ -85,15 +87,23 @@ def _seed_contrast(table: pd.DataFrame, variant: str, ref: str) -> tuple[str, di
         return f"{variant} vs {ref}: not in seed_contrasts.csv", None, None
     r, one = rows["all seeds"], rows.get("one seed")
     per = str(r["per_seed"]).replace(";", ", ")
-    text = (f"{variant} - {ref}: difference {r['diff']:+.3f} [95% CI {r['ci_low']:+.3f}, {r['ci_high']:+.3f}] over "
-            f"{int(r['n_seeds'])} training seed(s) ({per}) and {int(r['n_clips'])} test clips ({r['note'] if isinstance(r['note'], str) and r['note'] else 'one test split'})")
+    text = (
+        f"{variant} - {ref}: difference {r['diff']:+.3f} [95% CI {r['ci_low']:+.3f}, {r['ci_high']:+.3f}] over "
+        f"{int(r['n_seeds'])} training seed(s) ({per}) and {int(r['n_clips'])} test clips ({r['note'] if isinstance(r['note'], str) and r['note'] else 'one test split'})"
+    )
     if one is not None and int(r["n_seeds"]) > 1:
         text += f"; seed 0 alone: {one['diff']:+.3f} [{one['ci_low']:+.3f}, {one['ci_high']:+.3f}]"
-    by_split = table[(table["variant"] == variant) & (table["reference"] == ref) & (table["scope"] == "all seeds")
-                     & (table["split"] != "pooled")]
+    by_split = table[
+        (table["variant"] == variant)
+        & (table["reference"] == ref)
+        & (table["scope"] == "all seeds")
+        & (table["split"] != "pooled")
+    ]
     if by_split["verdict"].nunique() > 1:
-        text += "; the test splits differ: " + ", ".join(f"{x['split']} {x['diff']:+.3f} [{x['ci_low']:+.3f}, "
-                                                          f"{x['ci_high']:+.3f}] {x['verdict']}" for x in by_split.to_dict("records"))
+        text += "; the test splits differ: " + ", ".join(
+            f"{x['split']} {x['diff']:+.3f} [{x['ci_low']:+.3f}, {x['ci_high']:+.3f}] {x['verdict']}"
+            for x in by_split.to_dict("records")
+        )
     return text, r, one
 
 
@@ -139,9 +149,14 @@ def _probe_winners(run: Path) -> str | None:
     if not found:
         return None
     winners = {per.index[0] for _, _, per in found}
-    text = "; ".join(f"{att} ({metric}): " + ", ".join(f"{e} {v:.2f}" for e, v in per.items()) for att, metric, per in found)
-    how = (f"different encoders win different attributes ({', '.join(sorted(winners))})" if len(winners) > 1
-           else f"one encoder ({next(iter(winners))}) wins every probed attribute")
+    text = "; ".join(
+        f"{att} ({metric}): " + ", ".join(f"{e} {v:.2f}" for e, v in per.items()) for att, metric, per in found
+    )
+    how = (
+        f"different encoders win different attributes ({', '.join(sorted(winners))})"
+        if len(winners) > 1
+        else f"one encoder ({next(iter(winners))}) wins every probed attribute"
+    )
     return f"linear probes on each encoder's output: {text}: {how}"
 
 
@@ -183,14 +198,25 @@ def claim_verdicts(run: str | Path) -> pd.DataFrame:
         if seeds is not None:
             verdict, one_seed = decide_claim(all_v), decide_claim(one_v)
             n = max(many, default=0)
-            seed_scope = (f"{n} training seeds per variant, seed-aware intervals (seeds and test clips resampled)"
-                          if n > 1 else "one training run per variant; the CI covers test clips, not training seeds")
+            seed_scope = (
+                f"{n} training seeds per variant, seed-aware intervals (seeds and test clips resampled)"
+                if n > 1
+                else "one training run per variant; the CI covers test clips, not training seeds"
+            )
         else:
             verdict = one_seed = decide_claim(all_v)
             seed_scope = "one training run per variant; the CI covers test rows, not training seeds"
-        rows.append({"claim": claim.id, "title": claim.title, "verdict": verdict, "verdict_one_seed": one_seed,
-                     "evidence": " | ".join(sentences), "inside": _inside(run, claim),
-                     "scope": f"scope: {seed_scope}; {claim.scope}"})
+        rows.append(
+            {
+                "claim": claim.id,
+                "title": claim.title,
+                "verdict": verdict,
+                "verdict_one_seed": one_seed,
+                "evidence": " | ".join(sentences),
+                "inside": _inside(run, claim),
+                "scope": f"scope: {seed_scope}; {claim.scope}",
+            }
+        )
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
@@ -214,8 +240,13 @@ def markdown_verdicts(df: pd.DataFrame) -> str:
     """The verdicts as a markdown table (claim, verdict on seed 0 alone, verdict over every seed, evidence)."""
     lines = ["| claim | seed 0 alone | all seeds | primary contrasts | inside the model |", "|---|---|---|---|---|"]
     for r in df.to_dict("records"):
-        cells = [r["title"], str(r.get("verdict_one_seed", "")), f"**{r['verdict']}**",
-                 str(r["evidence"]).replace(" | ", "<br>"), str(r["inside"]).replace(" | ", "<br>")]
+        cells = [
+            r["title"],
+            str(r.get("verdict_one_seed", "")),
+            f"**{r['verdict']}**",
+            str(r["evidence"]).replace(" | ", "<br>"),
+            str(r["inside"]).replace(" | ", "<br>"),
+        ]
         lines.append("| " + " | ".join(c.replace("|", "/") if i < 3 else c for i, c in enumerate(cells)) + " |")
     return "\n".join(lines) + "\n"
 

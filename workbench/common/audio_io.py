@@ -17,8 +17,18 @@ import soundfile as sf
 import soxr
 import torch
 
-__all__ = ["AudioError", "TruncatedAudioWarning", "HeaderFrames", "header_frames", "truncation_message",
-           "check_complete", "load_audio", "resample", "to_mono", "pad_batch"]
+__all__ = [
+    "AudioError",
+    "TruncatedAudioWarning",
+    "HeaderFrames",
+    "header_frames",
+    "truncation_message",
+    "check_complete",
+    "load_audio",
+    "resample",
+    "to_mono",
+    "pad_batch",
+]
 
 
 class AudioError(ValueError):
@@ -109,9 +119,11 @@ def header_frames(path: str | os.PathLike) -> HeaderFrames | None:
 def truncation_message(path: str | os.PathLike, declared: int, read: int, sr: int | None = None) -> str:
     """``"{path}: truncated audio file: the header declares N frames but only M ..."`` (+ seconds, the fix)."""
     secs = f" ({read / sr:.3f} s of {declared / sr:.3f} s)" if sr else ""
-    return (f"{path}: truncated audio file: the header declares {declared} frames but only {read} could be read{secs}. "
-            f"Re-download or re-export the file; `python -m workbench.data.validate DATASET --skip-bad` lists "
-            f"such files as bad rows.")
+    return (
+        f"{path}: truncated audio file: the header declares {declared} frames but only {read} could be read{secs}. "
+        f"Re-download or re-export the file; `python -m workbench.data.validate DATASET --skip-bad` lists "
+        f"such files as bad rows."
+    )
 
 
 def check_complete(path: str | os.PathLike) -> None:
@@ -168,10 +180,7 @@ def _check_samples(p: Path, data: np.ndarray, sr: int, max_seconds: float | None
 
 
 def load_audio(
-    path: str | os.PathLike,
-    target_sr: int | None = None,
-    mono: bool = True,
-    max_seconds: float | None = None,
+    path: str | os.PathLike, target_sr: int | None = None, mono: bool = True, max_seconds: float | None = None
 ) -> tuple[np.ndarray, int]:
     """Read an audio file with soundfile.
 

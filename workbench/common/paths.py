@@ -34,8 +34,10 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
     package_parent = Path(__file__).resolve().parent.parent
     if _is_repo_root(package_parent):
         return package_parent
-    raise FileNotFoundError(f"no pal-workbench checkout (pyproject.toml + workbench/) at or above {here}, and the "
-                            f"imported package ({package_parent}) is not in one; run from inside the repository")
+    raise FileNotFoundError(
+        f"no pal-workbench checkout (pyproject.toml + workbench/) at or above {here}, and the "
+        f"imported package ({package_parent}) is not in one; run from inside the repository"
+    )
 
 
 def _umask() -> int:

@@ -46,10 +46,12 @@ def require_tasks(root: str | os.PathLike) -> Path:
     clip) needs one; ``metadata.jsonl`` alone describes the clips, not the questions."""
     path = Path(root) / TASKS
     if not path.is_file():
-        raise DataError(f"{path}: file not found. A task dataset needs {TASKS} next to {METADATA} (one JSON object "
-                        "per question: file_name, task, question, answer, ...; see docs/guide.md, 'Your own data'); "
-                        "import a dataset with python -m workbench.data.importers or make synthetic rows with "
-                        "python -m workbench.data.synth")
+        raise DataError(
+            f"{path}: file not found. A task dataset needs {TASKS} next to {METADATA} (one JSON object "
+            "per question: file_name, task, question, answer, ...; see docs/guide.md, 'Your own data'); "
+            "import a dataset with python -m workbench.data.importers or make synthetic rows with "
+            "python -m workbench.data.synth"
+        )
     return path
 
 
@@ -81,8 +83,10 @@ class BadRows:
         where = f"{file}" + (f" line {line}" if line is not None else "")
         what = f" (file_name {file_name!r})" if file_name else ""
         if not self.skip_bad:
-            raise DataError(f"{where}{what}: {error.rstrip('. ')}. Fix or remove the row, or pass skip_bad=True / --skip-bad "
-                            f"to skip it and list it in {BAD_ROWS}.")
+            raise DataError(
+                f"{where}{what}: {error.rstrip('. ')}. Fix or remove the row, or pass skip_bad=True / --skip-bad "
+                f"to skip it and list it in {BAD_ROWS}."
+            )
         self.rows.append(BadRow(str(file), line, file_name, error))
 
     def write(self, path: str | os.PathLike) -> Path:
@@ -108,7 +112,9 @@ def write_json(path: str | os.PathLike, obj) -> Path:
     return path
 
 
-def read_jsonl(path: str | os.PathLike, bad: BadRows | None = None, required: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
+def read_jsonl(
+    path: str | os.PathLike, bad: BadRows | None = None, required: tuple[str, ...] = ()
+) -> list[tuple[int, dict]]:
     """Read a JSONL file strictly; returns ``[(line_number, obj), ...]`` (1-based; blank lines ignored).
 
     Each line must be UTF-8, a JSON object, and hold the ``required`` keys; otherwise ``bad.add`` raises

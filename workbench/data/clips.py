@@ -39,18 +39,58 @@ __all__ = ["PRESETS", "COLUMNS", "make_clip", "sample_clip", "clip_rng"]
 
 PRESETS = {
     # tiny: no external synths except espeak (fast), short clips, words only.
-    "tiny": {"categories": PRESET_CATEGORIES["tiny"], "clip_seconds": (1.0, 1.5), "burst": (0.12, 0.3),
-             "sentences": False},
-    "default": {"categories": PRESET_CATEGORIES["default"], "clip_seconds": (1.0, 4.0), "burst": (0.15, 0.45),
-                "sentences": True},
+    "tiny": {
+        "categories": PRESET_CATEGORIES["tiny"],
+        "clip_seconds": (1.0, 1.5),
+        "burst": (0.12, 0.3),
+        "sentences": False,
+    },
+    "default": {
+        "categories": PRESET_CATEGORIES["default"],
+        "clip_seconds": (1.0, 4.0),
+        "burst": (0.15, 0.45),
+        "sentences": True,
+    },
 }
 
 COLUMNS = [
-    "file_name", "clip_id", "split", "seed", "index", "preset", "category", "duration_s", "duration_class",
-    "loudness_dbfs", "loudness_class", "events", "count", "pitch_hz", "pitch_note", "pitch_class",
-    "direction", "rate_hz", "noise_color", "modulation", "text", "text_kind", "word", "voice", "gender",
-    "speech_rate_wpm", "speech_pitch", "instrument", "music_kind", "notes", "tempo_bpm", "tempo_class",
-    "snr_db", "snr_class", "scene_mode", "background", "holdout",
+    "file_name",
+    "clip_id",
+    "split",
+    "seed",
+    "index",
+    "preset",
+    "category",
+    "duration_s",
+    "duration_class",
+    "loudness_dbfs",
+    "loudness_class",
+    "events",
+    "count",
+    "pitch_hz",
+    "pitch_note",
+    "pitch_class",
+    "direction",
+    "rate_hz",
+    "noise_color",
+    "modulation",
+    "text",
+    "text_kind",
+    "word",
+    "voice",
+    "gender",
+    "speech_rate_wpm",
+    "speech_pitch",
+    "instrument",
+    "music_kind",
+    "notes",
+    "tempo_bpm",
+    "tempo_class",
+    "snr_db",
+    "snr_class",
+    "scene_mode",
+    "background",
+    "holdout",
 ]
 MUSIC_PITCH_CLASSES = PITCH_CLASSES[:3]
 TEMPI = [72, 90, 120, 144]
@@ -92,9 +132,17 @@ def _tone(rng, cfg, force, single=False):
     hz = midi_to_hz(midi)
     mod = _pick(rng, MODULATIONS, force.get("modulation"))
     count = 1 if single else int(rng.integers(1, 4))
-    parts = [_part(sounds.tone(hz, rng.uniform(*cfg["burst"]), SR, mod, rng), "tone", pitch_hz=hz) for _ in range(count)]
-    return parts, {"pitch_hz": hz, "pitch_note": note_name(hz), "pitch_class": pc, "modulation": mod,
-                   "direction": "flat", "count": count}
+    parts = [
+        _part(sounds.tone(hz, rng.uniform(*cfg["burst"]), SR, mod, rng), "tone", pitch_hz=hz) for _ in range(count)
+    ]
+    return parts, {
+        "pitch_hz": hz,
+        "pitch_note": note_name(hz),
+        "pitch_class": pc,
+        "modulation": mod,
+        "direction": "flat",
+        "count": count,
+    }
 
 
 def _buzz(rng, cfg, force, single=False):
@@ -140,15 +188,23 @@ def _speech(rng, cfg, force, single=False):
     pitch = int(_pick(rng, SPEECH_PITCHES))
     wave = speech.speak(text, voice, rate, pitch, SR)
     return [_part(wave, "speech", text=text)], {
-        "text": text, "text_kind": "sentence" if sentence else "word", "word": None if sentence else text,
-        "voice": voice, "gender": VOICES[voice], "speech_rate_wpm": rate, "speech_pitch": pitch}
+        "text": text,
+        "text_kind": "sentence" if sentence else "word",
+        "word": None if sentence else text,
+        "voice": voice,
+        "gender": VOICES[voice],
+        "speech_rate_wpm": rate,
+        "speech_pitch": pitch,
+    }
 
 
 def _music(rng, cfg, force, single=False):
     instrument = _pick(rng, list(INSTRUMENTS), force.get("instrument"))
     pcs = MUSIC_PITCH_CLASSES
     if force.get("_avoid_holdout"):
-        pcs = [c for c in pcs if not matching_holdouts({"category": "music", "instrument": instrument, "pitch_class": c})]
+        pcs = [
+            c for c in pcs if not matching_holdouts({"category": "music", "instrument": instrument, "pitch_class": c})
+        ]
     pc = _pick(rng, pcs, force.get("pitch_class"))
     root = _note_in_class(rng, pc)
     kind = "note" if single else _pick(rng, ["note", "chord", "melody", "melody"], force.get("music_kind"))
@@ -178,14 +234,29 @@ def _music(rng, cfg, force, single=False):
     wave = music.render_from_bank(INSTRUMENTS[instrument], notes, SR, tail_s=0.15)
     hz = midi_to_hz(root)
     part = _part(wave, "music", events=[(a, b, {**f, "instrument": instrument}) for a, b, f in events])
-    return [part], {"instrument": instrument, "music_kind": kind, "notes": midis, "tempo_bpm": bpm,
-                    "tempo_class": tempo_class_of_bpm(bpm), "pitch_hz": hz, "pitch_note": note_name(hz),
-                    "pitch_class": pitch_class_of_hz(hz), "direction": direction,
-                    "count": len(midis) if kind == "melody" else 1}
+    return [part], {
+        "instrument": instrument,
+        "music_kind": kind,
+        "notes": midis,
+        "tempo_bpm": bpm,
+        "tempo_class": tempo_class_of_bpm(bpm),
+        "pitch_hz": hz,
+        "pitch_note": note_name(hz),
+        "pitch_class": pitch_class_of_hz(hz),
+        "direction": direction,
+        "count": len(midis) if kind == "melody" else 1,
+    }
 
 
-BUILDERS = {"tone": _tone, "buzz": _buzz, "chirp": _chirp, "noise": _noise, "clicks": _clicks,
-            "speech": _speech, "music": _music}
+BUILDERS = {
+    "tone": _tone,
+    "buzz": _buzz,
+    "chirp": _chirp,
+    "noise": _noise,
+    "clicks": _clicks,
+    "speech": _speech,
+    "music": _music,
+}
 
 
 # ---------------------------------------------------------------- assembly
@@ -208,7 +279,9 @@ def _layout(rng, parts, min_len, gap=(0.1, 0.3)):
         fg[a : a + len(w)] += w
         for on, off, fields in p["events"]:
             t0 = a / SR  # exact sample position of the part
-            events.append({"label": p["label"], "onset": round(t0 + on, 6), "offset": round(min(t0 + off, dur), 6), **fields})
+            events.append(
+                {"label": p["label"], "onset": round(t0 + on, 6), "offset": round(min(t0 + off, dur), 6), **fields}
+            )
         t = (a + len(p["wave"])) / SR + (gaps[i] if i < len(gaps) else 0.0)
     return fg, events
 
@@ -217,10 +290,17 @@ def _finish_events(events, wave):
     out = []
     for e in events:
         m = sounds.spans_mask(len(wave), SR, [(e["onset"], e["offset"])])
-        out.append({"label": e["label"], "onset": e["onset"], "offset": e["offset"],
-                    "loudness_dbfs": round(sounds.rms_dbfs(wave, m), 2),
-                    "pitch_hz": round(e["pitch_hz"], 3) if e.get("pitch_hz") is not None else None,
-                    "text": e.get("text"), "instrument": e.get("instrument")})
+        out.append(
+            {
+                "label": e["label"],
+                "onset": e["onset"],
+                "offset": e["offset"],
+                "loudness_dbfs": round(sounds.rms_dbfs(wave, m), 2),
+                "pitch_hz": round(e["pitch_hz"], 3) if e.get("pitch_hz") is not None else None,
+                "text": e.get("text"),
+                "instrument": e.get("instrument"),
+            }
+        )
     return out
 
 
@@ -233,8 +313,9 @@ def _scale_to(fg, mask, target_dbfs, peak_cap=0.95):
     return (fg * gain).astype(np.float32)
 
 
-def make_clip(index: int, seed: int, split: str, preset: str = "default", force: dict | None = None,
-              attempt: int = 0) -> tuple[np.ndarray, dict]:
+def make_clip(
+    index: int, seed: int, split: str, preset: str = "default", force: dict | None = None, attempt: int = 0
+) -> tuple[np.ndarray, dict]:
     """Generate clip ``index`` of ``split`` for ``seed`` (deterministic).
 
     ``force``: attribute values to impose (used for the compositional split, e.g.
@@ -252,10 +333,14 @@ def make_clip(index: int, seed: int, split: str, preset: str = "default", force:
     def pick_target(attrs):
         options = LOUDNESS_CLASSES
         if avoid:
-            options = [c for c in LOUDNESS_CLASSES
-                       if not matching_holdouts({"category": category, **attrs, "loudness_class": c})]
+            options = [
+                c
+                for c in LOUDNESS_CLASSES
+                if not matching_holdouts({"category": category, **attrs, "loudness_class": c})
+            ]
         loud_class = _pick(rng, options, force.get("loudness_class"))
         return LOUDNESS_TARGET_DBFS[loud_class] + float(rng.uniform(-2.0, 2.0))
+
     row = {c: None for c in COLUMNS}
     row["events"], row["holdout"] = [], []
 
@@ -273,12 +358,20 @@ def make_clip(index: int, seed: int, split: str, preset: str = "default", force:
     mask = sounds.spans_mask(len(wave), SR, [(e["onset"], e["offset"]) for e in events])
     loud = fg_level if fg_level is not None else sounds.rms_dbfs(wave, mask)
     dur = len(wave) / SR
-    row.update({
-        "category": category, "duration_s": round(dur, 3), "duration_class": duration_class_of_s(dur),
-        "loudness_dbfs": round(loud, 2), "loudness_class": loudness_class_of_dbfs(loud),
-        "events": _finish_events(events, wave), "split": split, "seed": int(seed), "index": int(index),
-        "preset": preset,
-    })
+    row.update(
+        {
+            "category": category,
+            "duration_s": round(dur, 3),
+            "duration_class": duration_class_of_s(dur),
+            "loudness_dbfs": round(loud, 2),
+            "loudness_class": loudness_class_of_dbfs(loud),
+            "events": _finish_events(events, wave),
+            "split": split,
+            "seed": int(seed),
+            "index": int(index),
+            "preset": preset,
+        }
+    )
     if row["pitch_hz"] is not None:
         row["pitch_hz"] = round(float(row["pitch_hz"]), 3)
     row["holdout"] = matching_holdouts(row)
@@ -317,8 +410,14 @@ def _scene(rng, cfg, min_len, target):
             a = int(round(on * SR))
             w = p["wave"][: nS - a]
             fg[a : a + len(w)] += w
-            events.append({"label": p["label"], "onset": round(a / SR, 6), "offset": round(min(a / SR + ln, dur), 6),
-                           **p["events"][0][2]})
+            events.append(
+                {
+                    "label": p["label"],
+                    "onset": round(a / SR, 6),
+                    "offset": round(min(a / SR + ln, dur), 6),
+                    **p["events"][0][2],
+                }
+            )
         events.sort(key=lambda e: e["onset"])
     mask = sounds.spans_mask(len(fg), SR, [(e["onset"], e["offset"]) for e in events])
     fg = _scale_to(fg, mask, target, peak_cap=0.8)
@@ -333,8 +432,15 @@ def _scene(rng, cfg, min_len, target):
         wave *= 0.99 / peak
         fg_level += 20 * np.log10(0.99 / peak)
     count = len(events)
-    attrs = {"_events": events, "_fg_dbfs": fg_level, "count": count, "snr_db": snr, "snr_class": snr_class_of_db(snr),
-             "scene_mode": mode, "background": color}
+    attrs = {
+        "_events": events,
+        "_fg_dbfs": fg_level,
+        "count": count,
+        "snr_db": snr,
+        "snr_class": snr_class_of_db(snr),
+        "scene_mode": mode,
+        "background": color,
+    }
     # carry the attributes of speech / music events so QA can ask about them
     for e in events:
         if e["label"] == "speech":

@@ -34,7 +34,9 @@ from workbench.data.validate import load_audiofolder
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "build_prompt", "encode_example", "AudioTaskDataset", "collate"]
 
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant that listens to audio. Answer the question about the audio briefly."
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant that listens to audio. Answer the question about the audio briefly."
+)
 
 
 def _ids(tokenizer, text: str) -> list[int]:
@@ -61,19 +63,22 @@ def _audio_slot(tokenizer, system_prompt: str | None, ids: list[int], slot: str)
     if ids[: len(sys_ids)] != sys_ids:
         raise ValueError(
             "the chat-templated system prompt is not a token prefix of the full prompt for this tokenizer's "
-            "template, so the audio slot cannot be placed after it; use slot='prefix'")
+            "template, so the audio slot cannot be placed after it; use slot='prefix'"
+        )
     return len(sys_ids)
 
 
-def build_prompt(tokenizer, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-                 slot: str = "after_system") -> tuple[list[int], int]:
+def build_prompt(
+    tokenizer, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, slot: str = "after_system"
+) -> tuple[list[int], int]:
     """Generation-time prompt: ``(ids, audio_slot)`` of ``[system, user(question)]`` + the assistant header."""
     ids = _ids(tokenizer, _render(tokenizer, _messages(system_prompt, question), True))
     return ids, _audio_slot(tokenizer, system_prompt, ids, slot)
 
 
-def encode_example(tokenizer, question: str, answer: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-                   slot: str = "after_system") -> dict:
+def encode_example(
+    tokenizer, question: str, answer: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, slot: str = "after_system"
+) -> dict:
     """Training sequence of one row: ``{input_ids, labels, audio_slot, prompt_len}`` (lists / ints).
 
     ``labels[i] = input_ids[i]`` for the answer tokens and the end-of-turn token that closes them, -100
@@ -84,14 +89,22 @@ def encode_example(tokenizer, question: str, answer: str, system_prompt: str | N
     full_ids = _ids(tokenizer, _render(tokenizer, msgs, False))
     if full_ids[: len(prompt_ids)] != prompt_ids:
         raise ValueError("chat template: the generation prompt is not a token prefix of prompt + answer")
-    ans = full_ids[len(prompt_ids):]
-    eot = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|eot_id|>")}
+    ans = full_ids[len(prompt_ids) :]
+    eot = {
+        tokenizer.eos_token_id,
+        tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        tokenizer.convert_tokens_to_ids("<|eot_id|>"),
+    }
     eot.discard(None)
     eot.discard(getattr(tokenizer, "unk_token_id", None))
     cut = next((i + 1 for i, t in enumerate(ans) if t in eot), len(ans))
     ans = ans[:cut]
-    return {"input_ids": prompt_ids + ans, "labels": [-100] * len(prompt_ids) + ans, "audio_slot": audio_slot,
-            "prompt_len": len(prompt_ids)}
+    return {
+        "input_ids": prompt_ids + ans,
+        "labels": [-100] * len(prompt_ids) + ans,
+        "audio_slot": audio_slot,
+        "prompt_len": len(prompt_ids),
+    }
 
 
 class AudioTaskDataset(Dataset):
@@ -110,11 +123,24 @@ class AudioTaskDataset(Dataset):
     {name: [T, D]}, row}``.
     """
 
-    def __init__(self, root: str | os.PathLike, tokenizer, *, tasks: list[str] | None = None,
-                 attributes: list[str] | None = None, sample_rate: int = 16000, encoders: list[str] | None = None,
-                 cache_dir: str | os.PathLike | None = None, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-                 slot: str = "after_system", max_seconds: float | None = None, skip_bad: bool = False,
-                 check_audio: bool = True, with_answer: bool = True, report_path: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        tokenizer,
+        *,
+        tasks: list[str] | None = None,
+        attributes: list[str] | None = None,
+        sample_rate: int = 16000,
+        encoders: list[str] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        slot: str = "after_system",
+        max_seconds: float | None = None,
+        skip_bad: bool = False,
+        check_audio: bool = True,
+        with_answer: bool = True,
+        report_path: str | os.PathLike | None = None,
+    ):
         self.root = Path(root)
         self.tokenizer = tokenizer
         tasks_file = require_tasks(self.root)
@@ -122,8 +148,14 @@ class AudioTaskDataset(Dataset):
         clips = {c["file_name"]: c for c in self.report.clips}
         rows = self.report.tasks
         if not rows:
-            raise DataError(f"{tasks_file}: no task rows" + (f" left after skipping bad ones (see {self.report.report_path})"
-                                                            if self.report.bad else "; the file is empty"))
+            raise DataError(
+                f"{tasks_file}: no task rows"
+                + (
+                    f" left after skipping bad ones (see {self.report.report_path})"
+                    if self.report.bad
+                    else "; the file is empty"
+                )
+            )
         if tasks is not None:
             rows = [r for r in rows if r["task"] in tasks]
         if attributes is not None:
@@ -159,9 +191,13 @@ class AudioTaskDataset(Dataset):
         else:
             ids, slot = build_prompt(self.tokenizer, row["question"], self.system_prompt, self.slot)
             enc = {"input_ids": ids, "labels": [-100] * len(ids), "audio_slot": slot, "prompt_len": len(ids)}
-        item = {"input_ids": torch.tensor(enc["input_ids"], dtype=torch.long),
-                "labels": torch.tensor(enc["labels"], dtype=torch.long),
-                "audio_slot": enc["audio_slot"], "prompt_len": enc["prompt_len"], "row": row}
+        item = {
+            "input_ids": torch.tensor(enc["input_ids"], dtype=torch.long),
+            "labels": torch.tensor(enc["labels"], dtype=torch.long),
+            "audio_slot": enc["audio_slot"],
+            "prompt_len": enc["prompt_len"],
+            "row": row,
+        }
         path = self.root / row["file_name"]
         if self.cache is not None:
             try:
@@ -211,13 +247,21 @@ def collate(items: list[dict], pad_id: int = 0, padding_side: str = "right") -> 
         attention[b, off : off + n] = 1
         labels[b, off : off + n] = it["labels"]
         slots[b], plens[b] = it["audio_slot"] + off, it["prompt_len"] + off
-    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "audio_slot": slots,
-             "prompt_len": plens, "row": [it["row"] for it in items]}
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "labels": labels,
+        "audio_slot": slots,
+        "prompt_len": plens,
+        "row": [it["row"] for it in items],
+    }
     if "wave" in items[0]:
         batch["waves"], batch["wave_lengths"] = pad_batch([np.asarray(it["wave"]) for it in items])
     if "audio_tokens" in items[0]:
         names = list(items[0]["audio_tokens"])
         batch["audio_tokens"], batch["audio_token_mask"] = {}, {}
         for n in names:
-            batch["audio_tokens"][n], batch["audio_token_mask"][n] = _pad_tokens([it["audio_tokens"][n] for it in items])
+            batch["audio_tokens"][n], batch["audio_token_mask"][n] = _pad_tokens(
+                [it["audio_tokens"][n] for it in items]
+            )
     return batch

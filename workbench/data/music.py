@@ -20,7 +20,15 @@ import soundfile as sf
 
 from workbench.common.audio_io import resample
 
-__all__ = ["MusicError", "Note", "soundfont_path", "fluidsynth_available", "render_notes", "note_bank", "render_from_bank"]
+__all__ = [
+    "MusicError",
+    "Note",
+    "soundfont_path",
+    "fluidsynth_available",
+    "render_notes",
+    "note_bank",
+    "render_from_bank",
+]
 
 SOUNDFONT_CANDIDATES = [
     "/usr/share/sounds/sf2/FluidR3_GM.sf2",
@@ -98,8 +106,27 @@ def render_notes(program: int, notes: list[Note], sr: int, tail_s: float = 0.3) 
         mid, wav = os.path.join(tmp, "in.mid"), os.path.join(tmp, "out.wav")
         _write_midi(mid, program, notes)
         render_sr = 16000 if sr <= 16000 else 44100
-        cmd = [exe, "-ni", "-q", "-R", "0", "-C", "0", "-g", "1.0", "-r", str(render_sr), "-O", "float",
-               "-T", "wav", "-F", wav, str(sf2), mid]
+        cmd = [
+            exe,
+            "-ni",
+            "-q",
+            "-R",
+            "0",
+            "-C",
+            "0",
+            "-g",
+            "1.0",
+            "-r",
+            str(render_sr),
+            "-O",
+            "float",
+            "-T",
+            "wav",
+            "-F",
+            wav,
+            str(sf2),
+            mid,
+        ]
         r = subprocess.run(cmd, capture_output=True, timeout=120)
         if r.returncode != 0 or not os.path.exists(wav):
             raise MusicError(f"fluidsynth failed ({' '.join(cmd)}): {r.stderr.decode(errors='replace')}")
@@ -154,7 +181,7 @@ def note_bank(program: int, sr: int) -> np.ndarray:
         notes = [Note(m, k * BANK_STRIDE_S, k * BANK_STRIDE_S + BANK_HOLD_S) for k, m in enumerate(midis)]
         full = render_notes(program, notes, sr, tail_s=BANK_STRIDE_S - BANK_HOLD_S)
         n = int(round((BANK_HOLD_S + BANK_TAIL_S) * sr))
-        bank = np.stack([full[int(round(k * BANK_STRIDE_S * sr)):][:n] for k in range(len(midis))]).astype(np.float32)
+        bank = np.stack([full[int(round(k * BANK_STRIDE_S * sr)) :][:n] for k in range(len(midis))]).astype(np.float32)
         import io
 
         from workbench.common.paths import atomic_write_bytes

@@ -9,16 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = [
-    "fade",
-    "tone",
-    "chirp",
-    "noise",
-    "click_train",
-    "buzz",
-    "rms_dbfs",
-    "spans_mask",
-]
+__all__ = ["fade", "tone", "chirp", "noise", "click_train", "buzz", "rms_dbfs", "spans_mask"]
 
 
 def _t(n: int, sr: int) -> np.ndarray:
@@ -36,7 +27,9 @@ def fade(x: np.ndarray, sr: int, ms: float = 10.0) -> np.ndarray:
     return x
 
 
-def tone(freq: float, dur: float, sr: int, modulation: str = "none", rng: np.random.Generator | None = None) -> np.ndarray:
+def tone(
+    freq: float, dur: float, sr: int, modulation: str = "none", rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Sine tone at ``freq`` Hz for ``dur`` s.
 
     ``modulation``: 'none'; 'am' (amplitude modulated at 4-8 Hz, depth 0.8); 'fm' (vibrato at 4-8 Hz,

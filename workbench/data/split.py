@@ -35,8 +35,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from workbench.data.audiofolder import METADATA, TASKS, DataError, read_jsonl, write_json, write_jsonl
 from workbench.common.paths import replace_dir
+from workbench.data.audiofolder import METADATA, TASKS, DataError, read_jsonl, write_json, write_jsonl
 
 __all__ = ["SplitError", "split_audiofolder", "random_assignment", "column_assignment", "parse_map", "main"]
 
@@ -53,8 +53,15 @@ def _value_key(v) -> str:
 
 
 def _check_name(name: str, what: str) -> str:
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
-            or name.startswith(".") or "\0" in name:
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or name.startswith(".")
+        or "\0" in name
+    ):
         raise SplitError(f"{what} {name!r} cannot be a folder name (non-empty, no '/', not starting with '.')")
     return name
 
@@ -67,8 +74,9 @@ def random_assignment(file_names: list[str], fractions, names, seed: int = 0) ->
     """
     fractions, names = [float(f) for f in fractions], list(names)
     if len(fractions) != len(names):
-        raise SplitError(f"{len(fractions)} fractions {fractions} for {len(names)} split names {names}; "
-                         f"give one fraction per name")
+        raise SplitError(
+            f"{len(fractions)} fractions {fractions} for {len(names)} split names {names}; give one fraction per name"
+        )
     if any(not math.isfinite(f) or f < 0 for f in fractions):
         raise SplitError(f"fractions must be non-negative numbers, got {fractions}")
     if abs(sum(fractions) - 1.0) > 1e-6:
@@ -81,8 +89,10 @@ def random_assignment(file_names: list[str], fractions, names, seed: int = 0) ->
         counts[i] += 1
     empty = [nm for nm, c in zip(names, counts) if c == 0]
     if empty:
-        raise SplitError(f"split(s) {empty} would get no clips ({n} clips, fractions {fractions}); use more clips, "
-                         f"larger fractions, or fewer names (e.g. --fractions 0.9,0.1 for train,val)")
+        raise SplitError(
+            f"split(s) {empty} would get no clips ({n} clips, fractions {fractions}); use more clips, "
+            f"larger fractions, or fewer names (e.g. --fractions 0.9,0.1 for train,val)"
+        )
     order = sorted(file_names)
     random.Random(seed).shuffle(order)
     out, start = {}, 0
@@ -93,8 +103,9 @@ def random_assignment(file_names: list[str], fractions, names, seed: int = 0) ->
     return out
 
 
-def column_assignment(clips: list[dict], by: str, mapping: dict[str, str] | None = None,
-                      where: str = METADATA) -> dict[str, str]:
+def column_assignment(
+    clips: list[dict], by: str, mapping: dict[str, str] | None = None, where: str = METADATA
+) -> dict[str, str]:
     """``{file_name: split name}`` from the metadata column ``by`` (through ``mapping`` of value text -> name,
     if given). Raises :class:`SplitError` for an unknown column, clips without a value, or unmapped values."""
     columns = sorted({k for c in clips for k in c})
@@ -102,15 +113,19 @@ def column_assignment(clips: list[dict], by: str, mapping: dict[str, str] | None
         raise SplitError(f"{where}: no column {by!r}; available columns: {', '.join(columns)}")
     missing = [c["file_name"] for c in clips if c.get(by) is None]
     if missing:
-        raise SplitError(f"{where}: {len(missing)} clip(s) have no value in column {by!r} (first: {missing[0]!r}); "
-                         f"fill the column, or split at random (leave out --by)")
+        raise SplitError(
+            f"{where}: {len(missing)} clip(s) have no value in column {by!r} (first: {missing[0]!r}); "
+            f"fill the column, or split at random (leave out --by)"
+        )
     out = {}
     unmapped: set[str] = set()
     for c in clips:
         v = c[by]
         if isinstance(v, (dict, list)):
-            raise SplitError(f"{where}: column {by!r} holds a {type(v).__name__} for {c['file_name']!r}; "
-                             f"--by needs a column of single values")
+            raise SplitError(
+                f"{where}: column {by!r} holds a {type(v).__name__} for {c['file_name']!r}; "
+                f"--by needs a column of single values"
+            )
         key = _value_key(v)
         if mapping is not None:
             if key not in mapping:
@@ -120,8 +135,9 @@ def column_assignment(clips: list[dict], by: str, mapping: dict[str, str] | None
         else:
             out[c["file_name"]] = _check_name(key, f"value of column {by!r}")
     if unmapped:
-        raise SplitError(f"column {by!r} has value(s) {sorted(unmapped)} that --map does not name; "
-                         f"mapped: {sorted(mapping)}")
+        raise SplitError(
+            f"column {by!r} has value(s) {sorted(unmapped)} that --map does not name; mapped: {sorted(mapping)}"
+        )
     return out
 
 
@@ -157,8 +173,10 @@ def _check_targets(src: Path, targets: dict[str, Path], source_files: list[str])
             prefix = t.relative_to(src).as_posix() + "/"
             hit = next((f for f in source_files if f == prefix[:-1] or f.startswith(prefix)), None)
             if hit is not None:
-                raise SplitError(f"output folder {t} for split {name!r} would overwrite the source's {hit!r}; "
-                                 f"pick another --out or another split name")
+                raise SplitError(
+                    f"output folder {t} for split {name!r} would overwrite the source's {hit!r}; "
+                    f"pick another --out or another split name"
+                )
 
 
 def _load(src: Path) -> tuple[list[dict], list[tuple[int, dict]] | None]:
@@ -170,12 +188,16 @@ def _load(src: Path) -> tuple[list[dict], list[tuple[int, dict]] | None]:
         if not isinstance(fn, str):
             raise DataError(f"{src / METADATA} line {line}: file_name must be a string")
         if fn in seen:
-            raise DataError(f"{src / METADATA} line {line} (file_name {fn!r}): duplicate file_name "
-                            f"(first on line {seen[fn]}); run python -m workbench.data.validate {src}")
+            raise DataError(
+                f"{src / METADATA} line {line} (file_name {fn!r}): duplicate file_name "
+                f"(first on line {seen[fn]}); run python -m workbench.data.validate {src}"
+            )
         p = Path(fn)
         if p.is_absolute() or ".." in p.parts:
-            raise DataError(f"{src / METADATA} line {line} (file_name {fn!r}): file_name must be a relative path "
-                            f"inside the dataset folder")
+            raise DataError(
+                f"{src / METADATA} line {line} (file_name {fn!r}): file_name must be a relative path "
+                f"inside the dataset folder"
+            )
         seen[fn] = line
         clips.append(row)
     if not clips:
@@ -185,8 +207,10 @@ def _load(src: Path) -> tuple[list[dict], list[tuple[int, dict]] | None]:
         tasks = read_jsonl(src / TASKS, required=("file_name",))
         for line, row in tasks:
             if row["file_name"] not in seen:
-                raise DataError(f"{src / TASKS} line {line} (file_name {row['file_name']!r}): names a clip not in "
-                                f"{METADATA}; fix the row or run python -m workbench.data.validate {src} --skip-bad")
+                raise DataError(
+                    f"{src / TASKS} line {line} (file_name {row['file_name']!r}): names a clip not in "
+                    f"{METADATA}; fix the row or run python -m workbench.data.validate {src} --skip-bad"
+                )
     return clips, tasks
 
 
@@ -200,8 +224,9 @@ def _place_audio(src_file: Path, dst: Path, final_dir: Path, link: bool) -> None
         shutil.copyfile(src_file, dst)
 
 
-def _assign_splits(src: Path, clips: list[dict], by: str | None, mapping: dict[str, str] | None, names,
-                   fractions, seed: int) -> tuple[dict[str, str], list[str]]:
+def _assign_splits(
+    src: Path, clips: list[dict], by: str | None, mapping: dict[str, str] | None, names, fractions, seed: int
+) -> tuple[dict[str, str], list[str]]:
     """({file_name: split name}, the split names in order): by the column ``by`` or at random."""
     if by is not None:
         assign = column_assignment(clips, by, mapping, where=str(src / METADATA))
@@ -221,15 +246,27 @@ def _assign_splits(src: Path, clips: list[dict], by: str | None, mapping: dict[s
     return assign, split_names
 
 
-def _split_provenance(src: Path, clips: list[dict], tasks, by: str | None, mapping: dict[str, str] | None,
-                      seed: int, fractions, split_names: list[str]) -> tuple[dict, dict]:
+def _split_provenance(
+    src: Path,
+    clips: list[dict],
+    tasks,
+    by: str | None,
+    mapping: dict[str, str] | None,
+    seed: int,
+    fractions,
+    split_names: list[str],
+) -> tuple[dict, dict]:
     """(the source's dataset_info.json as a dict, the ``split_from`` record of how the splits were made)."""
     info_src = src / "dataset_info.json"
     info = json.loads(info_src.read_text(encoding="utf-8")) if info_src.is_file() else {}
     if not isinstance(info, dict):
         info = {"source_info": info}
-    how = {"source": str(src), "by": by or "random", "n_clips_source": len(clips),
-           "n_tasks_source": len(tasks) if tasks is not None else None}
+    how = {
+        "source": str(src),
+        "by": by or "random",
+        "n_clips_source": len(clips),
+        "n_tasks_source": len(tasks) if tasks is not None else None,
+    }
     if by is None:
         how.update(seed=seed, fractions=[float(f) for f in fractions], names=split_names)
     elif mapping is not None:
@@ -237,8 +274,19 @@ def _split_provenance(src: Path, clips: list[dict], tasks, by: str | None, mappi
     return info, how
 
 
-def _write_split(tmp: Path, name: str, src: Path, target: Path, clips: list[dict], tasks, assign: dict[str, str],
-                 side: list[Path], info: dict, how: dict, link: bool) -> None:
+def _write_split(
+    tmp: Path,
+    name: str,
+    src: Path,
+    target: Path,
+    clips: list[dict],
+    tasks,
+    assign: dict[str, str],
+    side: list[Path],
+    info: dict,
+    how: dict,
+    link: bool,
+) -> None:
     """Fill the temporary folder ``tmp`` with split ``name``: its audio, metadata, tasks and side files."""
     rows = [c for c in clips if assign[c["file_name"]] == name]
     for c in rows:
@@ -253,14 +301,23 @@ def _write_split(tmp: Path, name: str, src: Path, target: Path, clips: list[dict
     for p in side:
         if p.name != "dataset_info.json":
             shutil.copyfile(p, tmp / p.name)
-    write_json(tmp / "dataset_info.json", {**info, "split": name, "n_clips": len(rows), "n_tasks": n_tasks,
-                                           "split_from": how})
+    write_json(
+        tmp / "dataset_info.json", {**info, "split": name, "n_clips": len(rows), "n_tasks": n_tasks, "split_from": how}
+    )
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give it the usual mode
 
 
-def split_audiofolder(src: str | os.PathLike, out: str | os.PathLike, *, by: str | None = None,
-                      fractions=(0.8, 0.1, 0.1), names=DEFAULT_NAMES, seed: int = 0, link: bool = True,
-                      mapping: dict[str, str] | None = None) -> dict[str, Path]:
+def split_audiofolder(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    by: str | None = None,
+    fractions=(0.8, 0.1, 0.1),
+    names=DEFAULT_NAMES,
+    seed: int = 0,
+    link: bool = True,
+    mapping: dict[str, str] | None = None,
+) -> dict[str, Path]:
     """Write ``out/{name}`` for every split of the audiofolder ``src``; returns ``{name: folder}``.
 
     ``by``: a metadata column (one split per value, or per ``mapping[value text]``; ``fractions``, ``names``
@@ -317,19 +374,29 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m workbench.data.split", description=__doc__.split("\n\n")[0])
     p.add_argument("src", help="the audiofolder to split (an importer's --out)")
     p.add_argument("--out", required=True, help="where to write OUT/{split} (may be SRC itself)")
-    p.add_argument("--by", default=None, metavar="COLUMN", help="metadata column: one output folder per value (e.g. split, fold)")
-    p.add_argument("--map", nargs="+", default=None, metavar="VALUES=NAME",
-                   help="with --by: group column values into splits, e.g. --map 1,2,3=train 4=val 5=test")
+    p.add_argument(
+        "--by", default=None, metavar="COLUMN", help="metadata column: one output folder per value (e.g. split, fold)"
+    )
+    p.add_argument(
+        "--map",
+        nargs="+",
+        default=None,
+        metavar="VALUES=NAME",
+        help="with --by: group column values into splits, e.g. --map 1,2,3=train 4=val 5=test",
+    )
     p.add_argument("--fractions", default=None, help="random split: fractions of the clips (default 0.8,0.1,0.1)")
-    p.add_argument("--names", default=None,
-                   help="random split: split names (default train,val,test, as many as fractions)")
+    p.add_argument(
+        "--names", default=None, help="random split: split names (default train,val,test, as many as fractions)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random split: shuffle seed (default 0)")
     p.add_argument("--copy", action="store_true", help="copy the audio (default: relative symlinks to SRC's files)")
     a = p.parse_args(argv)
     try:
         if a.by is not None and (a.fractions is not None or a.names is not None):
-            raise SplitError("--fractions/--names are for the random split; with --by the column's values name the "
-                             "splits (use --map to group them)")
+            raise SplitError(
+                "--fractions/--names are for the random split; with --by the column's values name the "
+                "splits (use --map to group them)"
+            )
         fractions = _fractions(a.fractions) if a.fractions is not None else [0.8, 0.1, 0.1]
         if a.names is not None:
             names = [n.strip() for n in a.names.split(",") if n.strip()]
@@ -338,8 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise SplitError(f"{len(fractions)} fractions but only {len(DEFAULT_NAMES)} default names; pass --names")
         mapping = parse_map(a.map) if a.map is not None else None
-        res = split_audiofolder(a.src, a.out, by=a.by, fractions=fractions, names=names, seed=a.seed,
-                                link=not a.copy, mapping=mapping)
+        res = split_audiofolder(
+            a.src, a.out, by=a.by, fractions=fractions, names=names, seed=a.seed, link=not a.copy, mapping=mapping
+        )
     except (SplitError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

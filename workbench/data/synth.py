@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 from workbench.data.audiofolder import METADATA, TASKS, write_json, write_jsonl
 from workbench.data.clips import PRESETS, sample_clip
+from workbench.data.music import note_bank
 from workbench.data.splits import SPLIT_CODES, SPLITS, holdout_for_preset, write_holdout_json
 from workbench.data.tasks import make_tasks
-from workbench.data.music import note_bank
 from workbench.data.vocab import ANSWER_OPTIONS, INSTRUMENTS, SAMPLE_RATE
 
 __all__ = ["generate", "generate_all_splits", "wav_bytes", "main"]
@@ -50,8 +50,15 @@ def _one(args) -> dict:
     return row
 
 
-def generate(out: str | os.PathLike, n: int, seed: int = 0, split: str = "train", preset: str = "default",
-             workers: int = 1, progress: bool = True) -> Path:
+def generate(
+    out: str | os.PathLike,
+    n: int,
+    seed: int = 0,
+    split: str = "train",
+    preset: str = "default",
+    workers: int = 1,
+    progress: bool = True,
+) -> Path:
     """Write ``n`` clips of ``split`` into the audiofolder ``out``; returns ``out``.
 
     Files: ``audio/{split}-{i:06d}.wav`` (16 kHz mono PCM-16), ``metadata.jsonl`` (columns: see
@@ -91,16 +98,31 @@ def generate(out: str | os.PathLike, n: int, seed: int = 0, split: str = "train"
     write_jsonl(out / TASKS, tasks)
     write_json(out / "answer_options.json", ANSWER_OPTIONS)
     write_holdout_json(out / "holdout.json", PRESETS[preset]["categories"])
-    write_json(out / "dataset_info.json", {
-        "generator": "workbench.data.synth", "seed": seed, "split": split, "preset": preset, "n_clips": n,
-        "n_tasks": len(tasks), "sample_rate": SAMPLE_RATE,
-        "holdout": holdout_for_preset(PRESETS[preset]["categories"]),
-    })
+    write_json(
+        out / "dataset_info.json",
+        {
+            "generator": "workbench.data.synth",
+            "seed": seed,
+            "split": split,
+            "preset": preset,
+            "n_clips": n,
+            "n_tasks": len(tasks),
+            "sample_rate": SAMPLE_RATE,
+            "holdout": holdout_for_preset(PRESETS[preset]["categories"]),
+        },
+    )
     return out
 
 
-def generate_all_splits(out: str | os.PathLike, n: int, seed: int = 0, preset: str = "default", workers: int = 1,
-                        n_eval: int | None = None, progress: bool = True) -> dict[str, Path]:
+def generate_all_splits(
+    out: str | os.PathLike,
+    n: int,
+    seed: int = 0,
+    preset: str = "default",
+    workers: int = 1,
+    n_eval: int | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
     """Write ``out/{train,val,test,test_comp}``: ``n`` training clips, ``n_eval`` (default max(1, n//10)) others."""
     n_eval = n_eval if n_eval is not None else max(1, n // 10)
     out = Path(out)

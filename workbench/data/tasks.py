@@ -23,8 +23,15 @@ TASK_TYPES = ["cls", "caption", "qa"]
 _NUM = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 _TIMES = {1: "once", 2: "twice", 3: "three times", 4: "four times", 5: "five times", 6: "six times"}
 _LOUD_ADV = {"quiet": "quietly", "medium": "at a moderate level", "loud": "loudly"}
-_NOUN = {"tone": "tone", "chirp": "sweep", "noise": "noise burst", "clicks": "click", "buzz": "buzz",
-         "music": "music", "speech": "speech"}
+_NOUN = {
+    "tone": "tone",
+    "chirp": "sweep",
+    "noise": "noise burst",
+    "clicks": "click",
+    "buzz": "buzz",
+    "music": "music",
+    "speech": "speech",
+}
 _A = lambda w: ("an " if w[0] in "aeiou" else "a ") + w  # noqa: E731
 
 
@@ -39,7 +46,7 @@ def _pitch_adj(pc):
 def _event_phrase(e):
     lab = e["label"]
     if lab == "speech":
-        return f"a voice saying \"{e['text']}\""
+        return f'a voice saying "{e["text"]}"'
     if lab == "music":
         return f"{_A(e['instrument'])} note"
     return _A(_NOUN[lab])
@@ -53,52 +60,93 @@ def caption(row: dict, rng: np.random.Generator) -> str:
         mod = {"am": "pulsing ", "fm": "wavering ", "none": "", None: ""}[row.get("modulation")]
         noun = "tone" if c == "tone" else "buzz"
         n = row["count"]
-        return _choice(rng, [
-            f"{_A(_pitch_adj(row['pitch_class']))} {mod}{noun} sounds {_TIMES[n]}, {adv}.".capitalize(),
-            f"{_NUM[n].capitalize()} {mod}{noun}{'s' if n > 1 and noun == 'tone' else ('es' if n > 1 else '')} at about {round(row['pitch_hz'])} Hz, played {adv}.",
-            f"You hear {_A(_pitch_adj(row['pitch_class']))} {mod}{noun} {_TIMES[n]}.",
-        ])
+        return _choice(
+            rng,
+            [
+                f"{_A(_pitch_adj(row['pitch_class']))} {mod}{noun} sounds {_TIMES[n]}, {adv}.".capitalize(),
+                f"{_NUM[n].capitalize()} {mod}{noun}{'s' if n > 1 and noun == 'tone' else ('es' if n > 1 else '')} at about {round(row['pitch_hz'])} Hz, played {adv}.",
+                f"You hear {_A(_pitch_adj(row['pitch_class']))} {mod}{noun} {_TIMES[n]}.",
+            ],
+        )
     if c == "chirp":
         d = "rising" if row["direction"] == "up" else "falling"
-        return _choice(rng, [f"A {d} sweep, played {adv}.", f"{_A(d).capitalize()} chirp glides {row['direction']} in pitch.",
-                             f"You hear a tone sweeping {row['direction']}, {adv}."])
+        return _choice(
+            rng,
+            [
+                f"A {d} sweep, played {adv}.",
+                f"{_A(d).capitalize()} chirp glides {row['direction']} in pitch.",
+                f"You hear a tone sweeping {row['direction']}, {adv}.",
+            ],
+        )
     if c == "noise":
         n = row["count"]
         b = "burst" if n == 1 else "bursts"
-        return _choice(rng, [f"{_NUM[n].capitalize()} {b} of {row['noise_color']} noise, {adv}.",
-                             f"{_A(row['noise_color']).capitalize()} noise sounds {_TIMES[n]}.",
-                             f"You hear {row['noise_color']} noise {_TIMES[n]}, {adv}."])
+        return _choice(
+            rng,
+            [
+                f"{_NUM[n].capitalize()} {b} of {row['noise_color']} noise, {adv}.",
+                f"{_A(row['noise_color']).capitalize()} noise sounds {_TIMES[n]}.",
+                f"You hear {row['noise_color']} noise {_TIMES[n]}, {adv}.",
+            ],
+        )
     if c == "clicks":
         n = row["count"]
         k = "click" if n == 1 else "clicks"
-        return _choice(rng, [f"{_NUM[n].capitalize()} {k} at {row['rate_hz']:g} per second." if n > 1 else "A single click.",
-                             f"A short train of {_NUM[n]} {k}, {adv}." if n > 1 else f"A single click, {adv}.",
-                             f"You hear {_NUM[n]} {k}."])
+        return _choice(
+            rng,
+            [
+                f"{_NUM[n].capitalize()} {k} at {row['rate_hz']:g} per second." if n > 1 else "A single click.",
+                f"A short train of {_NUM[n]} {k}, {adv}." if n > 1 else f"A single click, {adv}.",
+                f"You hear {_NUM[n]} {k}.",
+            ],
+        )
     if c == "speech":
         who = "man" if row["gender"] == "male" else "woman"
-        return _choice(rng, [f"A {who} says \"{row['text']}\".", f"A {who} speaks {adv}: \"{row['text']}\".",
-                             f"Someone says \"{row['text']}\" in a {row['gender']} voice."])
+        return _choice(
+            rng,
+            [
+                f'A {who} says "{row["text"]}".',
+                f'A {who} speaks {adv}: "{row["text"]}".',
+                f'Someone says "{row["text"]}" in a {row["gender"]} voice.',
+            ],
+        )
     if c == "music":
         inst, kind = row["instrument"], row["music_kind"]
         if kind == "melody":
             mv = {"up": "rising", "down": "falling", "flat": "repeated"}[row["direction"]]
-            return _choice(rng, [f"{_A(inst).capitalize()} plays {_NUM[row['count']]} {mv} notes at a {row['tempo_class']} tempo.",
-                                 f"A {row['tempo_class']} {mv} melody on the {inst}.",
-                                 f"You hear a short {inst} melody that goes {row['direction']}."])
+            return _choice(
+                rng,
+                [
+                    f"{_A(inst).capitalize()} plays {_NUM[row['count']]} {mv} notes at a {row['tempo_class']} tempo.",
+                    f"A {row['tempo_class']} {mv} melody on the {inst}.",
+                    f"You hear a short {inst} melody that goes {row['direction']}.",
+                ],
+            )
         what = "chord" if kind == "chord" else "note"
-        return _choice(rng, [f"{_A(inst).capitalize()} plays {_A(_pitch_adj(row['pitch_class']))} {what}, {adv}.",
-                             f"A single {row['pitch_class']} {what} on the {inst}.",
-                             f"You hear {_A(inst)} {what} around {row['pitch_note']}."])
+        return _choice(
+            rng,
+            [
+                f"{_A(inst).capitalize()} plays {_A(_pitch_adj(row['pitch_class']))} {what}, {adv}.",
+                f"A single {row['pitch_class']} {what} on the {inst}.",
+                f"You hear {_A(inst)} {what} around {row['pitch_note']}.",
+            ],
+        )
     if c == "scene":
         evs = [_event_phrase(e) for e in row["events"]]
         lst = evs[0] if len(evs) == 1 else ", ".join(evs[:-1]) + " and " + evs[-1]
         bg = f"over {row['background']} background noise"
         if row["scene_mode"] == "sequence":
-            return _choice(rng, [f"{lst[0].upper() + lst[1:]}, one after another, {bg}.",
-                                 f"A sequence of {_NUM[len(evs)]} sounds {bg}: {lst}.",
-                                 f"First {evs[0]}, then {' and then '.join(evs[1:])}, {bg}."])
-        return _choice(rng, [f"{lst[0].upper() + lst[1:]} at the same time, {bg}.",
-                             f"Overlapping sounds, {lst}, {bg}."])
+            return _choice(
+                rng,
+                [
+                    f"{lst[0].upper() + lst[1:]}, one after another, {bg}.",
+                    f"A sequence of {_NUM[len(evs)]} sounds {bg}: {lst}.",
+                    f"First {evs[0]}, then {' and then '.join(evs[1:])}, {bg}.",
+                ],
+            )
+        return _choice(
+            rng, [f"{lst[0].upper() + lst[1:]} at the same time, {bg}.", f"Overlapping sounds, {lst}, {bg}."]
+        )
     raise ValueError(f"no caption template for category {c!r}")
 
 
@@ -106,20 +154,34 @@ def _row(r, task, attribute, question, answer, closed=True):
     answer = str(answer)
     if closed and attribute in ANSWER_OPTIONS and answer not in ANSWER_OPTIONS[attribute]:
         raise AssertionError(f"answer {answer!r} not in options for {attribute}")
-    return {"file_name": r["file_name"], "task": task, "attribute": attribute, "question": question,
-            "answer": answer, "closed": closed}
+    return {
+        "file_name": r["file_name"],
+        "task": task,
+        "attribute": attribute,
+        "question": question,
+        "answer": answer,
+        "closed": closed,
+    }
 
 
-_CAT_Q = ["What kind of sound is this? Answer with one word.",
-          "Classify the sound: tone, chirp, noise, clicks, buzz, music, speech or scene?",
-          "Which category best describes this audio clip?"]
+_CAT_Q = [
+    "What kind of sound is this? Answer with one word.",
+    "Classify the sound: tone, chirp, noise, clicks, buzz, music, speech or scene?",
+    "Which category best describes this audio clip?",
+]
 _LOUD_Q = ["How loud is the sound: quiet, medium or loud?", "Is this clip quiet, medium or loud?"]
-_CAP_Q = ["Describe the audio.", "Write a short caption for this audio clip.", "What do you hear? Answer in one sentence."]
+_CAP_Q = [
+    "Describe the audio.",
+    "Write a short caption for this audio clip.",
+    "What do you hear? Answer in one sentence.",
+]
 
 
 def _cls_rows(r, rng):
-    rows = [_row(r, "cls", "category", _choice(rng, _CAT_Q), r["category"]),
-            _row(r, "cls", "loudness_class", _choice(rng, _LOUD_Q), r["loudness_class"])]
+    rows = [
+        _row(r, "cls", "category", _choice(rng, _CAT_Q), r["category"]),
+        _row(r, "cls", "loudness_class", _choice(rng, _LOUD_Q), r["loudness_class"]),
+    ]
     c = r["category"]
     if c in ("tone", "buzz"):
         rows.append(_row(r, "cls", "pitch_class", "Is the pitch low, medium, high or very high?", r["pitch_class"]))
@@ -145,44 +207,119 @@ def _qa_candidates(r, rng):
     labels = [e["label"] for e in r["events"]]
     if c in ("tone", "buzz", "noise"):
         noun = {"tone": "beeps", "buzz": "buzzes", "noise": "noise bursts"}[c]
-        out.append(_row(r, "qa", "count", _choice(rng, [f"How many {noun} do you hear?", f"Count the {noun}. Answer with a number."]), r["count"]))
+        out.append(
+            _row(
+                r,
+                "qa",
+                "count",
+                _choice(rng, [f"How many {noun} do you hear?", f"Count the {noun}. Answer with a number."]),
+                r["count"],
+            )
+        )
     if c == "clicks":
-        out.append(_row(r, "qa", "count", _choice(rng, ["How many times does it click?", "Count the clicks."]), r["count"]))
+        out.append(
+            _row(r, "qa", "count", _choice(rng, ["How many times does it click?", "Count the clicks."]), r["count"])
+        )
     if c == "music" and r["music_kind"] == "melody":
         out.append(_row(r, "qa", "count", "How many notes are played?", r["count"]))
         if r["direction"] != "flat":  # keep yes/no balanced
-            out.append(_row(r, "qa", "melody_rises", "Does the melody end higher than it starts?", "yes" if r["direction"] == "up" else "no"))
+            out.append(
+                _row(
+                    r,
+                    "qa",
+                    "melody_rises",
+                    "Does the melody end higher than it starts?",
+                    "yes" if r["direction"] == "up" else "no",
+                )
+            )
         out.append(_row(r, "qa", "tempo_class", "Is the tempo slow or fast?", r["tempo_class"]))
     if c == "scene":
         out.append(_row(r, "qa", "count", "How many different sounds are there?", r["count"]))
         if r["scene_mode"] == "sequence":
-            out.append(_row(r, "qa", "first_event", _choice(rng, ["Which sound comes first? Answer with one word.", "What kind of sound do you hear first?"]), labels[0]))
+            out.append(
+                _row(
+                    r,
+                    "qa",
+                    "first_event",
+                    _choice(
+                        rng, ["Which sound comes first? Answer with one word.", "What kind of sound do you hear first?"]
+                    ),
+                    labels[0],
+                )
+            )
             if len(labels) == 2:
                 a, b = r["events"][0]["loudness_dbfs"], r["events"][1]["loudness_dbfs"]
                 if abs(a - b) >= 3.0:
-                    out.append(_row(r, "qa", "louder_event", "Which is louder, the first sound or the second?", "first" if a > b else "second"))
+                    out.append(
+                        _row(
+                            r,
+                            "qa",
+                            "louder_event",
+                            "Which is louder, the first sound or the second?",
+                            "first" if a > b else "second",
+                        )
+                    )
     if r.get("direction") in ("up", "down", "flat") and c in ("chirp", "music"):
-        out.append(_row(r, "qa", "direction", _choice(rng, ["Does the pitch go up, down, or stay flat?", "Which way does the pitch move: up, down or flat?"]), r["direction"]))
+        out.append(
+            _row(
+                r,
+                "qa",
+                "direction",
+                _choice(
+                    rng,
+                    ["Does the pitch go up, down, or stay flat?", "Which way does the pitch move: up, down or flat?"],
+                ),
+                r["direction"],
+            )
+        )
     if r.get("word") is not None:
-        out.append(_row(r, "qa", "word", _choice(rng, ["What word is spoken?", "Which word does the speaker say?"]), r["word"]))
+        out.append(
+            _row(r, "qa", "word", _choice(rng, ["What word is spoken?", "Which word does the speaker say?"]), r["word"])
+        )
     if c == "speech" and r["text_kind"] == "sentence":
         out.append(_row(r, "qa", "text", "What does the speaker say?", r["text"], closed=False))
     if c == "speech":
         out.append(_row(r, "qa", "gender", "Is the voice male or female?", r["gender"]))
     if r.get("instrument") is not None:
-        out.append(_row(r, "qa", "instrument", _choice(rng, ["Which instrument is playing?", "What instrument do you hear?"]), r["instrument"]))
+        out.append(
+            _row(
+                r,
+                "qa",
+                "instrument",
+                _choice(rng, ["Which instrument is playing?", "What instrument do you hear?"]),
+                r["instrument"],
+            )
+        )
         ask = r["instrument"] if rng.random() < 0.5 else _choice(rng, [i for i in INSTRUMENTS if i != r["instrument"]])
         out.append(_row(r, "qa", "is_instrument", f"Is this a {ask}?", "yes" if ask == r["instrument"] else "no"))
     if c in ("tone", "buzz", "music") and r.get("pitch_class"):
-        out.append(_row(r, "qa", "pitch_class", "How high is the pitch: low, medium, high or very high?", r["pitch_class"]))
+        out.append(
+            _row(r, "qa", "pitch_class", "How high is the pitch: low, medium, high or very high?", r["pitch_class"])
+        )
     if c == "tone":
-        out.append(_row(r, "qa", "modulation", "Is the tone steady (none), amplitude-modulated (am) or frequency-modulated (fm)?", r["modulation"]))
+        out.append(
+            _row(
+                r,
+                "qa",
+                "modulation",
+                "Is the tone steady (none), amplitude-modulated (am) or frequency-modulated (fm)?",
+                r["modulation"],
+            )
+        )
     # generic questions (the last GENERIC rows), asked so that yes and no stay roughly balanced
     generic = []
     if c == "speech":  # a guaranteed "yes" among the specific questions
         out.append(_row(r, "qa", "has_speech", "Is someone speaking?", "yes"))
     elif "speech" in labels or c == "scene" or rng.random() < 0.15:
-        generic.append(_row(r, "qa", "has_speech", _choice(rng, ["Is someone speaking?", "Is there speech in this clip?"]), "yes" if "speech" in labels else "no"))
+        generic.append(
+            _row(
+                r,
+                "qa",
+                "has_speech",
+                _choice(rng, ["Is someone speaking?", "Is there speech in this clip?"]),
+                "yes" if "speech" in labels else "no",
+            )
+        )
     if c == "music":
         out.append(_row(r, "qa", "has_music", "Is there music in this clip?", "yes"))
     elif "music" in labels or c == "scene" or rng.random() < 0.15:

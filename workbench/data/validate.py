@@ -49,8 +49,9 @@ class ValidationReport:
     report_path: Path | None = None
 
     def summary(self) -> str:
-        return (f"{self.root}: {len(self.clips)} clips, {len(self.tasks)} task rows OK; {len(self.bad)} bad rows"
-                + (f" (listed in {self.report_path})" if self.report_path else ""))
+        return f"{self.root}: {len(self.clips)} clips, {len(self.tasks)} task rows OK; {len(self.bad)} bad rows" + (
+            f" (listed in {self.report_path})" if self.report_path else ""
+        )
 
 
 def check_audio_file(path: str | os.PathLike, decode: bool = True) -> None:
@@ -66,8 +67,12 @@ def check_audio_file(path: str | os.PathLike, decode: bool = True) -> None:
         load_audio(p)
 
 
-def load_audiofolder(root: str | os.PathLike, skip_bad: bool = False, check_audio: bool = True,
-                     report_path: str | os.PathLike | None = None) -> ValidationReport:
+def load_audiofolder(
+    root: str | os.PathLike,
+    skip_bad: bool = False,
+    check_audio: bool = True,
+    report_path: str | os.PathLike | None = None,
+) -> ValidationReport:
     """Read and validate ``root/metadata.jsonl`` (+ ``tasks.jsonl`` if present) and the audio files.
 
     Returns a :class:`ValidationReport`. ``skip_bad=False``: the first bad row raises :class:`DataError`
@@ -117,7 +122,9 @@ def load_audiofolder(root: str | os.PathLike, skip_bad: bool = False, check_audi
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workbench.data.validate", description="Validate an audiofolder dataset.")
+    p = argparse.ArgumentParser(
+        prog="python -m workbench.data.validate", description="Validate an audiofolder dataset."
+    )
     p.add_argument("root")
     p.add_argument("--skip-bad", action="store_true", help=f"skip bad rows and list them in {BAD_ROWS}")
     p.add_argument("--no-audio", action="store_true", help="do not decode audio (existence/header checks only)")

@@ -48,10 +48,7 @@ SAMPLE_RATE = 16000
 # The sound categories (the `category` column). `scene` = 2-3 events of the others in sequence or mixed
 # over background noise.
 CATEGORIES = ["tone", "chirp", "noise", "clicks", "buzz", "music", "speech", "scene"]
-PRESET_CATEGORIES = {
-    "tiny": ["tone", "chirp", "noise", "clicks", "speech"],
-    "default": list(CATEGORIES),
-}
+PRESET_CATEGORIES = {"tiny": ["tone", "chirp", "noise", "clicks", "speech"], "default": list(CATEGORIES)}
 
 # Pitch: octave-spaced classes (scientific octave of the note) + exact Hz + note name.
 PITCH_CLASSES = ["low", "medium", "high", "very high"]
@@ -67,14 +64,7 @@ NOISE_COLORS = ["white", "pink", "brown"]
 MODULATIONS = ["none", "am", "fm"]
 
 # instrument name -> General MIDI program number (0-based).
-INSTRUMENTS = {
-    "piano": 0,
-    "organ": 19,
-    "guitar": 24,
-    "violin": 40,
-    "trumpet": 56,
-    "flute": 73,
-}
+INSTRUMENTS = {"piano": 0, "organ": 19, "guitar": 24, "violin": 40, "trumpet": 56, "flute": 73}
 TEMPO_CLASSES = ["slow", "fast"]  # < 110 bpm, >= 110 bpm
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "yes", "no", "stop", "go"]
@@ -90,12 +80,7 @@ SENTENCES = [
     "the bird sings in the tree",
 ]
 # espeak-ng voice (language + variant) -> speaker gender.
-VOICES = {
-    "en-us+m1": "male",
-    "en-us+f2": "female",
-    "en-gb+m3": "male",
-    "en-gb+f4": "female",
-}
+VOICES = {"en-us+m1": "male", "en-us+f2": "female", "en-gb+m3": "male", "en-gb+f4": "female"}
 GENDERS = ["male", "female"]
 
 SNR_DB = [0.0, 10.0, 20.0]

@@ -11,8 +11,16 @@ import importlib.util
 
 from workbench.encoders.base import AudioEncoder, EncoderInputError
 
-__all__ = ["AudioEncoder", "EncoderInputError", "load_encoder", "available_encoders", "register_encoder", "encoders_for",
-           "canonical_encoder_name", "ENCODER_ALIASES"]
+__all__ = [
+    "AudioEncoder",
+    "EncoderInputError",
+    "load_encoder",
+    "available_encoders",
+    "register_encoder",
+    "encoders_for",
+    "canonical_encoder_name",
+    "ENCODER_ALIASES",
+]
 
 # name -> "module:Class", imported lazily so a missing optional module only fails when asked for. Encoders are
 # named after the model they run (the name is in hook names, token-cache folders and tables).

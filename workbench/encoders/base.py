@@ -63,13 +63,13 @@ class AudioEncoder(nn.Module):
         blob = json.dumps(self.config(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def freeze(self) -> "AudioEncoder":
+    def freeze(self) -> AudioEncoder:
         """Turn off gradients of every parameter and put the module in eval mode (done by subclasses)."""
         for p in self.parameters():
             p.requires_grad_(False)
         return self.eval()
 
-    def train(self, mode: bool = True) -> "AudioEncoder":
+    def train(self, mode: bool = True) -> AudioEncoder:
         """Encoders are frozen: they stay in eval mode (no dropout) whatever ``mode`` says."""
         return super().train(False)
 
@@ -78,9 +78,7 @@ class AudioEncoder(nn.Module):
         hop = self.sample_rate / self.frames_per_second
         return torch.ceil(lengths.double() / hop).long().clamp(min=1)
 
-    def forward(
-        self, waves: torch.Tensor, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode a padded batch.
 
         Args:
@@ -112,8 +110,7 @@ class AudioEncoder(nn.Module):
             )
         if not waves.is_floating_point():
             raise EncoderInputError(
-                f"{self.name}: waves must be float (samples in [-1, 1]), got {waves.dtype}; "
-                f"divide int16 PCM by 32768."
+                f"{self.name}: waves must be float (samples in [-1, 1]), got {waves.dtype}; divide int16 PCM by 32768."
             )
         waves = waves.float()
         B, S = waves.shape

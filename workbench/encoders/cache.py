@@ -27,8 +27,8 @@ from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from workbench.common.audio_io import load_audio, pad_batch
-from workbench.encoders.base import AudioEncoder
 from workbench.common.paths import atomic_write_bytes
+from workbench.encoders.base import AudioEncoder
 
 __all__ = ["TokenCache", "encode_dataset", "file_sha256", "read_audiofolder"]
 
@@ -90,9 +90,10 @@ class TokenCache:
 
     def set_current(self, encoder: AudioEncoder) -> None:
         """Record ``encoder``'s fingerprint as the one a name-only lookup reads."""
-        atomic_write_bytes(self.root / encoder.name / "current.json",
-                           json.dumps({"fingerprint": encoder.fingerprint(), "config": encoder.config()},
-                                      default=str).encode())
+        atomic_write_bytes(
+            self.root / encoder.name / "current.json",
+            json.dumps({"fingerprint": encoder.fingerprint(), "config": encoder.config()}, default=str).encode(),
+        )
 
     def entry_path(self, file_path: str | os.PathLike, encoder: AudioEncoder | str, sha: str | None = None) -> Path:
         name, fp = self._ident(encoder)
@@ -140,8 +141,12 @@ class TokenCache:
         """Atomically write ``tokens [T, dim]`` for file content ``sha``."""
         tokens = tokens.detach().to(torch.float32).contiguous().cpu()
         entry = self.root / encoder.name / encoder.fingerprint() / sha[:2] / f"{sha}.safetensors"
-        meta = {"sha256": _tensor_digest(tokens), "file_name": str(file_name), "encoder": encoder.name,
-                "fingerprint": encoder.fingerprint()}
+        meta = {
+            "sha256": _tensor_digest(tokens),
+            "file_name": str(file_name),
+            "encoder": encoder.name,
+            "fingerprint": encoder.fingerprint(),
+        }
         return atomic_write_bytes(entry, save({"tokens": tokens}, metadata=meta))
 
 
@@ -174,7 +179,7 @@ def encode_dataset(
         stats[enc.name] = {"computed": len(todo), "cached": len(paths) - len(todo)}
         bar = tqdm(total=len(todo), desc=f"encode[{enc.name}]", unit="clip", disable=not progress)
         for i in range(0, len(todo), batch_size):
-            chunk = todo[i: i + batch_size]
+            chunk = todo[i : i + batch_size]
             waves = [load_audio(p, target_sr=enc.sample_rate, max_seconds=enc.max_seconds)[0] for p, _ in chunk]
             batch, lengths = pad_batch(waves)
             with torch.no_grad():

@@ -101,7 +101,7 @@ def read_ct2_variables(model_bin: str | os.PathLike, prefix: str = "") -> dict[s
     def string() -> str:
         nonlocal off
         n = take("H")
-        s = bytes(data[off: off + n - 1]).decode("utf-8")
+        s = bytes(data[off : off + n - 1]).decode("utf-8")
         off += n
         return s
 
@@ -120,7 +120,7 @@ def read_ct2_variables(model_bin: str | os.PathLike, prefix: str = "") -> dict[s
         if name.startswith(prefix):
             if dtype_id not in _DTYPES:
                 raise ValueError(f"{model_bin}: variable {name} has unsupported dtype id {dtype_id}")
-            arr = np.frombuffer(data[off: off + nbytes], dtype=_DTYPES[dtype_id]).reshape(shape)
+            arr = np.frombuffer(data[off : off + nbytes], dtype=_DTYPES[dtype_id]).reshape(shape)
             out[name] = arr.copy()
         off += nbytes
     return out
@@ -136,10 +136,13 @@ def ct2_to_hf_encoder_state(variables: dict[str, np.ndarray]) -> tuple[dict[str,
     n_layers = 1 + max(int(m.group(1)) for k in v if (m := re.match(r"layer_(\d+)/", k)))
     d_model = v["conv2/weight"].shape[0]
     sd = {
-        "conv1.weight": v["conv1/weight"], "conv1.bias": v["conv1/bias"],
-        "conv2.weight": v["conv2/weight"], "conv2.bias": v["conv2/bias"],
+        "conv1.weight": v["conv1/weight"],
+        "conv1.bias": v["conv1/bias"],
+        "conv2.weight": v["conv2/weight"],
+        "conv2.bias": v["conv2/bias"],
         "embed_positions.weight": v["position_encodings/encodings"],
-        "layer_norm.weight": v["layer_norm/gamma"], "layer_norm.bias": v["layer_norm/beta"],
+        "layer_norm.weight": v["layer_norm/gamma"],
+        "layer_norm.bias": v["layer_norm/beta"],
     }
     for i in range(n_layers):
         src, dst = f"layer_{i}/", f"layers.{i}."
@@ -148,22 +151,30 @@ def ct2_to_hf_encoder_state(variables: dict[str, np.ndarray]) -> tuple[dict[str,
         q_b, k_b, vv_b = qkv_b.split(d_model, dim=0)
         if k_b.abs().max() > 0:
             raise ValueError("CTranslate2 Whisper encoder has a non-zero key bias; HF WhisperAttention has none")
-        sd.update({
-            dst + "self_attn.q_proj.weight": q_w, dst + "self_attn.q_proj.bias": q_b,
-            dst + "self_attn.k_proj.weight": k_w,
-            dst + "self_attn.v_proj.weight": vv_w, dst + "self_attn.v_proj.bias": vv_b,
-            dst + "self_attn.out_proj.weight": v[src + "self_attention/linear_1/weight"],
-            dst + "self_attn.out_proj.bias": v[src + "self_attention/linear_1/bias"],
-            dst + "self_attn_layer_norm.weight": v[src + "self_attention/layer_norm/gamma"],
-            dst + "self_attn_layer_norm.bias": v[src + "self_attention/layer_norm/beta"],
-            dst + "fc1.weight": v[src + "ffn/linear_0/weight"], dst + "fc1.bias": v[src + "ffn/linear_0/bias"],
-            dst + "fc2.weight": v[src + "ffn/linear_1/weight"], dst + "fc2.bias": v[src + "ffn/linear_1/bias"],
-            dst + "final_layer_norm.weight": v[src + "ffn/layer_norm/gamma"],
-            dst + "final_layer_norm.bias": v[src + "ffn/layer_norm/beta"],
-        })
+        sd.update(
+            {
+                dst + "self_attn.q_proj.weight": q_w,
+                dst + "self_attn.q_proj.bias": q_b,
+                dst + "self_attn.k_proj.weight": k_w,
+                dst + "self_attn.v_proj.weight": vv_w,
+                dst + "self_attn.v_proj.bias": vv_b,
+                dst + "self_attn.out_proj.weight": v[src + "self_attention/linear_1/weight"],
+                dst + "self_attn.out_proj.bias": v[src + "self_attention/linear_1/bias"],
+                dst + "self_attn_layer_norm.weight": v[src + "self_attention/layer_norm/gamma"],
+                dst + "self_attn_layer_norm.bias": v[src + "self_attention/layer_norm/beta"],
+                dst + "fc1.weight": v[src + "ffn/linear_0/weight"],
+                dst + "fc1.bias": v[src + "ffn/linear_0/bias"],
+                dst + "fc2.weight": v[src + "ffn/linear_1/weight"],
+                dst + "fc2.bias": v[src + "ffn/linear_1/bias"],
+                dst + "final_layer_norm.weight": v[src + "ffn/layer_norm/gamma"],
+                dst + "final_layer_norm.bias": v[src + "ffn/layer_norm/beta"],
+            }
+        )
     heads = int(np.asarray(variables["encoder/num_heads"]).item()) if "encoder/num_heads" in variables else 8
     arch = {
-        "d_model": int(d_model), "encoder_layers": n_layers, "encoder_attention_heads": heads,
+        "d_model": int(d_model),
+        "encoder_layers": n_layers,
+        "encoder_attention_heads": heads,
         "encoder_ffn_dim": int(v["layer_0/ffn/linear_0/weight"].shape[0]),
         "num_mel_bins": int(v["conv1/weight"].shape[1]),
         "max_source_positions": int(v["position_encodings/encodings"].shape[0]),
@@ -185,7 +196,9 @@ def cached_encoder_state(model_dir: str | os.PathLike | None = None) -> tuple[di
     else:
         model_bin = Path(model_dir) / "model.bin"
         st = model_bin.stat()
-        weights_id = "ct2-" + hashlib.sha256(f"{model_bin.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        weights_id = (
+            "ct2-" + hashlib.sha256(f"{model_bin.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        )
     target = cache_dir() / "whisper" / weights_id / "encoder.safetensors"
     if target.is_file():
         try:

@@ -29,8 +29,9 @@ class MelEncoder(AudioEncoder):
     name = "mel"
     sample_rate = 16000
 
-    def __init__(self, n_mels: int = 64, k: int = 4, f_min: float = 0.0, f_max: float = 8000.0,
-                 max_seconds: float | None = None) -> None:
+    def __init__(
+        self, n_mels: int = 64, k: int = 4, f_min: float = 0.0, f_max: float = 8000.0, max_seconds: float | None = None
+    ) -> None:
         super().__init__()
         if n_mels <= 0 or k <= 0:
             raise ValueError(f"mel: n_mels and k must be positive, got n_mels={n_mels}, k={k}")
@@ -39,16 +40,29 @@ class MelEncoder(AudioEncoder):
         self.frames_per_second = 100.0 / self.k
         self.max_seconds = max_seconds
         fb = mel_filter_bank(
-            num_frequency_bins=N_FFT // 2 + 1, num_mel_filters=self.n_mels, min_frequency=self.f_min,
-            max_frequency=self.f_max, sampling_rate=self.sample_rate, norm="slaney", mel_scale="htk",
+            num_frequency_bins=N_FFT // 2 + 1,
+            num_mel_filters=self.n_mels,
+            min_frequency=self.f_min,
+            max_frequency=self.f_max,
+            sampling_rate=self.sample_rate,
+            norm="slaney",
+            mel_scale="htk",
         )  # [201, n_mels]
         self.register_buffer("mel_fb", torch.from_numpy(np.asarray(fb, dtype=np.float32)), persistent=False)
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
         self.freeze()
 
     def config(self) -> dict:
-        return {"name": self.name, "n_mels": self.n_mels, "k": self.k, "f_min": self.f_min,
-                "f_max": self.f_max, "n_fft": N_FFT, "hop": HOP, "version": 1}
+        return {
+            "name": self.name,
+            "n_mels": self.n_mels,
+            "k": self.k,
+            "f_min": self.f_min,
+            "f_max": self.f_max,
+            "n_fft": N_FFT,
+            "hop": HOP,
+            "version": 1,
+        }
 
     def _encode(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B = waves.shape[0]
@@ -61,7 +75,7 @@ class MelEncoder(AudioEncoder):
         need = (n_frames - 1) * HOP + N_FFT  # samples incl. a half-window of zeros on the left
         padded = torch.zeros(B, need, dtype=waves.dtype)
         m = min(waves.shape[1], need - N_FFT // 2)
-        padded[:, N_FFT // 2: N_FFT // 2 + m] = waves[:, :m]
+        padded[:, N_FFT // 2 : N_FFT // 2 + m] = waves[:, :m]
         spec = torch.stft(padded, N_FFT, HOP, window=self.window, center=False, return_complex=True)
         power = spec.abs().pow(2)[:, :, :n_frames]  # [B, 201, F]
         logmel = torch.log(torch.einsum("bfn,fm->bnm", power, self.mel_fb) + 1e-6)  # [B, F, n_mels]

@@ -77,8 +77,13 @@ class WhisperEncoder(AudioEncoder):
     frames_per_second = 50.0
     max_seconds = 30.0
 
-    def __init__(self, checkpoint: str | os.PathLike | None = None, pad_to_30s: bool = False,
-                 random_init: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike | None = None,
+        pad_to_30s: bool = False,
+        random_init: bool = False,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         from transformers import WhisperConfig
         from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhisperEncoder
@@ -118,8 +123,14 @@ class WhisperEncoder(AudioEncoder):
         self.freeze()
 
     def config(self) -> dict:
-        return {"name": self.name, "weights": self.weights_id, "pad_to_30s": self.pad_to_30s,
-                "dim": self.dim, "n_mels": self.n_mels, "version": 1}
+        return {
+            "name": self.name,
+            "weights": self.weights_id,
+            "pad_to_30s": self.pad_to_30s,
+            "dim": self.dim,
+            "n_mels": self.n_mels,
+            "version": 1,
+        }
 
     def features(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel features: ``waves [B, S]`` -> ``(mel [B, n_mels, 2 T], n_tok [B])``.

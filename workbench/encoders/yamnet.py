@@ -248,10 +248,7 @@ class YamnetEncoder(AudioEncoder):
     dim = EMBED_DIM
 
     def __init__(
-        self,
-        patch_hop_seconds: float = 0.48,
-        emulate_int8: bool = False,
-        max_patches_per_chunk: int = 256,
+        self, patch_hop_seconds: float = 0.48, emulate_int8: bool = False, max_patches_per_chunk: int = 256
     ) -> None:
         super().__init__()
         hop_frames = round(patch_hop_seconds * 100)
@@ -349,9 +346,7 @@ class YamnetEncoder(AudioEncoder):
         return logits, mask
 
     @torch.no_grad()
-    def classify(
-        self, waves: torch.Tensor, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, list[str]]:
+    def classify(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, list[str]]:
         """Clip-level AudioSet logits: ``(logits [B, 521], class_names [521])``.
 
         The clip logit is the mean of the per-patch logits over the clip's valid patches

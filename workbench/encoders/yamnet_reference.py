@@ -76,7 +76,10 @@ def _conv_int(x: np.ndarray, w: np.ndarray, stride: tuple[int, int], pads: list[
         out = np.zeros((n, c, ho, wo))
         for a in range(kh):
             for b in range(kw):
-                out += x[:, :, a : a + sh * (ho - 1) + 1 : sh, b : b + sw * (wo - 1) + 1 : sw] * w[None, :, 0, a, b, None, None]
+                out += (
+                    x[:, :, a : a + sh * (ho - 1) + 1 : sh, b : b + sw * (wo - 1) + 1 : sw]
+                    * w[None, :, 0, a, b, None, None]
+                )
         return out
     raise NotImplementedError(f"Conv with group={group} (channels {c} -> {co}) is not supported by ExactYamnet")
 
@@ -97,8 +100,10 @@ class ExactYamnet:
         model = model if model is not None else load_onnx_model()
         g = model.graph
         self.inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-        self.nodes = [(n.op_type, list(n.input), list(n.output),
-                       {a.name: helper.get_attribute_value(a) for a in n.attribute}) for n in g.node]
+        self.nodes = [
+            (n.op_type, list(n.input), list(n.output), {a.name: helper.get_attribute_value(a) for a in n.attribute})
+            for n in g.node
+        ]
         unknown = sorted({op for op, *_ in self.nodes} - set(self._OPS))
         if unknown:
             raise NotImplementedError(f"ExactYamnet: graph uses unsupported ops {unknown}")
@@ -156,8 +161,15 @@ class ExactYamnet:
         bq = b.q.T if attrs.get("transB", 0) else b.q
         return (a.q @ bq) * (float(a.scale) * float(b.scale)) + c.astype(np.float64)
 
-    _OPS = {"QuantizeLinear": _quantize, "DequantizeLinear": _dequantize, "Conv": _conv, "Relu": _relu,
-            "GlobalAveragePool": _gap, "Reshape": _reshape, "Gemm": _gemm}
+    _OPS = {
+        "QuantizeLinear": _quantize,
+        "DequantizeLinear": _dequantize,
+        "Conv": _conv,
+        "Relu": _relu,
+        "GlobalAveragePool": _gap,
+        "Reshape": _reshape,
+        "Gemm": _gemm,
+    }
 
     # ---- running ---------------------------------------------------------------------------------------
     def quantize_input(self, patches: np.ndarray) -> np.ndarray:

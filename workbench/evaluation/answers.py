@@ -18,8 +18,15 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["TRUE_SPELLINGS", "FALSE_SPELLINGS", "AnswersError", "parse_bool", "closed_rows", "read_answers",
-           "clip_scores"]
+__all__ = [
+    "TRUE_SPELLINGS",
+    "FALSE_SPELLINGS",
+    "AnswersError",
+    "parse_bool",
+    "closed_rows",
+    "read_answers",
+    "clip_scores",
+]
 
 #: how a true / false value may be written in an answers CSV (compared lower-cased and stripped)
 TRUE_SPELLINGS = ("true", "1", "1.0", "yes")
@@ -55,11 +62,18 @@ def parse_bool(values: pd.Series, column: str = "", source: str | os.PathLike = 
     try:
         return values.map(_spelling).astype("boolean")
     except KeyError:
-        bad = sorted({str(v) for v in values if not pd.isna(v) and str(v).strip().lower() not in
-                      ("", *TRUE_SPELLINGS, *FALSE_SPELLINGS)})
-        raise AnswersError(f"{source or 'answers table'}: column {column or values.name!r} has value(s) {bad[:5]} that "
-                           f"are neither true ({', '.join(TRUE_SPELLINGS)}) nor false ({', '.join(FALSE_SPELLINGS)}) "
-                           "nor empty; re-run `python -m workbench.evaluate` to rewrite it") from None
+        bad = sorted(
+            {
+                str(v)
+                for v in values
+                if not pd.isna(v) and str(v).strip().lower() not in ("", *TRUE_SPELLINGS, *FALSE_SPELLINGS)
+            }
+        )
+        raise AnswersError(
+            f"{source or 'answers table'}: column {column or values.name!r} has value(s) {bad[:5]} that "
+            f"are neither true ({', '.join(TRUE_SPELLINGS)}) nor false ({', '.join(FALSE_SPELLINGS)}) "
+            "nor empty; re-run `python -m workbench.evaluate` to rewrite it"
+        ) from None
 
 
 def closed_rows(answers: pd.DataFrame, source: str | os.PathLike = "") -> pd.Series:
@@ -81,8 +95,10 @@ def read_answers(path: str | os.PathLike, required: tuple[str, ...] = ("file_nam
         raise AnswersError(f"{path}: not a readable CSV ({e}); re-run workbench.evaluate to rewrite it") from e
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise AnswersError(f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(df.columns)}); an answers "
-                           f"CSV needs {', '.join(required)}: re-run `python -m workbench.evaluate` to rewrite it")
+        raise AnswersError(
+            f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(df.columns)}); an answers "
+            f"CSV needs {', '.join(required)}: re-run `python -m workbench.evaluate` to rewrite it"
+        )
     if "correct" in df:
         df["correct"] = parse_bool(df["correct"], "correct", path)
     if "closed" in df or "correct" in df:

@@ -23,11 +23,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.evaluation.metrics import ANSWER_COLUMNS, mark_correct, score_answers
 from workbench.common.paths import atomic_write_bytes, variant_of
+from workbench.evaluation.metrics import ANSWER_COLUMNS, mark_correct, score_answers
 
-__all__ = ["predict_rows", "evaluate_predictor", "evaluate_checkpoint", "load_answer_options", "write_results",
-           "summarize", "check_data_dir", "check_checkpoint_dir"]
+__all__ = [
+    "predict_rows",
+    "evaluate_predictor",
+    "evaluate_checkpoint",
+    "load_answer_options",
+    "write_results",
+    "summarize",
+    "check_data_dir",
+    "check_checkpoint_dir",
+]
 
 Predictor = Callable[[dict], Sequence[str]]
 
@@ -39,22 +47,30 @@ class EvaluationError(ValueError):
 def check_data_dir(data_dir: str | os.PathLike) -> Path:
     root = Path(data_dir)
     if not root.is_dir():
-        raise EvaluationError(f"{root}: data folder not found; pass --data with an audiofolder dataset "
-                              "(python -m workbench.data.synth --out DIR ... makes one)")
+        raise EvaluationError(
+            f"{root}: data folder not found; pass --data with an audiofolder dataset "
+            "(python -m workbench.data.synth --out DIR ... makes one)"
+        )
     if not (root / "tasks.jsonl").is_file():
-        raise EvaluationError(f"{root / 'tasks.jsonl'}: missing; evaluation needs the task rows. Generate the "
-                              "dataset with workbench.data.synth or an importer (python -m workbench.data.importers)")
+        raise EvaluationError(
+            f"{root / 'tasks.jsonl'}: missing; evaluation needs the task rows. Generate the "
+            "dataset with workbench.data.synth or an importer (python -m workbench.data.importers)"
+        )
     return root
 
 
 def check_checkpoint_dir(checkpoint: str | os.PathLike) -> Path:
     ckpt = Path(checkpoint)
     if not ckpt.is_dir():
-        raise EvaluationError(f"{ckpt}: checkpoint folder not found; pass --checkpoint with a folder written by "
-                              "training (config.json + model.safetensors)")
+        raise EvaluationError(
+            f"{ckpt}: checkpoint folder not found; pass --checkpoint with a folder written by "
+            "training (config.json + model.safetensors)"
+        )
     if not (ckpt / "config.json").is_file():
-        raise EvaluationError(f"{ckpt / 'config.json'}: missing; {ckpt} is not a PAL checkpoint folder "
-                              "(expected config.json + model.safetensors from PALModel.save_pretrained / training)")
+        raise EvaluationError(
+            f"{ckpt / 'config.json'}: missing; {ckpt} is not a PAL checkpoint folder "
+            "(expected config.json + model.safetensors from PALModel.save_pretrained / training)"
+        )
     return ckpt
 
 
@@ -82,8 +98,15 @@ def answer_length_order(dataset, n: int) -> list[int]:
     return [i for *_, i in sorted(keys)]
 
 
-def predict_rows(dataset, predict: Predictor, batch_size: int = 8, max_rows: int | None = None,
-                 collate_fn=None, progress: bool = True, group_by_answer_length: bool = False) -> pd.DataFrame:
+def predict_rows(
+    dataset,
+    predict: Predictor,
+    batch_size: int = 8,
+    max_rows: int | None = None,
+    collate_fn=None,
+    progress: bool = True,
+    group_by_answer_length: bool = False,
+) -> pd.DataFrame:
     """Run ``predict`` over the rows of an ``AudioTaskDataset`` (prompt mode) -> answers DataFrame.
 
     ``predict(batch)`` gets a batch from ``collate_fn`` (default ``dataset.prompt_collate_fn()``) and
@@ -98,8 +121,7 @@ def predict_rows(dataset, predict: Predictor, batch_size: int = 8, max_rows: int
         raise EvaluationError(f"{getattr(dataset, 'root', 'dataset')}: no task rows to evaluate (check --tasks)")
     order = answer_length_order(dataset, n) if group_by_answer_length else list(range(n))
     sub = Subset(dataset, order) if order != list(range(len(dataset))) else dataset
-    loader = DataLoader(sub, batch_size=batch_size, shuffle=False,
-                        collate_fn=collate_fn or dataset.prompt_collate_fn())
+    loader = DataLoader(sub, batch_size=batch_size, shuffle=False, collate_fn=collate_fn or dataset.prompt_collate_fn())
     records = []
     with tqdm(total=n, desc="evaluate", unit="row", disable=not progress) as bar:
         for batch in loader:
@@ -107,10 +129,19 @@ def predict_rows(dataset, predict: Predictor, batch_size: int = 8, max_rows: int
             if len(preds) != len(batch["row"]):
                 raise RuntimeError(f"predictor returned {len(preds)} answers for a batch of {len(batch['row'])}")
             for row, pred in zip(batch["row"], preds):
-                records.append({"row_id": row["row_id"], "file_name": row["file_name"], "task": row["task"],
-                                "attribute": row.get("attribute"), "question": row["question"],
-                                "answer": str(row["answer"]), "prediction": str(pred).strip(),
-                                "correct": None, "closed": bool(row.get("closed", False))})
+                records.append(
+                    {
+                        "row_id": row["row_id"],
+                        "file_name": row["file_name"],
+                        "task": row["task"],
+                        "attribute": row.get("attribute"),
+                        "question": row["question"],
+                        "answer": str(row["answer"]),
+                        "prediction": str(pred).strip(),
+                        "correct": None,
+                        "closed": bool(row.get("closed", False)),
+                    }
+                )
             bar.update(len(preds))
     if group_by_answer_length:
         at = {row_index: k for k, row_index in enumerate(order)}
@@ -118,8 +149,9 @@ def predict_rows(dataset, predict: Predictor, batch_size: int = 8, max_rows: int
     return pd.DataFrame(records, columns=ANSWER_COLUMNS)
 
 
-def write_results(answers: pd.DataFrame, scores: pd.DataFrame, out_csv: str | os.PathLike,
-                  info: dict | None = None) -> tuple[Path, Path]:
+def write_results(
+    answers: pd.DataFrame, scores: pd.DataFrame, out_csv: str | os.PathLike, info: dict | None = None
+) -> tuple[Path, Path]:
     """Write ``answers.csv`` at ``out_csv`` and ``scores.csv`` (+ ``run.json``) beside it."""
     out = Path(out_csv)
     if out.suffix.lower() != ".csv":
@@ -142,8 +174,10 @@ def summarize(scores: pd.DataFrame) -> str:
         lines.append(f"accuracy  {r['task']:<8} {r['value']:.3f}  (chance {r['chance']:.3f}, n={int(r['n'])})")
     per_att = scores[(scores["metric"] == "accuracy") & (scores["task"] == "all") & (scores["attribute"] != "all")]
     if len(per_att):
-        lines.append("  per attribute: " + ", ".join(f"{r['attribute']} {r['value']:.2f}/{r['chance']:.2f}"
-                                                     for _, r in per_att.iterrows()))
+        lines.append(
+            "  per attribute: "
+            + ", ".join(f"{r['attribute']} {r['value']:.2f}/{r['chance']:.2f}" for _, r in per_att.iterrows())
+        )
     cap = scores[~scores["metric"].isin(["accuracy", "macro_accuracy"])]
     for (task, att), g in cap.groupby(["task", "attribute"], sort=True):
         vals = ", ".join(f"{r['metric']} {r['value']:.3f}" for _, r in g.iterrows())
@@ -151,15 +185,30 @@ def summarize(scores: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def evaluate_predictor(dataset, predict: Predictor, out_csv: str | os.PathLike | None = None, *,
-                       answer_options: dict | None = None, batch_size: int = 8, max_rows: int | None = None,
-                       meteor: bool = True, info: dict | None = None, progress: bool = True,
-                       group_by_answer_length: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate_predictor(
+    dataset,
+    predict: Predictor,
+    out_csv: str | os.PathLike | None = None,
+    *,
+    answer_options: dict | None = None,
+    batch_size: int = 8,
+    max_rows: int | None = None,
+    meteor: bool = True,
+    info: dict | None = None,
+    progress: bool = True,
+    group_by_answer_length: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predict every row, score, optionally write the CSVs. Returns ``(answers, scores)``."""
     if answer_options is None:
         answer_options = load_answer_options(dataset.root)
-    answers = predict_rows(dataset, predict, batch_size=batch_size, max_rows=max_rows, progress=progress,
-                           group_by_answer_length=group_by_answer_length)
+    answers = predict_rows(
+        dataset,
+        predict,
+        batch_size=batch_size,
+        max_rows=max_rows,
+        progress=progress,
+        group_by_answer_length=group_by_answer_length,
+    )
     answers = mark_correct(answers, answer_options)[ANSWER_COLUMNS]
     scores = score_answers(answers, answer_options, meteor=meteor)
     if out_csv is not None:
@@ -195,12 +244,22 @@ def _eval_dataset(model, data: Path, tasks: list[str] | None, cache_dir: str | o
     return ds
 
 
-def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLike,
-                        out_csv: str | os.PathLike | None = None, *, tasks: Sequence[str] | None = None,
-                        max_rows: int | None = None, batch_size: int = 8, max_new_tokens: int = 16,
-                        cache_dir: str | os.PathLike | None = None, meteor: bool = True, progress: bool = True,
-                        model=None, share_prefix: bool = True, group_by_answer_length: bool = True
-                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    out_csv: str | os.PathLike | None = None,
+    *,
+    tasks: Sequence[str] | None = None,
+    max_rows: int | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 16,
+    cache_dir: str | os.PathLike | None = None,
+    meteor: bool = True,
+    progress: bool = True,
+    model=None,
+    share_prefix: bool = True,
+    group_by_answer_length: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load ``PALModel.from_pretrained(checkpoint)`` (or use ``model``), answer greedily, score, write.
 
     Speed (same answers, checked against the committed evaluations): ``share_prefix`` runs the system turn that
@@ -224,7 +283,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
     import inspect
 
     # any model with generate_answers(batch, max_new_tokens) can be evaluated; PALModel also shares the prefix
-    kw = {"share_prefix": True} if share_prefix and "share_prefix" in inspect.signature(model.generate_answers).parameters else {}
+    kw = (
+        {"share_prefix": True}
+        if share_prefix and "share_prefix" in inspect.signature(model.generate_answers).parameters
+        else {}
+    )
 
     def predict(batch):
         with torch.no_grad():
@@ -235,12 +298,31 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLi
     variant = variant_of(checkpoint) if checkpoint is not None else "model"
     from workbench.training.environment import with_environment  # versions, threads, CPU, ISA; relative paths
 
-    info = with_environment({"variant": variant, "checkpoint": str(checkpoint), "data": str(data), "tasks": list(tasks or []),
-            "max_rows": max_rows, "max_new_tokens": max_new_tokens, "n_rows": None,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S")}, device=str(getattr(model, "device", "cpu")))
-    answers, scores = evaluate_predictor(ds, predict, None, answer_options=load_answer_options(data),
-                                         batch_size=batch_size, max_rows=max_rows, meteor=meteor, info=None,
-                                         progress=progress, group_by_answer_length=group_by_answer_length)
+    info = with_environment(
+        {
+            "variant": variant,
+            "checkpoint": str(checkpoint),
+            "data": str(data),
+            "tasks": list(tasks or []),
+            "max_rows": max_rows,
+            "max_new_tokens": max_new_tokens,
+            "n_rows": None,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+        device=str(getattr(model, "device", "cpu")),
+    )
+    answers, scores = evaluate_predictor(
+        ds,
+        predict,
+        None,
+        answer_options=load_answer_options(data),
+        batch_size=batch_size,
+        max_rows=max_rows,
+        meteor=meteor,
+        info=None,
+        progress=progress,
+        group_by_answer_length=group_by_answer_length,
+    )
     if out_csv is not None:
         info["n_rows"] = len(answers)
         write_results(answers, scores, out_csv, info)

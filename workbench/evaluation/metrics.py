@@ -56,8 +56,8 @@ prediction of its first row is the candidate.
 from __future__ import annotations
 
 import contextlib
-import os
 import io
+import os
 import re
 import shutil
 import unicodedata
@@ -69,13 +69,28 @@ import pandas as pd
 
 from workbench.evaluation.answers import closed_rows
 
-__all__ = ["normalize_answer", "first_option", "is_correct", "chance_level", "tokenize_captions",
-           "caption_scores", "caption_items", "caption_item_scores", "score_answers", "CAPTION_METRICS",
-           "ANSWER_COLUMNS", "SCORE_COLUMNS"]
+__all__ = [
+    "normalize_answer",
+    "first_option",
+    "is_correct",
+    "chance_level",
+    "tokenize_captions",
+    "caption_scores",
+    "caption_items",
+    "caption_item_scores",
+    "score_answers",
+    "CAPTION_METRICS",
+    "ANSWER_COLUMNS",
+    "SCORE_COLUMNS",
+]
 
-_NUMBERS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-    "sixteen seventeen eighteen nineteen twenty".split())}
+_NUMBERS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
 _NUMBERS.update({"once": "1", "twice": "2", "thrice": "3"})
 _ARTICLES = {"a", "an", "the"}
 _PUNCT = re.compile(r"[^\w\s]", flags=re.UNICODE)
@@ -104,7 +119,7 @@ def first_option(prediction, options: Sequence[str]) -> str | None:
     opts = sorted({tuple(_tokens(o)) for o in options if _tokens(o)}, key=len, reverse=True)
     for i in range(len(toks)):
         for o in opts:
-            if tuple(toks[i: i + len(o)]) == o:
+            if tuple(toks[i : i + len(o)]) == o:
                 return " ".join(o)
     return None
 
@@ -163,13 +178,17 @@ def tokenize_captions(texts: Mapping[str, Sequence[str]]) -> dict[str, list[str]
         with _quiet_java_stderr():
             out = PTBTokenizer().tokenize(flat)
         return {k: out.get(k, [""] * len(v)) for k, v in texts.items()}
-    warnings.warn("java not found: captions are tokenised with a regex instead of the PTB tokenizer; "
-                  "METEOR is unavailable. Install a JRE (e.g. apt-get install default-jre-headless).")
+    warnings.warn(
+        "java not found: captions are tokenised with a regex instead of the PTB tokenizer; "
+        "METEOR is unavailable. Install a JRE (e.g. apt-get install default-jre-headless).",
+        stacklevel=2,
+    )
     return {k: [" ".join(re.findall(r"[a-z0-9]+", str(t).lower())) for t in v] for k, v in texts.items()}
 
 
-def caption_item_scores(refs: Mapping[str, Sequence[str]], preds: Mapping[str, str], meteor: bool = True,
-                        tokenized: bool = False) -> tuple[dict[str, float], pd.DataFrame]:
+def caption_item_scores(
+    refs: Mapping[str, Sequence[str]], preds: Mapping[str, str], meteor: bool = True, tokenized: bool = False
+) -> tuple[dict[str, float], pd.DataFrame]:
     """Corpus and per-item caption metrics with pycocoevalcap.
 
     Args:
@@ -212,7 +231,7 @@ def caption_item_scores(refs: Mapping[str, Sequence[str]], preds: Mapping[str, s
     corpus["cider_d"], cols["cider_d"] = float(c), np.asarray(cs, float)
     if meteor:
         if shutil.which("java") is None:
-            warnings.warn("METEOR skipped: java not found")
+            warnings.warn("METEOR skipped: java not found", stacklevel=2)
         else:
             from pycocoevalcap.meteor.meteor import Meteor
 
@@ -225,7 +244,9 @@ def caption_item_scores(refs: Mapping[str, Sequence[str]], preds: Mapping[str, s
     return corpus, pd.DataFrame(cols, index=pd.Index(keys, name="item"))
 
 
-def caption_scores(refs: Mapping[str, Sequence[str]], preds: Mapping[str, str], meteor: bool = True) -> dict[str, float]:
+def caption_scores(
+    refs: Mapping[str, Sequence[str]], preds: Mapping[str, str], meteor: bool = True
+) -> dict[str, float]:
     """Corpus caption metrics ``{metric: value}`` (see :func:`caption_item_scores`)."""
     return caption_item_scores(refs, preds, meteor=meteor)[0]
 
@@ -250,15 +271,18 @@ def mark_correct(answers: pd.DataFrame, answer_options: Mapping[str, Sequence[st
         df["attribute"] = df["attribute"].astype(object).where(df["attribute"].notna(), df["task"])
     closed = closed_rows(df)  # the one true/false rule of answers tables (workbench.evaluation.answers)
     df["closed"] = closed
-    correct = [is_correct(p, a, (answer_options or {}).get(att)) if c else None
-               for p, a, att, c in zip(df["prediction"], df["answer"], df["attribute"], closed)]
+    correct = [
+        is_correct(p, a, (answer_options or {}).get(att)) if c else None
+        for p, a, att, c in zip(df["prediction"], df["answer"], df["attribute"], closed)
+    ]
     df["correct"] = pd.array(correct, dtype="boolean")
     df["chance"] = [chance_level(att, answer_options) if c else float("nan") for att, c in zip(df["attribute"], closed)]
     return df
 
 
-def score_answers(answers: pd.DataFrame, answer_options: Mapping[str, Sequence[str]] | None = None,
-                  meteor: bool = True) -> pd.DataFrame:
+def score_answers(
+    answers: pd.DataFrame, answer_options: Mapping[str, Sequence[str]] | None = None, meteor: bool = True
+) -> pd.DataFrame:
     """Tidy scores of an answers table: columns ``metric, task, attribute, value, n, chance``.
 
     ``answers`` needs ``file_name, task, attribute, answer, prediction`` and ``closed`` (or ``correct``);
@@ -274,15 +298,31 @@ def score_answers(answers: pd.DataFrame, answer_options: Mapping[str, Sequence[s
     closed = df[df["closed"]]
 
     def acc_rows(g: pd.DataFrame, task: str, attribute: str):
-        out.append({"metric": "accuracy", "task": task, "attribute": attribute,
-                    "value": float(g["correct"].astype(float).mean()), "n": int(len(g)),
-                    "chance": float(g["chance"].mean()) if g["chance"].notna().any() else float("nan")})
+        out.append(
+            {
+                "metric": "accuracy",
+                "task": task,
+                "attribute": attribute,
+                "value": float(g["correct"].astype(float).mean()),
+                "n": int(len(g)),
+                "chance": float(g["chance"].mean()) if g["chance"].notna().any() else float("nan"),
+            }
+        )
 
     def macro_rows(g: pd.DataFrame, task: str):
-        per = g.groupby("attribute", sort=True).agg(acc=("correct", lambda s: s.astype(float).mean()),
-                                                    chance=("chance", "mean"))
-        out.append({"metric": "macro_accuracy", "task": task, "attribute": "all", "value": float(per["acc"].mean()),
-                    "n": int(len(g)), "chance": float(per["chance"].mean()) if per["chance"].notna().any() else float("nan")})
+        per = g.groupby("attribute", sort=True).agg(
+            acc=("correct", lambda s: s.astype(float).mean()), chance=("chance", "mean")
+        )
+        out.append(
+            {
+                "metric": "macro_accuracy",
+                "task": task,
+                "attribute": "all",
+                "value": float(per["acc"].mean()),
+                "n": int(len(g)),
+                "chance": float(per["chance"].mean()) if per["chance"].notna().any() else float("nan"),
+            }
+        )
 
     if len(closed):
         acc_rows(closed, "all", "all")
@@ -304,11 +344,27 @@ def score_answers(answers: pd.DataFrame, answer_options: Mapping[str, Sequence[s
         for att, ga in groups:
             refs, preds = caption_items(ga)
             em = np.mean([any(normalize_answer(preds[k]) == normalize_answer(r) for r in refs[k]) for k in refs])
-            out.append({"metric": "exact_match", "task": task, "attribute": att, "value": float(em), "n": len(refs),
-                        "chance": float("nan")})
+            out.append(
+                {
+                    "metric": "exact_match",
+                    "task": task,
+                    "attribute": att,
+                    "value": float(em),
+                    "n": len(refs),
+                    "chance": float("nan"),
+                }
+            )
             corpus, _ = caption_item_scores(refs, preds, meteor=meteor)
             for m in CAPTION_METRICS:
                 if m in corpus:
-                    out.append({"metric": m, "task": task, "attribute": att, "value": corpus[m], "n": len(refs),
-                                "chance": float("nan")})
+                    out.append(
+                        {
+                            "metric": m,
+                            "task": task,
+                            "attribute": att,
+                            "value": corpus[m],
+                            "n": len(refs),
+                            "chance": float("nan"),
+                        }
+                    )
     return pd.DataFrame(out, columns=SCORE_COLUMNS)

@@ -34,7 +34,9 @@ class EncoderSlot(nn.Module):
 
             enc = load_encoder(self.spec.name, **self.spec.options)
             if self.spec.dim is not None and enc.dim != self.spec.dim:
-                raise ConfigError(f"encoder {self.spec.name!r} gives {enc.dim}-d tokens but the config says dim {self.spec.dim}")
+                raise ConfigError(
+                    f"encoder {self.spec.name!r} gives {enc.dim}-d tokens but the config says dim {self.spec.dim}"
+                )
             self.__dict__["_impl"] = enc
         return self.__dict__["_impl"]
 

@@ -53,7 +53,7 @@ class DecoderConfig:
         return asdict(self)
 
     @classmethod
-    def from_hf_config(cls, hf_config: Any) -> "DecoderConfig":
+    def from_hf_config(cls, hf_config: Any) -> DecoderConfig:
         """Build from a ``transformers.PretrainedConfig`` (or its ``to_dict()``).
 
         Raises `UnsupportedArchitectureError` naming the supported ``model_type`` values.

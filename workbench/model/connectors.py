@@ -94,7 +94,9 @@ class QFormerLayer(nn.Module):
         self.ln_mlp = nn.LayerNorm(hidden)
         self.mlp = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
 
-    def forward(self, q: torch.Tensor, frames: torch.Tensor, pad: torch.Tensor, weights: list | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, frames: torch.Tensor, pad: torch.Tensor, weights: list | None = None
+    ) -> torch.Tensor:
         """q [B, N, H], frames [B, T, H], pad [B, T] bool (True = padding) -> q [B, N, H]. With a list as
         ``weights``, the cross-attention pattern over frames (mean over heads, [B, N, T]) is appended to it."""
         h = self.ln_cross(q)

@@ -66,20 +66,36 @@ def _released_config(source: str) -> dict:
         part = "tower" if "audio_tower" in name else "projector" if "multi_modal_projector" in name else "text"
         parts[part] += n
     audio = config.audio_config
-    positions = getattr(audio, "max_source_positions", None) or getattr(audio, "max_position_embeddings")
+    positions = getattr(audio, "max_source_positions", None) or audio.max_position_embeddings
     mel = 2 * int(positions)
     frames = int(conv_frames(mel))
-    tower = {"frames": frames, "d": int(audio.hidden_size), "f": int(getattr(audio, "intermediate_size", None)
-             or getattr(audio, "encoder_ffn_dim")), "heads": int(audio.num_attention_heads),
-             "layers": int(getattr(audio, "num_hidden_layers", None) or getattr(audio, "encoder_layers"))}
+    tower = {
+        "frames": frames,
+        "d": int(audio.hidden_size),
+        "f": int(getattr(audio, "intermediate_size", None) or audio.encoder_ffn_dim),
+        "heads": int(audio.num_attention_heads),
+        "layers": int(getattr(audio, "num_hidden_layers", None) or audio.encoder_layers),
+    }
     dec = DecoderConfig.from_hf_config(config.text_config)
-    return {"kind": "released", "folder": str(folder), "params": parts, "text": _text(dec),
-            "audio_tokens": int(arch.n_tokens(mel, frames)), "tower": tower}
+    return {
+        "kind": "released",
+        "folder": str(folder),
+        "params": parts,
+        "text": _text(dec),
+        "audio_tokens": int(arch.n_tokens(mel, frames)),
+        "tower": tower,
+    }
 
 
 def _text(dec) -> dict:
-    return {"n_layers": dec.n_layers, "d_model": dec.d_model, "n_heads": dec.n_heads, "kv": dec.n_kv_heads * dec.d_head,
-            "d_mlp": dec.d_mlp, "vocab": dec.d_vocab}
+    return {
+        "n_layers": dec.n_layers,
+        "d_model": dec.d_model,
+        "n_heads": dec.n_heads,
+        "kv": dec.n_kv_heads * dec.d_head,
+        "d_mlp": dec.d_mlp,
+        "vocab": dec.d_vocab,
+    }
 
 
 def _checkpoint_config(source: str) -> dict:
@@ -100,8 +116,14 @@ def _checkpoint_config(source: str) -> dict:
         trained = sum(int(torch.Size(f.get_slice(k).get_shape()).numel()) for k in f.keys())
     dec = DecoderConfig.from_hf_config(config)
     tokens = sum(int(e["connector"]["n_tokens"]) for e in meta["pal"]["encoders"])
-    return {"kind": "pal", "llm": str(llm), "params": {"llm": n_llm, "trained": trained}, "text": _text(dec),
-            "audio_tokens": tokens, "tower": None}
+    return {
+        "kind": "pal",
+        "llm": str(llm),
+        "params": {"llm": n_llm, "trained": trained},
+        "text": _text(dec),
+        "audio_tokens": tokens,
+        "tower": None,
+    }
 
 
 def model_config(source: str) -> dict:
@@ -135,8 +157,11 @@ def _activations(cfg: dict, tokens: int, batch: int, b: int) -> dict[str, float]
     d, f, H, L, kv, V = t["d_model"], t["d_mlp"], t["n_heads"], t["n_layers"], t["kv"], t["vocab"]
     B, T = batch, tokens
     logits = B * T * V * (b + 4)
-    out = {"forward": B * T * (4 * d + 3 * f + 2 * H * T) * b + L * B * T * d * b + 2 * L * B * T * kv * b + logits,
-           "atp": L * B * T * (8 * d + 2 * kv + 3 * f + 2 * H * T) * b + logits, "tower": 0.0}
+    out = {
+        "forward": B * T * (4 * d + 3 * f + 2 * H * T) * b + L * B * T * d * b + 2 * L * B * T * kv * b + logits,
+        "atp": L * B * T * (8 * d + 2 * kv + 3 * f + 2 * H * T) * b + logits,
+        "tower": 0.0,
+    }
     tw = cfg.get("tower")
     if tw:
         F = tw["frames"]
@@ -152,10 +177,21 @@ def estimate_cost(source: str, data: str | Path, batch_size: int, dtype: str) ->
     n_params = sum(cfg["params"].values())
     tokens = cfg["audio_tokens"] + text
     act = _activations(cfg, tokens, batch_size, b)
-    peak_step = max(act, key=act.get)
-    return {"config": cfg, "params": n_params, "audio_tokens": cfg["audio_tokens"], "text_tokens": text,
-            "text_how": how, "tokens": tokens, "batch_size": batch_size, "dtype": dtype, "weights": n_params * b,
-            "activations": act, "peak_step": peak_step, "total": n_params * b + act[peak_step]}
+    peak_step = max(act, key=lambda step: act[step])
+    return {
+        "config": cfg,
+        "params": n_params,
+        "audio_tokens": cfg["audio_tokens"],
+        "text_tokens": text,
+        "text_how": how,
+        "tokens": tokens,
+        "batch_size": batch_size,
+        "dtype": dtype,
+        "weights": n_params * b,
+        "activations": act,
+        "peak_step": peak_step,
+        "total": n_params * b + act[peak_step],
+    }
 
 
 def largest_batch(cost: dict, budget_bytes: float) -> int:
@@ -179,14 +215,16 @@ def format_cost(cost: dict) -> str:
     parts = ", ".join(f"{k} {v / 1e6:.4g} M" for k, v in c["params"].items())
     t = c["text"]
     a = cost["activations"]
-    lines = [f"cost estimate (from the config files; workbench.model.cost):",
-             f"  parameters: {cost['params'] / 1e9:.4g} B ({parts}); LLM: {t['n_layers']} layers, d_model {t['d_model']}, "
-             f"{t['n_heads']} heads, MLP {t['d_mlp']}, vocabulary {t['vocab']}",
-             f"  tokens per item: {cost['tokens']} = {cost['audio_tokens']} audio + {cost['text_tokens']} text "
-             f"({cost['text_how']})",
-             f"  weights in {cost['dtype']}: {_gb(cost['weights'])}",
-             f"  activations at batch {cost['batch_size']}: forward-only steps {_gb(a['forward'])}, attribution "
-             f"patching {_gb(a['atp'])}" + (f", audio tower {_gb(a['tower'])}" if a["tower"] else ""),
-             f"  estimated peak: {_gb(cost['total'])} (step {cost['peak_step']}; plus the process itself, about 1 GB "
-             "of host memory)"]
+    lines = [
+        "cost estimate (from the config files; workbench.model.cost):",
+        f"  parameters: {cost['params'] / 1e9:.4g} B ({parts}); LLM: {t['n_layers']} layers, d_model {t['d_model']}, "
+        f"{t['n_heads']} heads, MLP {t['d_mlp']}, vocabulary {t['vocab']}",
+        f"  tokens per item: {cost['tokens']} = {cost['audio_tokens']} audio + {cost['text_tokens']} text "
+        f"({cost['text_how']})",
+        f"  weights in {cost['dtype']}: {_gb(cost['weights'])}",
+        f"  activations at batch {cost['batch_size']}: forward-only steps {_gb(a['forward'])}, attribution "
+        f"patching {_gb(a['atp'])}" + (f", audio tower {_gb(a['tower'])}" if a["tower"] else ""),
+        f"  estimated peak: {_gb(cost['total'])} (step {cost['peak_step']}; plus the process itself, about 1 GB "
+        "of host memory)",
+    ]
     return "\n".join(lines)

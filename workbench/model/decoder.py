@@ -65,7 +65,7 @@ class HookedDecoder(HookedRootModule):
     @classmethod
     def from_hf_config_and_state_dict(
         cls, hf_config, state_dict: Mapping[str, torch.Tensor], source: str = "state dict", dtype=torch.float32
-    ) -> "HookedDecoder":
+    ) -> HookedDecoder:
         cfg = DecoderConfig.from_hf_config(hf_config)
         with torch.device("meta"):
             model = cls(cfg)
@@ -84,13 +84,13 @@ class HookedDecoder(HookedRootModule):
             raise MissingWeightsError(f"{source}: no value for {', '.join(leftover[:8])}")
 
     @classmethod
-    def from_hf_model(cls, hf_model) -> "HookedDecoder":
+    def from_hf_model(cls, hf_model) -> HookedDecoder:
         """From a loaded ``transformers`` causal LM (weights are copied by reference where possible)."""
         dtype = next(hf_model.parameters()).dtype
         return cls.from_hf_config_and_state_dict(hf_model.config, hf_model.state_dict(), type(hf_model).__name__, dtype)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path = "smollm2", dtype=torch.float32) -> "HookedDecoder":
+    def from_pretrained(cls, name_or_path: str | Path = "smollm2", dtype=torch.float32) -> HookedDecoder:
         """From ``"smollm2"`` (the offline default), a local checkpoint folder, or a hub id (needs network)."""
         from workbench.model.llm import load_state
 
@@ -125,7 +125,8 @@ class HookedDecoder(HookedRootModule):
         suffix = name.split(".")[-1]
         close = sorted({re.sub(r"^blocks\.\d+\.", "blocks.{l}.", n) for n in self.hook_dict if n.endswith(suffix)})
         raise KeyError(
-            f"unknown hook name {name!r}" + (f"; hooks ending in {suffix!r}: {', '.join(close)}" if close else "")
+            f"unknown hook name {name!r}"
+            + (f"; hooks ending in {suffix!r}: {', '.join(close)}" if close else "")
             + ". `model.hook_dict` lists every hook name."
         )
 
@@ -211,11 +212,15 @@ class HookedDecoder(HookedRootModule):
         if plan is None:
             plan = text_plan(self, B, Lt, text.device, attention_mask, position_ids, extra_kv, past)
         elif attention_mask is not None or position_ids is not None or extra_kv is not None:
-            raise ValueError("pass either plan (audio batches) or attention_mask/position_ids/extra_kv (text), not both")
+            raise ValueError(
+                "pass either plan (audio batches) or attention_mask/position_ids/extra_kv (text), not both"
+            )
         S = plan.seq_len
         if plan.attention_mask.shape != (B, S) or plan.position_ids.shape != (B, S):
-            raise ValueError(f"the plan's masks are {tuple(plan.attention_mask.shape)} / {tuple(plan.position_ids.shape)}, "
-                             f"expected {(B, S)} for {Lt} text tokens")
+            raise ValueError(
+                f"the plan's masks are {tuple(plan.attention_mask.shape)} / {tuple(plan.position_ids.shape)}, "
+                f"expected {(B, S)} for {Lt} text tokens"
+            )
         for layer in (*plan.plits, *plan.lal):
             self.check_layer(layer, "audio plan layer")
         longest = int(plan.position_ids.max()) + 1 if plan.position_ids.numel() else 0
@@ -237,7 +242,9 @@ class HookedDecoder(HookedRootModule):
                 raise ValueError(f"input_ids contain ids outside the vocabulary 0..{self.cfg.d_vocab - 1}")
             inputs_embeds = self.embed(input_ids)
         elif inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != self.cfg.d_model:
-            raise ValueError(f"inputs_embeds must be [batch, seq, {self.cfg.d_model}], got {tuple(inputs_embeds.shape)}")
+            raise ValueError(
+                f"inputs_embeds must be [batch, seq, {self.cfg.d_model}], got {tuple(inputs_embeds.shape)}"
+            )
         return self.hook_embed(inputs_embeds)
 
     # ------------------------------------------------------------------ TransformerLens entry points
@@ -255,7 +262,7 @@ class HookedDecoder(HookedRootModule):
         return super().run_with_cache(*args, names_filter=names_filter, **kwargs)
 
     def set_attention_implementation(self, implementation: str) -> None:
-        """"eager" (default: scores and pattern materialised, every hook live) or "sdpa" (fused kernel;
+        """ "eager" (default: scores and pattern materialised, every hook live) or "sdpa" (fused kernel;
         flash attention on GPU; falls back to eager in a layer whose scores/pattern hooks are in use)."""
         if implementation not in ("eager", "sdpa"):
             raise ValueError(f"attention implementation must be 'eager' or 'sdpa', got {implementation!r}")
@@ -273,4 +280,3 @@ def _make_rotary(cfg: DecoderConfig):
     # Llama's rotary class on the config of any Llama-family model_type (Qwen2Config, ...): it reads only the
     # rope fields every such config has, so the LlamaConfig annotation is narrower than what it accepts.
     return LlamaRotaryEmbedding(AutoConfig.for_model(model_type, **hf))  # type: ignore[arg-type]
-

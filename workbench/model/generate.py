@@ -51,7 +51,13 @@ def greedy_generate(
             if i == 0 and prefill is not None:
                 logits = prefill(cache)
             else:
-                logits = step(step_ids, attention_mask=step_mask, position_ids=None if i else step_pos, extra_kv=extra_kv, past=cache)
+                logits = step(
+                    step_ids,
+                    attention_mask=step_mask,
+                    position_ids=None if i else step_pos,
+                    extra_kv=extra_kv,
+                    past=cache,
+                )
             extra_kv = None  # kept by the cache from now on
         else:
             if prefill is not None:

@@ -25,8 +25,18 @@ import torch
 
 from workbench.common.audio_io import AudioError, load_audio, resample, to_mono
 
-__all__ = ["AudioInput", "MODEL_DEFAULT", "AnsweredClip", "load_clip", "audio_rate", "prompt_ids", "clip_batch",
-           "answer_clip", "ask", "frames_per_second"]
+__all__ = [
+    "AudioInput",
+    "MODEL_DEFAULT",
+    "AnsweredClip",
+    "load_clip",
+    "audio_rate",
+    "prompt_ids",
+    "clip_batch",
+    "answer_clip",
+    "ask",
+    "frames_per_second",
+]
 
 AudioInput = str | os.PathLike | np.ndarray | torch.Tensor
 #: ``system_prompt`` default: the PAL training prompt for PAL checkpoints, the template's own for released models
@@ -47,8 +57,10 @@ def load_clip(audio: AudioInput, sample_rate: int | None = None) -> tuple[np.nda
     if sample_rate is None:
         raise AudioError("a waveform needs its rate: pass sample_rate=... (Hz), or pass the file path instead")
     if audio.ndim == 2 and audio.shape[0] > audio.shape[1]:
-        raise AudioError(f"waveform of shape {audio.shape} looks like [S, C]; pass it channels first ([C, S], "
-                         "e.g. wave.T) or mixed down to [S]")
+        raise AudioError(
+            f"waveform of shape {audio.shape} looks like [S, C]; pass it channels first ([C, S], "
+            "e.g. wave.T) or mixed down to [S]"
+        )
     wave = to_mono(audio)
     if wave.shape[0] == 0 or not np.isfinite(wave).all():
         raise AudioError("the waveform is empty or holds NaN/inf samples; pass a clip with real samples")
@@ -61,8 +73,10 @@ def audio_rate(model) -> int:
         return int(model.sample_rate)
     rates = {model.encoders[s.key].encoder().sample_rate for s in model.encoder_specs}
     if len(rates) != 1:
-        raise ValueError(f"this model's encoders read audio at different rates {sorted(rates)}; one clip cannot be "
-                         "encoded on the model's waveform path")
+        raise ValueError(
+            f"this model's encoders read audio at different rates {sorted(rates)}; one clip cannot be "
+            "encoded on the model's waveform path"
+        )
     return int(rates.pop())
 
 
@@ -86,15 +100,27 @@ def _pad_id(tok) -> int:
     return int(pad if pad is not None else 0)
 
 
-def clip_batch(model, prompt: list[int], slot: int, wave: np.ndarray, rate: int, answer: Sequence[int] = (),
-               padding_side: str = "left") -> dict:
+def clip_batch(
+    model,
+    prompt: list[int],
+    slot: int,
+    wave: np.ndarray,
+    rate: int,
+    answer: Sequence[int] = (),
+    padding_side: str = "left",
+) -> dict:
     """A one-clip waveform-mode batch: ``prompt`` (+ ``answer``, labelled) with ``wave`` [S] at ``rate``."""
     from workbench.data.dataset import collate
 
     ids = list(prompt) + list(answer)
-    item = {"input_ids": torch.tensor(ids, dtype=torch.long),
-            "labels": torch.tensor([-100] * len(prompt) + list(answer), dtype=torch.long),
-            "audio_slot": slot, "prompt_len": len(prompt), "row": {}, "wave": wave.astype(np.float32)}
+    item = {
+        "input_ids": torch.tensor(ids, dtype=torch.long),
+        "labels": torch.tensor([-100] * len(prompt) + list(answer), dtype=torch.long),
+        "audio_slot": slot,
+        "prompt_len": len(prompt),
+        "row": {},
+        "wave": wave.astype(np.float32),
+    }
     batch = collate([item], pad_id=_pad_id(model.tokenizer), padding_side=padding_side)
     batch["sample_rate"] = rate
     return batch
@@ -124,8 +150,15 @@ class AnsweredClip:
 
 
 @torch.no_grad()
-def answer_clip(model, audio: AudioInput, question: str, *, sample_rate: int | None = None,
-                max_new_tokens: int = 32, system_prompt: str | None = MODEL_DEFAULT) -> AnsweredClip:
+def answer_clip(
+    model,
+    audio: AudioInput,
+    question: str,
+    *,
+    sample_rate: int | None = None,
+    max_new_tokens: int = 32,
+    system_prompt: str | None = MODEL_DEFAULT,
+) -> AnsweredClip:
     """Load the clip, ask ``question`` in the model's own prompt format, and keep what an explanation re-runs."""
     wave, sr, source = load_clip(audio, sample_rate)
     prompt, slot = prompt_ids(model, question, system_prompt)
@@ -140,11 +173,19 @@ def answer_clip(model, audio: AudioInput, question: str, *, sample_rate: int | N
     return AnsweredClip(source, wave, sr, prompt, slot, new, answer, batch)
 
 
-def ask(model, audio: AudioInput, question: str, *, sample_rate: int | None = None, max_new_tokens: int = 32,
-        system_prompt: str | None = MODEL_DEFAULT) -> str:
+def ask(
+    model,
+    audio: AudioInput,
+    question: str,
+    *,
+    sample_rate: int | None = None,
+    max_new_tokens: int = 32,
+    system_prompt: str | None = MODEL_DEFAULT,
+) -> str:
     """The model's greedy answer (decoded, stripped) to ``question`` about ``audio`` (see the module docstring)."""
-    return answer_clip(model, audio, question, sample_rate=sample_rate, max_new_tokens=max_new_tokens,
-                       system_prompt=system_prompt).answer
+    return answer_clip(
+        model, audio, question, sample_rate=sample_rate, max_new_tokens=max_new_tokens, system_prompt=system_prompt
+    ).answer
 
 
 def frames_per_second(model, encoder: str) -> float:

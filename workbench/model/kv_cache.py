@@ -34,15 +34,18 @@ class KVCache:
 
     def broadcast(self, batch_size: int) -> None:
         """Expand a batch-1 cache to ``batch_size`` rows (views, no copy; gradients sum over the rows)."""
+
         def grow(t):
             if t is None or t.shape[0] == batch_size:
                 return t
             if t.shape[0] != 1:
                 raise ValueError(f"can only broadcast a batch-1 cache, this one has {t.shape[0]} rows")
             return t.expand(batch_size, *t.shape[1:])
+
         self.layers = [None if kv is None else (grow(kv[0]), grow(kv[1])) for kv in self.layers]
-        self.key_mask, self.active_from, self.last_position = map(grow, (self.key_mask, self.active_from,
-                                                                        self.last_position))
+        self.key_mask, self.active_from, self.last_position = map(
+            grow, (self.key_mask, self.active_from, self.last_position)
+        )
         if self.extra:
             raise ValueError("broadcast: the cache holds audio keys/values; only a text prefix can be broadcast")
 

@@ -39,7 +39,7 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(dtype)
 
     @staticmethod
-    def normalize_stacked(norms: list["RMSNorm"], x: torch.Tensor) -> torch.Tensor:
+    def normalize_stacked(norms: list[RMSNorm], x: torch.Tensor) -> torch.Tensor:
         """Norm i on x[i] (or every norm on x[0] when x has one slice): x [1 or n, R, M] -> [n, R, M], the values
         of ``norms[i].normalize(x[i])`` (the rescaling is computed once per slice of x; LAL's batched K/V)."""
         dtype = x.dtype
@@ -67,7 +67,7 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
 
     @staticmethod
-    def normalize_stacked(norms: list["LayerNorm"], x: torch.Tensor) -> torch.Tensor:
+    def normalize_stacked(norms: list[LayerNorm], x: torch.Tensor) -> torch.Tensor:
         """Norm i on x[i] (or on x[0]): x [1 or n, R, M] -> [n, R, M] (see `RMSNorm.normalize_stacked`)."""
         return torch.stack([n.normalize(x[i if x.shape[0] > 1 else 0]) for i, n in enumerate(norms)])
 
@@ -182,8 +182,12 @@ class Attention(nn.Module):
             if bias is not None:
                 attn_mask = bias.masked_fill(~attn_mask, float("-inf"))
             z = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k_all.transpose(1, 2), v_all.transpose(1, 2),
-                attn_mask=attn_mask, scale=self.scale, enable_gqa=R > 1,
+                q.transpose(1, 2),
+                k_all.transpose(1, 2),
+                v_all.transpose(1, 2),
+                attn_mask=attn_mask,
+                scale=self.scale,
+                enable_gqa=R > 1,
             )
         z = self.hook_z(z.transpose(1, 2))  # [B, L, H, D]
         return self.o_proj(z.reshape(B, L, H * D)), new_kv

@@ -83,8 +83,10 @@ class TokenLayout:
         at per-row residual positions: use :meth:`audio_key_index`) and where the encoder is not visible yet."""
         a = self.audio[name]
         if a.mode != "lal":
-            raise ValueError(f"encoder {name!r} is integrated by PLITS: its keys are residual positions "
-                             "(audio_key_index gives them per row)")
+            raise ValueError(
+                f"encoder {name!r} is integrated by PLITS: its keys are residual positions "
+                "(audio_key_index gives them per row)"
+            )
         if layer < a.layer:
             raise ValueError(f"encoder {name!r} enters at layer {a.layer}: no audio keys at layer {layer}")
         off = self._lal_offset(layer, name) if a.n_tokens else 0

@@ -118,7 +118,9 @@ def _read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
         return state
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise FileNotFoundError(f"{folder}: no *.safetensors weights (checkpoints in .bin form: load with transformers and use HookedDecoder.from_hf_model)")
+        raise FileNotFoundError(
+            f"{folder}: no *.safetensors weights (checkpoints in .bin form: load with transformers and use HookedDecoder.from_hf_model)"
+        )
     state = {}
     for f in files:
         state.update(load_file(f))

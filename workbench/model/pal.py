@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.common.constants import TRAINABLE_PARTS
-from workbench.model.config import DecoderConfig
-from workbench.model.connectors import make_connector
 from workbench.model.audio.lal import add_lal_modules
 from workbench.model.audio.plan import AudioPlan, plan_batch
 from workbench.model.audio_modules import EncoderSlot
+from workbench.model.config import DecoderConfig
+from workbench.model.connectors import make_connector
 from workbench.model.decoder import HookedDecoder
 from workbench.model.generate import greedy_generate
 from workbench.model.kv_cache import KVCache
@@ -58,7 +58,7 @@ class PALModel(PALCheckpointMixin, HookedDecoder):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, pal_cfg: PALConfig | dict, tokenizer=None, seed: int = 0) -> "PALModel":
+    def from_config(cls, pal_cfg: PALConfig | dict, tokenizer=None, seed: int = 0) -> PALModel:
         """Load the LLM (offline default: SmolLM2) and build fresh connectors/adapters with ``seed``."""
         from workbench.model.llm import load_state, load_tokenizer
 
@@ -146,8 +146,9 @@ class PALModel(PALCheckpointMixin, HookedDecoder):  # type: ignore[misc]
             from workbench.encoders.cache import encode_dataset
 
             encode_dataset(root, encoders_for(self.pal_cfg.encoders), cache_dir, progress=progress)
-        return AudioTaskDataset(root, self.tokenizer, encoders=self.encoder_names, cache_dir=cache_dir,
-                                slot=self.insertion, **kw)
+        return AudioTaskDataset(
+            root, self.tokenizer, encoders=self.encoder_names, cache_dir=cache_dir, slot=self.insertion, **kw
+        )
 
     def check_encoders(self, encoders: str | Iterable[str] | None, error: type[Exception] = KeyError) -> list[str]:
         """The named encoders (all when None), or ``error`` naming the unknown ones and the valid names."""
@@ -157,8 +158,10 @@ class PALModel(PALCheckpointMixin, HookedDecoder):  # type: ignore[misc]
         chosen = [encoders] if isinstance(encoders, str) else list(encoders)
         unknown = [e for e in chosen if e not in names]
         if unknown:
-            raise error(f"unknown encoder(s) {unknown}: this model's encoders are {names}; name one of them "
-                        "(e.g. --encoder NAME) or leave it out for all")
+            raise error(
+                f"unknown encoder(s) {unknown}: this model's encoders are {names}; name one of them "
+                "(e.g. --encoder NAME) or leave it out for all"
+            )
         return chosen
 
     # ------------------------------------------------------------------ audio
@@ -175,18 +178,24 @@ class PALModel(PALCheckpointMixin, HookedDecoder):  # type: ignore[misc]
                 waves, lengths = batch["waves"], batch["wave_lengths"]
                 rate = batch.get("sample_rate", 16000)
                 if rate != enc.sample_rate:
-                    raise ValueError(f"batch audio is {rate} Hz but encoder {spec.name!r} needs {enc.sample_rate} Hz; "
-                                     f"build the dataset with sample_rate={enc.sample_rate}")
+                    raise ValueError(
+                        f"batch audio is {rate} Hz but encoder {spec.name!r} needs {enc.sample_rate} Hz; "
+                        f"build the dataset with sample_rate={enc.sample_rate}"
+                    )
                 with torch.no_grad():
                     frames, fmask = enc(waves.to(torch.float32).cpu(), lengths.cpu())
             else:
-                raise KeyError(f"batch has no audio for encoder {spec.name!r}: expected audio_tokens[{spec.name!r}] "
-                               "(token-cache mode) or waves + wave_lengths")
+                raise KeyError(
+                    f"batch has no audio for encoder {spec.name!r}: expected audio_tokens[{spec.name!r}] "
+                    "(token-cache mode) or waves + wave_lengths"
+                )
             dev = self.embed.weight.device
             frames, fmask = frames.to(dev, self.dtype), fmask.to(dev)
             if frames.shape[-1] != spec.dim:
-                raise ValueError(f"encoder {spec.name!r} tokens are {frames.shape[-1]}-d but its connector expects "
-                                 f"{spec.dim}-d: was the token cache made with another encoder?")
+                raise ValueError(
+                    f"encoder {spec.name!r} tokens are {frames.shape[-1]}-d but its connector expects "
+                    f"{spec.dim}-d: was the token cache made with another encoder?"
+                )
             frames, fmask = slot(frames, fmask)
             out[spec.name] = self.connectors[spec.key](frames, fmask)
         return out
@@ -199,9 +208,11 @@ class PALModel(PALCheckpointMixin, HookedDecoder):  # type: ignore[misc]
         prefix = self.pal_cfg.insertion == "prefix"
         if bool((at_start != prefix).any()):
             where = "at the start of the prompt" if not prefix else "after the system prompt"
-            raise ValueError(f"this model's insertion is {self.pal_cfg.insertion!r} but the batch puts the audio "
-                             f"slot {where}: build the dataset with slot=model.pal_cfg.insertion "
-                             f"(AudioTaskDataset(..., slot={self.pal_cfg.insertion!r}))")
+            raise ValueError(
+                f"this model's insertion is {self.pal_cfg.insertion!r} but the batch puts the audio "
+                f"slot {where}: build the dataset with slot=model.pal_cfg.insertion "
+                f"(AudioTaskDataset(..., slot={self.pal_cfg.insertion!r}))"
+            )
 
     def token_layout(self, batch: dict, audio: dict | None = None) -> TokenLayout:
         """Where each text and audio token sits (residual, key axis, position ids) for this batch."""
@@ -218,8 +229,9 @@ class PALModel(PALCheckpointMixin, HookedDecoder):  # type: ignore[misc]
             masks = {name: m for name, (_, m) in audio.items()}
         dev = batch["input_ids"].device
         encs = [(s.name, s.integration.mode, s.integration.layer, s.connector.n_tokens) for s in self.pal_cfg.encoders]
-        return build_layout(batch["attention_mask"].to(dev), batch["audio_slot"].to(dev), encs,
-                            {k: v.to(dev) for k, v in masks.items()})
+        return build_layout(
+            batch["attention_mask"].to(dev), batch["audio_slot"].to(dev), encs, {k: v.to(dev) for k, v in masks.items()}
+        )
 
     def audio_plan(self, batch: dict) -> AudioPlan:
         """What this batch's audio does to the decoder (`workbench.model.audio.plan`): encoders -> connectors ->
@@ -230,18 +242,31 @@ class PALModel(PALCheckpointMixin, HookedDecoder):  # type: ignore[misc]
     # ------------------------------------------------------------------ forward, loss, generation
     # Deliberate override mismatch (ignored below): a PALModel is called on a batch dict (audio + text); its
     # text-only entry with HookedDecoder's arguments is `decode` (what greedy_generate calls on any decoder).
-    def forward(self, batch: dict, *, past: KVCache | None = None,  # type: ignore[override]
-                mlp_position_mask: torch.Tensor | None = None, logits_at: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(  # type: ignore[override]
+        self,
+        batch: dict,
+        *,
+        past: KVCache | None = None,
+        mlp_position_mask: torch.Tensor | None = None,
+        logits_at: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """batch (see the module docstring) -> logits [B, Lt, V] aligned with batch["input_ids"].
 
         mlp_position_mask: [B, S] bool in the residual layout (``token_layout(batch)``); logits_at [B, Lt]
         bool: return only those positions' logits, [n, V].
         """
         if not isinstance(batch, dict):
-            raise TypeError("PALModel takes a batch dict from AudioTaskDataset.collate_fn; for text only, "
-                            "use model.decode(input_ids, ...)")
-        return self.decode(batch["input_ids"].to(self.embed.weight.device), plan=self.audio_plan(batch), past=past,
-                           mlp_position_mask=mlp_position_mask, logits_at=logits_at)
+            raise TypeError(
+                "PALModel takes a batch dict from AudioTaskDataset.collate_fn; for text only, "
+                "use model.decode(input_ids, ...)"
+            )
+        return self.decode(
+            batch["input_ids"].to(self.embed.weight.device),
+            plan=self.audio_plan(batch),
+            past=past,
+            mlp_position_mask=mlp_position_mask,
+            logits_at=logits_at,
+        )
 
     def loss(self, batch: dict, share_prefix: bool = True) -> torch.Tensor:
         """Mean next-token cross-entropy over the answer tokens (labels != -100).
@@ -275,11 +300,15 @@ class PALModel(PALCheckpointMixin, HookedDecoder):  # type: ignore[misc]
                 last[:, -1] = True
                 prefill = lambda cache: forward_shared_prefix(self, moved, P, last, past=cache)[:, None]  # noqa: E731
         out = greedy_generate(
-            self, ids, batch["attention_mask"].to(ids.device), max_new_tokens=max_new_tokens,
-            eos_token_id=self._tokenizer().eos_token_id, pad_token_id=self._tokenizer().pad_token_id,
+            self,
+            ids,
+            batch["attention_mask"].to(ids.device),
+            max_new_tokens=max_new_tokens,
+            eos_token_id=self._tokenizer().eos_token_id,
+            pad_token_id=self._tokenizer().pad_token_id,
             prefill=prefill,
         )
-        return out[:, ids.shape[1]:]
+        return out[:, ids.shape[1] :]
 
     def generate_answers(self, batch: dict, max_new_tokens: int = 16, share_prefix: bool = False) -> list[str]:
         """Greedy answers (decoded, stripped) for a prompt batch from ``AudioTaskDataset.prompt_collate_fn()``."""
@@ -290,8 +319,10 @@ class PALModel(PALCheckpointMixin, HookedDecoder):  # type: ignore[misc]
 
     def _tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer is None:
-            raise ValueError("this PALModel has no tokenizer: build it with PALModel.from_config/from_pretrained "
-                             "or set model.tokenizer")
+            raise ValueError(
+                "this PALModel has no tokenizer: build it with PALModel.from_config/from_pretrained "
+                "or set model.tokenizer"
+            )
         return self.tokenizer
 
     def ask(self, audio, question: str, **kw) -> str:
@@ -303,7 +334,9 @@ class PALModel(PALCheckpointMixin, HookedDecoder):  # type: ignore[misc]
         return ask(self, audio, question, **kw)
 
     # ------------------------------------------------------------------ trainable parts
-    def enable_lora(self, rank: int = 8, alpha: float = 16, dropout: float = 0.0, targets: Iterable[str] = ("q_proj", "v_proj")) -> None:
+    def enable_lora(
+        self, rank: int = 8, alpha: float = 16, dropout: float = 0.0, targets: Iterable[str] = ("q_proj", "v_proj")
+    ) -> None:
         """Add LoRA (peft) to the LLM's linears named in ``targets`` (frozen until set_trainable(["lora"]))."""
         from peft import LoraConfig, inject_adapter_in_model
 
@@ -314,8 +347,12 @@ class PALModel(PALCheckpointMixin, HookedDecoder):  # type: ignore[misc]
         if not set(targets) <= valid:
             raise ConfigError(f"unknown LoRA target(s) {sorted(set(targets) - valid)}; choose from {sorted(valid)}")
         # peft annotates lora_alpha as int but only uses it in the scaling alpha / rank: float alphas (16.0) work.
-        lora = LoraConfig(r=rank, lora_alpha=alpha,  # type: ignore[arg-type]
-                          lora_dropout=dropout, target_modules=targets)
+        lora = LoraConfig(
+            r=rank,
+            lora_alpha=alpha,  # type: ignore[arg-type]
+            lora_dropout=dropout,
+            target_modules=targets,
+        )
         inject_adapter_in_model(lora, self.blocks)
         self.lora_cfg = {"rank": rank, "alpha": alpha, "dropout": dropout, "targets": targets}
         for n, p in self.blocks.named_parameters():

@@ -28,12 +28,20 @@ from workbench.model.pal_config import PALConfig
 CHECKPOINT_KINDS: dict[str, tuple[Callable[[str | os.PathLike], bool], Callable[..., Any]]] = {}
 
 
-def register_checkpoint_kind(name: str, is_source: Callable[[str | os.PathLike], bool], load: Callable[..., Any]) -> None:
+def register_checkpoint_kind(
+    name: str, is_source: Callable[[str | os.PathLike], bool], load: Callable[..., Any]
+) -> None:
     """Let ``PALModel.from_pretrained`` open another kind of checkpoint (see :data:`CHECKPOINT_KINDS`)."""
     CHECKPOINT_KINDS[name] = (is_source, load)
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointMismatchError", "PALCheckpointMixin", "legacy_encoder_names",
-           "rename_encoder_keys"]
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointMismatchError",
+    "PALCheckpointMixin",
+    "legacy_encoder_names",
+    "rename_encoder_keys",
+]
 
 CHECKPOINT_FORMAT = "pal-workbench/1"
 
@@ -73,13 +81,15 @@ class PALCheckpointMixin:
         cfg: Any
         lora_cfg: dict | None
 
-        def named_parameters(self, prefix: str = "", recurse: bool = True,
-                             remove_duplicate: bool = True) -> Iterator[tuple[str, torch.nn.Parameter]]: ...
+        def named_parameters(
+            self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+        ) -> Iterator[tuple[str, torch.nn.Parameter]]: ...
 
         def _part_of(self, name: str) -> str | None: ...
 
-        def enable_lora(self, rank: int = 8, alpha: float = 16, dropout: float = 0.0,
-                        targets: Iterable[str] = ("q_proj", "v_proj")) -> None: ...
+        def enable_lora(
+            self, rank: int = 8, alpha: float = 16, dropout: float = 0.0, targets: Iterable[str] = ("q_proj", "v_proj")
+        ) -> None: ...
 
         @classmethod
         def from_config(cls, pal_cfg: PALConfig | dict, tokenizer: Any = None, seed: int = 0) -> Self: ...
@@ -100,7 +110,9 @@ class PALCheckpointMixin:
             )
         for name, tensor in state.items():
             if own[name].shape != tensor.shape:
-                raise CheckpointMismatchError(f"{source}: {name} has shape {tuple(tensor.shape)}, the model expects {tuple(own[name].shape)}")
+                raise CheckpointMismatchError(
+                    f"{source}: {name} has shape {tuple(tensor.shape)}, the model expects {tuple(own[name].shape)}"
+                )
         params = dict(self.named_parameters())
         with torch.no_grad():
             for name, tensor in state.items():
@@ -111,8 +123,13 @@ class PALCheckpointMixin:
             "format": CHECKPOINT_FORMAT,
             "pal": self.pal_cfg.to_dict(),
             "lora": self.lora_cfg,
-            "llm": {"name": self.pal_cfg.llm, "model_type": self.cfg.model_type, "n_layers": self.cfg.n_layers,
-                    "d_model": self.cfg.d_model, "d_vocab": self.cfg.d_vocab},
+            "llm": {
+                "name": self.pal_cfg.llm,
+                "model_type": self.cfg.model_type,
+                "n_layers": self.cfg.n_layers,
+                "d_model": self.cfg.d_model,
+                "d_vocab": self.cfg.d_vocab,
+            },
         }
 
     def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -145,11 +162,15 @@ class PALCheckpointMixin:
         directory = Path(directory)
         cfg_file, weights = directory / "config.json", directory / "model.safetensors"
         if not cfg_file.exists() or not weights.exists():
-            raise FileNotFoundError(f"{directory} is not a PAL checkpoint (needs config.json and model.safetensors); "
-                                    "train one with `python -m workbench.train` or use results/checkpoints/<variant>")
+            raise FileNotFoundError(
+                f"{directory} is not a PAL checkpoint (needs config.json and model.safetensors); "
+                "train one with `python -m workbench.train` or use results/checkpoints/<variant>"
+            )
         meta = json.loads(cfg_file.read_text())
         if meta.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointMismatchError(f"{cfg_file}: not a {CHECKPOINT_FORMAT} checkpoint (format {meta.get('format')!r})")
+            raise CheckpointMismatchError(
+                f"{cfg_file}: not a {CHECKPOINT_FORMAT} checkpoint (format {meta.get('format')!r})"
+            )
         model = cls.from_config(PALConfig.from_dict(meta["pal"]), tokenizer=tokenizer)
         want = meta.get("llm", {})
         have = model.checkpoint_meta()["llm"]

@@ -82,8 +82,10 @@ class IntegrationConfig:
             raise ConfigError(f"{where}: audio_rope must be one of {AUDIO_ROPE}, got {self.audio_rope!r}")
         if self.layer < 0 or (n_layers is not None and self.layer >= n_layers):
             top = f"0..{n_layers - 1}" if n_layers is not None else ">= 0"
-            raise ConfigError(f"{where}: injection layer {self.layer} is out of range for an LLM with "
-                              f"{n_layers} layers (valid: {top})")
+            raise ConfigError(
+                f"{where}: injection layer {self.layer} is out of range for an LLM with "
+                f"{n_layers} layers (valid: {top})"
+            )
         if self.mode == "plits" and (self.adapter or self.gate):
             raise ConfigError(f"{where}: adapter/gate apply to mode 'lal' only")
 
@@ -115,7 +117,7 @@ class PALConfig:
 
     # ------------------------------------------------------------------ (de)serialisation
     @classmethod
-    def from_dict(cls, data: dict) -> "PALConfig":
+    def from_dict(cls, data: dict) -> PALConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"model config must be a mapping, got {type(data).__name__}")
         data = dict(_fields(cls, dict(data), "model"))
@@ -126,7 +128,9 @@ class PALConfig:
                 raise ConfigError(f"{where}: each encoder needs at least a 'name'")
             enc = dict(_fields(EncoderSpec, dict(enc), where))
             conn = ConnectorConfig(**_fields(ConnectorConfig, enc.pop("connector", {}) or {}, f"{where}.connector"))
-            integ = IntegrationConfig(**_fields(IntegrationConfig, enc.pop("integration", {}) or {}, f"{where}.integration"))
+            integ = IntegrationConfig(
+                **_fields(IntegrationConfig, enc.pop("integration", {}) or {}, f"{where}.integration")
+            )
             encoders.append(EncoderSpec(connector=conn, integration=integ, **enc))
         cfg = cls(encoders=encoders, **data)
         cfg.validate()
@@ -139,7 +143,7 @@ class PALConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> "PALConfig":
+    def load(cls, path: str | Path) -> PALConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     # ------------------------------------------------------------------ checks

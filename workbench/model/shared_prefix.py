@@ -60,8 +60,9 @@ def pads_after_prefix(batch: dict) -> tuple[dict, int]:
     return out, P
 
 
-def forward_shared_prefix(model, batch: dict, prefix_len: int, logits_at: torch.Tensor,
-                          past: KVCache | None = None) -> torch.Tensor:
+def forward_shared_prefix(
+    model, batch: dict, prefix_len: int, logits_at: torch.Tensor, past: KVCache | None = None
+) -> torch.Tensor:
     """``model(batch, logits_at=logits_at, past=past)`` with the first ``prefix_len`` text columns (shared by
     every row, see :func:`shared_prefix_len`) run once. logits_at [B, Lt] bool must be False on the prefix;
     returns [n_selected, V] in the plain forward's order. ``past`` (empty) receives the whole sequence's cache."""
@@ -75,8 +76,12 @@ def forward_shared_prefix(model, batch: dict, prefix_len: int, logits_at: torch.
     if not bool((plan.text_index[:, :P] == torch.arange(P, device=dev)).all()):
         raise ValueError("forward_shared_prefix: the prefix must sit before every audio slot")
     cache = past if past is not None else KVCache(model.cfg.n_layers)
-    model.decode(ids[:1, :P], attention_mask=plan.attention_mask[:1, :P],
-                 position_ids=plan.position_ids[:1, :P], past=cache,
-                 logits_at=torch.zeros(1, P, dtype=torch.bool, device=dev))
+    model.decode(
+        ids[:1, :P],
+        attention_mask=plan.attention_mask[:1, :P],
+        position_ids=plan.position_ids[:1, :P],
+        past=cache,
+        logits_at=torch.zeros(1, P, dtype=torch.bool, device=dev),
+    )
     cache.broadcast(B)
     return model.decode(ids[:, P:], plan=plan.after_prefix(P), past=cache, logits_at=logits_at[:, P:].to(dev))

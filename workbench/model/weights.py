@@ -78,7 +78,11 @@ def convert_gpt2(sd: Mapping[str, torch.Tensor], cfg: DecoderConfig) -> tuple[di
             for j, p in enumerate("qkv"):
                 out[dst + f"attn.{p}_proj.weight"] = w[:, j * M : (j + 1) * M].t().contiguous()
                 out[dst + f"attn.{p}_proj.bias"] = bias[j * M : (j + 1) * M].contiguous()
-        for src_name, dst_name in (("attn.c_proj", "attn.o_proj"), ("mlp.c_fc", "mlp.up_proj"), ("mlp.c_proj", "mlp.down_proj")):
+        for src_name, dst_name in (
+            ("attn.c_proj", "attn.o_proj"),
+            ("mlp.c_fc", "mlp.up_proj"),
+            ("mlp.c_proj", "mlp.down_proj"),
+        ):
             w = _take(sd, src + f"{src_name}.weight", missing)
             if w is not None:
                 out[dst + f"{dst_name}.weight"] = w.t().contiguous()

@@ -57,8 +57,18 @@ class Sizes:
     resamples: int = 1000  # bootstrap resamples of the comparison
 
 
-QUICK = Sizes(eval_rows=4, rows=4, probe_suites=("category",), probe_clips=24, probe_layers=(0, 8, 29),
-              probe_kv_layers=(8,), probe_bootstrap=50, pairs=2, sweep_stride=10, resamples=200)
+QUICK = Sizes(
+    eval_rows=4,
+    rows=4,
+    probe_suites=("category",),
+    probe_clips=24,
+    probe_layers=(0, 8, 29),
+    probe_kv_layers=(8,),
+    probe_bootstrap=50,
+    pairs=2,
+    sweep_stride=10,
+    resamples=200,
+)
 
 
 class Demo(InsideTheModel):
@@ -87,8 +97,9 @@ class Demo(InsideTheModel):
         from workbench.analysis.core import load_for_analysis, sample_rows
 
         if variant not in self._datasets:
-            self._datasets[variant] = load_for_analysis(data_dir=TEST_DATA, split="test", seed=0, cache_dir=TOKEN_CACHE,
-                                                        model=self.model(variant))[1]
+            self._datasets[variant] = load_for_analysis(
+                data_dir=TEST_DATA, split="test", seed=0, cache_dir=TOKEN_CACHE, model=self.model(variant)
+            )[1]
         full = self._datasets[variant]
         return full if n is None else sample_rows(full, n, seed=0)
 
@@ -104,8 +115,8 @@ class Demo(InsideTheModel):
 
     # ------------------------------------------------------------------------------------------ steps
     def make_corpus(self) -> dict:
-        from workbench.data.synth import generate
         from workbench.common.paths import replace_dir
+        from workbench.data.synth import generate
 
         if (TEST_DATA / "tasks.jsonl").exists() and (TEST_DATA / "dataset_info.json").exists():
             return {"generated": False, "path": str(TEST_DATA)}
@@ -135,14 +146,27 @@ class Demo(InsideTheModel):
         committed = self.checkpoints / variant / "eval" / "answers.csv"
         here = self.out / "eval" / variant
         if self.full_eval or not committed.exists():
-            answers, _ = evaluate_checkpoint(self.checkpoint(variant), TEST_DATA, here / "answers.csv",
-                                             cache_dir=TOKEN_CACHE, meteor=False, model=self.model(variant))
+            answers, _ = evaluate_checkpoint(
+                self.checkpoint(variant),
+                TEST_DATA,
+                here / "answers.csv",
+                cache_dir=TOKEN_CACHE,
+                meteor=False,
+                model=self.model(variant),
+            )
             return {"used": str(here / "answers.csv"), "fresh_rows": len(answers), "checked": None}
         import pandas as pd
 
-        fresh, _ = evaluate_checkpoint(self.checkpoint(variant), TEST_DATA, here / "check.csv", tasks=["cls", "qa"],
-                                       max_rows=self.sizes.eval_rows, cache_dir=TOKEN_CACHE, meteor=False,
-                                       model=self.model(variant))
+        fresh, _ = evaluate_checkpoint(
+            self.checkpoint(variant),
+            TEST_DATA,
+            here / "check.csv",
+            tasks=["cls", "qa"],
+            max_rows=self.sizes.eval_rows,
+            cache_dir=TOKEN_CACHE,
+            meteor=False,
+            model=self.model(variant),
+        )
         old = pd.read_csv(committed, dtype={"prediction": str}, keep_default_na=False)
         merged = fresh.merge(old[["row_id", "prediction"]], on="row_id", suffixes=("", "_committed"))
         same = int((merged["prediction"].astype(str).str.strip() == merged["prediction_committed"].str.strip()).sum())
@@ -154,19 +178,25 @@ class Demo(InsideTheModel):
     def compare(self, used: dict[str, str]) -> dict:
         import pandas as pd
 
-        from workbench.claims.registry import contrast_pairs
         from workbench.claims.compare import compare, comparison_figure
+        from workbench.claims.registry import contrast_pairs
 
         specs = [f"{v}={p}" for v, p in used.items()]
         opts = self.answer_options()
         table, diffs = compare(specs, baseline="baseline", resamples=self.sizes.resamples, answer_options=opts)
-        self.write(table, comparison_figure(table, diffs, title="Closed-task accuracy and caption scores per "
-                                                               "variant (held-out test split)"), "compare")
+        self.write(
+            table,
+            comparison_figure(
+                table, diffs, title="Closed-task accuracy and caption scores per variant (held-out test split)"
+            ),
+            "compare",
+        )
         self.write(diffs, None, "compare_diff")
         contrasts = []
         for _claim, a, b in contrast_pairs():
-            _, d = compare([f"{a}={used[a]}", f"{b}={used[b]}"], baseline=b, resamples=self.sizes.resamples,
-                           answer_options=opts)
+            _, d = compare(
+                [f"{a}={used[a]}", f"{b}={used[b]}"], baseline=b, resamples=self.sizes.resamples, answer_options=opts
+            )
             contrasts.append(d[d["variant"] == a])
         contrasts = pd.concat(contrasts, ignore_index=True)
         self.write(contrasts, None, "contrasts")
@@ -176,16 +206,22 @@ class Demo(InsideTheModel):
     def seed_stats(self, used: dict[str, str]) -> dict:
         """Seed-aware contrasts over every training seed and both test splits (seed 0 on the test split: the
         evaluation the comparison used), and the injection-layer curve when its runs exist."""
-        from workbench.training.runs import SWEEP_ROOT
         from workbench.claims.seeds import write_seed_stats
+        from workbench.training.runs import SWEEP_ROOT
 
-        return write_seed_stats(self.checkpoints, self.out, list(VARIANTS), {(v, 0, "test"): p for v, p in used.items()},
-                                resamples=self.sizes.resamples, sweeps=SWEEP_ROOT)
+        return write_seed_stats(
+            self.checkpoints,
+            self.out,
+            list(VARIANTS),
+            {(v, 0, "test"): p for v, p in used.items()},
+            resamples=self.sizes.resamples,
+            sweeps=SWEEP_ROOT,
+        )
 
     def report(self) -> dict:
+        from workbench.claims.verdict import write_verdicts
         from workbench.common.paths import atomic_write_bytes
         from workbench.reporting.report import REPORT_NAME, build_report
-        from workbench.claims.verdict import write_verdicts
 
         verdicts, _ = write_verdicts(self.out)
         page = build_report(self.out, title="pal-workbench demo: the three claims of PAL on the tiny checkpoints")
@@ -203,8 +239,14 @@ def retrain_steps(root: Path):
             out = root / variant
             run_one(f"configs/{variant}.yaml", "tiny", out, resume=(out / "checkpoints").exists())
             return {"checkpoint": str(out / "final")}
-        return Step(f"train-{variant}", f"retrain {variant} (tiny preset)", run, params={"variant": variant},
-                    outputs=[root / variant / "final" / "config.json"])
+
+        return Step(
+            f"train-{variant}",
+            f"retrain {variant} (tiny preset)",
+            run,
+            params={"variant": variant},
+            outputs=[root / variant / "final" / "config.json"],
+        )
 
     return [train(v) for v in VARIANTS]
 
@@ -216,16 +258,36 @@ def _eval_steps(demo: Demo, trained: list[str]) -> list:
     s = demo.sizes
     ck = str(demo.checkpoints)
     steps = [
-        Step("corpus", f"synthetic test split ({s.test_clips} clips, tiny preset) in {TEST_DATA}", demo.make_corpus,
-             params={"clips": s.test_clips}, outputs=[TEST_DATA / "tasks.jsonl"]),
-        Step("encode", f"encode the test split once (token cache {TOKEN_CACHE})", demo.encode, deps=["corpus"],
-             params={"checkpoints": ck}),
+        Step(
+            "corpus",
+            f"synthetic test split ({s.test_clips} clips, tiny preset) in {TEST_DATA}",
+            demo.make_corpus,
+            params={"clips": s.test_clips},
+            outputs=[TEST_DATA / "tasks.jsonl"],
+        ),
+        Step(
+            "encode",
+            f"encode the test split once (token cache {TOKEN_CACHE})",
+            demo.encode,
+            deps=["corpus"],
+            params={"checkpoints": ck},
+        ),
     ]
     for v in VARIANTS:
-        what = "answer every test row" if demo.full_eval else f"re-answer {s.eval_rows} closed rows, check the committed evaluation"
-        steps.append(Step(f"eval-{v}", f"evaluate {v}: {what}", (lambda v=v: demo.evaluate(v)),
-                          params={"rows": s.eval_rows, "full": demo.full_eval, "checkpoints": ck},
-                          deps=["encode"] + trained))
+        what = (
+            "answer every test row"
+            if demo.full_eval
+            else f"re-answer {s.eval_rows} closed rows, check the committed evaluation"
+        )
+        steps.append(
+            Step(
+                f"eval-{v}",
+                f"evaluate {v}: {what}",
+                (lambda v=v: demo.evaluate(v)),
+                params={"rows": s.eval_rows, "full": demo.full_eval, "checkpoints": ck},
+                deps=["encode"] + trained,
+            )
+        )
     return steps
 
 
@@ -243,17 +305,31 @@ def _comparison_steps(demo: Demo, evals: list[str]) -> list:
 
         return {v: Pipeline(out).read_marker(f"eval-{v}")["summary"]["used"] for v in VARIANTS}
 
-    return [Step("compare", "compare the variants, paired contrasts per claim (bootstrap 95% CIs)",
-                 lambda: demo.compare(used()), params={"resamples": s.resamples}, deps=evals,
-                 outputs=[out / "compare.csv", out / "contrasts.csv"]),
-            Step("seed-stats", "seed-aware contrasts over training seeds and both test splits; injection-layer curve",
-                 lambda: demo.seed_stats(used()), deps=evals, outputs=[out / "seed_accuracy.csv", out / "seed_contrasts.csv"],
-                 params={"resamples": s.resamples, "runs": answers_fingerprint(demo.checkpoints, SWEEP_ROOT)})]
+    return [
+        Step(
+            "compare",
+            "compare the variants, paired contrasts per claim (bootstrap 95% CIs)",
+            lambda: demo.compare(used()),
+            params={"resamples": s.resamples},
+            deps=evals,
+            outputs=[out / "compare.csv", out / "contrasts.csv"],
+        ),
+        Step(
+            "seed-stats",
+            "seed-aware contrasts over training seeds and both test splits; injection-layer curve",
+            lambda: demo.seed_stats(used()),
+            deps=evals,
+            outputs=[out / "seed_accuracy.csv", out / "seed_contrasts.csv"],
+            params={"resamples": s.resamples, "runs": answers_fingerprint(demo.checkpoints, SWEEP_ROOT)},
+        ),
+    ]
 
 
 def build_steps(demo: Demo, retrain: bool) -> list:
     """Every step of the demo, in order (the pipeline runs them by their deps); the report comes last."""
-    from workbench.pipeline.demo_analyses import analysis_steps  # attribute lens, listening heads, steering, AtP (cheap)
+    from workbench.pipeline.demo_analyses import (
+        analysis_steps,  # attribute lens, listening heads, steering, AtP (cheap)
+    )
     from workbench.pipeline.steps import Step
 
     steps = retrain_steps(demo.checkpoints) if retrain else []
@@ -265,8 +341,16 @@ def build_steps(demo: Demo, retrain: bool) -> list:
     steps += analysis_steps(demo)
     analyses = [st.name for st in steps if st.name not in ("corpus", "encode", *trained, *evals)]
     # the report always re-runs (a few seconds): it reads whatever the other steps left in the folder
-    steps.append(Step("report", "report and verdicts", demo.report, deps=analyses, always=True,
-                      outputs=[demo.out / "report.html", demo.out / "verdict.csv"]))
+    steps.append(
+        Step(
+            "report",
+            "report and verdicts",
+            demo.report,
+            deps=analyses,
+            always=True,
+            outputs=[demo.out / "report.html", demo.out / "verdict.csv"],
+        )
+    )
     return steps
 
 
@@ -288,19 +372,42 @@ def inside_steps(demo: Demo) -> list:
         step(f"logit-lens-{an.variant}", f"logit lens: {an.variant}", lambda an=an: demo.logit_lens(an), an)
     for an in on_one_variant("ablation"):
         claim, _ = registered(an.variant, "ablation")
-        step(f"ablate-{an.variant}", f"{claim.title.split(',')[0].lower()} inside: {an.title}",
-             lambda an=an: demo.ablations(an.variant), an)
+        step(
+            f"ablate-{an.variant}",
+            f"{claim.title.split(',')[0].lower()} inside: {an.title}",
+            lambda an=an: demo.ablations(an.variant),
+            an,
+        )
     for an in on_one_variant("ablation_sweep"):
-        step("ablate-sweep", f"ablation sweep over layers (every {s.sweep_stride} from the audio's entry): "
-                             f"{an.variant}",
-             lambda an=an: demo.ablation_sweep(an), an, {**common, "stride": s.sweep_stride, "from": "entry"})
+        step(
+            "ablate-sweep",
+            f"ablation sweep over layers (every {s.sweep_stride} from the audio's entry): {an.variant}",
+            lambda an=an: demo.ablation_sweep(an),
+            an,
+            {**common, "stride": s.sweep_stride, "from": "entry"},
+        )
     for an in on_one_variant("probe"):
         for suite in s.probe_suites:
-            step(f"probe-{suite}", f"linear probes ({suite}) on {an.variant}, with a control task",
-                 lambda an=an, suite=suite: demo.probes(an, suite), an,
-                 {"clips": s.probe_clips, "layers": s.probe_layers, "kv": s.probe_kv_layers,
-                  "bootstrap": s.probe_bootstrap, "checkpoints": common["checkpoints"]}, csv=f"probe_{suite}")
+            step(
+                f"probe-{suite}",
+                f"linear probes ({suite}) on {an.variant}, with a control task",
+                lambda an=an, suite=suite: demo.probes(an, suite),
+                an,
+                {
+                    "clips": s.probe_clips,
+                    "layers": s.probe_layers,
+                    "kv": s.probe_kv_layers,
+                    "bootstrap": s.probe_bootstrap,
+                    "checkpoints": common["checkpoints"],
+                },
+                csv=f"probe_{suite}",
+            )
     for an in on_one_variant("patching"):
-        step("patching", f"activation patching of {an.variant}'s audio K/V ({s.pairs} pairs)",
-             lambda an=an: demo.patching(an), an, {"pairs": s.pairs, "checkpoints": common["checkpoints"]})
+        step(
+            "patching",
+            f"activation patching of {an.variant}'s audio K/V ({s.pairs} pairs)",
+            lambda an=an: demo.patching(an),
+            an,
+            {"pairs": s.pairs, "checkpoints": common["checkpoints"]},
+        )
     return steps

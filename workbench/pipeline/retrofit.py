@@ -30,11 +30,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["CAVEAT", "load_model", "trained_integration", "retrofit_layers", "retrofit_items", "retrofit_contrasts", "retrofit_steps"]
+__all__ = [
+    "CAVEAT",
+    "load_model",
+    "trained_integration",
+    "retrofit_layers",
+    "retrofit_items",
+    "retrofit_contrasts",
+    "retrofit_steps",
+]
 
-CAVEAT = ("Out of distribution: zero-shot retrofits of one model, no training. The model learned its own "
-          "integration; these numbers say how much this model depends on it, not whether a model trained with "
-          "PLITS@L or LAL@L would do better (the paper's claims are about trained models).")
+CAVEAT = (
+    "Out of distribution: zero-shot retrofits of one model, no training. The model learned its own "
+    "integration; these numbers say how much this model depends on it, not whether a model trained with "
+    "PLITS@L or LAL@L would do better (the paper's claims are about trained models)."
+)
 CONTRASTS = "retrofit_contrasts.csv"
 
 
@@ -80,8 +90,13 @@ def _retrofit_checkpoint(ckpt: Path, integration: dict):
     meta = json.loads((ckpt / "config.json").read_text())
     cfg = json.loads(json.dumps(meta["pal"]))
     for enc in cfg["encoders"]:
-        enc["integration"] = {**enc["integration"], "mode": integration["mode"], "layer": int(integration["layer"]),
-                              "adapter": False, "gate": False}
+        enc["integration"] = {
+            **enc["integration"],
+            "mode": integration["mode"],
+            "layer": int(integration["layer"]),
+            "adapter": False,
+            "gate": False,
+        }
     model = PALModel.from_config(PALConfig.from_dict(cfg))
     if meta.get("lora"):
         model.enable_lora(**meta["lora"])
@@ -109,14 +124,24 @@ def retrofit_items(study, mode: str, layer: int) -> dict:
 
     integ = {"mode": mode, "layer": layer}
     model, ds = study.model(integ), study.dataset(integ)
-    df = item_metrics(model, ds, None, batch_size=study.batch_size, accuracy=True,
-                      max_new_tokens=study.sizes.max_new_tokens, answer_options=study.answer_options())
+    df = item_metrics(
+        model,
+        ds,
+        None,
+        batch_size=study.batch_size,
+        accuracy=True,
+        max_new_tokens=study.sizes.max_new_tokens,
+        answer_options=study.answer_options(),
+    )
     clips = {str(r.get("row_id")): str(r.get("file_name")) for r in ds.rows}
     df = df.assign(mode=mode, layer=layer, clip=df["row_id"].map(clips))
     study.write(df, None, f"retrofit_{mode}{layer}")
     closed = df[df["closed"]]
-    return {"accuracy": round(float(closed["correct"].mean()), 4) if len(closed) else None,
-            "logprob": round(float(df["logprob"].mean()), 4), "rows": int(len(df))}
+    return {
+        "accuracy": round(float(closed["correct"].mean()), 4) if len(closed) else None,
+        "logprob": round(float(df["logprob"].mean()), 4),
+        "rows": int(len(df)),
+    }
 
 
 def _interval(a: pd.DataFrame, b: pd.DataFrame, value: str, key: tuple) -> dict:
@@ -126,26 +151,50 @@ def _interval(a: pd.DataFrame, b: pd.DataFrame, value: str, key: tuple) -> dict:
     m = m.assign(d=m[f"{value}_a"].astype(float) - m[f"{value}_b"].astype(float))
     per = m.groupby("clip")["d"].agg(["sum", "size"])
     if len(per) < 2:
-        return {"diff": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n_rows": len(m), "n_clips": len(per),
-                "verdict": "no data"}
+        return {
+            "diff": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "n_rows": len(m),
+            "n_clips": len(per),
+            "verdict": "no data",
+        }
     t = two_level_interval(per["sum"].to_numpy()[None], per["size"].to_numpy(), key=key)
-    return {"diff": t.estimate, "ci_low": t.ci_low, "ci_high": t.ci_high, "n_rows": t.n_rows, "n_clips": t.n_clips,
-            "method": f"clip bootstrap over {t.n_clips} clips (one model), 95% percentile interval", "verdict": decide_contrast(t.ci_low, t.ci_high)}
+    return {
+        "diff": t.estimate,
+        "ci_low": t.ci_low,
+        "ci_high": t.ci_high,
+        "n_rows": t.n_rows,
+        "n_clips": t.n_clips,
+        "method": f"clip bootstrap over {t.n_clips} clips (one model), 95% percentile interval",
+        "verdict": decide_contrast(t.ci_low, t.ci_high),
+    }
 
 
 def retrofit_contrasts(out: Path, layers: list[int]) -> pd.DataFrame:
     """The claim-1 and claim-2 contrasts (module docstring) from the retrofit item CSVs in ``out``."""
-    items = {(m, l): pd.read_csv(out / f"retrofit_{m}{l}.csv", dtype={"row_id": str, "clip": str})
-             for m in ("plits", "lal") for l in layers}
+    items = {
+        (m, l): pd.read_csv(out / f"retrofit_{m}{l}.csv", dtype={"row_id": str, "clip": str})
+        for m in ("plits", "lal")
+        for l in layers
+    }
     rows = []
     pairs = [("claim1", ("plits", l), ("plits", 0)) for l in layers if l > 0]
     pairs += [("claim2", ("lal", l), ("plits", l)) for l in layers]
     for claim, a, b in pairs:
         for metric, col in (("accuracy", "correct"), ("answer_logprob", "logprob")):
             r = _interval(items[a], items[b], col, (claim, *a, *b, metric))
-            rows.append({"claim": claim, "contrast": f"{a[0].upper()}@{a[1]} − {b[0].upper()}@{b[1]}",
-                         "variant": f"{a[0]}{a[1]}", "reference": f"{b[0]}{b[1]}", "layer": a[1], "metric": metric,
-                         **r})
+            rows.append(
+                {
+                    "claim": claim,
+                    "contrast": f"{a[0].upper()}@{a[1]} − {b[0].upper()}@{b[1]}",
+                    "variant": f"{a[0]}{a[1]}",
+                    "reference": f"{b[0]}{b[1]}",
+                    "layer": a[1],
+                    "metric": metric,
+                    **r,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -163,11 +212,14 @@ def _figure(table: pd.DataFrame):
     from workbench.reporting.forest import forest_figure
 
     acc = table[table["metric"] == "accuracy"]
-    rows = acc.assign(claim=acc["claim"].map({"claim1": "Claim 1 (retrofit)", "claim2": "Claim 2 (retrofit)"}),
-                      scope="one model, clips resampled")[["claim", "contrast", "scope", "diff", "ci_low", "ci_high",
-                                                           "verdict"]]
-    fig = forest_figure(rows.dropna(subset=["diff"]), title="Zero-shot retrofits: paired accuracy differences "
-                                                             "(95% clip-bootstrap intervals)")
+    rows = acc.assign(
+        claim=acc["claim"].map({"claim1": "Claim 1 (retrofit)", "claim2": "Claim 2 (retrofit)"}),
+        scope="one model, clips resampled",
+    )[["claim", "contrast", "scope", "diff", "ci_low", "ci_high", "verdict"]]
+    fig = forest_figure(
+        rows.dropna(subset=["diff"]),
+        title="Zero-shot retrofits: paired accuracy differences (95% clip-bootstrap intervals)",
+    )
     return add_caption(fig, CAVEAT)
 
 
@@ -181,10 +233,23 @@ def retrofit_steps(study, params: dict) -> list:
         for layer in layers:
             name = f"retrofit-{mode}{layer}"
             names.append(name)
-            steps.append(Step(name, f"retrofit {mode.upper()}@{layer}: answer the rows", (lambda m=mode, l=layer:
-                              retrofit_items(study, m, l)), params=params,
-                              outputs=[study.out / f"retrofit_{mode}{layer}.csv"]))
-    steps.append(Step("retrofit-claims", "claims 1 and 2 as retrofits: paired contrasts, clip-bootstrap intervals",
-                      lambda: claims(study, layers), params={**params, "layers": layers}, deps=names,
-                      outputs=[study.out / f"{CONTRASTS}"]))
+            steps.append(
+                Step(
+                    name,
+                    f"retrofit {mode.upper()}@{layer}: answer the rows",
+                    (lambda m=mode, l=layer: retrofit_items(study, m, l)),
+                    params=params,
+                    outputs=[study.out / f"retrofit_{mode}{layer}.csv"],
+                )
+            )
+    steps.append(
+        Step(
+            "retrofit-claims",
+            "claims 1 and 2 as retrofits: paired contrasts, clip-bootstrap intervals",
+            lambda: claims(study, layers),
+            params={**params, "layers": layers},
+            deps=names,
+            outputs=[study.out / f"{CONTRASTS}"],
+        )
+    )
     return steps

@@ -133,15 +133,19 @@ class Pipeline:
             try:
                 summary = step.run()
             except KeyboardInterrupt:
-                self._say(f"\ninterrupted during step {step.name!r}; finished steps are kept: run the same command "
-                          f"again to continue from this step")
+                self._say(
+                    f"\ninterrupted during step {step.name!r}; finished steps are kept: run the same command "
+                    f"again to continue from this step"
+                )
                 raise
             except Exception as e:
                 if self.keep_going:
                     self._record_failure(step, f"{type(e).__name__}: {e}")
                     continue
-                raise StepFailed(f"step {step.name!r} ({step.title}) failed: {type(e).__name__}: {e}. Steps before it "
-                                 f"are kept; fix the cause and run the same command again to continue") from e
+                raise StepFailed(
+                    f"step {step.name!r} ({step.title}) failed: {type(e).__name__}: {e}. Steps before it "
+                    f"are kept; fix the cause and run the same command again to continue"
+                ) from e
             seconds = time.time() - t0
             lost = [str(p) for p in outputs if not p.exists()]
             if lost:
@@ -150,9 +154,17 @@ class Pipeline:
                     continue
                 raise StepFailed(f"step {step.name!r} finished but did not write {lost}")
             stamp = f"{time.time():.6f}"
-            record = {"name": step.name, "title": step.title, "key": key, "params": step.params, "deps": list(step.deps),
-                      "summary": summary, "seconds": round(seconds, 2), "finished": stamp,
-                      "outputs": [str(p) for p in outputs]}
+            record = {
+                "name": step.name,
+                "title": step.title,
+                "key": key,
+                "params": step.params,
+                "deps": list(step.deps),
+                "summary": summary,
+                "seconds": round(seconds, 2),
+                "finished": stamp,
+                "outputs": [str(p) for p in outputs],
+            }
             atomic_write_bytes(self.marker(step.name), (json.dumps(record, indent=1, default=str) + "\n").encode())
             self.failure(step.name).unlink(missing_ok=True)
             finished[step.name] = stamp

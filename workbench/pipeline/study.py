@@ -46,8 +46,18 @@ class StudySizes:
 
 
 STUDY_SIZES = StudySizes()
-QUICK_STUDY = StudySizes(rows=6, eval_rows=6, k=2, draws=1, alphas=(1.0,), pairs=2, sweep_points=2, retrofit_layers=1,
-                         resamples=200, max_new_tokens=4)
+QUICK_STUDY = StudySizes(
+    rows=6,
+    eval_rows=6,
+    k=2,
+    draws=1,
+    alphas=(1.0,),
+    pairs=2,
+    sweep_points=2,
+    retrofit_layers=1,
+    resamples=200,
+    max_new_tokens=4,
+)
 
 
 def split_by_clip(dataset, seed: int = 0):
@@ -57,7 +67,9 @@ def split_by_clip(dataset, seed: int = 0):
 
     clips = sorted({str(r.get("file_name")) for r in dataset.rows})
     if len(clips) < 2:
-        raise ValueError(f"need rows from at least 2 clips to choose on one half and measure on the other; got {len(clips)}")
+        raise ValueError(
+            f"need rows from at least 2 clips to choose on one half and measure on the other; got {len(clips)}"
+        )
     rng = np.random.default_rng(seed)
     first = set(rng.permutation(clips)[: len(clips) // 2].tolist())
     a, b = copy.copy(dataset), copy.copy(dataset)
@@ -69,8 +81,17 @@ def split_by_clip(dataset, seed: int = 0):
 class Study:
     """Where things go, which model, and the one model loaded so far (a retrofit replaces it)."""
 
-    def __init__(self, source: str, data: Path, out: Path, sizes: StudySizes, *, device: str = "cpu",
-                 dtype: str = "float32", batch_size: int = 8):
+    def __init__(
+        self,
+        source: str,
+        data: Path,
+        out: Path,
+        sizes: StudySizes,
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        batch_size: int = 8,
+    ):
         self.source, self.data, self.out, self.sizes = str(source), Path(data), Path(out), sizes
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
         self._model, self._model_key, self._dataset, self._full = None, None, None, None
@@ -100,7 +121,9 @@ class Study:
 
         model = self.model(integration)
         if self._dataset is None:
-            self._dataset = load_for_analysis(data_dir=self.data, n=self.sizes.rows, seed=0, preset=None, model=model)[1]
+            self._dataset = load_for_analysis(data_dir=self.data, n=self.sizes.rows, seed=0, preset=None, model=model)[
+                1
+            ]
         return self._dataset
 
     def full_dataset(self):
@@ -127,29 +150,52 @@ class Study:
         from workbench.evaluation.evaluator import evaluate_checkpoint
         from workbench.stats.bootstrap import bootstrap_ci
 
-        answers, scores = evaluate_checkpoint(self.source, self.data, self.out / "answers.csv",
-                                              max_rows=self.sizes.eval_rows, batch_size=self.batch_size,
-                                              max_new_tokens=self.sizes.max_new_tokens, meteor=False, progress=True,
-                                              model=self.model())
+        answers, scores = evaluate_checkpoint(
+            self.source,
+            self.data,
+            self.out / "answers.csv",
+            max_rows=self.sizes.eval_rows,
+            batch_size=self.batch_size,
+            max_new_tokens=self.sizes.max_new_tokens,
+            meteor=False,
+            progress=True,
+            model=self.model(),
+        )
         self.write(scores, None, "scores")
         closed = answers[answers["closed"].astype(bool)]
         correct = closed["correct"].astype(float).to_numpy()
         lo, hi = bootstrap_ci(correct, self.sizes.resamples) if len(correct) > 1 else (float("nan"),) * 2
-        return {"accuracy": round(float(correct.mean()), 4) if len(correct) else None, "ci": [lo, hi],
-                "closed_rows": int(len(closed)), "rows": int(len(answers))}
+        return {
+            "accuracy": round(float(correct.mean()), 4) if len(correct) else None,
+            "ci": [lo, hi],
+            "closed_rows": int(len(closed)),
+            "rows": int(len(answers)),
+        }
 
     def attention(self) -> dict:
         from workbench.analysis.attention import attention_to_audio, fig_heatmap, fig_layers
         from workbench.analysis.core import batches
 
         df = attention_to_audio(self.model(), batches(self.dataset(), self.batch_size), query_set="last_prompt")
-        self.write(df, fig_layers(df, title="Attention mass of the last prompt token on the audio keys per layer "
-                                            "(dashed: uniform attention)"), "study_attention")
-        self.write(None, fig_heatmap(df, title="Attention to audio per layer and head, relative to uniform attention"),
-                   "study_attention_heads")
+        self.write(
+            df,
+            fig_layers(
+                df,
+                title="Attention mass of the last prompt token on the audio keys per layer (dashed: uniform attention)",
+            ),
+            "study_attention",
+        )
+        self.write(
+            None,
+            fig_heatmap(df, title="Attention to audio per layer and head, relative to uniform attention"),
+            "study_attention_heads",
+        )
         per = df.groupby("layer")[["mass", "uniform_mass"]].mean()
-        return {"peak_layer": int(per["mass"].idxmax()), "peak_mass": round(float(per["mass"].max()), 4),
-                "uniform_at_peak": round(float(per["uniform_mass"].loc[per["mass"].idxmax()]), 4)}
+        return {
+            "peak_layer": int(per["mass"].idxmax()),
+            "peak_mass": round(float(per["mass"].max()), 4),
+            "uniform_at_peak": round(float(per["uniform_mass"].loc[per["mass"].idxmax()]), 4),
+        }
 
     def logit_lens(self) -> dict:
         from workbench.analysis import logit_lens as LL
@@ -157,8 +203,11 @@ class Study:
 
         df = LL.logit_lens(self.model(), batches(self.dataset(), self.batch_size))
         summary = LL.summarize(df)
-        self.write(summary, LL.fig_logit_lens(df, title="Logit lens on the first answer token, with audio and with "
-                                                         "audio blocked"), "study_logit_lens")
+        self.write(
+            summary,
+            LL.fig_logit_lens(df, title="Logit lens on the first answer token, with audio and with audio blocked"),
+            "study_logit_lens",
+        )
         last = summary[summary["layer"] == summary["layer"].max()].set_index("condition")["prob"]
         return {k: round(float(v), 4) for k, v in last.items()}
 
@@ -167,32 +216,56 @@ class Study:
 
         df = attribute_lens(self.model(), self.dataset(), self.answer_options(), batch_size=self.batch_size)
         summary = summarize_lens(df)
-        self.write(summary, attribute_lens_figure(df, "Attribute lens: the right option among the options, per "
-                                                      "layer"), "study_attribute_lens")
-        last = summary[(summary["position"] == "last_prompt") & (summary["split"] == "all")
-                       & (summary["condition"] == "audio")].sort_values("layer")
+        self.write(
+            summary,
+            attribute_lens_figure(df, "Attribute lens: the right option among the options, per layer"),
+            "study_attribute_lens",
+        )
+        last = summary[
+            (summary["position"] == "last_prompt") & (summary["split"] == "all") & (summary["condition"] == "audio")
+        ].sort_values("layer")
         crit = last["critical_median"].dropna()
-        return {"critical_median": float(crit.iloc[0]) if len(crit) else None,
-                "resolved": round(float(last["resolved"].iloc[0]), 4) if len(last) else None,
-                "final_accuracy": round(float(last["accuracy"].iloc[-1]), 4) if len(last) else None}
+        return {
+            "critical_median": float(crit.iloc[0]) if len(crit) else None,
+            "resolved": round(float(last["resolved"].iloc[0]), 4) if len(last) else None,
+            "final_accuracy": round(float(last["accuracy"].iloc[-1]), 4) if len(last) else None,
+        }
 
     def listening(self) -> dict:
-        from workbench.analysis.listening import (listening_ablation, listening_ablation_figure, listening_figure,
-                                                  listening_scores)
+        from workbench.analysis.listening import (
+            listening_ablation,
+            listening_ablation_figure,
+            listening_figure,
+            listening_scores,
+        )
 
         s = self.sizes
         choose, measure = split_by_clip(self.dataset())
         scores = listening_scores(self.model(), choose, batch_size=self.batch_size)
-        self.write(scores, listening_figure(scores, "Listening heads: audio vs silence of the same length (rows of "
-                                                    "one half of the clips)"), "study_listening_heads")
-        table = listening_ablation(self.model(), measure, scores, s.k, draws=s.draws,
-                                   answer_options=self.answer_options(), batch_size=self.batch_size,
-                                   resamples=s.resamples)
+        self.write(
+            scores,
+            listening_figure(
+                scores, "Listening heads: audio vs silence of the same length (rows of one half of the clips)"
+            ),
+            "study_listening_heads",
+        )
+        table = listening_ablation(
+            self.model(),
+            measure,
+            scores,
+            s.k,
+            draws=s.draws,
+            answer_options=self.answer_options(),
+            batch_size=self.batch_size,
+            resamples=s.resamples,
+        )
         self.write(table, listening_ablation_figure(table), "study_listening_ablation")
         lp = table[table["metric"] == "answer_logprob"].set_index("condition")
-        return {"top": [f"L{r.layer}H{r.head}" for r in scores.head(s.k).itertuples()],
-                "delta_top": round(float(lp.loc["top-k", "delta"]), 4),
-                "delta_random": round(float(lp.loc["random", "delta"]), 4)}
+        return {
+            "top": [f"L{r.layer}H{r.head}" for r in scores.head(s.k).itertuples()],
+            "delta_top": round(float(lp.loc["top-k", "delta"]), 4),
+            "delta_random": round(float(lp.loc["random", "delta"]), 4),
+        }
 
     def steering(self) -> dict:
         from workbench.analysis.listening import top_heads
@@ -201,14 +274,33 @@ class Study:
         scores = pd.read_csv(self.out / "study_listening_heads.csv")
         heads = top_heads(scores, self.sizes.k)
         choose, measure = split_by_clip(self.dataset())
-        table = steer(self.model(), choose, measure, self.answer_options(), alphas=self.sizes.alphas,
-                      modes=("resid", "heads"), heads=heads, batch_size=self.batch_size, resamples=self.sizes.resamples)
-        self.write(table, steering_figure(table, "Audio-minus-silence steering: alpha chosen on one half of the clips, "
-                                                 "gain measured on the other"), "study_steering")
+        table = steer(
+            self.model(),
+            choose,
+            measure,
+            self.answer_options(),
+            alphas=self.sizes.alphas,
+            modes=("resid", "heads"),
+            heads=heads,
+            batch_size=self.batch_size,
+            resamples=self.sizes.resamples,
+        )
+        self.write(
+            table,
+            steering_figure(
+                table, "Audio-minus-silence steering: alpha chosen on one half of the clips, gain measured on the other"
+            ),
+            "study_steering",
+        )
         gain = table[(table["split"] == "gain") & (table["metric"] == "accuracy")]
-        return {str(r["mode"]): {"alpha": float(r["alpha"]), "gain": round(float(r["gain"]), 4),
-                                 "ci": [round(float(r["ci_low"]), 4), round(float(r["ci_high"]), 4)]}
-                for r in gain.to_dict("records")}
+        return {
+            str(r["mode"]): {
+                "alpha": float(r["alpha"]),
+                "gain": round(float(r["gain"]), 4),
+                "ci": [round(float(r["ci_low"]), 4), round(float(r["ci_high"]), 4)],
+            }
+            for r in gain.to_dict("records")
+        }
 
     def ablation_sweep(self) -> dict:
         from workbench.analysis.ablation import ablation_sweep, sweep_figure
@@ -217,10 +309,21 @@ class Study:
         first = min(layer for _, layer in model.integration.values())
         n = model.cfg.n_layers
         layers = sorted({int(x) for x in np.linspace(first, n - 1, min(self.sizes.sweep_points, n - first))})
-        table = ablation_sweep(model, self.dataset(), "block", span="from", layers=layers, batch_size=self.batch_size,
-                               accuracy=False, progress=True)
-        self.write(table, sweep_figure(table, title="Audio keys blocked from layer L to the last layer"),
-                   "study_ablation_sweep")
+        table = ablation_sweep(
+            model,
+            self.dataset(),
+            "block",
+            span="from",
+            layers=layers,
+            batch_size=self.batch_size,
+            accuracy=False,
+            progress=True,
+        )
+        self.write(
+            table,
+            sweep_figure(table, title="Audio keys blocked from layer L to the last layer"),
+            "study_ablation_sweep",
+        )
         lp = table[(table["task"] == "all") & (table["attribute"] == "all") & (table["metric"] == "answer_logprob")]
         return {int(r["layer_start"]): round(float(r["delta"]), 4) for r in lp.to_dict("records")}
 
@@ -239,18 +342,28 @@ class Study:
         exact = patch_dataset(model, ds, pairs, ["head_out"], layers=layers, batch_size=self.batch_size, progress=True)
         summary = summarize_atp(est, exact)
         summary["top_by_atp"] = summary.set_index(["layer", "head"]).index.isin(top.set_index(["layer", "head"]).index)
-        self.write(summary, atp_figure(summary.dropna(subset=["exact"]), f"AtP over heads vs exact patching of the "
-                                       f"layers of the top {len(top)} heads ({len(pairs)} pairs)"), "study_atp_heads")
+        self.write(
+            summary,
+            atp_figure(
+                summary.dropna(subset=["exact"]),
+                f"AtP over heads vs exact patching of the layers of the top {len(top)} heads ({len(pairs)} pairs)",
+            ),
+            "study_atp_heads",
+        )
         checked = summary[summary["top_by_atp"]]
         same_sign = float((np.sign(checked["atp_qk"]) == np.sign(checked["exact"])).mean()) if len(checked) else None
-        return {"pairs": int(len(pairs)), "top": [f"L{int(r.layer)}H{int(r.head)}" for r in checked.itertuples()],
-                "same_sign": same_sign, "exact_of_top": [round(float(x), 4) for x in checked["exact"]]}
+        return {
+            "pairs": int(len(pairs)),
+            "top": [f"L{int(r.layer)}H{int(r.head)}" for r in checked.itertuples()],
+            "same_sign": same_sign,
+            "exact_of_top": [round(float(x), 4) for x in checked["exact"]],
+        }
 
 
 def study_steps(study: Study) -> list:
     """The `Step` list of the suite, ending with the retrofits and the report (always re-run)."""
-    from workbench.pipeline.steps import Step
     from workbench.pipeline.retrofit import retrofit_steps
+    from workbench.pipeline.steps import Step
 
     out, s = study.out, study.sizes
     p = {"source": study.source, "data": str(study.data), "sizes": repr(s), "dtype": study.dtype}
@@ -262,15 +375,34 @@ def study_steps(study: Study) -> list:
         step("accuracy", "greedy answers and accuracy (answers shown in the report)", study.accuracy, ["answers.csv"]),
         step("attention", "attention of the last prompt token to the audio", study.attention, ["study_attention.csv"]),
         step("logit-lens", "logit lens with and without audio", study.logit_lens, ["study_logit_lens.csv"]),
-        step("attribute-lens", "attribute lens and critical layers", study.attribute_lens, ["study_attribute_lens.csv"]),
-        step("listening", "listening heads; top-k vs random heads mean-ablated", study.listening,
-             ["study_listening_heads.csv", "study_listening_ablation.csv"]),
-        step("steering", "audio-minus-silence steering (residual and top listening heads)", study.steering,
-             ["study_steering.csv"], deps=["listening"]),
-        step("ablation-sweep", "ablation sweep: audio blocked from layer L on", study.ablation_sweep,
-             ["study_ablation_sweep.csv"]),
-        step("atp-heads", f"AtP over heads, top {s.k} checked by exact patching", study.atp_heads,
-             ["study_atp_heads.csv"]),
+        step(
+            "attribute-lens", "attribute lens and critical layers", study.attribute_lens, ["study_attribute_lens.csv"]
+        ),
+        step(
+            "listening",
+            "listening heads; top-k vs random heads mean-ablated",
+            study.listening,
+            ["study_listening_heads.csv", "study_listening_ablation.csv"],
+        ),
+        step(
+            "steering",
+            "audio-minus-silence steering (residual and top listening heads)",
+            study.steering,
+            ["study_steering.csv"],
+            deps=["listening"],
+        ),
+        step(
+            "ablation-sweep",
+            "ablation sweep: audio blocked from layer L on",
+            study.ablation_sweep,
+            ["study_ablation_sweep.csv"],
+        ),
+        step(
+            "atp-heads",
+            f"AtP over heads, top {s.k} checked by exact patching",
+            study.atp_heads,
+            ["study_atp_heads.csv"],
+        ),
     ]
     steps += retrofit_steps(study, p)
     return steps

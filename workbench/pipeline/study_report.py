@@ -42,34 +42,57 @@ def _sentence(name: str, s: dict) -> str:
     """One sentence in words for a step's summary."""
     if name == "accuracy":
         lo, hi = s.get("ci") or (None, None)
-        return (f"Accuracy {_f(s.get('accuracy'))} [95% CI {_f(lo)}, {_f(hi)}] on {s.get('closed_rows')} closed task "
-                f"rows ({s.get('rows')} rows answered; the answers are listed below).")
+        return (
+            f"Accuracy {_f(s.get('accuracy'))} [95% CI {_f(lo)}, {_f(hi)}] on {s.get('closed_rows')} closed task "
+            f"rows ({s.get('rows')} rows answered; the answers are listed below)."
+        )
     if name == "attention":
-        return (f"Attention to the audio peaks at layer {s['peak_layer']}: mass {_f(s['peak_mass'])} of the last prompt "
-                f"token's attention (uniform attention would give {_f(s['uniform_at_peak'])}).")
+        return (
+            f"Attention to the audio peaks at layer {s['peak_layer']}: mass {_f(s['peak_mass'])} of the last prompt "
+            f"token's attention (uniform attention would give {_f(s['uniform_at_peak'])})."
+        )
     if name == "logit-lens":
         parts = ", ".join(f"{k.replace('_', ' ')} {_f(v)}" for k, v in s.items())
         return f"Logit lens: the answer token's probability at the last layer is {parts}."
     if name == "attribute-lens":
-        return (f"Attribute lens: median critical layer {_f(s.get('critical_median'))} (fraction of rows resolved "
-                f"{_f(s.get('resolved'))}; option accuracy at the last layer {_f(s.get('final_accuracy'))}).")
+        return (
+            f"Attribute lens: median critical layer {_f(s.get('critical_median'))} (fraction of rows resolved "
+            f"{_f(s.get('resolved'))}; option accuracy at the last layer {_f(s.get('final_accuracy'))})."
+        )
     if name == "listening":
-        return (f"Listening heads {', '.join(s['top'])}: mean-ablating them changes the answer log-probability by "
-                f"{_f(s['delta_top'])} nats, vs {_f(s['delta_random'])} for as many random heads.")
+        return (
+            f"Listening heads {', '.join(s['top'])}: mean-ablating them changes the answer log-probability by "
+            f"{_f(s['delta_top'])} nats, vs {_f(s['delta_random'])} for as many random heads."
+        )
     if name == "steering":
-        return "Steering gain in option accuracy (alpha chosen on the other half of the clips): " + "; ".join(
-            f"{mode}: {_f(v['gain'])} [95% CI {_f(v['ci'][0])}, {_f(v['ci'][1])}] at alpha {_f(v['alpha'])}"
-            for mode, v in s.items()) + "."
+        return (
+            "Steering gain in option accuracy (alpha chosen on the other half of the clips): "
+            + "; ".join(
+                f"{mode}: {_f(v['gain'])} [95% CI {_f(v['ci'][0])}, {_f(v['ci'][1])}] at alpha {_f(v['alpha'])}"
+                for mode, v in s.items()
+            )
+            + "."
+        )
     if name == "ablation-sweep":
-        return "Audio blocked from layer L on changes the answer log-probability by: " + ", ".join(
-            f"L{k}: {_f(v)}" for k, v in s.items()) + " nats."
+        return (
+            "Audio blocked from layer L on changes the answer log-probability by: "
+            + ", ".join(f"L{k}: {_f(v)}" for k, v in s.items())
+            + " nats."
+        )
     if name == "atp-heads":
-        return (f"AtP over heads ({s['pairs']} pairs): top heads {', '.join(s['top'])}; exact patching agrees in sign "
-                f"for a fraction {_f(s.get('same_sign'))} of them (exact effects {s['exact_of_top']}).")
+        return (
+            f"AtP over heads ({s['pairs']} pairs): top heads {', '.join(s['top'])}; exact patching agrees in sign "
+            f"for a fraction {_f(s.get('same_sign'))} of them (exact effects {s['exact_of_top']})."
+        )
     if name == "retrofit-claims":
-        return "Retrofit verdicts with the paper's direction: " + "; ".join(
-            f"{'claim 1 (delayed PLITS)' if k == 'claim1' else 'claim 2 (LAL vs PLITS)'}: {str(v).upper()}"
-            for k, v in s.items()) + "."
+        return (
+            "Retrofit verdicts with the paper's direction: "
+            + "; ".join(
+                f"{'claim 1 (delayed PLITS)' if k == 'claim1' else 'claim 2 (LAL vs PLITS)'}: {str(v).upper()}"
+                for k, v in s.items()
+            )
+            + "."
+        )
     return f"{name}: {s}"
 
 
@@ -108,8 +131,10 @@ def _answers_html(out: Path, n: int = 40) -> str:
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     cols = [c for c in ("task", "attribute", "question", "answer", "prediction", "correct") if c in df.columns]
     table = df[cols].head(n).to_html(index=False, border=0, classes="tbl", escape=True)
-    return (f"<h3>The model's answers (first {min(n, len(df))} of {len(df)} rows; all in answers.csv)</h3>"
-            f"<div class=\"wide\">{table}</div>")
+    return (
+        f"<h3>The model's answers (first {min(n, len(df))} of {len(df)} rows; all in answers.csv)</h3>"
+        f'<div class="wide">{table}</div>'
+    )
 
 
 def _section(out: Path, heading: str, stems: tuple[str, ...], captions: dict) -> tuple[str, bool]:
@@ -135,13 +160,15 @@ def _section(out: Path, heading: str, stems: tuple[str, ...], captions: dict) ->
 
 def build_study_report(out: Path, steps, title: str) -> str:
     """The page (module docstring) for the study folder ``out`` and its step list."""
-    from workbench.reporting.report import page_html
     from workbench.pipeline.retrofit import CAVEAT
+    from workbench.reporting.report import page_html
 
     out = Path(out)
-    glance = "".join(f'<div class="verdict"><b>{html.escape(t)}</b>: '
-                     f'{"<span style=color:#cf222e>" if bad else ""}{html.escape(s)}{"</span>" if bad else ""}</div>'
-                     for t, s, bad in glance_lines(out, steps))
+    glance = "".join(
+        f'<div class="verdict"><b>{html.escape(t)}</b>: '
+        f"{'<span style=color:#cf222e>' if bad else ''}{html.escape(s)}{'</span>' if bad else ''}</div>"
+        for t, s, bad in glance_lines(out, steps)
+    )
     parts = [f"<section><h2>At a glance</h2>{glance}<p><i>Retrofits:</i> {html.escape(CAVEAT)}</p></section>"]
     need_plotly, captions = False, {}
     for heading, _names, stems in SECTIONS:

@@ -26,8 +26,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-__all__ = ["sweep_configs", "injection_layer_sweep", "injection_layer_jobs", "run_curve", "run_sweep_command",
-           "SweepError"]
+__all__ = [
+    "sweep_configs",
+    "injection_layer_sweep",
+    "injection_layer_jobs",
+    "run_curve",
+    "run_sweep_command",
+    "SweepError",
+]
 
 
 class SweepError(ValueError):
@@ -38,8 +44,9 @@ def _layer_dir(out: Path, layer: int) -> Path:
     return out / f"L{layer:02d}"
 
 
-def sweep_configs(base_config: str | Path, preset: str, layers: Sequence[int], mode: str | None = None,
-                  max_steps: int | None = None) -> dict[int, dict]:
+def sweep_configs(
+    base_config: str | Path, preset: str, layers: Sequence[int], mode: str | None = None, max_steps: int | None = None
+) -> dict[int, dict]:
     """{layer: {"note": str, "presets": {preset: ...}}}: only ``preset``, every encoder's integration layer
     replaced (the note becomes a comment line of the written config)."""
     from workbench.training.config import read_config_file
@@ -77,8 +84,11 @@ def sweep_configs(base_config: str | Path, preset: str, layers: Sequence[int], m
             for s in p["training"]["stages"]:
                 s["steps"] = min(int(s["steps"]), max_steps)
                 s["warmup"] = min(int(s.get("warmup", 0)), s["steps"])
-        note = (f"injection-layer sweep: {base_config} [preset {preset}] with integration layer {layer}"
-                + (f", mode {mode}" if mode else "") + (f", stages capped at {max_steps} steps" if max_steps else ""))
+        note = (
+            f"injection-layer sweep: {base_config} [preset {preset}] with integration layer {layer}"
+            + (f", mode {mode}" if mode else "")
+            + (f", stages capped at {max_steps} steps" if max_steps else "")
+        )
         out[layer] = {"note": note, "presets": {preset: p}}
     return out
 
@@ -93,16 +103,27 @@ def _default_train(cfg_path: Path, preset: str, run_dir: Path, resume: bool, pro
 def _default_evaluate(checkpoint: Path, data: Path, out_csv: Path, max_rows, cache_dir, progress: bool):
     from workbench.evaluation.evaluator import evaluate_checkpoint
 
-    return evaluate_checkpoint(checkpoint, data, out_csv, max_rows=max_rows, cache_dir=cache_dir, meteor=False,
-                               progress=progress)
+    return evaluate_checkpoint(
+        checkpoint, data, out_csv, max_rows=max_rows, cache_dir=cache_dir, meteor=False, progress=progress
+    )
 
 
-def injection_layer_sweep(layers: Sequence[int], *, preset: str = "tiny", mode: str | None = None,
-                          base_config: str | Path = "configs/delayed.yaml", out: str | Path = "results/sweep",
-                          max_steps: int | None = None, eval_data: str | Path | None = None,
-                          max_rows: int | None = None, resamples: int = 1000, progress: bool = True,
-                          train_fn: Callable | None = None, evaluate_fn: Callable | None = None,
-                          log: Callable[[str], None] = print) -> pd.DataFrame:
+def injection_layer_sweep(
+    layers: Sequence[int],
+    *,
+    preset: str = "tiny",
+    mode: str | None = None,
+    base_config: str | Path = "configs/delayed.yaml",
+    out: str | Path = "results/sweep",
+    max_steps: int | None = None,
+    eval_data: str | Path | None = None,
+    max_rows: int | None = None,
+    resamples: int = 1000,
+    progress: bool = True,
+    train_fn: Callable | None = None,
+    evaluate_fn: Callable | None = None,
+    log: Callable[[str], None] = print,
+) -> pd.DataFrame:
     """Train + evaluate one run per layer (skipping finished ones), return :func:`sweep_table`.
 
     ``train_fn(config_path, preset, run_dir, resume, progress)`` and ``evaluate_fn(checkpoint, data, out_csv,
@@ -119,8 +140,10 @@ def injection_layer_sweep(layers: Sequence[int], *, preset: str = "tiny", mode: 
         cfg_path = d / "config.yaml"
         text = f"# {doc['note']}\n" + yaml.safe_dump({"presets": doc["presets"]}, sort_keys=False)
         if cfg_path.is_file() and cfg_path.read_text() != text:
-            raise SweepError(f"{cfg_path} exists with other settings than this sweep's (base config, mode, "
-                             "--max-steps or preset changed); use another --out or delete that folder")
+            raise SweepError(
+                f"{cfg_path} exists with other settings than this sweep's (base config, mode, "
+                "--max-steps or preset changed); use another --out or delete that folder"
+            )
         d.mkdir(parents=True, exist_ok=True)
         if not cfg_path.is_file():
             cfg_path.write_text(text)
@@ -151,22 +174,33 @@ def injection_layer_sweep(layers: Sequence[int], *, preset: str = "tiny", mode: 
 def _write_config(cfg_path: Path, doc: dict) -> None:
     text = f"# {doc['note']}\n" + yaml.safe_dump({"presets": doc["presets"]}, sort_keys=False)
     if cfg_path.is_file() and cfg_path.read_text() != text:
-        raise SweepError(f"{cfg_path} exists with other settings than this sweep's (base config, mode, "
-                         "--max-steps or preset changed); use another --out or delete that folder")
+        raise SweepError(
+            f"{cfg_path} exists with other settings than this sweep's (base config, mode, "
+            "--max-steps or preset changed); use another --out or delete that folder"
+        )
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     if not cfg_path.is_file():
         cfg_path.write_text(text)
 
 
-def injection_layer_jobs(modes: Sequence[str], layers: Sequence[int], seeds: Sequence[int], *, preset: str = "tiny",
-                         base_config: str | Path = "configs/delayed.yaml", out: str | Path | None = None,
-                         max_steps: int | None = None, reuse_root: str | Path | None = "results/checkpoints",
-                         splits: Sequence[str] = ("test",), reproducible: bool = True) -> list:
+def injection_layer_jobs(
+    modes: Sequence[str],
+    layers: Sequence[int],
+    seeds: Sequence[int],
+    *,
+    preset: str = "tiny",
+    base_config: str | Path = "configs/delayed.yaml",
+    out: str | Path | None = None,
+    max_steps: int | None = None,
+    reuse_root: str | Path | None = "results/checkpoints",
+    splits: Sequence[str] = ("test",),
+    reproducible: bool = True,
+) -> list:
     """The curve's runs as :class:`workbench.training.jobs.Job` s (configs written to ``OUT/MODE/LNN/config.yaml``),
     each evaluated on the test ``splits`` (names of `workbench.training.runs.TEST_SPLITS`; default the committed split: the
     curve compares layers on one split, and a second split costs about a quarter more time per point)."""
-    from workbench.training.runs import SWEEP_ROOT, find_seed_runs, sweep_run_dir
     from workbench.training.jobs import Job
+    from workbench.training.runs import SWEEP_ROOT, find_seed_runs, sweep_run_dir
 
     out = Path(out) if out is not None else SWEEP_ROOT
     bad = [m for m in modes if m not in ("plits", "lal")]
@@ -186,9 +220,18 @@ def injection_layer_jobs(modes: Sequence[str], layers: Sequence[int], seeds: Seq
             cfg_path = out / mode / f"L{layer:02d}" / "config.yaml"
             _write_config(cfg_path, doc)
             for seed in seeds:
-                jobs.append(Job(f"{mode}@{layer}/seed-{seed}", cfg_path, preset, seed,
-                                sweep_run_dir(mode, layer, seed, out), splits=tuple(splits), reuse=reuse,
-                                reproducible=reproducible))
+                jobs.append(
+                    Job(
+                        f"{mode}@{layer}/seed-{seed}",
+                        cfg_path,
+                        preset,
+                        seed,
+                        sweep_run_dir(mode, layer, seed, out),
+                        splits=tuple(splits),
+                        reuse=reuse,
+                        reproducible=reproducible,
+                    )
+                )
     return jobs
 
 
@@ -200,8 +243,17 @@ def run_curve(a, layers) -> int:
     modes = [m.strip() for m in (a.modes or a.mode or "plits").split(",") if m.strip()]
     seeds = parse_seeds(a.seeds or "0")
     splits = [s.strip() for s in a.splits.split(",") if s.strip()]
-    jobs = injection_layer_jobs(modes, layers, seeds, preset=a.preset, base_config=a.base_config, out=a.out,
-                                max_steps=a.max_steps, splits=splits, reproducible=a.reproducible is not False)
+    jobs = injection_layer_jobs(
+        modes,
+        layers,
+        seeds,
+        preset=a.preset,
+        base_config=a.base_config,
+        out=a.out,
+        max_steps=a.max_steps,
+        splits=splits,
+        reproducible=a.reproducible is not False,
+    )
     try:
         run_jobs(jobs, parallel=a.jobs)
     except RuntimeError as e:
@@ -230,9 +282,18 @@ def run_sweep_command(a) -> int:
         if a.modes is not None or a.seeds is not None:
             return run_curve(a, layers)
         a.out = a.out or "results/sweep"
-        table = injection_layer_sweep(layers, preset=a.preset, mode=a.mode, base_config=a.base_config, out=a.out,
-                                      max_steps=a.max_steps, eval_data=a.eval_data, max_rows=a.max_rows,
-                                      resamples=a.resamples, progress=not a.no_progress)
+        table = injection_layer_sweep(
+            layers,
+            preset=a.preset,
+            mode=a.mode,
+            base_config=a.base_config,
+            out=a.out,
+            max_steps=a.max_steps,
+            eval_data=a.eval_data,
+            max_rows=a.max_rows,
+            resamples=a.resamples,
+            progress=not a.no_progress,
+        )
     except (SweepError, ConfigError, CheckpointError, EvaluationError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -243,4 +304,3 @@ def run_sweep_command(a) -> int:
     print(acc[["layer", "value", "ci_low", "ci_high", "n"]].to_string(index=False))
     print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0
-

@@ -35,8 +35,10 @@ from pathlib import Path
 __all__ = ["BrowserCheckError", "find_chromium", "check_report"]
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-INSTALL_HINT = ("install it with `apt-get install chromium` (Debian/Ubuntu; it is in .ci/apt-packages.txt, so "
-                "`./run setup` installs it), or set BROWSER_PATH to a Chrome/Chromium binary")
+INSTALL_HINT = (
+    "install it with `apt-get install chromium` (Debian/Ubuntu; it is in .ci/apt-packages.txt, so "
+    "`./run setup` installs it), or set BROWSER_PATH to a Chrome/Chromium binary"
+)
 SETTLE_S = 3.0  # after the load event, how long undrawn figures may take before they count as not rendered
 MIN_COLOURS = 16  # a rendered report has hundreds (text antialiasing, plots); a blank page 1
 _PLOTLY_DIV = re.compile(r'<div\b[^>]*\bclass="[^"]*\bplotly-graph-div\b')
@@ -132,8 +134,9 @@ def _text_of_console(params: dict) -> str:
 
 
 async def _evaluate(tab, expression: str, *, await_promise: bool = False):
-    r = await tab.send_command("Runtime.evaluate", params={"expression": expression, "returnByValue": True,
-                                                           "awaitPromise": await_promise})
+    r = await tab.send_command(
+        "Runtime.evaluate", params={"expression": expression, "returnByValue": True, "awaitPromise": await_promise}
+    )
     if "error" in r:
         raise BrowserCheckError(f"the browser refused to evaluate a script: {r['error']}")
     res = r["result"]
@@ -146,15 +149,17 @@ async def _open_page(tab, url: str, width: int, height: int, timeout: float) -> 
     """Enable the Runtime / Log / Page events, set the viewport, open ``url`` and wait for its load event."""
     for domain in ("Runtime", "Log", "Page"):
         await tab.send_command(f"{domain}.enable")
-    await tab.send_command("Emulation.setDeviceMetricsOverride",
-                           params={"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    await tab.send_command(
+        "Emulation.setDeviceMetricsOverride",
+        params={"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
     loaded = tab.subscribe_once("Page.loadEventFired")
     nav = await tab.send_command("Page.navigate", params={"url": url})
     if "error" in nav or nav.get("result", {}).get("errorText"):
         raise BrowserCheckError(f"could not open {url}: {nav.get('error') or nav['result']['errorText']}")
     try:
         await asyncio.wait_for(loaded, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise BrowserCheckError(f"{url} did not finish loading within {timeout:.0f} s") from None
 
 
@@ -165,8 +170,9 @@ async def _wait_for_figures(tab, t0: float, timeout: float) -> dict:
     # figure is drawn, or nothing changed for SETTLE_S (a figure that failed will not be drawn later)
     figs = await _evaluate(tab, _FIGURES_JS)
     changed = time.monotonic()
-    while figs["rendered"] < figs["found"] and time.monotonic() - changed < SETTLE_S \
-            and time.monotonic() - t0 < timeout:
+    while (
+        figs["rendered"] < figs["found"] and time.monotonic() - changed < SETTLE_S and time.monotonic() - t0 < timeout
+    ):
         await asyncio.sleep(0.2)
         now = await _evaluate(tab, _FIGURES_JS)
         if now["rendered"] != figs["rendered"]:
@@ -214,8 +220,15 @@ async def _drive(browser_path: str, url: str, width: int, height: int, timeout: 
             raise BrowserCheckError(f"screenshot failed: {shot['error']}")
         png = base64.b64decode(shot["result"]["data"])
         pixels = await _evaluate(tab, f"{_PIXELS_JS}({json.dumps(shot['result']['data'])})", await_promise=True)
-    return {"figures": figs, "page": page, "errors": errors, "warnings": warnings_, "png": png, "pixels": pixels,
-            "seconds": time.monotonic() - t0}
+    return {
+        "figures": figs,
+        "page": page,
+        "errors": errors,
+        "warnings": warnings_,
+        "png": png,
+        "pixels": pixels,
+        "seconds": time.monotonic() - t0,
+    }
 
 
 def _run(coro):
@@ -240,8 +253,15 @@ def _run(coro):
     return out["value"]
 
 
-def check_report(path: str | os.PathLike, *, screenshot: str | os.PathLike | None = None, width: int = 1400,
-                 height: int = 4000, timeout: float = 60.0, browser: str | None = None) -> dict:
+def check_report(
+    path: str | os.PathLike,
+    *,
+    screenshot: str | os.PathLike | None = None,
+    width: int = 1400,
+    height: int = 4000,
+    timeout: float = 60.0,
+    browser: str | None = None,
+) -> dict:
     """Open ``path`` (an HTML file) in headless Chromium; return
 
     * ``figures_expected``: plotly figure divs in the file; ``figures_rendered``: those plotly drew;
@@ -284,13 +304,25 @@ def check_report(path: str | os.PathLike, *, screenshot: str | os.PathLike | Non
     overflow = pg["scroll_width"] > pg["client_width"]
     readable = not overflow and not pg["file_headings"] and not pg["duplicate_captions"] and not pg["captions_in_plot"]
     return {
-        "page": str(page), "browser": exe,
-        "figures_expected": expected, "figures_found": figs["found"], "figures_rendered": figs["rendered"],
-        "figures": figs["info"], "console_errors": r["errors"], "console_warnings": r["warnings"],
-        "screenshot": str(shot_path), "screenshot_size": (px["width"], px["height"]), "colours": px["colours"],
-        "background_fraction": px["background_fraction"], "blank": blank, "page_height": figs["height"],
-        "seconds": round(r["seconds"], 2), "horizontal_overflow": overflow, "page_width": pg["scroll_width"],
-        "file_headings": pg["file_headings"], "duplicate_captions": pg["duplicate_captions"],
+        "page": str(page),
+        "browser": exe,
+        "figures_expected": expected,
+        "figures_found": figs["found"],
+        "figures_rendered": figs["rendered"],
+        "figures": figs["info"],
+        "console_errors": r["errors"],
+        "console_warnings": r["warnings"],
+        "screenshot": str(shot_path),
+        "screenshot_size": (px["width"], px["height"]),
+        "colours": px["colours"],
+        "background_fraction": px["background_fraction"],
+        "blank": blank,
+        "page_height": figs["height"],
+        "seconds": round(r["seconds"], 2),
+        "horizontal_overflow": overflow,
+        "page_width": pg["scroll_width"],
+        "file_headings": pg["file_headings"],
+        "duplicate_captions": pg["duplicate_captions"],
         "captions_in_plot": pg["captions_in_plot"],
         "ok": not r["errors"] and figs["rendered"] == expected == figs["found"] and not blank and readable,
     }

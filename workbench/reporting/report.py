@@ -25,7 +25,16 @@ import pandas as pd
 
 from workbench.reporting.summaries import NO_DATA, claim_summaries
 
-__all__ = ["build_report", "claim_summaries", "read_tables", "page_html", "embed_figure", "table_html", "REPORT_NAME", "NO_DATA"]
+__all__ = [
+    "build_report",
+    "claim_summaries",
+    "read_tables",
+    "page_html",
+    "embed_figure",
+    "table_html",
+    "REPORT_NAME",
+    "NO_DATA",
+]
 
 REPORT_NAME = "report.html"
 
@@ -42,7 +51,6 @@ def read_tables(run: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
-
 # ---------------------------------------------------------------------------------------------- figures
 _PLOTLY_DIV = re.compile(r'<div id="[^"]+" class="plotly-graph-div"[^>]*></div>\s*<script[^>]*>.*?</script>', re.S)
 
@@ -56,12 +64,19 @@ def embed_figure(text: str, seen: dict[str, str] | None = None, heading: str = "
     if found:
         body, uses = "\n".join(found), True
     else:
-        body, uses = (f'<iframe sandbox="allow-scripts" style="width:100%;height:600px;border:0" '
-                      f'srcdoc="{html.escape(text, quote=True)}"></iframe>'), False
+        body, uses = (
+            (
+                f'<iframe sandbox="allow-scripts" style="width:100%;height:600px;border:0" '
+                f'srcdoc="{html.escape(text, quote=True)}"></iframe>'
+            ),
+            False,
+        )
     caption = caption_from_html(text)
     if caption and seen is not None and caption in seen:  # the same builder's caption: shown once, referred to
-        cap = (f"<figcaption>{html.escape(heading)}: read as the caption of “{html.escape(seen[caption])}” "
-               "above.</figcaption>")
+        cap = (
+            f"<figcaption>{html.escape(heading)}: read as the caption of “{html.escape(seen[caption])}” "
+            "above.</figcaption>"
+        )
     else:
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
         if caption and seen is not None:
@@ -79,7 +94,7 @@ def _heading(stem: str) -> str:
     for an in [a for c in CLAIMS.values() for a in c.analyses] + list(EXTRA):
         pat = an.stem if "*" in an.stem else an.stem + "*"
         if fnmatch(stem, pat):
-            rest = stem[len(an.stem.rstrip("*")):].strip("_").replace("_", " ")
+            rest = stem[len(an.stem.rstrip("*")) :].strip("_").replace("_", " ")
             return f"{an.title}: {rest}" if rest else an.title
     words = stem.replace("_", " ").strip()
     return words[:1].upper() + words[1:]
@@ -100,9 +115,11 @@ def _verdict_html(df: pd.DataFrame) -> str:
     """The verdict table of :mod:`workbench.claims.verdict` (``verdict.csv``), one block per claim."""
     items = []
     for r in df.to_dict("records"):
-        items.append(f'<div class="verdict">{_verdict_words(r)} {html.escape(str(r.get("evidence", "")))}<br>'
-                     f'<i>inside the model:</i> {html.escape(str(r.get("inside", "")))}<br>'
-                     f'<small>{html.escape(str(r.get("scope", "")))}</small></div>')
+        items.append(
+            f'<div class="verdict">{_verdict_words(r)} {html.escape(str(r.get("evidence", "")))}<br>'
+            f"<i>inside the model:</i> {html.escape(str(r.get('inside', '')))}<br>"
+            f"<small>{html.escape(str(r.get('scope', '')))}</small></div>"
+        )
     return "".join(items)
 
 
@@ -112,17 +129,24 @@ _COLOUR = {"agree": "#1a7f37", "disagree": "#cf222e", "inconclusive": "#9a6700"}
 def _verdict_words(r: dict) -> str:
     v = str(r.get("verdict", ""))
     one = r.get("verdict_one_seed")
-    side = (f' (seed 0 alone: <span style="color:{_COLOUR.get(str(one), "#555")}">{html.escape(str(one).upper())}</span>)'
-            if isinstance(one, str) and one and one != v else "")
-    return (f'<b>{html.escape(str(r.get("title", r["claim"])))}: <span style="color:{_COLOUR.get(v, "#555")}">'
-            f'{html.escape(v.upper())}</span> with the paper\'s direction{side}.</b>')
+    side = (
+        f' (seed 0 alone: <span style="color:{_COLOUR.get(str(one), "#555")}">{html.escape(str(one).upper())}</span>)'
+        if isinstance(one, str) and one and one != v
+        else ""
+    )
+    return (
+        f'<b>{html.escape(str(r.get("title", r["claim"])))}: <span style="color:{_COLOUR.get(v, "#555")}">'
+        f"{html.escape(v.upper())}</span> with the paper's direction{side}.</b>"
+    )
 
 
 def table_html(stem: str, df: pd.DataFrame) -> str:
     preview = df.head(12).to_html(index=False, float_format=lambda x: f"{x:.4g}", border=0, classes="tbl")
-    return (f"<details><summary>Table: {html.escape(_heading(stem).lower())} ({len(df)} rows x {len(df.columns)} "
-            f"columns, first 12 shown; <code>{html.escape(stem)}.csv</code>)</summary><div class=\"wide\">{preview}"
-            "</div></details>")
+    return (
+        f"<details><summary>Table: {html.escape(_heading(stem).lower())} ({len(df)} rows x {len(df.columns)} "
+        f'columns, first 12 shown; <code>{html.escape(stem)}.csv</code>)</summary><div class="wide">{preview}'
+        "</div></details>"
+    )
 
 
 def build_report(run: str | Path, title: str | None = None) -> str:
@@ -134,8 +158,10 @@ def build_report(run: str | Path, title: str | None = None) -> str:
 
     run = Path(run)
     if not run.is_dir():
-        raise FileNotFoundError(f"run folder {run} does not exist; write analyses into it first, e.g. "
-                                f"python -m workbench.attention --out-dir {run}")
+        raise FileNotFoundError(
+            f"run folder {run} does not exist; write analyses into it first, e.g. "
+            f"python -m workbench.attention --out-dir {run}"
+        )
     tables = read_tables(run)
     figures = {p.stem: p for p in sorted(run.glob("*.html")) if p.name != REPORT_NAME}
     captions: dict[str, str] = {}  # caption -> heading of the figure that shows it
@@ -185,8 +211,10 @@ def _verdict_section(run: Path, verdicts: pd.DataFrame | None) -> tuple[str, boo
     rows = forest_rows(run)
     if not len(rows) and verdicts is None:
         return "", False
-    parts = [f"<section><h2>Verdicts at a glance</h2><p>Rule fixed in advance: {html.escape(VERDICT_RULE)} "
-             "(workbench.verdict).</p>"]
+    parts = [
+        f"<section><h2>Verdicts at a glance</h2><p>Rule fixed in advance: {html.escape(VERDICT_RULE)} "
+        "(workbench.verdict).</p>"
+    ]
     if len(rows):
         parts.append(embed_figure(forest_figure(rows).to_html(full_html=False, include_plotlyjs=False))[0])
     if verdicts is not None:
@@ -204,12 +232,16 @@ def page_html(title: str, parts: list[str], need_plotly: bool) -> str:
         from workbench.analysis.figures import CAPTION_NAME
 
         plotly_js = f'<script type="text/javascript">{get_plotlyjs()}</script>' + _ONE_CAPTION_JS % CAPTION_NAME
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;overflow-wrap:anywhere}"
-             ".verdict{margin:0.6em 0;padding:0.5em;border-left:4px solid #888;background:#f6f8fa}"
-             ".tbl{border-collapse:collapse;font-size:12px}.tbl td,.tbl th{padding:2px 6px;border-bottom:1px solid #ddd}"
-             ".wide{overflow-x:auto;max-width:100%}"
-             "figure{margin:0 0 1.5em;max-width:100%;overflow-x:auto}"
-             "figcaption{font-size:13px;color:#444;max-width:60em;margin-top:.3em}"
-             "section{border-top:1px solid #ddd;margin-top:1.5em}")
-    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{style}</style>{plotly_js}</head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>")
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;overflow-wrap:anywhere}"
+        ".verdict{margin:0.6em 0;padding:0.5em;border-left:4px solid #888;background:#f6f8fa}"
+        ".tbl{border-collapse:collapse;font-size:12px}.tbl td,.tbl th{padding:2px 6px;border-bottom:1px solid #ddd}"
+        ".wide{overflow-x:auto;max-width:100%}"
+        "figure{margin:0 0 1.5em;max-width:100%;overflow-x:auto}"
+        "figcaption{font-size:13px;color:#444;max-width:60em;margin-top:.3em}"
+        "section{border-top:1px solid #ddd;margin-top:1.5em}"
+    )
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{style}</style>{plotly_js}</head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>"
+    )

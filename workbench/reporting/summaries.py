@@ -82,8 +82,10 @@ def _injection_lines(df: pd.DataFrame) -> list[str]:
     pts = "; ".join(f"L{int(r['layer'])}: {_ci(r)}" for r in sub.to_dict("records"))
     best = sub.loc[sub["value"].idxmax()]
     first = sub.iloc[0]
-    verdict = (f"best at layer {int(best['layer'])}; layer {int(first['layer'])} -> {int(best['layer'])} changes {metric} by "
-               f"{_fmt(float(best['value'] - first['value']))}")
+    verdict = (
+        f"best at layer {int(best['layer'])}; layer {int(first['layer'])} -> {int(best['layer'])} changes {metric} by "
+        f"{_fmt(float(best['value'] - first['value']))}"
+    )
     return [f"{metric} vs injection layer: {pts}", verdict]
 
 
@@ -98,11 +100,21 @@ def _attention_lines(df: pd.DataFrame, stem: str) -> list[str]:
             lines.append(f"{stem}: encoder {enc}: no audio keys visible at any layer")
             continue
         ratio = per["mass"] / per["uniform_mass"]
-        top = g.dropna(subset=["ratio"]).sort_values("ratio", ascending=False).iloc[0] if g["ratio"].notna().any() else None
-        lines.append(f"{stem}: encoder {enc} (queries {qs}): audio visible from layer {int(per.index.min())}; mean mass "
-                     f"{_fmt(float(per['mass'].mean()))} vs uniform {_fmt(float(per['uniform_mass'].mean()))}; layer with the "
-                     f"largest mass/uniform ratio: {int(ratio.idxmax())} ({_fmt(float(ratio.max()))}x)"
-                     + (f"; top head L{int(top['layer'])}H{int(top['head'])} ({_fmt(float(top['ratio']))}x)" if top is not None else ""))
+        top = (
+            g.dropna(subset=["ratio"]).sort_values("ratio", ascending=False).iloc[0]
+            if g["ratio"].notna().any()
+            else None
+        )
+        lines.append(
+            f"{stem}: encoder {enc} (queries {qs}): audio visible from layer {int(per.index.min())}; mean mass "
+            f"{_fmt(float(per['mass'].mean()))} vs uniform {_fmt(float(per['uniform_mass'].mean()))}; layer with the "
+            f"largest mass/uniform ratio: {int(ratio.idxmax())} ({_fmt(float(ratio.max()))}x)"
+            + (
+                f"; top head L{int(top['layer'])}H{int(top['head'])} ({_fmt(float(top['ratio']))}x)"
+                if top is not None
+                else ""
+            )
+        )
     return lines
 
 
@@ -114,10 +126,12 @@ def _logit_lens_lines(df: pd.DataFrame) -> list[str]:
         return []
     gap = piv["audio"] - piv["no_audio"]
     last = piv.index.max()
-    return [f"logit lens: answer probability at the last layer {_fmt(float(piv.loc[last, 'audio']))} with audio vs "
-            f"{_fmt(float(piv.loc[last, 'no_audio']))} with audio cut; the audio gap is largest at layer "
-            f"{int(gap.idxmax())} ({_fmt(float(gap.max()))}) and first exceeds half its final value at layer "
-            f"{int(gap.index[(gap >= 0.5 * gap.loc[last]).to_numpy()].min()) if gap.loc[last] > 0 else 'n/a'}"]
+    return [
+        f"logit lens: answer probability at the last layer {_fmt(float(piv.loc[last, 'audio']))} with audio vs "
+        f"{_fmt(float(piv.loc[last, 'no_audio']))} with audio cut; the audio gap is largest at layer "
+        f"{int(gap.idxmax())} ({_fmt(float(gap.max()))}) and first exceeds half its final value at layer "
+        f"{int(gap.index[(gap >= 0.5 * gap.loc[last]).to_numpy()].min()) if gap.loc[last] > 0 else 'n/a'}"
+    ]
 
 
 def _probe_lines(df: pd.DataFrame, stem: str) -> list[str]:
@@ -143,11 +157,13 @@ def _logit_lens_table_lines(df: pd.DataFrame, stem: str, tables: dict[str, pd.Da
     return _logit_lens_lines(tables.get(f"{stem}_summary", df))  # the command's summary table when it wrote one
 
 
-_BY_KIND = {"layer_curve": _layer_curve_lines,
-            "injection": lambda df, stem, tables: _injection_lines(df),
-            "attention": lambda df, stem, tables: _attention_lines(df, stem),
-            "logit_lens": _logit_lens_table_lines,
-            "probe": lambda df, stem, tables: _probe_lines(df, stem)}
+_BY_KIND = {
+    "layer_curve": _layer_curve_lines,
+    "injection": lambda df, stem, tables: _injection_lines(df),
+    "attention": lambda df, stem, tables: _attention_lines(df, stem),
+    "logit_lens": _logit_lens_table_lines,
+    "probe": lambda df, stem, tables: _probe_lines(df, stem),
+}
 
 
 def registered_stems(stem_or_pattern: str, tables) -> list[str]:
@@ -168,7 +184,7 @@ def _contrast_lines(claim, tables: dict[str, pd.DataFrame]) -> list[str]:
             if df is None or not len(df):
                 continue
             try:
-                lines += summarise(df, (variant, ), (reference, ))
+                lines += summarise(df, (variant,), (reference,))
             except (KeyError, ValueError, TypeError, IndexError) as e:
                 lines.append(f"{stem}: could not summarise ({e})")
     return lines

@@ -51,16 +51,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["stable_seed", "resample_indices", "percentile_ci", "bootstrap_ci", "bootstrap_weights", "TwoLevel",
-           "seed_clip_components", "two_level_intervals", "two_level_interval", "decide_contrast", "decide_claim",
-           "VERDICT_RULE"]
+__all__ = [
+    "stable_seed",
+    "resample_indices",
+    "percentile_ci",
+    "bootstrap_ci",
+    "bootstrap_weights",
+    "TwoLevel",
+    "seed_clip_components",
+    "two_level_intervals",
+    "two_level_interval",
+    "decide_contrast",
+    "decide_claim",
+    "VERDICT_RULE",
+]
 
 #: ``A`` is kept at least at this quantile of its distribution when seeds differ by clip noise alone (docstring)
 SEED_FLOOR_QUANTILE = 0.025
 
-VERDICT_RULE = ("agree only when the seed-aware 95% interval of every contrast of the claim lies above 0 and the "
-                "contrast is positive for every training seed; disagree when an interval lies below 0; otherwise "
-                "inconclusive")
+VERDICT_RULE = (
+    "agree only when the seed-aware 95% interval of every contrast of the claim lies above 0 and the "
+    "contrast is positive for every training seed; disagree when an interval lies below 0; otherwise "
+    "inconclusive"
+)
 
 
 def stable_seed(*key) -> int:
@@ -68,7 +81,9 @@ def stable_seed(*key) -> int:
     return zlib.crc32("\x1f".join(str(k) for k in key).encode())
 
 
-def resample_indices(rng: np.random.Generator, n: int, resamples: int, chunk: int | None = None) -> Iterator[np.ndarray]:
+def resample_indices(
+    rng: np.random.Generator, n: int, resamples: int, chunk: int | None = None
+) -> Iterator[np.ndarray]:
     """Bootstrap index matrices ``[k, n]`` (rows drawn with replacement from ``range(n)``), ``resamples`` rows in
     all, in chunks of ``chunk`` rows (``None``: one chunk). The chunking is part of the random stream: the same
     ``rng``, ``n`` and ``chunk`` give the same indices."""
@@ -128,11 +143,14 @@ def _seed_estimates(diff: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 def _check_shapes(diff: np.ndarray, n: np.ndarray) -> None:
     if diff.ndim < 2 or n.shape != (diff.shape[-1],):
-        raise ValueError(f"diff must be [seeds, clips] (or [..., seeds, clips]) and n [clips]; got {diff.shape} and "
-                         f"{n.shape}")
+        raise ValueError(
+            f"diff must be [seeds, clips] (or [..., seeds, clips]) and n [clips]; got {diff.shape} and {n.shape}"
+        )
     S, C = diff.shape[-2:]
     if S < 1 or C < 2 or n.sum() <= 0:
-        raise ValueError(f"need at least one seed and two clips with rows; got {S} seeds, {C} clips, {n.sum():.0f} rows")
+        raise ValueError(
+            f"need at least one seed and two clips with rows; got {S} seeds, {C} clips, {n.sum():.0f} rows"
+        )
 
 
 def seed_clip_components(diff: np.ndarray, n: np.ndarray) -> dict[str, np.ndarray]:
@@ -148,15 +166,18 @@ def seed_clip_components(diff: np.ndarray, n: np.ndarray) -> dict[str, np.ndarra
     per_seed = _seed_estimates(diff, n)  # [..., S]
     z = diff - per_seed[..., None] * n  # [..., S, C]: each seed's clip residuals about its own estimate
     z_mean = z.mean(axis=-2)  # [..., C]
-    scale = C / (C - 1) / rows ** 2
-    v_mean = scale * (z_mean ** 2).sum(axis=-1)  # clip bootstrap variance of the seed-mean estimate
+    scale = C / (C - 1) / rows**2
+    v_mean = scale * (z_mean**2).sum(axis=-1)  # clip bootstrap variance of the seed-mean estimate
     interaction = scale * ((z - z_mean[..., None, :]) ** 2).sum(axis=(-2, -1)) / (S - 1)
     from scipy.stats import chi2
 
     floor = interaction / S * chi2.ppf(SEED_FLOOR_QUANTILE, S - 1) / (S - 1)  # seeds never agree beyond clip noise
-    return {"estimate": per_seed.mean(axis=-1), "per_seed": per_seed,
-            "v_seed": np.maximum(per_seed.var(axis=-1, ddof=1) / S, floor),
-            "v_clip": np.maximum(v_mean - interaction / S, 0.0)}
+    return {
+        "estimate": per_seed.mean(axis=-1),
+        "per_seed": per_seed,
+        "v_seed": np.maximum(per_seed.var(axis=-1, ddof=1) / S, floor),
+        "v_clip": np.maximum(v_mean - interaction / S, 0.0),
+    }
 
 
 def two_level_intervals(diff: np.ndarray, n: np.ndarray, level: float = 0.95) -> dict[str, np.ndarray]:
@@ -171,12 +192,19 @@ def two_level_intervals(diff: np.ndarray, n: np.ndarray, level: float = 0.95) ->
     h = seed_share_multiplier(share, S, C, level)
     se = np.sqrt(total)
     est = comp["estimate"]
-    return {"estimate": est, "ci_low": est - h * se, "ci_high": est + h * se, "se": se, "multiplier": h,
-            "seed_share": share}
+    return {
+        "estimate": est,
+        "ci_low": est - h * se,
+        "ci_high": est + h * se,
+        "se": se,
+        "multiplier": h,
+        "seed_share": share,
+    }
 
 
-def two_level_interval(diff: np.ndarray, n: np.ndarray, resamples: int = 2000, seed: int = 0, level: float = 0.95,
-                       key: tuple = ()) -> TwoLevel:
+def two_level_interval(
+    diff: np.ndarray, n: np.ndarray, resamples: int = 2000, seed: int = 0, level: float = 0.95, key: tuple = ()
+) -> TwoLevel:
     """Seed-aware interval of a paired contrast (see the module docstring). ``diff``: ``[S, C]`` per-seed,
     per-clip summed score differences; ``n``: ``[C]`` rows per clip (the same for every seed). ``resamples``,
     ``seed`` and ``key`` drive the clip bootstrap of one seed (two or more seeds: closed form, no random numbers)."""
@@ -186,23 +214,40 @@ def two_level_interval(diff: np.ndarray, n: np.ndarray, resamples: int = 2000, s
     _check_shapes(diff, n)
     S, C = diff.shape
     per_seed = _seed_estimates(diff, n)
-    common = dict(estimate=float(per_seed.mean()), per_seed=tuple(float(x) for x in per_seed), n_seeds=S, n_clips=C,
-                  n_rows=int(n.sum()))
+    common = dict(
+        estimate=float(per_seed.mean()),
+        per_seed=tuple(float(x) for x in per_seed),
+        n_seeds=S,
+        n_clips=C,
+        n_rows=int(n.sum()),
+    )
     if S == 1:
         rng = np.random.default_rng([seed, stable_seed("two-level", *key)])
         w = bootstrap_weights(rng, C, resamples)  # [R, C] clip counts
         stats = (w @ diff[0]) / (w @ n)
         lo, hi = percentile_ci(stats, level)
-        return TwoLevel(ci_low=lo, ci_high=hi, method="clip bootstrap (1 training seed: seed variance not covered)",
-                        se=float(np.std(stats, ddof=1)), **common)
+        return TwoLevel(
+            ci_low=lo,
+            ci_high=hi,
+            method="clip bootstrap (1 training seed: seed variance not covered)",
+            se=float(np.std(stats, ddof=1)),
+            **common,
+        )
     r = {k: float(v) for k, v in two_level_intervals(diff, n, level).items()}
     if r["se"] == 0:
-        return TwoLevel(ci_low=r["estimate"], ci_high=r["estimate"], method="two-level interval (no variation)",
-                        se=0.0, **common)
-    return TwoLevel(ci_low=r["ci_low"], ci_high=r["ci_high"], se=r["se"], multiplier=r["multiplier"],
-                    seed_share=r["seed_share"],
-                    method=f"two-level interval over {S} seeds and {C} clips, calibrated t (seed share "
-                           f"{r['seed_share']:.2f}, multiplier {r['multiplier']:.2f})", **common)
+        return TwoLevel(
+            ci_low=r["estimate"], ci_high=r["estimate"], method="two-level interval (no variation)", se=0.0, **common
+        )
+    return TwoLevel(
+        ci_low=r["ci_low"],
+        ci_high=r["ci_high"],
+        se=r["se"],
+        multiplier=r["multiplier"],
+        seed_share=r["seed_share"],
+        method=f"two-level interval over {S} seeds and {C} clips, calibrated t (seed share "
+        f"{r['seed_share']:.2f}, multiplier {r['multiplier']:.2f})",
+        **common,
+    )
 
 
 def decide_contrast(ci_low: float, ci_high: float, per_seed=()) -> str:

@@ -97,10 +97,11 @@ def multiplier_table(n_seeds: int, n_clips: float, level: float = 0.95) -> tuple
     def jacobian(theta):
         return np.vstack([weight[:, None] * evaluate(theta)[1] @ steps, smooth @ steps])
 
-    welch_df = 1.0 / (KNOTS ** 2 / k1 + (1 - KNOTS) ** 2 / k2)  # start from Welch-Satterthwaite's multiplier
+    welch_df = 1.0 / (KNOTS**2 / k1 + (1 - KNOTS) ** 2 / k2)  # start from Welch-Satterthwaite's multiplier
     start = np.abs(np.diff(stats.t.ppf(q, welch_df), prepend=0.0))
-    fit = optimize.least_squares(residuals, np.maximum(start, 1e-6), jac=jacobian, bounds=(0.0, np.inf),
-                                 xtol=1e-9, ftol=1e-9)
+    fit = optimize.least_squares(
+        residuals, np.maximum(start, 1e-6), jac=jacobian, bounds=(0.0, np.inf), xtol=1e-9, ftol=1e-9
+    )
     return tuple(float(x) for x in steps @ fit.x)
 
 

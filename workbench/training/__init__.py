@@ -8,8 +8,13 @@ import importlib
 
 __all__ = ["CheckpointError", "ConfigError", "EmptyDatasetError", "RunConfig", "load_run_config"]
 
-_WHERE = {"CheckpointError": "checkpoint", "ConfigError": "config", "RunConfig": "config",
-          "load_run_config": "config", "EmptyDatasetError": "data"}
+_WHERE = {
+    "CheckpointError": "checkpoint",
+    "ConfigError": "config",
+    "RunConfig": "config",
+    "load_run_config": "config",
+    "EmptyDatasetError": "data",
+}
 
 
 def __getattr__(name: str):

@@ -28,8 +28,16 @@ import torch
 
 from workbench.common.paths import atomic_write_bytes, replace_dir
 
-__all__ = ["CheckpointError", "rng_state", "set_rng_state", "write_checkpoint", "find_latest", "read_trainer_state",
-           "clean_tmp", "STATE_FILE"]
+__all__ = [
+    "CheckpointError",
+    "rng_state",
+    "set_rng_state",
+    "write_checkpoint",
+    "find_latest",
+    "read_trainer_state",
+    "clean_tmp",
+    "STATE_FILE",
+]
 
 STATE_FILE = "trainer_state.json"
 LATEST = "latest"

@@ -26,8 +26,20 @@ import yaml
 from workbench.common.constants import TRAINABLE_PARTS
 from workbench.common.errors import ConfigError
 
-__all__ = ["ConfigError", "StageConfig", "LoraConfig", "DataConfig", "TrainingConfig", "RunConfig",
-           "load_run_config", "parse_preset", "config_hash", "TRAINABLE_PARTS", "KNOWN_TASKS", "REPO_ROOT"]
+__all__ = [
+    "ConfigError",
+    "StageConfig",
+    "LoraConfig",
+    "DataConfig",
+    "TrainingConfig",
+    "RunConfig",
+    "load_run_config",
+    "parse_preset",
+    "config_hash",
+    "TRAINABLE_PARTS",
+    "KNOWN_TASKS",
+    "REPO_ROOT",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KNOWN_TASKS = ("cls", "qa", "caption")
@@ -38,9 +50,25 @@ TOP_KEYS = {"presets", "name", "description", "variant", "notes"}
 PRESET_KEYS = {"model", "data", "training", "eval", "description"}
 DATA_KEYS = {"train", "val", "generate", "cache_dir", "num_workers"}
 GENERATE_KEYS = {"preset", "n_train", "n_eval", "seed", "workers"}
-TRAINING_KEYS = {"seed", "batch_size", "grad_accum", "mixed_precision", "checkpoint_every", "log_every", "lora",
-                 "stages", "keep_checkpoints", "weight_decay", "max_grad_norm", "schedule", "min_lr_ratio",
-                 "deterministic", "eval_batches", "adam_betas", "adam_eps"}
+TRAINING_KEYS = {
+    "seed",
+    "batch_size",
+    "grad_accum",
+    "mixed_precision",
+    "checkpoint_every",
+    "log_every",
+    "lora",
+    "stages",
+    "keep_checkpoints",
+    "weight_decay",
+    "max_grad_norm",
+    "schedule",
+    "min_lr_ratio",
+    "deterministic",
+    "eval_batches",
+    "adam_betas",
+    "adam_eps",
+}
 LORA_KEYS = {"rank", "alpha", "dropout", "targets"}
 STAGE_KEYS = {"name", "steps", "lr", "warmup", "trainable", "tasks", "schedule", "weight_decay"}
 #: training keys that do not change the numbers a run produces (excluded from the resume hash)
@@ -198,13 +226,20 @@ def _parse_data(c: _Checker, raw_data) -> DataConfig:
     gen = None
     if d.get("generate") is not None:
         g = c.mapping(d["generate"], "data.generate", GENERATE_KEYS, required=("n_train",))
-        gen = {"preset": str(g.get("preset", "tiny")), "n_train": c.int_(g["n_train"], "data.generate.n_train", 1),
-               "n_eval": c.int_(g.get("n_eval", max(1, int(g["n_train"]) // 10)), "data.generate.n_eval", 1),
-               "seed": c.int_(g.get("seed", 0), "data.generate.seed"),
-               "workers": c.int_(g.get("workers", 1), "data.generate.workers", 1)}
-    return DataConfig(train=resolve_path(d["train"]), val=resolve_path(d["val"]) if d.get("val") else None,
-                      cache_dir=resolve_path(d["cache_dir"]), generate=gen,
-                      num_workers=c.int_(d.get("num_workers", 0), "data.num_workers", 0))
+        gen = {
+            "preset": str(g.get("preset", "tiny")),
+            "n_train": c.int_(g["n_train"], "data.generate.n_train", 1),
+            "n_eval": c.int_(g.get("n_eval", max(1, int(g["n_train"]) // 10)), "data.generate.n_eval", 1),
+            "seed": c.int_(g.get("seed", 0), "data.generate.seed"),
+            "workers": c.int_(g.get("workers", 1), "data.generate.workers", 1),
+        }
+    return DataConfig(
+        train=resolve_path(d["train"]),
+        val=resolve_path(d["val"]) if d.get("val") else None,
+        cache_dir=resolve_path(d["cache_dir"]),
+        generate=gen,
+        num_workers=c.int_(d.get("num_workers", 0), "data.num_workers", 0),
+    )
 
 
 def _parse_lora(c: _Checker, t: dict) -> LoraConfig | None:
@@ -212,10 +247,12 @@ def _parse_lora(c: _Checker, t: dict) -> LoraConfig | None:
     if t.get("lora") is None:
         return None
     lr_ = c.mapping(t["lora"], "training.lora", LORA_KEYS)
-    return LoraConfig(rank=c.int_(lr_.get("rank", 8), "training.lora.rank", 1),
-                      alpha=c.float_(lr_.get("alpha", 16), "training.lora.alpha", positive=True),
-                      dropout=c.float_(lr_.get("dropout", 0.0), "training.lora.dropout", lo=0.0),
-                      targets=c.str_list(lr_.get("targets", ["q_proj", "v_proj"]), "training.lora.targets"))
+    return LoraConfig(
+        rank=c.int_(lr_.get("rank", 8), "training.lora.rank", 1),
+        alpha=c.float_(lr_.get("alpha", 16), "training.lora.alpha", positive=True),
+        dropout=c.float_(lr_.get("dropout", 0.0), "training.lora.dropout", lo=0.0),
+        targets=c.str_list(lr_.get("targets", ["q_proj", "v_proj"]), "training.lora.targets"),
+    )
 
 
 def _parse_stages(c: _Checker, stages_raw, schedule: str, wd: float) -> list[StageConfig]:
@@ -231,13 +268,16 @@ def _parse_stages(c: _Checker, stages_raw, schedule: str, wd: float) -> list[Sta
             c.fail(f"{key}.name", f"duplicate stage name {name!r}")
         names.add(name)
         key = f"training.stages[{i}] ({name})"
-        st = StageConfig(name=name, steps=c.int_(s["steps"], f"{key}.steps", 1),
-                         lr=c.float_(s["lr"], f"{key}.lr", positive=True),
-                         warmup=c.int_(s.get("warmup", 0), f"{key}.warmup", 0),
-                         trainable=c.str_list(s["trainable"], f"{key}.trainable", TRAINABLE_PARTS),
-                         tasks=c.str_list(s["tasks"], f"{key}.tasks", KNOWN_TASKS),
-                         schedule=c.choice(s.get("schedule", schedule), f"{key}.schedule", SCHEDULES),
-                         weight_decay=c.float_(s.get("weight_decay", wd), f"{key}.weight_decay", lo=0.0))
+        st = StageConfig(
+            name=name,
+            steps=c.int_(s["steps"], f"{key}.steps", 1),
+            lr=c.float_(s["lr"], f"{key}.lr", positive=True),
+            warmup=c.int_(s.get("warmup", 0), f"{key}.warmup", 0),
+            trainable=c.str_list(s["trainable"], f"{key}.trainable", TRAINABLE_PARTS),
+            tasks=c.str_list(s["tasks"], f"{key}.tasks", KNOWN_TASKS),
+            schedule=c.choice(s.get("schedule", schedule), f"{key}.schedule", SCHEDULES),
+            weight_decay=c.float_(s.get("weight_decay", wd), f"{key}.weight_decay", lo=0.0),
+        )
         stages.append(st)
     return stages
 
@@ -262,18 +302,25 @@ def _parse_training(c: _Checker, raw_training) -> TrainingConfig:
         checkpoint_every=c.int_(t.get("checkpoint_every", 50), "training.checkpoint_every", 1),
         keep_checkpoints=c.int_(t.get("keep_checkpoints", 2), "training.keep_checkpoints", 1),
         log_every=c.int_(t.get("log_every", 1), "training.log_every", 1),
-        lora=lora, weight_decay=wd,
+        lora=lora,
+        weight_decay=wd,
         max_grad_norm=None if mgn is None else c.float_(mgn, "training.max_grad_norm", positive=True),
         schedule=schedule,
         min_lr_ratio=c.float_(t.get("min_lr_ratio", 0.0), "training.min_lr_ratio", lo=0.0),
         deterministic=bool(t.get("deterministic", True)),
         eval_batches=c.int_(t.get("eval_batches", 10), "training.eval_batches", 0),
-        adam_betas=(c.float_(betas[0], "training.adam_betas[0]", lo=0.0), c.float_(betas[1], "training.adam_betas[1]", lo=0.0)),
+        adam_betas=(
+            c.float_(betas[0], "training.adam_betas[0]", lo=0.0),
+            c.float_(betas[1], "training.adam_betas[1]", lo=0.0),
+        ),
         adam_eps=c.float_(t.get("adam_eps", 1e-8), "training.adam_eps", positive=True),
     )
     if training.uses_lora and training.lora is None:
         bad = [s.name for s in stages if "lora" in s.trainable]
-        c.fail("training.lora", f"stage(s) {bad} train 'lora' but the training section has no lora: {{rank, alpha, dropout, targets}}")
+        c.fail(
+            "training.lora",
+            f"stage(s) {bad} train 'lora' but the training section has no lora: {{rank, alpha, dropout, targets}}",
+        )
     return training
 
 
@@ -284,8 +331,14 @@ def parse_preset(raw: dict, where: str, path: Path | None = None, preset: str = 
     c.mapping(raw["model"], "model")
     data = _parse_data(c, raw["data"])
     training = _parse_training(c, raw["training"])
-    return RunConfig(path=Path(path) if path else Path("<dict>"), preset=preset, model=raw["model"], data=data,
-                     training=training, raw=copy.deepcopy(raw))
+    return RunConfig(
+        path=Path(path) if path else Path("<dict>"),
+        preset=preset,
+        model=raw["model"],
+        data=data,
+        training=training,
+        raw=copy.deepcopy(raw),
+    )
 
 
 def read_config_file(path: str | os.PathLike) -> dict:

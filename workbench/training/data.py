@@ -42,8 +42,9 @@ def epoch_permutation(n: int, seed: int, stage: int, epoch: int) -> torch.Tensor
 class StageBatchSampler(Sampler[list[int]]):
     """Yields this process's share of global micro-batches ``start .. stop-1`` of a stage's order."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, stage: int, start: int, stop: int,
-                 rank: int = 0, world: int = 1):
+    def __init__(
+        self, n: int, batch_size: int, seed: int, stage: int, start: int, stop: int, rank: int = 0, world: int = 1
+    ):
         if n <= 0:
             raise ValueError("StageBatchSampler over an empty dataset")
         if batch_size % world:
@@ -72,7 +73,7 @@ class StageBatchSampler(Sampler[list[int]]):
     def __iter__(self):
         per = self.bs // self.world
         for m in range(self.start, self.stop):
-            yield self.global_batch(m)[self.rank * per:(self.rank + 1) * per]
+            yield self.global_batch(m)[self.rank * per : (self.rank + 1) * per]
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
@@ -91,16 +92,25 @@ def prepare_data(data_cfg, encoders: list, progress: bool = True) -> None:
     missing = [d for d in dirs if not _has_audiofolder(d)]
     if missing:
         if not data_cfg.generate:
-            raise DataError(f"dataset folder(s) {[str(d) for d in missing]} missing (no metadata.jsonl/tasks.jsonl) "
-                            f"and the config's data section has no `generate:` entry to create them")
+            raise DataError(
+                f"dataset folder(s) {[str(d) for d in missing]} missing (no metadata.jsonl/tasks.jsonl) "
+                f"and the config's data section has no `generate:` entry to create them"
+            )
         from workbench.data.synth import generate, generate_all_splits
 
         g = data_cfg.generate
         tr, va = data_cfg.train, data_cfg.val
         if va is not None and tr.parent == va.parent and tr.name == "train" and va.name == "val":
             log.info("generating synthetic splits under %s", tr.parent)
-            generate_all_splits(tr.parent, g["n_train"], seed=g["seed"], preset=g["preset"], workers=g["workers"],
-                                n_eval=g["n_eval"], progress=progress)
+            generate_all_splits(
+                tr.parent,
+                g["n_train"],
+                seed=g["seed"],
+                preset=g["preset"],
+                workers=g["workers"],
+                n_eval=g["n_eval"],
+                progress=progress,
+            )
         else:
             for d in missing:
                 split, n = ("train", g["n_train"]) if d == tr else ("val", g["n_eval"])

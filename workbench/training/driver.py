@@ -32,22 +32,30 @@ from pathlib import Path
 import torch
 
 from workbench.common.constants import VARIANTS
-from workbench.data.audiofolder import DataError
 from workbench.common.paths import atomic_write_bytes
+from workbench.data.audiofolder import DataError
 from workbench.training.checkpoint import CheckpointError, clean_tmp, find_latest, read_trainer_state
-from workbench.training.config import (ConfigError, RunConfig, config_diff, load_run_config, semantic_dict,
-                                       to_jsonable)
+from workbench.training.config import ConfigError, RunConfig, config_diff, load_run_config, semantic_dict, to_jsonable
 from workbench.training.data import EmptyDatasetError, prepare_data
-from workbench.training.environment import (relative_command, repo_relative, resume_mismatches, run_environment,
-                                             versions)
+from workbench.training.environment import relative_command, repo_relative, resume_mismatches, run_environment, versions
 from workbench.training.launch import make_accelerator
 from workbench.training.loop import LOG_COLUMNS, VAL_COLUMNS, CurriculumLoop, TrainingDivergedError, lr_factor, read_log
 
-__all__ = ["train", "run_command", "run_one", "default_model_factory", "TrainingDivergedError", "VARIANTS",
-           "LOG_COLUMNS", "VAL_COLUMNS", "read_log", "lr_factor", "parse_seeds"]
+__all__ = [
+    "train",
+    "run_command",
+    "run_one",
+    "default_model_factory",
+    "TrainingDivergedError",
+    "VARIANTS",
+    "LOG_COLUMNS",
+    "VAL_COLUMNS",
+    "read_log",
+    "lr_factor",
+    "parse_seeds",
+]
 
 log = logging.getLogger("workbench.train")
-
 
 
 def default_model_factory(model_dict: dict, seed: int = 0):
@@ -78,11 +86,18 @@ def _stage_datasets(cfg: RunConfig, model, split: str) -> dict[tuple, object]:
         if hasattr(model, "task_dataset"):  # a PALModel: its encoders and audio slot (cache filled by prepare_data)
             ds = model.task_dataset(root, tasks=list(st.tasks), cache_dir=cfg.data.cache_dir, fill_cache=False)
         else:
-            ds = AudioTaskDataset(root, model.tokenizer, tasks=list(st.tasks), encoders=list(model.encoder_names),
-                                  cache_dir=cfg.data.cache_dir)
+            ds = AudioTaskDataset(
+                root,
+                model.tokenizer,
+                tasks=list(st.tasks),
+                encoders=list(model.encoder_names),
+                cache_dir=cfg.data.cache_dir,
+            )
         if len(ds) == 0 and split == "train":
-            raise EmptyDatasetError(f"{root}: 0 task rows after the task filter tasks={list(st.tasks)} "
-                                    f"(stage {st.name!r}; {len(ds.report.tasks)} rows before filtering)")
+            raise EmptyDatasetError(
+                f"{root}: 0 task rows after the task filter tasks={list(st.tasks)} "
+                f"(stage {st.name!r}; {len(ds.report.tasks)} rows before filtering)"
+            )
         out[key] = ds
     return out
 
@@ -100,10 +115,16 @@ def _stage_summary(log_path: Path, val_path: Path, cfg: RunConfig) -> list[dict]
         r = [x for x in rows if int(x["stage"]) == i]
         v = [x for x in vals if int(x["stage"]) == i]
         tail = [float(x["loss"]) for x in r[-10:]]
-        out.append({"name": st.name, "steps": st.steps, "steps_done": len(r),
-                    "final_loss": float(r[-1]["loss"]) if r else None,
-                    "mean_loss_last10": sum(tail) / len(tail) if tail else None,
-                    "val_loss": float(v[-1]["val_loss"]) if v else None})
+        out.append(
+            {
+                "name": st.name,
+                "steps": st.steps,
+                "steps_done": len(r),
+                "final_loss": float(r[-1]["loss"]) if r else None,
+                "mean_loss_last10": sum(tail) / len(tail) if tail else None,
+                "val_loss": float(v[-1]["val_loss"]) if v else None,
+            }
+        )
     return out
 
 
@@ -114,16 +135,21 @@ def _accelerator(cfg: RunConfig):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     mp = tc.mixed_precision
     if mp != "no" and not torch.cuda.is_available():
-        warnings.warn(f"mixed_precision={mp!r} needs a GPU; training in float32 on CPU")
+        warnings.warn(f"mixed_precision={mp!r} needs a GPU; training in float32 on CPU", stacklevel=2)
         mp = "no"
     acc = make_accelerator(mp)  # one process, or a group of the launcher's processes (LaunchError if alone)
     if acc.distributed_type.value == "FSDP":
-        warnings.warn("FSDP: checkpoints save the trainable parts through model.save_pretrained and the optimizer "
-                      "state as seen by this process; this path is untested (DDP is): prefer DDP for these sizes")
+        warnings.warn(
+            "FSDP: checkpoints save the trainable parts through model.save_pretrained and the optimizer "
+            "state as seen by this process; this path is untested (DDP is): prefer DDP for these sizes",
+            stacklevel=2,
+        )
     world = acc.num_processes
     if tc.batch_size % world:
-        raise ConfigError(f"{cfg.path} [preset {cfg.preset}]: training.batch_size {tc.batch_size} is not divisible "
-                          f"by the number of processes {world}")
+        raise ConfigError(
+            f"{cfg.path} [preset {cfg.preset}]: training.batch_size {tc.batch_size} is not divisible "
+            f"by the number of processes {world}"
+        )
     return acc
 
 
@@ -145,19 +171,33 @@ def _resume_point(cfg: RunConfig, out: Path, acc, resume: bool) -> tuple[dict | 
             diff = config_diff(semantic_dict(state["config"]), semantic_dict(cfg.raw))
             raise CheckpointError(
                 f"--resume: the config differs from the one checkpoint {ckpt} was trained with "
-                f"(hash {state['config_hash']} vs {cfg.hash()}): " + "; ".join(diff[:10]))
+                f"(hash {state['config_hash']} vs {cfg.hash()}): " + "; ".join(diff[:10])
+            )
         if state.get("world_size", 1) != world and main_proc:
-            warnings.warn(f"--resume: {ckpt} was written by {state.get('world_size', 1)} process(es), this run has "
-                          f"{world}: the continuation will not be bit-identical to an uninterrupted run")
+            warnings.warn(
+                f"--resume: {ckpt} was written by {state.get('world_size', 1)} process(es), this run has "
+                f"{world}: the continuation will not be bit-identical to an uninterrupted run",
+                stacklevel=2,
+            )
     elif existing is not None:
-        raise CheckpointError(f"{out} already holds a checkpoint ({existing}); pass --resume to continue it or "
-                              f"choose another --out")
+        raise CheckpointError(
+            f"{out} already holds a checkpoint ({existing}); pass --resume to continue it or choose another --out"
+        )
     return state, ckpt
 
 
-def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_steps: int | None = None,
-          model_factory: Callable[[dict], torch.nn.Module] | None = None, progress: bool = True,
-          command: str | None = None, reproducible: bool = False, _fail_checkpoint_at: int | None = None) -> dict:
+def train(
+    cfg: RunConfig,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    max_steps: int | None = None,
+    model_factory: Callable[[dict], torch.nn.Module] | None = None,
+    progress: bool = True,
+    command: str | None = None,
+    reproducible: bool = False,
+    _fail_checkpoint_at: int | None = None,
+) -> dict:
     """Run (or resume) the curriculum of ``cfg`` into ``out``; returns the summary dict.
 
     ``reproducible``: one thread, deterministic algorithms, and a check that the AVX2 pins of
@@ -196,9 +236,12 @@ def train(cfg: RunConfig, out: str | os.PathLike, *, resume: bool = False, max_s
 def _warn_environment_change(ckpt: Path, saved: dict | None, now: dict) -> None:
     diffs = resume_mismatches(saved, now)
     if diffs:
-        warnings.warn(f"--resume: {ckpt} was written with other settings that change the numbers ({'; '.join(diffs)}): "
-                      "the continuation will not be bit-identical to an uninterrupted run (resume with the "
-                      "checkpoint's settings, e.g. --reproducible if it was made with it, to continue exactly)")
+        warnings.warn(
+            f"--resume: {ckpt} was written with other settings that change the numbers ({'; '.join(diffs)}): "
+            "the continuation will not be bit-identical to an uninterrupted run (resume with the "
+            "checkpoint's settings, e.g. --reproducible if it was made with it, to continue exactly)",
+            stacklevel=2,
+        )
 
 
 def _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command, t0, fail_ckpt_at) -> dict:
@@ -225,22 +268,46 @@ def _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command
         from safetensors.torch import load_file
 
         model.load_trainable_state_dict(load_file(str(ckpt / "model" / "model.safetensors")))
-    loop = CurriculumLoop(cfg, out, acc, model, train_sets, val_sets, state=state, ckpt=ckpt, max_steps=max_steps,
-                          progress=progress, t0=t0, fail_checkpoint_at=fail_ckpt_at)
+    loop = CurriculumLoop(
+        cfg,
+        out,
+        acc,
+        model,
+        train_sets,
+        val_sets,
+        state=state,
+        ckpt=ckpt,
+        max_steps=max_steps,
+        progress=progress,
+        t0=t0,
+        fail_checkpoint_at=fail_ckpt_at,
+    )
     stopped_early = loop.run()
     global_step = loop.pos.global_step
     ckpt_root = out / "checkpoints"
     completed = not stopped_early and global_step >= tc.total_steps
     latest = find_latest(ckpt_root)
-    summary = {"command": command or relative_command(["python", *sys.argv]), "config": repo_relative(cfg.path),
-               "preset": cfg.preset, "config_hash": cfg.hash(), "seed": seed, "completed": completed,
-               "steps": global_step, "total_steps": tc.total_steps, "resumed_from": repo_relative(ckpt),
-               "wall_time_s": loop.pos.wall_before + time.time() - t0, "device": str(acc.device),
-               "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
-               "stages": _stage_summary(out / "train_log.csv", out / "val_log.csv", cfg),
-               "final": repo_relative(out / "final") if completed else None,
-               "last_checkpoint": repo_relative(latest), "versions": versions(),
-               "environment": run_environment(str(acc.device)), "training": to_jsonable(tc)}
+    summary = {
+        "command": command or relative_command(["python", *sys.argv]),
+        "config": repo_relative(cfg.path),
+        "preset": cfg.preset,
+        "config_hash": cfg.hash(),
+        "seed": seed,
+        "completed": completed,
+        "steps": global_step,
+        "total_steps": tc.total_steps,
+        "resumed_from": repo_relative(ckpt),
+        "wall_time_s": loop.pos.wall_before + time.time() - t0,
+        "device": str(acc.device),
+        "num_processes": acc.num_processes,
+        "mixed_precision": acc.mixed_precision,
+        "stages": _stage_summary(out / "train_log.csv", out / "val_log.csv", cfg),
+        "final": repo_relative(out / "final") if completed else None,
+        "last_checkpoint": repo_relative(latest),
+        "versions": versions(),
+        "environment": run_environment(str(acc.device)),
+        "training": to_jsonable(tc),
+    }
     if acc.is_main_process:
         if completed:
             _save_final(model, out)
@@ -250,6 +317,7 @@ def _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command
 
 
 # ---- the command's logic (workbench.train parses the arguments) -------------------------------------
+
 
 def _model_errors() -> tuple:
     """The model's bad-input errors beyond the shared ConfigError (a checkpoint that does not fit)."""
@@ -263,17 +331,27 @@ def _is_rank0() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def run_one(config, preset: str, out: str | os.PathLike, *, seed: int | None = None, resume: bool = False,
-            max_steps: int | None = None, progress: bool = True, command: str | None = None,
-            reproducible: bool = False) -> int:
+def run_one(
+    config,
+    preset: str,
+    out: str | os.PathLike,
+    *,
+    seed: int | None = None,
+    resume: bool = False,
+    max_steps: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+    reproducible: bool = False,
+) -> int:
     """Train one run and print one line (rank 0): the exit code of ``workbench.train`` (0 done or stopped at
     ``max_steps``, 2 bad input, 3 diverged); errors are printed to stderr."""
     from workbench.training.reproducible import ReproducibilityError
 
     try:
         cfg = load_run_config(config, preset, seed=seed)
-        s = train(cfg, out, resume=resume, max_steps=max_steps, progress=progress, command=command,
-                  reproducible=reproducible)
+        s = train(
+            cfg, out, resume=resume, max_steps=max_steps, progress=progress, command=command, reproducible=reproducible
+        )
     except (ConfigError, CheckpointError, DataError, EmptyDatasetError, ReproducibilityError, *_model_errors()) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -282,14 +360,25 @@ def run_one(config, preset: str, out: str | os.PathLike, *, seed: int | None = N
         return 3
     if _is_rank0():
         state = "done" if s["completed"] else f"stopped at step {s['steps']}/{s['total_steps']} (resume with --resume)"
-        print(f"{out}: {state}; " + ", ".join(f"{x['name']} loss {x['final_loss']}" for x in s["stages"]
-                                              if x["final_loss"] is not None))
+        print(
+            f"{out}: {state}; "
+            + ", ".join(f"{x['name']} loss {x['final_loss']}" for x in s["stages"] if x["final_loss"] is not None)
+        )
     return 0
 
 
 def _run_one(config, preset, out, a, command) -> int:
-    return run_one(config, preset, out, seed=a.seed, resume=a.resume, max_steps=a.max_steps,
-                   progress=not a.no_progress, command=command, reproducible=bool(a.reproducible))
+    return run_one(
+        config,
+        preset,
+        out,
+        seed=a.seed,
+        resume=a.resume,
+        max_steps=a.max_steps,
+        progress=not a.no_progress,
+        command=command,
+        reproducible=bool(a.reproducible),
+    )
 
 
 def _parse_variants(text: str | None) -> tuple[str, ...]:
@@ -303,7 +392,7 @@ def _parse_variants(text: str | None) -> tuple[str, ...]:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """"0,1,2" -> [0, 1, 2] (non-negative, no duplicates)."""
+    """ "0,1,2" -> [0, 1, 2] (non-negative, no duplicates)."""
     try:
         seeds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -321,8 +410,11 @@ def _run_seeds(a, variants) -> int:
         print("error: --seeds runs whole, resumable jobs: drop --max-steps/--resume/--seed", file=sys.stderr)
         return 2
     if a.reproducible is not False and a.threads != 1:
-        print(f"error: --threads {a.threads}: the seed runs are reproducible (one thread) by default; add "
-              "--no-reproducible to run them with more threads", file=sys.stderr)
+        print(
+            f"error: --threads {a.threads}: the seed runs are reproducible (one thread) by default; add "
+            "--no-reproducible to run them with more threads",
+            file=sys.stderr,
+        )
         return 2
     jobs = []
     for s in parse_seeds(a.seeds):
@@ -331,8 +423,16 @@ def _run_seeds(a, variants) -> int:
             if not path.is_file():
                 print(f"error: {path} missing (variant {v!r})", file=sys.stderr)
                 return 2
-            jobs.append(Job(f"{v}/seed-{s}", path, a.preset, s, run_dir(a.out_root, v, s),
-                            reproducible=a.reproducible is not False))
+            jobs.append(
+                Job(
+                    f"{v}/seed-{s}",
+                    path,
+                    a.preset,
+                    s,
+                    run_dir(a.out_root, v, s),
+                    reproducible=a.reproducible is not False,
+                )
+            )
     try:
         run_jobs(jobs, parallel=a.jobs, threads=a.threads)
     except RuntimeError as e:
@@ -359,7 +459,7 @@ def run_command(a, argv: list[str]) -> int:
         for v in variants:
             path = Path(a.configs_dir) / f"{v}.yaml"
             if not path.is_file():
-                warnings.warn(f"--all: {path} missing; skipping variant {v!r}")
+                warnings.warn(f"--all: {path} missing; skipping variant {v!r}", stacklevel=2)
                 continue
             ran += 1
             if _is_rank0():
@@ -373,4 +473,3 @@ def run_command(a, argv: list[str]) -> int:
         print("error: --config and --out are required (or use --all)", file=sys.stderr)
         return 2
     return _run_one(a.config, a.preset, Path(a.out), a, command)
-

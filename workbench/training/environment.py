@@ -16,18 +16,38 @@ import os
 import platform
 from pathlib import Path
 
-__all__ = ["run_environment", "versions", "repo_relative", "relative_command", "with_environment",
-           "resume_mismatches", "PINNED_ENV", "cpu_model", "mkl_branch"]
+__all__ = [
+    "run_environment",
+    "versions",
+    "repo_relative",
+    "relative_command",
+    "with_environment",
+    "resume_mismatches",
+    "PINNED_ENV",
+    "cpu_model",
+    "mkl_branch",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: environment variables that change the numbers a CPU run produces (recorded when set)
-PINNED_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
-              "CUBLAS_WORKSPACE_CONFIG")
+PINNED_ENV = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "MKL_CBWR",
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "CUBLAS_WORKSPACE_CONFIG",
+)
 
 #: the environment of the reproducible mode (`workbench.training.reproducible`)
-REPRO_ENV: dict[str, str] = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MKL_CBWR": "AVX2",
-                             "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+REPRO_ENV: dict[str, str] = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "MKL_CBWR": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+}
 
 
 def pins_in_place(env: dict | None = None) -> bool:
@@ -49,8 +69,22 @@ def cpu_model() -> str:
 
 
 #: MKL's conditional-numerical-reproducibility branch constants (mkl_cbwr_get(MKL_CBWR_BRANCH))
-_MKL_BRANCHES = {0: "OFF", 1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2",
-                 9: "AVX", 10: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1"}
+_MKL_BRANCHES = {
+    0: "OFF",
+    1: "OFF",
+    2: "AUTO",
+    3: "COMPATIBLE",
+    4: "SSE2",
+    6: "SSSE3",
+    7: "SSE4_1",
+    8: "SSE4_2",
+    9: "AVX",
+    10: "AVX2",
+    11: "AVX512_MIC",
+    12: "AVX512",
+    13: "AVX512_MIC_E1",
+    14: "AVX512_E1",
+}
 
 
 def mkl_branch() -> str | None:
@@ -87,11 +121,15 @@ def run_environment(device: str | None = None) -> dict:
     :mod:`workbench.training.reproducible`'s pins, one thread and deterministic algorithms are all in place."""
     import torch
 
-
     out = {pkg: _version(pkg) for pkg in ("torch", "transformers", "accelerate", "numpy")}
-    out.update(python=platform.python_version(), threads=torch.get_num_threads(), cpu=cpu_model(),
-               cpu_capability=torch.backends.cpu.get_cpu_capability(), mkl_cbwr=mkl_branch(),
-               device=str(device or "cpu"))
+    out.update(
+        python=platform.python_version(),
+        threads=torch.get_num_threads(),
+        cpu=cpu_model(),
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        mkl_cbwr=mkl_branch(),
+        device=str(device or "cpu"),
+    )
     if str(device or "cpu").startswith("cuda") and torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(torch.device(device))
     out["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
@@ -117,11 +155,15 @@ def relative_command(args: list[str]) -> str:
     return " ".join(repo_relative(a) if os.path.isabs(a) else a for a in args)
 
 
-def with_environment(info: dict, path_keys: tuple[str, ...] = ("checkpoint", "data"), device: str | None = None) -> dict:
+def with_environment(
+    info: dict, path_keys: tuple[str, ...] = ("checkpoint", "data"), device: str | None = None
+) -> dict:
     """``info`` (an evaluation's ``run.json``) with ``path_keys`` made repository-relative and an ``environment``
     entry (:func:`run_environment`)."""
-    out = {k: (repo_relative(v) if k in path_keys and isinstance(v, str) and os.path.isabs(v) else v)
-           for k, v in info.items()}
+    out = {
+        k: (repo_relative(v) if k in path_keys and isinstance(v, str) and os.path.isabs(v) else v)
+        for k, v in info.items()
+    }
     out["environment"] = run_environment(device)
     return out
 
@@ -135,8 +177,11 @@ def resume_mismatches(saved: dict | None, now: dict) -> list[str]:
     keys = ("threads", "cpu_capability", "mkl_cbwr", "device", "deterministic_algorithms")
     diffs = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
     env_a, env_b = saved.get("env") or {}, now.get("env") or {}
-    diffs += [f"{k} {env_a.get(k)!r} -> {env_b.get(k)!r}" for k in ("MKL_CBWR", "ATEN_CPU_CAPABILITY",
-              "ONEDNN_MAX_CPU_ISA") if env_a.get(k) != env_b.get(k)]
+    diffs += [
+        f"{k} {env_a.get(k)!r} -> {env_b.get(k)!r}"
+        for k in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+        if env_a.get(k) != env_b.get(k)
+    ]
     return diffs
 
 
@@ -152,8 +197,12 @@ def versions() -> dict:
         except md.PackageNotFoundError:
             pass
     try:
-        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                           text=True, timeout=5).stdout.strip() or None
+        out["git_commit"] = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
     except Exception:
         out["git_commit"] = None
     return out

@@ -56,7 +56,7 @@ class Job:
 
 
 def job_state(job: Job) -> str:
-    """"done", "evaluate" (final/ there, some split missing), "resume" (checkpoints there), or "train"."""
+    """ "done", "evaluate" (final/ there, some split missing), "resume" (checkpoints there), or "train"."""
     if not job.missing_evals():
         return "done"
     if (job.out / "final" / "config.json").is_file():
@@ -136,15 +136,40 @@ def _commands(job: Job, state: str) -> list[list[str]]:
     py = [sys.executable, "-m"]
     cmds = []
     if state in ("train", "resume"):
-        cmds.append(py + ["workbench.train", "--config", str(job.config), "--preset", job.preset, "--seed",
-                          str(job.seed), "--out", str(job.out), "--no-progress"] + (["--resume"] if state == "resume" else [])
-                    + (["--reproducible"] if job.reproducible else []))
+        cmds.append(
+            py
+            + [
+                "workbench.train",
+                "--config",
+                str(job.config),
+                "--preset",
+                job.preset,
+                "--seed",
+                str(job.seed),
+                "--out",
+                str(job.out),
+                "--no-progress",
+            ]
+            + (["--resume"] if state == "resume" else [])
+            + (["--reproducible"] if job.reproducible else [])
+        )
     for s in job.splits:
         if state == "done":
             break
         if state in ("train", "resume") or not eval_answers(job.out, s).is_file():
-            cmds.append(py + ["workbench.evaluate", "--checkpoint", str(job.out / "final"), "--data",
-                              str(TEST_SPLITS[s][0]), "--out", str(eval_answers(job.out, s)), "--no-progress"])
+            cmds.append(
+                py
+                + [
+                    "workbench.evaluate",
+                    "--checkpoint",
+                    str(job.out / "final"),
+                    "--data",
+                    str(TEST_SPLITS[s][0]),
+                    "--out",
+                    str(eval_answers(job.out, s)),
+                    "--no-progress",
+                ]
+            )
     return cmds
 
 
@@ -156,9 +181,21 @@ def _run_job(job: Job, threads: int) -> tuple[Job, str, float]:
         if not job.missing_evals():
             return job, f"reused {src}", time.time() - t0
         if not (job.out / "final").exists() and (src / "final" / "config.json").is_file():  # evaluate src's weights
-            cmds = [[sys.executable, "-m", "workbench.evaluate", "--checkpoint", str(src / "final"), "--data",
-                     str(TEST_SPLITS[s][0]), "--out", str(eval_answers(job.out, s)), "--no-progress"]
-                    for s in job.missing_evals()]
+            cmds = [
+                [
+                    sys.executable,
+                    "-m",
+                    "workbench.evaluate",
+                    "--checkpoint",
+                    str(src / "final"),
+                    "--data",
+                    str(TEST_SPLITS[s][0]),
+                    "--out",
+                    str(eval_answers(job.out, s)),
+                    "--no-progress",
+                ]
+                for s in job.missing_evals()
+            ]
             return _run_commands(job, cmds, threads, t0, f"reused {src}, evaluated")
     state = job_state(job)
     if state == "done":
@@ -168,8 +205,13 @@ def _run_job(job: Job, threads: int) -> tuple[Job, str, float]:
 
 def _run_commands(job: Job, cmds: list[list[str]], threads: int, t0: float, what: str) -> tuple[Job, str, float]:
     job.out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
-               TOKENIZERS_PARALLELISM="false")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        PYTHONUNBUFFERED="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     if job.reproducible:
         from workbench.training.reproducible import pinned_env
 
@@ -180,19 +222,24 @@ def _run_commands(job: Job, cmds: list[list[str]], threads: int, t0: float, what
             logf.flush()
             rc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env).returncode
             if rc != 0:
-                raise RuntimeError(f"{job.name}: `{' '.join(cmd)}` failed with exit code {rc}; see {job.out / 'job.log'}")
+                raise RuntimeError(
+                    f"{job.name}: `{' '.join(cmd)}` failed with exit code {rc}; see {job.out / 'job.log'}"
+                )
     return job, what, time.time() - t0
 
 
-def run_jobs(jobs: Sequence[Job], parallel: int = 2, threads: int = 1,
-             log: Callable[[str], None] = print) -> list[tuple[str, str, float]]:
+def run_jobs(
+    jobs: Sequence[Job], parallel: int = 2, threads: int = 1, log: Callable[[str], None] = print
+) -> list[tuple[str, str, float]]:
     """Run ``jobs`` ``parallel`` at a time (each process with ``threads`` torch threads); returns
     [(name, what happened, seconds)]. A failed job is reported and the others go on; raises at the end if any
     failed (rerun the same command to continue: finished jobs are kept)."""
     todo = [j for j in jobs if job_state(j) != "done"]
     if todo:
         prepare_all(todo)
-    log(f"{len(jobs)} runs: {len(jobs) - len(todo)} done, {len(todo)} to do, {parallel} at a time x {threads} thread(s)")
+    log(
+        f"{len(jobs)} runs: {len(jobs) - len(todo)} done, {len(todo)} to do, {parallel} at a time x {threads} thread(s)"
+    )
     results, failed = [], []
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         futs = {pool.submit(_run_job, j, threads): j for j in todo}

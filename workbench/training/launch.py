@@ -17,9 +17,11 @@ from workbench.common.errors import ConfigError
 
 __all__ = ["LaunchError", "launched_world_size", "make_accelerator", "check_launch", "LAUNCH_HELP"]
 
-LAUNCH_HELP = ("Launch several processes with `torchrun --nproc_per_node N -m workbench.train ...` (CPU: they form a "
-               "gloo group; GPU: NCCL) or `accelerate launch --multi_gpu --num_processes N -m workbench.train ...` "
-               "(GPUs); one process: `python -m workbench.train ...`")
+LAUNCH_HELP = (
+    "Launch several processes with `torchrun --nproc_per_node N -m workbench.train ...` (CPU: they form a "
+    "gloo group; GPU: NCCL) or `accelerate launch --multi_gpu --num_processes N -m workbench.train ...` "
+    "(GPUs); one process: `python -m workbench.train ...`"
+)
 
 _WORLD_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
@@ -57,4 +59,5 @@ def check_launch(acc, env: dict | None = None) -> None:
             f"the launcher started {launched} processes (WORLD_SIZE={launched}, this is rank {rank}) but accelerate "
             f"sees {acc.num_processes} (distributed type {getattr(acc, 'distributed_type', '?')}): every process "
             f"would train the whole batch alone and write the same --out. {LAUNCH_HELP}; check that the GPUs are "
-            "visible (CUDA_VISIBLE_DEVICES) or, on CPU, that no ACCELERATE_* variable turns the group off")
+            "visible (CUDA_VISIBLE_DEVICES) or, on CPU, that no ACCELERATE_* variable turns the group off"
+        )

@@ -37,11 +37,30 @@ from workbench.training.config import ConfigError, RunConfig, StageConfig
 from workbench.training.data import StageBatchSampler, order_seed
 from workbench.training.environment import repo_relative, run_environment, versions
 
-__all__ = ["TrainableModel", "CurriculumLoop", "LoopPosition", "TrainingDivergedError", "lr_factor", "read_log",
-           "LOG_COLUMNS", "VAL_COLUMNS", "CsvLog"]
+__all__ = [
+    "TrainableModel",
+    "CurriculumLoop",
+    "LoopPosition",
+    "TrainingDivergedError",
+    "lr_factor",
+    "read_log",
+    "LOG_COLUMNS",
+    "VAL_COLUMNS",
+    "CsvLog",
+]
 
-LOG_COLUMNS = ["step", "stage", "stage_name", "stage_step", "epoch", "loss", "lr", "grad_norm", "tokens",
-               "label_tokens"]
+LOG_COLUMNS = [
+    "step",
+    "stage",
+    "stage_name",
+    "stage_step",
+    "epoch",
+    "loss",
+    "lr",
+    "grad_norm",
+    "tokens",
+    "label_tokens",
+]
 VAL_COLUMNS = ["step", "stage", "stage_name", "val_loss", "val_batches"]
 
 
@@ -97,8 +116,11 @@ class CsvLog:
     def __init__(self, path: Path, columns: list[str], resume_step: int | None, inclusive: bool = True):
         self.path, self.columns = path, columns
         if resume_step is not None and path.is_file():
-            keep = [r for r in read_log(path)
-                    if int(r["step"]) < resume_step or (inclusive and int(r["step"]) == resume_step)]
+            keep = [
+                r
+                for r in read_log(path)
+                if int(r["step"]) < resume_step or (inclusive and int(r["step"]) == resume_step)
+            ]
             buf = io.StringIO()
             w = csv.DictWriter(buf, columns, lineterminator="\n")
             w.writeheader()
@@ -128,10 +150,12 @@ class LoopPosition:
     wall_before: float = 0.0
 
     @classmethod
-    def from_state(cls, state: dict | None) -> "LoopPosition":
+    def from_state(cls, state: dict | None) -> LoopPosition:
         if state is None:
             return cls()
-        return cls(state["global_step"], state["stage_index"], state["stage_step"], float(state.get("wall_time_s", 0.0)))
+        return cls(
+            state["global_step"], state["stage_index"], state["stage_step"], float(state.get("wall_time_s", 0.0))
+        )
 
 
 class _NullCtx:
@@ -154,9 +178,22 @@ class CurriculumLoop:
     stopped early at ``max_steps``.
     """
 
-    def __init__(self, cfg: RunConfig, out: Path, acc, model: TrainableModel, train_sets: dict, val_sets: dict, *,
-                 state: dict | None, ckpt: Path | None, max_steps: int | None, progress: bool, t0: float,
-                 fail_checkpoint_at: int | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        out: Path,
+        acc,
+        model: TrainableModel,
+        train_sets: dict,
+        val_sets: dict,
+        *,
+        state: dict | None,
+        ckpt: Path | None,
+        max_steps: int | None,
+        progress: bool,
+        t0: float,
+        fail_checkpoint_at: int | None = None,
+    ):
         from accelerate.utils import gather_object, send_to_device
 
         self.cfg, self.tc, self.out, self.acc, self.model = cfg, cfg.training, out, acc, model
@@ -179,23 +216,38 @@ class CurriculumLoop:
         rngs = self.gather_object([rng_state()])
         if self.main_proc:
             if self.fail_checkpoint_at is not None and step == self.fail_checkpoint_at:
+
                 def write(tmp):  # test hook: a crash in the middle of writing
                     model.save_pretrained(tmp / "model")
                     raise OSError(f"simulated crash while writing the checkpoint of step {step}")
             else:
+
                 def write(tmp):
                     model.save_pretrained(tmp / "model")
                     torch.save(opt.state_dict(), tmp / "optimizer.pt")
                     torch.save(sched.state_dict(), tmp / "scheduler.pt")
                     for r, st in enumerate(rngs):
                         torch.save(st, tmp / f"rng-rank{r}.pt")
+
             where = sampler.position(stage_step * tc.grad_accum)
-            st = {"global_step": step, "stage_index": si, "stage_name": tc.stages[si].name, "stage_step": stage_step,
-                  "data_position": where, "order_seed": order_seed(self.seed, si, where["epoch"]), "seed": self.seed,
-                  "world_size": self.world, "config_hash": self.cfg.hash(), "config": self.cfg.raw,
-                  "config_path": repo_relative(self.cfg.path), "preset": self.cfg.preset, "total_steps": tc.total_steps,
-                  "wall_time_s": self.pos.wall_before + time.time() - self.t0, "versions": versions(),
-                  "environment": run_environment(str(self.acc.device))}
+            st = {
+                "global_step": step,
+                "stage_index": si,
+                "stage_name": tc.stages[si].name,
+                "stage_step": stage_step,
+                "data_position": where,
+                "order_seed": order_seed(self.seed, si, where["epoch"]),
+                "seed": self.seed,
+                "world_size": self.world,
+                "config_hash": self.cfg.hash(),
+                "config": self.cfg.raw,
+                "config_path": repo_relative(self.cfg.path),
+                "preset": self.cfg.preset,
+                "total_steps": tc.total_steps,
+                "wall_time_s": self.pos.wall_before + time.time() - self.t0,
+                "versions": versions(),
+                "environment": run_environment(str(self.acc.device)),
+            }
             self.last_good = write_checkpoint(self.ckpt_root, step, write, st, keep=tc.keep_checkpoints)
         self.acc.wait_for_everyone()
 
@@ -208,7 +260,7 @@ class CurriculumLoop:
         sched.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=False))
         rf = ckpt / f"rng-rank{self.rank}.pt"
         if not rf.is_file():
-            warnings.warn(f"{rf} missing (different number of processes?); using rank 0's RNG state")
+            warnings.warn(f"{rf} missing (different number of processes?); using rank 0's RNG state", stacklevel=2)
             rf = ckpt / "rng-rank0.pt"
         set_rng_state(torch.load(rf, map_location="cpu", weights_only=False))
 
@@ -222,8 +274,14 @@ class CurriculumLoop:
             self.csv_log = CsvLog(self.out / "train_log.csv", LOG_COLUMNS, resume_step)
             # a stage-end validation row at the checkpoint's step is recomputed after resuming, so drop it too
             self.val_log = CsvLog(self.out / "val_log.csv", VAL_COLUMNS, resume_step, inclusive=False)
-        self.bar = tqdm(total=tc.total_steps, initial=pos.global_step, desc="train", unit="step",
-                        disable=not (self.progress and self.acc.is_local_main_process), dynamic_ncols=True)
+        self.bar = tqdm(
+            total=tc.total_steps,
+            initial=pos.global_step,
+            desc="train",
+            unit="step",
+            disable=not (self.progress and self.acc.is_local_main_process),
+            dynamic_ncols=True,
+        )
         try:
             for si in range(pos.stage_index, len(tc.stages)):
                 if self._run_stage(si, first=si == pos.stage_index):
@@ -243,8 +301,10 @@ class CurriculumLoop:
         st = tc.stages[si]
         names = model.set_trainable(list(st.trainable))
         if not names:
-            raise ConfigError(f"{self.cfg.path} [preset {self.cfg.preset}]: stage {st.name!r} trains {st.trainable} "
-                              f"but the model has no parameters in those parts")
+            raise ConfigError(
+                f"{self.cfg.path} [preset {self.cfg.preset}]: stage {st.name!r} trains {st.trainable} "
+                f"but the model has no parameters in those parts"
+            )
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=st.lr, betas=tc.adam_betas, eps=tc.adam_eps, weight_decay=st.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s, st=st: lr_factor(s, st, tc.min_lr_ratio))
@@ -255,12 +315,20 @@ class CurriculumLoop:
             self._restore(popt, sched)
         ds = self.train_sets[tuple(st.tasks)]
         ga = tc.grad_accum
-        sampler = StageBatchSampler(len(ds), tc.batch_size, self.seed, si, stage_step * ga, st.steps * ga,
-                                    self.rank, self.world)
+        sampler = StageBatchSampler(
+            len(ds), tc.batch_size, self.seed, si, stage_step * ga, st.steps * ga, self.rank, self.world
+        )
         gen = torch.Generator()
         gen.manual_seed(order_seed(self.seed, si, -1))  # DataLoader's base seed: never from the global RNG
-        it = iter(DataLoader(ds, batch_sampler=sampler, collate_fn=ds.collate_fn,
-                             num_workers=self.cfg.data.num_workers, generator=gen))
+        it = iter(
+            DataLoader(
+                ds,
+                batch_sampler=sampler,
+                collate_fn=ds.collate_fn,
+                num_workers=self.cfg.data.num_workers,
+                generator=gen,
+            )
+        )
         model.train()
         self.bar.set_description(f"train [{si + 1}/{len(tc.stages)} {st.name}]")
         while stage_step < st.steps:
@@ -273,13 +341,16 @@ class CurriculumLoop:
             if self.main_proc:
                 self.csv_log.write(row)
             self._report(row, st)
-            if pos.global_step % tc.checkpoint_every == 0 or (self.max_steps is not None and pos.global_step >= self.max_steps):
+            if pos.global_step % tc.checkpoint_every == 0 or (
+                self.max_steps is not None and pos.global_step >= self.max_steps
+            ):
                 self.save_checkpoint(si, stage_step, popt, sched, sampler)
         if tuple(st.tasks) in self.val_sets:
             vl, nb = self._validate(prunner, self.val_sets[tuple(st.tasks)], si)
             if self.main_proc and vl is not None:
-                self.val_log.write({"step": pos.global_step, "stage": si, "stage_name": st.name, "val_loss": vl,
-                                    "val_batches": nb})
+                self.val_log.write(
+                    {"step": pos.global_step, "stage": si, "stage_name": st.name, "val_loss": vl, "val_batches": nb}
+                )
             model.train()
         return False
 
@@ -311,8 +382,16 @@ class CurriculumLoop:
         sched.step()
         popt.zero_grad(set_to_none=True)
         counts = acc.reduce(torch.tensor([tokens, label_tokens], device=acc.device), "sum")
-        return {"stage": si, "stage_name": st.name, "epoch": epoch, "loss": loss_sum / ga, "lr": float(lr),
-                "grad_norm": gn, "tokens": int(counts[0]), "label_tokens": int(counts[1])}
+        return {
+            "stage": si,
+            "stage_name": st.name,
+            "epoch": epoch,
+            "loss": loss_sum / ga,
+            "lr": float(lr),
+            "grad_norm": gn,
+            "tokens": int(counts[0]),
+            "label_tokens": int(counts[1]),
+        }
 
     def _global_mean(self, loss: torch.Tensor, batch: dict) -> tuple[torch.Tensor, float]:
         """(the loss to backpropagate, the global micro-batch's mean loss as a float).
@@ -336,16 +415,27 @@ class CurriculumLoop:
             self.bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", gn=f"{row['grad_norm']:.3f}")
             if self.bar.disable and self.main_proc:
                 logging.getLogger("workbench.train").info(
-                    "step %d/%d [%s] loss %.4f lr %.2e grad-norm %.3f", row["step"], self.tc.total_steps, st.name,
-                    row["loss"], row["lr"], row["grad_norm"])
+                    "step %d/%d [%s] loss %.4f lr %.2e grad-norm %.3f",
+                    row["step"],
+                    self.tc.total_steps,
+                    st.name,
+                    row["loss"],
+                    row["lr"],
+                    row["grad_norm"],
+                )
 
     def _diverged(self, what: str, value: float, si: int, st: StageConfig, stage_step: int) -> TrainingDivergedError:
         last_good, step = self.last_good, self.pos.global_step + 1
-        where = (f"the last good checkpoint is {last_good} (it was not overwritten; fix the cause, then rerun with "
-                 "--resume)" if last_good else "no checkpoint was written before it")
-        return TrainingDivergedError(f"training diverged: non-finite {what} ({value}) at step {step} (stage {si} "
-                                     f"{st.name!r}, stage step {stage_step}); stopped without saving; {where}",
-                                     last_good)
+        where = (
+            f"the last good checkpoint is {last_good} (it was not overwritten; fix the cause, then rerun with --resume)"
+            if last_good
+            else "no checkpoint was written before it"
+        )
+        return TrainingDivergedError(
+            f"training diverged: non-finite {what} ({value}) at step {step} (stage {si} "
+            f"{st.name!r}, stage step {stage_step}); stopped without saving; {where}",
+            last_good,
+        )
 
     @torch.no_grad()
     def _validate(self, prunner, ds, si: int) -> tuple[float | None, int]:
@@ -376,4 +466,3 @@ class _LossModule(torch.nn.Module):
 
     def forward(self, batch):
         return self.model.loss(batch)
-

@@ -31,7 +31,6 @@ from workbench.training.environment import REPRO_ENV, mkl_branch, pins_in_place
 __all__ = ["REPRO_ENV", "ReproducibilityError", "pins_in_place", "pinned_env", "relaunch_with_pins", "enter"]
 
 
-
 class ReproducibilityError(RuntimeError):
     """The reproducible mode cannot be entered here (the message says why and what to do)."""
 
@@ -66,21 +65,26 @@ def enter() -> bool:
         raise ReproducibilityError(
             f"reproducible mode: the environment lacks {missing} (wanted {REPRO_ENV}); they must be set before Python "
             "starts: run `python -m workbench.train --reproducible ...` (it re-launches itself with them) or export "
-            "them before calling train(..., reproducible=True)")
+            "them before calling train(..., reproducible=True)"
+        )
     cap = torch.backends.cpu.get_cpu_capability()
     if cap != "AVX2":
         raise ReproducibilityError(
             f"reproducible mode: torch dispatches to {cap!r}, not AVX2, although ATEN_CPU_CAPABILITY=avx2: either "
             "torch ran a kernel before the variable was set (start a fresh process with the variables exported) or "
-            "this CPU has no AVX2 (the mode needs an x86 CPU with AVX2)")
+            "this CPU has no AVX2 (the mode needs an x86 CPU with AVX2)"
+        )
 
     branch = mkl_branch()
     if branch not in ("AVX2", None):
         import warnings
 
-        warnings.warn(f"reproducible mode: MKL runs its {branch!r} branch, not AVX2, although MKL_CBWR=AVX2 (MKL's ISA "
-                      "branches exist on Intel processors only and it falls back to AUTO silently elsewhere): the "
-                      "matrix products may not match an Intel machine's; the summary records it (mkl_cbwr)")
+        warnings.warn(
+            f"reproducible mode: MKL runs its {branch!r} branch, not AVX2, although MKL_CBWR=AVX2 (MKL's ISA "
+            "branches exist on Intel processors only and it falls back to AUTO silently elsewhere): the "
+            "matrix products may not match an Intel machine's; the summary records it (mkl_cbwr)",
+            stacklevel=2,
+        )
     torch.set_num_threads(1)
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)

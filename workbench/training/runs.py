@@ -23,8 +23,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TEST_SPLITS", "EVAL_DIRS", "SEED_DIR", "SeedRun", "run_dir", "find_seed_runs", "eval_answers",
-           "SWEEP_ROOT", "sweep_run_dir"]
+__all__ = [
+    "TEST_SPLITS",
+    "EVAL_DIRS",
+    "SEED_DIR",
+    "SeedRun",
+    "run_dir",
+    "find_seed_runs",
+    "eval_answers",
+    "SWEEP_ROOT",
+    "sweep_run_dir",
+]
 
 #: test split name -> (folder, number of clips, data seed) of the tiny synthetic corpus
 TEST_SPLITS: dict[str, tuple[Path, int, int]] = {
@@ -80,7 +89,13 @@ def find_seed_runs(root: str | Path, variants: list[str] | None = None) -> list[
     ``ROOT/VARIANT/seed-S``. Sorted by (variant, seed). A variant folder without runs is left out."""
     root = Path(root)
     out: list[SeedRun] = []
-    names = variants if variants is not None else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    names = (
+        variants
+        if variants is not None
+        else sorted(p.name for p in root.iterdir() if p.is_dir())
+        if root.is_dir()
+        else []
+    )
     for v in names:
         base = root / v
         seeds: dict[int, Path] = {}

@@ -54,16 +54,39 @@ from workbench.analysis.probes.suite import POSITIONS, ProbeError, ProbeSuite, S
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ProbeError", "ProbeSuite", "Site", "ClipSet", "ActivationStore", "POSITIONS", "load_suite", "resolve_sites",
-    "prepare_clips", "collect_activations", "fit_probes", "probe_figure", "run_suite", "control_labels",
+    "ProbeError",
+    "ProbeSuite",
+    "Site",
+    "ClipSet",
+    "ActivationStore",
+    "POSITIONS",
+    "load_suite",
+    "resolve_sites",
+    "prepare_clips",
+    "collect_activations",
+    "fit_probes",
+    "probe_figure",
+    "run_suite",
+    "control_labels",
     "NearConstantFilter",
 ]
 
 
-def run_suite(suite: ProbeSuite, model, dataset, *, out_dir: str | os.PathLike | None = None,
-              activations_dir: str | os.PathLike | None = None, keep_activations: bool = False, n: int | None = None,
-              backend: str = "transformer_lens", batch_size: int | None = None, seed: int | None = None,
-              progress: bool = False, write: bool = True):
+def run_suite(
+    suite: ProbeSuite,
+    model,
+    dataset,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    activations_dir: str | os.PathLike | None = None,
+    keep_activations: bool = False,
+    n: int | None = None,
+    backend: str = "transformer_lens",
+    batch_size: int | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+    write: bool = True,
+):
     """Prepare clips, resolve sites, collect (streamed to disk), fit, plot; write ``probe_<name>`` csv/html/png
     into ``out_dir`` (when given and ``write``). Returns (df, fig)."""
     from workbench.analysis.core import write_outputs
@@ -72,8 +95,14 @@ def run_suite(suite: ProbeSuite, model, dataset, *, out_dir: str | os.PathLike |
         suite = copy.copy(suite)
         suite.seed = seed
     sites = resolve_sites(suite, model)
-    clips = prepare_clips(dataset, suite.attribute, question=suite.question, task=suite.task, n=n,
-                          identity=suite.control.get("identity", "file_name"))
+    clips = prepare_clips(
+        dataset,
+        suite.attribute,
+        question=suite.question,
+        task=suite.task,
+        n=n,
+        identity=suite.control.get("identity", "file_name"),
+    )
     log.info("probing %s on %d clips, %d sites", suite.attribute, len(clips), len(sites))
     if activations_dir:
         base = Path(activations_dir)
@@ -84,12 +113,29 @@ def run_suite(suite: ProbeSuite, model, dataset, *, out_dir: str | os.PathLike |
 
         base = Path(tempfile.mkdtemp(prefix=f"probe_{suite.name}_"))
     try:
-        store = collect_activations(model, clips, sites, base, backend=backend,
-                                    batch_size=batch_size or suite.batch_size, dtype=suite.storage_dtype,
-                                    progress=progress)
-        df = fit_probes(store, clips.labels, clips.identities, task=clips.task, folds=suite.folds, seed=suite.seed,
-                        estimator=suite.estimator, control=suite.control, bootstrap=suite.bootstrap,
-                        attribute=suite.attribute, progress=progress)
+        store = collect_activations(
+            model,
+            clips,
+            sites,
+            base,
+            backend=backend,
+            batch_size=batch_size or suite.batch_size,
+            dtype=suite.storage_dtype,
+            progress=progress,
+        )
+        df = fit_probes(
+            store,
+            clips.labels,
+            clips.identities,
+            task=clips.task,
+            folds=suite.folds,
+            seed=suite.seed,
+            estimator=suite.estimator,
+            control=suite.control,
+            bootstrap=suite.bootstrap,
+            attribute=suite.attribute,
+            progress=progress,
+        )
     finally:
         if not keep_activations and not activations_dir:
             shutil.rmtree(base, ignore_errors=True)

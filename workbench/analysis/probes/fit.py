@@ -14,8 +14,9 @@ from workbench.analysis.probes.store import ActivationStore
 from workbench.analysis.probes.suite import _DTYPES, ProbeError, Site
 
 
-def control_labels(labels: np.ndarray, identities: np.ndarray, kind: str = "random_identity",
-                   seed: int = 0) -> np.ndarray:
+def control_labels(
+    labels: np.ndarray, identities: np.ndarray, kind: str = "random_identity", seed: int = 0
+) -> np.ndarray:
     """Hewitt & Liang control task: every distinct identity (e.g. clip) gets a random label with the real
     label distribution (``random_identity``: the identities' labels permuted among them), or the row labels
     are permuted (``shuffle``). With one row per identity both are a label permutation."""
@@ -42,12 +43,11 @@ class NearConstantFilter(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         X = np.asarray(X, dtype=np.float64)
-        self.keep_ = X.std(0) > self.rtol * np.sqrt((X ** 2).mean(0)) + 1e-30
+        self.keep_ = X.std(0) > self.rtol * np.sqrt((X**2).mean(0)) + 1e-30
         return self
 
     def transform(self, X):
         return np.asarray(X) * self.keep_.astype(np.asarray(X).dtype)
-
 
 
 def _noise_rtol(storage_dtype: str) -> float:
@@ -142,10 +142,22 @@ def _bootstrap_ci(y, pred, task: str, n_boot: int, seed: int, level: float = 0.9
     return percentile_ci(np.concatenate(parts), level, nan_ok=True)
 
 
-def fit_probes(store: ActivationStore, labels, identities=None, *, task: str | None = None, folds: int = 5,
-               seed: int = 0, estimator: dict | None = None, control: dict | None = None, bootstrap: int = 1000,
-               attribute: str | None = None, sites: list[Site] | None = None, progress: bool = False,
-               threads: int | None = 1) -> pd.DataFrame:
+def fit_probes(
+    store: ActivationStore,
+    labels,
+    identities=None,
+    *,
+    task: str | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    estimator: dict | None = None,
+    control: dict | None = None,
+    bootstrap: int = 1000,
+    attribute: str | None = None,
+    sites: list[Site] | None = None,
+    progress: bool = False,
+    threads: int | None = 1,
+) -> pd.DataFrame:
     """One probe per site (loaded one at a time from ``store``) -> tidy DataFrame, one row per site:
     site, kind, layer, position, encoder, hook, attribute, task, metric, value, ci_low, ci_high, fold_std,
     majority, control, control_ci_low, control_ci_high, selectivity, n, n_classes, folds, dim.
@@ -183,13 +195,32 @@ def fit_probes(store: ActivationStore, labels, identities=None, *, task: str | N
         fold_vals = [_metric(y[te], pred[te], task) for _, te in splits]
         cval = _metric(yc, cpred, task)
         clo, chi = _bootstrap_ci(yc, cpred, task, bootstrap, seed)
-        rows.append({"site": site.name, "kind": site.kind, "layer": site.layer, "position": site.position,
-                     "encoder": site.encoder, "hook": site.hook, "attribute": attribute or store.info.get("attribute"),
-                     "task": task, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi,
-                     "fold_std": float(np.std(fold_vals)), "majority": majority, "control": cval,
-                     "control_ci_low": clo, "control_ci_high": chi, "selectivity": value - cval, "n": len(y),
-                     "n_classes": len(set(y)) if task == "classification" else None, "folds": len(splits),
-                     "dim": X.shape[1], "control_type": ctl["type"]})
+        rows.append(
+            {
+                "site": site.name,
+                "kind": site.kind,
+                "layer": site.layer,
+                "position": site.position,
+                "encoder": site.encoder,
+                "hook": site.hook,
+                "attribute": attribute or store.info.get("attribute"),
+                "task": task,
+                "metric": metric,
+                "value": value,
+                "ci_low": lo,
+                "ci_high": hi,
+                "fold_std": float(np.std(fold_vals)),
+                "majority": majority,
+                "control": cval,
+                "control_ci_low": clo,
+                "control_ci_high": chi,
+                "selectivity": value - cval,
+                "n": len(y),
+                "n_classes": len(set(y)) if task == "classification" else None,
+                "folds": len(splits),
+                "dim": X.shape[1],
+                "control_type": ctl["type"],
+            }
+        )
         del X
     return pd.DataFrame(rows)
-

@@ -32,8 +32,12 @@ class _ClipView(torch.utils.data.Dataset):
         if hasattr(base, "build_prompt"):  # a dataset with its own prompt format (released models)
             ids, slot = base.build_prompt(question)
         else:
-            ids, slot = build_prompt(base.tokenizer, question, getattr(base, "system_prompt", DEFAULT_SYSTEM_PROMPT),
-                                     mode if isinstance(mode, str) else "after_system")
+            ids, slot = build_prompt(
+                base.tokenizer,
+                question,
+                getattr(base, "system_prompt", DEFAULT_SYSTEM_PROMPT),
+                mode if isinstance(mode, str) else "after_system",
+            )
         self.ids, self.slot = torch.tensor(ids, dtype=torch.long), slot
 
     def __len__(self) -> int:
@@ -41,8 +45,12 @@ class _ClipView(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         item = dict(self.base[self.indices[i]])
-        item.update(input_ids=self.ids.clone(), labels=torch.full_like(self.ids, -100), audio_slot=self.slot,
-                    prompt_len=len(self.ids))
+        item.update(
+            input_ids=self.ids.clone(),
+            labels=torch.full_like(self.ids, -100),
+            audio_slot=self.slot,
+            prompt_len=len(self.ids),
+        )
         return item
 
     def collate_fn(self, items):
@@ -80,8 +88,9 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
-def _labelled_rows(dataset, attribute: str, identity: str, where: str, cols: list[str],
-                   dropped: Counter[str]) -> tuple[list[int], list, list[str], list[str]]:
+def _labelled_rows(
+    dataset, attribute: str, identity: str, where: str, cols: list[str], dropped: Counter[str]
+) -> tuple[list[int], list, list[str], list[str]]:
     """(row index, label value, control identity, file name) of each clip's first row with ``attribute``
     set (nulls counted in ``dropped["null"]``); ProbeError if no clip has it or it is a list / dict."""
     seen: set[str] = set()
@@ -103,14 +112,24 @@ def _labelled_rows(dataset, attribute: str, identity: str, where: str, cols: lis
         files.append(fn)
     if not values:
         filled = [c for c in cols if any(r.get(c) is not None for r in dataset.rows[:500])]
-        raise ProbeError(f"attribute {attribute!r} is null for every clip of dataset {where} ({len(seen)} clips): "
-                         "the data may not have it (the synthetic tiny preset has no music: instrument and other "
-                         f"music attributes need the default preset); columns with values: {', '.join(filled)}")
+        raise ProbeError(
+            f"attribute {attribute!r} is null for every clip of dataset {where} ({len(seen)} clips): "
+            "the data may not have it (the synthetic tiny preset has no music: instrument and other "
+            f"music attributes need the default preset); columns with values: {', '.join(filled)}"
+        )
     return idx, values, ids, files
 
 
-def prepare_clips(dataset, attribute: str, *, question: str = DEFAULT_QUESTION, task: str = "auto",
-                  n: int | None = None, identity: str = "file_name", min_per_class: int = 2) -> ClipSet:
+def prepare_clips(
+    dataset,
+    attribute: str,
+    *,
+    question: str = DEFAULT_QUESTION,
+    task: str = "auto",
+    n: int | None = None,
+    identity: str = "file_name",
+    min_per_class: int = 2,
+) -> ClipSet:
     """One row per clip of ``dataset`` (an AudioTaskDataset: ``rows`` carry the clip metadata), labelled with
     ``attribute``; clips where it is null are dropped, as are classes with fewer than ``min_per_class`` clips.
     ``n`` keeps the first n labelled clips (file order), before rare classes are dropped. ``task`` auto:
@@ -118,11 +137,13 @@ def prepare_clips(dataset, attribute: str, *, question: str = DEFAULT_QUESTION, 
     where = str(getattr(dataset, "root", "the dataset"))
     cols = _columns(dataset)
     if attribute not in cols:
-        raise ProbeError(f"attribute {attribute!r} is not a column of dataset {where}; columns available: "
-                         f"{', '.join(cols)}")
+        raise ProbeError(
+            f"attribute {attribute!r} is not a column of dataset {where}; columns available: {', '.join(cols)}"
+        )
     if identity not in cols:
-        raise ProbeError(f"control identity {identity!r} is not a column of dataset {where}; columns available: "
-                         f"{', '.join(cols)}")
+        raise ProbeError(
+            f"control identity {identity!r} is not a column of dataset {where}; columns available: {', '.join(cols)}"
+        )
     dropped: Counter[str] = Counter()
     idx, values, ids, files = _labelled_rows(dataset, attribute, identity, where, cols, dropped)
     if task == "auto":
@@ -149,10 +170,13 @@ def prepare_clips(dataset, attribute: str, *, question: str = DEFAULT_QUESTION, 
             files = [files[j] for j in keep]
             labels = labels[keep]
     if task == "classification" and len(set(labels)) < 2:
-        raise ProbeError(f"attribute {attribute!r} has fewer than 2 classes with >= {min_per_class} clips in "
-                         f"{where} ({len(labels)} clips): nothing to probe; use more clips (--n)")
-    return ClipSet(_ClipView(dataset, idx, question), labels, np.asarray(ids, dtype=object), files, task,
-                   attribute, dict(dropped))
+        raise ProbeError(
+            f"attribute {attribute!r} has fewer than 2 classes with >= {min_per_class} clips in "
+            f"{where} ({len(labels)} clips): nothing to probe; use more clips (--n)"
+        )
+    return ClipSet(
+        _ClipView(dataset, idx, question), labels, np.asarray(ids, dtype=object), files, task, attribute, dict(dropped)
+    )
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -248,9 +272,15 @@ class ActivationStore:
             h.close()
         self._handles = None
         self.info = info or {}
-        meta = {"complete": True, "n": self.n, "dtype": self.dtype, "info": self.info,
-                "sites": [{"site": asdict(s), "dim": self.dims.get(s.name, 0), "file": self.files[s.name]}
-                          for s in self.sites]}
+        meta = {
+            "complete": True,
+            "n": self.n,
+            "dtype": self.dtype,
+            "info": self.info,
+            "sites": [
+                {"site": asdict(s), "dim": self.dims.get(s.name, 0), "file": self.files[s.name]} for s in self.sites
+            ],
+        }
         tmp = self.root / "manifest.json.tmp"
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, self.root / "manifest.json")
@@ -276,9 +306,17 @@ def mask_hooks(model) -> dict[str, tuple[str, str]]:
 
 
 @torch.no_grad()
-def collect_activations(model, clips: ClipSet | Any, sites: list[Site], run_dir: str | os.PathLike, *,
-                        backend: str = "transformer_lens", batch_size: int = 8, dtype: str = "float32",
-                        progress: bool = False) -> ActivationStore:
+def collect_activations(
+    model,
+    clips: ClipSet | Any,
+    sites: list[Site],
+    run_dir: str | os.PathLike,
+    *,
+    backend: str = "transformer_lens",
+    batch_size: int = 8,
+    dtype: str = "float32",
+    progress: bool = False,
+) -> ActivationStore:
     """Pool every site for every clip, one forward (one ``collect`` call with all hook names) per batch, and
     stream the pooled vectors to an :class:`ActivationStore` in ``run_dir``."""
     from workbench.analysis.core import collect
@@ -309,8 +347,8 @@ def collect_activations(model, clips: ClipSet | Any, sites: list[Site], run_dir:
     info = {}
     if isinstance(clips, ClipSet):
         pd.DataFrame({"file_name": clips.file_names, "label": clips.labels, "identity": clips.identities}).to_csv(
-            store.root / "clips.csv", index=False)
+            store.root / "clips.csv", index=False
+        )
         info = {"attribute": clips.attribute, "task": clips.task}
     store.close(info)
     return store
-

@@ -17,8 +17,21 @@ log = logging.getLogger(__name__)
 POSITIONS = ("last_prompt", "slot_after", "mean_after_slot", "before_slot")
 DEFAULT_QUESTION = "What do you hear?"
 _RESID_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
-_SUITE_KEYS = {"name", "attribute", "task", "question", "sites", "estimator", "folds", "seed", "control",
-               "bootstrap", "storage_dtype", "batch_size", "description"}
+_SUITE_KEYS = {
+    "name",
+    "attribute",
+    "task",
+    "question",
+    "sites",
+    "estimator",
+    "folds",
+    "seed",
+    "control",
+    "bootstrap",
+    "storage_dtype",
+    "batch_size",
+    "description",
+}
 _SITE_KEYS = {"encoders", "connectors", "resid", "audio_kv", "hooks"}
 _DTYPES: dict[str, type[np.floating]] = {"float32": np.float32, "float16": np.float16}
 
@@ -27,16 +40,20 @@ class ProbeError(ValueError):
     """A probe suite, site, attribute or activation store that cannot be used (the message says why)."""
 
 
-
 @dataclass
 class ProbeSuite:
     """A probe suite (see ``probes/README`` in the yaml files' header and :func:`load_suite`)."""
 
     name: str
     attribute: str
-    sites: dict[str, Any] = field(default_factory=lambda: {"encoders": "all", "connectors": "all",
-                                                           "resid": {"layers": "all", "positions": ["last_prompt"]},
-                                                           "audio_kv": {"layers": "all", "which": ["k", "v"]}})
+    sites: dict[str, Any] = field(
+        default_factory=lambda: {
+            "encoders": "all",
+            "connectors": "all",
+            "resid": {"layers": "all", "positions": ["last_prompt"]},
+            "audio_kv": {"layers": "all", "which": ["k", "v"]},
+        }
+    )
     task: str = "auto"  # auto | classification | regression
     question: str = DEFAULT_QUESTION
     estimator: dict[str, Any] = field(default_factory=dict)
@@ -50,7 +67,7 @@ class ProbeSuite:
     source: str = "<dict>"
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "<dict>") -> "ProbeSuite":
+    def from_dict(cls, data: dict, source: str = "<dict>") -> ProbeSuite:
         if not isinstance(data, dict):
             raise ProbeError(f"{source}: a probe suite is a mapping, got {type(data).__name__}")
         unknown = set(data) - _SUITE_KEYS
@@ -172,8 +189,10 @@ def _site_from_hook(model, text: str) -> Site:
     if m:
         layer = int(m.group(1))
         if layer not in _lal_layers(model):
-            raise ProbeError(f"sites.hooks: {hook} never fires: no LAL audio at layer {layer} "
-                             f"(LAL layers: {sorted(_lal_layers(model)) or 'none'})")
+            raise ProbeError(
+                f"sites.hooks: {hook} never fires: no LAL audio at layer {layer} "
+                f"(LAL layers: {sorted(_lal_layers(model)) or 'none'})"
+            )
         return Site(hook, hook, f"audio_{m.group(2)}", layer)
     m = re.fullmatch(r"blocks\.(\d+)\.hook_audio_in", hook)
     if m:
@@ -184,9 +203,11 @@ def _site_from_hook(model, text: str) -> Site:
         if pos not in POSITIONS:
             raise ProbeError(f"sites.hooks: unknown position {pos!r} in {text!r}; choose from {POSITIONS}")
         return Site(f"{hook}@{pos}", hook, "resid", int(m.group(1)), pos)
-    raise ProbeError(f"sites.hooks: {hook!r} cannot be probed (supported: encoders.X.hook_out, connectors.X.hook_out, "
-                     f"blocks.L.{{{','.join(_RESID_HOOKS)}}}[@position], blocks.L.attn.hook_audio_k/v, "
-                     "blocks.L.hook_audio_in)")
+    raise ProbeError(
+        f"sites.hooks: {hook!r} cannot be probed (supported: encoders.X.hook_out, connectors.X.hook_out, "
+        f"blocks.L.{{{','.join(_RESID_HOOKS)}}}[@position], blocks.L.attn.hook_audio_k/v, "
+        "blocks.L.hook_audio_in)"
+    )
 
 
 def _resid_sites(model, resid) -> list[Site]:
@@ -237,8 +258,10 @@ def _audio_kv_sites(model, kv) -> list[Site]:
         layers = _layers(model, kv["layers"], "sites.audio_kv")
         off = [layer for layer in layers if layer not in lal]
         if off:
-            raise ProbeError(f"sites.audio_kv: layer(s) {off} have no LAL audio keys/values "
-                             f"(LAL layers of this model: {sorted(lal) or 'none'})")
+            raise ProbeError(
+                f"sites.audio_kv: layer(s) {off} have no LAL audio keys/values "
+                f"(LAL layers of this model: {sorted(lal) or 'none'})"
+            )
     for w in which:
         for layer in layers:
             h = f"blocks.{layer}.attn.hook_audio_{w}"
@@ -269,4 +292,3 @@ def resolve_sites(suite: ProbeSuite | dict, model) -> list[Site]:
     if not sites:
         raise ProbeError("the suite selects no site for this model")
     return sites
-

@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from workbench.data.audiofolder import DataError
 
-    p = argparse.ArgumentParser(prog="python -m workbench.data.importers", description="Import a corpus as an audiofolder.")
+    p = argparse.ArgumentParser(
+        prog="python -m workbench.data.importers", description="Import a corpus as an audiofolder."
+    )
     p.add_argument("corpus", choices=list(IMPORTERS))
     p.add_argument("--src", required=True)
     p.add_argument("--out", required=True)

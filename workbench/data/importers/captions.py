@@ -17,8 +17,11 @@ from workbench.data.importers.common import ImportWriter, index_audio, read_csv
 
 __all__ = ["import_audiocaps", "import_clotho"]
 
-CAPTION_QUESTIONS = ["Describe the audio.", "Write a short caption for this audio clip.",
-                     "What do you hear? Answer in one sentence."]
+CAPTION_QUESTIONS = [
+    "Describe the audio.",
+    "Write a short caption for this audio clip.",
+    "What do you hear? Answer in one sentence.",
+]
 CLOTHO_SPLITS = {"development": "train", "validation": "val", "evaluation": "test"}
 
 

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from workbench.common.audio_io import AudioError
 from workbench.data.audiofolder import (
-    ANSWER_OPTIONS_FILE, BAD_ROWS, METADATA, TASKS, BadRows, DataError, write_json, write_jsonl,
+    ANSWER_OPTIONS_FILE,
+    BAD_ROWS,
+    METADATA,
+    TASKS,
+    BadRows,
+    DataError,
+    write_json,
+    write_jsonl,
 )
 from workbench.data.validate import AUDIO_EXTENSIONS, check_audio_file
 
@@ -78,8 +85,9 @@ class ImportWriter:
     ``skip_bad`` is set; it raises :class:`DataError` naming ``where`` otherwise.
     """
 
-    def __init__(self, out: str | os.PathLike, source: str, skip_bad: bool = False, link: bool = False,
-                 check_audio: bool = True):
+    def __init__(
+        self, out: str | os.PathLike, source: str, skip_bad: bool = False, link: bool = False, check_audio: bool = True
+    ):
         self.out = Path(out)
         self.source, self.link, self.check_audio = source, link, check_audio
         self.bad = BadRows(skip_bad=skip_bad)
@@ -112,8 +120,16 @@ class ImportWriter:
 
     def add_task(self, file_name: str, task: str, attribute: str, question: str, answer: str, closed: bool) -> None:
         """Add a task row (``row_id`` assigned at write time)."""
-        self.tasks.append({"file_name": file_name, "task": task, "attribute": attribute, "question": question,
-                           "answer": str(answer), "closed": bool(closed)})
+        self.tasks.append(
+            {
+                "file_name": file_name,
+                "task": task,
+                "attribute": attribute,
+                "question": question,
+                "answer": str(answer),
+                "closed": bool(closed),
+            }
+        )
 
     def finish(self, answer_options: dict[str, list[str]], info: dict) -> Path:
         """Write metadata.jsonl, tasks.jsonl (row_id = index), answer_options.json, dataset_info.json and,
@@ -122,9 +138,16 @@ class ImportWriter:
         write_jsonl(self.out / METADATA, self.clips.values())
         write_jsonl(self.out / TASKS, tasks)
         write_json(self.out / ANSWER_OPTIONS_FILE, answer_options)
-        write_json(self.out / "dataset_info.json", {"importer": f"workbench.data.importers.{self.source}",
-                                                    "n_clips": len(self.clips), "n_tasks": len(tasks),
-                                                    "n_bad_rows": len(self.bad.rows), **info})
+        write_json(
+            self.out / "dataset_info.json",
+            {
+                "importer": f"workbench.data.importers.{self.source}",
+                "n_clips": len(self.clips),
+                "n_tasks": len(tasks),
+                "n_bad_rows": len(self.bad.rows),
+                **info,
+            },
+        )
         if self.bad.skip_bad:
             self.bad.write(self.out / BAD_ROWS)
         return self.out

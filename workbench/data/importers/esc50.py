@@ -35,8 +35,13 @@ def import_esc50(src, out, skip_bad: bool = False, link: bool = False, check_aud
         except ValueError:
             w.bad.add(csv_path, line, fn, f"fold {r['fold']!r} is not an integer")
             continue
-        attrs = {"category": label, "target": int(r["target"]), "fold": fold,
-                 "esc10": str(r.get("esc10", "")).lower() == "true", "split": "test" if fold == 5 else "train"}
+        attrs = {
+            "category": label,
+            "target": int(r["target"]),
+            "fold": fold,
+            "esc10": str(r.get("esc10", "")).lower() == "true",
+            "split": "test" if fold == 5 else "train",
+        }
         if w.add_clip(p if p.exists() else None, fn, attrs, (csv_path, line)):
             w.add_task(fn, "cls", "category", QUESTIONS[line % len(QUESTIONS)], label, True)
             ask = label if rng.random() < 0.5 else rng.choice([x for x in labels if x != label] or [label])

@@ -67,8 +67,9 @@ def _read_entries(path: Path, bad: BadRows) -> list[tuple[int | None, dict]]:
     return out
 
 
-def import_openaqa(src, out, audio_root=None, skip_bad: bool = False, link: bool = False,
-                   check_audio: bool = True) -> Path:
+def import_openaqa(
+    src, out, audio_root=None, skip_bad: bool = False, link: bool = False, check_audio: bool = True
+) -> Path:
     """Convert an OpenAQA JSON (``src`` file, or the first *.json in folder ``src``) into an audiofolder."""
     src = Path(src)
     if src.is_dir():
@@ -100,4 +101,6 @@ def import_openaqa(src, out, audio_root=None, skip_bad: bool = False, link: bool
         w.add_task(fn, task, str(e.get("task") or task), q, e["output"], task == "cls")
         if task == "cls":
             cls_options.setdefault(str(e.get("task")), set()).add(e["output"])
-    return w.finish({k: sorted(v) for k, v in cls_options.items()}, {"source_file": str(src), "audio_root": str(audio_root)})
+    return w.finish(
+        {k: sorted(v) for k, v in cls_options.items()}, {"source_file": str(src), "audio_root": str(audio_root)}
+    )

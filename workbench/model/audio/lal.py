@@ -101,7 +101,9 @@ def add_lal_modules(model, spec, device) -> None:
     integ = spec.integration
     for layer in range(integ.layer, model.cfg.n_layers):
         if integ.adapter:
-            model.lal_adapters[adapter_key(spec.key, layer)] = LowRankAdapter(model.cfg.d_model, integ.adapter_rank).to(device)
+            model.lal_adapters[adapter_key(spec.key, layer)] = LowRankAdapter(model.cfg.d_model, integ.adapter_rank).to(
+                device
+            )
         if integ.gate:
             model.lal_gates[adapter_key(spec.key, layer)] = nn.Parameter(torch.zeros(model.cfg.n_heads, device=device))
 
@@ -226,7 +228,9 @@ def _bmm_linear(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     n_in, R, n_out = weight.shape[2], rows.shape[1], weight.shape[1]
     if n_in * R * n_out < 400 or R == 1 or n_out == 1:
         rows = rows.expand(weight.shape[0], -1, -1)
-        return torch.stack([F.linear(rows[i], weight[i], None if bias is None else bias[i]) for i in range(len(weight))])
+        return torch.stack(
+            [F.linear(rows[i], weight[i], None if bias is None else bias[i]) for i in range(len(weight))]
+        )
     if bias is None:
         return torch.bmm(rows, weight.transpose(1, 2))
     return torch.baddbmm(bias[:, None, :], rows, weight.transpose(1, 2))

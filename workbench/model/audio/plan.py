@@ -35,25 +35,44 @@ class AudioPlan:
     plits: dict[int, plits.Write] = field(default_factory=dict)
     lal: dict[int, ExtraKV] = field(default_factory=dict)
 
-    def after_prefix(self, n: int) -> "AudioPlan":
+    def after_prefix(self, n: int) -> AudioPlan:
         """The plan of the positions after the first ``n`` (text shared by every row and run before into a
         KV cache, see `workbench.model.shared_prefix`): residual indices shift down by n; LAL K/V unchanged."""
         index = None if self.text_index is None else self.text_index[:, n:] - n
         writes = {layer: (i - n, t) for layer, (i, t) in self.plits.items()}
-        return replace(self, seq_len=self.seq_len - n, attention_mask=self.attention_mask[:, n:],
-                       position_ids=self.position_ids[:, n:], text_index=index, plits=writes)
+        return replace(
+            self,
+            seq_len=self.seq_len - n,
+            attention_mask=self.attention_mask[:, n:],
+            position_ids=self.position_ids[:, n:],
+            text_index=index,
+            plits=writes,
+        )
 
 
 def plan_batch(model, layout, audio: dict) -> AudioPlan:
     """The plan of one batch: layout (`TokenLayout`) and audio {encoder: (connector tokens [B, N, M], mask
     [B, N])} -> slots, PLITS writes per layer, LAL K/V of every LAL layer (one batched matmul per encoder)."""
-    return AudioPlan(layout.seq_len, layout.attention_mask.bool(), layout.position_ids, layout.text_index,
-                     plits.plits_writes(layout, audio), lal.lal_kv(model, audio, layout))
+    return AudioPlan(
+        layout.seq_len,
+        layout.attention_mask.bool(),
+        layout.position_ids,
+        layout.text_index,
+        plits.plits_writes(layout, audio),
+        lal.lal_kv(model, audio, layout),
+    )
 
 
-def text_plan(model, B: int, L: int, device, attention_mask: torch.Tensor | None = None,
-              position_ids: torch.Tensor | None = None, extra_kv: Mapping[int, ExtraKV] | None = None,
-              past=None) -> AudioPlan:
+def text_plan(
+    model,
+    B: int,
+    L: int,
+    device,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    extra_kv: Mapping[int, ExtraKV] | None = None,
+    past=None,
+) -> AudioPlan:
     """The plan of a text-only call of L positions: attention_mask [B, L] (default all real), position_ids [B, L]
     (default counting real tokens on from the cache's last position), extra_kv {layer: ExtraKV} (default: the
     audio K/V the cache keeps from its prompt)."""
@@ -86,7 +105,11 @@ class LayerMasks:
         B, S = plan.attention_mask.shape
         dev = plan.attention_mask.device
         P = past.length if past is not None else 0
-        key_mask = plan.attention_mask if past is None or past.key_mask is None else torch.cat([past.key_mask, plan.attention_mask], 1)
+        key_mask = (
+            plan.attention_mask
+            if past is None or past.key_mask is None
+            else torch.cat([past.key_mask, plan.attention_mask], 1)
+        )
         q_idx = torch.arange(S, device=dev)[:, None] + P
         k_idx = torch.arange(P + S, device=dev)[None, :]
         self.causal = (k_idx <= q_idx)[None] & key_mask[:, None, :]  # [B, S, P + S]

@@ -19,8 +19,17 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["reserve_slots", "slot_index", "plits_writes", "place_text", "gather_text", "live_from", "staged_mask",
-           "only_live", "write_slots"]
+__all__ = [
+    "reserve_slots",
+    "slot_index",
+    "plits_writes",
+    "place_text",
+    "gather_text",
+    "live_from",
+    "staged_mask",
+    "only_live",
+    "write_slots",
+]
 
 Write = tuple[torch.Tensor, torch.Tensor]  # (residual index [B, N] long, tokens [B, N, M])
 

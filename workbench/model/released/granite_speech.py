@@ -52,8 +52,15 @@ from workbench.model.released.registry import ReleasedModelError, architecture_o
 
 KEY = "granite_speech"
 WINDOW_SECONDS = 30  # one slot of audio tokens per clip, as for the other classes
-_HOOKS = ("hook_resid_pre", "hook_ff1_out", "hook_attn_out", "hook_resid_mid", "hook_conv_out", "hook_mlp_out",
-          "hook_resid_post")
+_HOOKS = (
+    "hook_resid_pre",
+    "hook_ff1_out",
+    "hook_attn_out",
+    "hook_resid_mid",
+    "hook_conv_out",
+    "hook_mlp_out",
+    "hook_resid_post",
+)
 
 
 class _AttnHooks(nn.Module):
@@ -133,7 +140,9 @@ class GraniteTower(nn.Module):
         for idx, (layer, hooks) in enumerate(zip(t.layers, block_hooks), start=1):
             x = hooks.hook_resid_pre(x)
             x = x + hooks.hook_ff1_out(0.5 * layer.ff1(x))
-            x = hooks.hook_resid_mid(x + hooks.hook_attn_out(self._attention(layer.attn, hooks.attn, x, t.attention_dists)))
+            x = hooks.hook_resid_mid(
+                x + hooks.hook_attn_out(self._attention(layer.attn, hooks.attn, x, t.attention_dists))
+            )
             x = x + hooks.hook_conv_out(layer.conv(x))
             x = x + hooks.hook_mlp_out(0.5 * layer.ff2(x))
             x = hooks.hook_resid_post(layer.post_norm(x))
@@ -201,8 +210,10 @@ class GraniteSpeechPALModel(ReleasedPALModel):
         samples = batch["audio_lengths"] if "input_features" in batch else batch["wave_lengths"]
         longest = int(samples.max())
         if longest > self.window_samples:
-            raise AudioTooLongError(f"a clip of {longest / self.sample_rate:.2f} s is longer than the {WINDOW_SECONDS} s "
-                                    "audio slot of the workbench's Granite Speech model; cut the audio into clips")
+            raise AudioTooLongError(
+                f"a clip of {longest / self.sample_rate:.2f} s is longer than the {WINDOW_SECONDS} s "
+                "audio slot of the workbench's Granite Speech model; cut the audio into clips"
+            )
         return samples
 
     def audio_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,8 +223,10 @@ class GraniteSpeechPALModel(ReleasedPALModel):
         if "input_features" in batch:
             return batch["input_features"], frames_for(samples, self.hop)
         if self.feature_extractor is None:
-            raise ReleasedModelError("Granite Speech's feature extractor needs torchaudio (`pip install torchaudio` "
-                                     "built for your torch); without it pass input_features + audio_lengths")
+            raise ReleasedModelError(
+                "Granite Speech's feature extractor needs torchaudio (`pip install torchaudio` "
+                "built for your torch); without it pass input_features + audio_lengths"
+            )
         waves = [w[:n].float().cpu() for w, n in zip(batch["waves"], samples.tolist())]
         return self.feature_extractor(waves)["input_features"], frames_for(samples, self.hop)
 
@@ -233,20 +246,26 @@ def split_state(state: dict[str, torch.Tensor], source: str) -> dict[str, dict[s
     ``language_model.model.*``, ``language_model.lm_head.*``) or in-memory (``model.encoder.*`` ...) keys."""
     parts: dict[str, dict[str, torch.Tensor]] = {"tower": {}, "projector": {}, "text": {}}
     for key, tensor in state.items():
-        k = key[len("model."):] if key.startswith(("model.encoder.", "model.projector.", "model.language_model.")) else key
+        k = (
+            key[len("model.") :]
+            if key.startswith(("model.encoder.", "model.projector.", "model.language_model."))
+            else key
+        )
         if k.startswith("encoder."):
-            parts["tower"][k[len("encoder."):]] = tensor
+            parts["tower"][k[len("encoder.") :]] = tensor
         elif k.startswith("projector."):
-            parts["projector"][k[len("projector."):]] = tensor
+            parts["projector"][k[len("projector.") :]] = tensor
         elif k.startswith(("language_model.lm_head.", "lm_head.")):
             parts["text"]["lm_head." + k.split("lm_head.", 1)[1]] = tensor
         elif k.startswith("language_model."):
-            rest = k[len("language_model."):]
+            rest = k[len("language_model.") :]
             parts["text"]["model." + (rest.removeprefix("model."))] = tensor
     for part, got in parts.items():
         if not got:
-            raise ReleasedModelError(f"{source}: no {part} weights of Granite Speech in the safetensors files "
-                                     f"(keys seen: {sorted(state)[:4]}...). Is the download complete?")
+            raise ReleasedModelError(
+                f"{source}: no {part} weights of Granite Speech in the safetensors files "
+                f"(keys seen: {sorted(state)[:4]}...). Is the download complete?"
+            )
     return parts
 
 
@@ -260,8 +279,10 @@ def merge_lora(text: dict[str, torch.Tensor], folder: Path) -> bool:
 
     cfg = json.loads(cfg_file.read_text())
     if cfg.get("use_dora") or cfg.get("peft_type", "LORA") != "LORA":
-        raise ReleasedModelError(f"{cfg_file}: only plain LoRA adapters merge here (got peft_type "
-                                 f"{cfg.get('peft_type')!r}, use_dora={cfg.get('use_dora')})")
+        raise ReleasedModelError(
+            f"{cfg_file}: only plain LoRA adapters merge here (got peft_type "
+            f"{cfg.get('peft_type')!r}, use_dora={cfg.get('use_dora')})"
+        )
     r, alpha = cfg["r"], cfg.get("lora_alpha", cfg["r"])
     scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
     lora = load_file(str(weights))
@@ -271,7 +292,7 @@ def merge_lora(text: dict[str, torch.Tensor], folder: Path) -> bool:
             continue
         b = lora[key.replace(".lora_A.", ".lora_B.")]
         module = key.split(".lora_A.")[0]
-        module = module[module.index("layers."):]  # base_model.model.[model.]language_model.layers.N.self_attn.q_proj
+        module = module[module.index("layers.") :]  # base_model.model.[model.]language_model.layers.N.self_attn.q_proj
         target = "model." + module + ".weight"
         if target not in text:
             raise ReleasedModelError(f"{weights}: LoRA for {module}, which the text model does not have")
@@ -282,7 +303,9 @@ def merge_lora(text: dict[str, torch.Tensor], folder: Path) -> bool:
     return True
 
 
-def fold_multipliers(text: dict[str, torch.Tensor], projector: dict[str, torch.Tensor], text_cfg, n_layers: int) -> None:
+def fold_multipliers(
+    text: dict[str, torch.Tensor], projector: dict[str, torch.Tensor], text_cfg, n_layers: int
+) -> None:
     """Granite's embedding / residual multipliers folded into the weights they scale (``logits_scaling`` is not
     applied: transformers 5's GraniteSpeechForConditionalGeneration runs its own ``lm_head`` without it)."""
     m_emb = float(getattr(text_cfg, "embedding_multiplier", 1.0))
@@ -301,8 +324,10 @@ def _preprocessing(folder: Path, tokenizer):
 
     tok = tokenizer or AutoTokenizer.from_pretrained(folder)
     if not any((folder / n).exists() for n in ("preprocessor_config.json", "processor_config.json")):
-        raise ReleasedModelError(f"{folder}: no preprocessor_config.json (Granite Speech's feature extractor); copy the "
-                                 "complete model folder, not only its weights")
+        raise ReleasedModelError(
+            f"{folder}: no preprocessor_config.json (Granite Speech's feature extractor); copy the "
+            "complete model folder, not only its weights"
+        )
     fe = None
     try:
         from transformers import GraniteSpeechFeatureExtractor
@@ -362,15 +387,18 @@ def load(folder: Path, source: str, *, integration=None, tokenizer=None, dtype=N
     encoder = _load_module(encoder, parts["tower"], "audio tower", source, dtype)
     projector = _load_module(projector, parts["projector"], "projector", source, dtype)
 
-    shim = types.SimpleNamespace(audio_config=types.SimpleNamespace(hidden_size=config.encoder_config.hidden_dim),
-                                 audio_token_index=config.audio_token_index, text_config=text_cfg)
+    shim = types.SimpleNamespace(
+        audio_config=types.SimpleNamespace(hidden_size=config.encoder_config.hidden_dim),
+        audio_token_index=config.audio_token_index,
+        text_config=text_cfg,
+    )
     model = GraniteSpeechPALModel.build(arch, shim, dec_cfg, source, integration)
     model.hf_config = config
     model.load_decoder_weights(convert_state_dict(text, dec_cfg, source), source, dtype)
     model.attach_audio(GraniteTower(encoder), GraniteConnector(projector))
     tok, fe, template = _preprocessing(folder, tokenizer)
     if not getattr(tok, "chat_template", None):  # the hub keeps it in chat_template.json: code that renders with the
-        tok.chat_template = template                # tokenizer alone (patching's first answer token) needs it there
+        tok.chat_template = template  # tokenizer alone (patching's first answer token) needs it there
     model.set_preprocessing(tok, fe, template, folder)
     if device is not None:
         model.to(device)

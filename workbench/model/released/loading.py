@@ -74,7 +74,8 @@ def resolve_folder(name: str | os.PathLike) -> Path:
             "not be downloaded "
             f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}). Where there is a network, "
             f"download them with `hf download {name} --local-dir DIR` (about 2 bytes per parameter in bf16), copy DIR "
-            "here and pass the folder instead: PALModel.from_pretrained('DIR') or --checkpoint DIR") from e
+            "here and pass the folder instead: PALModel.from_pretrained('DIR') or --checkpoint DIR"
+        ) from e
 
 
 def normalized_state(state: dict[str, torch.Tensor], source: str) -> dict[str, dict[str, torch.Tensor]]:
@@ -92,8 +93,10 @@ def normalized_state(state: dict[str, torch.Tensor], source: str) -> dict[str, d
             parts[part][("model." + rest) if part == "text" else rest] = tensor
     for part, got in parts.items():
         if not got:
-            raise ReleasedModelError(f"{source}: no {part} weights in the safetensors files (keys seen: "
-                                     f"{sorted(state)[:4]}...). Is the download complete?")
+            raise ReleasedModelError(
+                f"{source}: no {part} weights in the safetensors files (keys seen: "
+                f"{sorted(state)[:4]}...). Is the download complete?"
+            )
     return parts
 
 
@@ -104,8 +107,10 @@ def _load_module(module: ModuleT, state: dict, what: str, source: str, dtype) ->
     want = set(module.state_dict())
     missing = sorted(want - set(state))
     if missing:
-        raise MissingWeightsError(f"{source} is missing {len(missing)} {what} tensor(s): {', '.join(missing[:6])}"
-                                  f"{' ...' if len(missing) > 6 else ''}. Is the checkpoint complete (all shards)?")
+        raise MissingWeightsError(
+            f"{source} is missing {len(missing)} {what} tensor(s): {', '.join(missing[:6])}"
+            f"{' ...' if len(missing) > 6 else ''}. Is the checkpoint complete (all shards)?"
+        )
     module.load_state_dict({k: state[k].to(dtype) for k in want}, strict=True, assign=True)
     return module.eval().requires_grad_(False)
 
@@ -141,8 +146,14 @@ def _audio_parts(arch, config, parts: dict, source: str, dtype: torch.dtype):
     return tower, projector
 
 
-def load_released(name: str | os.PathLike, *, integration: dict | None = None, tokenizer=None,
-                  dtype: torch.dtype | str | None = None, device: str | torch.device | None = None):
+def load_released(
+    name: str | os.PathLike,
+    *,
+    integration: dict | None = None,
+    tokenizer=None,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+):
     """`ReleasedPALModel` from a transformers folder or hub id (see the module docstring).
 
     integration: ``{"mode": "plits"|"lal", "layer": L}`` (default PLITS@0, the model as released).
@@ -167,8 +178,9 @@ def load_released(name: str | os.PathLike, *, integration: dict | None = None, t
     if arch.loader:  # a class with a module of its own (Qwen2.5-Omni, Granite Speech)
         import importlib
 
-        return importlib.import_module(arch.loader).load(folder, source, integration=integration, tokenizer=tokenizer,
-                                                         dtype=dtype, device=device)
+        return importlib.import_module(arch.loader).load(
+            folder, source, integration=integration, tokenizer=tokenizer, dtype=dtype, device=device
+        )
     config = AutoConfig.from_pretrained(folder)
     try:
         state = _read_safetensors_folder(folder)

@@ -53,7 +53,7 @@ class ReleasedPALModel(PALModel):
     eos_token_ids: list[int]
 
     @classmethod
-    def build(cls, arch: Architecture, hf_config, dec_cfg, source: str, integration: dict | None) -> "ReleasedPALModel":
+    def build(cls, arch: Architecture, hf_config, dec_cfg, source: str, integration: dict | None) -> ReleasedPALModel:
         """An empty model on the meta device (weights come from `loading.load_released`)."""
         keys = dict(integration or {})
         if keys.get("adapter") or keys.get("gate"):
@@ -64,8 +64,12 @@ class ReleasedPALModel(PALModel):
             raise ConfigError(f"integration: {e}; allowed keys: mode, layer, audio_rope") from e
         integ.validate("integration", dec_cfg.n_layers)
         audio = hf_config.audio_config
-        spec = EncoderSpec(name=arch.key, dim=audio.hidden_size, integration=integ,
-                           connector=ConnectorConfig(type=f"{arch.key}_projector", n_tokens=0, hidden=0))
+        spec = EncoderSpec(
+            name=arch.key,
+            dim=audio.hidden_size,
+            integration=integ,
+            connector=ConnectorConfig(type=f"{arch.key}_projector", n_tokens=0, hidden=0),
+        )
         pal_cfg = PALConfig(llm=source, insertion="after_system", encoders=[spec])
         with torch.device("meta"):
             model = cls(pal_cfg, dec_cfg)
@@ -89,8 +93,10 @@ class ReleasedPALModel(PALModel):
         tower = cast(HookedTower, self.encoders[self.arch.key])  # from attach_audio (Granite overrides this method)
         window = tower.window_frames
         if window is not None and window != fe.nb_max_frames:
-            raise ReleasedModelError(f"{folder}: the feature extractor gives {fe.nb_max_frames} mel frames per window "
-                                     f"but the tower reads {window}; preprocessor_config.json does not fit config.json")
+            raise ReleasedModelError(
+                f"{folder}: the feature extractor gives {fe.nb_max_frames} mel frames per window "
+                f"but the tower reads {window}; preprocessor_config.json does not fit config.json"
+            )
         self.window_frames = int(fe.nb_max_frames)
         tower.set_mel_rate(fe.sampling_rate / fe.hop_length)
         self.n_audio_slots = int(self.arch.n_tokens(torch.tensor(self.window_frames), conv_frames(self.window_frames)))
@@ -113,18 +119,22 @@ class ReleasedPALModel(PALModel):
             raise KeyError("batch has no audio: expected waves + wave_lengths (or input_features + feature_mask)")
         rate = batch.get("sample_rate", 16000)
         if rate != self.sample_rate:
-            raise ValueError(f"batch audio is {rate} Hz but {self.arch.cls} needs {self.sample_rate} Hz; build the "
-                             f"dataset with sample_rate={self.sample_rate}")
+            raise ValueError(
+                f"batch audio is {rate} Hz but {self.arch.cls} needs {self.sample_rate} Hz; build the "
+                f"dataset with sample_rate={self.sample_rate}"
+            )
         lengths = batch["wave_lengths"].tolist()
         longest = max(lengths)
         if longest > self.window_samples:
             raise AudioTooLongError(
                 f"a clip of {longest / rate:.2f} s is longer than the {self.window_samples / rate:g} s the "
                 f"{self.arch.cls} tower reads in one window; cut the audio into clips of at most "
-                f"{self.window_samples / rate:g} s (e.g. `sox in.wav out.wav trim 0 {self.window_samples / rate:g}`)")
+                f"{self.window_samples / rate:g} s (e.g. `sox in.wav out.wav trim 0 {self.window_samples / rate:g}`)"
+            )
         waves = [np.asarray(w[:n].float().cpu().numpy()) for w, n in zip(batch["waves"], lengths)]
-        out = self.feature_extractor(waves, sampling_rate=self.sample_rate, padding="max_length",
-                                     return_attention_mask=True, return_tensors="pt")
+        out = self.feature_extractor(
+            waves, sampling_rate=self.sample_rate, padding="max_length", return_attention_mask=True, return_tensors="pt"
+        )
         return out["input_features"], out["attention_mask"]
 
     def encode_audio(self, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -151,8 +161,12 @@ class ReleasedPALModel(PALModel):
             n = self.n_audio_tokens(batch).to(dev)
             mask = torch.arange(N, device=dev)[None] < n[:, None]
         spec = self.pal_cfg.encoders[0]
-        layout = build_layout(batch["attention_mask"].to(dev), batch["audio_slot"].to(dev),
-                              [(key, spec.integration.mode, spec.integration.layer, N)], {key: mask})
+        layout = build_layout(
+            batch["attention_mask"].to(dev),
+            batch["audio_slot"].to(dev),
+            [(key, spec.integration.mode, spec.integration.layer, N)],
+            {key: mask},
+        )
         short = N - mask.long().sum(1)  # [B] unused slots: text after the slot counts from the clip's own count
         t = torch.arange(layout.text_index.shape[1], device=dev)[None]
         after = (t >= layout.audio_slot[:, None]).long()
@@ -169,10 +183,16 @@ class ReleasedPALModel(PALModel):
         from workbench.model.generate import greedy_generate
 
         ids = batch["input_ids"].to(self.embed.weight.device)
-        out = greedy_generate(self, ids, batch["attention_mask"].to(ids.device), max_new_tokens=max_new_tokens,
-                              eos_token_id=self.eos_token_ids, pad_token_id=self.tokenizer.pad_token_id,
-                              prefill=lambda cache: self(batch, past=cache))
-        return out[:, ids.shape[1]:]
+        out = greedy_generate(
+            self,
+            ids,
+            batch["attention_mask"].to(ids.device),
+            max_new_tokens=max_new_tokens,
+            eos_token_id=self.eos_token_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            prefill=lambda cache: self(batch, past=cache),
+        )
+        return out[:, ids.shape[1] :]
 
     def task_dataset(self, root, *, cache_dir=None, fill_cache: bool = True, progress: bool = False, **kw):
         """`prompts.ReleasedTaskDataset` over an audiofolder, in this model's chat template (waveforms: its own audio
@@ -188,8 +208,9 @@ class ReleasedPALModel(PALModel):
 
     # ------------------------------------------------------------------ not for released models
     def save_pretrained(self, directory, extra=None):
-        raise NotImplementedError(f"{self.arch.cls} is loaded from its own folder ({self.pal_cfg.llm}); "
-                                  "there are no trained parts to save")
+        raise NotImplementedError(
+            f"{self.arch.cls} is loaded from its own folder ({self.pal_cfg.llm}); there are no trained parts to save"
+        )
 
     def enable_lora(self, *a, **k):
         raise NotImplementedError("training a released model is not supported by the workbench")

@@ -24,7 +24,6 @@ from workbench.data.audiofolder import DataError
 from workbench.data.dataset import AudioTaskDataset
 from workbench.model.released.registry import ReleasedModelError
 
-
 #: where a feature extractor can sit in a model folder: the hub's file, and the processor file into which
 #: transformers 5's ``processor.save_pretrained`` writes it
 FEATURE_EXTRACTOR_FILES = ("preprocessor_config.json", "processor_config.json")
@@ -54,14 +53,18 @@ def _feature_extractor(folder: Path, processor):
     if fe is not None:
         return fe
     if not any((folder / f).exists() for f in FEATURE_EXTRACTOR_FILES):
-        raise ReleasedModelError(f"{folder}: no feature extractor: looked for {' and '.join(FEATURE_EXTRACTOR_FILES)} "
-                                 "(the first as on the hub, the second as transformers' processor.save_pretrained "
-                                 "writes it); copy the complete model folder, not only its weights")
+        raise ReleasedModelError(
+            f"{folder}: no feature extractor: looked for {' and '.join(FEATURE_EXTRACTOR_FILES)} "
+            "(the first as on the hub, the second as transformers' processor.save_pretrained "
+            "writes it); copy the complete model folder, not only its weights"
+        )
     try:
         return AutoFeatureExtractor.from_pretrained(folder)
     except (ValueError, OSError, KeyError) as e:
-        raise ReleasedModelError(f"{folder}: its feature extractor ({' or '.join(FEATURE_EXTRACTOR_FILES)}) does "
-                                 f"not load ({type(e).__name__}: {e})") from e
+        raise ReleasedModelError(
+            f"{folder}: its feature extractor ({' or '.join(FEATURE_EXTRACTOR_FILES)}) does "
+            f"not load ({type(e).__name__}: {e})"
+        ) from e
 
 
 def _chat_template(folder: Path, processor, tokenizer) -> str:
@@ -76,9 +79,11 @@ def _chat_template(folder: Path, processor, tokenizer) -> str:
         template = json.loads((folder / "chat_template.json").read_text()).get("chat_template")
     template = template or getattr(tokenizer, "chat_template", None)
     if not template:
-        raise ReleasedModelError(f"{folder}: no chat template: looked for {', '.join(CHAT_TEMPLATE_FILES[:2])} and "
-                                 f"the chat_template of {CHAT_TEMPLATE_FILES[2]}; copy the complete model folder "
-                                 "(the template says where the audio goes in a prompt)")
+        raise ReleasedModelError(
+            f"{folder}: no chat template: looked for {', '.join(CHAT_TEMPLATE_FILES[:2])} and "
+            f"the chat_template of {CHAT_TEMPLATE_FILES[2]}; copy the complete model folder "
+            "(the template says where the audio goes in a prompt)"
+        )
     return template
 
 
@@ -96,15 +101,18 @@ def load_preprocessing(folder: Path, tokenizer=None):
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except (ImportError, ValueError, OSError) as e:
-            raise ReleasedModelError(f"{folder}: its tokenizer does not load here ({type(e).__name__}: {e}); Voxtral's "
-                                     "tekken tokenizer needs the package mistral-common") from e
+            raise ReleasedModelError(
+                f"{folder}: its tokenizer does not load here ({type(e).__name__}: {e}); Voxtral's "
+                "tekken tokenizer needs the package mistral-common"
+            ) from e
     return tokenizer, fe, _chat_template(folder, processor, tokenizer)
 
 
 def _render(model, messages, generation: bool) -> list[int]:
     tok = model.tokenizer
-    text = tok.apply_chat_template(messages, chat_template=model.chat_template, tokenize=False,
-                                   add_generation_prompt=generation)
+    text = tok.apply_chat_template(
+        messages, chat_template=model.chat_template, tokenize=False, add_generation_prompt=generation
+    )
     return list(tok(text, add_special_tokens=False)["input_ids"])
 
 
@@ -113,28 +121,33 @@ def _take_placeholder(model, ids: list[int]) -> tuple[list[int], int]:
     if not where or where != list(range(where[0], where[0] + len(where))):
         raise ReleasedModelError(
             f"the chat template put {len(where)} audio placeholder token(s) (id {model.audio_token_id}) "
-            "in the prompt; it must put one run of them, for the one clip")
-    return ids[:where[0]] + ids[where[-1] + 1:], where[0]
+            "in the prompt; it must put one run of them, for the one clip"
+        )
+    return ids[: where[0]] + ids[where[-1] + 1 :], where[0]
 
 
 def released_example(model, question: str, answer: str | None = None, system_prompt: str | None = None) -> dict:
     """``{input_ids, labels, audio_slot, prompt_len}`` (lists / ints) for one question (and answer) about one
     clip, in ``model``'s chat template; labels -100 outside the answer and its end-of-turn token."""
-    msgs: list[dict[str, Any]] = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
+    msgs: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}] if system_prompt else []
     msgs.append({"role": "user", "content": [dict(AUDIO_PART), {"type": "text", "text": question}]})
     prompt, slot = _take_placeholder(model, _render(model, msgs, True))
     if answer is None:
         return {"input_ids": prompt, "labels": [-100] * len(prompt), "audio_slot": slot, "prompt_len": len(prompt)}
     full, _ = _take_placeholder(model, _render(model, msgs + [{"role": "assistant", "content": answer}], False))
-    if full[:len(prompt)] != prompt:
+    if full[: len(prompt)] != prompt:
         raise ReleasedModelError("chat template: the generation prompt is not a token prefix of prompt + answer")
-    ans = full[len(prompt):]
+    ans = full[len(prompt) :]
     tok = model.tokenizer
     eot = set(model.eos_token_ids) | {tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|eot_id|>", "<|user|>")}
     eot -= {None, getattr(tok, "unk_token_id", None)}
-    ans = ans[:next((i + 1 for i, t in enumerate(ans) if t in eot), len(ans))]
-    return {"input_ids": prompt + ans, "labels": [-100] * len(prompt) + ans, "audio_slot": slot,
-            "prompt_len": len(prompt)}
+    ans = ans[: next((i + 1 for i, t in enumerate(ans) if t in eot), len(ans))]
+    return {
+        "input_ids": prompt + ans,
+        "labels": [-100] * len(prompt) + ans,
+        "audio_slot": slot,
+        "prompt_len": len(prompt),
+    }
 
 
 class ReleasedTaskDataset(AudioTaskDataset):
@@ -152,8 +165,9 @@ class ReleasedTaskDataset(AudioTaskDataset):
                 raise TypeError(f"ReleasedTaskDataset sets {bad!r} itself (waveform mode, the model's own template)")
         kw.setdefault("max_seconds", model.window_samples / model.sample_rate)  # a longer file: an error naming it
         # slot="prefix" only matters to code that renders the tokenizer's plain template (first answer tokens)
-        super().__init__(root, model.tokenizer, sample_rate=model.sample_rate, system_prompt=system_prompt,
-                         slot="prefix", **kw)
+        super().__init__(
+            root, model.tokenizer, sample_rate=model.sample_rate, system_prompt=system_prompt, slot="prefix", **kw
+        )
         self.model = model
 
     def encode_row(self, question: str, answer: str | None = None) -> dict:
@@ -167,14 +181,20 @@ class ReleasedTaskDataset(AudioTaskDataset):
 
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
-        enc = released_example(self.model, row["question"], str(row["answer"]) if self.with_answer else None,
-                               self.system_prompt)
-        item = {"input_ids": torch.tensor(enc["input_ids"], dtype=torch.long),
-                "labels": torch.tensor(enc["labels"], dtype=torch.long),
-                "audio_slot": enc["audio_slot"], "prompt_len": enc["prompt_len"], "row": row}
+        enc = released_example(
+            self.model, row["question"], str(row["answer"]) if self.with_answer else None, self.system_prompt
+        )
+        item = {
+            "input_ids": torch.tensor(enc["input_ids"], dtype=torch.long),
+            "labels": torch.tensor(enc["labels"], dtype=torch.long),
+            "audio_slot": enc["audio_slot"],
+            "prompt_len": enc["prompt_len"],
+            "row": row,
+        }
         try:
-            item["wave"], _ = load_audio(self.root / row["file_name"], target_sr=self.sample_rate,
-                                         max_seconds=self.max_seconds)
+            item["wave"], _ = load_audio(
+                self.root / row["file_name"], target_sr=self.sample_rate, max_seconds=self.max_seconds
+            )
         except AudioError as e:
             raise DataError(f"{self._where(row)}: {e}") from e
         return item

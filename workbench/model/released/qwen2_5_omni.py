@@ -71,7 +71,7 @@ class OmniTower(HookedTower):
         x = x.view(B, n_bins, n_chunks, C).permute(0, 2, 1, 3).reshape(B * n_chunks, n_bins, C)
         x = nn.functional.gelu(t.conv1(x)) * real.view(B * n_chunks, 1, C).to(x.dtype)
         x = nn.functional.gelu(t.conv2(x)).transpose(1, 2)  # [B * n_chunks, C // 2, D]
-        x = x + t.positional_embedding.positional_embedding[:x.shape[1]].to(x.dtype)
+        x = x + t.positional_embedding.positional_embedding[: x.shape[1]].to(x.dtype)
         return x.reshape(B, -1, x.shape[-1])
 
     def forward(self, features: torch.Tensor, feature_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,19 +124,21 @@ def split_state(state: dict[str, torch.Tensor], source: str) -> dict[str, dict[s
             continue
         for prefix in ("model.audio_tower.", "audio_tower."):
             if k.startswith(prefix):
-                parts["tower"][k[len(prefix):]] = tensor
+                parts["tower"][k[len(prefix) :]] = tensor
                 break
         else:
             if k.startswith("lm_head."):
                 parts["text"][k] = tensor
             elif k.startswith("model.language_model."):
-                parts["text"]["model." + k[len("model.language_model."):]] = tensor
+                parts["text"]["model." + k[len("model.language_model.") :]] = tensor
             elif k.startswith("model."):
                 parts["text"][k] = tensor
     for part, got in parts.items():
         if not got:
-            raise ReleasedModelError(f"{source}: no {part} weights of the Qwen2.5-Omni thinker in the safetensors files "
-                                     f"(keys seen: {sorted(state)[:4]}...). Is the download complete?")
+            raise ReleasedModelError(
+                f"{source}: no {part} weights of the Qwen2.5-Omni thinker in the safetensors files "
+                f"(keys seen: {sorted(state)[:4]}...). Is the download complete?"
+            )
     return parts
 
 
@@ -146,7 +148,9 @@ def decoder_config(text_cfg):
 
     cfg = text_cfg.to_dict()
     if cfg.get("use_sliding_window"):
-        raise ReleasedModelError("Qwen2.5-Omni thinker with use_sliding_window=true: HookedDecoder has no sliding window")
+        raise ReleasedModelError(
+            "Qwen2.5-Omni thinker with use_sliding_window=true: HookedDecoder has no sliding window"
+        )
     rope = dict(cfg.get("rope_parameters") or {})
     rope.pop("mrope_section", None)
     cfg.update(model_type="qwen2", rope_parameters=rope)
@@ -181,7 +185,9 @@ def load(folder: Path, source: str, *, integration=None, tokenizer=None, dtype=N
 
     with torch.device("meta"):
         tower: Any = Qwen2_5OmniAudioEncoder._from_config(config.audio_config)  # parts replaced by name below
-    tower.positional_embedding = type(tower.positional_embedding)(tower.max_source_positions, config.audio_config.d_model)
+    tower.positional_embedding = type(tower.positional_embedding)(
+        tower.max_source_positions, config.audio_config.d_model
+    )
     if "audio_bos_eos_token.weight" not in parts["tower"]:  # unused by the thinker's forward
         tower.audio_bos_eos_token = None
     tower = _load_module(tower, parts["tower"], "audio tower", source, dtype)
@@ -193,7 +199,7 @@ def load(folder: Path, source: str, *, integration=None, tokenizer=None, dtype=N
     model.attach_audio(OmniTower(tower, arch), OmniConnector(proj))
     tok, fe, template = load_preprocessing(folder, tokenizer)
     if not getattr(tok, "chat_template", None):  # the hub keeps it in chat_template.json: code that renders with the
-        tok.chat_template = template                # tokenizer alone (patching's first answer token) needs it there
+        tok.chat_template = template  # tokenizer alone (patching's first answer token) needs it there
     model.set_preprocessing(tok, fe, template, folder)
     if device is not None:
         model.to(device)

@@ -60,23 +60,83 @@ class Architecture:
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    a.cls: a for a in (
-        Architecture("Qwen2AudioForConditionalGeneration", "qwen2_audio", "whisper", pool=True, masked=True, stack=1,
-                     all_frames=False, tower_module="qwen2_audio", projector="Qwen2AudioMultiModalProjector"),
-        Architecture("VoxtralForConditionalGeneration", "voxtral", "whisper", pool=False, masked=False, stack=4,
-                     all_frames=True, tower_module="voxtral", projector="VoxtralMultiModalProjector"),
-        Architecture("AudioFlamingo3ForConditionalGeneration", "audioflamingo3", "whisper", pool=True, masked=True,
-                     stack=1, all_frames=False, tower_module="audioflamingo3",
-                     projector="AudioFlamingo3MultiModalProjector"),
-        Architecture("GlmAsrForConditionalGeneration", "glmasr", "glm", pool=False, masked=False, stack=4,
-                     all_frames=False, tower_module="glmasr", projector="GlmAsrMultiModalProjector"),
-        *(Architecture(cls, "qwen2_5_omni", "omni", pool=True, masked=True, stack=1, all_frames=False,
-                       tower_module="qwen2_5_omni", projector="", loader="workbench.model.released.qwen2_5_omni")
-          for cls in ("Qwen2_5OmniThinkerForConditionalGeneration", "Qwen2_5OmniForConditionalGeneration",
-                      "Qwen2_5OmniModel")),
-        Architecture("GraniteSpeechForConditionalGeneration", "granite_speech", "conformer", pool=False, masked=False,
-                     stack=1, all_frames=False, tower_module="granite_speech", projector="GraniteSpeechEncoderProjector",
-                     loader="workbench.model.released.granite_speech"),
+    a.cls: a
+    for a in (
+        Architecture(
+            "Qwen2AudioForConditionalGeneration",
+            "qwen2_audio",
+            "whisper",
+            pool=True,
+            masked=True,
+            stack=1,
+            all_frames=False,
+            tower_module="qwen2_audio",
+            projector="Qwen2AudioMultiModalProjector",
+        ),
+        Architecture(
+            "VoxtralForConditionalGeneration",
+            "voxtral",
+            "whisper",
+            pool=False,
+            masked=False,
+            stack=4,
+            all_frames=True,
+            tower_module="voxtral",
+            projector="VoxtralMultiModalProjector",
+        ),
+        Architecture(
+            "AudioFlamingo3ForConditionalGeneration",
+            "audioflamingo3",
+            "whisper",
+            pool=True,
+            masked=True,
+            stack=1,
+            all_frames=False,
+            tower_module="audioflamingo3",
+            projector="AudioFlamingo3MultiModalProjector",
+        ),
+        Architecture(
+            "GlmAsrForConditionalGeneration",
+            "glmasr",
+            "glm",
+            pool=False,
+            masked=False,
+            stack=4,
+            all_frames=False,
+            tower_module="glmasr",
+            projector="GlmAsrMultiModalProjector",
+        ),
+        *(
+            Architecture(
+                cls,
+                "qwen2_5_omni",
+                "omni",
+                pool=True,
+                masked=True,
+                stack=1,
+                all_frames=False,
+                tower_module="qwen2_5_omni",
+                projector="",
+                loader="workbench.model.released.qwen2_5_omni",
+            )
+            for cls in (
+                "Qwen2_5OmniThinkerForConditionalGeneration",
+                "Qwen2_5OmniForConditionalGeneration",
+                "Qwen2_5OmniModel",
+            )
+        ),
+        Architecture(
+            "GraniteSpeechForConditionalGeneration",
+            "granite_speech",
+            "conformer",
+            pool=False,
+            masked=False,
+            stack=1,
+            all_frames=False,
+            tower_module="granite_speech",
+            projector="GraniteSpeechEncoderProjector",
+            loader="workbench.model.released.granite_speech",
+        ),
     )
 }
 SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
@@ -92,4 +152,5 @@ def architecture_of(config: dict, source: str) -> Architecture:
         f"{source}: config.json names architecture(s) {names or '(none)'} (model_type "
         f"{config.get('model_type')!r}); released audio-LLMs that load as PAL models: "
         f"{', '.join(SUPPORTED_ARCHITECTURES)}. For a text-only LLM use it as `llm:` of a PAL config; "
-        "for a workbench checkpoint pass the folder written by `python -m workbench.train`.")
+        "for a workbench checkpoint pass the folder written by `python -m workbench.train`."
+    )

@@ -143,14 +143,20 @@ class HookedTower(nn.Module):
     def forward(self, features: torch.Tensor, feature_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.tower
         if self.window_frames is not None and features.shape[-1] != self.window_frames:
-            raise ValueError(f"{self.arch.cls}: the tower reads windows of exactly {self.window_frames} mel frames "
-                             f"(max_source_positions x 2), got {features.shape[-1]}")
+            raise ValueError(
+                f"{self.arch.cls}: the tower reads windows of exactly {self.window_frames} mel frames "
+                f"(max_source_positions x 2), got {features.shape[-1]}"
+            )
         features = features.to(t.conv1.weight.dtype)
         x = nn.functional.gelu(t.conv1(features))
         x = nn.functional.gelu(t.conv2(x)).transpose(1, 2)  # [B, T, D]
         n_mel = feature_mask.long().sum(-1)
         T = x.shape[1]
-        key_mask = (torch.arange(T, device=x.device)[None] < conv_frames(n_mel).to(x.device)[:, None]) if self.arch.masked else None
+        key_mask = (
+            (torch.arange(T, device=x.device)[None] < conv_frames(n_mel).to(x.device)[:, None])
+            if self.arch.masked
+            else None
+        )
         rope = None
         if self.arch.tower == "whisper":
             x = (x + t.embed_positions.weight).to(x.dtype)
@@ -159,7 +165,11 @@ class HookedTower(nn.Module):
         x = self.hook_embed(x)
         for layer, hooks in zip(t.layers, self.block_hooks()):
             x = hooks.hook_resid_pre(x)
-            x = self._whisper_layer(layer, hooks, x, key_mask) if rope is None else self._glm_layer(layer, hooks, x, rope)
+            x = (
+                self._whisper_layer(layer, hooks, x, key_mask)
+                if rope is None
+                else self._glm_layer(layer, hooks, x, rope)
+            )
             x = hooks.hook_resid_post(x)
         if self.arch.pool:
             x = t.avg_pooler(x.transpose(1, 2)).transpose(1, 2)
@@ -188,7 +198,7 @@ class ReleasedConnector(nn.Module):
         k = self.arch.stack
         w = torch.zeros(B, T // k, T, dtype=frames.dtype, device=frames.device)
         for j in range(T // k):
-            w[:, j, j * k:(j + 1) * k] = 1.0 / k
+            w[:, j, j * k : (j + 1) * k] = 1.0 / k
         return w
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
