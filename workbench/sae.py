@@ -6,6 +6,7 @@
         --positions audio --width 4096 --k 32 [--data DIR] [--acts DIR] [--out DIR]
     python -m workbench.sae score --sae DIR --checkpoint DIR --data data/synth-tiny/test [--out DIR]
     python -m workbench.sae pages --sae DIR --checkpoint DIR --data data/synth-tiny/test [--out DIR]
+    python -m workbench.sae causal --sae DIR --checkpoint DIR --data data/synth-tiny/test --attribute category
     python -m workbench.sae study --checkpoints results/checkpoints/{baseline,delayed,lal,pal}/final \
         --site connectors.whisper.hook_out --positions audio --out results/sae
 
@@ -108,6 +109,8 @@ def _run(args) -> int:
             index = write_pages(model, sae, store, args.data or DEFAULT_EVAL_DATA, out / "pages",
                                 n_features=args.n_features)
             print(f"feature pages -> {index}")
+    elif args.cmd == "causal":
+        _causal(args, out)
     elif args.cmd == "study":
         from workbench.analysis.sae.study import run_study
 
@@ -118,6 +121,43 @@ def _run(args) -> int:
         print(res["summary"].to_string(index=False, float_format="%.3f"))
         print(res["contrasts"].to_string(index=False, float_format="%.3f"))
     return 0
+
+
+def _causal(args, out: Path) -> None:
+    from workbench.analysis.data import sample_rows
+    from workbench.analysis.sae.activations import collect_rows
+    from workbench.analysis.sae.causal import ablation_curve, attribute_features, features_to_erase, steer_feature
+    from workbench.analysis.sae.saelens_format import load_sae
+    from workbench.analysis.sae.scores import attribute_labels, best_feature_scores
+    from workbench.analysis.sae.study import clip_features
+    from workbench.evaluate import load_answer_options
+
+    sae = load_sae(args.sae)
+    site, role = sae.hook_name, getattr(sae, "extra", {}).get("positions", "audio")
+    model, ds = _model_data(args, args.data or DEFAULT_EVAL_DATA)
+    store = collect_rows(model, ds, site, role, out / "eval_acts", batch_size=args.batch_size,
+                         progress=not args.no_progress)
+    clips, F, _, first = clip_features(sae, store.matrix(), store.meta)
+    labels = attribute_labels([store.meta.iloc[i].to_dict() for i in first], args.attribute)
+    ranked = attribute_features(F, labels, max(args.counts))
+    options = load_answer_options(ds.root)
+    closed = sample_rows(ds, len(ds), 0)
+    closed.rows = [r for r in ds.rows if r.get("closed") and r.get("attribute") in options][:args.n_rows]
+    curve = ablation_curve(model, sae, closed, site, role, options, args.attribute, ranked, args.counts,
+                           batch_size=args.batch_size, progress=not args.no_progress)
+    best, _ = best_feature_scores(F, labels, attribute=args.attribute, folds=3)
+    target = best.sort_values("auroc_in", ascending=False).iloc[0]
+    asked = sample_rows(ds, len(ds), 0)
+    asked.rows = [r for r in ds.rows if r.get("closed") and r.get("attribute") == args.attribute][:args.n_rows]
+    steering = steer_feature(model, sae, asked, site, role, options, int(target["feature"]), args.attribute,
+                             str(target["value"]), args.alphas, batch_size=args.batch_size)
+    out.mkdir(parents=True, exist_ok=True)
+    curve.drop(columns=[]).to_csv(out / "sae_causal_ablation.csv", index=False)
+    steering.to_csv(out / "sae_causal_steering.csv", index=False)
+    print(curve.pivot_table(index="attribute", columns="n_features", values="delta").round(3).to_string())
+    print(f"features to bring {args.attribute} to chance: {features_to_erase(curve, options)}")
+    print(steering.round(3).to_string(index=False))
+    print(f"-> {out / 'sae_causal_ablation.csv'}, {out / 'sae_causal_steering.csv'}")
 
 
 def _score(sae, store, out: Path) -> None:
@@ -153,6 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _common(p, site=False)
         p.add_argument("--sae", required=True), p.add_argument("--data", default=None)
         p.add_argument("--out", default=None), p.add_argument("--n-features", type=int, default=12)
+    p = sub.add_parser("causal", help="ablate an attribute's top features; steer with its best feature")
+    _common(p, site=False)
+    p.add_argument("--sae", required=True), p.add_argument("--data", default=None), p.add_argument("--out", default=None)
+    p.add_argument("--attribute", default="category")
+    p.add_argument("--counts", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--alphas", type=float, nargs="+", default=[0, 4, 8])
+    p.add_argument("--n-rows", type=int, default=96, help="closed task rows used (first N)")
     p = sub.add_parser("study", help="SAEs at one site of several checkpoints, scored and compared")
     p.add_argument("--checkpoints", nargs="+", required=True)
     p.add_argument("--site", default="connectors.whisper.hook_out")

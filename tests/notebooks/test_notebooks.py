@@ -118,7 +118,7 @@ CASES = {
         checks={"variants": "sorted(summary['variant'])", "ev": "summary['explained_variance'].tolist()",
                 "l0": "summary['l0'].tolist()", "stab": "summary['stability_share_matched'].tolist()",
                 "auroc": "scores['macro_auroc'].tolist()", "attributes": "sorted(scores['attribute'].unique())",
-                "verdicts": "sorted(contrasts['verdict'].unique())", "n_ablated": "sorted(curve['n_features'].unique())",
+                "verdicts": "sorted(contrasts['verdict'].unique())", "n_ablated": "sorted(int(x) for x in curve['n_features'].unique())",
                 "alphas": "steering['alpha'].tolist()", "pages": "len(list(index.parent.glob('feature_*.html')))"},
         figures=1, outputs=["study/sae_scores.csv", "study/sae_contrasts.csv", "pages/index.html"]),
 }
