@@ -126,7 +126,12 @@ def _run(args) -> int:
 def _causal(args, out: Path) -> None:
     from workbench.analysis.data import sample_rows
     from workbench.analysis.sae.activations import collect_rows
-    from workbench.analysis.sae.causal import ablation_curve, attribute_features, features_to_erase, steer_feature
+    from workbench.analysis.sae.causal import (
+        ablation_curve,
+        attribute_features,
+        features_to_erase,
+        steer_feature,
+    )
     from workbench.analysis.sae.saelens_format import load_sae
     from workbench.analysis.sae.scores import attribute_labels, best_feature_scores
     from workbench.analysis.sae.study import clip_features
@@ -137,7 +142,7 @@ def _causal(args, out: Path) -> None:
     model, ds = _model_data(args, args.data or DEFAULT_EVAL_DATA)
     store = collect_rows(model, ds, site, role, out / "eval_acts", batch_size=args.batch_size,
                          progress=not args.no_progress)
-    clips, F, _, first = clip_features(sae, store.matrix(), store.meta)
+    _clips, F, _, first = clip_features(sae, store.matrix(), store.meta)
     labels = attribute_labels([store.meta.iloc[i].to_dict() for i in first], args.attribute)
     ranked = attribute_features(F, labels, max(args.counts))
     options = load_answer_options(ds.root)
@@ -167,7 +172,7 @@ def _score(sae, store, out: Path) -> None:
     from workbench.analysis.sae.study import clip_features, score_attributes
 
     X, meta = store.matrix(), store.meta
-    clips, F, Xc, first = clip_features(sae, X, meta)
+    _clips, F, Xc, first = clip_features(sae, X, meta)
     rows = [meta.iloc[i].to_dict() for i in first]
     res = score_attributes(sae.model_name or "sae", F, Xc, rows)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.analysis.core import load_for_analysis, run_with_interventions
+from workbench.analysis.core import load_for_analysis
 from workbench.analysis.sae.activations import RowStore, clip_view, collect_rows
-from workbench.analysis.sae.metrics import answer_loss, loss_recovered, reconstruction_metrics, splice
+from workbench.analysis.sae.metrics import (
+    answer_loss,
+    loss_recovered,
+    reconstruction_metrics,
+    splice,
+)
 from workbench.analysis.sae.saelens_format import load_sae
 from workbench.analysis.sae.study import clip_features, score_attributes
 from workbench.analysis.sae.train import TrainConfig, train_sae
@@ -47,7 +52,7 @@ def test_collect_train_measure_score(baseline, tmp_path):
     ans = collect_rows(model, ds, "blocks.2.hook_resid_post", "answer", tmp_path / "ans", progress=False)
     assert len(ans) == N_CLIPS
 
-    sae, log = train_sae(X, TrainConfig(width=64, k=4, batch_size=64, steps=60, warmup_steps=5), tmp_path / "sae",
+    sae, _log = train_sae(X, TrainConfig(width=64, k=4, batch_size=64, steps=60, warmup_steps=5), tmp_path / "sae",
                          hook_name=HOOK, model_name="baseline", progress=False)
     back = load_sae(tmp_path / "sae")
     assert back.hook_name == HOOK and torch.equal(back.W_dec, sae.W_dec)
@@ -69,7 +74,7 @@ def test_collect_train_measure_score(baseline, tmp_path):
     assert lr["loss_sae"] == pytest.approx(lr["loss_clean"], rel=1e-6) and lr["loss_recovered"] == pytest.approx(1.0)
     assert lr["loss_zero"] > lr["loss_clean"]  # the trained baseline uses its audio
 
-    clips, F, Xc, first = clip_features(sae, X, meta)
+    _clips, F, Xc, first = clip_features(sae, X, meta)
     res = score_attributes("baseline", F, Xc, [meta.iloc[i].to_dict() for i in first], folds=3, bootstrap=20, ks=(1, 2))
     assert "category" in set(res.scores["attribute"])
     s = res.scores.set_index("attribute").loc["category"]

@@ -6,8 +6,12 @@ direction, AUROC near 1). The oracle is the construction itself, not our code.""
 import numpy as np
 import torch
 
-from workbench.analysis.sae.model import SparseAutoencoder
-from workbench.analysis.sae.scores import auroc_columns, best_feature_scores, sparse_probe, splitting_absorption
+from workbench.analysis.sae.scores import (
+    auroc_columns,
+    best_feature_scores,
+    sparse_probe,
+    splitting_absorption,
+)
 from workbench.analysis.sae.stability import max_decoder_cosine, stability
 from workbench.analysis.sae.train import TrainConfig, train_sae
 
@@ -42,7 +46,7 @@ def test_topk_sae_recovers_planted_directions_and_the_scorer_finds_the_attribute
     ev = 1 - ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
     assert ev > 0.95 and log["l0"].iloc[-1] <= ACTIVE
     # the scorer: the best feature for "on" is the decoder row closest to planted direction 0
-    df, oof = best_feature_scores(feats[:1000], label[:1000], attribute="planted", folds=3)
+    df, _oof = best_feature_scores(feats[:1000], label[:1000], attribute="planted", folds=3)
     on = df.set_index("value").loc["on"]
     aligned = int(np.argmax(sae.decoder_directions().detach().numpy() @ dirs[0]))
     assert on["feature"] == aligned and on["auroc_cv"] > 0.97 and on["f1_cv"] > 0.9

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["ROLES", "RowStore", "collect_rows", "collect_until", "extract_rows", "clip_view", "pool_by_clip"]
+__all__ = ["ROLES", "RowStore", "clip_view", "collect_rows", "collect_until", "extract_rows", "pool_by_clip"]
 
 ROLES = ("audio", "text", "answer")
 _RESID = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_mid|hook_resid_post|hook_attn_out|hook_mlp_out|"

@@ -24,7 +24,7 @@ import torch
 
 from workbench.analysis.sae.metrics import splice
 
-__all__ = ["attribute_features", "option_accuracy", "ablation_curve", "steer_feature", "features_to_erase"]
+__all__ = ["ablation_curve", "attribute_features", "features_to_erase", "option_accuracy", "steer_feature"]
 
 
 def attribute_features(F: np.ndarray, labels: np.ndarray, n: int = 16) -> list[int]:

@@ -31,5 +31,5 @@ def scores_figure(scores: pd.DataFrame, title: str | None = None):
         fig.update_yaxes(title_text="AUROC" if col == "macro_auroc" else "accuracy", range=[0, 1], row=r, col=1)
     fig.update_xaxes(title_text="attribute", row=len(panels), col=1)
     fig.update_layout(barmode="group", height=260 * len(panels) + 120, title=title or "SAE features scored against "
-                      "ground truth", legend_title_text="variant", margin=dict(l=60, r=20, t=80, b=60))
+                      "ground truth", legend_title_text="variant", margin={"l": 60, "r": 20, "t": 80, "b": 60})
     return fig

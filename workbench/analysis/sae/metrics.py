@@ -22,8 +22,15 @@ import torch
 
 from workbench.analysis.sae.activations import _audio_index, _kind
 
-__all__ = ["reconstruction_metrics", "feature_frequencies", "role_positions", "splice", "answer_loss",
-           "loss_recovered", "DENSE_FRACTION"]
+__all__ = [
+    "DENSE_FRACTION",
+    "answer_loss",
+    "feature_frequencies",
+    "loss_recovered",
+    "reconstruction_metrics",
+    "role_positions",
+    "splice",
+]
 
 DENSE_FRACTION = 0.1  # a feature firing on more than 10% of rows counts as dense
 
@@ -130,7 +137,7 @@ def answer_loss(model, dataset, interventions=None, *, batch_size: int = 8, max_
 def loss_recovered(model, sae, dataset, hook: str, role: str = "audio", *, batch_size: int = 8,
                    max_rows: int | None = None) -> dict:
     """{loss_clean, loss_sae, loss_zero, loss_recovered} (see the module docstring)."""
-    common = dict(batch_size=batch_size, max_rows=max_rows)
+    common = {"batch_size": batch_size, "max_rows": max_rows}
     clean = answer_loss(model, dataset, None, **common)
     with_sae = answer_loss(model, dataset, lambda bt: [splice(model, sae, hook, role, bt, "reconstruct")], **common)
     zero = answer_loss(model, dataset, lambda bt: [splice(model, sae, hook, role, bt, "zero")], **common)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import os
 from pathlib import Path
 
@@ -21,7 +20,11 @@ import pandas as pd
 import torch
 
 from workbench.analysis.sae.activations import pool_by_clip
-from workbench.analysis.sae.scores import DEFAULT_ATTRIBUTES, attribute_labels, auroc_columns
+from workbench.analysis.sae.scores import (
+    DEFAULT_ATTRIBUTES,
+    attribute_labels,
+    auroc_columns,
+)
 
 __all__ = ["feature_ground_truth", "logit_effects", "write_pages"]
 
@@ -81,10 +84,10 @@ def _spectrogram_fig(path: Path, spans: list[tuple[float, float]], title: str):
         wave = wave.mean(1)
     f, t, s = spectrogram(wave, sr, nperseg=400, noverlap=240)
     fig = go.Figure(go.Heatmap(x=t, y=f, z=10 * np.log10(s + 1e-10), colorscale="Viridis",
-                               colorbar=dict(title="dB")))
+                               colorbar={"title": "dB"}))
     for t0, t1 in spans:
         fig.add_vrect(x0=t0, x1=t1, line_width=2, line_color="red", fillcolor="red", opacity=0.15)
-    fig.update_layout(title=title, height=260, margin=dict(l=50, r=20, t=40, b=40),
+    fig.update_layout(title=title, height=260, margin={"l": 50, "r": 20, "t": 40, "b": 40},
                       xaxis_title="time (s)", yaxis_title="frequency (Hz)")
     return fig
 
@@ -94,7 +97,7 @@ def _hist_fig(values: np.ndarray, feature: int):
 
     fig = go.Figure(go.Histogram(x=values[values > 0], nbinsx=40))
     fig.update_layout(title=f"feature {feature}: activations where it fires ({int((values > 0).sum())} of "
-                            f"{len(values)} rows)", height=260, margin=dict(l=50, r=20, t=40, b=40),
+                            f"{len(values)} rows)", height=260, margin={"l": 50, "r": 20, "t": 40, "b": 40},
                       xaxis_title="activation", yaxis_title="rows (count)")
     return fig
 
@@ -108,8 +111,8 @@ def _atomic_text(path: Path, text: str) -> None:
 def _page(feature, gt_row, feats_rows, meta, clip_ids, Fclip, data_dir: Path, effects: pd.DataFrame, top_clips: int):
     col = feats_rows[:, feature]
     parts = [f"<h1>Feature {feature}</h1>",
-             f"<p>Best ground-truth match: <b>{html.escape(str(gt_row['best_label']) or 'none')}</b> "
-             f"(AUROC {gt_row['auroc']:.3f} over clips, held in); fires on {gt_row['fires_on_clips']:.1%} of clips.</p>",
+             (f"<p>Best ground-truth match: <b>{html.escape(str(gt_row['best_label']) or 'none')}</b> "
+              f"(AUROC {gt_row['auroc']:.3f} over clips, held in); fires on {gt_row['fires_on_clips']:.1%} of clips.</p>"),
              '<p><a href="index.html">all features</a></p>']
     figs = [_hist_fig(col, feature)]
     order = np.argsort(-Fclip[:, feature])[:top_clips]
@@ -121,7 +124,7 @@ def _page(feature, gt_row, feats_rows, meta, clip_ids, Fclip, data_dir: Path, ef
         spans = [(float(meta["t0"].iloc[r]), float(meta["t1"].iloc[r])) for r in rows if np.isfinite(meta["t0"].iloc[r])]
         path = data_dir / str(clip_ids[c])
         attrs = {k: meta.iloc[rows[0] if len(rows) else 0].get(k) for k in DEFAULT_ATTRIBUTES}
-        attrs = ", ".join(f"{k}={v}" for k, v in attrs.items() if v is not None and v == v)
+        attrs = ", ".join(f"{k}={v}" for k, v in attrs.items() if v is not None and not (isinstance(v, float) and np.isnan(v)))
         figs.append(_spectrogram_fig(path, spans, f"clip {rank + 1}: {clip_ids[c]} (max activation "
                                                   f"{Fclip[c, feature]:.2f}; red: tokens where it fires)"))
         clip_html.append(f'<div class="clip"><p>{html.escape(attrs)}</p>'

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from workbench.analysis.sae.model import SparseAutoencoder
 
-__all__ = ["CFG_FILENAME", "WEIGHTS_FILENAME", "SAELENS_VERSION", "save_sae", "load_sae", "saelens_cfg"]
+__all__ = ["CFG_FILENAME", "SAELENS_VERSION", "WEIGHTS_FILENAME", "load_sae", "saelens_cfg", "save_sae"]
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"

@@ -24,8 +24,18 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-__all__ = ["DEFAULT_ATTRIBUTES", "auroc_columns", "attribute_labels", "best_feature_scores", "sparse_probe",
-           "dense_probe", "splitting_absorption", "macro_auroc", "macro_auroc_ci", "fold_splits"]
+__all__ = [
+    "DEFAULT_ATTRIBUTES",
+    "attribute_labels",
+    "auroc_columns",
+    "best_feature_scores",
+    "dense_probe",
+    "fold_splits",
+    "macro_auroc",
+    "macro_auroc_ci",
+    "sparse_probe",
+    "splitting_absorption",
+]
 
 DEFAULT_ATTRIBUTES = ("category", "pitch_class", "noise_color", "loudness_class", "duration_class", "count",
                       "direction", "modulation", "word", "gender", "text_kind")

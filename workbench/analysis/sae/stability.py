@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-__all__ = ["MATCH_COSINE", "max_decoder_cosine", "match_features", "stability"]
+__all__ = ["MATCH_COSINE", "match_features", "max_decoder_cosine", "stability"]
 
 MATCH_COSINE = 0.7
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,15 +25,21 @@ import torch
 
 from workbench.analysis.sae.activations import collect_rows, pool_by_clip
 from workbench.analysis.sae.metrics import loss_recovered, reconstruction_metrics
-from workbench.analysis.sae.saelens_format import load_sae
-from workbench.analysis.sae.scores import (DEFAULT_ATTRIBUTES, attribute_labels, best_feature_scores, dense_probe,
-                                           macro_auroc, sparse_probe, splitting_absorption)
+from workbench.analysis.sae.scores import (
+    DEFAULT_ATTRIBUTES,
+    attribute_labels,
+    best_feature_scores,
+    dense_probe,
+    macro_auroc,
+    sparse_probe,
+    splitting_absorption,
+)
 from workbench.analysis.sae.stability import stability
 from workbench.analysis.sae.train import TrainConfig, train_sae
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VariantResult", "clip_features", "score_attributes", "study_variant", "compare_variants", "K_SPARSE"]
+__all__ = ["K_SPARSE", "VariantResult", "clip_features", "compare_variants", "score_attributes", "study_variant"]
 
 K_SPARSE = (1, 2, 5, 16)
 
@@ -75,7 +80,7 @@ def score_attributes(name: str, F: np.ndarray, Xc: np.ndarray, clip_rows: list[d
         if len({v for v in y if v is not None}) < 2:
             continue
         best, oof = best_feature_scores(F, y, attribute=att, folds=folds, seed=seed)
-        kept = y[y != None]  # noqa: E711
+        kept = y[y != None]
         res.labels[att], res.oof[att] = kept, oof
         dense = dense_probe(Xc, y, folds=folds, seed=seed, bootstrap=bootstrap, attribute=att)
         sa = splitting_absorption(F, y, attribute=att)
@@ -201,7 +206,7 @@ def compare_variants(results: dict[str, VariantResult], reference: str, *, resam
             n = len(y)
             rng = np.random.default_rng([seed, len(att)])
             idx = np.concatenate(list(resample_indices(rng, n, resamples, 256)))
-            metrics = {"macro_auroc": (lambda r, i, a=att: macro_auroc(r.oof[a], y, vals, i))}
+            metrics = {"macro_auroc": (lambda r, i, a=att, y=y, vals=vals: macro_auroc(r.oof[a], y, vals, i))}
             for k in sorted({k for a, k in ref.sparse if a == att}):
                 metrics[f"sparse_k{k}"] = (lambda r, i, a=att, k=k: float(r.sparse[(a, k)][i].mean()))
             for metric, fn in metrics.items():

@@ -29,7 +29,7 @@ from workbench.analysis.sae.saelens_format import load_sae, save_sae
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "train_sae", "input_scale", "STATE_FILENAME"]
+__all__ = ["STATE_FILENAME", "TrainConfig", "input_scale", "train_sae"]
 
 STATE_FILENAME = "train_state.pt"
 
