@@ -32,6 +32,13 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
+def _cpu_timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads)."""
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
+
+
 def collection(args, model, ds, tmp) -> dict:
     from workbench.analysis.core import batches
     from workbench.analysis.sae.activations import clip_view, collect_rows
@@ -68,11 +75,11 @@ def training(args, X) -> dict:
     reps = int(np.ceil(args.train_rows / len(X)))
     rows = np.tile(X, (reps, 1))[:args.train_rows]
     cfg = TrainConfig(width=args.width, k=args.k, batch_size=1024, steps=2, warmup_steps=10)
-    t_warm = _timed(lambda: train_sae(rows, cfg, progress=False))
+    t_warm, c_warm = _cpu_timed(lambda: train_sae(rows, cfg, progress=False))
     cfg.steps = 2 + args.steps
-    t_all = _timed(lambda: train_sae(rows, cfg, progress=False))
+    t_all, c_all = _cpu_timed(lambda: train_sae(rows, cfg, progress=False))
     per_step = (t_all - t_warm) / args.steps
-    return {"steps_per_s": 1 / per_step, "s_per_step": per_step}
+    return {"steps_per_s": 1 / per_step, "s_per_step": per_step, "cpu_s_per_step": (c_all - c_warm) / args.steps}
 
 
 def main() -> None:
@@ -88,8 +95,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--train-rows", type=int, default=20_000)
     p.add_argument("--target-rows", type=int, default=100_000)
+    p.add_argument("--no-collection", action="store_true",
+                   help="skip the collection timings; train on random rows of width 576 (speed does not depend on values)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.no_collection:
+        print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        report_training(args, np.random.default_rng(0).standard_normal((4096, 576)).astype(np.float32))
+        return
     from workbench.analysis.core import load_for_analysis
 
     model, ds = load_for_analysis(args.checkpoint)
@@ -112,6 +125,10 @@ def main() -> None:
         X = RowStore(os.path.join(tmp, "e")).matrix()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    report_training(args, X)
+
+
+def report_training(args, X) -> None:
     tr = training(args, X)
     steps = int(10 * (args.target_rows // 1024))
     est = steps * tr["s_per_step"]
@@ -120,6 +137,10 @@ def main() -> None:
     print(f"  extrapolated: 10 epochs of {args.target_rows} rows = {steps} steps ~ {est / 60:.1f} min "
           f"({'within' if est <= 600 else 'over'} 10 min at this load; measured on {args.train_rows} rows, "
           f"not {args.target_rows})")
+    cpu = steps * tr["cpu_s_per_step"]
+    print(f"  CPU time {tr['cpu_s_per_step']:.3f} s/step (all threads): on 2 free cores the run would take between "
+          f"{cpu / 2 / 60:.1f} min (perfect 2-thread scaling) and {cpu / 60:.1f} min (none); the wall time above "
+          f"includes waiting for cores shared with other jobs")
 
 
 if __name__ == "__main__":

@@ -154,8 +154,10 @@ def _causal(args, out: Path) -> None:
     target = best.sort_values("auroc_in", ascending=False).iloc[0]
     asked = sample_rows(ds, len(ds), 0)
     asked.rows = [r for r in ds.rows if r.get("closed") and r.get("attribute") == args.attribute][:args.n_rows]
-    steering = steer_feature(model, sae, asked, site, role, options, int(target["feature"]), args.attribute,
-                             str(target["value"]), args.alphas, batch_size=args.batch_size)
+    f = int(target["feature"])
+    scale = float(F[:, f].max()) * float(sae.W_dec[f].norm())  # alpha 1 = the feature's strongest firing
+    steering = steer_feature(model, sae, asked, site, role, options, f, args.attribute, str(target["value"]),
+                             args.alphas, scale=scale, batch_size=args.batch_size)
     out.mkdir(parents=True, exist_ok=True)
     curve.drop(columns=[]).to_csv(out / "sae_causal_ablation.csv", index=False)
     steering.to_csv(out / "sae_causal_steering.csv", index=False)
@@ -202,8 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _common(p, site=False)
     p.add_argument("--sae", required=True), p.add_argument("--data", default=None), p.add_argument("--out", default=None)
     p.add_argument("--attribute", default="category")
-    p.add_argument("--counts", type=int, nargs="+", default=[1, 4, 16])
-    p.add_argument("--alphas", type=float, nargs="+", default=[0, 4, 8])
+    p.add_argument("--counts", type=int, nargs="+", default=[1, 4, 16, 64, 128])
+    p.add_argument("--alphas", type=float, nargs="+", default=[0, 1, 2, 4],
+                   help="steering steps in units of the feature's largest activation on the scored clips")
     p.add_argument("--n-rows", type=int, default=96, help="closed task rows used (first N)")
     p = sub.add_parser("study", help="SAEs at one site of several checkpoints, scored and compared")
     p.add_argument("--checkpoints", nargs="+", required=True)

@@ -106,9 +106,12 @@ def features_to_erase(curve: pd.DataFrame, answer_options: dict) -> float:
 
 
 def steer_feature(model, sae, dataset, hook: str, role: str, answer_options: dict, feature: int, attribute: str,
-                  value: str, alphas: Sequence[float] = (0, 2, 4, 8), *, batch_size: int = 8) -> pd.DataFrame:
+                  value: str, alphas: Sequence[float] = (0, 2, 4, 8), *, scale: float = 1.0,
+                  batch_size: int = 8) -> pd.DataFrame:
     """Per alpha: share of the attribute's rows (answer != value) whose chosen option becomes ``value``, and the
-    mean log-probability of ``value``'s first token."""
+    mean log-probability of ``value``'s first token. The step added is ``alpha * scale`` along the unit decoder
+    direction (``scale``: e.g. the feature's largest activation times its decoder norm, so alpha 1 adds what the
+    feature's strongest firing adds)."""
     rows = [i for i, r in enumerate(dataset.rows) if r.get("closed") and r.get("attribute") == attribute
             and str(r.get("answer")).strip().lower() != str(value).lower()]
     if not rows:
@@ -117,9 +120,9 @@ def steer_feature(model, sae, dataset, hook: str, role: str, answer_options: dic
     for a in alphas:
         acc = option_accuracy(model, dataset, answer_options, batch_size=batch_size, rows=rows,
                               interventions=lambda bt, a=a: [splice(model, sae, hook, role, bt, "steer",
-                                                                    features=[feature], alpha=a)])
+                                                                    features=[feature], alpha=a * scale)])
         key = next((o for o in answer_options[attribute] if str(o).lower() == str(value).lower()), value)
-        out.append({"feature": feature, "attribute": attribute, "value": value, "alpha": float(a),
+        out.append({"feature": feature, "attribute": attribute, "value": value, "alpha": float(a), "step": a * scale,
                     "to_value": float((acc["chosen"].str.lower() == str(value).lower()).mean()),
                     "value_logp": float(np.mean([d.get(key, np.nan) for d in acc["logp"]])), "n_rows": len(acc)})
     return pd.DataFrame(out)

@@ -249,7 +249,8 @@ def run_study(checkpoints: list, hook: str, role: str, *, train_data, eval_data,
             "stability_share_matched_alive", "stability_mean_max_cosine")
     summary = pd.DataFrame([{k: r.summary.get(k) for k in keep} for r in results.values()])
     contrasts = compare_variants(results, reference or next(iter(results)), resamples=resamples)
-    fig = scores_figure(scores, title=f"SAE features at {hook} ({role} positions) scored against ground truth")
+    fig = scores_figure(scores, title=f"SAE features scored against ground truth<br><sup>{hook}, {role} positions; "
+                        f"{len(scores['variant'].unique())} variants, held-out clips</sup>")
     write_outputs(scores, fig, out, "sae_scores", png=png)
     write_outputs(summary, None, out, "sae_summary")
     write_outputs(contrasts, None, out, "sae_contrasts")
