@@ -215,6 +215,20 @@ class RowStore:
         self.manifest = manifest
 
 
+def model_fingerprint(model) -> str:
+    """A short id of the model's configuration and trainable weights (so a resumed store never mixes models)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    cfg = getattr(model, "pal_cfg", None)
+    h.update(json.dumps(cfg.to_dict() if hasattr(cfg, "to_dict") else str(cfg), sort_keys=True, default=str).encode())
+    for name, p in sorted(model.named_parameters()):
+        if p.requires_grad or name.startswith(("connectors", "lal_")):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(p.detach().float().flatten()[:4096].cpu().numpy()).tobytes())
+    return h.hexdigest()[:16]
+
+
 def _attrs(row: dict, keep: list[str]) -> dict:
     return {k: (None if isinstance(row.get(k), (list, dict)) else row.get(k)) for k in keep}
 
@@ -253,12 +267,17 @@ def collect_rows(model, dataset, hook: str, positions: str = "audio", out_dir: s
     items = clip_view(dataset, question) if rows == "clips" else dataset
     store = RowStore(out_dir)
     store.root.mkdir(parents=True, exist_ok=True)
-    key = {"hook": hook, "positions": positions, "rows": rows, "n_items": len(items), "dtype": dtype}
+    key = {"hook": hook, "positions": positions, "rows": rows, "n_items": len(items), "dtype": dtype,
+           "model": model_fingerprint(model), "data": str(getattr(dataset, "root", ""))}
     manifest = store.manifest
     if manifest and {k: manifest.get(k) for k in key} == key:
         if manifest.get("complete"):
             return store
     else:
+        if manifest:  # another model, hook or data: start over (old shards are overwritten)
+            for s in manifest.get("shards", []):
+                for f in (s["acts"], s["rows"]):
+                    (store.root / f).unlink(missing_ok=True)
         manifest = {**key, "shards": [], "next_batch": 0, "complete": False}
         store.write_manifest(manifest)
     base_rows = dataset.rows
