@@ -109,6 +109,18 @@ CASES = {
                 "critical": "[x for x in summary['critical_median'].tolist() if x == x]",
                 "positions": "sorted(summary['position'].unique())"},
         figures=1, outputs=["attribute_lens.csv", "attribute_lens.html"]),
+    "08_sparse_autoencoders.ipynb": Case(
+        params={"CHECKPOINTS": ["results/checkpoints/baseline/final", "results/checkpoints/lal/final"],
+                "TRAIN_DATA": ("data/synth-tiny/val", "val", 120), "EVAL_DATA": [("data/synth-tiny/val", "val", 120)],
+                "N_TRAIN_CLIPS": 24, "N_EVAL_CLIPS": 24, "WIDTH": 64, "K": 4, "STEPS": 40, "SAE_BATCH": 64,
+                "LOSS_ROWS": 8, "RESAMPLES": 50, "ABLATE_COUNTS": [1, 2], "ALPHAS": [0, 4], "CAUSAL_ROWS": 16,
+                "N_PAGES": 2, "STUDY_DIR": None},
+        checks={"variants": "sorted(summary['variant'])", "ev": "summary['explained_variance'].tolist()",
+                "l0": "summary['l0'].tolist()", "stab": "summary['stability_share_matched'].tolist()",
+                "auroc": "scores['macro_auroc'].tolist()", "attributes": "sorted(scores['attribute'].unique())",
+                "verdicts": "sorted(contrasts['verdict'].unique())", "n_ablated": "sorted(int(x) for x in curve['n_features'].unique())",
+                "alphas": "steering['alpha'].tolist()", "pages": "len(list(index.parent.glob('feature_*.html')))"},
+        figures=1, outputs=["study/sae_scores.csv", "study/sae_contrasts.csv", "pages/index.html"]),
 }
 
 
@@ -184,8 +196,16 @@ def _check_07(v):
     assert all(0 <= c <= 29 for c in v["critical"])
 
 
+def _check_08(v):
+    assert v["variants"] == ["baseline", "lal"] and "category" in v["attributes"]
+    assert all(0 < x < 1 for x in v["ev"]) and all(0 < x <= 4 for x in v["l0"])
+    assert all(0 <= x <= 1 for x in v["stab"]) and all(0 <= x <= 1 for x in v["auroc"])
+    assert set(v["verdicts"]) <= {"agree", "disagree", "inconclusive"}
+    assert v["n_ablated"] == [1, 2] and v["alphas"] == [0.0, 4.0] and v["pages"] == 2
+
+
 CHECKERS = {"00": _check_00, "01": _check_01, "02": _check_02, "03": _check_03, "04": _check_04, "05": _check_05,
-            "06": _check_06, "07": _check_07}
+            "06": _check_06, "07": _check_07, "08": _check_08}
 
 
 def _notebooks() -> list[Path]:

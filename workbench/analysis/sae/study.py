@@ -1,0 +1,368 @@
+"""The SAE study of one checkpoint at one site, and the comparison of variants (issue 23's finding).
+
+    res = study_variant("results/checkpoints/delayed/final", "connectors.whisper.hook_out", "audio",
+                        train_data="data/synth-tiny/sae-train", eval_data=["data/synth-tiny/test"], out="results/sae/delayed")
+    table = compare_variants({"baseline": res_a, "delayed": res_b}, reference="baseline")
+
+Per variant: activation rows of the SAE-training clips (held apart from the scored clips), an SAE per seed, its
+reconstruction metrics on the scored clips, per-clip features (max over the clip's tokens), ground-truth scores
+per attribute (cross-validated best-feature AUROC / F1, k-sparse probes beside the dense probe on the clip-pooled
+input, splitting / absorption), stability across SAE seeds, and the loss recovered through the hook. The variant
+comparison resamples the scored clips (the same clips for every variant, `workbench.stats.bootstrap`) and reads each
+contrast with `workbench.stats.bootstrap.decide_contrast`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench.analysis.sae.activations import collect_rows, pool_by_clip
+from workbench.analysis.sae.metrics import loss_recovered, reconstruction_metrics
+from workbench.analysis.sae.scores import (
+    DEFAULT_ATTRIBUTES,
+    attribute_labels,
+    best_feature_scores,
+    dense_probe,
+    macro_auroc,
+    sparse_probe,
+    splitting_absorption,
+)
+from workbench.analysis.sae.stability import stability
+from workbench.analysis.sae.train import TrainConfig, train_sae
+
+log = logging.getLogger(__name__)
+
+__all__ = ["K_SPARSE", "VariantResult", "clip_features", "compare_variants", "score_attributes", "study_variant"]
+
+K_SPARSE = (1, 2, 5, 16)
+
+
+@dataclass
+class VariantResult:
+    """What the comparison needs from one variant: per attribute the held-out best-feature scores ``oof``
+    [n_clips_kept, n_values] with ``labels``, the k-sparse per-clip correctness, and the summary frames."""
+
+    name: str
+    clips: np.ndarray
+    labels: dict = field(default_factory=dict)
+    oof: dict = field(default_factory=dict)
+    sparse: dict = field(default_factory=dict)  # (attribute, k) -> per-clip correctness
+    scores: pd.DataFrame | None = None
+    summary: dict = field(default_factory=dict)
+
+
+def clip_features(sae, X: np.ndarray, meta: pd.DataFrame, how: str = "max"):
+    """(clip ids, per-clip features [n_clips, d_sae], per-clip pooled input [n_clips, d_in] (mean), first row of
+    each clip in ``meta``)."""
+    with torch.no_grad():
+        feats = torch.cat([sae.encode(torch.as_tensor(X[i : i + 4096])) for i in range(0, len(X), 4096)]).numpy()
+    clips, F, first = pool_by_clip(feats, meta, how)
+    _, Xc, _ = pool_by_clip(X, meta, "mean")
+    return clips, F, Xc, first
+
+
+def score_attributes(
+    name: str,
+    F: np.ndarray,
+    Xc: np.ndarray,
+    clip_rows: list[dict],
+    *,
+    attributes=DEFAULT_ATTRIBUTES,
+    folds: int = 5,
+    seed: int = 0,
+    bootstrap: int = 500,
+    ks=K_SPARSE,
+) -> VariantResult:
+    """Ground-truth scores of per-clip features ``F`` (and the dense probe on ``Xc``) for every attribute with at
+    least two values of >= 3 clips."""
+    res = VariantResult(name, np.asarray([r["file_name"] for r in clip_rows]))
+    rows = []
+    for att in attributes:
+        y = attribute_labels(clip_rows, att)
+        if len({v for v in y if v is not None}) < 2:
+            continue
+        best, oof = best_feature_scores(F, y, attribute=att, folds=folds, seed=seed)
+        kept = y[y != None]
+        res.labels[att], res.oof[att] = kept, oof
+        dense = dense_probe(Xc, y, folds=folds, seed=seed, bootstrap=bootstrap, attribute=att)
+        sa = splitting_absorption(F, y, attribute=att)
+        row = {
+            "variant": name,
+            "attribute": att,
+            "n_clips": len(kept),
+            "n_values": len(set(kept)),
+            "macro_auroc": macro_auroc(oof, kept, sorted(set(kept))),
+            "mean_f1": float(best["f1_cv"].mean()),
+            "dense_accuracy": dense["accuracy"],
+            "dense_ci_low": dense["ci_low"],
+            "dense_ci_high": dense["ci_high"],
+            "dense_selectivity": dense["selectivity"],
+            "majority": dense["majority"],
+            "mean_precise_features": float(sa["n_precise"].mean()),
+            "mean_absorption": float(sa["absorption"].mean()),
+            "best_features": ";".join(f"{v}:{f}" for v, f in zip(best["value"], best["feature"])),
+        }
+        for k in ks:
+            corr = sparse_probe(F, y, k, folds=folds, seed=seed)
+            res.sparse[(att, k)] = corr
+            row[f"sparse_k{k}"] = float(corr.mean())
+        rows.append(row)
+    res.scores = pd.DataFrame(rows)
+    return res
+
+
+def _eval_rows(model, data_dirs, hook, role, out: Path, n_clips: int | None, progress: bool):
+    from workbench.analysis.core import load_for_analysis
+
+    Xs, metas, rows = [], [], []
+    for d in data_dirs:
+        _, ds = load_for_analysis(model=model, data_dir=d, preset=None)
+        if n_clips is not None:
+            keep = set(list(dict.fromkeys(r["file_name"] for r in ds.rows))[:n_clips])
+            ds.rows = [r for r in ds.rows if r["file_name"] in keep]
+        store = collect_rows(model, ds, hook, role, out / f"eval_{Path(d).name}", progress=progress)
+        meta = store.meta
+        meta["file_name"] = Path(d).name + "/" + meta["file_name"].astype(str)
+        Xs.append(store.matrix()), metas.append(meta)
+        first = {}
+        for r in ds.rows:
+            first.setdefault(r["file_name"], {**r, "file_name": Path(d).name + "/" + r["file_name"]})
+        rows += list(first.values())
+    return np.concatenate(Xs), pd.concat(metas, ignore_index=True), {r["file_name"]: r for r in rows}
+
+
+def study_variant(
+    checkpoint,
+    hook: str,
+    role: str,
+    *,
+    train_data,
+    eval_data,
+    out,
+    cfg: TrainConfig,
+    seeds=(0, 1),
+    n_train_clips: int | None = None,
+    n_eval_clips: int | None = None,
+    loss_rows: int = 64,
+    bootstrap: int = 500,
+    progress: bool = True,
+    name: str | None = None,
+):
+    """Collect, train (one SAE per seed), measure and score one variant; writes into ``out``: ``acts_train``,
+    ``eval_*`` row stores, ``sae_seed{s}`` (SAELens format), ``scores.csv``, ``summary.json``. Returns a
+    `VariantResult` (seed ``seeds[0]``'s SAE scored)."""
+    from workbench.analysis.core import load_for_analysis
+    from workbench.common.paths import variant_of
+
+    out = Path(out)
+    name = name or variant_of(Path(checkpoint))
+    model, train_ds = load_for_analysis(checkpoint, train_data, preset=None)
+    if n_train_clips is not None:
+        keep = set(list(dict.fromkeys(r["file_name"] for r in train_ds.rows))[:n_train_clips])
+        train_ds.rows = [r for r in train_ds.rows if r["file_name"] in keep]
+    train_store = collect_rows(model, train_ds, hook, role, out / "acts_train", progress=progress)
+    X_train = train_store.matrix()
+    saes = {}
+    for s in seeds:
+        c = TrainConfig(**{**asdict(cfg), "seed": s})
+        saes[s], _ = train_sae(
+            X_train,
+            c,
+            out / f"sae_seed{s}",
+            hook_name=hook,
+            model_name=name,
+            progress=progress,
+            extra={"checkpoint": str(checkpoint), "positions": role, "train_data": str(train_data)},
+        )
+    X, meta, by_clip = _eval_rows(model, [Path(d) for d in eval_data], hook, role, out, n_eval_clips, progress)
+    sae = saes[seeds[0]]
+    clips, F, Xc, _ = clip_features(sae, X, meta)
+    res = score_attributes(name, F, Xc, [by_clip[c] for c in clips], bootstrap=bootstrap)
+    rec = reconstruction_metrics(sae, X)
+    summary = {
+        "variant": name,
+        "checkpoint": str(checkpoint),
+        "hook": hook,
+        "positions": role,
+        "n_train_rows": len(X_train),
+        "n_eval_rows": len(X),
+        "n_eval_clips": len(clips),
+        **rec,
+        "train_config": asdict(cfg),
+    }
+    if len(seeds) > 1:
+        alive = torch.as_tensor((F > 0).any(0))
+        st = stability(saes[seeds[0]], saes[seeds[1]], alive_a=alive)
+        summary.update({f"stability_{k}": v for k, v in st.items()})
+    if loss_rows:
+        from workbench.analysis.data import sample_rows
+
+        _, ds_loss = load_for_analysis(model=model, data_dir=eval_data[0], preset=None)
+        summary.update(loss_recovered(model, sae, sample_rows(ds_loss, loss_rows, 0), hook, role))
+    res.summary = summary
+    res.scores.to_csv(out / "scores.csv", index=False)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    np.savez_compressed(
+        out / "oof.npz",
+        clips=res.clips,
+        **{f"oof__{a}": v for a, v in res.oof.items()},
+        **{f"labels__{a}": np.asarray(v, dtype=str) for a, v in res.labels.items()},
+        **{f"sparse__{a}__{k}": v for (a, k), v in res.sparse.items()},
+    )
+    return res
+
+
+def load_variant_result(folder, name: str | None = None) -> VariantResult:
+    """A `VariantResult` read back from a :func:`study_variant` folder (for the comparison without recomputing)."""
+    folder = Path(folder)
+    z = np.load(folder / "oof.npz", allow_pickle=False)
+    res = VariantResult(name or folder.name, z["clips"])
+    for key in z.files:
+        parts = key.split("__")
+        if parts[0] == "oof":
+            res.oof[parts[1]] = z[key]
+        elif parts[0] == "labels":
+            res.labels[parts[1]] = z[key].astype(object)
+        elif parts[0] == "sparse":
+            res.sparse[(parts[1], int(parts[2]))] = z[key]
+    res.scores = pd.read_csv(folder / "scores.csv")
+    res.summary = json.loads((folder / "summary.json").read_text())
+    return res
+
+
+def compare_variants(
+    results: dict[str, VariantResult], reference: str, *, resamples: int = 1000, seed: int = 0
+) -> pd.DataFrame:
+    """Per (variant != reference, attribute, metric): the variant's value, the reference's, the difference with a
+    95% percentile interval over clips resampled jointly (the same clips for both) and the verdict of
+    `workbench.stats.bootstrap.decide_contrast`. Metrics: ``macro_auroc`` (cross-validated best single feature) and
+    ``sparse_k{k}`` accuracy."""
+    from workbench.stats.bootstrap import decide_contrast, percentile_ci, resample_indices
+
+    ref = results[reference]
+    rows = []
+    for name, res in results.items():
+        if name == reference:
+            continue
+        if list(res.clips) != list(ref.clips):
+            raise ValueError(f"variants {name} and {reference} were scored on different clips")
+        for att in sorted(set(res.oof) & set(ref.oof)):
+            y = ref.labels[att]
+            vals = sorted(set(y))
+            n = len(y)
+            rng = np.random.default_rng([seed, len(att)])
+            idx = np.concatenate(list(resample_indices(rng, n, resamples, 256)))
+            metrics = {"macro_auroc": (lambda r, i, a=att, y=y, vals=vals: macro_auroc(r.oof[a], y, vals, i))}
+            for k in sorted({k for a, k in ref.sparse if a == att}):
+                metrics[f"sparse_k{k}"] = lambda r, i, a=att, k=k: float(r.sparse[(a, k)][i].mean())
+            for metric, fn in metrics.items():
+                a_all, b_all = fn(res, np.arange(n)), fn(ref, np.arange(n))
+                diffs = np.array([fn(res, i) - fn(ref, i) for i in idx])
+                lo, hi = percentile_ci(diffs, nan_ok=True)
+                rows.append(
+                    {
+                        "variant": name,
+                        "reference": reference,
+                        "attribute": att,
+                        "metric": metric,
+                        "value": a_all,
+                        "reference_value": b_all,
+                        "difference": a_all - b_all,
+                        "ci_low": lo,
+                        "ci_high": hi,
+                        "n_clips": n,
+                        "verdict": decide_contrast(lo, hi),
+                        "method": "clip bootstrap, 1 training seed per variant",
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def run_study(
+    checkpoints: list,
+    hook: str,
+    role: str,
+    *,
+    train_data,
+    eval_data,
+    out,
+    cfg: TrainConfig,
+    reference: str | None = None,
+    seeds=(0, 1),
+    n_train_clips: int | None = None,
+    n_eval_clips: int | None = None,
+    loss_rows: int = 64,
+    bootstrap: int = 500,
+    resamples: int = 1000,
+    progress: bool = True,
+    png: bool = True,
+) -> dict:
+    """:func:`study_variant` for every checkpoint (each in ``out/<variant>``, reused when finished), then
+    :func:`compare_variants` against ``reference`` (default: the first). Writes ``out/sae_scores.csv``,
+    ``sae_summary.csv``, ``sae_contrasts.csv`` and the figure ``sae_scores.html`` (+ .png). Returns the frames."""
+    from workbench.analysis.core import write_outputs
+    from workbench.analysis.sae.figures import scores_figure
+    from workbench.common.paths import variant_of
+
+    out = Path(out)
+    results = {}
+    for ck in checkpoints:
+        name = variant_of(Path(ck))
+        folder = out / name
+        done = (folder / "summary.json").is_file() and (folder / "oof.npz").is_file()
+        if done and json.loads((folder / "summary.json").read_text()).get("train_config") == asdict(cfg):
+            results[name] = load_variant_result(folder, name)
+            continue
+        results[name] = study_variant(
+            ck,
+            hook,
+            role,
+            train_data=train_data,
+            eval_data=eval_data,
+            out=folder,
+            cfg=cfg,
+            seeds=seeds,
+            n_train_clips=n_train_clips,
+            n_eval_clips=n_eval_clips,
+            loss_rows=loss_rows,
+            bootstrap=bootstrap,
+            progress=progress,
+            name=name,
+        )
+    scores = pd.concat([r.scores for r in results.values()], ignore_index=True).assign(site=hook, positions=role)
+    keep = (
+        "variant",
+        "hook",
+        "positions",
+        "n_train_rows",
+        "n_eval_clips",
+        "explained_variance",
+        "l0",
+        "dead",
+        "dense",
+        "loss_clean",
+        "loss_sae",
+        "loss_zero",
+        "loss_recovered",
+        "stability_share_matched",
+        "stability_share_matched_alive",
+        "stability_mean_max_cosine",
+    )
+    summary = pd.DataFrame([{k: r.summary.get(k) for k in keep} for r in results.values()])
+    contrasts = compare_variants(results, reference or next(iter(results)), resamples=resamples)
+    fig = scores_figure(
+        scores,
+        title=f"SAE features scored against ground truth<br><sup>{hook}, {role} positions; "
+        f"{len(scores['variant'].unique())} variants, held-out clips</sup>",
+    )
+    write_outputs(scores, fig, out, "sae_scores", png=png)
+    write_outputs(summary, None, out, "sae_summary")
+    write_outputs(contrasts, None, out, "sae_contrasts")
+    return {"scores": scores, "summary": summary, "contrasts": contrasts, "figure": fig, "results": results}
