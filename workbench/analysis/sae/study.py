@@ -89,7 +89,7 @@ def score_attributes(
         if len({v for v in y if v is not None}) < 2:
             continue
         best, oof = best_feature_scores(F, y, attribute=att, folds=folds, seed=seed)
-        kept = y[y != None]
+        kept = y[y != None]  # noqa: E711 - elementwise on an object array
         res.labels[att], res.oof[att] = kept, oof
         dense = dense_probe(Xc, y, folds=folds, seed=seed, bootstrap=bootstrap, attribute=att)
         sa = splitting_absorption(F, y, attribute=att)
