@@ -35,7 +35,7 @@ def test_repo_root_walks_up_to_the_checkout(tmp_path, monkeypatch):
     from workbench.common.paths import repo_root
 
     here = repo_root()
-    assert (here / "pyproject.toml").is_file() and (here / "workbench" / "paths.py").is_file()
+    assert (here / "pyproject.toml").is_file() and (here / "workbench" / "common" / "paths.py").is_file()
     assert repo_root(here / "notebooks") == here  # where Jupyter starts a notebook's kernel
     monkeypatch.chdir(here / "workbench" / "analysis")
     assert repo_root() == here

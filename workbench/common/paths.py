@@ -31,7 +31,7 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
     for cand in (here, *here.parents):
         if _is_repo_root(cand):
             return cand
-    package_parent = Path(__file__).resolve().parent.parent
+    package_parent = Path(__file__).resolve().parents[2]  # workbench/common/paths.py -> the checkout
     if _is_repo_root(package_parent):
         return package_parent
     raise FileNotFoundError(
