@@ -40,9 +40,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.analysis.core import answer_logit_diff, collect, prompt_item
+from workbench.analysis.core import answer_logit_diff, collect
 from workbench.analysis.figures import add_caption
-from workbench.analysis.patch_sites import site_list
+from workbench.analysis.patch_sites import pair_batches, site_list
 from workbench.analysis.patching import PatchingError, _check_same_prompt, resolve_sites
 
 __all__ = ["atp_batch", "atp_dataset", "summarize_atp", "agreement", "atp_figure", "ITEM_COLUMNS"]
@@ -202,24 +202,20 @@ def atp_dataset(
     progress: bool = False,
 ) -> pd.DataFrame:
     """:func:`atp_batch` over the pairs of :func:`patching.make_pairs` (prompts only, left-padded)."""
-    collate = dataset.prompt_collate_fn()
     frames = []
-    starts = range(0, len(pairs), batch_size)
+    batches = pair_batches(dataset, pairs, batch_size)
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc="attribution patching", unit="batch")
-    for i in starts:
-        chunk = pairs.iloc[i : i + batch_size]
-        clean = collate([prompt_item(dataset[int(j)]) for j in chunk["clean"]])
-        corrupt = collate([prompt_item(dataset[int(j)]) for j in chunk["corrupted"]])
+        batches = tqdm(batches, total=-(-len(pairs) // batch_size), desc="attribution patching", unit="batch")
+    for i, clean, corrupt, clean_tok, corrupt_tok in batches:
         frames.append(
             atp_batch(
                 model,
                 clean,
                 corrupt,
-                torch.tensor(chunk["clean_token"].to_numpy()),
-                torch.tensor(chunk["corrupted_token"].to_numpy()),
+                clean_tok,
+                corrupt_tok,
                 sites,
                 encoders,
                 layers,

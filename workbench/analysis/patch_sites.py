@@ -141,3 +141,23 @@ def _head_patch(h, text_q):
         return fn
 
     return make
+
+
+def pair_batches(dataset, pairs, batch_size: int):
+    """``(offset, clean batch, corrupted batch, clean token [b], corrupted token [b])`` for each chunk of
+    ``batch_size`` rows of ``pairs`` (:func:`workbench.analysis.patching.make_pairs`; prompts only, left-padded): the
+    batches that exact patching and AtP both run on."""
+    from workbench.analysis.core import prompt_item
+
+    collate = dataset.prompt_collate_fn()
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs.iloc[i : i + batch_size]
+        clean = collate([prompt_item(dataset[int(j)]) for j in chunk["clean"]])
+        corrupt = collate([prompt_item(dataset[int(j)]) for j in chunk["corrupted"]])
+        yield (
+            i,
+            clean,
+            corrupt,
+            torch.tensor(chunk["clean_token"].to_numpy()),
+            torch.tensor(chunk["corrupted_token"].to_numpy()),
+        )

@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.analysis.core import answer_logit_diff, collect, prompt_item, run_with_interventions
+from workbench.analysis.core import answer_logit_diff, collect, run_with_interventions
 from workbench.analysis.figures import add_caption
-from workbench.analysis.patch_sites import patch_specs
+from workbench.analysis.patch_sites import pair_batches, patch_specs
 
 __all__ = [
     "SITES",
@@ -395,32 +395,28 @@ def patch_dataset(
 ) -> pd.DataFrame:
     """:func:`patch_batch` over the pairs of :func:`make_pairs` (prompts only, left-padded) -> item rows,
     with the pairs' ``attribute`` and ``n_other_diffs`` joined in."""
-    collate = dataset.prompt_collate_fn()
     frames = []
-    starts = range(0, len(pairs), batch_size)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(desc="patching", unit="site")
-    for i in starts:
-        chunk = pairs.iloc[i : i + batch_size]
-        clean = collate([prompt_item(dataset[int(j)]) for j in chunk["clean"]])
-        corrupt = collate([prompt_item(dataset[int(j)]) for j in chunk["corrupted"]])
+    n_batches = -(-len(pairs) // batch_size)
+    for i, clean, corrupt, clean_tok, corrupt_tok in pair_batches(dataset, pairs, batch_size):
         frames.append(
             patch_batch(
                 model,
                 clean,
                 corrupt,
-                torch.tensor(chunk["clean_token"].to_numpy()),
-                torch.tensor(chunk["corrupted_token"].to_numpy()),
+                clean_tok,
+                corrupt_tok,
                 sites,
                 encoders,
                 layers,
                 backend,
                 pair_offset=i,
                 bar=bar,
-                n_batches=len(starts),
+                n_batches=n_batches,
                 group=group,
             )
         )
