@@ -46,9 +46,9 @@ VARIANTS = ("baseline", "delayed", "lal", "ensemble", "pal", "hybrid")
 
 
 def _batch(variant: str, stage: int):
-    from workbench.training.config import load_run_config
-    from workbench.training.data import StageBatchSampler, prepare_data
+    from workbench.training.batch_order import StageBatchSampler, prepare_data
     from workbench.training.driver import _encoder_specs, _stage_datasets, default_model_factory
+    from workbench.training.run_config import load_run_config
 
     cfg = load_run_config(variant if variant.endswith(".yaml") else f"configs/{variant}.yaml", "tiny")
     model = default_model_factory(cfg.model, seed=0)

@@ -13,8 +13,8 @@ def test_old_names_are_the_shared_objects():
     from workbench.analysis import core
     from workbench.model import pal, pal_config
     from workbench.pipeline import demo
-    from workbench.training import config as run_config
     from workbench.training import driver as train
+    from workbench.training import run_config
 
     assert demo.VARIANTS is train.VARIANTS is constants.VARIANTS
     assert pal.TRAINABLE_PARTS is run_config.TRAINABLE_PARTS is constants.TRAINABLE_PARTS
@@ -30,7 +30,7 @@ def test_variants_have_configs_and_committed_checkpoints():
 
 def test_one_except_catches_model_and_run_config_errors(tmp_path):
     from workbench.model.pal_config import PALConfig
-    from workbench.training.config import ConfigError, load_run_config
+    from workbench.training.run_config import ConfigError, load_run_config
 
     with pytest.raises(ConfigError, match="insertion"):
         PALConfig.from_dict({"insertion": "middle", "encoders": [{"name": "mel"}]}).validate()

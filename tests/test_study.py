@@ -113,7 +113,7 @@ def _logits(model, ds):
 
 @pytest.mark.parametrize("ckpt,mode,layer", [(DELAYED, "plits", 8)])
 def test_retrofit_to_the_trained_integration_is_the_trained_model(data, ckpt, mode, layer):
-    from workbench.analysis.data import load_for_analysis
+    from workbench.analysis.inputs import load_for_analysis
     from workbench.pipeline.retrofit import load_model
 
     trained, ds = load_for_analysis(ckpt, data, n=3, preset=None)

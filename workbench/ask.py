@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.analysis.cli import run_cli
-from workbench.analysis.data import DEFAULT_CHECKPOINT
+from workbench.analysis.inputs import DEFAULT_CHECKPOINT
 
 
 def _attention_table(ex) -> pd.DataFrame:

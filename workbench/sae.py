@@ -161,7 +161,7 @@ def _run(args) -> int:
 
 
 def _causal(args, out: Path) -> None:
-    from workbench.analysis.data import sample_rows
+    from workbench.analysis.inputs import sample_rows
     from workbench.analysis.sae.activations import collect_rows
     from workbench.analysis.sae.causal import ablation_curve, attribute_features, features_to_erase, steer_feature
     from workbench.analysis.sae.saelens_format import load_sae

@@ -11,7 +11,7 @@ from workbench.claims.sweep_table import sweep_figure
 from workbench.evaluation.metrics import ANSWER_COLUMNS
 from workbench.pipeline.sweep import SweepError, injection_layer_sweep, sweep_configs
 from workbench.sweep import main
-from workbench.training.config import load_run_config
+from workbench.training.run_config import load_run_config
 
 BASE = "configs/delayed.yaml"
 
@@ -103,7 +103,7 @@ def test_mode_switch_and_bad_input(tmp_path, capsys):
 @pytest.mark.slow  # real SmolLM2-135M training (1 step per stage) + evaluation at two layers: ~5 min on 2 shared CPU cores (incl. data synthesis)
 def test_real_sweep_trains_and_evaluates(tmp_path_factory):
     from tests.training.conftest import EXAMPLE, write_config
-    from workbench.training.data import prepare_data
+    from workbench.training.batch_order import prepare_data
 
     root = tmp_path_factory.mktemp("sweep-data")
     cfg = load_run_config(EXAMPLE, "tiny")

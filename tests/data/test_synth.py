@@ -11,8 +11,8 @@ import pytest
 
 from workbench.data.audiofolder import METADATA, TASKS
 from workbench.data.clips import COLUMNS, sample_clip
-from workbench.data.splits import HOLDOUT, matching_holdouts
 from workbench.data.synth import generate
+from workbench.data.synth_splits import HOLDOUT, matching_holdouts
 from workbench.data.vocab import ANSWER_OPTIONS
 
 

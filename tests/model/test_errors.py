@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 from transformers import BertConfig
 
 from tests.model.tiny_models import make_tiny
-from workbench.model.config import DecoderConfig, UnsupportedArchitectureError
 from workbench.model.decoder import HookedDecoder
+from workbench.model.decoder_config import DecoderConfig, UnsupportedArchitectureError
 from workbench.model.weights import MissingWeightsError
 
 

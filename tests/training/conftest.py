@@ -24,8 +24,8 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory):
     """Tiny-preset train (24 clips) / val (6 clips) + mel tokens, made by the trainer's own prepare_data."""
-    from workbench.training.config import load_run_config
-    from workbench.training.data import prepare_data
+    from workbench.training.batch_order import prepare_data
+    from workbench.training.run_config import load_run_config
 
     root = tmp_path_factory.mktemp("train-data")
     cfg = load_run_config(EXAMPLE, "tiny")

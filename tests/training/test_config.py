@@ -10,10 +10,10 @@ import yaml
 
 from tests.training.conftest import EXAMPLE, example_dict, write_config
 from workbench.train import main
+from workbench.training.batch_order import EmptyDatasetError
 from workbench.training.checkpoint import CheckpointError
-from workbench.training.config import ConfigError, config_hash, load_run_config
-from workbench.training.data import EmptyDatasetError
 from workbench.training.driver import train
+from workbench.training.run_config import ConfigError, config_hash, load_run_config
 
 
 def _write(tmp_path, doc):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.training.data import StageBatchSampler, epoch_permutation
+from workbench.training.batch_order import StageBatchSampler, epoch_permutation
 
 
 def test_order_is_a_function_of_seed_stage_epoch():

@@ -11,9 +11,9 @@ import torch
 
 from tests.training.conftest import write_config
 from workbench.training.checkpoint import find_latest, read_trainer_state
-from workbench.training.config import load_run_config
 from workbench.training.driver import train
 from workbench.training.environment import relative_command, repo_relative, resume_mismatches, with_environment
+from workbench.training.run_config import load_run_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ from tests.training.conftest import EXAMPLE
 from workbench.common.paths import variant_of
 from workbench.train import main as train_main
 from workbench.training import jobs as J
-from workbench.training.config import load_run_config
 from workbench.training.driver import parse_seeds
+from workbench.training.run_config import load_run_config
 from workbench.training.runs import EVAL_DIRS, find_seed_runs, run_dir, sweep_run_dir
 
 

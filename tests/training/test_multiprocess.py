@@ -71,7 +71,7 @@ def runs(tmp_path_factory, data_root, tokenizer):
         models.append(RecordingStandIn(tokenizer, **model_dict))
         return models[-1]
 
-    from workbench.training.config import load_run_config
+    from workbench.training.run_config import load_run_config
 
     train(load_run_config(cfg, "tiny"), tmp / "A1", model_factory=factory, progress=False)
     logs = {"A2": _ok(_torchrun("--config", str(cfg), "--out", str(tmp / "A2")))}

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 import workbench.model.pal as pal  # noqa: E402 (a broken import must fail, not skip)
 from tests.training.conftest import write_config
-from workbench.training.config import load_run_config
 from workbench.training.driver import read_log, train
+from workbench.training.run_config import load_run_config
 
 pytestmark = pytest.mark.slow  # ~60 s on 2 CPU cores
 

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from tests.training.conftest import write_config
 from workbench.training.checkpoint import find_latest, is_complete, read_trainer_state
-from workbench.training.config import load_run_config
 from workbench.training.driver import LOG_COLUMNS, TrainingDivergedError, lr_factor, read_log, train
+from workbench.training.run_config import load_run_config
 
 
 def _cfg(tmp_path, data_root, mutate=None):
@@ -245,7 +245,7 @@ def test_grad_accum_and_checkpoint_hash(tmp_path, data_root, factory):
 
 
 def test_lr_factor():
-    from workbench.training.config import StageConfig
+    from workbench.training.run_config import StageConfig
 
     st = StageConfig(name="s", steps=10, lr=1.0, warmup=2, trainable=["connectors"], tasks=["cls"])
     f = [lr_factor(i, st) for i in range(10)]

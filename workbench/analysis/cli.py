@@ -113,7 +113,7 @@ def variant_first(frames):
 
 def run_per_checkpoint(a, body: Callable[[str, object, object], None]) -> int:
     """The several-checkpoints runner: for each of `checkpoints_of(a)`, load the model and ``a.n`` rows of
-    ``a.data`` (`workbench.analysis.data.load_for_analysis`) and call ``body(variant, model, dataset)``; bad
+    ``a.data`` (`workbench.analysis.inputs.load_for_analysis`) and call ``body(variant, model, dataset)``; bad
     input anywhere -> `fail` (exit 2). Returns 0 when every checkpoint ran."""
 
     def loop() -> None:

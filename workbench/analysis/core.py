@@ -1,6 +1,6 @@
 """Shared machinery of every analysis, in one import: run a model and read / replace named activations
 (`workbench.analysis.hooks`: TransformerLens hooks or nnsight), load a trained checkpoint with its data
-(`workbench.analysis.data`), score answers (here), write outputs (`workbench.analysis.outputs`).
+(`workbench.analysis.inputs`), score answers (here), write outputs (`workbench.analysis.outputs`).
 
     logits, acts = collect(model, batch, ["blocks.3.attn.hook_pattern"], backend="nnsight")
     logits = run_with_interventions(model, batch, [("connectors.mel.hook_out", torch.zeros_like)])
@@ -13,7 +13,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from workbench.analysis.data import (
+from workbench.analysis.hooks import (
+    BACKENDS,
+    Intervention,
+    block_audio_interventions,
+    collect,
+    execution_order,
+    run_with_interventions,
+)
+from workbench.analysis.inputs import (
     DEFAULT_CACHE,
     DEFAULT_CHECKPOINT,
     DEFAULT_DATA,
@@ -22,14 +30,6 @@ from workbench.analysis.data import (
     load_for_analysis,
     prompt_item,
     sample_rows,
-)
-from workbench.analysis.hooks import (
-    BACKENDS,
-    Intervention,
-    block_audio_interventions,
-    collect,
-    execution_order,
-    run_with_interventions,
 )
 from workbench.analysis.outputs import cli_common, default_out_dir, write_outputs
 

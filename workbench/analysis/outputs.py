@@ -11,8 +11,8 @@ import logging
 import os
 from pathlib import Path
 
-from workbench.analysis.data import DEFAULT_CHECKPOINT, DEFAULT_DATA
 from workbench.analysis.hooks import BACKENDS
+from workbench.analysis.inputs import DEFAULT_CHECKPOINT, DEFAULT_DATA
 from workbench.common.paths import atomic_write_bytes, variant_of
 
 __all__ = ["cli_common", "default_out_dir", "write_outputs"]

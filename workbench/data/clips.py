@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.data import music, sounds, speech
-from workbench.data.splits import SPLIT_CODES, holdout_for_preset, matching_holdouts
+from workbench.data.synth_splits import SPLIT_CODES, holdout_for_preset, matching_holdouts
 from workbench.data.vocab import (
     INSTRUMENTS,
     LOUDNESS_CLASSES,

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from workbench.data.audiofolder import METADATA, TASKS, write_json, write_jsonl
 from workbench.data.clips import PRESETS, sample_clip
 from workbench.data.music import note_bank
-from workbench.data.splits import SPLIT_CODES, SPLITS, holdout_for_preset, write_holdout_json
+from workbench.data.synth_splits import SPLIT_CODES, SPLITS, holdout_for_preset, write_holdout_json
 from workbench.data.tasks import make_tasks
 from workbench.data.vocab import ANSWER_OPTIONS, INSTRUMENTS, SAMPLE_RATE
 

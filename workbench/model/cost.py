@@ -51,7 +51,7 @@ def _released_config(source: str) -> dict:
     import transformers
     from transformers import AutoConfig
 
-    from workbench.model.config import DecoderConfig
+    from workbench.model.decoder_config import DecoderConfig
     from workbench.model.released.loading import resolve_folder
     from workbench.model.released.registry import ARCHITECTURES, architecture_of, conv_frames
 
@@ -103,7 +103,7 @@ def _checkpoint_config(source: str) -> dict:
     from safetensors import safe_open
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from workbench.model.config import DecoderConfig
+    from workbench.model.decoder_config import DecoderConfig
     from workbench.model.llm import resolve
 
     ckpt = Path(source)

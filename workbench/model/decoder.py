@@ -27,7 +27,7 @@ from transformer_lens.hook_points import HookPoint
 
 from workbench.model.audio import plits
 from workbench.model.audio.plan import AudioPlan, LayerMasks, text_plan
-from workbench.model.config import DecoderConfig
+from workbench.model.decoder_config import DecoderConfig
 from workbench.model.kv_cache import KVCache
 from workbench.model.layers import Block, ExtraKV, make_norm
 from workbench.model.weights import MissingWeightsError, convert_state_dict

@@ -16,7 +16,7 @@ from transformers.activations import ACT2FN
 
 from workbench.model.audio import plits
 from workbench.model.audio.lal import ExtraKV, gate_bias
-from workbench.model.config import DecoderConfig
+from workbench.model.decoder_config import DecoderConfig
 from workbench.model.rope import apply_rotary, rotate_half
 
 __all__ = ["ExtraKV", "RMSNorm", "LayerNorm", "make_norm", "rotate_half", "apply_rotary", "Attention", "MLP", "Block"]

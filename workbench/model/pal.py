@@ -26,9 +26,9 @@ from workbench.common.constants import TRAINABLE_PARTS
 from workbench.model.audio.lal import add_lal_modules
 from workbench.model.audio.plan import AudioPlan, plan_batch
 from workbench.model.audio_modules import EncoderSlot
-from workbench.model.config import DecoderConfig
 from workbench.model.connectors import make_connector
 from workbench.model.decoder import HookedDecoder
+from workbench.model.decoder_config import DecoderConfig
 from workbench.model.generate import greedy_generate
 from workbench.model.kv_cache import KVCache
 from workbench.model.layout import TokenLayout, build_layout

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
-from workbench.model.config import DecoderConfig
+from workbench.model.decoder_config import DecoderConfig
 
 
 class MissingWeightsError(KeyError):

@@ -117,7 +117,7 @@ class Study:
 
     def dataset(self, integration: dict | None = None):
         """The seeded ``sizes.rows`` task rows of ``--data`` for that model (built once per model)."""
-        from workbench.analysis.data import load_for_analysis
+        from workbench.analysis.inputs import load_for_analysis
 
         model = self.model(integration)
         if self._dataset is None:
@@ -128,7 +128,7 @@ class Study:
 
     def full_dataset(self):
         """Every task row of ``--data`` for the model as trained / released (pairs for patching are searched here)."""
-        from workbench.analysis.data import load_for_analysis
+        from workbench.analysis.inputs import load_for_analysis
 
         if self._full is None:
             self._full = load_for_analysis(data_dir=self.data, preset=None, model=self.model())[1]

@@ -49,7 +49,7 @@ def sweep_configs(
 ) -> dict[int, dict]:
     """{layer: {"note": str, "presets": {preset: ...}}}: only ``preset``, every encoder's integration layer
     replaced (the note becomes a comment line of the written config)."""
-    from workbench.training.config import read_config_file
+    from workbench.training.run_config import read_config_file
 
     doc = read_config_file(base_config)
     if preset not in doc["presets"]:
@@ -94,8 +94,8 @@ def sweep_configs(
 
 
 def _default_train(cfg_path: Path, preset: str, run_dir: Path, resume: bool, progress: bool):
-    from workbench.training.config import load_run_config
     from workbench.training.driver import train
+    from workbench.training.run_config import load_run_config
 
     return train(load_run_config(cfg_path, preset), run_dir, resume=resume, progress=progress)
 
@@ -128,7 +128,7 @@ def injection_layer_sweep(
 
     ``train_fn(config_path, preset, run_dir, resume, progress)`` and ``evaluate_fn(checkpoint, data, out_csv,
     max_rows, cache_dir, progress)`` default to the real trainer and evaluator (replaceable for tests)."""
-    from workbench.training.config import load_run_config, resolve_path
+    from workbench.training.run_config import load_run_config, resolve_path
 
     out = Path(out)
     docs = sweep_configs(base_config, preset, layers, mode, max_steps)
@@ -272,7 +272,7 @@ def run_sweep_command(a) -> int:
     from workbench.analysis.core import write_outputs
     from workbench.evaluation.evaluator import EvaluationError
     from workbench.training.checkpoint import CheckpointError
-    from workbench.training.config import ConfigError
+    from workbench.training.run_config import ConfigError
 
     try:
         try:

@@ -1,7 +1,7 @@
 """The training driver: the three-stage curriculum of one run (:func:`train`), and the logic of the
 ``workbench.train`` command (:func:`run_command`: one run, every variant, or many seeds as separate processes).
 
-:func:`train` runs (or resumes) the curriculum of a :class:`~workbench.training.config.RunConfig` into a folder:
+:func:`train` runs (or resumes) the curriculum of a :class:`~workbench.training.run_config.RunConfig` into a folder:
 ``train_log.csv`` (one row per optimizer step, flushed each step), ``val_log.csv`` (validation loss at the end of
 each stage), ``checkpoints/step-XXXXXX`` + ``checkpoints/latest`` (atomic; see :mod:`workbench.training.checkpoint`),
 ``final/`` (``save_pretrained``) and ``train_summary.json`` (what the numbers depend on: config hash, seed, versions,
@@ -10,7 +10,7 @@ threads, CPU and vector ISA, device, processes; paths relative to the repository
 
 Stages, trainable parts, tasks and learning rates come from the config; each stage starts a fresh AdamW +
 warmup/decay schedule. The data order depends only on (seed, stage, dataset), never on the model variant or the
-number of processes (see :mod:`workbench.training.data`). ``resume`` restores the trainable weights, optimizer,
+number of processes (see :mod:`workbench.training.batch_order`). ``resume`` restores the trainable weights, optimizer,
 scheduler, every process's RNG state and the position in the stage's data order, so an interrupted + resumed run
 writes the same CSV rows as an uninterrupted one; resuming with another thread count or vector ISA warns that the
 continuation will not be bit-identical. ``reproducible`` checks and applies :mod:`workbench.training.reproducible`.
@@ -34,12 +34,19 @@ import torch
 from workbench.common.constants import VARIANTS
 from workbench.common.paths import atomic_write_bytes
 from workbench.data.audiofolder import DataError
+from workbench.training.batch_order import EmptyDatasetError, prepare_data
 from workbench.training.checkpoint import CheckpointError, clean_tmp, find_latest, read_trainer_state
-from workbench.training.config import ConfigError, RunConfig, config_diff, load_run_config, semantic_dict, to_jsonable
-from workbench.training.data import EmptyDatasetError, prepare_data
 from workbench.training.environment import relative_command, repo_relative, resume_mismatches, run_environment, versions
 from workbench.training.launch import make_accelerator
 from workbench.training.loop import LOG_COLUMNS, VAL_COLUMNS, CurriculumLoop, TrainingDivergedError, lr_factor, read_log
+from workbench.training.run_config import (
+    ConfigError,
+    RunConfig,
+    config_diff,
+    load_run_config,
+    semantic_dict,
+    to_jsonable,
+)
 
 __all__ = [
     "train",

@@ -82,8 +82,8 @@ def prepare_all(jobs: Sequence[Job], progress: bool = False) -> None:
     splits, and the training data of every config, and encode them with every encoder the configs name."""
     from workbench.encoders import encoders_for
     from workbench.encoders.cache import encode_dataset
-    from workbench.training.config import load_run_config
-    from workbench.training.data import prepare_data
+    from workbench.training.batch_order import prepare_data
+    from workbench.training.run_config import load_run_config
 
     splits = sorted({s for j in jobs for s in j.splits})
     ensure_test_splits(splits, progress)
@@ -102,7 +102,7 @@ def prepare_all(jobs: Sequence[Job], progress: bool = False) -> None:
 
 
 def _config_identity(config: Path, preset: str, seed: int) -> str:
-    from workbench.training.config import load_run_config
+    from workbench.training.run_config import load_run_config
 
     return load_run_config(config, preset, seed=seed).hash()
 

@@ -8,7 +8,7 @@ Per optimizer step: ``grad_accum`` micro-batches (``loss / grad_accum`` backprop
 the last), gradient clipping, AdamW + warmup/decay schedule, one ``train_log.csv`` row (flushed and fsynced).
 
 With P processes (data-parallel), each process computes its shard of every global micro-batch (see
-:class:`~workbench.training.data.StageBatchSampler`) and scales its mean loss by ``P * n_r / N`` (``n_r`` its
+:class:`~workbench.training.batch_order.StageBatchSampler`) and scales its mean loss by ``P * n_r / N`` (``n_r`` its
 answer tokens, ``N`` the micro-batch's): DDP's gradient average is then the gradient of the token mean over the
 whole global micro-batch, the loss one process computes on it; the logged loss is the same token mean. Only
 rank 0 writes the logs and checkpoints (holding every rank's RNG state) and prints.
@@ -32,10 +32,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from workbench.common.paths import atomic_write_bytes
+from workbench.training.batch_order import StageBatchSampler, order_seed
 from workbench.training.checkpoint import rng_state, set_rng_state, write_checkpoint
-from workbench.training.config import ConfigError, RunConfig, StageConfig
-from workbench.training.data import StageBatchSampler, order_seed
 from workbench.training.environment import repo_relative, run_environment, versions
+from workbench.training.run_config import ConfigError, RunConfig, StageConfig
 
 __all__ = [
     "TrainableModel",

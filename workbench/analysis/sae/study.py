@@ -202,7 +202,7 @@ def study_variant(
         st = stability(saes[seeds[0]], saes[seeds[1]], alive_a=alive)
         summary.update({f"stability_{k}": v for k, v in st.items()})
     if loss_rows:
-        from workbench.analysis.data import sample_rows
+        from workbench.analysis.inputs import sample_rows
 
         _, ds_loss = load_for_analysis(model=model, data_dir=eval_data[0], preset=None)
         summary.update(loss_recovered(model, sae, sample_rows(ds_loss, loss_rows, 0), hook, role))

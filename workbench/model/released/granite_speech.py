@@ -355,7 +355,7 @@ def load(folder: Path, source: str, *, integration=None, tokenizer=None, dtype=N
         GraniteSpeechEncoderProjector,
     )
 
-    from workbench.model.config import DecoderConfig
+    from workbench.model.decoder_config import DecoderConfig
     from workbench.model.llm import _read_safetensors_folder
     from workbench.model.released.loading import _dtype, _load_module
     from workbench.model.weights import convert_state_dict

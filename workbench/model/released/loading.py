@@ -165,7 +165,7 @@ def load_released(
     device = device if device is not None else os.environ.get("WORKBENCH_DEVICE") or None
     from transformers import AutoConfig
 
-    from workbench.model.config import DecoderConfig
+    from workbench.model.decoder_config import DecoderConfig
     from workbench.model.llm import _read_safetensors_folder
     from workbench.model.released.model import ReleasedPALModel
     from workbench.model.released.prompts import load_preprocessing

@@ -144,7 +144,7 @@ def split_state(state: dict[str, torch.Tensor], source: str) -> dict[str, dict[s
 
 def decoder_config(text_cfg):
     """`DecoderConfig` of the thinker's text model: a Qwen2 decoder whose M-RoPE reduces to 1-D RoPE for audio + text."""
-    from workbench.model.config import DecoderConfig
+    from workbench.model.decoder_config import DecoderConfig
 
     cfg = text_cfg.to_dict()
     if cfg.get("use_sliding_window"):
