@@ -79,6 +79,7 @@ def _audio_index(model, hook: str, layout, acts: dict) -> tuple[torch.Tensor, to
     kind, layer, enc = _kind(hook)
     B = layout.text_index.shape[0]
     if kind in ("encoder", "connector"):
+        assert enc is not None  # _kind names the encoder of every encoder/connector hook
         mask = acts[f"{kind}s.{enc}.hook_mask"].bool()
         n = mask.shape[1]
         return torch.arange(n)[None].expand(B, -1), mask, [enc] * n, list(range(n))
@@ -194,35 +195,37 @@ class RowStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         mf = self.root / "manifest.json"
-        self.manifest = json.loads(mf.read_text()) if mf.is_file() else None
+        self.manifest: dict | None = json.loads(mf.read_text()) if mf.is_file() else None
 
     @property
     def complete(self) -> bool:
         return bool(self.manifest and self.manifest.get("complete"))
 
-    def _need(self):
+    def _need(self) -> dict:
+        """The manifest; a clear error when the folder holds none."""
         if not self.manifest:
             raise FileNotFoundError(
                 f"{self.root} holds no activation rows (no manifest.json); collect them first: "
                 "python -m workbench.sae collect --checkpoint DIR --site HOOK --out DIR"
             )
+        return self.manifest
 
     def shards(self):
         """Stream the shards: yields (activations [rows, d] float32 memmap-backed, row frame)."""
-        self._need()
-        for s in self.manifest["shards"]:
+        manifest = self._need()
+        for s in manifest["shards"]:
             yield (np.load(self.root / s["acts"], mmap_mode="r"), pd.read_csv(self.root / s["rows"]))
 
     def matrix(self) -> np.ndarray:
         """Every row, [n, d] float32."""
-        self._need()
+        manifest = self._need()
         parts = [np.asarray(a, dtype=np.float32) for a, _ in self.shards()]
-        return np.concatenate(parts) if parts else np.zeros((0, self.manifest.get("dim", 0)), np.float32)
+        return np.concatenate(parts) if parts else np.zeros((0, manifest.get("dim", 0)), np.float32)
 
     @property
     def meta(self) -> pd.DataFrame:
-        self._need()
-        return pd.concat([pd.read_csv(self.root / s["rows"]) for s in self.manifest["shards"]], ignore_index=True)
+        manifest = self._need()
+        return pd.concat([pd.read_csv(self.root / s["rows"]) for s in manifest["shards"]], ignore_index=True)
 
     def __len__(self) -> int:
         return sum(s["n"] for s in self.manifest["shards"]) if self.manifest else 0
@@ -240,7 +243,8 @@ def model_fingerprint(model) -> str:
 
     h = hashlib.sha1()
     cfg = getattr(model, "pal_cfg", None)
-    h.update(json.dumps(cfg.to_dict() if hasattr(cfg, "to_dict") else str(cfg), sort_keys=True, default=str).encode())
+    described = cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else str(cfg)
+    h.update(json.dumps(described, sort_keys=True, default=str).encode())
     for name, p in sorted(model.named_parameters()):
         if p.requires_grad or name.startswith(("connectors", "lal_")):
             h.update(name.encode())
@@ -359,7 +363,8 @@ def collect_rows(
         dur = info["duration_s"].astype(float) if "duration_s" in info else np.nan
         meta = meta.assign(t0=meta["frac0"] * dur, t1=meta["frac1"] * dur, item=[idx[b] for b in meta["batch_row"]])
         meta = pd.concat([meta.drop(columns=["batch_row", "frac0", "frac1"]), info], axis=1)
-        buf.append(x.numpy()), metas.append(meta)
+        buf.append(x.numpy())
+        metas.append(meta)
         n_buf += len(meta)
         if n_buf >= shard_rows:
             _flush(store, manifest, buf, metas, start // batch_size + 1, np.dtype(dtype))

@@ -61,7 +61,7 @@ def option_accuracy(
             opts = toks[j]
             scores = {o: float(logp[b, t]) for o, t in opts.items()}
             answer = next(o for o in opts if o.lower() == str(dataset.rows[j]["answer"]).strip().lower())
-            chosen = max(scores, key=scores.get)
+            chosen = max(scores, key=lambda o: scores[o])
             out.append(
                 {
                     "row": j,

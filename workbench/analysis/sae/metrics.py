@@ -162,9 +162,12 @@ def loss_recovered(
     model, sae, dataset, hook: str, role: str = "audio", *, batch_size: int = 8, max_rows: int | None = None
 ) -> dict:
     """{loss_clean, loss_sae, loss_zero, loss_recovered} (see the module docstring)."""
-    common = {"batch_size": batch_size, "max_rows": max_rows}
-    clean = answer_loss(model, dataset, None, **common)
-    with_sae = answer_loss(model, dataset, lambda bt: [splice(model, sae, hook, role, bt, "reconstruct")], **common)
-    zero = answer_loss(model, dataset, lambda bt: [splice(model, sae, hook, role, bt, "zero")], **common)
+
+    def loss(interventions) -> float:
+        return answer_loss(model, dataset, interventions, batch_size=batch_size, max_rows=max_rows)
+
+    clean = loss(None)
+    with_sae = loss(lambda bt: [splice(model, sae, hook, role, bt, "reconstruct")])
+    zero = loss(lambda bt: [splice(model, sae, hook, role, bt, "zero")])
     rec = (zero - with_sae) / (zero - clean) if abs(zero - clean) > 1e-9 else float("nan")
     return {"loss_clean": clean, "loss_sae": with_sae, "loss_zero": zero, "loss_recovered": rec}

@@ -24,6 +24,7 @@ data mean.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,6 +37,12 @@ ARCHITECTURES = ("topk", "batchtopk")
 class SparseAutoencoder(nn.Module):
     """TopK / BatchTopK SAE on ``d_in``-wide activations with ``d_sae`` features, ``k`` active per row (on
     average for BatchTopK). ``hook_name`` / ``model_name`` are metadata written beside the weights."""
+
+    # buffers (register_buffer): JumpReLU threshold [d_sae] and the number of batches averaged into it []
+    threshold: torch.Tensor
+    threshold_count: torch.Tensor
+    # workbench.json's contents, set by `load_sae` only (read with getattr(sae, "extra", {}))
+    extra: dict[str, Any]
 
     def __init__(
         self,

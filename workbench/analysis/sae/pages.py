@@ -137,9 +137,9 @@ def _page(feature, gt_row, feats_rows, meta, clip_ids, Fclip, data_dir: Path, ef
             (float(meta["t0"].iloc[r]), float(meta["t1"].iloc[r])) for r in rows if np.isfinite(meta["t0"].iloc[r])
         ]
         path = data_dir / str(clip_ids[c])
-        attrs = {k: meta.iloc[rows[0] if len(rows) else 0].get(k) for k in DEFAULT_ATTRIBUTES}
+        attr_values = {k: meta.iloc[rows[0] if len(rows) else 0].get(k) for k in DEFAULT_ATTRIBUTES}
         attrs = ", ".join(
-            f"{k}={v}" for k, v in attrs.items() if v is not None and not (isinstance(v, float) and np.isnan(v))
+            f"{k}={v}" for k, v in attr_values.items() if v is not None and not (isinstance(v, float) and np.isnan(v))
         )
         figs.append(
             _spectrogram_fig(

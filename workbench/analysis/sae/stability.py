@@ -30,7 +30,8 @@ def max_decoder_cosine(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048) -> t
     for i in range(0, a.shape[0], chunk):
         c = a[i : i + chunk] @ b.T
         v, j = c.max(1)
-        best.append(v), arg.append(j)
+        best.append(v)
+        arg.append(j)
     return torch.cat(best), torch.cat(arg)
 
 

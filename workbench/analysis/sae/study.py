@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -130,8 +133,9 @@ def _eval_rows(model, data_dirs, hook, role, out: Path, n_clips: int | None, pro
         store = collect_rows(model, ds, hook, role, out / f"eval_{Path(d).name}", progress=progress)
         meta = store.meta
         meta["file_name"] = Path(d).name + "/" + meta["file_name"].astype(str)
-        Xs.append(store.matrix()), metas.append(meta)
-        first = {}
+        Xs.append(store.matrix())
+        metas.append(meta)
+        first: dict[str, dict] = {}
         for r in ds.rows:
             first.setdefault(r["file_name"], {**r, "file_name": Path(d).name + "/" + r["file_name"]})
         rows += list(first.values())
@@ -207,15 +211,18 @@ def study_variant(
         _, ds_loss = load_for_analysis(model=model, data_dir=eval_data[0], preset=None)
         summary.update(loss_recovered(model, sae, sample_rows(ds_loss, loss_rows, 0), hook, role))
     res.summary = summary
+    assert res.scores is not None  # score_attributes always sets it
     res.scores.to_csv(out / "scores.csv", index=False)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
-    np.savez_compressed(
-        out / "oof.npz",
-        clips=res.clips,
+    # name -> array; typed Any because numpy's stub reads a ** of arrays as possibly its `allow_pickle: bool`
+    # (naming that flag instead would save an array called allow_pickle under numpy < 2.1)
+    arrays: dict[str, Any] = {
+        "clips": res.clips,
         **{f"oof__{a}": v for a, v in res.oof.items()},
         **{f"labels__{a}": np.asarray(v, dtype=str) for a, v in res.labels.items()},
         **{f"sparse__{a}__{k}": v for (a, k), v in res.sparse.items()},
-    )
+    }
+    np.savez_compressed(out / "oof.npz", **arrays)
     return res
 
 
@@ -235,6 +242,16 @@ def load_variant_result(folder, name: str | None = None) -> VariantResult:
     res.scores = pd.read_csv(folder / "scores.csv")
     res.summary = json.loads((folder / "summary.json").read_text())
     return res
+
+
+def _macro_auroc_on(att: str, y: np.ndarray, vals: list, res: VariantResult, idx: np.ndarray) -> float:
+    """``res``'s macro AUROC for ``att`` on clips ``idx`` (labels ``y``, values ``vals``)."""
+    return macro_auroc(res.oof[att], y, vals, idx)
+
+
+def _sparse_accuracy_on(att: str, k: int, res: VariantResult, idx: np.ndarray) -> float:
+    """``res``'s k-sparse probe accuracy for ``att`` on clips ``idx``."""
+    return float(res.sparse[(att, k)][idx].mean())
 
 
 def compare_variants(
@@ -259,9 +276,11 @@ def compare_variants(
             n = len(y)
             rng = np.random.default_rng([seed, len(att)])
             idx = np.concatenate(list(resample_indices(rng, n, resamples, 256)))
-            metrics = {"macro_auroc": (lambda r, i, a=att, y=y, vals=vals: macro_auroc(r.oof[a], y, vals, i))}
+            metrics: dict[str, Callable[[VariantResult, np.ndarray], float]] = {
+                "macro_auroc": partial(_macro_auroc_on, att, y, vals)
+            }
             for k in sorted({k for a, k in ref.sparse if a == att}):
-                metrics[f"sparse_k{k}"] = lambda r, i, a=att, k=k: float(r.sparse[(a, k)][i].mean())
+                metrics[f"sparse_k{k}"] = partial(_sparse_accuracy_on, att, k)
             for metric, fn in metrics.items():
                 a_all, b_all = fn(res, np.arange(n)), fn(ref, np.arange(n))
                 diffs = np.array([fn(res, i) - fn(ref, i) for i in idx])

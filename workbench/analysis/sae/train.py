@@ -180,12 +180,15 @@ def train_sae(
         with torch.no_grad():
             idx = np.sort(np.random.default_rng(cfg.seed).choice(n, min(n, 20_000), replace=False))
             sae.b_dec.copy_(torch.as_tensor(np.asarray(rows[idx], dtype=np.float32)).mean(0) * scale)
-    it = range(start, total)
+    steps = range(start, total)
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc=f"SAE {cfg.architecture} w={cfg.width} k={cfg.k}", unit="step", initial=start, total=total)
-    for step in it:
+        bar = tqdm(
+            steps, desc=f"SAE {cfg.architecture} w={cfg.width} k={cfg.k}", unit="step", initial=start, total=total
+        )
+    for step in bar if bar is not None else steps:
         idx = _batch_indices(n, cfg.batch_size, cfg.seed, step)
         x = torch.as_tensor(np.asarray(rows[idx], dtype=np.float32)) * scale
         for group in opt.param_groups:
@@ -202,8 +205,8 @@ def train_sae(
             sae.update_threshold(feats.detach())
         if step % 10 == 0 or step == total - 1:
             log_rows.append({"step": step, "lr": _lr_at(step, cfg, total), **stats})
-            if progress:
-                it.set_postfix(nmse=f"{stats['nmse']:.3f}", l0=f"{stats['l0']:.1f}", dead=f"{stats['dead']:.2f}")
+            if bar is not None:
+                bar.set_postfix(nmse=f"{stats['nmse']:.3f}", l0=f"{stats['l0']:.1f}", dead=f"{stats['dead']:.2f}")
         if state_path is not None and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
             _save_state(state_path, sae, opt, step + 1, scale, since_fired, log_rows, cfg)
     sae.fold_input_scale(scale)
@@ -222,6 +225,6 @@ def train_sae(
         tmp = out / "train_log.csv.tmp"
         log_df.to_csv(tmp, index=False)
         os.replace(tmp, out / "train_log.csv")
-        if state_path.is_file():
+        if state_path is not None and state_path.is_file():
             state_path.unlink()
     return sae, log_df
