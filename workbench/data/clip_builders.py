@@ -49,6 +49,7 @@ def _note_in_class(rng, pitch_class: str) -> int:
     return 12 * (octave + 1) + int(rng.integers(12))
 
 
+# Each returns (parts, attrs): parts are placed in sequence with silence gaps; attrs are row columns.
 def _tone(rng, cfg, force, single=False):
     pc = _pick(rng, PITCH_CLASSES, force.get("pitch_class"))
     midi = _note_in_class(rng, pc)

@@ -94,9 +94,6 @@ def clip_rng(seed: int, split: str, index: int, attempt: int = 0) -> np.random.G
     return np.random.default_rng(np.random.SeedSequence([int(seed), SPLIT_CODES[split], int(index), int(attempt)]))
 
 
-# Each returns (parts, attrs): parts are placed in sequence with silence gaps; attrs are row columns.
-
-
 # ---------------------------------------------------------------- assembly
 
 
