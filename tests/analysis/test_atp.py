@@ -93,7 +93,7 @@ def test_atp_needs_transformer_lens_hooks():
 
 
 def test_cli_method_atp(tok, tmp_path, monkeypatch, capsys):
-    import workbench.analysis.patching as P
+    import workbench.analysis.patch_pairs as P  # make_pairs reads the answer token there
     import workbench.patch as cli
     from tests.analysis.fakes import FakeDataset
 

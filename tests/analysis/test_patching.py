@@ -62,7 +62,7 @@ def test_ensemble_connectors_all_restore_one_and_backends_agree(models):
 
 
 def test_make_pairs_and_patch_dataset(models, tok, tmp_path, monkeypatch):
-    import workbench.analysis.patching as P
+    import workbench.analysis.patch_pairs as P  # make_pairs reads the answer token there
 
     monkeypatch.setattr(P, "_first_answer_token", lambda ds, row: 10 + len(row["answer"]))
     ds = FakeDataset(tok, tmp_path, n=12)
@@ -99,7 +99,7 @@ def test_bad_requests_name_the_fix(models):
 
 
 def test_cli(models, tok, tmp_path, monkeypatch, capsys):
-    import workbench.analysis.patching as P
+    import workbench.analysis.patch_pairs as P  # make_pairs reads the answer token there
     import workbench.patch as cli
 
     monkeypatch.setattr(P, "_first_answer_token", lambda ds, row: 10 + len(row["answer"]))

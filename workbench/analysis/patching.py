@@ -27,16 +27,18 @@ API: :func:`make_pairs`, :func:`patch_batch` (one clean/corrupted batch pair), :
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 
 from workbench.analysis.core import answer_logit_diff, collect, run_with_interventions
-from workbench.analysis.figures import add_caption
+from workbench.analysis.patch_pairs import PatchingError as PatchingError  # re-exported (callers import it here)
+from workbench.analysis.patch_pairs import make_pairs as make_pairs
 from workbench.analysis.patch_sites import pair_batches, patch_specs
+from workbench.analysis.patching_summary import SUMMARY_COLUMNS as SUMMARY_COLUMNS
+from workbench.analysis.patching_summary import patching_figure as patching_figure
+from workbench.analysis.patching_summary import summarize_patching as summarize_patching
 
 __all__ = [
     "SITES",
@@ -52,22 +54,6 @@ __all__ = [
 SITES = ("audio_kv", "resid_audio", "head_out", "connector")
 DEFAULT_SITES = ("audio_kv", "resid_audio", "head_out")
 ITEM_COLUMNS = ["site", "layer", "head", "encoder", "pair", "clean_ld", "corrupted_ld", "patched_ld"]
-SUMMARY_COLUMNS = [
-    "site",
-    "layer",
-    "head",
-    "encoder",
-    "restored",
-    "restored_se",
-    "clean_ld",
-    "corrupted_ld",
-    "patched_ld",
-    "n_pairs",
-]
-
-
-class PatchingError(ValueError):
-    """Bad patching request (the message names the fix)."""
 
 
 def resolve_sites(model, sites: str | Sequence[str] | None, encoders: str | Sequence[str] | None = None):
@@ -95,123 +81,6 @@ def resolve_sites(model, sites: str | Sequence[str] | None, encoders: str | Sequ
             continue
         keep.append(s)
     return keep, encs
-
-
-# ---------------------------------------------------------------------------------------------- pairs
-def _first_answer_token(dataset, row) -> int:
-    from workbench.data.dataset import encode_example
-
-    if hasattr(dataset, "encode_row"):  # a released model's dataset: its own chat template
-        enc = dataset.encode_row(row["question"], str(row["answer"]))
-    else:
-        enc = encode_example(
-            dataset.tokenizer, row["question"], str(row["answer"]), dataset.system_prompt, dataset.slot
-        )
-    if enc["prompt_len"] >= len(enc["input_ids"]):
-        raise PatchingError(f"row {row.get('row_id')!r} has an empty answer")
-    return int(enc["input_ids"][enc["prompt_len"]])
-
-
-def make_pairs(
-    dataset,
-    attribute: str | None = None,
-    max_pairs: int | None = None,
-    seed: int = 0,
-    answer_options: dict | None = None,
-) -> pd.DataFrame:
-    """Clean/corrupted pairs of row indices: columns ``clean, corrupted, attribute, task, question,
-    clean_answer, corrupted_answer, clean_token, corrupted_token, n_other_diffs``. Each row is used once."""
-    rows = dataset.rows
-    closed = [i for i, r in enumerate(rows) if r.get("closed")]
-    attrs = sorted({str(rows[i].get("attribute")) for i in closed})
-    if attribute is not None and attribute not in attrs:
-        raise PatchingError(f"no closed task rows ask about attribute {attribute!r}; attributes in this data: {attrs}")
-    if answer_options is None:
-        from workbench.evaluation.evaluator import load_answer_options
-
-        answer_options = load_answer_options(dataset.root) if getattr(dataset, "root", None) else {}
-    class_keys = sorted(answer_options)
-    groups: dict[tuple, list[int]] = {}
-    for i in closed:
-        r = rows[i]
-        if attribute is not None and str(r.get("attribute")) != attribute:
-            continue
-        groups.setdefault((r.get("task"), str(r.get("attribute")), r["question"]), []).append(i)
-    rng = random.Random(seed)
-    tok_cache: dict[int, int] = {}
-
-    def tok(i):
-        if i not in tok_cache:
-            tok_cache[i] = _first_answer_token(dataset, rows[i])
-        return tok_cache[i]
-
-    def n_diff(i, j, att):
-        return sum(
-            1
-            for k in class_keys
-            if k != att
-            and k in rows[i]
-            and k in rows[j]
-            and rows[i][k] is not None
-            and rows[j][k] is not None
-            and rows[i][k] != rows[j][k]
-        )
-
-    out = []
-    for key in sorted(groups, key=str):
-        idx = groups[key][:]
-        rng.shuffle(idx)
-        used: set[int] = set()
-        for i in idx:
-            if i in used:
-                continue
-            cands = [
-                j
-                for j in idx
-                if j != i and j not in used and str(rows[j]["answer"]) != str(rows[i]["answer"]) and tok(j) != tok(i)
-            ]
-            if not cands:
-                continue
-            j = min(cands, key=lambda j: n_diff(i, j, key[1]))
-            used.update((i, j))
-            out.append(
-                {
-                    "clean": i,
-                    "corrupted": j,
-                    "attribute": key[1],
-                    "task": key[0],
-                    "question": key[2],
-                    "clean_answer": str(rows[i]["answer"]),
-                    "corrupted_answer": str(rows[j]["answer"]),
-                    "clean_token": tok(i),
-                    "corrupted_token": tok(j),
-                    "n_other_diffs": n_diff(i, j, key[1]),
-                }
-            )
-    pairs = pd.DataFrame(
-        out,
-        columns=[
-            "clean",
-            "corrupted",
-            "attribute",
-            "task",
-            "question",
-            "clean_answer",
-            "corrupted_answer",
-            "clean_token",
-            "corrupted_token",
-            "n_other_diffs",
-        ],
-    )
-    if not len(pairs):
-        raise PatchingError(
-            "no clean/corrupted pairs: need closed rows with the same question but answers whose "
-            f"first tokens differ{' for attribute ' + repr(attribute) if attribute else ''}; "
-            "analyse more rows (--n) or another --attribute"
-        )
-    if max_pairs is not None and len(pairs) > max_pairs:
-        pairs = pairs.sample(n=max_pairs, random_state=seed).sort_index().reset_index(drop=True)
-    return pairs
 
 
 # ---------------------------------------------------------------------------------------------- patching
@@ -425,90 +294,3 @@ def patch_dataset(
     items = pd.concat(frames, ignore_index=True)
     meta = pairs[["attribute", "n_other_diffs"]].reset_index(drop=True)
     return items.join(meta, on="pair")
-
-
-def summarize_patching(items: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
-    """Fraction of the logit difference restored per (site, layer, head, encoder [, by...]), ratio of means;
-    ``restored_se`` is a bootstrap-free delta-method-free simple SE: the standard error over pairs of
-    (LD_patched - LD_corr) divided by the mean (LD_clean - LD_corr)."""
-    keys = ["site", "layer", "head", "encoder", *by]
-    rows = []
-    for k, g in items.groupby(keys, sort=False):
-        den = float((g["clean_ld"] - g["corrupted_ld"]).mean())
-        num = (g["patched_ld"] - g["corrupted_ld"]).to_numpy(float)
-        restored = float(num.mean() / den) if den != 0 else np.nan
-        se = float(num.std(ddof=1) / np.sqrt(len(num)) / abs(den)) if len(num) > 1 and den != 0 else np.nan
-        rows.append(
-            {
-                **dict(zip(keys, k)),
-                "restored": restored,
-                "restored_se": se,
-                "clean_ld": float(g["clean_ld"].mean()),
-                "corrupted_ld": float(g["corrupted_ld"].mean()),
-                "patched_ld": float(g["patched_ld"].mean()),
-                "n_pairs": len(g),
-            }
-        )
-    return pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS[:4], *by, *SUMMARY_COLUMNS[4:]])
-
-
-def patching_figure(summary: pd.DataFrame, title: str | None = None):
-    """Top: fraction restored per layer for the layer sites (lines); bottom: layer x head heatmap (head_out)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    lines = summary[summary["site"].isin(["audio_kv", "resid_audio"]) & (summary["layer"] >= 0)]
-    heads = summary[summary["site"] == "head_out"]
-    n_rows = 1 + int(len(heads) > 0)
-    fig = make_subplots(
-        rows=n_rows,
-        cols=1,
-        vertical_spacing=0.15,
-        subplot_titles=("audio sites per layer", "attention heads (hook_z at text positions)")[:n_rows],
-    )
-    for (site, enc), g in lines.groupby(["site", "encoder"], sort=True):
-        g = g.sort_values("layer")
-        fig.add_trace(
-            go.Scatter(
-                x=g["layer"],
-                y=g["restored"],
-                mode="lines+markers",
-                name=f"{site} / {enc}",
-                error_y=dict(type="data", array=g["restored_se"].fillna(0)),
-            ),
-            row=1,
-            col=1,
-        )
-    for r in summary[summary["site"] == "connector"].itertuples():
-        fig.add_hline(y=r.restored, line_dash="dot", annotation_text=f"connector {r.encoder}", row=1, col=1)
-    fig.update_xaxes(title_text="layer (index)", row=1, col=1)
-    fig.update_yaxes(title_text="logit difference restored (fraction; 1 = all)", row=1, col=1)
-    if len(heads):
-        piv = heads.pivot_table(index="head", columns="layer", values="restored")
-        fig.add_trace(
-            go.Heatmap(
-                z=piv.to_numpy(),
-                x=piv.columns,
-                y=piv.index,
-                colorscale="RdBu",
-                zmid=0,
-                colorbar=dict(title=dict(text="restored (fraction)", side="right"), len=0.4, y=0.2),
-            ),
-            row=2,
-            col=1,
-        )
-        fig.update_xaxes(title_text="layer (index)", row=2, col=1)
-        fig.update_yaxes(title_text="head (index)", row=2, col=1)
-    n = int(summary["n_pairs"].max()) if len(summary) else 0
-    fig.update_layout(
-        title=title or "Activation patching: clean audio into corrupted runs",
-        template="plotly_white",
-        height=420 * n_rows + 60,
-    )
-    return add_caption(
-        fig,
-        f"Fraction restored = (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted), LD = logit(clean answer "
-        f"token) − logit(corrupted answer token) at the answer position; ratio of means over {n} pairs, error "
-        "bars ±1 SE. 1 = the site carries all of the audio's effect, 0 = none; dotted lines: whole connector "
-        "output patched.",
-    )

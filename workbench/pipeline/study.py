@@ -20,44 +20,16 @@ listening heads: the gain on the measuring half), ``ablation-sweep`` (audio bloc
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from workbench.pipeline.study_sizes import QUICK_STUDY as QUICK_STUDY
+from workbench.pipeline.study_sizes import STUDY_SIZES as STUDY_SIZES
+from workbench.pipeline.study_sizes import StudySizes as StudySizes
+
 __all__ = ["StudySizes", "STUDY_SIZES", "QUICK_STUDY", "Study", "split_by_clip", "study_steps"]
-
-
-@dataclass(frozen=True)
-class StudySizes:
-    """How much work each step does (``--quick`` shrinks all of it)."""
-
-    rows: int = 48  # task rows for attention, lenses, ablation sweep, AtP pairs, retrofits
-    eval_rows: int | None = None  # rows answered for the accuracy step (None: every row of --data)
-    k: int = 5  # listening heads ablated / steered; AtP heads checked by exact patching
-    draws: int = 3  # random-head draws
-    alphas: tuple[float, ...] = (-2.0, -1.0, 1.0, 2.0)
-    pairs: int = 8  # clean/corrupted pairs for AtP
-    sweep_points: int = 8  # layers in the ablation sweep
-    retrofit_layers: int = 3  # injection layers of the retrofits besides 0 (evenly spaced)
-    resamples: int = 1000
-    max_new_tokens: int = 16
-
-
-STUDY_SIZES = StudySizes()
-QUICK_STUDY = StudySizes(
-    rows=6,
-    eval_rows=6,
-    k=2,
-    draws=1,
-    alphas=(1.0,),
-    pairs=2,
-    sweep_points=2,
-    retrofit_layers=1,
-    resamples=200,
-    max_new_tokens=4,
-)
 
 
 def split_by_clip(dataset, seed: int = 0):

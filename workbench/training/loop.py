@@ -19,23 +19,25 @@ interrupted and resumed run writes the same rows as an uninterrupted one.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch.utils.data import DataLoader
 
-from workbench.common.paths import atomic_write_bytes
 from workbench.training.batch_order import StageBatchSampler, order_seed
 from workbench.training.checkpoint import rng_state, set_rng_state, write_checkpoint
 from workbench.training.environment import repo_relative, run_environment, versions
 from workbench.training.run_config import ConfigError, RunConfig, StageConfig
+from workbench.training.schedule import LoopPosition as LoopPosition
+from workbench.training.schedule import lr_factor as lr_factor
+from workbench.training.train_logs import LOG_COLUMNS as LOG_COLUMNS
+from workbench.training.train_logs import VAL_COLUMNS as VAL_COLUMNS
+from workbench.training.train_logs import CsvLog as CsvLog
+from workbench.training.train_logs import read_log as read_log
 
 __all__ = [
     "TrainableModel",
@@ -48,20 +50,6 @@ __all__ = [
     "VAL_COLUMNS",
     "CsvLog",
 ]
-
-LOG_COLUMNS = [
-    "step",
-    "stage",
-    "stage_name",
-    "stage_step",
-    "epoch",
-    "loss",
-    "lr",
-    "grad_norm",
-    "tokens",
-    "label_tokens",
-]
-VAL_COLUMNS = ["step", "stage", "stage_name", "val_loss", "val_batches"]
 
 
 @runtime_checkable
@@ -87,75 +75,6 @@ class TrainingDivergedError(RuntimeError):
     def __init__(self, msg: str, checkpoint: Path | None = None):
         super().__init__(msg)
         self.checkpoint = checkpoint
-
-
-def lr_factor(step: int, stage: StageConfig, min_ratio: float = 0.0) -> float:
-    """LR multiplier at scheduler step ``step`` (0-based): linear warmup, then cosine / linear / constant."""
-    if stage.warmup > 0 and step < stage.warmup:
-        return (step + 1) / stage.warmup
-    if stage.schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - stage.warmup) / max(1, stage.steps - stage.warmup))
-    f = 0.5 * (1.0 + math.cos(math.pi * progress)) if stage.schedule == "cosine" else 1.0 - progress
-    return min_ratio + (1.0 - min_ratio) * f
-
-
-def read_log(path: str | os.PathLike) -> list[dict]:
-    """Rows of a ``train_log.csv`` as dicts of strings."""
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _fmt(x) -> str:
-    return repr(float(x)) if isinstance(x, float) else str(x)
-
-
-class CsvLog:
-    """Append-only CSV, flushed + fsynced per row. On resume, rows after the checkpoint's step are dropped."""
-
-    def __init__(self, path: Path, columns: list[str], resume_step: int | None, inclusive: bool = True):
-        self.path, self.columns = path, columns
-        if resume_step is not None and path.is_file():
-            keep = [
-                r
-                for r in read_log(path)
-                if int(r["step"]) < resume_step or (inclusive and int(r["step"]) == resume_step)
-            ]
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, columns, lineterminator="\n")
-            w.writeheader()
-            w.writerows(keep)
-            atomic_write_bytes(path, buf.getvalue().encode())
-        else:
-            path.write_text(",".join(columns) + "\n")
-        self.f = open(path, "a", newline="")
-        self.w = csv.DictWriter(self.f, columns, lineterminator="\n")
-
-    def write(self, row: dict) -> None:
-        self.w.writerow({k: _fmt(row[k]) for k in self.columns})
-        self.f.flush()
-        os.fsync(self.f.fileno())
-
-    def close(self) -> None:
-        self.f.close()
-
-
-@dataclass
-class LoopPosition:
-    """Where the curriculum is: steps done overall and in the current stage, wall time of earlier sessions."""
-
-    global_step: int = 0
-    stage_index: int = 0
-    stage_step: int = 0
-    wall_before: float = 0.0
-
-    @classmethod
-    def from_state(cls, state: dict | None) -> LoopPosition:
-        if state is None:
-            return cls()
-        return cls(
-            state["global_step"], state["stage_index"], state["stage_step"], float(state.get("wall_time_s", 0.0))
-        )
 
 
 class _NullCtx:
