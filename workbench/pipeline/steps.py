@@ -128,9 +128,9 @@ class Pipeline:
                 finished[step.name] = old["finished"]
                 results[step.name] = old.get("summary")
                 continue
-            self._say(f"{head} ...")
             t0 = time.time()
-            try:
+            try:  # a Ctrl-C right after the step's line is announced belongs to this step
+                self._say(f"{head} ...")
                 summary = step.run()
             except KeyboardInterrupt:
                 self._say(
