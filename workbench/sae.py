@@ -97,6 +97,46 @@ def _collect(args, data, out):
     return model, store
 
 
+def _train(args, out: Path, variant: str) -> None:
+    """``train``: an SAE on the stored (or freshly collected) rows -> ``out/sae``."""
+    from workbench.analysis.sae.activations import RowStore
+    from workbench.analysis.sae.train import train_sae
+
+    store = RowStore(args.acts) if args.acts else _collect(args, args.data or DEFAULT_TRAIN_DATA, out / "acts")[1]
+    sae, log = train_sae(
+        store.matrix(),
+        _cfg(args),
+        out / "sae",
+        hook_name=args.site,
+        model_name=variant,
+        progress=not args.no_progress,
+        extra={"checkpoint": args.checkpoint, "positions": args.positions},
+    )
+    print(f"SAE -> {out / 'sae'} (cfg.json + sae_weights.safetensors); last: {log.iloc[-1].to_dict()}")
+
+
+def _study(args) -> None:
+    """``study``: :func:`run_study` over the checkpoints; prints its summary and contrasts."""
+    from workbench.analysis.sae.study import run_study
+
+    res = run_study(
+        args.checkpoints,
+        args.site,
+        args.positions,
+        train_data=args.train_data,
+        eval_data=args.eval_data,
+        out=args.out or "results/sae",
+        cfg=_cfg(args),
+        seeds=tuple(args.seeds),
+        n_train_clips=args.n_train_clips,
+        n_eval_clips=args.n_eval_clips,
+        loss_rows=args.loss_rows,
+        progress=not args.no_progress,
+    )
+    print(res["summary"].to_string(index=False, float_format="%.3f"))
+    print(res["contrasts"].to_string(index=False, float_format="%.3f"))
+
+
 def _run(args) -> int:
     from workbench.common.paths import variant_of
 
@@ -106,20 +146,7 @@ def _run(args) -> int:
     if args.cmd == "collect":
         _collect(args, args.data or DEFAULT_TRAIN_DATA, out)
     elif args.cmd == "train":
-        from workbench.analysis.sae.activations import RowStore
-        from workbench.analysis.sae.train import train_sae
-
-        store = RowStore(args.acts) if args.acts else _collect(args, args.data or DEFAULT_TRAIN_DATA, out / "acts")[1]
-        sae, log = train_sae(
-            store.matrix(),
-            _cfg(args),
-            out / "sae",
-            hook_name=args.site,
-            model_name=variant,
-            progress=not args.no_progress,
-            extra={"checkpoint": args.checkpoint, "positions": args.positions},
-        )
-        print(f"SAE -> {out / 'sae'} (cfg.json + sae_weights.safetensors); last: {log.iloc[-1].to_dict()}")
+        _train(args, out, variant)
     elif args.cmd in ("score", "pages"):
         from workbench.analysis.sae.saelens_format import load_sae
 
@@ -139,33 +166,46 @@ def _run(args) -> int:
     elif args.cmd == "causal":
         _causal(args, out)
     elif args.cmd == "study":
-        from workbench.analysis.sae.study import run_study
-
-        res = run_study(
-            args.checkpoints,
-            args.site,
-            args.positions,
-            train_data=args.train_data,
-            eval_data=args.eval_data,
-            out=args.out or "results/sae",
-            cfg=_cfg(args),
-            seeds=tuple(args.seeds),
-            n_train_clips=args.n_train_clips,
-            n_eval_clips=args.n_eval_clips,
-            loss_rows=args.loss_rows,
-            progress=not args.no_progress,
-        )
-        print(res["summary"].to_string(index=False, float_format="%.3f"))
-        print(res["contrasts"].to_string(index=False, float_format="%.3f"))
+        _study(args)
     return 0
+
+
+def _steer_best_feature(args, model, sae, ds, F, labels, site, role, options):
+    """Steer with the feature that best detects ``args.attribute`` (highest in-sample AUROC) on the rows that ask
+    about it -> the steering table."""
+    from workbench.analysis.inputs import sample_rows
+    from workbench.analysis.sae.causal import steer_feature
+    from workbench.analysis.sae.scores import best_feature_scores
+
+    best, _ = best_feature_scores(F, labels, attribute=args.attribute, folds=3)
+    target = best.sort_values("auroc_in", ascending=False).iloc[0]
+    asked = sample_rows(ds, len(ds), 0)
+    asked.rows = [r for r in ds.rows if r.get("closed") and r.get("attribute") == args.attribute][: args.n_rows]
+    f = int(target["feature"])
+    scale = float(F[:, f].max()) * float(sae.W_dec[f].norm())  # alpha 1 = the feature's strongest firing
+    steering = steer_feature(
+        model,
+        sae,
+        asked,
+        site,
+        role,
+        options,
+        f,
+        args.attribute,
+        str(target["value"]),
+        args.alphas,
+        scale=scale,
+        batch_size=args.batch_size,
+    )
+    return steering
 
 
 def _causal(args, out: Path) -> None:
     from workbench.analysis.inputs import sample_rows
     from workbench.analysis.sae.activations import collect_rows
-    from workbench.analysis.sae.causal import ablation_curve, attribute_features, features_to_erase, steer_feature
+    from workbench.analysis.sae.causal import ablation_curve, attribute_features, features_to_erase
     from workbench.analysis.sae.saelens_format import load_sae
-    from workbench.analysis.sae.scores import attribute_labels, best_feature_scores
+    from workbench.analysis.sae.scores import attribute_labels
     from workbench.analysis.sae.study import clip_features
     from workbench.evaluation.evaluator import load_answer_options
 
@@ -194,26 +234,7 @@ def _causal(args, out: Path) -> None:
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )
-    best, _ = best_feature_scores(F, labels, attribute=args.attribute, folds=3)
-    target = best.sort_values("auroc_in", ascending=False).iloc[0]
-    asked = sample_rows(ds, len(ds), 0)
-    asked.rows = [r for r in ds.rows if r.get("closed") and r.get("attribute") == args.attribute][: args.n_rows]
-    f = int(target["feature"])
-    scale = float(F[:, f].max()) * float(sae.W_dec[f].norm())  # alpha 1 = the feature's strongest firing
-    steering = steer_feature(
-        model,
-        sae,
-        asked,
-        site,
-        role,
-        options,
-        f,
-        args.attribute,
-        str(target["value"]),
-        args.alphas,
-        scale=scale,
-        batch_size=args.batch_size,
-    )
+    steering = _steer_best_feature(args, model, sae, ds, F, labels, site, role, options)
     out.mkdir(parents=True, exist_ok=True)
     curve.drop(columns=[]).to_csv(out / "sae_causal_ablation.csv", index=False)
     steering.to_csv(out / "sae_causal_steering.csv", index=False)

@@ -143,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         pipe.run(steps)
     except KeyboardInterrupt:
         return 130
+    return _finish(a, out, pipe, cost, t0)
+
+
+def _finish(a, out: Path, pipe, cost: dict, t0: float) -> int:
+    """After the steps: check the report in a browser, print memory, failures and where things are -> exit code."""
     report = out / "report.html"
     if not a.no_browser_check and report.is_file():
         _browser_check(report)

@@ -80,6 +80,77 @@ def _qk_term(model, layer, off, n, k_clean, k_corr, q, scores, grad_pattern):
     return (dp * grad_pattern.double()).flatten(1).sum(1)
 
 
+def _corrupted_grads(model, corrupt_batch, clean_ids, corrupt_ids, names, qk_layers, q_hook):
+    """One corrupted forward with zero leaves at ``names`` (and each QK layer's pattern) and one backward: the
+    corrupted activations, d LD/d leaf per hook, the kept scores and queries, and the corrupted LD [B]."""
+    deltas, corr_acts, extra = {}, {}, {}
+
+    def leaf(t, hook):
+        corr_acts[hook.name] = t.detach()
+        d = torch.zeros_like(t, requires_grad=True)
+        deltas[hook.name] = d
+        return t + d
+
+    def keep(t, hook):
+        extra[hook.name] = t.detach()
+
+    fwd = [(n, leaf) for n in names]
+    for l in qk_layers:
+        fwd += [
+            (f"blocks.{l}.attn.hook_pattern", leaf),
+            (f"blocks.{l}.attn.hook_attn_scores", keep),
+            (f"blocks.{l}.attn.{q_hook}", keep),
+        ]
+    with torch.enable_grad():
+        logits = model.run_with_hooks(corrupt_batch, fwd_hooks=fwd)
+        ld = answer_logit_diff(logits, corrupt_batch, clean_ids, corrupt_ids)
+        order = list(deltas)
+        grads = dict(zip(order, torch.autograd.grad(ld.sum(), [deltas[n] for n in order], allow_unused=True)))
+    ld_corr = ld.detach().double().cpu()
+    for n in order:
+        if grads[n] is None:
+            grads[n] = torch.zeros_like(deltas[n])
+    return corr_acts, grads, extra, ld_corr
+
+
+def _qk_fixed(model, layer, hooks, clean_acts, corr_acts, grads, extra, q_hook, text_q, layout, enc):
+    """[B]: the value part of an ``audio_kv`` site plus the exact-pattern key part (the QK fix)."""
+    (kn, (_, off, nt)), (vn, vhow) = hooks
+    q = extra[f"blocks.{layer}.attn.{q_hook}"]
+    pn = f"blocks.{layer}.attn.hook_pattern"
+    return _dot(vhow, clean_acts[vn] - corr_acts[vn], grads[vn], text_q, layout, enc) + _qk_term(
+        model,
+        layer,
+        off,
+        nt,
+        clean_acts[kn],
+        corr_acts[kn],
+        q,
+        extra[f"blocks.{layer}.attn.hook_attn_scores"],
+        grads[pn],
+    )
+
+
+def _with_all_layers(items: pd.DataFrame) -> pd.DataFrame:
+    """``items`` plus, where there are ``audio_kv`` rows, one ``layer == -1`` row per (encoder, pair): every layer
+    at once, the sum of the first-order estimates (each layer's K/V is its own)."""
+    per_layer = items[items["site"] == "audio_kv"]
+    if len(per_layer):
+        tot = (
+            per_layer.groupby(["site", "encoder", "pair"], sort=False)
+            .agg(
+                clean_ld=("clean_ld", "first"),
+                corrupted_ld=("corrupted_ld", "first"),
+                atp=("atp", "sum"),
+                atp_qk=("atp_qk", "sum"),
+            )
+            .reset_index()
+            .assign(layer=-1, head=-1)
+        )
+        items = pd.concat([items, tot[ITEM_COLUMNS]], ignore_index=True)
+    return items
+
+
 def atp_batch(
     model,
     clean_batch: dict,
@@ -109,54 +180,16 @@ def atp_batch(
     q_hook = "hook_rot_q" if model.cfg.arch == "llama" else "hook_q"
     clean_logits, clean_acts = collect(model, clean_batch, names)
     ld_clean = answer_logit_diff(clean_logits, clean_batch, clean_ids, corrupt_ids).double().cpu()
-
-    deltas, corr_acts, extra = {}, {}, {}
-
-    def leaf(t, hook):
-        corr_acts[hook.name] = t.detach()
-        d = torch.zeros_like(t, requires_grad=True)
-        deltas[hook.name] = d
-        return t + d
-
-    def keep(t, hook):
-        extra[hook.name] = t.detach()
-
-    fwd = [(n, leaf) for n in names]
-    for l in qk_layers:
-        fwd += [
-            (f"blocks.{l}.attn.hook_pattern", leaf),
-            (f"blocks.{l}.attn.hook_attn_scores", keep),
-            (f"blocks.{l}.attn.{q_hook}", keep),
-        ]
-    with torch.enable_grad():
-        logits = model.run_with_hooks(corrupt_batch, fwd_hooks=fwd)
-        ld = answer_logit_diff(logits, corrupt_batch, clean_ids, corrupt_ids)
-        order = list(deltas)
-        grads = dict(zip(order, torch.autograd.grad(ld.sum(), [deltas[n] for n in order], allow_unused=True)))
-    ld_corr = ld.detach().double().cpu()
-    for n in order:
-        if grads[n] is None:
-            grads[n] = torch.zeros_like(deltas[n])
+    corr_acts, grads, extra, ld_corr = _corrupted_grads(
+        model, corrupt_batch, clean_ids, corrupt_ids, names, qk_layers, q_hook
+    )
     text_q = layout.text_positions()
     rows = []
     for site, layer, head, enc, hooks in specs:
         plain = sum(_dot(how, clean_acts[n] - corr_acts[n], grads[n], text_q, layout, enc) for n, how in hooks)
         fixed = plain
         if site == "audio_kv" and qk_fix:
-            (kn, (_, off, nt)), (vn, vhow) = hooks
-            q = extra[f"blocks.{layer}.attn.{q_hook}"]
-            pn = f"blocks.{layer}.attn.hook_pattern"
-            fixed = _dot(vhow, clean_acts[vn] - corr_acts[vn], grads[vn], text_q, layout, enc) + _qk_term(
-                model,
-                layer,
-                off,
-                nt,
-                clean_acts[kn],
-                corr_acts[kn],
-                q,
-                extra[f"blocks.{layer}.attn.hook_attn_scores"],
-                grads[pn],
-            )
+            fixed = _qk_fixed(model, layer, hooks, clean_acts, corr_acts, grads, extra, q_hook, text_q, layout, enc)
         for b in range(ld_corr.shape[0]):
             rows.append(
                 (
@@ -171,22 +204,7 @@ def atp_batch(
                     float(fixed[b]),
                 )
             )
-    items = pd.DataFrame(rows, columns=ITEM_COLUMNS)
-    per_layer = items[items["site"] == "audio_kv"]
-    if len(per_layer):  # every layer at once: the sum of the first-order estimates (each layer's K/V is its own)
-        tot = (
-            per_layer.groupby(["site", "encoder", "pair"], sort=False)
-            .agg(
-                clean_ld=("clean_ld", "first"),
-                corrupted_ld=("corrupted_ld", "first"),
-                atp=("atp", "sum"),
-                atp_qk=("atp_qk", "sum"),
-            )
-            .reset_index()
-            .assign(layer=-1, head=-1)
-        )
-        items = pd.concat([items, tot[ITEM_COLUMNS]], ignore_index=True)
-    return items
+    return _with_all_layers(pd.DataFrame(rows, columns=ITEM_COLUMNS))
 
 
 def atp_dataset(

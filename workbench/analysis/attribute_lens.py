@@ -80,6 +80,67 @@ def _score(model, resid: torch.Tensor, ids: list[int], right: int, mask: torch.T
     return probs[:, right], correct, logits.argmax(1)
 
 
+def _item_sites(layers, stack, b: int, last, layout, plits) -> list[tuple]:
+    """The positions read for item b: (name, layers, residuals [L', (N,) M], audio mask or None); the last
+    prompt token at every layer and each PLITS encoder's audio positions from its injection layer on."""
+    sites = [("last_prompt", layers, stack[:, b, int(last[b])], None)]
+    for e in plits:
+        a = layout.audio[e]
+        ls = [j for j, l in enumerate(layers) if l >= a.layer]
+        if ls and a.n_tokens and bool(a.mask[b].any()):
+            res = stack[ls][:, b][:, a.residual_index[b].to(stack.device)]  # [L', N, M]
+            sites.append((f"audio:{e}", [layers[j] for j in ls], res, a.mask[b]))
+    return sites
+
+
+def _lens_rows(model, dataset, toks, idx, batch, cond: str, layers, names, plits, backend: str) -> list[tuple]:
+    """The ``COLUMNS`` tuples of one batch (rows ``idx``) under one condition."""
+    ivs = block_audio_interventions(model, batch) if cond == "blocked" else []
+    _, acts = collect(model, batch, names, backend=backend, interventions=ivs)
+    stack = torch.stack([acts[n] for n in names])  # [L, B, S, M]
+    last = last_prompt_residual_index(model, batch)
+    layout = model.token_layout(batch)
+    rows = []
+    for b, i in enumerate(idx):
+        r = dataset.rows[i]
+        opts = list(toks[i])
+        right = [o.lower() for o in opts].index(str(r["answer"]).strip().lower())
+        ids = [toks[i][o] for o in opts]
+        for pos, ls, resid, mask in _item_sites(layers, stack, b, last, layout, plits):
+            prob, correct, top = _score(model, resid, ids, right, mask)
+            for j, l in enumerate(ls):
+                rows.append(
+                    (
+                        i,
+                        str(r.get("row_id", i)),
+                        str(r.get("attribute")),
+                        cond,
+                        pos,
+                        l,
+                        opts[right],
+                        opts[int(top[j])],
+                        float(prob[j]),
+                        bool(correct[j]),
+                    )
+                )
+    return rows
+
+
+def _with_critical_and_final(df: pd.DataFrame, last_layer: int) -> pd.DataFrame:
+    """``df`` with ``critical_layer`` and ``final_correct`` (the audio answer at the last prompt token and the
+    last analysed layer; NaN without the audio condition) joined in."""
+    crit = critical_layers(df)
+    df = df.merge(crit, on=["example", "condition", "position"], how="left")
+    final = df[(df["condition"] == "audio") & (df["position"] == "last_prompt") & (df["layer"] == last_layer)]
+    if len(final):
+        df = df.merge(
+            final[["example", "correct"]].rename(columns={"correct": "final_correct"}), on="example", how="left"
+        )
+    else:  # without the audio condition the split is by the blocked/silent answer's own final layer: not defined
+        df["final_correct"] = np.nan
+    return df
+
+
 @torch.no_grad()
 def attribute_lens(
     model,
@@ -120,51 +181,8 @@ def attribute_lens(
     for idx, audio_b, silent_b in it:
         for cond in conditions:
             batch = silent_b if cond == "silence" else audio_b
-            ivs = block_audio_interventions(model, batch) if cond == "blocked" else []
-            _, acts = collect(model, batch, names, backend=backend, interventions=ivs)
-            stack = torch.stack([acts[n] for n in names])  # [L, B, S, M]
-            last = last_prompt_residual_index(model, batch)
-            layout = model.token_layout(batch)
-            for b, i in enumerate(idx):
-                r = dataset.rows[i]
-                opts = list(toks[i])
-                right = [o.lower() for o in opts].index(str(r["answer"]).strip().lower())
-                ids = [toks[i][o] for o in opts]
-                sites = [("last_prompt", layers, stack[:, b, int(last[b])], None)]
-                for e in plits:
-                    a = layout.audio[e]
-                    ls = [j for j, l in enumerate(layers) if l >= a.layer]
-                    if ls and a.n_tokens and bool(a.mask[b].any()):
-                        res = stack[ls][:, b][:, a.residual_index[b].to(stack.device)]  # [L', N, M]
-                        sites.append((f"audio:{e}", [layers[j] for j in ls], res, a.mask[b]))
-                for pos, ls, resid, mask in sites:
-                    prob, correct, top = _score(model, resid, ids, right, mask)
-                    for j, l in enumerate(ls):
-                        rows.append(
-                            (
-                                i,
-                                str(r.get("row_id", i)),
-                                str(r.get("attribute")),
-                                cond,
-                                pos,
-                                l,
-                                opts[right],
-                                opts[int(top[j])],
-                                float(prob[j]),
-                                bool(correct[j]),
-                            )
-                        )
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    crit = critical_layers(df)
-    df = df.merge(crit, on=["example", "condition", "position"], how="left")
-    final = df[(df["condition"] == "audio") & (df["position"] == "last_prompt") & (df["layer"] == max(layers))]
-    if len(final):
-        df = df.merge(
-            final[["example", "correct"]].rename(columns={"correct": "final_correct"}), on="example", how="left"
-        )
-    else:  # without the audio condition the split is by the blocked/silent answer's own final layer: not defined
-        df["final_correct"] = np.nan
-    return df
+            rows += _lens_rows(model, dataset, toks, idx, batch, cond, layers, names, plits, backend)
+    return _with_critical_and_final(pd.DataFrame(rows, columns=COLUMNS), max(layers))
 
 
 def critical_layers(df: pd.DataFrame) -> pd.DataFrame:
@@ -210,6 +228,59 @@ def summarize_lens(df: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
     return out.drop(columns="prob_std").merge(crit.reset_index(), on=keys, how="left")
 
 
+def _add_lens_variant(fig, s: pd.DataFrame, variant: str, color: str, crit: tuple[list, list, list]) -> None:
+    """One variant's traces from its :func:`summarize_lens` table ``s``: accuracy and probability per condition
+    (top row), audio accuracy by final answer (bottom left); its critical layers appended to ``crit``."""
+    import plotly.graph_objects as go
+
+    dash = {"audio": "solid", "silence": "dash", "blocked": "dot"}
+    crit_x, crit_y, crit_c = crit
+    for cond, g in s[s["split"] == "all"].groupby("condition", sort=False):
+        g = g.sort_values("layer")
+        for col, val in ((1, "accuracy"), (2, "prob")):
+            fig.add_trace(
+                go.Scatter(
+                    x=g["layer"],
+                    y=g[val],
+                    mode="lines",
+                    line=dict(color=color, dash=dash.get(cond)),
+                    name=f"{variant}: {cond}",
+                    legendgroup=f"{variant}:{cond}",
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+        crit_x.append(f"{variant}: {cond}")
+        crit_y.append(float(g["critical_median"].iloc[0]) if g["critical_median"].notna().any() else None)
+        crit_c.append(color)
+    for split, d in (("right", "solid"), ("wrong", "dashdot")):
+        g = s[(s["split"] == split) & (s["condition"] == "audio")].sort_values("layer")
+        if len(g):
+            fig.add_trace(
+                go.Scatter(
+                    x=g["layer"],
+                    y=g["accuracy"],
+                    mode="lines",
+                    line=dict(color=color, dash=d),
+                    name=f"{variant}: answered {split} (n={int(g['n'].max())})",
+                ),
+                row=2,
+                col=1,
+            )
+
+
+def _label_lens_axes(fig) -> None:
+    for col in (1, 2):
+        fig.update_xaxes(title_text="layer (index; residual after the layer)", row=1, col=col)
+    fig.update_xaxes(title_text="layer (index; residual after the layer)", row=2, col=1)
+    fig.update_xaxes(title_text="variant: condition (label)", row=2, col=2)
+    fig.update_yaxes(title_text="accuracy (fraction)", row=1, col=1)
+    fig.update_yaxes(title_text="probability (0..1, over options)", row=1, col=2)
+    fig.update_yaxes(title_text="accuracy (fraction)", row=2, col=1)
+    fig.update_yaxes(title_text="critical layer (layer index)", row=2, col=2)
+
+
 def attribute_lens_figure(
     frames: dict[str, pd.DataFrame] | pd.DataFrame, title: str | None = None, position: str = "last_prompt"
 ):
@@ -235,55 +306,17 @@ def attribute_lens_figure(
             "critical layer (median)",
         ),
     )
-    dash = {"audio": "solid", "silence": "dash", "blocked": "dot"}
-    crit_x, crit_y, crit_c = [], [], []
+    crit_x: list = []
+    crit_y: list = []
+    crit_c: list = []
     n_rows = 0
     for k, (variant, df) in enumerate(frames.items()):
         color = qualitative.Plotly[k % len(qualitative.Plotly)]
         s = summarize_lens(df[df["position"] == position])
         n_rows = max(n_rows, int(s["n"].max()) if len(s) else 0)
-        for cond, g in s[s["split"] == "all"].groupby("condition", sort=False):
-            g = g.sort_values("layer")
-            for col, val in ((1, "accuracy"), (2, "prob")):
-                fig.add_trace(
-                    go.Scatter(
-                        x=g["layer"],
-                        y=g[val],
-                        mode="lines",
-                        line=dict(color=color, dash=dash.get(cond)),
-                        name=f"{variant}: {cond}",
-                        legendgroup=f"{variant}:{cond}",
-                        showlegend=col == 1,
-                    ),
-                    row=1,
-                    col=col,
-                )
-            crit_x.append(f"{variant}: {cond}")
-            crit_y.append(float(g["critical_median"].iloc[0]) if g["critical_median"].notna().any() else None)
-            crit_c.append(color)
-        for split, d in (("right", "solid"), ("wrong", "dashdot")):
-            g = s[(s["split"] == split) & (s["condition"] == "audio")].sort_values("layer")
-            if len(g):
-                fig.add_trace(
-                    go.Scatter(
-                        x=g["layer"],
-                        y=g["accuracy"],
-                        mode="lines",
-                        line=dict(color=color, dash=d),
-                        name=f"{variant}: answered {split} (n={int(g['n'].max())})",
-                    ),
-                    row=2,
-                    col=1,
-                )
+        _add_lens_variant(fig, s, variant, color, (crit_x, crit_y, crit_c))
     fig.add_trace(go.Bar(x=crit_x, y=crit_y, marker_color=crit_c, showlegend=False), row=2, col=2)
-    for col in (1, 2):
-        fig.update_xaxes(title_text="layer (index; residual after the layer)", row=1, col=col)
-    fig.update_xaxes(title_text="layer (index; residual after the layer)", row=2, col=1)
-    fig.update_xaxes(title_text="variant: condition (label)", row=2, col=2)
-    fig.update_yaxes(title_text="accuracy (fraction)", row=1, col=1)
-    fig.update_yaxes(title_text="probability (0..1, over options)", row=1, col=2)
-    fig.update_yaxes(title_text="accuracy (fraction)", row=2, col=1)
-    fig.update_yaxes(title_text="critical layer (layer index)", row=2, col=2)
+    _label_lens_axes(fig)
     fig.update_layout(
         title=title or f"Attribute lens at the {position} position", template="plotly_white", height=820, width=1150
     )

@@ -49,24 +49,11 @@ def spectrogram(wave: np.ndarray, sr: int, n_fft: int | None = None) -> tuple[np
     return db, np.fft.rfftfreq(n_fft, 1 / sr), np.arange(spec.shape[1]) * hop / sr
 
 
-def fig_audio_attention(ex, title: str | None = None):
-    """Spectrogram of the clip (top) and, per encoder, the answer's attention to that encoder's audio mapped
-    onto the clip's time axis (``ex.time_attention``: weight per frame, drawn as a step over each frame's span)."""
+def _add_spectrogram(fig, wave: np.ndarray, sr: int) -> None:
+    """The clip's power spectrogram (dB re its loudest bin) in row 1."""
     import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
-    ta: pd.DataFrame = ex.time_attention
-    encs = list(dict.fromkeys(ta["encoder"]))
-    rows = 1 + len(encs)
-    fig = make_subplots(
-        rows=rows,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.06,
-        row_heights=[0.45] + [0.55 / max(1, len(encs))] * len(encs),
-        subplot_titles=["spectrogram"] + [f"attention of the answer to encoder {e}" for e in encs],
-    )
-    db, freqs, times = spectrogram(ex.wave, ex.sample_rate)
+    db, freqs, times = spectrogram(wave, sr)
     fig.add_trace(
         go.Heatmap(
             z=np.round(db, 1),
@@ -80,24 +67,50 @@ def fig_audio_attention(ex, title: str | None = None):
         col=1,
     )
     fig.update_yaxes(title_text="frequency (Hz)", row=1, col=1)
+
+
+def _add_encoder_attention(fig, ta: pd.DataFrame, e: str, row: int) -> None:
+    """Encoder ``e``'s attention weight per frame of ``ta``, a step over each frame's span, in ``row``."""
+    import plotly.graph_objects as go
+
+    sub = ta[ta.encoder == e].sort_values("frame")
+    x = np.r_[sub.start_s.to_numpy(), sub.end_s.to_numpy()[-1:]] if len(sub) else []
+    y = np.r_[sub.weight.to_numpy(), sub.weight.to_numpy()[-1:]] if len(sub) else []
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=y,
+            mode="lines",
+            line={"shape": "hv"},
+            fill="tozeroy",
+            name=e,
+            hovertemplate="%{x:.2f} s: %{y:.4f}<extra>" + e + "</extra>",
+        ),
+        row=row,
+        col=1,
+    )
+    fig.update_yaxes(title_text="attention (fraction)", row=row, col=1)
+
+
+def fig_audio_attention(ex, title: str | None = None):
+    """Spectrogram of the clip (top) and, per encoder, the answer's attention to that encoder's audio mapped
+    onto the clip's time axis (``ex.time_attention``: weight per frame, drawn as a step over each frame's span)."""
+    from plotly.subplots import make_subplots
+
+    ta: pd.DataFrame = ex.time_attention
+    encs = list(dict.fromkeys(ta["encoder"]))
+    rows = 1 + len(encs)
+    fig = make_subplots(
+        rows=rows,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.06,
+        row_heights=[0.45] + [0.55 / max(1, len(encs))] * len(encs),
+        subplot_titles=["spectrogram"] + [f"attention of the answer to encoder {e}" for e in encs],
+    )
+    _add_spectrogram(fig, ex.wave, ex.sample_rate)
     for i, e in enumerate(encs):
-        sub = ta[ta.encoder == e].sort_values("frame")
-        x = np.r_[sub.start_s.to_numpy(), sub.end_s.to_numpy()[-1:]] if len(sub) else []
-        y = np.r_[sub.weight.to_numpy(), sub.weight.to_numpy()[-1:]] if len(sub) else []
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=y,
-                mode="lines",
-                line={"shape": "hv"},
-                fill="tozeroy",
-                name=e,
-                hovertemplate="%{x:.2f} s: %{y:.4f}<extra>" + e + "</extra>",
-            ),
-            row=i + 2,
-            col=1,
-        )
-        fig.update_yaxes(title_text="attention (fraction)", row=i + 2, col=1)
+        _add_encoder_attention(fig, ta, e, i + 2)
     fig.update_xaxes(title_text="time (s)", row=rows, col=1)
     fig.update_layout(
         height=260 + 150 * len(encs), showlegend=False, title=title or f"Where the answer {ex.answer!r} listened"

@@ -223,55 +223,23 @@ def _row_metrics(model, dataset, indices, toks, make_ivs, backend, batch_size) -
     return pd.DataFrame(rows)
 
 
-@torch.no_grad()
-def listening_ablation(
-    model,
-    dataset,
-    scores: pd.DataFrame,
-    k: int = 5,
-    *,
-    draws: int = 5,
-    seed: int = 0,
-    answer_options: dict | None = None,
-    option_ids: dict | None = None,
-    backend: str = "transformer_lens",
-    batch_size: int = 8,
-    resamples: int = 1000,
-    progress: bool = False,
-) -> pd.DataFrame:
-    """Mean-ablate the top-k listening heads vs k random heads (module docstring). One row per (condition,
-    metric): ``condition`` in top-k / random / top_minus_random, ``baseline``, ``ablated``, ``delta``, ``ci_low``,
-    ``ci_high``, ``draw_min``/``draw_max`` (random: range of the per-draw mean deltas), ``n``, ``heads``."""
-    require_audio(model, "the listening-head ablation")
-    top = top_heads(scores, k)
-    if draws < 1:
-        raise AudioAnalysisError(f"draws must be >= 1, got {draws}")
+def _random_head_sets(scores: pd.DataFrame, size: int, draws: int, seed: int) -> list[list[tuple[int, int]]]:
+    """``draws`` sets of ``size`` distinct (layer, head) pairs of ``scores``, drawn with ``seed``."""
     all_heads = [(int(r.layer), int(r.head)) for r in scores.itertuples()]
     rng = np.random.default_rng(seed)
-    random_sets = [
-        [all_heads[j] for j in sorted(rng.choice(len(all_heads), size=len(top), replace=False))] for _ in range(draws)
-    ]
-    indices = list(range(len(dataset)))
-    toks: dict[int, dict[str, int]] = {}
-    if answer_options:
-        try:
-            _, toks = closed_rows_with_options(dataset, answer_options, None, option_ids)
-        except AudioAnalysisError:
-            toks = {}
-    means = head_means(model, dataset, indices, backend=backend, batch_size=batch_size)
-    kw: dict[str, Any] = dict(backend=backend, batch_size=batch_size)
-    sets = [("top-k", top)] + [(f"random-{d}", s) for d, s in enumerate(random_sets)]
-    if progress:
-        from tqdm.auto import tqdm
+    return [[all_heads[j] for j in sorted(rng.choice(len(all_heads), size=size, replace=False))] for _ in range(draws)]
 
-        sets = tqdm(sets, desc="listening ablation")
-    base = _row_metrics(model, dataset, indices, toks, None, **kw)
-    deltas = {}
-    for name, heads in sets:
-        m = _row_metrics(
-            model, dataset, indices, toks, lambda b, heads=heads: mean_ablation(model, b, heads, means), **kw
-        )
-        deltas[name] = m
+
+def _heads_label(cond: str, heads) -> str:
+    """``L{l}H{h};...`` of a head set; for ``random`` the sets joined by `` | ``."""
+    if cond != "random":
+        return ";".join(f"L{l}H{h}" for l, h in heads)
+    return " | ".join(";".join(f"L{l}H{h}" for l, h in s) for s in heads)
+
+
+def _ablation_rows(base, deltas, top, random_sets, draws: int, resamples: int, seed: int) -> list[dict]:
+    """The table rows of :func:`listening_ablation` from the per-row metrics without (``base``) and with each
+    ablation (``deltas``: name -> per-row metrics)."""
     out = []
     for metric, col in (("answer_logprob", "logprob"), ("option_accuracy", "option_correct")):
         b = base[col].to_numpy(float)
@@ -303,11 +271,55 @@ def listening_ablation(
                     "draw_max": extra[1],
                     "draws": draws if cond != "top-k" else 0,
                     "n": n,
-                    "heads": (
-                        ";".join(f"L{l}H{h}" for l, h in heads)
-                        if cond != "random"
-                        else " | ".join(";".join(f"L{l}H{h}" for l, h in s) for s in heads)
-                    ),
+                    "heads": _heads_label(cond, heads),
                 }
             )
-    return pd.DataFrame(out)
+    return out
+
+
+@torch.no_grad()
+def listening_ablation(
+    model,
+    dataset,
+    scores: pd.DataFrame,
+    k: int = 5,
+    *,
+    draws: int = 5,
+    seed: int = 0,
+    answer_options: dict | None = None,
+    option_ids: dict | None = None,
+    backend: str = "transformer_lens",
+    batch_size: int = 8,
+    resamples: int = 1000,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Mean-ablate the top-k listening heads vs k random heads (module docstring). One row per (condition,
+    metric): ``condition`` in top-k / random / top_minus_random, ``baseline``, ``ablated``, ``delta``, ``ci_low``,
+    ``ci_high``, ``draw_min``/``draw_max`` (random: range of the per-draw mean deltas), ``n``, ``heads``."""
+    require_audio(model, "the listening-head ablation")
+    top = top_heads(scores, k)
+    if draws < 1:
+        raise AudioAnalysisError(f"draws must be >= 1, got {draws}")
+    random_sets = _random_head_sets(scores, len(top), draws, seed)
+    indices = list(range(len(dataset)))
+    toks: dict[int, dict[str, int]] = {}
+    if answer_options:
+        try:
+            _, toks = closed_rows_with_options(dataset, answer_options, None, option_ids)
+        except AudioAnalysisError:
+            toks = {}
+    means = head_means(model, dataset, indices, backend=backend, batch_size=batch_size)
+    kw: dict[str, Any] = dict(backend=backend, batch_size=batch_size)
+    sets = [("top-k", top)] + [(f"random-{d}", s) for d, s in enumerate(random_sets)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        sets = tqdm(sets, desc="listening ablation")
+    base = _row_metrics(model, dataset, indices, toks, None, **kw)
+    deltas = {}
+    for name, heads in sets:
+        m = _row_metrics(
+            model, dataset, indices, toks, lambda b, heads=heads: mean_ablation(model, b, heads, means), **kw
+        )
+        deltas[name] = m
+    return pd.DataFrame(_ablation_rows(base, deltas, top, random_sets, draws, resamples, seed))

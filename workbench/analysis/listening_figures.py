@@ -8,18 +8,10 @@ import pandas as pd
 from workbench.analysis.figures import add_caption
 
 
-def listening_figure(scores: pd.DataFrame, title: str | None = None, top: int = 10):
-    """Left: listening score per layer x head (heatmap); right: score against attention mass on audio keys,
-    the top heads labelled."""
+def _add_score_traces(fig, scores: pd.DataFrame, top: int) -> None:
+    """The heatmap of scores per layer x head (left) and score against audio attention mass (right)."""
     import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        horizontal_spacing=0.16,
-        subplot_titles=("listening score per head", "score vs attention to audio"),
-    )
     piv = scores.pivot_table(index="head", columns="layer", values="score")
     fig.add_trace(
         go.Heatmap(
@@ -54,6 +46,20 @@ def listening_figure(scores: pd.DataFrame, title: str | None = None, top: int = 
         row=1,
         col=2,
     )
+
+
+def listening_figure(scores: pd.DataFrame, title: str | None = None, top: int = 10):
+    """Left: listening score per layer x head (heatmap); right: score against attention mass on audio keys,
+    the top heads labelled."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        horizontal_spacing=0.16,
+        subplot_titles=("listening score per head", "score vs attention to audio"),
+    )
+    _add_score_traces(fig, scores, top)
     fig.update_xaxes(title_text="layer (index)", row=1, col=1)
     fig.update_yaxes(title_text="head (index)", row=1, col=1)
     fig.update_xaxes(title_text="attention on audio keys (fraction of softmax)", row=1, col=2)

@@ -28,6 +28,76 @@ def _first_answer_token(dataset, row) -> int:
     return int(enc["input_ids"][enc["prompt_len"]])
 
 
+_PAIR_COLUMNS = [
+    "clean",
+    "corrupted",
+    "attribute",
+    "task",
+    "question",
+    "clean_answer",
+    "corrupted_answer",
+    "clean_token",
+    "corrupted_token",
+    "n_other_diffs",
+]
+
+
+def _question_groups(rows, closed, attribute) -> dict[tuple, list[int]]:
+    """(task, attribute, question) -> indices of the closed rows that ask it (only ``attribute``'s if given)."""
+    groups: dict[tuple, list[int]] = {}
+    for i in closed:
+        r = rows[i]
+        if attribute is not None and str(r.get("attribute")) != attribute:
+            continue
+        groups.setdefault((r.get("task"), str(r.get("attribute")), r["question"]), []).append(i)
+    return groups
+
+
+def _n_other_diffs(rows, class_keys, i, j, att) -> int:
+    """How many class attributes other than ``att`` rows i and j both have and differ in."""
+    return sum(
+        1
+        for k in class_keys
+        if k != att
+        and k in rows[i]
+        and k in rows[j]
+        and rows[i][k] is not None
+        and rows[j][k] is not None
+        and rows[i][k] != rows[j][k]
+    )
+
+
+def _pair_group(key, idx, rows, tok, n_diff, out) -> None:
+    """Append to ``out`` the pairs of one question group ``idx`` (already shuffled), each row used once."""
+    used: set[int] = set()
+    for i in idx:
+        if i in used:
+            continue
+        cands = [
+            j
+            for j in idx
+            if j != i and j not in used and str(rows[j]["answer"]) != str(rows[i]["answer"]) and tok(j) != tok(i)
+        ]
+        if not cands:
+            continue
+        j = min(cands, key=lambda j: n_diff(i, j, key[1]))
+        used.update((i, j))
+        out.append(
+            {
+                "clean": i,
+                "corrupted": j,
+                "attribute": key[1],
+                "task": key[0],
+                "question": key[2],
+                "clean_answer": str(rows[i]["answer"]),
+                "corrupted_answer": str(rows[j]["answer"]),
+                "clean_token": tok(i),
+                "corrupted_token": tok(j),
+                "n_other_diffs": n_diff(i, j, key[1]),
+            }
+        )
+
+
 def make_pairs(
     dataset,
     attribute: str | None = None,
@@ -47,12 +117,7 @@ def make_pairs(
 
         answer_options = load_answer_options(dataset.root) if getattr(dataset, "root", None) else {}
     class_keys = sorted(answer_options)
-    groups: dict[tuple, list[int]] = {}
-    for i in closed:
-        r = rows[i]
-        if attribute is not None and str(r.get("attribute")) != attribute:
-            continue
-        groups.setdefault((r.get("task"), str(r.get("attribute")), r["question"]), []).append(i)
+    groups = _question_groups(rows, closed, attribute)
     rng = random.Random(seed)
     tok_cache: dict[int, int] = {}
 
@@ -62,63 +127,14 @@ def make_pairs(
         return tok_cache[i]
 
     def n_diff(i, j, att):
-        return sum(
-            1
-            for k in class_keys
-            if k != att
-            and k in rows[i]
-            and k in rows[j]
-            and rows[i][k] is not None
-            and rows[j][k] is not None
-            and rows[i][k] != rows[j][k]
-        )
+        return _n_other_diffs(rows, class_keys, i, j, att)
 
-    out = []
+    out: list[dict] = []
     for key in sorted(groups, key=str):
         idx = groups[key][:]
         rng.shuffle(idx)
-        used: set[int] = set()
-        for i in idx:
-            if i in used:
-                continue
-            cands = [
-                j
-                for j in idx
-                if j != i and j not in used and str(rows[j]["answer"]) != str(rows[i]["answer"]) and tok(j) != tok(i)
-            ]
-            if not cands:
-                continue
-            j = min(cands, key=lambda j: n_diff(i, j, key[1]))
-            used.update((i, j))
-            out.append(
-                {
-                    "clean": i,
-                    "corrupted": j,
-                    "attribute": key[1],
-                    "task": key[0],
-                    "question": key[2],
-                    "clean_answer": str(rows[i]["answer"]),
-                    "corrupted_answer": str(rows[j]["answer"]),
-                    "clean_token": tok(i),
-                    "corrupted_token": tok(j),
-                    "n_other_diffs": n_diff(i, j, key[1]),
-                }
-            )
-    pairs = pd.DataFrame(
-        out,
-        columns=[
-            "clean",
-            "corrupted",
-            "attribute",
-            "task",
-            "question",
-            "clean_answer",
-            "corrupted_answer",
-            "clean_token",
-            "corrupted_token",
-            "n_other_diffs",
-        ],
-    )
+        _pair_group(key, idx, rows, tok, n_diff, out)
+    pairs = pd.DataFrame(out, columns=_PAIR_COLUMNS)
     if not len(pairs):
         raise PatchingError(
             "no clean/corrupted pairs: need closed rows with the same question but answers whose "

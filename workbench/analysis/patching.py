@@ -173,6 +173,34 @@ def _last_logit_diff(model, batch, ivs, backend, clean_ids, corrupt_ids, g):
     return _ld_at_last(logits, c, w)
 
 
+def _clean_and_corrupted(model, clean_batch, corrupt_batch, clean_ids, corrupt_ids, names, backend, stacked, B):
+    """(clean activations at ``names``, clean LD [B], corrupted LD [B]); with ``stacked`` unembedded only at the
+    last prompt position, as the stacked patched runs are."""
+    if stacked:  # the clean and corrupted runs unembed exactly as the stacked patched runs do
+        logits, cache = model.run_with_cache(clean_batch, names_filter=names, logits_at=_last_prompt_mask(clean_batch))
+        clean_acts = {n: cache[n] for n in names}
+        ld_clean = _ld_at_last(logits, _rep_ids(clean_ids, B, 1), _rep_ids(corrupt_ids, B, 1)).double().cpu()
+        corrupt_logits = model.run_with_hooks(corrupt_batch, logits_at=_last_prompt_mask(corrupt_batch))
+        ld_corr = _ld_at_last(corrupt_logits, _rep_ids(clean_ids, B, 1), _rep_ids(corrupt_ids, B, 1)).double().cpu()
+    else:
+        clean_logits, clean_acts = collect(model, clean_batch, names, backend=backend)
+        ld_clean = answer_logit_diff(clean_logits, clean_batch, clean_ids, corrupt_ids).double().cpu()
+        corrupt_logits, _ = collect(model, corrupt_batch, [], backend=backend)
+        ld_corr = answer_logit_diff(corrupt_logits, corrupt_batch, clean_ids, corrupt_ids).double().cpu()
+    return clean_acts, ld_clean, ld_corr
+
+
+def _chunk_rows(chunk, B: int, pair_offset: int, ld_clean, ld_corr, ld_all) -> list[tuple]:
+    """``ITEM_COLUMNS`` tuples of one group of patched sites; ld_all [g, B] the patched LDs."""
+    rows = []
+    for r, (site, layer, head, enc, _) in enumerate(chunk):
+        for b in range(B):
+            rows.append(
+                (site, layer, head, enc, pair_offset + b, float(ld_clean[b]), float(ld_corr[b]), float(ld_all[r, b]))
+            )
+    return rows
+
+
 @torch.no_grad()
 def patch_batch(
     model,
@@ -210,17 +238,9 @@ def patch_batch(
     names = sorted({name for *_, hooks in specs for name, _ in hooks})
     B = clean_batch["input_ids"].shape[0]
     stacked = backend == "transformer_lens" and int(group) > 1
-    if stacked:  # the clean and corrupted runs unembed exactly as the stacked patched runs do
-        logits, cache = model.run_with_cache(clean_batch, names_filter=names, logits_at=_last_prompt_mask(clean_batch))
-        clean_acts = {n: cache[n] for n in names}
-        ld_clean = _ld_at_last(logits, _rep_ids(clean_ids, B, 1), _rep_ids(corrupt_ids, B, 1)).double().cpu()
-        corrupt_logits = model.run_with_hooks(corrupt_batch, logits_at=_last_prompt_mask(corrupt_batch))
-        ld_corr = _ld_at_last(corrupt_logits, _rep_ids(clean_ids, B, 1), _rep_ids(corrupt_ids, B, 1)).double().cpu()
-    else:
-        clean_logits, clean_acts = collect(model, clean_batch, names, backend=backend)
-        ld_clean = answer_logit_diff(clean_logits, clean_batch, clean_ids, corrupt_ids).double().cpu()
-        corrupt_logits, _ = collect(model, corrupt_batch, [], backend=backend)
-        ld_corr = answer_logit_diff(corrupt_logits, corrupt_batch, clean_ids, corrupt_ids).double().cpu()
+    clean_acts, ld_clean, ld_corr = _clean_and_corrupted(
+        model, clean_batch, corrupt_batch, clean_ids, corrupt_ids, names, backend, stacked, B
+    )
     rows = []
     if bar is not None and not bar.total:
         bar.total = n_batches * len(specs)
@@ -231,20 +251,7 @@ def patch_batch(
         ivs = _grouped_ivs(chunk, clean_acts, B)
         ld_all = _last_logit_diff(model, _repeat_batch(corrupt_batch, g), ivs, backend, clean_ids, corrupt_ids, g)
         ld_all = ld_all.double().cpu().view(g, B)
-        for r, (site, layer, head, enc, _) in enumerate(chunk):
-            for b in range(B):
-                rows.append(
-                    (
-                        site,
-                        layer,
-                        head,
-                        enc,
-                        pair_offset + b,
-                        float(ld_clean[b]),
-                        float(ld_corr[b]),
-                        float(ld_all[r, b]),
-                    )
-                )
+        rows += _chunk_rows(chunk, B, pair_offset, ld_clean, ld_corr, ld_all)
         if bar is not None:
             bar.update(g)
     return pd.DataFrame(rows, columns=ITEM_COLUMNS)

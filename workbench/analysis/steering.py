@@ -195,6 +195,62 @@ def _choose(val: pd.DataFrame) -> float:
     return float(best["alpha"].iloc[0])
 
 
+def _split_row(mode: str, split: str, alpha: float, m: pd.DataFrame) -> dict:
+    """One ``val``/``test`` row: option accuracy and mean right-answer log-probability of the rows ``m``."""
+    return {
+        "mode": mode,
+        "split": split,
+        "alpha": alpha,
+        "abs_alpha": abs(alpha),
+        "accuracy": float(m["option_correct"].mean()),
+        "right_logprob": float(m["right_logprob"].mean()),
+        "n": len(m),
+    }
+
+
+def _gain_rows(mode: str, best: float, test: dict, resamples: int, seed: int) -> list[dict]:
+    """The two ``gain`` rows of a mode: test gain of alpha ``best`` over alpha = 0, paired bootstrap interval."""
+    rows = []
+    for metric, col in (("accuracy", "option_correct"), ("right_logprob", "right_logprob")):
+        d = test[best][col].to_numpy(float) - test[0.0][col].to_numpy(float)
+        lo, hi = bootstrap_ci(d, resamples, seed)
+        rows.append(
+            {
+                "mode": mode,
+                "split": "gain",
+                "alpha": best,
+                "abs_alpha": abs(best),
+                "metric": metric,
+                "gain": float(d.mean()),
+                "ci_low": lo,
+                "ci_high": hi,
+                "n": len(d),
+            }
+        )
+    return rows
+
+
+def _steer_mode(model, mode, val_dataset, test_dataset, v_sel, t_sel, alphas, heads, silence, kw, progress):
+    """The val rows (one per alpha), the test rows (alpha = 0 and the chosen one) of one mode; and the chosen
+    alpha and the test metrics per alpha."""
+    (v_idx, v_toks), (t_idx, t_toks) = v_sel, t_sel
+    dirs: dict[str, Any]
+    if mode == "resid":
+        dirs = {"vector": steering_vector(model, val_dataset, v_idx, silence, **kw)}
+    else:
+        dirs = {"head_vectors": head_steering_vectors(model, val_dataset, list(heads), v_idx, silence, **kw)}
+    it = alphas
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(alphas, desc=f"steering ({mode}) on validation")
+    rows = [_split_row(mode, "val", a, steered_metrics(model, val_dataset, v_idx, v_toks, a, **dirs, **kw)) for a in it]
+    best = _choose(pd.DataFrame(rows))
+    test = {a: steered_metrics(model, test_dataset, t_idx, t_toks, a, **dirs, **kw) for a in sorted({0.0, best})}
+    rows += [_split_row(mode, "test", a, m) for a, m in test.items()]
+    return rows, best, test
+
+
 def steer(
     model,
     val_dataset,
@@ -220,67 +276,15 @@ def steer(
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise AudioAnalysisError(f"unknown steering mode(s) {bad or list(modes)}; choose from {MODES}")
-    v_idx, v_toks = closed_rows_with_options(val_dataset, answer_options, None, option_ids)
-    t_idx, t_toks = closed_rows_with_options(test_dataset, answer_options, None, option_ids)
+    v_sel = closed_rows_with_options(val_dataset, answer_options, None, option_ids)
+    t_sel = closed_rows_with_options(test_dataset, answer_options, None, option_ids)
     kw: dict[str, Any] = dict(backend=backend, batch_size=batch_size)
     rows = []
     for mode in modes:
-        dirs: dict[str, Any]
-        if mode == "resid":
-            dirs = {"vector": steering_vector(model, val_dataset, v_idx, silence, **kw)}
-        else:
-            dirs = {"head_vectors": head_steering_vectors(model, val_dataset, list(heads), v_idx, silence, **kw)}
-        per = {}
-        it = alphas
-        if progress:
-            from tqdm.auto import tqdm
-
-            it = tqdm(alphas, desc=f"steering ({mode}) on validation")
-        for a in it:
-            m = steered_metrics(model, val_dataset, v_idx, v_toks, a, **dirs, **kw)
-            per[a] = m
-            rows.append(
-                {
-                    "mode": mode,
-                    "split": "val",
-                    "alpha": a,
-                    "abs_alpha": abs(a),
-                    "accuracy": float(m["option_correct"].mean()),
-                    "right_logprob": float(m["right_logprob"].mean()),
-                    "n": len(m),
-                }
-            )
-        val = pd.DataFrame([r for r in rows if r["mode"] == mode and r["split"] == "val"])
-        best = _choose(val)
-        test = {a: steered_metrics(model, test_dataset, t_idx, t_toks, a, **dirs, **kw) for a in sorted({0.0, best})}
-        for a, m in test.items():
-            rows.append(
-                {
-                    "mode": mode,
-                    "split": "test",
-                    "alpha": a,
-                    "abs_alpha": abs(a),
-                    "accuracy": float(m["option_correct"].mean()),
-                    "right_logprob": float(m["right_logprob"].mean()),
-                    "n": len(m),
-                }
-            )
-        for metric, col in (("accuracy", "option_correct"), ("right_logprob", "right_logprob")):
-            d = test[best][col].to_numpy(float) - test[0.0][col].to_numpy(float)
-            lo, hi = bootstrap_ci(d, resamples, seed)
-            rows.append(
-                {
-                    "mode": mode,
-                    "split": "gain",
-                    "alpha": best,
-                    "abs_alpha": abs(best),
-                    "metric": metric,
-                    "gain": float(d.mean()),
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "n": len(d),
-                }
-            )
+        mode_rows, best, test = _steer_mode(
+            model, mode, val_dataset, test_dataset, v_sel, t_sel, alphas, heads, silence, kw, progress
+        )
+        rows += mode_rows + _gain_rows(mode, best, test, resamples, seed)
     df = pd.DataFrame(rows)
     chosen = df[df["split"] == "gain"].drop_duplicates("mode").set_index("mode")["alpha"]
     df["chosen"] = [r.split != "gain" and r.alpha == chosen.get(r.mode) for r in df.itertuples()]

@@ -121,6 +121,58 @@ def _reading(r) -> str:
     return "no clear difference"
 
 
+_CONTRAST_COLUMNS = [
+    "mode",
+    "family",
+    "versus",
+    "reference_layer",
+    "layer",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "per_seed",
+    "n_seeds",
+    "n_clips",
+    "reading",
+    "method",
+]
+
+
+def _paired_contrast(mats, reference, mode, fam, versus: str, ref: int, layer: int, resamples: int) -> dict | None:
+    """One row of :func:`layer_contrasts`: ``layer`` minus ``ref`` (its matrices ``reference``) paired by seed and clip (None: fewer than
+    one shared seed or two shared clips); a clear error when the two layers hold different rows per clip."""
+    from workbench.stats.bootstrap import two_level_interval
+
+    c_ref, n_ref = reference
+    c, n = mats[(mode, layer, fam)]
+    seeds = c.index.intersection(c_ref.index)
+    cols = c.columns.intersection(c_ref.columns)
+    if len(seeds) < 1 or len(cols) < 2:
+        return None
+    if not (n[cols] == n_ref[cols]).all():
+        raise ValueError(
+            f"{mode} layers {layer} and {ref} ({fam}) have different closed rows per test "
+            "clip; were they evaluated on the same test split?"
+        )
+    diff = c.loc[seeds, cols].to_numpy(float) - c_ref.loc[seeds, cols].to_numpy(float)
+    r = two_level_interval(diff, n[cols].to_numpy(float), resamples=resamples, key=(mode, fam, versus, layer, ref))
+    return {
+        "mode": mode,
+        "family": fam,
+        "versus": versus,
+        "reference_layer": ref,
+        "layer": layer,
+        "difference": r.estimate,
+        "ci_low": r.ci_low,
+        "ci_high": r.ci_high,
+        "per_seed": ";".join(f"{s}:{x:+.4f}" for s, x in zip(seeds, r.per_seed)),
+        "n_seeds": r.n_seeds,
+        "n_clips": r.n_clips,
+        "reading": _reading(r),
+        "method": r.method,
+    }
+
+
 def layer_contrasts(clips: pd.DataFrame, summary: pd.DataFrame, resamples: int = 2000) -> pd.DataFrame:
     """Each layer against two reference layers of its mode and family, paired by training seed and test clip:
     the first layer tested (``versus`` = ``first``: does delaying the audio help?) and the peak (``versus`` =
@@ -131,62 +183,17 @@ def layer_contrasts(clips: pd.DataFrame, summary: pd.DataFrame, resamples: int =
     differences between layers. Columns: ``mode, family, versus, reference_layer, layer, difference, ci_low,
     ci_high, per_seed, n_seeds, n_clips, reading, method`` (``reading``: :func:`_reading`). The peak is chosen from
     the same data, so its contrasts describe the curve's shape rather than test a hypothesis fixed in advance."""
-    from workbench.stats.bootstrap import two_level_interval
-
     mats = {key: (corr, n) for key, _, corr, n in _point_matrices(clips)}
     rows = []
     for (mode, fam), g in summary.groupby(["mode", "family"], sort=True):
         refs = {"first": int(g["layer"].min()), "peak": int(g.loc[g["accuracy"].idxmax(), "layer"])}
         for versus, ref in refs.items():
-            c_ref, n_ref = mats[(mode, ref, fam)]
+            reference = mats[(mode, ref, fam)]  # (correct [seeds, clips], closed rows [clips]) of the reference
             for layer in sorted(int(x) for x in g["layer"] if int(x) != ref):
-                c, n = mats[(mode, layer, fam)]
-                seeds = c.index.intersection(c_ref.index)
-                cols = c.columns.intersection(c_ref.columns)
-                if len(seeds) < 1 or len(cols) < 2:
-                    continue
-                if not (n[cols] == n_ref[cols]).all():
-                    raise ValueError(
-                        f"{mode} layers {layer} and {ref} ({fam}) have different closed rows per test "
-                        "clip; were they evaluated on the same test split?"
-                    )
-                diff = c.loc[seeds, cols].to_numpy(float) - c_ref.loc[seeds, cols].to_numpy(float)
-                r = two_level_interval(
-                    diff, n[cols].to_numpy(float), resamples=resamples, key=(mode, fam, versus, layer, ref)
-                )
-                rows.append(
-                    {
-                        "mode": mode,
-                        "family": fam,
-                        "versus": versus,
-                        "reference_layer": ref,
-                        "layer": layer,
-                        "difference": r.estimate,
-                        "ci_low": r.ci_low,
-                        "ci_high": r.ci_high,
-                        "per_seed": ";".join(f"{s}:{x:+.4f}" for s, x in zip(seeds, r.per_seed)),
-                        "n_seeds": r.n_seeds,
-                        "n_clips": r.n_clips,
-                        "reading": _reading(r),
-                        "method": r.method,
-                    }
-                )
-    cols = [
-        "mode",
-        "family",
-        "versus",
-        "reference_layer",
-        "layer",
-        "difference",
-        "ci_low",
-        "ci_high",
-        "per_seed",
-        "n_seeds",
-        "n_clips",
-        "reading",
-        "method",
-    ]
-    return pd.DataFrame(rows, columns=cols)
+                row = _paired_contrast(mats, reference, mode, fam, versus, ref, layer, resamples)
+                if row is not None:
+                    rows.append(row)
+    return pd.DataFrame(rows, columns=_CONTRAST_COLUMNS)
 
 
 def _layers(xs) -> str:

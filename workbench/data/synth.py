@@ -50,6 +50,24 @@ def _one(args) -> dict:
     return row
 
 
+def _render_clips(jobs: list, split: str, workers: int, progress: bool) -> list[dict]:
+    """The metadata row of each job (clip written by :func:`_one`), in job order; ``workers`` > 1 forks a pool."""
+    bar = tqdm(total=len(jobs), desc=f"synth {split}", unit="clip", disable=not progress, file=sys.stderr)
+    rows = []
+    if workers > 1:
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        with ctx.Pool(workers) as pool:
+            for row in pool.imap(_one, jobs, chunksize=4):
+                rows.append(row)
+                bar.update()
+    else:
+        for j in jobs:
+            rows.append(_one(j))
+            bar.update()
+    bar.close()
+    return rows
+
+
 def generate(
     out: str | os.PathLike,
     n: int,
@@ -77,19 +95,7 @@ def generate(
     if "music" in PRESETS[preset]["categories"]:  # build/load note banks once, before forking workers
         for program in INSTRUMENTS.values():
             note_bank(program, SAMPLE_RATE)
-    bar = tqdm(total=n, desc=f"synth {split}", unit="clip", disable=not progress, file=sys.stderr)
-    rows = []
-    if workers > 1:
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(workers) as pool:
-            for row in pool.imap(_one, jobs, chunksize=4):
-                rows.append(row)
-                bar.update()
-    else:
-        for j in jobs:
-            rows.append(_one(j))
-            bar.update()
-    bar.close()
+    rows = _render_clips(jobs, split, workers, progress)
     tasks = []
     for row in rows:
         rng = np.random.default_rng(np.random.SeedSequence([seed, SPLIT_CODES[split], row["index"], 7919]))

@@ -244,6 +244,60 @@ def _eval_dataset(model, data: Path, tasks: list[str] | None, cache_dir: str | o
     return ds
 
 
+def _load_eval_model(checkpoint, model):
+    """``model`` or ``PALModel.from_pretrained(checkpoint)`` (a local folder checked first), in eval mode."""
+    if model is None:
+        from workbench.model.pal import PALModel
+        from workbench.model.released import is_hub_id
+
+        ckpt = checkpoint if is_hub_id(checkpoint) else check_checkpoint_dir(checkpoint)
+
+        model = PALModel.from_pretrained(ckpt)
+    if hasattr(model, "eval"):
+        model.eval()
+    return model
+
+
+def _greedy_predictor(model, max_new_tokens: int, share_prefix: bool):
+    """batch -> greedy answers of ``model`` (any model with ``generate_answers(batch, max_new_tokens)``; the
+    shared prefix is run once per batch where the model supports it and ``share_prefix``)."""
+    import inspect
+
+    import torch
+
+    kw = (
+        {"share_prefix": True}
+        if share_prefix and "share_prefix" in inspect.signature(model.generate_answers).parameters
+        else {}
+    )
+
+    def predict(batch):
+        with torch.no_grad():
+            return model.generate_answers(batch, max_new_tokens=max_new_tokens, **kw)
+
+    return predict
+
+
+def _eval_info(model, checkpoint, data, tasks, max_rows, max_new_tokens) -> dict:
+    """The run description written beside the answers (``n_rows`` filled in later), with the environment."""
+    variant = variant_of(checkpoint) if checkpoint is not None else "model"
+    from workbench.training.environment import with_environment  # versions, threads, CPU, ISA; relative paths
+
+    return with_environment(
+        {
+            "variant": variant,
+            "checkpoint": str(checkpoint),
+            "data": str(data),
+            "tasks": list(tasks or []),
+            "max_rows": max_rows,
+            "max_new_tokens": max_new_tokens,
+            "n_rows": None,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+        device=str(getattr(model, "device", "cpu")),
+    )
+
+
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -265,52 +319,14 @@ def evaluate_checkpoint(
     Speed (same answers, checked against the committed evaluations): ``share_prefix`` runs the system turn that
     every prompt shares once per batch (:mod:`workbench.model.shared_prefix`); ``group_by_answer_length``
     batches the one-word answers together (:func:`answer_length_order`)."""
-    import torch
-
     data = check_data_dir(data_dir)
-    if model is None:
-        from workbench.model.pal import PALModel
-        from workbench.model.released import is_hub_id
-
-        ckpt = checkpoint if is_hub_id(checkpoint) else check_checkpoint_dir(checkpoint)
-
-        model = PALModel.from_pretrained(ckpt)
-    if hasattr(model, "eval"):
-        model.eval()
+    model = _load_eval_model(checkpoint, model)
     tasks = list(tasks) if tasks else None
     ds = _eval_dataset(model, data, tasks, cache_dir, progress)
-
-    import inspect
-
-    # any model with generate_answers(batch, max_new_tokens) can be evaluated; PALModel also shares the prefix
-    kw = (
-        {"share_prefix": True}
-        if share_prefix and "share_prefix" in inspect.signature(model.generate_answers).parameters
-        else {}
-    )
-
-    def predict(batch):
-        with torch.no_grad():
-            return model.generate_answers(batch, max_new_tokens=max_new_tokens, **kw)
-
+    predict = _greedy_predictor(model, max_new_tokens, share_prefix)
     if out_csv is None and checkpoint is not None:
         out_csv = Path(checkpoint) / "eval" / "answers.csv"
-    variant = variant_of(checkpoint) if checkpoint is not None else "model"
-    from workbench.training.environment import with_environment  # versions, threads, CPU, ISA; relative paths
-
-    info = with_environment(
-        {
-            "variant": variant,
-            "checkpoint": str(checkpoint),
-            "data": str(data),
-            "tasks": list(tasks or []),
-            "max_rows": max_rows,
-            "max_new_tokens": max_new_tokens,
-            "n_rows": None,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        },
-        device=str(getattr(model, "device", "cpu")),
-    )
+    info = _eval_info(model, checkpoint, data, tasks, max_rows, max_new_tokens)
     answers, scores = evaluate_predictor(
         ds,
         predict,

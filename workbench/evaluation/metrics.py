@@ -280,6 +280,80 @@ def mark_correct(answers: pd.DataFrame, answer_options: Mapping[str, Sequence[st
     return df
 
 
+def _accuracy_row(g: pd.DataFrame, task: str, attribute: str) -> dict:
+    """``accuracy`` of the closed rows ``g``; chance the row mean."""
+    return {
+        "metric": "accuracy",
+        "task": task,
+        "attribute": attribute,
+        "value": float(g["correct"].astype(float).mean()),
+        "n": int(len(g)),
+        "chance": float(g["chance"].mean()) if g["chance"].notna().any() else float("nan"),
+    }
+
+
+def _macro_row(g: pd.DataFrame, task: str) -> dict:
+    """``macro_accuracy`` of the closed rows ``g``: the mean over attributes of their accuracy (and chance)."""
+    per = g.groupby("attribute", sort=True).agg(
+        acc=("correct", lambda s: s.astype(float).mean()), chance=("chance", "mean")
+    )
+    return {
+        "metric": "macro_accuracy",
+        "task": task,
+        "attribute": "all",
+        "value": float(per["acc"].mean()),
+        "n": int(len(g)),
+        "chance": float(per["chance"].mean()) if per["chance"].notna().any() else float("nan"),
+    }
+
+
+def _closed_score_rows(closed: pd.DataFrame) -> list[dict]:
+    """Accuracy rows of the closed rows (see :func:`score_answers`)."""
+    out: list[dict] = []
+    if len(closed):
+        out.append(_accuracy_row(closed, "all", "all"))
+        out.append(_macro_row(closed, "all"))
+        for task, g in closed.groupby("task", sort=True):
+            out.append(_accuracy_row(g, task, "all"))
+            out.append(_macro_row(g, task))
+            for att, ga in g.groupby("attribute", sort=True):
+                out.append(_accuracy_row(ga, task, att))
+        if closed["task"].nunique() > 1:
+            for att, ga in closed.groupby("attribute", sort=True):
+                out.append(_accuracy_row(ga, "all", att))
+    return out
+
+
+def _open_score_rows(open_: pd.DataFrame, meteor: bool) -> list[dict]:
+    """Exact-match and caption-metric rows of the open rows (see :func:`score_answers`); ``n`` = clips."""
+    out: list[dict] = []
+    for task, g in open_.groupby("task", sort=True):
+        groups = [(att, ga) for att, ga in g.groupby("attribute", sort=True)]
+        if len(groups) > 1:
+            groups.append(("all", g))
+        for att, ga in groups:
+            refs, preds = caption_items(ga)
+            em = np.mean([any(normalize_answer(preds[k]) == normalize_answer(r) for r in refs[k]) for k in refs])
+            nan = float("nan")
+            out.append(
+                {
+                    "metric": "exact_match",
+                    "task": task,
+                    "attribute": att,
+                    "value": float(em),
+                    "n": len(refs),
+                    "chance": nan,
+                }
+            )
+            corpus, _ = caption_item_scores(refs, preds, meteor=meteor)
+            for m in CAPTION_METRICS:
+                if m in corpus:
+                    out.append(
+                        {"metric": m, "task": task, "attribute": att, "value": corpus[m], "n": len(refs), "chance": nan}
+                    )
+    return out
+
+
 def score_answers(
     answers: pd.DataFrame, answer_options: Mapping[str, Sequence[str]] | None = None, meteor: bool = True
 ) -> pd.DataFrame:
@@ -294,77 +368,5 @@ def score_answers(
       (task, attribute) and, when a task has several open attributes, (task, all); ``n`` = clips.
     """
     df = mark_correct(answers, answer_options)
-    out: list[dict] = []
-    closed = df[df["closed"]]
-
-    def acc_rows(g: pd.DataFrame, task: str, attribute: str):
-        out.append(
-            {
-                "metric": "accuracy",
-                "task": task,
-                "attribute": attribute,
-                "value": float(g["correct"].astype(float).mean()),
-                "n": int(len(g)),
-                "chance": float(g["chance"].mean()) if g["chance"].notna().any() else float("nan"),
-            }
-        )
-
-    def macro_rows(g: pd.DataFrame, task: str):
-        per = g.groupby("attribute", sort=True).agg(
-            acc=("correct", lambda s: s.astype(float).mean()), chance=("chance", "mean")
-        )
-        out.append(
-            {
-                "metric": "macro_accuracy",
-                "task": task,
-                "attribute": "all",
-                "value": float(per["acc"].mean()),
-                "n": int(len(g)),
-                "chance": float(per["chance"].mean()) if per["chance"].notna().any() else float("nan"),
-            }
-        )
-
-    if len(closed):
-        acc_rows(closed, "all", "all")
-        macro_rows(closed, "all")
-        for task, g in closed.groupby("task", sort=True):
-            acc_rows(g, task, "all")
-            macro_rows(g, task)
-            for att, ga in g.groupby("attribute", sort=True):
-                acc_rows(ga, task, att)
-        if closed["task"].nunique() > 1:
-            for att, ga in closed.groupby("attribute", sort=True):
-                acc_rows(ga, "all", att)
-
-    open_ = df[~df["closed"]]
-    for task, g in open_.groupby("task", sort=True):
-        groups = [(att, ga) for att, ga in g.groupby("attribute", sort=True)]
-        if len(groups) > 1:
-            groups.append(("all", g))
-        for att, ga in groups:
-            refs, preds = caption_items(ga)
-            em = np.mean([any(normalize_answer(preds[k]) == normalize_answer(r) for r in refs[k]) for k in refs])
-            out.append(
-                {
-                    "metric": "exact_match",
-                    "task": task,
-                    "attribute": att,
-                    "value": float(em),
-                    "n": len(refs),
-                    "chance": float("nan"),
-                }
-            )
-            corpus, _ = caption_item_scores(refs, preds, meteor=meteor)
-            for m in CAPTION_METRICS:
-                if m in corpus:
-                    out.append(
-                        {
-                            "metric": m,
-                            "task": task,
-                            "attribute": att,
-                            "value": corpus[m],
-                            "n": len(refs),
-                            "chance": float("nan"),
-                        }
-                    )
+    out = _closed_score_rows(df[df["closed"]]) + _open_score_rows(df[~df["closed"]], meteor)
     return pd.DataFrame(out, columns=SCORE_COLUMNS)

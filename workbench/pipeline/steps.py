@@ -102,6 +102,54 @@ class Pipeline:
     def _say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
+    def _execute(self, step: Step, head: str, outputs: list[Path]) -> tuple[Any, float] | None:
+        """Announce (``head``) and run one step -> (summary, seconds); None when it failed (or did not write
+        ``outputs``) under ``keep_going`` (the failure recorded), else `StepFailed`."""
+        t0 = time.time()
+        try:  # a Ctrl-C right after the step's line is announced belongs to this step
+            self._say(f"{head} ...")
+            summary = step.run()
+        except KeyboardInterrupt:
+            self._say(
+                f"\ninterrupted during step {step.name!r}; finished steps are kept: run the same command "
+                f"again to continue from this step"
+            )
+            raise
+        except Exception as e:
+            if self.keep_going:
+                self._record_failure(step, f"{type(e).__name__}: {e}")
+                return None
+            raise StepFailed(
+                f"step {step.name!r} ({step.title}) failed: {type(e).__name__}: {e}. Steps before it "
+                f"are kept; fix the cause and run the same command again to continue"
+            ) from e
+        seconds = time.time() - t0
+        lost = [str(p) for p in outputs if not p.exists()]
+        if lost:
+            if self.keep_going:
+                self._record_failure(step, f"finished but did not write {lost}")
+                return None
+            raise StepFailed(f"step {step.name!r} finished but did not write {lost}")
+        return summary, seconds
+
+    def _mark_done(self, step: Step, key: str, outputs: list[Path], summary: Any, seconds: float) -> str:
+        """Write the step's marker (its failure record removed) -> its finish stamp."""
+        stamp = f"{time.time():.6f}"
+        record = {
+            "name": step.name,
+            "title": step.title,
+            "key": key,
+            "params": step.params,
+            "deps": list(step.deps),
+            "summary": summary,
+            "seconds": round(seconds, 2),
+            "finished": stamp,
+            "outputs": [str(p) for p in outputs],
+        }
+        atomic_write_bytes(self.marker(step.name), (json.dumps(record, indent=1, default=str) + "\n").encode())
+        self.failure(step.name).unlink(missing_ok=True)
+        return stamp
+
     def run(self, steps: Sequence[Step]) -> dict[str, Any]:
         """Run (or skip) every step in order -> {name: summary}. A failing step raises `StepFailed`."""
         names = [s.name for s in steps]
@@ -128,46 +176,11 @@ class Pipeline:
                 finished[step.name] = old["finished"]
                 results[step.name] = old.get("summary")
                 continue
-            t0 = time.time()
-            try:  # a Ctrl-C right after the step's line is announced belongs to this step
-                self._say(f"{head} ...")
-                summary = step.run()
-            except KeyboardInterrupt:
-                self._say(
-                    f"\ninterrupted during step {step.name!r}; finished steps are kept: run the same command "
-                    f"again to continue from this step"
-                )
-                raise
-            except Exception as e:
-                if self.keep_going:
-                    self._record_failure(step, f"{type(e).__name__}: {e}")
-                    continue
-                raise StepFailed(
-                    f"step {step.name!r} ({step.title}) failed: {type(e).__name__}: {e}. Steps before it "
-                    f"are kept; fix the cause and run the same command again to continue"
-                ) from e
-            seconds = time.time() - t0
-            lost = [str(p) for p in outputs if not p.exists()]
-            if lost:
-                if self.keep_going:
-                    self._record_failure(step, f"finished but did not write {lost}")
-                    continue
-                raise StepFailed(f"step {step.name!r} finished but did not write {lost}")
-            stamp = f"{time.time():.6f}"
-            record = {
-                "name": step.name,
-                "title": step.title,
-                "key": key,
-                "params": step.params,
-                "deps": list(step.deps),
-                "summary": summary,
-                "seconds": round(seconds, 2),
-                "finished": stamp,
-                "outputs": [str(p) for p in outputs],
-            }
-            atomic_write_bytes(self.marker(step.name), (json.dumps(record, indent=1, default=str) + "\n").encode())
-            self.failure(step.name).unlink(missing_ok=True)
-            finished[step.name] = stamp
+            done = self._execute(step, head, outputs)
+            if done is None:
+                continue
+            summary, seconds = done
+            finished[step.name] = self._mark_done(step, key, outputs, summary, seconds)
             results[step.name] = summary
             self._say(f"      done in {seconds:.0f} s (total {time.time() - t_all:.0f} s)")
         return results

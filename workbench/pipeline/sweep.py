@@ -108,6 +108,19 @@ def _default_evaluate(checkpoint: Path, data: Path, out_csv: Path, max_rows, cac
     )
 
 
+def _train_layer(d: Path, layer: int, cfg_path: Path, preset: str, train_fn: Callable, progress: bool, log) -> Path:
+    """Train layer ``layer``'s run in ``d`` unless ``d/final`` holds a model (resuming from its checkpoints)
+    -> ``d/final``; a clear error when training did not write it."""
+    final = d / "final"
+    if not (final / "config.json").is_file():
+        resume = (d / "checkpoints").is_dir() and any((d / "checkpoints").iterdir())
+        log(f"L{layer}: training{' (resuming)' if resume else ''} -> {d}")
+        train_fn(cfg_path, preset, d, resume, progress)
+        if not (final / "config.json").is_file():
+            raise SweepError(f"training of layer {layer} did not write {final}; see {d / 'train_log.csv'}")
+    return final
+
+
 def injection_layer_sweep(
     layers: Sequence[int],
     *,
@@ -138,27 +151,13 @@ def injection_layer_sweep(
     for layer, doc in docs.items():
         d = _layer_dir(out, layer)
         cfg_path = d / "config.yaml"
-        text = f"# {doc['note']}\n" + yaml.safe_dump({"presets": doc["presets"]}, sort_keys=False)
-        if cfg_path.is_file() and cfg_path.read_text() != text:
-            raise SweepError(
-                f"{cfg_path} exists with other settings than this sweep's (base config, mode, "
-                "--max-steps or preset changed); use another --out or delete that folder"
-            )
-        d.mkdir(parents=True, exist_ok=True)
-        if not cfg_path.is_file():
-            cfg_path.write_text(text)
+        _write_config(cfg_path, doc)
         answers = d / "eval" / "answers.csv"
         if answers.is_file():
             log(f"L{layer}: done (skipping; {answers})")
             done[layer] = answers
             continue
-        final = d / "final"
-        if not (final / "config.json").is_file():
-            resume = (d / "checkpoints").is_dir() and any((d / "checkpoints").iterdir())
-            log(f"L{layer}: training{' (resuming)' if resume else ''} -> {d}")
-            train_fn(cfg_path, preset, d, resume, progress)
-            if not (final / "config.json").is_file():
-                raise SweepError(f"training of layer {layer} did not write {final}; see {d / 'train_log.csv'}")
+        final = _train_layer(d, layer, cfg_path, preset, train_fn, progress, log)
         cfg = load_run_config(cfg_path, preset)
         data = resolve_path(eval_data) if eval_data is not None else cfg.data.val
         if data is None:

@@ -253,6 +253,52 @@ def _run(coro):
     return out["value"]
 
 
+def _browse(exe: str, page: Path, width: int, height: int, timeout: float) -> dict:
+    """The raw measurements of ``page`` in the headless browser ``exe`` (noisy loggers quietened first); any
+    failure other than a `BrowserCheckError` becomes one naming the browser and the page."""
+    for name in _QUIET:
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        return _run(_drive(exe, page.as_uri(), width, height, timeout))
+    except BrowserCheckError:
+        raise
+    except Exception as e:
+        raise BrowserCheckError(f"headless browser {exe} failed on {page}: {type(e).__name__}: {e}") from e
+
+
+def _report_summary(page: Path, exe: str, expected: int, shot_path: Path, r: dict) -> dict:
+    """The result of :func:`check_report` from the raw measurements ``r``."""
+    figs, px = r["figures"], r["pixels"]
+    blank = px["colours"] < MIN_COLOURS
+    pg = r["page"]
+    overflow = pg["scroll_width"] > pg["client_width"]
+    readable = not overflow and not pg["file_headings"] and not pg["duplicate_captions"] and not pg["captions_in_plot"]
+    return {
+        "page": str(page),
+        "browser": exe,
+        "figures_expected": expected,
+        "figures_found": figs["found"],
+        "figures_rendered": figs["rendered"],
+        "figures": figs["info"],
+        "console_errors": r["errors"],
+        "console_warnings": r["warnings"],
+        "screenshot": str(shot_path),
+        "screenshot_size": (px["width"], px["height"]),
+        "colours": px["colours"],
+        "background_fraction": px["background_fraction"],
+        "blank": blank,
+        "page_height": figs["height"],
+        "seconds": round(r["seconds"], 2),
+        "horizontal_overflow": overflow,
+        "page_width": pg["scroll_width"],
+        "file_headings": pg["file_headings"],
+        "duplicate_captions": pg["duplicate_captions"],
+        "captions_in_plot": pg["captions_in_plot"],
+        "ok": not r["errors"] and figs["rendered"] == expected == figs["found"] and not blank and readable,
+    }
+
+
 def check_report(
     path: str | os.PathLike,
     *,
@@ -287,42 +333,7 @@ def check_report(
     text = page.read_text(errors="replace")
     expected = len(_PLOTLY_DIV.findall(text))
     shot_path = Path(screenshot) if screenshot else page.with_name(f"{page.stem}_screenshot.png")
-    for name in _QUIET:
-        if logging.getLogger(name).level == logging.NOTSET:
-            logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        r = _run(_drive(exe, page.as_uri(), width, height, timeout))
-    except BrowserCheckError:
-        raise
-    except Exception as e:
-        raise BrowserCheckError(f"headless browser {exe} failed on {page}: {type(e).__name__}: {e}") from e
+    r = _browse(exe, page, width, height, timeout)
     shot_path.parent.mkdir(parents=True, exist_ok=True)
     shot_path.write_bytes(r["png"])
-    figs, px = r["figures"], r["pixels"]
-    blank = px["colours"] < MIN_COLOURS
-    pg = r["page"]
-    overflow = pg["scroll_width"] > pg["client_width"]
-    readable = not overflow and not pg["file_headings"] and not pg["duplicate_captions"] and not pg["captions_in_plot"]
-    return {
-        "page": str(page),
-        "browser": exe,
-        "figures_expected": expected,
-        "figures_found": figs["found"],
-        "figures_rendered": figs["rendered"],
-        "figures": figs["info"],
-        "console_errors": r["errors"],
-        "console_warnings": r["warnings"],
-        "screenshot": str(shot_path),
-        "screenshot_size": (px["width"], px["height"]),
-        "colours": px["colours"],
-        "background_fraction": px["background_fraction"],
-        "blank": blank,
-        "page_height": figs["height"],
-        "seconds": round(r["seconds"], 2),
-        "horizontal_overflow": overflow,
-        "page_width": pg["scroll_width"],
-        "file_headings": pg["file_headings"],
-        "duplicate_captions": pg["duplicate_captions"],
-        "captions_in_plot": pg["captions_in_plot"],
-        "ok": not r["errors"] and figs["rendered"] == expected == figs["found"] and not blank and readable,
-    }
+    return _report_summary(page, exe, expected, shot_path, r)

@@ -118,8 +118,8 @@ def train(
         torch.use_deterministic_algorithms(prev_det)
 
 
-def _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command, t0, fail_ckpt_at) -> dict:
-    """Seed, model, data, then the :class:`CurriculumLoop`; writes ``final/`` and ``train_summary.json``."""
+def _seeded_model(cfg, model_factory):
+    """Seed Python, NumPy and torch with the run's seed, then build the model (LoRA enabled when configured)."""
     import random
 
     import numpy as np
@@ -133,6 +133,14 @@ def _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command
     if tc.uses_lora:
         lc = tc.lora
         model.enable_lora(rank=lc.rank, alpha=lc.alpha, dropout=lc.dropout, targets=list(lc.targets))
+    return model
+
+
+def _run(cfg, out, acc, state, ckpt, max_steps, model_factory, progress, command, t0, fail_ckpt_at) -> dict:
+    """Seed, model, data, then the :class:`CurriculumLoop`; writes ``final/`` and ``train_summary.json``."""
+    tc = cfg.training
+    seed = tc.seed
+    model = _seeded_model(cfg, model_factory)
     with acc.main_process_first():
         if acc.is_main_process:
             prepare_data(cfg.data, _encoder_specs(model), progress=progress)

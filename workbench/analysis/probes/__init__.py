@@ -72,6 +72,44 @@ __all__ = [
 ]
 
 
+def _activations_base(suite: ProbeSuite, out_dir, activations_dir) -> Path:
+    """Where the activations go: ``activations_dir``, else a hidden folder in ``out_dir``, else a temp folder."""
+    if activations_dir:
+        return Path(activations_dir)
+    if out_dir is not None:
+        return Path(out_dir) / f".probe_{suite.name}_activations"
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=f"probe_{suite.name}_"))
+
+
+def _collect_and_fit(suite: ProbeSuite, model, clips, sites, base: Path, backend, batch_size, progress):
+    """Stream the sites' activations of ``clips`` to ``base`` and fit one probe per site -> the probe table."""
+    store = collect_activations(
+        model,
+        clips,
+        sites,
+        base,
+        backend=backend,
+        batch_size=batch_size or suite.batch_size,
+        dtype=suite.storage_dtype,
+        progress=progress,
+    )
+    return fit_probes(
+        store,
+        clips.labels,
+        clips.identities,
+        task=clips.task,
+        folds=suite.folds,
+        seed=suite.seed,
+        estimator=suite.estimator,
+        control=suite.control,
+        bootstrap=suite.bootstrap,
+        attribute=suite.attribute,
+        progress=progress,
+    )
+
+
 def run_suite(
     suite: ProbeSuite,
     model,
@@ -104,38 +142,9 @@ def run_suite(
         identity=suite.control.get("identity", "file_name"),
     )
     log.info("probing %s on %d clips, %d sites", suite.attribute, len(clips), len(sites))
-    if activations_dir:
-        base = Path(activations_dir)
-    elif out_dir is not None:
-        base = Path(out_dir) / f".probe_{suite.name}_activations"
-    else:
-        import tempfile
-
-        base = Path(tempfile.mkdtemp(prefix=f"probe_{suite.name}_"))
+    base = _activations_base(suite, out_dir, activations_dir)
     try:
-        store = collect_activations(
-            model,
-            clips,
-            sites,
-            base,
-            backend=backend,
-            batch_size=batch_size or suite.batch_size,
-            dtype=suite.storage_dtype,
-            progress=progress,
-        )
-        df = fit_probes(
-            store,
-            clips.labels,
-            clips.identities,
-            task=clips.task,
-            folds=suite.folds,
-            seed=suite.seed,
-            estimator=suite.estimator,
-            control=suite.control,
-            bootstrap=suite.bootstrap,
-            attribute=suite.attribute,
-            progress=progress,
-        )
+        df = _collect_and_fit(suite, model, clips, sites, base, backend, batch_size, progress)
     finally:
         if not keep_activations and not activations_dir:
             shutil.rmtree(base, ignore_errors=True)

@@ -142,6 +142,55 @@ def _bootstrap_ci(y, pred, task: str, n_boot: int, seed: int, level: float = 0.9
     return percentile_ci(np.concatenate(parts), level, nan_ok=True)
 
 
+def _site_scores(X, y, yc, splits, make, task: str, bootstrap: int, seed: int, threads: int | None) -> dict:
+    """Out-of-fold scores of one site's activations ``X`` [n, dim]: on the labels (value, CI, fold spread) and
+    on the control labels, and their difference."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(threads):  # small BLAS problems: threads only add contention (10x slower here)
+        pred, cpred = _oof(X, y, splits, make), _oof(X, yc, splits, make)
+    value = _metric(y, pred, task)
+    lo, hi = _bootstrap_ci(y, pred, task, bootstrap, seed)
+    fold_vals = [_metric(y[te], pred[te], task) for _, te in splits]
+    cval = _metric(yc, cpred, task)
+    clo, chi = _bootstrap_ci(yc, cpred, task, bootstrap, seed)
+    return {
+        "value": value,
+        "ci_low": lo,
+        "ci_high": hi,
+        "fold_std": float(np.std(fold_vals)),
+        "control": cval,
+        "control_ci_low": clo,
+        "control_ci_high": chi,
+        "selectivity": value - cval,
+    }
+
+
+def _labels_and_control(store: ActivationStore, labels, identities, task, control, seed: int):
+    """(labels [n] as float or str, task, control config, control labels [n]); the row count checked."""
+    y = np.asarray(labels)
+    if len(y) != store.n:
+        raise ProbeError(f"{len(y)} labels for {store.n} stored rows in {store.root}")
+    task = task or store.info.get("task") or ("regression" if y.dtype.kind == "f" else "classification")
+    y = y.astype(np.float64) if task == "regression" else y.astype(str).astype(object)
+    ids = np.asarray(identities if identities is not None else np.arange(len(y)).astype(str))
+    ctl = {"type": "random_identity", **(control or {})}
+    yc = control_labels(y, ids, ctl["type"], seed)
+    return y, task, ctl, yc
+
+
+def _site_fields(site: Site) -> dict:
+    """The identifying columns of a site's row."""
+    return {
+        "site": site.name,
+        "kind": site.kind,
+        "layer": site.layer,
+        "position": site.position,
+        "encoder": site.encoder,
+        "hook": site.hook,
+    }
+
+
 def fit_probes(
     store: ActivationStore,
     labels,
@@ -162,14 +211,7 @@ def fit_probes(
     site, kind, layer, position, encoder, hook, attribute, task, metric, value, ci_low, ci_high, fold_std,
     majority, control, control_ci_low, control_ci_high, selectivity, n, n_classes, folds, dim.
     ``threads``: BLAS/OpenMP threads while fitting (None: library default)."""
-    y = np.asarray(labels)
-    if len(y) != store.n:
-        raise ProbeError(f"{len(y)} labels for {store.n} stored rows in {store.root}")
-    task = task or store.info.get("task") or ("regression" if y.dtype.kind == "f" else "classification")
-    y = y.astype(np.float64) if task == "regression" else y.astype(str).astype(object)
-    ids = np.asarray(identities if identities is not None else np.arange(len(y)).astype(str))
-    ctl = {"type": "random_identity", **(control or {})}
-    yc = control_labels(y, ids, ctl["type"], seed)
+    y, task, ctl, yc = _labels_and_control(store, labels, identities, task, control, seed)
     splits = _splits(y, task, folds, seed)
     est_cfg = (estimator or {}).get(task, {})
     rtol = _noise_rtol(store.dtype)
@@ -184,37 +226,18 @@ def fit_probes(
         from tqdm import tqdm
 
         it = tqdm(todo, desc="probes", unit="site")
-    from threadpoolctl import threadpool_limits
-
     for site in it:
         X = store.load(site)
-        with threadpool_limits(threads):  # small BLAS problems: threads only add contention (10x slower here)
-            pred, cpred = _oof(X, y, splits, make), _oof(X, yc, splits, make)
-        value = _metric(y, pred, task)
-        lo, hi = _bootstrap_ci(y, pred, task, bootstrap, seed)
-        fold_vals = [_metric(y[te], pred[te], task) for _, te in splits]
-        cval = _metric(yc, cpred, task)
-        clo, chi = _bootstrap_ci(yc, cpred, task, bootstrap, seed)
+        s = _site_scores(X, y, yc, splits, make, task, bootstrap, seed, threads)
         rows.append(
             {
-                "site": site.name,
-                "kind": site.kind,
-                "layer": site.layer,
-                "position": site.position,
-                "encoder": site.encoder,
-                "hook": site.hook,
+                **_site_fields(site),
                 "attribute": attribute or store.info.get("attribute"),
                 "task": task,
                 "metric": metric,
-                "value": value,
-                "ci_low": lo,
-                "ci_high": hi,
-                "fold_std": float(np.std(fold_vals)),
+                **{k: s[k] for k in ("value", "ci_low", "ci_high", "fold_std")},
                 "majority": majority,
-                "control": cval,
-                "control_ci_low": clo,
-                "control_ci_high": chi,
-                "selectivity": value - cval,
+                **{k: s[k] for k in ("control", "control_ci_low", "control_ci_high", "selectivity")},
                 "n": len(y),
                 "n_classes": len(set(y)) if task == "classification" else None,
                 "folds": len(splits),

@@ -304,6 +304,43 @@ def compare_variants(
     return pd.DataFrame(rows)
 
 
+_SUMMARY_KEYS = (
+    "variant",
+    "hook",
+    "positions",
+    "n_train_rows",
+    "n_eval_clips",
+    "explained_variance",
+    "l0",
+    "dead",
+    "dense",
+    "loss_clean",
+    "loss_sae",
+    "loss_zero",
+    "loss_recovered",
+    "stability_share_matched",
+    "stability_share_matched_alive",
+    "stability_mean_max_cosine",
+)
+
+
+def _variant_results(checkpoints: list, hook: str, role: str, out: Path, cfg: TrainConfig, **study_kw) -> dict:
+    """{variant: result} of :func:`study_variant` per checkpoint in ``out/<variant>``; a folder already finished
+    with the same training config is loaded instead."""
+    from workbench.common.paths import variant_of
+
+    results = {}
+    for ck in checkpoints:
+        name = variant_of(Path(ck))
+        folder = out / name
+        done = (folder / "summary.json").is_file() and (folder / "oof.npz").is_file()
+        if done and json.loads((folder / "summary.json").read_text()).get("train_config") == asdict(cfg):
+            results[name] = load_variant_result(folder, name)
+            continue
+        results[name] = study_variant(ck, hook, role, out=folder, cfg=cfg, name=name, **study_kw)
+    return results
+
+
 def run_study(
     checkpoints: list,
     hook: str,
@@ -328,53 +365,25 @@ def run_study(
     ``sae_summary.csv``, ``sae_contrasts.csv`` and the figure ``sae_scores.html`` (+ .png). Returns the frames."""
     from workbench.analysis.core import write_outputs
     from workbench.analysis.sae.figures import scores_figure
-    from workbench.common.paths import variant_of
 
     out = Path(out)
-    results = {}
-    for ck in checkpoints:
-        name = variant_of(Path(ck))
-        folder = out / name
-        done = (folder / "summary.json").is_file() and (folder / "oof.npz").is_file()
-        if done and json.loads((folder / "summary.json").read_text()).get("train_config") == asdict(cfg):
-            results[name] = load_variant_result(folder, name)
-            continue
-        results[name] = study_variant(
-            ck,
-            hook,
-            role,
-            train_data=train_data,
-            eval_data=eval_data,
-            out=folder,
-            cfg=cfg,
-            seeds=seeds,
-            n_train_clips=n_train_clips,
-            n_eval_clips=n_eval_clips,
-            loss_rows=loss_rows,
-            bootstrap=bootstrap,
-            progress=progress,
-            name=name,
-        )
-    scores = pd.concat([r.scores for r in results.values()], ignore_index=True).assign(site=hook, positions=role)
-    keep = (
-        "variant",
-        "hook",
-        "positions",
-        "n_train_rows",
-        "n_eval_clips",
-        "explained_variance",
-        "l0",
-        "dead",
-        "dense",
-        "loss_clean",
-        "loss_sae",
-        "loss_zero",
-        "loss_recovered",
-        "stability_share_matched",
-        "stability_share_matched_alive",
-        "stability_mean_max_cosine",
+    results = _variant_results(
+        checkpoints,
+        hook,
+        role,
+        out,
+        cfg,
+        train_data=train_data,
+        eval_data=eval_data,
+        seeds=seeds,
+        n_train_clips=n_train_clips,
+        n_eval_clips=n_eval_clips,
+        loss_rows=loss_rows,
+        bootstrap=bootstrap,
+        progress=progress,
     )
-    summary = pd.DataFrame([{k: r.summary.get(k) for k in keep} for r in results.values()])
+    scores = pd.concat([r.scores for r in results.values()], ignore_index=True).assign(site=hook, positions=role)
+    summary = pd.DataFrame([{k: r.summary.get(k) for k in _SUMMARY_KEYS} for r in results.values()])
     contrasts = compare_variants(results, reference or next(iter(results)), resamples=resamples)
     fig = scores_figure(
         scores,

@@ -133,6 +133,73 @@ def _save_state(path: Path, sae, opt, step: int, scale: float, since_fired, log_
     os.replace(tmp, path)
 
 
+def _finished(out: Path | None, cfg: TrainConfig, n: int, resume: bool):
+    """(SAE, log) of ``out`` when it already holds an SAE trained with ``cfg`` on ``n`` rows, else None."""
+    if out is not None and resume and (out / "workbench.json").is_file():
+        info = json.loads((out / "workbench.json").read_text())
+        if info.get("train_config") == asdict(cfg) and info.get("n_rows") == n and info.get("complete"):
+            log.info("%s: already trained with this config; reusing", out)
+            return load_sae(out), pd.read_csv(out / "train_log.csv")
+    return None
+
+
+def _start_state(rows, sae, opt, cfg: TrainConfig, state_path: Path | None, resume: bool, out, total: int):
+    """(start step, input scale, since_fired [width], log rows): from ``state_path`` when it holds this config's
+    state (loaded into ``sae`` and ``opt``), else step 0 with ``b_dec`` set to the scaled mean of a row sample."""
+    since_fired = torch.zeros(cfg.width, dtype=torch.long)
+    start, log_rows = 0, []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if state_path is not None and resume and state_path.is_file():
+        st = torch.load(state_path, weights_only=False)
+        if st["cfg"] == asdict(cfg):
+            sae.load_state_dict(st["sae"]), opt.load_state_dict(st["opt"])
+            start, scale, since_fired, log_rows = st["step"], st["scale"], st["since_fired"], st["log"]
+            log.info("resuming %s at step %d/%d", out, start, total)
+    if start == 0:
+        n = rows.shape[0]
+        scale = input_scale(rows, seed=cfg.seed)
+        with torch.no_grad():
+            idx = np.sort(np.random.default_rng(cfg.seed).choice(n, min(n, 20_000), replace=False))
+            sae.b_dec.copy_(torch.as_tensor(np.asarray(rows[idx], dtype=np.float32)).mean(0) * scale)
+    return start, scale, since_fired, log_rows
+
+
+def _train_step(sae, opt, x, since_fired, cfg: TrainConfig, step: int, total: int):
+    """One optimiser step on the scaled batch ``x`` [batch, d_in]: (loss stats, updated since_fired [width])."""
+    for group in opt.param_groups:
+        group["lr"] = _lr_at(step, cfg, total)
+    loss, stats, feats = _losses(sae, x, since_fired, cfg)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    sae.remove_parallel_grad()
+    opt.step()
+    sae.normalize_decoder()
+    fired = (feats > 0).any(0)
+    since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + x.shape[0])
+    if sae.architecture == "batchtopk":
+        sae.update_threshold(feats.detach())
+    return stats, since_fired
+
+
+def _write_finished(sae, out: Path, cfg: TrainConfig, n: int, scale, log_rows, log_df, metadata, extra, state_path):
+    """The SAE in SAELens format with its ``workbench.json`` info, ``train_log.csv``; the resume state removed."""
+    info = {
+        "train_config": asdict(cfg),
+        "n_rows": n,
+        "input_scale_folded": scale,
+        "complete": True,
+        "final": log_rows[-1] if log_rows else {},
+        **(extra or {}),
+    }
+    save_sae(sae, out, metadata=metadata, extra=info)
+    tmp = out / "train_log.csv.tmp"
+    log_df.to_csv(tmp, index=False)
+    os.replace(tmp, out / "train_log.csv")
+    if state_path is not None and state_path.is_file():
+        state_path.unlink()
+
+
 def train_sae(
     rows,
     cfg: TrainConfig,
@@ -153,33 +220,17 @@ def train_sae(
     if n < 2:
         raise ValueError(f"an SAE needs at least 2 activation rows, got {n}")
     total = cfg.n_steps(n)
-    if out is not None and resume and (out / "workbench.json").is_file():
-        info = json.loads((out / "workbench.json").read_text())
-        if info.get("train_config") == asdict(cfg) and info.get("n_rows") == n and info.get("complete"):
-            log.info("%s: already trained with this config; reusing", out)
-            return load_sae(out), pd.read_csv(out / "train_log.csv")
+    done = _finished(out, cfg, n, resume)
+    if done is not None:
+        return done
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     sae = SparseAutoencoder(
         d_in, cfg.width, cfg.k, cfg.architecture, seed=cfg.seed, hook_name=hook_name, model_name=model_name
     )
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=6.25e-10)
-    since_fired = torch.zeros(cfg.width, dtype=torch.long)
-    start, log_rows = 0, []
     state_path = out / STATE_FILENAME if out is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    if state_path is not None and resume and state_path.is_file():
-        st = torch.load(state_path, weights_only=False)
-        if st["cfg"] == asdict(cfg):
-            sae.load_state_dict(st["sae"]), opt.load_state_dict(st["opt"])
-            start, scale, since_fired, log_rows = st["step"], st["scale"], st["since_fired"], st["log"]
-            log.info("resuming %s at step %d/%d", out, start, total)
-    if start == 0:
-        scale = input_scale(rows, seed=cfg.seed)
-        with torch.no_grad():
-            idx = np.sort(np.random.default_rng(cfg.seed).choice(n, min(n, 20_000), replace=False))
-            sae.b_dec.copy_(torch.as_tensor(np.asarray(rows[idx], dtype=np.float32)).mean(0) * scale)
+    start, scale, since_fired, log_rows = _start_state(rows, sae, opt, cfg, state_path, resume, out, total)
     steps = range(start, total)
     bar = None
     if progress:
@@ -191,18 +242,7 @@ def train_sae(
     for step in bar if bar is not None else steps:
         idx = _batch_indices(n, cfg.batch_size, cfg.seed, step)
         x = torch.as_tensor(np.asarray(rows[idx], dtype=np.float32)) * scale
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg, total)
-        loss, stats, feats = _losses(sae, x, since_fired, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        sae.remove_parallel_grad()
-        opt.step()
-        sae.normalize_decoder()
-        fired = (feats > 0).any(0)
-        since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + x.shape[0])
-        if sae.architecture == "batchtopk":
-            sae.update_threshold(feats.detach())
+        stats, since_fired = _train_step(sae, opt, x, since_fired, cfg, step, total)
         if step % 10 == 0 or step == total - 1:
             log_rows.append({"step": step, "lr": _lr_at(step, cfg, total), **stats})
             if bar is not None:
@@ -213,18 +253,5 @@ def train_sae(
     sae.input_scale = scale
     log_df = pd.DataFrame(log_rows)
     if out is not None:
-        info = {
-            "train_config": asdict(cfg),
-            "n_rows": n,
-            "input_scale_folded": scale,
-            "complete": True,
-            "final": log_rows[-1] if log_rows else {},
-            **(extra or {}),
-        }
-        save_sae(sae, out, metadata=metadata, extra=info)
-        tmp = out / "train_log.csv.tmp"
-        log_df.to_csv(tmp, index=False)
-        os.replace(tmp, out / "train_log.csv")
-        if state_path is not None and state_path.is_file():
-            state_path.unlink()
+        _write_finished(sae, out, cfg, n, scale, log_rows, log_df, metadata, extra, state_path)
     return sae, log_df
