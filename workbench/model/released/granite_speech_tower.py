@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
+from workbench.model.released.tower import AttnHooks
+
 _HOOKS = (
     "hook_resid_pre",
     "hook_ff1_out",
@@ -21,20 +23,6 @@ _HOOKS = (
     "hook_mlp_out",
     "hook_resid_post",
 )
-
-
-class _AttnHooks(nn.Module):
-    hook_q: HookPoint
-    hook_k: HookPoint
-    hook_v: HookPoint
-    hook_attn_scores: HookPoint
-    hook_pattern: HookPoint
-    hook_z: HookPoint
-
-    def __init__(self):
-        super().__init__()
-        for name in ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z"):
-            setattr(self, name, HookPoint())
 
 
 class ConformerBlockHooks(nn.Module):
@@ -48,7 +36,7 @@ class ConformerBlockHooks(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.attn = _AttnHooks()
+        self.attn = AttnHooks()
         for name in _HOOKS:
             setattr(self, name, HookPoint())
 
@@ -69,7 +57,7 @@ class GraniteTower(nn.Module):
         self.dim = encoder.config.hidden_dim
         self.window_frames = None
 
-    def _attention(self, at, hooks: _AttnHooks, x: torch.Tensor, dists: torch.Tensor) -> torch.Tensor:
+    def _attention(self, at, hooks: AttnHooks, x: torch.Tensor, dists: torch.Tensor) -> torch.Tensor:
         """Block-local attention with Shaw relative positions, as `GraniteSpeechConformerAttention`."""
         h = at.pre_norm(x)
         B, T, _ = h.shape

@@ -28,7 +28,9 @@ from transformer_lens.hook_points import HookPoint
 from workbench.model.released.registry import Architecture, conv_frames
 
 
-class _AttnHooks(nn.Module):
+class AttnHooks(nn.Module):
+    """The attention hook points of one tower block (q, k, v, scores, pattern, z), shared by every released tower."""
+
     hook_q: HookPoint
     hook_k: HookPoint
     hook_v: HookPoint
@@ -59,7 +61,7 @@ class TowerBlockHooks(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.attn, self.mlp = _AttnHooks(), _MLPHooks()
+        self.attn, self.mlp = AttnHooks(), _MLPHooks()
         for name in ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post"):
             setattr(self, name, HookPoint())
 
@@ -97,7 +99,7 @@ class HookedTower(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, n_heads, -1)
 
-    def _attend(self, hooks: _AttnHooks, q, k, v, key_mask, scale: float) -> torch.Tensor:
+    def _attend(self, hooks: AttnHooks, q, k, v, key_mask, scale: float) -> torch.Tensor:
         """q, k, v [B, T, H, d] (k, v already expanded to H heads) -> z [B, T, H, d]."""
         q, k, v = hooks.hook_q(q), hooks.hook_k(k), hooks.hook_v(v)
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * scale
