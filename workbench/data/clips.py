@@ -148,6 +148,36 @@ def _scale_to(fg, mask, target_dbfs, peak_cap=0.95):
     return (fg * gain).astype(np.float32)
 
 
+def _target_dbfs(rng, category, attrs, avoid, forced_class):
+    """Draw the loudness class (``forced_class`` if given; with ``avoid``, only classes that make no held-out
+    combination with ``category`` and ``attrs``) and return its target level in dBFS, jittered by +-2 dB."""
+    options = LOUDNESS_CLASSES
+    if avoid:
+        options = [
+            c for c in LOUDNESS_CLASSES if not matching_holdouts({"category": category, **attrs, "loudness_class": c})
+        ]
+    loud_class = _pick(rng, options, forced_class)
+    return LOUDNESS_TARGET_DBFS[loud_class] + float(rng.uniform(-2.0, 2.0))
+
+
+def _measured(wave, events, fg_level):
+    """Duration, loudness and final events of a rendered clip ``wave [S]``.
+
+    The loudness is ``fg_level`` where given (a scene's foreground, background excluded), else the level of
+    ``wave`` over the event spans.
+    """
+    mask = sounds.spans_mask(len(wave), SR, [(e["onset"], e["offset"]) for e in events])
+    loud = fg_level if fg_level is not None else sounds.rms_dbfs(wave, mask)
+    dur = len(wave) / SR
+    return {
+        "duration_s": round(dur, 3),
+        "duration_class": duration_class_of_s(dur),
+        "loudness_dbfs": round(loud, 2),
+        "loudness_class": loudness_class_of_dbfs(loud),
+        "events": _finish_events(events, wave),
+    }
+
+
 def make_clip(
     index: int, seed: int, split: str, preset: str = "default", force: dict | None = None, attempt: int = 0
 ) -> tuple[np.ndarray, dict]:
@@ -164,63 +194,30 @@ def make_clip(
     min_len = float(rng.uniform(*cfg["clip_seconds"]))
     avoid = split != "test_comp"  # train/val/test: steer free choices away from held-out combinations
     force.setdefault("_avoid_holdout", avoid)
-
-    def pick_target(attrs):
-        options = LOUDNESS_CLASSES
-        if avoid:
-            options = [
-                c
-                for c in LOUDNESS_CLASSES
-                if not matching_holdouts({"category": category, **attrs, "loudness_class": c})
-            ]
-        loud_class = _pick(rng, options, force.get("loudness_class"))
-        return LOUDNESS_TARGET_DBFS[loud_class] + float(rng.uniform(-2.0, 2.0))
-
-    row = {c: None for c in COLUMNS}
-    row["events"], row["holdout"] = [], []
-
-    fg_level = None
     if category == "scene":
-        wave, attrs = _scene(rng, cfg, min_len, pick_target({}))
+        wave, attrs = _scene(rng, cfg, min_len, _target_dbfs(rng, category, {}, avoid, force.get("loudness_class")))
         events = attrs.pop("_events")
         fg_level = attrs.pop("_fg_dbfs")  # foreground level (background excluded)
     else:
         parts, attrs = BUILDERS[category](rng, cfg, force)
         fg, events = _layout(rng, parts, min_len)
         mask = sounds.spans_mask(len(fg), SR, [(e["onset"], e["offset"]) for e in events])
-        wave = _scale_to(fg, mask, pick_target(attrs))
+        wave = _scale_to(fg, mask, _target_dbfs(rng, category, attrs, avoid, force.get("loudness_class")))
+        fg_level = None
+    row = {c: None for c in COLUMNS}
+    row["events"], row["holdout"] = [], []
     row.update(attrs)
-    mask = sounds.spans_mask(len(wave), SR, [(e["onset"], e["offset"]) for e in events])
-    loud = fg_level if fg_level is not None else sounds.rms_dbfs(wave, mask)
-    dur = len(wave) / SR
-    row.update(
-        {
-            "category": category,
-            "duration_s": round(dur, 3),
-            "duration_class": duration_class_of_s(dur),
-            "loudness_dbfs": round(loud, 2),
-            "loudness_class": loudness_class_of_dbfs(loud),
-            "events": _finish_events(events, wave),
-            "split": split,
-            "seed": int(seed),
-            "index": int(index),
-            "preset": preset,
-        }
-    )
+    row.update(_measured(wave, events, fg_level))
+    row.update({"category": category, "split": split, "seed": int(seed), "index": int(index), "preset": preset})
     if row["pitch_hz"] is not None:
         row["pitch_hz"] = round(float(row["pitch_hz"]), 3)
     row["holdout"] = matching_holdouts(row)
     return wave, row
 
 
-def _scene(rng, cfg, min_len, target):
-    """2-3 events of other categories, in sequence or mixed, over background noise at a known SNR."""
-    pool = [c for c in cfg["categories"] if c != "scene"]
-    n = int(rng.integers(2, 4))
-    mode = _pick(rng, ["sequence", "mix"])
-    if mode == "mix":
-        n = 2
-    cats = [pool[int(i)] for i in rng.choice(len(pool), size=n, replace=False)]
+def _scene_parts(rng, cfg, cats):
+    """One single-event part per category of ``cats``, each set to a random level (-6, 0 or +6 dB re -20 dBFS)
+    and reduced to one event spanning the whole part."""
     parts = []
     for c in cats:
         p, _ = BUILDERS[c](rng, cfg, {}, single=True)
@@ -231,32 +228,40 @@ def _scene(rng, cfg, min_len, target):
         part["wave"] = (w * 10 ** ((lvl - 20.0 - level) / 20.0)).astype(np.float32)
         part["events"] = [(0.0, len(w) / SR, part["events"][0][2])]
         parts.append(part)
-    if mode == "sequence":
-        fg, events = _layout(rng, parts, min_len, gap=(0.1, 0.25))
-    else:
-        longest = max(len(p["wave"]) for p in parts) / SR
-        dur = round(max(min_len, longest + 0.3), 2)
-        nS = int(round(dur * SR))
-        fg = np.zeros(nS, np.float32)
-        events = []
-        for p in parts:
-            ln = len(p["wave"]) / SR
-            on = float(rng.uniform(0.05, max(0.05, dur - ln - 0.05)))
-            a = int(round(on * SR))
-            w = p["wave"][: nS - a]
-            fg[a : a + len(w)] += w
-            events.append(
-                {
-                    "label": p["label"],
-                    "onset": round(a / SR, 6),
-                    "offset": round(min(a / SR + ln, dur), 6),
-                    **p["events"][0][2],
-                }
-            )
-        events.sort(key=lambda e: e["onset"])
-    mask = sounds.spans_mask(len(fg), SR, [(e["onset"], e["offset"]) for e in events])
-    fg = _scale_to(fg, mask, target, peak_cap=0.8)
-    fg_level = sounds.rms_dbfs(fg, mask)
+    return parts
+
+
+def _mix(rng, parts, min_len):
+    """Overlay ``parts`` at random onsets in a clip of at least ``min_len`` s; returns (foreground [S], events
+    sorted by onset)."""
+    longest = max(len(p["wave"]) for p in parts) / SR
+    dur = round(max(min_len, longest + 0.3), 2)
+    nS = int(round(dur * SR))
+    fg = np.zeros(nS, np.float32)
+    events = []
+    for p in parts:
+        ln = len(p["wave"]) / SR
+        on = float(rng.uniform(0.05, max(0.05, dur - ln - 0.05)))
+        a = int(round(on * SR))
+        w = p["wave"][: nS - a]
+        fg[a : a + len(w)] += w
+        events.append(
+            {
+                "label": p["label"],
+                "onset": round(a / SR, 6),
+                "offset": round(min(a / SR + ln, dur), 6),
+                **p["events"][0][2],
+            }
+        )
+    events.sort(key=lambda e: e["onset"])
+    return fg, events
+
+
+def _add_background(rng, fg, fg_level):
+    """Add noise of a drawn colour at a drawn SNR below ``fg_level`` to ``fg [S]``, scaled down if it would clip.
+
+    Returns ``(wave [S], fg_level after that scaling, snr_db, colour)``.
+    """
     snr = float(_pick(rng, SNR_DB))
     color = _pick(rng, NOISE_COLORS)
     bg = sounds.noise(color, len(fg) / SR, SR, rng)[: len(fg)]
@@ -266,11 +271,29 @@ def _scene(rng, cfg, min_len, target):
     if peak > 0.99:
         wave *= 0.99 / peak
         fg_level += 20 * np.log10(0.99 / peak)
-    count = len(events)
+    return wave, fg_level, snr, color
+
+
+def _scene(rng, cfg, min_len, target):
+    """2-3 events of other categories, in sequence or mixed, over background noise at a known SNR."""
+    pool = [c for c in cfg["categories"] if c != "scene"]
+    n = int(rng.integers(2, 4))
+    mode = _pick(rng, ["sequence", "mix"])
+    if mode == "mix":
+        n = 2
+    cats = [pool[int(i)] for i in rng.choice(len(pool), size=n, replace=False)]
+    parts = _scene_parts(rng, cfg, cats)
+    if mode == "sequence":
+        fg, events = _layout(rng, parts, min_len, gap=(0.1, 0.25))
+    else:
+        fg, events = _mix(rng, parts, min_len)
+    mask = sounds.spans_mask(len(fg), SR, [(e["onset"], e["offset"]) for e in events])
+    fg = _scale_to(fg, mask, target, peak_cap=0.8)
+    wave, fg_level, snr, color = _add_background(rng, fg, sounds.rms_dbfs(fg, mask))
     attrs = {
         "_events": events,
         "_fg_dbfs": fg_level,
-        "count": count,
+        "count": len(events),
         "snr_db": snr,
         "snr_class": snr_class_of_db(snr),
         "scene_mode": mode,
