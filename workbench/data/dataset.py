@@ -32,7 +32,7 @@ from workbench.common.audio_io import AudioError, load_audio, pad_batch
 from workbench.data.audiofolder import DataError, require_tasks
 from workbench.data.validate import load_audiofolder
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "build_prompt", "encode_example", "AudioTaskDataset", "collate"]
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "build_prompt", "encode_example", "answer_item", "AudioTaskDataset", "collate"]
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant that listens to audio. Answer the question about the audio briefly."
@@ -89,16 +89,15 @@ def encode_example(
     full_ids = _ids(tokenizer, _render(tokenizer, msgs, False))
     if full_ids[: len(prompt_ids)] != prompt_ids:
         raise ValueError("chat template: the generation prompt is not a token prefix of prompt + answer")
-    ans = full_ids[len(prompt_ids) :]
-    eot = {
-        tokenizer.eos_token_id,
-        tokenizer.convert_tokens_to_ids("<|im_end|>"),
-        tokenizer.convert_tokens_to_ids("<|eot_id|>"),
-    }
-    eot.discard(None)
-    eot.discard(getattr(tokenizer, "unk_token_id", None))
-    cut = next((i + 1 for i, t in enumerate(ans) if t in eot), len(ans))
-    ans = ans[:cut]
+    end_ids = {tokenizer.eos_token_id, *(tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|eot_id|>"))}
+    return answer_item(tokenizer, prompt_ids, audio_slot, full_ids[len(prompt_ids) :], end_ids)
+
+
+def answer_item(tokenizer, prompt_ids: list[int], audio_slot: int, answer_ids: list[int], end_ids: set) -> dict:
+    """``{input_ids, labels, audio_slot, prompt_len}`` of prompt + answer, the answer cut after its first
+    end-of-turn id (``end_ids`` less None and the tokenizer's unknown id); labels -100 on the prompt."""
+    end_ids = set(end_ids) - {None, getattr(tokenizer, "unk_token_id", None)}
+    ans = answer_ids[: next((i + 1 for i, t in enumerate(answer_ids) if t in end_ids), len(answer_ids))]
     return {
         "input_ids": prompt_ids + ans,
         "labels": [-100] * len(prompt_ids) + ans,

@@ -52,8 +52,8 @@ from workbench.model.released.granite_speech_tower import GraniteTower as Granit
 from workbench.model.released.granite_speech_tower import _attention_dists as _attention_dists
 from workbench.model.released.granite_speech_tower import frames_for as frames_for
 from workbench.model.released.granite_speech_tower import tokens_for as tokens_for
-from workbench.model.released.model import AudioTooLongError, ReleasedPALModel
-from workbench.model.released.registry import ReleasedModelError, architecture_of
+from workbench.model.released.model import AudioTooLongError, ReleasedPALModel, eos_token_ids
+from workbench.model.released.registry import ReleasedModelError, architecture_of, require_parts
 
 KEY = "granite_speech"
 WINDOW_SECONDS = 30  # one slot of audio tokens per clip, as for the other classes
@@ -70,13 +70,7 @@ class GraniteSpeechPALModel(ReleasedPALModel):
         self.n_audio_slots = int(self._tokens(self.window_samples))
         cast(GraniteConnector, self.connectors[KEY]).n_slots = self.n_audio_slots  # attached by load_granite_speech
         self.pal_cfg.encoders[0].connector.n_tokens = self.n_audio_slots
-        gen = Path(folder) / "generation_config.json"
-        eos = json.loads(gen.read_text()).get("eos_token_id") if gen.exists() else None
-        eos = eos if eos is not None else getattr(self.hf_config.text_config, "eos_token_id", None)
-        ids = [eos] if isinstance(eos, int) else list(eos or [])
-        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-            ids.append(tokenizer.eos_token_id)
-        self.eos_token_ids = ids
+        self.eos_token_ids = eos_token_ids(folder, self.hf_config, tokenizer)
 
     def _tokens(self, samples):
         p = self.connectors[KEY].projector
@@ -136,13 +130,7 @@ def split_state(state: dict[str, torch.Tensor], source: str) -> dict[str, dict[s
         elif k.startswith("language_model."):
             rest = k[len("language_model.") :]
             parts["text"]["model." + (rest.removeprefix("model."))] = tensor
-    for part, got in parts.items():
-        if not got:
-            raise ReleasedModelError(
-                f"{source}: no {part} weights of Granite Speech in the safetensors files "
-                f"(keys seen: {sorted(state)[:4]}...). Is the download complete?"
-            )
-    return parts
+    return require_parts(parts, state, source, " of Granite Speech")
 
 
 def merge_lora(text: dict[str, torch.Tensor], folder: Path) -> bool:

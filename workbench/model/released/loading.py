@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import torch
 
-from workbench.model.released.registry import ReleasedModelError, architecture_of
+from workbench.model.released.registry import ReleasedModelError, architecture_of, require_parts
 
 ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -91,13 +91,7 @@ def normalized_state(state: dict[str, torch.Tensor], source: str) -> dict[str, d
             parts["text"]["lm_head." + rest] = tensor
         elif part in parts:
             parts[part][("model." + rest) if part == "text" else rest] = tensor
-    for part, got in parts.items():
-        if not got:
-            raise ReleasedModelError(
-                f"{source}: no {part} weights in the safetensors files (keys seen: "
-                f"{sorted(state)[:4]}...). Is the download complete?"
-            )
-    return parts
+    return require_parts(parts, state, source)
 
 
 def _load_module(module: ModuleT, state: dict, what: str, source: str, dtype) -> ModuleT:

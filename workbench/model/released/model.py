@@ -101,13 +101,7 @@ class ReleasedPALModel(PALModel):
         tower.set_mel_rate(fe.sampling_rate / fe.hop_length)
         self.n_audio_slots = int(self.arch.n_tokens(torch.tensor(self.window_frames), conv_frames(self.window_frames)))
         self.pal_cfg.encoders[0].connector.n_tokens = self.n_audio_slots
-        gen = Path(folder) / "generation_config.json"
-        eos = json.loads(gen.read_text()).get("eos_token_id") if gen.exists() else None
-        eos = eos if eos is not None else getattr(self.hf_config.text_config, "eos_token_id", None)
-        ids = [eos] if isinstance(eos, int) else list(eos or [])
-        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-            ids.append(tokenizer.eos_token_id)
-        self.eos_token_ids = ids
+        self.eos_token_ids = eos_token_ids(folder, self.hf_config, tokenizer)
 
     # ------------------------------------------------------------------ audio
     def audio_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,3 +208,15 @@ class ReleasedPALModel(PALModel):
 
     def enable_lora(self, *a, **k):
         raise NotImplementedError("training a released model is not supported by the workbench")
+
+
+def eos_token_ids(folder: Path, hf_config, tokenizer) -> list[int]:
+    """The ids that end an answer: ``generation_config.json``'s ``eos_token_id`` (else the text config's), plus the
+    tokenizer's own end-of-sequence id."""
+    gen = Path(folder) / "generation_config.json"
+    eos = json.loads(gen.read_text()).get("eos_token_id") if gen.exists() else None
+    eos = eos if eos is not None else getattr(hf_config.text_config, "eos_token_id", None)
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids

@@ -21,7 +21,7 @@ import torch
 
 from workbench.common.audio_io import AudioError, load_audio
 from workbench.data.audiofolder import DataError
-from workbench.data.dataset import AudioTaskDataset
+from workbench.data.dataset import AudioTaskDataset, answer_item
 from workbench.model.released.registry import ReleasedModelError
 
 #: where a feature extractor can sit in a model folder: the hub's file, and the processor file into which
@@ -137,17 +137,11 @@ def released_example(model, question: str, answer: str | None = None, system_pro
     full, _ = _take_placeholder(model, _render(model, msgs + [{"role": "assistant", "content": answer}], False))
     if full[: len(prompt)] != prompt:
         raise ReleasedModelError("chat template: the generation prompt is not a token prefix of prompt + answer")
-    ans = full[len(prompt) :]
     tok = model.tokenizer
-    eot = set(model.eos_token_ids) | {tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|eot_id|>", "<|user|>")}
-    eot -= {None, getattr(tok, "unk_token_id", None)}
-    ans = ans[: next((i + 1 for i, t in enumerate(ans) if t in eot), len(ans))]
-    return {
-        "input_ids": prompt + ans,
-        "labels": [-100] * len(prompt) + ans,
-        "audio_slot": slot,
-        "prompt_len": len(prompt),
+    end_ids = set(model.eos_token_ids) | {
+        tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|eot_id|>", "<|user|>")
     }
+    return answer_item(tok, prompt, slot, full[len(prompt) :], end_ids)
 
 
 class ReleasedTaskDataset(AudioTaskDataset):

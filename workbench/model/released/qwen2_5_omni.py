@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
-from workbench.model.released.registry import ReleasedModelError, architecture_of, conv_frames
+from workbench.model.released.registry import ReleasedModelError, architecture_of, conv_frames, require_parts
 from workbench.model.released.tower import HookedTower
 
 KEY = "qwen2_5_omni"
@@ -133,13 +133,7 @@ def split_state(state: dict[str, torch.Tensor], source: str) -> dict[str, dict[s
                 parts["text"]["model." + k[len("model.language_model.") :]] = tensor
             elif k.startswith("model."):
                 parts["text"][k] = tensor
-    for part, got in parts.items():
-        if not got:
-            raise ReleasedModelError(
-                f"{source}: no {part} weights of the Qwen2.5-Omni thinker in the safetensors files "
-                f"(keys seen: {sorted(state)[:4]}...). Is the download complete?"
-            )
-    return parts
+    return require_parts(parts, state, source, " of the Qwen2.5-Omni thinker")
 
 
 def decoder_config(text_cfg):

@@ -19,6 +19,18 @@ class UnsupportedReleasedArchitecture(ReleasedModelError):
     """config.json names an architecture this loader does not know."""
 
 
+def require_parts(parts: dict[str, dict], state: dict, source: str, what: str = "") -> dict[str, dict]:
+    """``parts`` unchanged if every part ({"tower", "projector", "text"} or a subset) got weights; else
+    `ReleasedModelError` naming the empty part and a few of the keys seen. ``what``: e.g. " of Granite Speech"."""
+    for part, got in parts.items():
+        if not got:
+            raise ReleasedModelError(
+                f"{source}: no {part} weights{what} in the safetensors files "
+                f"(keys seen: {sorted(state)[:4]}...). Is the download complete?"
+            )
+    return parts
+
+
 def conv_frames(n_mel_frames):
     """Tower frames after the two Whisper-style convolutions (the second has stride 2): (F - 1) // 2 + 1."""
     return (n_mel_frames - 1) // 2 + 1
