@@ -46,6 +46,8 @@ else:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    max_rows = int(arg("--max-rows")) if arg("--max-rows") else None
+    (out.parent / "run.json").write_text(json.dumps({"data": arg("--data"), "max_rows": max_rows}))
 """
 
 
@@ -144,6 +146,10 @@ def test_eval_data_and_max_rows_reach_the_evaluation_and_the_curve(tmp_path, fak
     curve = pd.read_csv(out / f"{LAYER_CURVE_STEM}.csv")
     assert set(curve["mode"]) == {"lal"} and set(curve["splits"]) == {split}
     assert set(curve.loc[curve["family"] == LC.ALL, "n_rows"]) == {12} and set(curve["n_clips"]) == {6}
+    # other rows than an existing evaluation: an error before anything runs
+    fake_runs.clear()
+    assert _sweep(out, "--layers", "0,8", *common, "--eval-data", str(data)) == 2
+    assert "max_rows=12" in capsys.readouterr().err and fake_runs == []
     # a point evaluated on other data than the others: the curve names the runs and the fix
     assert _sweep(out, "--layers", "4", *common) == 2
     assert "none shared by all" in capsys.readouterr().err

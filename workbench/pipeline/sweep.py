@@ -128,6 +128,22 @@ def _check_evaluation(splits: Sequence[str], eval_data: str | Path | None, max_r
     return folder
 
 
+def _check_evaluated_rows(job) -> None:
+    """An existing evaluation of ``job`` must cover the rows this sweep asks for (``--max-rows``): its ``run.json``
+    says which; a clear error otherwise (the curve pairs layers row for row)."""
+    import json
+
+    for _, answers in job.evaluations().values():
+        info = answers.parent / "run.json"
+        if answers.is_file() and info.is_file():
+            had = json.loads(info.read_text()).get("max_rows")
+            if had != job.max_rows:
+                raise SweepError(
+                    f"{answers} was evaluated with max_rows={had}, this sweep asks for max_rows={job.max_rows} "
+                    "(--max-rows); use the same --max-rows, another --out, or delete that evaluation folder"
+                )
+
+
 def injection_layer_jobs(
     modes: Sequence[str],
     layers: Sequence[int],
@@ -146,7 +162,8 @@ def injection_layer_jobs(
     """The curve's runs as :class:`workbench.training.jobs.Job` s (configs written to ``OUT/MODE/LNN/config.yaml``),
     each evaluated on the test ``splits`` (names of `workbench.training.runs.TEST_SPLITS`; default the committed
     split: the curve compares layers on one split, and a second split costs about a quarter more time per point), or
-    on the audiofolder ``eval_data`` instead; ``max_rows``: only the first N task rows."""
+    on the audiofolder ``eval_data`` instead; ``max_rows``: only the first N task rows (an existing evaluation of
+    other rows is an error)."""
     from workbench.training.jobs import Job
     from workbench.training.runs import SWEEP_ROOT, find_seed_runs, sweep_run_dir
 
@@ -164,20 +181,20 @@ def injection_layer_jobs(
             cfg_path = out / mode / f"L{layer:02d}" / "config.yaml"
             _write_config(cfg_path, doc)
             for seed in seeds:
-                jobs.append(
-                    Job(
-                        f"{mode}@{layer}/seed-{seed}",
-                        cfg_path,
-                        preset,
-                        seed,
-                        sweep_run_dir(mode, layer, seed, out),
-                        splits=tuple(splits),
-                        reuse=reuse,
-                        reproducible=reproducible,
-                        eval_data=folder,
-                        max_rows=max_rows,
-                    )
+                job = Job(
+                    f"{mode}@{layer}/seed-{seed}",
+                    cfg_path,
+                    preset,
+                    seed,
+                    sweep_run_dir(mode, layer, seed, out),
+                    splits=tuple(splits),
+                    reuse=reuse,
+                    reproducible=reproducible,
+                    eval_data=folder,
+                    max_rows=max_rows,
                 )
+                _check_evaluated_rows(job)
+                jobs.append(job)
     return jobs
 
 
