@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.analysis.test_figures import ablation_table, compare_tables, injection_table, probe_frame
+from tests.analysis.test_figures import ablation_table, compare_tables, one_seed_curve, probe_frame
 from tests.analysis.test_report import _attention_df, _lens_df
 from workbench import browser_check as browser_check_cli
 from workbench import report as report_cli
@@ -19,7 +19,7 @@ from workbench.analysis import core, outputs
 from workbench.analysis import logit_lens as LL
 from workbench.analysis import probes as PR
 from workbench.claims import compare as C
-from workbench.claims import sweep_table as S
+from workbench.claims import layer_curve as LC
 from workbench.reporting import browser_check as B
 from workbench.reporting import report
 
@@ -38,7 +38,7 @@ def report_page(tmp_path_factory):
         "probe_pitch": (None, PR.probe_figure(probe_frame())),
         "ablation": (None, AB.ablation_figure(ablation_table())),
         "compare_fig": (None, C.comparison_figure(table, diffs)),
-        "injection_layer": (injection_table(), S.sweep_figure(injection_table())),
+        "injection_layer_curve": (one_seed_curve(), LC.curve_figure(one_seed_curve())),
     }
     saved = outputs._PNG_OK
     outputs._PNG_OK = False

@@ -3,7 +3,7 @@ title with its unit, and the figure a caption (``layout.meta["caption"]`` and an
 
 Frames come from the real analysis functions on the tiny random PAL models (attention, logit lens, patching)
 or from the real summarising functions on small hand-made per-row tables (ablation, comparison); the probe
-and injection-sweep tables are hand-made with the exact columns the builders read.
+and injection-layer curve tables are hand-made with the exact columns the builders read.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from workbench.analysis import probes as PR
 from workbench.analysis.figures import CAPTION_NAME, add_caption, caption_from_html, caption_of
 from workbench.claims import compare as C
 from workbench.claims import layer_curve as LC
-from workbench.claims import sweep_table as S
 from workbench.reporting import forest as F
 
 
@@ -135,26 +134,6 @@ def compare_tables():
     return table, C.paired_differences(resampled, "baseline")
 
 
-def injection_table():
-    rows = []
-    for layer, acc in ((0, 0.5), (4, 0.7), (8, 0.65)):
-        for task, a in (("all", acc), ("cls", acc + 0.05), ("qa", acc - 0.05)):
-            rows.append(
-                {
-                    "layer": layer,
-                    "metric": "accuracy",
-                    "task": task,
-                    "attribute": "all",
-                    "value": a,
-                    "ci_low": a - 0.08,
-                    "ci_high": a + 0.08,
-                    "n": 40 if task == "all" else 20,
-                    "chance": 0.5,
-                }
-            )
-    return pd.DataFrame(rows)
-
-
 def layer_curve_summary() -> pd.DataFrame:
     rows = [
         {
@@ -182,6 +161,12 @@ def layer_curve_summary() -> pd.DataFrame:
         )
     ]
     return pd.DataFrame(rows)
+
+
+def one_seed_curve() -> pd.DataFrame:
+    """The curve of one mode and one training seed (``workbench.sweep injection-layer`` without --modes/--seeds)."""
+    one = layer_curve_summary().query("mode == 'plits'")
+    return one.assign(n_seeds=1, seeds="0", method="clip bootstrap (1 training seed: seed variance not covered)")
 
 
 def layer_curve_gains() -> pd.DataFrame:
@@ -239,9 +224,9 @@ def all_figures(attention_frames, lens_frame, patching_summary) -> dict:
         "patching.patching_figure": P.patching_figure(patching_summary),
         "compare.comparison_figure": C.comparison_figure(table, diffs),
         "compare.comparison_figure(no diffs)": C.comparison_figure(table),
-        "sweep_table.sweep_figure": S.sweep_figure(injection_table()),
         "layer_curve.curve_figure": LC.curve_figure(layer_curve_summary()),
         "layer_curve.curve_figure(paired gains)": LC.curve_figure(layer_curve_summary(), contrasts=layer_curve_gains()),
+        "layer_curve.curve_figure(one mode, one seed)": LC.curve_figure(one_seed_curve()),
         "forest.forest_figure": F.forest_figure(forest_table()),
     }
 
@@ -292,7 +277,7 @@ def test_every_figure_has_axis_units_colourbar_titles_and_a_caption(attention_fr
     # every figure builder of the package is covered here
     builders = {
         f"{mod.__name__.rsplit('.', 1)[1]}.{n}"
-        for mod in (A, LL, PR, AB, ABF, P, C, S, LC, F)
+        for mod in (A, LL, PR, AB, ABF, P, C, LC, F)
         for n, f in inspect.getmembers(mod, inspect.isfunction)
         if f.__module__ == mod.__name__ and (n.startswith("fig_") or n.endswith("_figure"))
     }

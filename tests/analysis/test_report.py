@@ -60,19 +60,23 @@ def test_report_embeds_figures_once_and_summarises_claims(tmp_path):
     write_outputs(att, A.fig_heatmap(att), run, "attention_to_audio")
     lens = _lens_df()
     write_outputs(lens, LL.fig_logit_lens(lens), run, "logit_lens")
-    inj = pd.DataFrame(
+    curve = pd.DataFrame(  # the injection-layer curve of one mode and one seed (workbench.sweep without --modes)
         {
+            "mode": "plits",
             "layer": [0, 4, 8],
-            "metric": "accuracy",
-            "task": "all",
-            "attribute": "all",
-            "value": [0.5, 0.7, 0.6],
+            "family": "all attributes",
+            "accuracy": [0.5, 0.7, 0.6],
             "ci_low": [0.4, 0.6, 0.5],
             "ci_high": [0.6, 0.8, 0.7],
-            "n": 100,
+            "n_seeds": 1,
+            "seeds": "0",
+            "n_clips": 100,
+            "n_rows": 200,
+            "splits": "test",
+            "method": "clip bootstrap (1 training seed: seed variance not covered)",
         }
     )
-    write_outputs(inj, None, run, "injection_layer")
+    write_outputs(curve, None, run, "injection_layer_curve")
     cmp = pd.DataFrame(
         {
             "variant": ["delayed", "lal"],
@@ -93,7 +97,7 @@ def test_report_embeds_figures_once_and_summarises_claims(tmp_path):
     assert page.count('class="plotly-graph-div"') == 2
     assert page.count("<figcaption>") == 2  # each figure's caption (layout.meta["caption"]) under it, as text
     assert "<figcaption>Colour: attention mass on the encoder&#x27;s audio keys divided by" in page
-    assert "best at layer 4" in page and "L8: 0.6 [95% CI 0.5, 0.7]" in page  # claim 1 from injection_layer.csv
+    assert "injection-layer curve: PLITS peaks at layer 4 (0.700 [0.600, 0.800], 1 seed)" in page  # claim 1
     assert "lal: accuracy 0.66 [95% CI 0.6, 0.72]" in page and "delayed: accuracy 0.61" in page  # claim 2
     assert "encoder whisper (queries after_slot): audio visible from layer 1" in page
     assert "with audio vs 0.05 with audio cut" in page  # logit lens
@@ -106,9 +110,9 @@ def test_report_embeds_figures_once_and_summarises_claims(tmp_path):
         "delayed: accuracy 0.61 [95% CI 0.55, 0.67] (n=120)",
     ]
     # data-driven: change the CSV, the summary follows
-    inj.loc[2, "value"] = 0.9
-    write_outputs(inj, None, run, "injection_layer")
-    assert any("best at layer 8" in line for line in report.claim_summaries(report.read_tables(run))["claim1"])
+    curve.loc[2, "accuracy"] = 0.9
+    write_outputs(curve, None, run, "injection_layer_curve")
+    assert any("PLITS peaks at layer 8" in line for line in report.claim_summaries(report.read_tables(run))["claim1"])
 
 
 def test_missing_data_says_no_data(tmp_path):
@@ -124,7 +128,7 @@ def test_missing_data_says_no_data(tmp_path):
 
 def test_tables_are_routed_by_registered_name_not_by_columns(tmp_path):
     """fit_probes tables also carry layer/metric/value columns (layer NaN at encoder sites); ``probe_*`` is
-    registered as claim 3's probes, so they are read as probes (not as an injection-layer sweep of claim 1); the
+    registered as claim 3's probes, so they are read as probes (not as a layer table of claim 1); the
     same table under a name the registry does not know bears on no claim (it is listed with the other tables)."""
     rows = [
         {

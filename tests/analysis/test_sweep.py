@@ -1,88 +1,177 @@
-"""The injection-layer sweep: configs per layer, train + evaluate each once, resumable, table with CIs."""
+"""The injection-layer sweep: every call is the curve (one mode and seed 0 without --modes/--seeds): configs per
+point, train + evaluate each once, resumable, the curve's tables, and the report shows them under claim 1."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from workbench.claims.sweep_table import sweep_figure
-from workbench.evaluation.metrics import ANSWER_COLUMNS
-from workbench.pipeline.sweep import SweepError, injection_layer_sweep, sweep_configs
-from workbench.sweep import main
+from workbench.claims import layer_curve as LC
+from workbench.claims.registry import LAYER_CURVE_STEM, analysis
+from workbench.pipeline.sweep import SweepError, base_mode, injection_layer_jobs, sweep_configs
+from workbench.reporting import report
+from workbench.sweep import build_parser, main
+from workbench.training import jobs as J
 from workbench.training.run_config import load_run_config
+from workbench.training.runs import custom_split
 
 BASE = "configs/delayed.yaml"
 
-
-class Fakes:
-    """Stand-ins for the trainer and evaluator: a layer's accuracy is 1 - layer / 20 on 20 closed rows."""
-
-    def __init__(self):
-        self.trained, self.evaluated = [], []
-
-    def train(self, cfg_path, preset, run_dir, resume, progress):
-        cfg = load_run_config(cfg_path, preset)  # the written config is a valid run config
-        layer = cfg.model["encoders"][0]["integration"]["layer"]
-        self.trained.append((layer, resume))
-        (run_dir / "final").mkdir(parents=True, exist_ok=True)
-        (run_dir / "final" / "config.json").write_text(json.dumps({"layer": layer}))
-
-    def evaluate(self, checkpoint, data, out_csv, max_rows, cache_dir, progress):
-        layer = json.loads((checkpoint / "config.json").read_text())["layer"]
-        self.evaluated.append(layer)
-        n_right = 20 - layer
-        df = pd.DataFrame(
-            [
-                {
-                    "row_id": str(i),
-                    "file_name": f"{i}.wav",
-                    "task": "cls",
-                    "attribute": "category",
-                    "question": "q",
-                    "answer": "tone",
-                    "prediction": "tone" if i < n_right else "noise",
-                    "correct": i < n_right,
-                    "closed": True,
-                }
-                for i in range(20)
-            ],
-            columns=ANSWER_COLUMNS,
-        )
-        out_csv.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out_csv, index=False)
+#: stands in for ``python -m workbench.train`` / ``workbench.evaluate`` (same arguments): training writes
+#: ``final/config.json`` with the run's injection layer; evaluation answers 10 clips x 2 closed attributes, a clip right
+#: when its index is below 10 - layer / 2 (layer 0: 100%, 4: 80%, 8: 60%), the first --max-rows rows if given
+FAKE = """
+import csv, json, pathlib, sys, yaml
+module, args = sys.argv[1], sys.argv[2:]
+arg = lambda k: args[args.index(k) + 1] if k in args else None
+if module == "workbench.train":
+    doc = yaml.safe_load(open(arg("--config")))["presets"][arg("--preset")]
+    final = pathlib.Path(arg("--out")) / "final"
+    final.mkdir(parents=True, exist_ok=True)
+    layer = doc["model"]["encoders"][0]["integration"]["layer"]
+    (final / "config.json").write_text(json.dumps({"layer": layer, "seed": int(arg("--seed"))}))
+else:
+    layer = json.loads((pathlib.Path(arg("--checkpoint")) / "config.json").read_text())["layer"]
+    rows = [dict(row_id=f"{c}-{a}", file_name=f"audio/{c:03d}.wav", task="cls", attribute=a, question="q",
+                 answer="x", prediction="x", correct=c < 10 - layer // 2, closed=True)
+            for c in range(10) for a in ("word", "category")]
+    rows = rows[: int(arg("--max-rows"))] if arg("--max-rows") else rows
+    out = pathlib.Path(arg("--out"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    max_rows = int(arg("--max-rows")) if arg("--max-rows") else None
+    (out.parent / "run.json").write_text(json.dumps({"data": arg("--data"), "max_rows": max_rows}))
+"""
 
 
-def test_sweep_writes_one_config_per_layer_trains_once_and_resumes(tmp_path):
-    f = Fakes()
-    kw = dict(
-        base_config=BASE,
-        out=tmp_path,
-        max_steps=2,
-        train_fn=f.train,
-        evaluate_fn=f.evaluate,
-        resamples=200,
-        progress=False,
-        log=lambda s: None,
-    )
-    table = injection_layer_sweep([0, 4], **kw)
-    assert f.trained == [(0, False), (4, False)] and f.evaluated == [0, 4]
-    cfg = load_run_config(tmp_path / "L04" / "config.yaml", "tiny")
+@pytest.fixture
+def fake_runs(tmp_path, monkeypatch):
+    """The sweep's real jobs and commands, each command run by :data:`FAKE` instead of training a model; returns
+    the list of commands run (``[module, args...]``). No data preparation, no PNG export."""
+    from workbench.analysis import outputs
+
+    script = tmp_path / "fake_run.py"
+    script.write_text(FAKE)
+    real, ran = J._commands, []
+
+    def commands(job, state):
+        cmds = [c[2:] for c in real(job, state)]  # drop "python -m"
+        ran.extend(cmds)
+        return [[sys.executable, str(script), *c] for c in cmds]
+
+    monkeypatch.setattr(J, "_commands", commands)
+    monkeypatch.setattr(J, "prepare_all", lambda jobs, progress=False: None)
+    monkeypatch.setattr(outputs, "_PNG_OK", False)
+    return ran
+
+
+def _sweep(out, *extra: str) -> int:
+    args = ["injection-layer", "--base-config", BASE, "--out", str(out), "--resamples", "200", "--no-progress"]
+    return main([*args, *extra])
+
+
+def _point(cmd: list[str]) -> str:
+    """The ``LNN`` folder a faked command writes into."""
+    return next(p for p in Path(cmd[cmd.index("--out") + 1]).parts if p[0] == "L" and p[1:].isdigit())
+
+
+def test_one_mode_one_seed_call_writes_the_curve_layout_and_tables(tmp_path, fake_runs, capsys):
+    out = tmp_path / "sweep"
+    assert _sweep(out, "--layers", "0,4", "--max-steps", "2") == 0
+    trains = [c for c in fake_runs if c[0] == "workbench.train"]
+    assert sorted(c[c.index("--out") + 1] for c in trains) == [
+        str(out / "plits" / f"L{l:02d}" / "seed-0") for l in (0, 4)
+    ]  # mode from the base config (delayed: PLITS), seed 0
+    assert all(c[c.index("--seed") + 1] == "0" and "--reproducible" in c for c in trains)
+    evals = [c for c in fake_runs if c[0] == "workbench.evaluate"]
+    assert len(evals) == 2 and all(c[c.index("--data") + 1] == "data/synth-tiny/test" for c in evals)
+    for l in (0, 4):
+        assert (out / "plits" / f"L{l:02d}" / "seed-0" / "final" / "config.json").is_file()
+        assert (out / "plits" / f"L{l:02d}" / "seed-0" / "eval" / "answers.csv").is_file()
+    cfg = load_run_config(out / "plits" / "L04" / "config.yaml", "tiny")
     assert all(s.steps == 2 for s in cfg.training.stages)
     assert cfg.model["encoders"][0]["integration"] == {"mode": "plits", "layer": 4}
-    acc = table[(table["metric"] == "accuracy") & (table["task"] == "all")].set_index("layer")
-    assert acc.loc[0, "value"] == 1.0 and acc.loc[4, "value"] == pytest.approx(0.8)
-    assert acc.loc[4, "ci_low"] < 0.8 < acc.loc[4, "ci_high"]
-    # re-run with one more layer: only the new one trains; a trained-but-unevaluated layer is only evaluated
-    (tmp_path / "L04" / "eval" / "answers.csv").unlink()
-    table = injection_layer_sweep([0, 4, 8], **kw)
-    assert f.trained == [(0, False), (4, False), (8, False)] and f.evaluated == [0, 4, 4, 8]
-    assert sorted(table["layer"].unique()) == [0, 4, 8]
-    fig = sweep_figure(table)
-    assert "injection layer" in fig.layout.xaxis.title.text and "%" in fig.layout.yaxis.title.text
-    with pytest.raises(SweepError, match="other settings"):
-        injection_layer_sweep([0], **{**kw, "max_steps": 3})
+    # the curve's tables, in the curve's columns; one seed: a clip bootstrap that says so, no seed interval
+    curve = pd.read_csv(out / f"{LAYER_CURVE_STEM}.csv")
+    assert list(curve.columns) == list(LC.curve_summary(LC.load_sweep_clips(out)).columns)
+    top = curve[curve["family"] == LC.ALL].set_index("layer")
+    assert top.loc[0, "accuracy"] == 1.0 and top.loc[4, "accuracy"] == pytest.approx(0.8)
+    assert (top["n_seeds"] == 1).all() and (top["seeds"].astype(str) == "0").all() and (top["n_clips"] == 10).all()
+    assert top["method"].str.startswith("clip bootstrap (1 training seed").all()
+    assert top.loc[4, "ci_low"] < 0.8 < top.loc[4, "ci_high"] and top.loc[0, "ci_low"] == 1.0
+    for stem in (f"{LAYER_CURVE_STEM}_seeds", LC.CONTRASTS_STEM):
+        assert (out / f"{stem}.csv").is_file()
+    assert (out / f"{LAYER_CURVE_STEM}.html").is_file() and not (out / "injection_layer.csv").exists()
+    assert "PLITS peaks at layer 0" in capsys.readouterr().out
+    # the report finds it by its registered name, under claim 1
+    assert analysis(LAYER_CURVE_STEM).kind == "layer_curve"
+    claim1 = report.claim_summaries(report.read_tables(out))["claim1"]
+    assert any(line.startswith("injection-layer curve: PLITS peaks at layer 0") for line in claim1), claim1
+    assert "Accuracy against the injection layer" in report.build_report(out)
+    # resumable: one more layer trains only it; an evaluated point whose answers went is only evaluated again
+    fake_runs.clear()
+    (out / "plits" / "L04" / "seed-0" / "eval" / "answers.csv").unlink()
+    assert _sweep(out, "--layers", "0,4,8", "--max-steps", "2") == 0
+    assert sorted((c[0], _point(c)) for c in fake_runs) == [
+        ("workbench.evaluate", "L04"),
+        ("workbench.evaluate", "L08"),
+        ("workbench.train", "L08"),
+    ]
+    assert sorted(pd.read_csv(out / f"{LAYER_CURVE_STEM}.csv")["layer"].unique()) == [0, 4, 8]
+    # a changed setting for an existing point is an error that names the fix
+    capsys.readouterr()
+    assert _sweep(out, "--layers", "0", "--max-steps", "3") == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_eval_data_and_max_rows_reach_the_evaluation_and_the_curve(tmp_path, fake_runs, capsys):
+    data = tmp_path / "my-data"
+    data.mkdir()
+    (data / "tasks.jsonl").write_text("")
+    out = tmp_path / "sweep"
+    common = ("--mode", "lal", "--max-steps", "2")  # (capped: no committed run is reused)
+    assert _sweep(out, "--layers", "0,8", *common, "--eval-data", str(data), "--max-rows", "12") == 0
+    split = custom_split(data)
+    evals = [c for c in fake_runs if c[0] == "workbench.evaluate"]
+    assert all(c[c.index("--data") + 1] == str(data) and c[c.index("--max-rows") + 1] == "12" for c in evals)
+    answers = out / "lal" / "L08" / "seed-0" / f"eval-{split}" / "answers.csv"
+    assert answers.is_file() and len(pd.read_csv(answers)) == 12
+    curve = pd.read_csv(out / f"{LAYER_CURVE_STEM}.csv")
+    assert set(curve["mode"]) == {"lal"} and set(curve["splits"]) == {split}
+    assert set(curve.loc[curve["family"] == LC.ALL, "n_rows"]) == {12} and set(curve["n_clips"]) == {6}
+    # other rows than an existing evaluation: an error before anything runs
+    fake_runs.clear()
+    assert _sweep(out, "--layers", "0,8", *common, "--eval-data", str(data)) == 2
+    assert "max_rows=12" in capsys.readouterr().err and fake_runs == []
+    # a point evaluated on other data than the others: the curve names the runs and the fix
+    assert _sweep(out, "--layers", "4", *common) == 2
+    assert "none shared by all" in capsys.readouterr().err
+    assert _sweep(out, "--layers", "4", "--eval-data", str(tmp_path / "nope")) == 2
+    assert "no tasks.jsonl" in capsys.readouterr().err
+
+
+def test_mode_and_seeds_of_a_call():
+    from workbench.pipeline.sweep import _modes_and_seeds
+
+    def parsed(*extra):
+        return build_parser().parse_args(["injection-layer", "--layers", "0", *extra])
+
+    assert _modes_and_seeds(parsed()) == (["plits"], [0])  # configs/delayed.yaml is PLITS
+    assert _modes_and_seeds(parsed("--base-config", "configs/pal.yaml")) == (["lal"], [0])
+    assert _modes_and_seeds(parsed("--mode", "lal", "--seeds", "1,2")) == (["lal"], [1, 2])
+    assert _modes_and_seeds(parsed("--modes", "plits,lal")) == (["plits", "lal"], [0])
+    assert base_mode("configs/lal.yaml", "tiny") == "lal"
+    with pytest.raises(SweepError, match="give one of them"):
+        _modes_and_seeds(parsed("--mode", "lal", "--modes", "plits"))
+    with pytest.raises(SweepError, match="distinct"):
+        _modes_and_seeds(parsed("--seeds", "1,1"))
 
 
 def test_mode_switch_and_bad_input(tmp_path, capsys):
@@ -100,7 +189,7 @@ def test_mode_switch_and_bad_input(tmp_path, capsys):
     assert main(["injection-layer", "--layers", "0,-4", "--out", str(tmp_path)]) == 2
 
 
-@pytest.mark.slow  # real SmolLM2-135M training (1 step per stage) + evaluation at two layers: ~5 min on 2 shared CPU cores (incl. data synthesis)
+@pytest.mark.slow  # real SmolLM2-135M training (1 step per stage, one process per run) + evaluation at two layers: minutes
 def test_real_sweep_trains_and_evaluates(tmp_path_factory):
     from tests.training.conftest import EXAMPLE, write_config
     from workbench.training.batch_order import prepare_data
@@ -139,8 +228,10 @@ def test_real_sweep_trains_and_evaluates(tmp_path_factory):
                 str(out),
                 "--max-steps",
                 "1",
+                "--eval-data",
+                str(cfg.data.val),
                 "--max-rows",
-                "4",
+                "16",
                 "--resamples",
                 "50",
                 "--no-progress",
@@ -148,14 +239,12 @@ def test_real_sweep_trains_and_evaluates(tmp_path_factory):
         )
         == 0
     )
-    table = pd.read_csv(out / "injection_layer.csv")
-    assert sorted(table["layer"].unique()) == [0, 28] and (out / "injection_layer.html").is_file()
-    assert (out / "L28" / "final" / "config.json").is_file()
+    table = pd.read_csv(out / f"{LAYER_CURVE_STEM}.csv")
+    assert sorted(table["layer"].unique()) == [0, 28] and (out / f"{LAYER_CURVE_STEM}.html").is_file()
+    assert (out / "plits" / "L28" / "seed-0" / "final" / "config.json").is_file()
 
 
 def test_curve_jobs_one_per_mode_layer_and_seed_reusing_matching_runs(tmp_path):
-    from workbench.pipeline.sweep import injection_layer_jobs
-
     reuse = tmp_path / "checkpoints"
     base = reuse / "delayed"
     base.mkdir(parents=True)

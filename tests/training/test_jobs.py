@@ -85,7 +85,7 @@ def test_a_finished_run_with_the_same_config_and_seed_is_reused(tmp_path):
 
 
 def test_runner_runs_in_parallel_keeps_going_after_a_failure_and_resumes(tmp_path, monkeypatch):
-    monkeypatch.setattr(J, "prepare_all", lambda jobs: None)
+    monkeypatch.setattr(J, "prepare_all", lambda jobs, progress=False: None)
     writer = (
         "import pathlib,sys; p=pathlib.Path(sys.argv[1]); p.parent.mkdir(parents=True, exist_ok=True); "
         "p.write_text('row_id,correct\\n')"

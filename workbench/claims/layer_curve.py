@@ -3,10 +3,11 @@ one line per integration mode (PLITS, LAL), with seed-aware intervals, overall a
 
     python -m workbench.layer_curve [--sweeps results/sweeps/injection-layer] [--out results]
 
-Reads ``SWEEPS/MODE/LNN/seed-S/{eval,eval-test-seed1}/answers.csv`` (:func:`workbench.training.runs.sweep_run_dir`; points
-still training or not evaluated are skipped), closed rows only. Every point is scored on the same test splits: those
-that every run of the curve was evaluated on (`workbench.sweep` evaluates on ``test`` by default; with both splits
-everywhere they are pooled, their clips side by side), so no layer gains from a split the others lack. The interval
+Reads ``SWEEPS/MODE/LNN/seed-S/{eval,eval-test-seed1,eval-SPLIT}/answers.csv``
+(:func:`workbench.training.runs.sweep_run_dir`, :func:`workbench.training.runs.eval_dir`; points still training or
+not evaluated are skipped), closed rows only. Every point is scored on the same test splits: those that every run
+of the curve was evaluated on (`workbench.sweep` evaluates on ``test`` by default; with both splits everywhere they
+are pooled, their clips side by side), so no layer gains from a split the others lack. The interval
 of a point is :func:`workbench.stats.bootstrap.two_level_interval` over the point's seeds and clips (one seed: clip bootstrap),
 kept within [0, 1]. Layers are compared with each other paired by training seed and clip (:func:`layer_contrasts`):
 a seed moves every layer of a mode alike, so only paired differences resolve the curve's shape with two seeds.
@@ -285,6 +286,13 @@ def write_layer_curve(sweeps: str | Path, out: str | Path, resamples: int = 2000
     clips = load_sweep_clips(sweeps)
     if clips.empty:
         return None
+    if not common_splits(clips):
+        runs = clips.groupby(["mode", "layer", "seed"])["split"].agg(lambda x: "+".join(sorted(set(x))))
+        raise ValueError(
+            f"{sweeps}: its runs were evaluated on different splits, none shared by all "
+            f"({'; '.join(f'{m}@{l}/seed-{s}: {v}' for (m, l, s), v in runs.items())}); evaluate every point on one "
+            "split (workbench.sweep with the same --splits or --eval-data) or use another --out"
+        )
     summary = curve_summary(clips, resamples)
     contrasts = layer_contrasts(clips, summary, resamples)
     write_outputs(curve_seeds(clips), None, out, f"{LAYER_CURVE_STEM}_seeds")

@@ -1,6 +1,6 @@
 """What the injection-layer curve reads: closed-task answers of every sweep point
-(``SWEEPS/MODE/LNN/seed-S/{eval,eval-test-seed1}/answers.csv``) as per-clip scores, overall and per attribute
-family (:data:`FAMILIES`), and the splits and seeds behind each point;
+(``SWEEPS/MODE/LNN/seed-S/{eval,eval-test-seed1,eval-SPLIT}/answers.csv``, :func:`workbench.training.runs.eval_dir`)
+as per-clip scores, overall and per attribute family (:data:`FAMILIES`), and the splits and seeds behind each point;
 the stem of the paired contrasts' table (:data:`CONTRASTS_STEM`)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.claims.registry import LAYER_CURVE_STEM
-from workbench.training.runs import EVAL_DIRS, SWEEP_ROOT
+from workbench.training.runs import SWEEP_ROOT, split_of_eval_dir
 
 #: attribute family shown in the figure -> the data's attribute names (answer_options.json keys)
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -39,7 +39,7 @@ def load_sweep_clips(root: str | Path = SWEEP_ROOT) -> pd.DataFrame:
     out = []
     for csv in sorted(Path(root).glob("*/L*/seed-*/*/answers.csv")):
         seed_dir, point, mode = csv.parent.parent, csv.parent.parent.parent, csv.parent.parent.parent.parent
-        split = next((s for s, d in EVAL_DIRS.items() if d == csv.parent.name), None)
+        split = split_of_eval_dir(csv.parent.name)
         if split is None or not _POINT.match(point.name) or not _SEED.match(seed_dir.name):
             continue
         df = read_answers(csv, required=("file_name", "attribute", "correct"))

@@ -27,7 +27,6 @@ __all__ = [
     "CLAIMS",
     "EXTRA",
     "LAYER_CURVE_STEM",
-    "SWEEP_STEM",
     "COMPARE_STEM",
     "CONTRASTS_STEM",
     "SEED_CONTRASTS_STEM",
@@ -38,11 +37,10 @@ __all__ = [
     "claim_of_figure",
 ]
 
-#: stem of the injection-layer curve (workbench.layer_curve) in a run folder; its paired layer contrasts are
-#: ``{LAYER_CURVE_STEM}_contrasts`` (``workbench.layer_curve.CONTRASTS_STEM``)
+#: stem of the injection-layer curve in a run folder (written by ``workbench.sweep injection-layer``, any number of
+#: modes and seeds, ``workbench.layer_curve``, ``workbench.seed_stats`` and the demo); its paired layer contrasts are
+#: ``{LAYER_CURVE_STEM}_contrasts`` (``workbench.claims.layer_curve.CONTRASTS_STEM``)
 LAYER_CURVE_STEM = "injection_layer_curve"
-#: stem of the single-mode, single-seed injection-layer sweep (``workbench.sweep injection-layer`` without --modes)
-SWEEP_STEM = "injection_layer"
 #: per-variant scores (``variant, metric, task, attribute, value, ci_low, ci_high, n``; workbench.claims.compare)
 COMPARE_STEM = "compare"
 #: the paired differences of every claim's contrasts, one run per variant (``variant, baseline, metric, ..., diff,
@@ -151,15 +149,8 @@ CLAIMS: dict[str, Claim] = {
                 Analysis(
                     "attribute_lens", "Attribute lens: the layer where each attribute is decided", None, optional=True
                 ),
-                # written by the stand-alone commands (workbench.sweep injection-layer with one mode and seed,
-                # workbench.attention, workbench.logit_lens) into their --out folder, not by the demo
-                Analysis(
-                    SWEEP_STEM,
-                    "Accuracy against the injection layer (one mode, one seed)",
-                    None,
-                    kind="injection",
-                    optional=True,
-                ),
+                # written by the stand-alone commands (workbench.attention, workbench.logit_lens) into their --out
+                # folder, not by the demo
                 Analysis(
                     "attention_to_audio", "Attention to audio per layer and head", None, kind="attention", optional=True
                 ),

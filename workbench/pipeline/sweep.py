@@ -1,47 +1,34 @@
-"""Training-time sweeps (claim 1: delayed integration): the runs of the injection-layer sweep and curve.
+"""Training-time sweeps (claim 1: delayed integration): the runs of the injection-layer curve.
 
 - :func:`sweep_configs`: the base config's preset with every encoder's ``integration.layer`` set to L (and
   ``integration.mode`` to a given mode; switching to LAL adds the per-layer adapter and gate as in configs/lal.yaml).
-- :func:`injection_layer_sweep` (one mode, one seed): for each layer, ``OUT/L{L:02d}/config.yaml``, training with
-  :func:`workbench.training.driver.train` into ``OUT/L{L:02d}`` and evaluation with
-  :func:`workbench.evaluation.evaluator.evaluate_checkpoint` into ``OUT/L{L:02d}/eval/answers.csv``; resumable (a layer whose
-  ``eval/answers.csv`` exists is skipped, one with ``final/`` only evaluated, one with checkpoints resumed); a changed
-  setting for a finished layer is an error (use a fresh ``--out``). Returns the bootstrap table of
-  :mod:`workbench.claims.sweep_table`.
-- :func:`injection_layer_jobs` (the curve, ``--modes``/``--seeds``): one :class:`~workbench.training.jobs.Job` per
-  (mode, layer, seed) in ``results/sweeps/injection-layer/MODE/LNN/seed-S`` (reproducible mode by default), a
-  point equal to a finished run under ``results/checkpoints`` reusing it; :func:`run_curve` runs them and writes the
-  curve.
+- :func:`injection_layer_jobs`: one :class:`~workbench.training.jobs.Job` per (mode, layer, seed) in
+  ``OUT/MODE/LNN/seed-S`` (default ``results/sweeps/injection-layer``; the point's config in
+  ``OUT/MODE/LNN/config.yaml``, a changed setting for an existing point is an error), evaluated on the test splits or
+  on ``--eval-data`` (reproducible mode by default), a point equal to a finished run under ``results/checkpoints``
+  reusing it.
+- :func:`run_curve`: runs them and writes the curve's tables and figure (:mod:`workbench.claims.layer_curve`).
 
-The command is ``python -m workbench.sweep`` (:mod:`workbench.pipeline.sweep`).
+Every call is the curve: ``--modes``/``--seeds`` name several modes and seeds; without them it has one mode
+(``--mode``, else the base config's: :func:`base_mode`) and one seed (0), in the same layout and tables.
+
+The command is ``python -m workbench.sweep`` (:func:`run_sweep_command`).
 """
 
 from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
-__all__ = [
-    "sweep_configs",
-    "injection_layer_sweep",
-    "injection_layer_jobs",
-    "run_curve",
-    "run_sweep_command",
-    "SweepError",
-]
+__all__ = ["sweep_configs", "base_mode", "injection_layer_jobs", "run_curve", "run_sweep_command", "SweepError"]
 
 
 class SweepError(ValueError):
     """Bad sweep request (the message names the fix)."""
-
-
-def _layer_dir(out: Path, layer: int) -> Path:
-    return out / f"L{layer:02d}"
 
 
 def sweep_configs(
@@ -93,83 +80,6 @@ def sweep_configs(
     return out
 
 
-def _default_train(cfg_path: Path, preset: str, run_dir: Path, resume: bool, progress: bool):
-    from workbench.training.driver import train
-    from workbench.training.run_config import load_run_config
-
-    return train(load_run_config(cfg_path, preset), run_dir, resume=resume, progress=progress)
-
-
-def _default_evaluate(checkpoint: Path, data: Path, out_csv: Path, max_rows, cache_dir, progress: bool):
-    from workbench.evaluation.evaluator import evaluate_checkpoint
-
-    return evaluate_checkpoint(
-        checkpoint, data, out_csv, max_rows=max_rows, cache_dir=cache_dir, meteor=False, progress=progress
-    )
-
-
-def _train_layer(d: Path, layer: int, cfg_path: Path, preset: str, train_fn: Callable, progress: bool, log) -> Path:
-    """Train layer ``layer``'s run in ``d`` unless ``d/final`` holds a model (resuming from its checkpoints)
-    -> ``d/final``; a clear error when training did not write it."""
-    final = d / "final"
-    if not (final / "config.json").is_file():
-        resume = (d / "checkpoints").is_dir() and any((d / "checkpoints").iterdir())
-        log(f"L{layer}: training{' (resuming)' if resume else ''} -> {d}")
-        train_fn(cfg_path, preset, d, resume, progress)
-        if not (final / "config.json").is_file():
-            raise SweepError(f"training of layer {layer} did not write {final}; see {d / 'train_log.csv'}")
-    return final
-
-
-def injection_layer_sweep(
-    layers: Sequence[int],
-    *,
-    preset: str = "tiny",
-    mode: str | None = None,
-    base_config: str | Path = "configs/delayed.yaml",
-    out: str | Path = "results/sweep",
-    max_steps: int | None = None,
-    eval_data: str | Path | None = None,
-    max_rows: int | None = None,
-    resamples: int = 1000,
-    progress: bool = True,
-    train_fn: Callable | None = None,
-    evaluate_fn: Callable | None = None,
-    log: Callable[[str], None] = print,
-) -> pd.DataFrame:
-    """Train + evaluate one run per layer (skipping finished ones), return :func:`sweep_table`.
-
-    ``train_fn(config_path, preset, run_dir, resume, progress)`` and ``evaluate_fn(checkpoint, data, out_csv,
-    max_rows, cache_dir, progress)`` default to the real trainer and evaluator (replaceable for tests)."""
-    from workbench.training.run_config import load_run_config, resolve_path
-
-    out = Path(out)
-    docs = sweep_configs(base_config, preset, layers, mode, max_steps)
-    train_fn = train_fn or _default_train
-    evaluate_fn = evaluate_fn or _default_evaluate
-    done = {}
-    for layer, doc in docs.items():
-        d = _layer_dir(out, layer)
-        cfg_path = d / "config.yaml"
-        _write_config(cfg_path, doc)
-        answers = d / "eval" / "answers.csv"
-        if answers.is_file():
-            log(f"L{layer}: done (skipping; {answers})")
-            done[layer] = answers
-            continue
-        final = _train_layer(d, layer, cfg_path, preset, train_fn, progress, log)
-        cfg = load_run_config(cfg_path, preset)
-        data = resolve_path(eval_data) if eval_data is not None else cfg.data.val
-        if data is None:
-            raise SweepError(f"{cfg_path} has no data.val: pass --eval-data DIR")
-        log(f"L{layer}: evaluating on {data}")
-        evaluate_fn(final, data, answers, max_rows, cfg.data.cache_dir, progress)
-        done[layer] = answers
-    from workbench.claims.sweep_table import sweep_table
-
-    return sweep_table(done, resamples=resamples)
-
-
 def _write_config(cfg_path: Path, doc: dict) -> None:
     text = f"# {doc['note']}\n" + yaml.safe_dump({"presets": doc["presets"]}, sort_keys=False)
     if cfg_path.is_file() and cfg_path.read_text() != text:
@@ -180,6 +90,58 @@ def _write_config(cfg_path: Path, doc: dict) -> None:
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     if not cfg_path.is_file():
         cfg_path.write_text(text)
+
+
+def base_mode(base_config: str | Path, preset: str) -> str:
+    """The integration mode of every encoder of ``base_config``'s ``preset`` (what a sweep without ``--mode``
+    keeps); a clear error when its encoders differ."""
+    from workbench.training.run_config import read_config_file
+
+    doc = read_config_file(base_config)
+    encs = ((doc.get("presets") or {}).get(preset) or {}).get("model", {}).get("encoders") or []
+    modes = sorted({(e.get("integration") or {}).get("mode", "plits") for e in encs})
+    if len(modes) != 1:
+        raise SweepError(
+            f"{base_config} [preset {preset}]: its encoders use the integration modes {modes}; pass --mode plits or lal"
+        )
+    return modes[0]
+
+
+def _check_evaluation(splits: Sequence[str], eval_data: str | Path | None, max_rows: int | None) -> Path | None:
+    """The evaluation settings checked (clear errors naming the fix); ``eval_data`` as an absolute path."""
+    from workbench.training.run_config import resolve_path
+    from workbench.training.runs import TEST_SPLITS
+
+    bad_splits = [s for s in splits if s not in TEST_SPLITS]
+    if bad_splits or not splits:
+        raise SweepError(f"--splits must name test splits among {list(TEST_SPLITS)}, got {list(splits)}")
+    if max_rows is not None and max_rows < 1:
+        raise SweepError(f"--max-rows must be >= 1, got {max_rows}")
+    if eval_data is None:
+        return None
+    folder = resolve_path(eval_data)
+    if not (folder / "tasks.jsonl").is_file():
+        raise SweepError(
+            f"--eval-data {eval_data}: no tasks.jsonl in {folder}; pass an audiofolder (e.g. data/synth-tiny/val) "
+            "or leave it out to evaluate on the test splits (--splits)"
+        )
+    return folder
+
+
+def _check_evaluated_rows(job) -> None:
+    """An existing evaluation of ``job`` must cover the rows this sweep asks for (``--max-rows``): its ``run.json``
+    says which; a clear error otherwise (the curve pairs layers row for row)."""
+    import json
+
+    for _, answers in job.evaluations().values():
+        info = answers.parent / "run.json"
+        if answers.is_file() and info.is_file():
+            had = json.loads(info.read_text()).get("max_rows")
+            if had != job.max_rows:
+                raise SweepError(
+                    f"{answers} was evaluated with max_rows={had}, this sweep asks for max_rows={job.max_rows} "
+                    "(--max-rows); use the same --max-rows, another --out, or delete that evaluation folder"
+                )
 
 
 def injection_layer_jobs(
@@ -194,24 +156,24 @@ def injection_layer_jobs(
     reuse_root: str | Path | None = "results/checkpoints",
     splits: Sequence[str] = ("test",),
     reproducible: bool = True,
+    eval_data: str | Path | None = None,
+    max_rows: int | None = None,
 ) -> list:
     """The curve's runs as :class:`workbench.training.jobs.Job` s (configs written to ``OUT/MODE/LNN/config.yaml``),
-    each evaluated on the test ``splits`` (names of `workbench.training.runs.TEST_SPLITS`; default the committed split: the
-    curve compares layers on one split, and a second split costs about a quarter more time per point)."""
+    each evaluated on the test ``splits`` (names of `workbench.training.runs.TEST_SPLITS`; default the committed
+    split: the curve compares layers on one split, and a second split costs about a quarter more time per point), or
+    on the audiofolder ``eval_data`` instead; ``max_rows``: only the first N task rows (an existing evaluation of
+    other rows is an error)."""
     from workbench.training.jobs import Job
     from workbench.training.runs import SWEEP_ROOT, find_seed_runs, sweep_run_dir
 
     out = Path(out) if out is not None else SWEEP_ROOT
     bad = [m for m in modes if m not in ("plits", "lal")]
     if bad or not modes:
-        raise SweepError(f"--modes must be plits and/or lal, got {list(modes)}")
+        raise SweepError(f"--mode/--modes must be plits and/or lal, got {list(modes)}")
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise SweepError(f"--seeds must be distinct non-negative integers, got {list(seeds)}")
-    from workbench.training.runs import TEST_SPLITS
-
-    bad_splits = [s for s in splits if s not in TEST_SPLITS]
-    if bad_splits or not splits:
-        raise SweepError(f"--splits must name test splits among {list(TEST_SPLITS)}, got {list(splits)}")
+    folder = _check_evaluation(splits, eval_data, max_rows)
     reuse = [r.path for r in find_seed_runs(reuse_root)] if reuse_root is not None and Path(reuse_root).is_dir() else []
     jobs = []
     for mode in modes:
@@ -219,29 +181,48 @@ def injection_layer_jobs(
             cfg_path = out / mode / f"L{layer:02d}" / "config.yaml"
             _write_config(cfg_path, doc)
             for seed in seeds:
-                jobs.append(
-                    Job(
-                        f"{mode}@{layer}/seed-{seed}",
-                        cfg_path,
-                        preset,
-                        seed,
-                        sweep_run_dir(mode, layer, seed, out),
-                        splits=tuple(splits),
-                        reuse=reuse,
-                        reproducible=reproducible,
-                    )
+                job = Job(
+                    f"{mode}@{layer}/seed-{seed}",
+                    cfg_path,
+                    preset,
+                    seed,
+                    sweep_run_dir(mode, layer, seed, out),
+                    splits=tuple(splits),
+                    reuse=reuse,
+                    reproducible=reproducible,
+                    eval_data=folder,
+                    max_rows=max_rows,
                 )
+                _check_evaluated_rows(job)
+                jobs.append(job)
     return jobs
 
 
-def run_curve(a, layers) -> int:
-    """The curve (``--modes``/``--seeds``): its jobs, run ``--jobs`` at a time, then the curve's table and figure."""
+def _modes_and_seeds(a) -> tuple[list[str], list[int]]:
+    """``--modes``/``--seeds`` (the curve), or one mode (``--mode``, else the base config's) and seed 0."""
     from workbench.training.driver import parse_seeds
-    from workbench.training.jobs import run_jobs
 
-    modes = [m.strip() for m in (a.modes or a.mode or "plits").split(",") if m.strip()]
-    seeds = parse_seeds(a.seeds or "0")
-    splits = [s.strip() for s in a.splits.split(",") if s.strip()]
+    if a.modes is not None and a.mode is not None:
+        raise SweepError("--mode names the one mode of a sweep and --modes several: give one of them")
+    if a.modes is not None:
+        modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    else:
+        modes = [a.mode or base_mode(a.base_config, a.preset)]
+    try:
+        seeds = parse_seeds(a.seeds or "0")
+    except SystemExit as e:
+        raise SweepError(str(e).removeprefix("error: ")) from None
+    return modes, seeds
+
+
+def run_curve(a, layers) -> int:
+    """The curve: its jobs, run ``--jobs`` at a time, then the curve's tables and figure."""
+    from workbench.claims.layer_curve import write_layer_curve
+    from workbench.claims.registry import LAYER_CURVE_STEM
+    from workbench.training.jobs import run_jobs
+    from workbench.training.runs import SWEEP_ROOT
+
+    modes, seeds = _modes_and_seeds(a)
     jobs = injection_layer_jobs(
         modes,
         layers,
@@ -250,27 +231,26 @@ def run_curve(a, layers) -> int:
         base_config=a.base_config,
         out=a.out,
         max_steps=a.max_steps,
-        splits=splits,
+        splits=[s.strip() for s in a.splits.split(",") if s.strip()],
         reproducible=a.reproducible is not False,
+        eval_data=a.eval_data,
+        max_rows=a.max_rows,
     )
     try:
-        run_jobs(jobs, parallel=a.jobs)
+        run_jobs(jobs, parallel=a.jobs, progress=not a.no_progress)
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    from workbench.claims.layer_curve import write_layer_curve
-
-    root = Path(a.out) if a.out else None
-    sentence = write_layer_curve(root or "results/sweeps/injection-layer", root or "results")
+    sweeps, tables = (Path(a.out), Path(a.out)) if a.out else (SWEEP_ROOT, Path("results"))
+    sentence = write_layer_curve(sweeps, tables, resamples=a.resamples)
     print(sentence or "no evaluated sweep point yet")
+    if sentence is not None:
+        print(f"wrote {tables / LAYER_CURVE_STEM}.csv (+ _seeds.csv, _contrasts.csv, .html)")
     return 0
 
 
 def run_sweep_command(a) -> int:
     """``python -m workbench.sweep injection-layer`` with parsed arguments ``a``; its exit code."""
-    from workbench.analysis.core import write_outputs
-    from workbench.evaluation.evaluator import EvaluationError
-    from workbench.training.checkpoint import CheckpointError
     from workbench.training.run_config import ConfigError
 
     try:
@@ -278,28 +258,7 @@ def run_sweep_command(a) -> int:
             layers = [int(x) for x in a.layers.split(",") if x.strip()]
         except ValueError:
             raise SweepError(f"--layers must be comma-separated integers, got {a.layers!r}") from None
-        if a.modes is not None or a.seeds is not None:
-            return run_curve(a, layers)
-        a.out = a.out or "results/sweep"
-        table = injection_layer_sweep(
-            layers,
-            preset=a.preset,
-            mode=a.mode,
-            base_config=a.base_config,
-            out=a.out,
-            max_steps=a.max_steps,
-            eval_data=a.eval_data,
-            max_rows=a.max_rows,
-            resamples=a.resamples,
-            progress=not a.no_progress,
-        )
-    except (SweepError, ConfigError, CheckpointError, EvaluationError, FileNotFoundError) as e:
+        return run_curve(a, layers)
+    except (SweepError, ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from workbench.claims.sweep_table import sweep_figure
-
-    written = write_outputs(table, sweep_figure(table), a.out, "injection_layer")
-    acc = table[(table["metric"] == "accuracy") & (table["task"] == "all") & (table["attribute"] == "all")]
-    print(acc[["layer", "value", "ci_low", "ci_high", "n"]].to_string(index=False))
-    print("wrote " + ", ".join(str(p) for p in written.values()))
-    return 0

@@ -8,8 +8,8 @@ Per claim, in this order:
   scores from ``compare.csv`` (:data:`~workbench.claims.registry.COMPARE_STEM`) and their paired difference from
   ``contrasts.csv`` (:data:`~workbench.claims.registry.CONTRASTS_STEM`);
 * each registered analysis of the claim whose table is there, summarised by its ``kind``: ``layer_curve``
-  (the injection-layer curve's shape sentence, :func:`workbench.claims.layer_curve.shape_sentence`),
-  ``injection`` (a single-seed injection-layer sweep), ``attention``, ``logit_lens`` and ``probe``; ablation
+  (the injection-layer curve's shape sentence, :func:`workbench.claims.layer_curve.shape_sentence`, whatever its
+  number of modes and seeds), ``attention``, ``logit_lens`` and ``probe``; ablation
   tables are summarised by the verdict's "inside the model" line instead.
 
 A claim with none of these says "no data". Nothing is hard-coded: every number comes from the CSVs.
@@ -72,21 +72,6 @@ def _diff_lines(df: pd.DataFrame, variants: tuple, baselines: tuple) -> list[str
         p = f", p={_fmt(r['p_value'])}" if "p_value" in r and not pd.isna(r["p_value"]) else ""
         lines.append(f"{r['variant']} - {r['baseline']}: {r.get('metric', 'diff')} difference {_ci(r)}{p}")
     return lines
-
-
-def _injection_lines(df: pd.DataFrame) -> list[str]:
-    sub = _headline(df).sort_values("layer")
-    if not len(sub):
-        return []
-    metric = sub["metric"].iloc[0]
-    pts = "; ".join(f"L{int(r['layer'])}: {_ci(r)}" for r in sub.to_dict("records"))
-    best = sub.loc[sub["value"].idxmax()]
-    first = sub.iloc[0]
-    verdict = (
-        f"best at layer {int(best['layer'])}; layer {int(first['layer'])} -> {int(best['layer'])} changes {metric} by "
-        f"{_fmt(float(best['value'] - first['value']))}"
-    )
-    return [f"{metric} vs injection layer: {pts}", verdict]
 
 
 def _attention_lines(df: pd.DataFrame, stem: str) -> list[str]:
@@ -159,7 +144,6 @@ def _logit_lens_table_lines(df: pd.DataFrame, stem: str, tables: dict[str, pd.Da
 
 _BY_KIND = {
     "layer_curve": _layer_curve_lines,
-    "injection": lambda df, stem, tables: _injection_lines(df),
     "attention": lambda df, stem, tables: _attention_lines(df, stem),
     "logit_lens": _logit_lens_table_lines,
     "probe": lambda df, stem, tables: _probe_lines(df, stem),

@@ -10,7 +10,9 @@ Every run folder holds ``train_log.csv``, ``val_log.csv``, ``train_summary.json`
 test split, ``EVAL_DIRS[split]/answers.csv`` (+ ``scores.csv``, ``run.json``):
 
 - ``test``        ``data/synth-tiny/test``: 120 clips, data seed 0 (the split the committed evaluations use);
-- ``test-seed1``  ``data/synth-tiny/test-seed1``: 120 fresh clips of the same preset, data seed 1.
+- ``test-seed1``  ``data/synth-tiny/test-seed1``: 120 fresh clips of the same preset, data seed 1;
+- any other audiofolder (``workbench.sweep --eval-data DIR``): split :func:`custom_split` of it, evaluated into
+  ``eval-SPLIT/`` (:func:`eval_dir`).
 
 A seed-0 run is looked up first as ``ROOT/VARIANT/seed-0`` and then as ``ROOT/VARIANT`` itself, so the committed
 checkpoints count as seed 0 without being moved or retrained.
@@ -31,6 +33,9 @@ __all__ = [
     "run_dir",
     "find_seed_runs",
     "eval_answers",
+    "eval_dir",
+    "split_of_eval_dir",
+    "custom_split",
     "SWEEP_ROOT",
     "sweep_run_dir",
 ]
@@ -44,6 +49,7 @@ TEST_SPLITS: dict[str, tuple[Path, int, int]] = {
 EVAL_DIRS: dict[str, str] = {"test": "eval", "test-seed1": "eval-test-seed1"}
 SEED_DIR = re.compile(r"^seed-(\d+)$")
 SWEEP_ROOT = Path("results/sweeps/injection-layer")
+_REPO = Path(__file__).resolve().parents[2]  # the checkout: relative data paths are read from here
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,37 @@ def eval_answers(run: str | Path, split: str = "test") -> Path:
     if split not in EVAL_DIRS:
         raise KeyError(f"unknown test split {split!r}; known: {sorted(EVAL_DIRS)}")
     return Path(run) / EVAL_DIRS[split] / "answers.csv"
+
+
+def eval_dir(split: str) -> str:
+    """The evaluation folder of ``split`` inside a run folder: :data:`EVAL_DIRS` for the test splits,
+    ``eval-SPLIT`` for an audiofolder of the user's (:func:`custom_split`)."""
+    return EVAL_DIRS.get(split, f"eval-{split}")
+
+
+def split_of_eval_dir(name: str) -> str | None:
+    """The split whose evaluation folder is called ``name`` (the inverse of :func:`eval_dir`; None: not one)."""
+    known = {d: s for s, d in EVAL_DIRS.items()}
+    if name in known:
+        return known[name]
+    return name[len("eval-") :] if name.startswith("eval-") and len(name) > len("eval-") else None
+
+
+def custom_split(folder: str | Path) -> str:
+    """The split name of an evaluation audiofolder (a relative path is taken from the repository root): a test
+    split's own name when ``folder`` is that split's folder, else its path as one name (``data/synth-tiny/val`` ->
+    ``data-synth-tiny-val``; the absolute path when it lies outside the repository), prefixed ``custom-`` if that
+    would be a test split's name."""
+    folder = (_REPO / folder).resolve()
+    for s, (f, _, _) in TEST_SPLITS.items():
+        if folder == (_REPO / f).resolve():
+            return s
+    try:
+        rel = folder.relative_to(_REPO)
+    except ValueError:
+        rel = folder
+    name = re.sub(r"[^A-Za-z0-9._]+", "-", rel.as_posix()).strip("-.") or "data"
+    return f"custom-{name}" if name in TEST_SPLITS else name
 
 
 def run_dir(root: str | Path, variant: str, seed: int) -> Path:
