@@ -4,37 +4,17 @@
 python -m workbench.compare RUN_DIR... --out results/compare.csv [--html results/compare.html]
        [--baseline baseline] [--resamples 1000] [--seed 0] [--metrics accuracy,cider_d,rouge_l]
 ```
-The tables, their columns and the bootstrap: :mod:`workbench.claims.compare`.
+The tables, their columns and the bootstrap: :mod:`workbench.claims.compare`; the command's body:
+:func:`workbench.claims.compare_command.run_compare_command`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
-from pathlib import Path
-
-from workbench.claims.compare import CompareError, _find_answers, compare, comparison_figure, load_run
 
 
-def _options_for(specs: Sequence[str]) -> dict | None:
-    """answer_options.json of the data named in the first run's run.json (for chance levels), if any."""
-    for s in specs:
-        s = str(s).split("=", 1)[-1] if "=" in str(s) and not Path(str(s)).exists() else str(s)
-        try:
-            csv = _find_answers(Path(s))
-        except CompareError:
-            return None
-        info = csv.parent / "run.json"
-        if info.is_file():
-            data = json.loads(info.read_text()).get("data")
-            p = Path(data) / "answer_options.json" if data else None
-            if p is not None and p.is_file():
-                return json.loads(p.read_text())
-    return None
-
-
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m workbench.compare", description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", help="evaluated run folders or answers CSVs, optionally NAME=PATH")
     ap.add_argument("--out", default="results/compare.csv", help="table CSV (the paired diffs go to *_diff.csv)")
@@ -48,42 +28,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="answer_options.json for chance levels (default: from the data named in run.json)",
     )
-    args = ap.parse_args(argv)
-    try:
-        opts = json.loads(Path(args.answer_options).read_text()) if args.answer_options else _options_for(args.runs)
-        baseline = args.baseline
-        if baseline is None:
-            baseline = load_run(args.runs[0])[0] if len(args.runs) > 1 else None
-        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-        table, diffs = compare(
-            args.runs,
-            baseline=baseline,
-            resamples=args.resamples,
-            seed=args.seed,
-            caption_metrics=metrics,
-            answer_options=opts,
-        )
-    except CompareError as e:
-        raise SystemExit(f"error: {e}") from None
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
-    diff_path = out.with_name(out.stem + "_diff.csv")
-    diffs.to_csv(diff_path, index=False)
-    print(f"{len(table)} cells -> {out}; {len(diffs)} paired differences -> {diff_path}")
-    if args.html:
-        html = Path(args.html)
-        html.parent.mkdir(parents=True, exist_ok=True)
-        comparison_figure(table, diffs).write_html(html, include_plotlyjs=True)
-        print(f"figure -> {html}")
-    overall = table[(table["metric"] == "accuracy") & (table["task"] == "all")]
-    for _, r in overall.iterrows():
-        print(f"  {r['variant']:<20} accuracy {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
-    for _, r in diffs[(diffs["metric"] == "accuracy") & (diffs["task"] == "all")].iterrows():
-        print(
-            f"  {r['variant']} - {r['baseline']}: {r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
-            f" p={r['p_value']:.3g}"
-        )
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from workbench.claims.compare_command import run_compare_command
+
+    run_compare_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -11,18 +11,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
-
-from workbench.evaluation.evaluator import (
-    EvaluationError,
-    check_checkpoint_dir,
-    check_data_dir,
-    evaluate_checkpoint,
-    summarize,
-)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m workbench.evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", required=True, help="PAL checkpoint folder (config.json + model.safetensors)")
     ap.add_argument("--data", required=True, help="audiofolder dataset (tasks.jsonl, answer_options.json)")
@@ -48,30 +39,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="batch rows in file order (default: short-answer rows batched together; same answers)",
     )
     ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    try:
-        check_checkpoint_dir(args.checkpoint)
-        check_data_dir(args.data)
-        out = args.out or str(Path(args.checkpoint) / "eval" / "answers.csv")
-        answers, scores = evaluate_checkpoint(
-            args.checkpoint,
-            args.data,
-            out,
-            tasks=tasks,
-            max_rows=args.max_rows,
-            batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens,
-            cache_dir=args.cache_dir,
-            meteor=not args.no_meteor,
-            progress=not args.no_progress,
-            share_prefix=not args.no_share_prefix,
-            group_by_answer_length=not args.in_order,
-        )
-    except EvaluationError as e:
-        raise SystemExit(f"error: {e}") from None
-    print(f"{len(answers)} rows -> {out} (+ scores.csv, run.json)")
-    print(summarize(scores))
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from workbench.evaluation.evaluator import run_evaluate_command
+
+    run_evaluate_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -71,17 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
-    args = list(sys.argv[1:] if argv is None else argv)
-    if a.reproducible and a.seeds is None:  # the pins must be in the environment before torch starts
-        from workbench.training.reproducible import relaunch_with_pins
+    from workbench.training.train_command import run_train_command
 
-        rc = relaunch_with_pins("workbench.train", args, exec_=argv is None)
-        if rc is not None:
-            return rc
-    from workbench.training.driver import run_command
-
-    return run_command(a, args)
+    return run_train_command(build_parser().parse_args(argv), argv)
 
 
 if __name__ == "__main__":

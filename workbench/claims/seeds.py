@@ -38,6 +38,7 @@ __all__ = [
     "claim_seed_verdicts",
     "markdown_tables",
     "write_seed_stats",
+    "run_seed_stats_command",
     "SeedStatsError",
 ]
 
@@ -327,3 +328,38 @@ def write_seed_stats(
         "layer_curve": curve,
         "verdicts": {f"{r['claim']} ({r['scope']})": r["verdict"] for r in verdicts.to_dict("records")},
     }
+
+
+def run_seed_stats_command(a) -> int:
+    """``python -m workbench.seed_stats`` with parsed arguments ``a``: the two CSVs (and the curve with ``--sweeps``,
+    the README tables with ``--markdown``) written, the verdicts printed; exit code 0, or 2 on bad input."""
+    import sys
+
+    from workbench.common.paths import atomic_write_bytes
+
+    try:
+        clips = load_clip_scores(a.checkpoints)
+        if clips.empty:
+            raise SeedStatsError(
+                f"no evaluated runs under {a.checkpoints} (expected VARIANT/eval/answers.csv or "
+                "VARIANT/seed-S/eval/answers.csv)"
+            )
+        acc, con = seed_accuracy(clips), seed_contrasts(clips, resamples=a.resamples)
+    except SeedStatsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(a.out)
+    for name, df in (("seed_accuracy", acc), ("seed_contrasts", con)):
+        print(f"wrote {atomic_write_bytes(out / f'{name}.csv', df.to_csv(index=False).encode())}")
+    sentence = None
+    if a.sweeps:
+        from workbench.claims.layer_curve import write_layer_curve
+
+        sentence = write_layer_curve(a.sweeps, out)
+    md = markdown_tables(acc, con, sentence)
+    if a.markdown == "-":
+        print(md)
+    elif a.markdown:
+        print(f"wrote {atomic_write_bytes(Path(a.markdown), md.encode())}")
+    print(claim_seed_verdicts(con).pivot(index="claim", columns="scope", values="verdict").to_string())
+    return 0

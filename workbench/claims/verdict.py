@@ -34,7 +34,7 @@ import pandas as pd
 from workbench.claims.registry import CLAIMS, COMPARE_STEM, CONTRASTS_STEM, SEED_CONTRASTS_STEM
 from workbench.common.paths import atomic_write_bytes
 
-__all__ = ["claim_verdicts", "format_verdicts", "markdown_verdicts", "write_verdicts"]
+__all__ = ["claim_verdicts", "format_verdicts", "markdown_verdicts", "write_verdicts", "run_verdict_command"]
 
 VERDICT_COLUMNS = ["claim", "title", "verdict", "verdict_one_seed", "evidence", "inside", "scope"]
 
@@ -256,3 +256,17 @@ def write_verdicts(run: str | Path) -> tuple[pd.DataFrame, Path]:
     df = claim_verdicts(run)
     path = atomic_write_bytes(Path(run) / "verdict.csv", df.to_csv(index=False).encode())
     return df, path
+
+
+def run_verdict_command(a) -> int:
+    """``python -m workbench.verdict`` with parsed arguments ``a``: ``RUN/verdict.csv`` written, the verdicts printed
+    (as markdown with ``--markdown``); exit code 0, or 2 when the run folder is missing."""
+    import sys
+
+    if not Path(a.run).is_dir():
+        print(f"error: {a.run} is not a folder; run the demo first: ./run demo", file=sys.stderr)
+        return 2
+    df, path = write_verdicts(a.run)
+    print(markdown_verdicts(df) if a.markdown else format_verdicts(df))
+    print(f"wrote {path}")
+    return 0

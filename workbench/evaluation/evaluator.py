@@ -10,7 +10,7 @@ chance``, see :func:`workbench.evaluation.metrics.score_answers`) and ``run.json
 in one folder (default ``CHECKPOINT/eval/``; ``--out`` names the answers CSV) and prints a summary.
 
 API: :func:`predict_rows` (any ``predict(batch) -> list[str]`` over an :class:`AudioTaskDataset`),
-:func:`evaluate_predictor` (predict + score + write), :func:`evaluate_checkpoint` (the PAL model path).
+:func:`evaluate_predictor` (predict + score + write), :func:`evaluate_checkpoint` (the PAL model path), :func:`run_evaluate_command` (the command's body).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ __all__ = [
     "summarize",
     "check_data_dir",
     "check_checkpoint_dir",
+    "run_evaluate_command",
 ]
 
 Predictor = Callable[[dict], Sequence[str]]
@@ -343,3 +344,31 @@ def evaluate_checkpoint(
         info["n_rows"] = len(answers)
         write_results(answers, scores, out_csv, info)
     return answers, scores
+
+
+def run_evaluate_command(args) -> None:
+    """``python -m workbench.evaluate`` with parsed arguments ``args``: answers + scores written, a summary printed;
+    bad input exits with ``error: ...``."""
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    try:
+        check_checkpoint_dir(args.checkpoint)
+        check_data_dir(args.data)
+        out = args.out or str(Path(args.checkpoint) / "eval" / "answers.csv")
+        answers, scores = evaluate_checkpoint(
+            args.checkpoint,
+            args.data,
+            out,
+            tasks=tasks,
+            max_rows=args.max_rows,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            cache_dir=args.cache_dir,
+            meteor=not args.no_meteor,
+            progress=not args.no_progress,
+            share_prefix=not args.no_share_prefix,
+            group_by_answer_length=not args.in_order,
+        )
+    except EvaluationError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"{len(answers)} rows -> {out} (+ scores.csv, run.json)")
+    print(summarize(scores))

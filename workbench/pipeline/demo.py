@@ -221,3 +221,70 @@ def inside_steps(demo: Demo) -> list:
             {"pairs": s.pairs, "checkpoints": common["checkpoints"]},
         )
     return steps
+
+
+def _demo_inputs(a) -> tuple[Sizes, Path] | int:
+    """(sizes, checkpoints folder) of the demo command's arguments ``a``, or the exit code 2 after the error."""
+    import sys
+    from dataclasses import replace
+
+    sizes = QUICK if a.quick else Sizes()
+    if a.eval_rows is not None:
+        if a.eval_rows < 1:
+            print(f"error: --eval-rows must be >= 1, got {a.eval_rows}", file=sys.stderr)
+            return 2
+        sizes = replace(sizes, eval_rows=a.eval_rows)
+    checkpoints = Path(a.checkpoints) if a.checkpoints else (RETRAINED if a.retrain else COMMITTED)
+    if not a.retrain:
+        missing = [v for v in VARIANTS if not (checkpoints / v / "final" / "config.json").exists()]
+        if missing:
+            print(
+                f"error: no checkpoint for {missing} under {checkpoints} (expected <variant>/final/config.json). "
+                f"Use the committed ones (results/checkpoints, from git), or retrain: ./run demo --retrain",
+                file=sys.stderr,
+            )
+            return 2
+    return sizes, checkpoints
+
+
+def run_demo_command(a) -> int:
+    """``python -m workbench.demo`` with parsed arguments ``a``: every step resumably, then the browser check of
+    the report and the verdicts; its exit code (0 done, 1 a step failed, 2 bad input, 130 interrupted)."""
+    import os
+    import sys
+    import time
+
+    import torch
+
+    from workbench.pipeline.steps import Pipeline, StepFailed
+
+    torch.set_num_threads(a.threads or os.cpu_count() or 1)
+    inputs = _demo_inputs(a)
+    if isinstance(inputs, int):
+        return inputs
+    sizes, checkpoints = inputs
+    out = Path(a.out)
+    demo = Demo(out, checkpoints, sizes, full_eval=a.full_eval or a.retrain)
+    t0 = time.time()
+    print(
+        f"pal-workbench demo -> {out}/ (checkpoints: {checkpoints}{'; quick smoke run' if a.quick else ''}; "
+        f"{torch.get_num_threads()} CPU threads)",
+        flush=True,
+    )
+    try:
+        Pipeline(out, fresh=a.fresh).run(build_steps(demo, a.retrain))
+    except StepFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    report = out / "report.html"
+    if not a.no_browser_check:
+        from workbench.reporting.browser_check import print_browser_check
+
+        print_browser_check(report, indent="      ")
+    from workbench.claims.verdict import claim_verdicts, format_verdicts
+
+    print("\n" + format_verdicts(claim_verdicts(out)))
+    print(f"\nreport: {report}   tables: {out}/*.csv   ({time.time() - t0:.0f} s)")
+    return 0

@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["BrowserCheckError", "find_chromium", "check_report"]
+__all__ = ["BrowserCheckError", "find_chromium", "check_report", "print_browser_check"]
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 INSTALL_HINT = (
@@ -337,3 +337,19 @@ def check_report(
     shot_path.parent.mkdir(parents=True, exist_ok=True)
     shot_path.write_bytes(r["png"])
     return _report_summary(page, exe, expected, shot_path, r)
+
+
+def print_browser_check(report: str | os.PathLike, indent: str = "") -> None:
+    """Check ``report`` in headless Chromium and print one line (figures rendered, console errors), each line
+    prefixed by ``indent``: the last step of the demo and of the study. A missing browser is a note, not a failure
+    (the report is already written)."""
+    try:
+        res = check_report(report)
+    except Exception as e:  # a missing browser must not fail the run; the report is already written
+        print(f"{indent}note: headless-Chromium check not run ({type(e).__name__}: {e})")
+        return
+    errs = res.get("console_errors") or []
+    print(
+        f"{indent}headless Chromium: {res.get('figures_rendered')}/{res.get('figures_expected')} figures rendered, "
+        f"{len(errs)} console error(s)" + (f": {errs[:3]}" if errs else "")
+    )

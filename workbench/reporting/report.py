@@ -34,6 +34,7 @@ __all__ = [
     "table_html",
     "REPORT_NAME",
     "NO_DATA",
+    "run_report_command",
 ]
 
 REPORT_NAME = "report.html"
@@ -245,3 +246,19 @@ def page_html(title: str, parts: list[str], need_plotly: bool) -> str:
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{style}</style>{plotly_js}</head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>"
     )
+
+
+def run_report_command(a) -> int:
+    """``python -m workbench.report`` with parsed arguments ``a``: the page of ``a.run`` written atomically to
+    ``a.out`` (default ``RUN/report.html``); exit code 0, or 2 when the run folder is missing."""
+    from workbench.common.paths import atomic_write_bytes
+
+    try:
+        page = build_report(a.run, a.title)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(a.out) if a.out else Path(a.run) / REPORT_NAME
+    atomic_write_bytes(out, page.encode())
+    print(f"wrote {out}")
+    return 0
