@@ -14,26 +14,19 @@ import argparse
 from workbench.analysis.cli import run_cli
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     from workbench.analysis.core import cli_common
 
     p = argparse.ArgumentParser(prog="python -m workbench.logit_lens", description=__doc__.split("\n\n")[0])
     cli_common(p)
-    a = p.parse_args(argv)
-    return run_cli(lambda: _run(a))
+    return p
 
 
-def _run(a) -> int:
-    from workbench.analysis import logit_lens as LL
-    from workbench.analysis.core import batches, default_out_dir, load_for_analysis, write_outputs
+def main(argv: list[str] | None = None) -> int:
+    from workbench.analysis.logit_lens import run_logit_lens_command
 
-    model, ds = load_for_analysis(a.checkpoint, a.data, a.n, seed=a.seed)
-    out = default_out_dir(a)
-    df = LL.logit_lens(model, batches(ds, a.batch_size), backend=a.backend)
-    write_outputs(df, LL.fig_logit_lens(df), out, "logit_lens")
-    write_outputs(LL.summarize(df), None, out, "logit_lens_summary")
-    print(f"wrote {out}/logit_lens.csv, logit_lens_summary.csv, logit_lens.html")
-    return 0
+    a = build_parser().parse_args(argv)
+    return run_cli(lambda: run_logit_lens_command(a))
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from workbench.analysis.cli import BAD_INPUT, fail
-from workbench.analysis.core import cli_common, default_out_dir, load_for_analysis, write_outputs
+from workbench.analysis.core import cli_common
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,87 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from workbench.analysis.patching import (
-        PatchingError,
-        make_pairs,
-        patch_dataset,
-        patching_figure,
-        resolve_sites,
-        summarize_patching,
-    )
+    from workbench.analysis.patching_command import run_patch_command
 
-    a = build_parser().parse_args(argv)
-    try:
-        layers = None
-        if a.layers:
-            try:
-                layers = [int(x) for x in a.layers.split(",") if x.strip()]
-            except ValueError:
-                raise PatchingError(f"--layers must be comma-separated integers, got {a.layers!r}") from None
-        model, ds = load_for_analysis(a.checkpoint, a.data, a.n, seed=a.seed)
-        sites, _ = resolve_sites(model, a.sites, a.encoder)
-        if layers is not None:
-            for l in layers:
-                model.check_layer(l, "--layers entry")
-        pairs = make_pairs(ds, a.attribute, a.max_pairs, a.seed)
-        if a.method == "atp":
-            return _atp(a, model, ds, pairs, sites, layers)
-        items = patch_dataset(
-            model, ds, pairs, sites, a.encoder, layers, a.backend, a.batch_size, progress=True, group=a.group
-        )
-        summary = summarize_patching(items)
-    except BAD_INPUT as e:
-        return fail(str(e))
-    name = "patching" + (f"_{a.attribute}" if a.attribute else "")
-    title = f"Activation patching ({len(pairs)} pairs" + (f", attribute {a.attribute}" if a.attribute else "") + ")"
-    out_dir = default_out_dir(a)
-    out = write_outputs(summary, patching_figure(summary, title), out_dir, name)
-    write_outputs(items, None, out_dir, f"{name}_items")
-    write_outputs(pairs, None, out_dir, f"{name}_pairs")
-    best = summary[summary["layer"] >= 0].sort_values("restored", ascending=False).head(8)
-    print(best[["site", "layer", "head", "encoder", "restored", "n_pairs"]].to_string(index=False))
-    print("wrote " + ", ".join(str(p) for p in out.values()))
-    return 0
-
-
-def _atp(a, model, ds, pairs, sites, layers) -> int:
-    import time
-
-    import pandas as pd
-
-    from workbench.analysis.atp import agreement, atp_dataset, atp_figure, summarize_atp
-    from workbench.analysis.patching import patch_dataset
-
-    t0 = time.perf_counter()
-    est = atp_dataset(model, ds, pairs, sites, a.encoder, layers, a.backend, a.batch_size, progress=True)
-    t_atp = time.perf_counter() - t0
-    exact, t_exact = None, float("nan")
-    if not a.no_exact:
-        t0 = time.perf_counter()
-        exact = patch_dataset(
-            model, ds, pairs, sites, a.encoder, layers, a.backend, a.batch_size, progress=True, group=a.group
-        )
-        t_exact = time.perf_counter() - t0
-    summary = summarize_atp(est, exact)
-    agree = agreement(summary) if exact is not None else pd.DataFrame()
-    agree = agree.assign(atp_seconds=t_atp, exact_seconds=t_exact, n_pairs=len(pairs))
-    name = "atp" + (f"_{a.attribute}" if a.attribute else "")
-    out_dir = default_out_dir(a)
-    out = write_outputs(
-        summary,
-        atp_figure(summary, f"Attribution patching vs exact patching ({len(pairs)} pairs)")
-        if exact is not None
-        else None,
-        out_dir,
-        name,
-    )
-    write_outputs(est, None, out_dir, f"{name}_items")
-    write_outputs(agree, None, out_dir, f"{name}_agreement")
-    if len(agree):
-        print(agree[["method", "sites", "spearman", "top_overlap", "top_k", "n_sites"]].to_string(index=False))
-    print(f"AtP {t_atp:.1f} s, exact {t_exact:.1f} s over {len(summary)} sites and {len(pairs)} pairs")
-    print("wrote " + ", ".join(str(p) for p in out.values()))
-    return 0
+    return run_patch_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

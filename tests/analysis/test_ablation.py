@@ -144,9 +144,12 @@ def test_bad_requests_name_the_fix(models):
 
 def test_cli_runs_and_reports_errors(models, tok, tmp_path, monkeypatch, capsys):
     import workbench.ablate as cli
+    import workbench.analysis.ablation as ablation_lib
 
     ds = FakeDataset(tok, tmp_path, n=4)
-    monkeypatch.setattr(cli, "load_for_analysis", lambda *a, **k: (models["plits1"], ds))
+    monkeypatch.setattr(
+        ablation_lib, "load_for_analysis", lambda *a, **k: (models["plits1"], ds)
+    )  # run_ablate_command's
     out = tmp_path / "out"
     assert cli.main(["--layer", "1", "--mode", "zero", "--out-dir", str(out), "--max-new-tokens", "2"]) == 0
     df = pd.read_csv(out / "ablation_zero_L1-1.csv")

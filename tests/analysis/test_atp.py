@@ -94,12 +94,13 @@ def test_atp_needs_transformer_lens_hooks():
 
 def test_cli_method_atp(tok, tmp_path, monkeypatch, capsys):
     import workbench.analysis.patch_pairs as P  # make_pairs reads the answer token there
+    import workbench.analysis.patching_command as PC
     import workbench.patch as cli
     from tests.analysis.fakes import FakeDataset
 
     monkeypatch.setattr(P, "_first_answer_token", lambda ds, row: 10 + len(row["answer"]))
     ds = FakeDataset(tok, tmp_path, n=8)
-    monkeypatch.setattr(cli, "load_for_analysis", lambda *a, **k: (model("lal"), ds))
+    monkeypatch.setattr(PC, "load_for_analysis", lambda *a, **k: (model("lal"), ds))  # run_patch_command's
     out = tmp_path / "out"
     assert cli.main(["--method", "atp", "--sites", "audio_kv,head_out", "--out-dir", str(out)]) == 0
     s = pd.read_csv(out / "atp.csv")

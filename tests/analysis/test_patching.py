@@ -100,11 +100,12 @@ def test_bad_requests_name_the_fix(models):
 
 def test_cli(models, tok, tmp_path, monkeypatch, capsys):
     import workbench.analysis.patch_pairs as P  # make_pairs reads the answer token there
+    import workbench.analysis.patching_command as PC
     import workbench.patch as cli
 
     monkeypatch.setattr(P, "_first_answer_token", lambda ds, row: 10 + len(row["answer"]))
     ds = FakeDataset(tok, tmp_path, n=8)
-    monkeypatch.setattr(cli, "load_for_analysis", lambda *a, **k: (models["lal1"], ds))
+    monkeypatch.setattr(PC, "load_for_analysis", lambda *a, **k: (models["lal1"], ds))  # run_patch_command's
     out = tmp_path / "out"
     assert cli.main(["--attribute", "pitch_class", "--sites", "audio_kv,connector", "--out-dir", str(out)]) == 0
     df = pd.read_csv(out / "patching_pitch_class.csv")

@@ -281,6 +281,7 @@ def test_shipped_suites_load_and_resolve(model):
 
 
 def test_cli_runs_suites_and_reports_a_bad_one(model, data, tmp_path, monkeypatch, capsys):
+    import workbench.analysis.probes as probes_lib
     import workbench.probe as cli
 
     calls = []
@@ -289,7 +290,7 @@ def test_cli_runs_suites_and_reports_a_bad_one(model, data, tmp_path, monkeypatc
         calls.append((checkpoint, data_dir, n))
         return model, data
 
-    monkeypatch.setattr(cli, "load_for_analysis", fake_load)
+    monkeypatch.setattr(probes_lib, "load_for_analysis", fake_load)  # run_probe_command reads it there
     good = tmp_path / "good.yaml"
     good.write_text(
         "attribute: pitch_class\nsites: {encoders: all, resid: {layers: [1], positions: [last_prompt]}}\n"

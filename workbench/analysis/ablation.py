@@ -24,13 +24,14 @@ hooks also act on the cached audio keys during decoding). The nnsight backend re
 only (its traces do not wrap generation); accuracy is NaN there.
 
 API: :func:`ablation_interventions` (hooks for one batch), :func:`audio_means`, :func:`item_metrics`,
-:func:`ablate`, :func:`ablation_sweep`; the figures (:func:`ablation_figure`, :func:`sweep_figure`,
+:func:`ablate`, :func:`ablation_sweep`, :func:`run_ablate_command` (``python -m workbench.ablate``); the figures (:func:`ablation_figure`, :func:`sweep_figure`,
 :func:`conditions_figure`) live in `workbench.analysis.ablation_figures`, the checks, means and hooks in
 `workbench.analysis.ablation_hooks`; both are re-exported here.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,7 +47,16 @@ from workbench.analysis.ablation_hooks import ablation_interventions as ablation
 from workbench.analysis.ablation_hooks import audio_means as audio_means
 from workbench.analysis.ablation_hooks import resolve_encoders as resolve_encoders
 from workbench.analysis.ablation_hooks import resolve_layers as resolve_layers
-from workbench.analysis.core import answer_logprob, prompt_item, run_with_interventions
+from workbench.analysis.cli import fail
+from workbench.analysis.core import (
+    answer_logprob,
+    default_out_dir,
+    load_for_analysis,
+    prompt_item,
+    run_with_interventions,
+    write_outputs,
+)
+from workbench.evaluation.evaluator import load_answer_options
 
 __all__ = [
     "MODES",
@@ -63,6 +73,7 @@ __all__ = [
     "sweep_figure",
     "resolve_layers",
     "resolve_encoders",
+    "run_ablate_command",
 ]
 
 SPANS = ("from", "single")
@@ -256,3 +267,55 @@ def ablation_sweep(
         t, _ = ablate(model, dataset, span_layers, mode, encoders, base=base, means=means, **kw)
         tables.append(t.assign(span=span))
     return pd.concat(tables, ignore_index=True)
+
+
+def _ablation_outputs(a: argparse.Namespace, model, ds, kw: dict[str, Any]):
+    """(table, figure, output name) of the single ablation or the sweep that ``a`` asks for."""
+    if a.sweep:
+        start = a.layer or 0
+        last = a.to if a.to is not None else model.cfg.n_layers - 1
+        layers = resolve_layers(model, start, last)
+        table = ablation_sweep(model, ds, a.mode, a.encoder, span=a.span, layers=layers, progress=True, **kw)
+        fig = sweep_figure(
+            table, title=f"Audio ablation sweep: mode {a.mode}, span {a.span}, encoder {a.encoder or 'all'}"
+        )
+        name = f"ablation_sweep_{a.mode}_{a.span}" + (f"_{a.encoder}" if a.encoder else "")
+    else:
+        layers = resolve_layers(model, a.layer, a.to)
+        table, _ = ablate(model, ds, layers, a.mode, a.encoder, **kw)
+        fig = ablation_figure(table)
+        name = f"ablation_{a.mode}_L{layers[0]}-{layers[-1]}" + (f"_{a.encoder}" if a.encoder else "")
+    return table, fig, name
+
+
+def run_ablate_command(a: argparse.Namespace) -> int:
+    """``python -m workbench.ablate`` with parsed arguments ``a``: checks them, ablates (or sweeps), writes
+    ``OUT_DIR/ablation_*.csv/.html/.png`` and prints the all/all rows; its exit code (2: bad input)."""
+    if a.mode not in MODES:
+        return fail(f"unknown --mode {a.mode!r}; choose one of {', '.join(MODES)}")
+    if a.span not in SPANS:
+        return fail(f"unknown --span {a.span!r}; choose one of {', '.join(SPANS)}")
+    if a.layer is None and not a.sweep:
+        return fail("pass --layer L (or --sweep)")
+    model, ds = load_for_analysis(a.checkpoint, a.data, a.n, seed=a.seed)
+    resolve_encoders(model, a.encoder, a.mode)
+    accuracy = not a.no_accuracy and a.backend == "transformer_lens"
+    if a.backend == "nnsight" and not a.no_accuracy:
+        print("note: the nnsight backend reports the answer log-probability only (accuracy: NaN)")
+    kw: dict[str, Any] = dict(
+        backend=a.backend,
+        batch_size=a.batch_size,
+        accuracy=accuracy,
+        max_new_tokens=a.max_new_tokens,
+        answer_options=load_answer_options(ds.root),
+    )
+    table, fig, name = _ablation_outputs(a, model, ds, kw)
+    out = write_outputs(table, fig, default_out_dir(a), name)
+    allrows = table[(table["task"] == "all") & (table["attribute"] == "all")]
+    print(
+        allrows[
+            ["mode", "encoder", "layer_start", "layer_end", "metric", "baseline", "ablated", "delta", "n"]
+        ].to_string(index=False)
+    )
+    print("wrote " + ", ".join(str(p) for p in out.values()))
+    return 0

@@ -15,10 +15,12 @@ Query sets: ``"after_slot"`` every real text token after the audio slot; ``"answ
 predict an answer token (the last prompt token up to the last-but-one answer token); ``"last_prompt"`` the
 last prompt token only. ``attention_tokens`` gives the full query x key pattern of one layer/head for one
 example, with token strings. Key/residual positions come from ``model.token_layout(batch)``.
+``run_attention_command(args)`` is ``python -m workbench.attention``.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Iterable
 
@@ -26,7 +28,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.analysis.core import collect, last_prompt_index
+from workbench.analysis.core import (
+    batches,
+    collect,
+    default_out_dir,
+    last_prompt_index,
+    load_for_analysis,
+    write_outputs,
+)
 from workbench.analysis.figures import add_caption
 
 __all__ = [
@@ -37,6 +46,7 @@ __all__ = [
     "fig_heatmap",
     "fig_layers",
     "fig_tokens",
+    "run_attention_command",
 ]
 
 QUERY_SETS = ("after_slot", "answer", "last_prompt")
@@ -350,3 +360,33 @@ def fig_tokens(df: pd.DataFrame, title: str | None = None):
         f"{n_audio} of them audio keys named <encoder:j>). Colour: softmax attention weight; each "
         "row sums to 1 over the keys it can see. Padding is left out.",
     )
+
+
+def run_attention_command(a: argparse.Namespace) -> int:
+    """``python -m workbench.attention`` with parsed arguments ``a``: writes ``attention_to_audio.csv`` (+ .html),
+    ``attention_layers.html`` and ``attention_tokens.csv`` (+ .html) into the output folder; its exit code."""
+    model, ds = load_for_analysis(a.checkpoint, a.data, a.n, seed=a.seed)
+    out = default_out_dir(a)
+    sets = QUERY_SETS if a.query_set == "all" else (a.query_set,)
+    frames = [attention_to_audio(model, batches(ds, a.batch_size), q, backend=a.backend) for q in sets]
+    df = pd.concat(frames, ignore_index=True)
+    main_set = sets[0]
+    sub = df[df.query_set == main_set]
+    write_outputs(df, fig_heatmap(sub), out, "attention_to_audio")
+    write_outputs(None, fig_layers(sub), out, "attention_layers")
+    best = sub.dropna(subset=["ratio"]).sort_values("ratio", ascending=False).head(1)
+    if len(best):
+        layer, head = int(best["layer"].iloc[0]), int(best["head"].iloc[0])
+        tok = attention_tokens(model, next(batches(ds, 1)), layer, head, backend=a.backend)
+        write_outputs(
+            tok,
+            fig_tokens(
+                tok,
+                title=f"Attention pattern, layer {layer} head {head} (largest audio "
+                f"ratio, query set {main_set}), example 0; weight: fraction of 1",
+            ),
+            out,
+            "attention_tokens",
+        )
+    print(f"wrote {out}/attention_to_audio.csv (+ .html), attention_layers.html, attention_tokens.html")
+    return 0

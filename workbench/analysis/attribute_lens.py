@@ -26,11 +26,13 @@ of the audio, :func:`~workbench.analysis.audio_conditions.make_silence`), ``bloc
 attend to audio keys: :func:`~workbench.analysis.core.block_audio_interventions`).
 
 API: :func:`attribute_lens` (tidy per-row frame), :func:`critical_layers`, :func:`summarize_lens`,
-:func:`attribute_lens_figure` (one figure across variants).
+:func:`attribute_lens_figure` (one figure across variants), :func:`run_attribute_lens_command`
+(``python -m workbench.attribute_lens``).
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -45,10 +47,19 @@ from workbench.analysis.audio_conditions import (
     paired_batches,
     require_audio,
 )
-from workbench.analysis.core import block_audio_interventions, collect
+from workbench.analysis.cli import run_per_checkpoint, variant_first
+from workbench.analysis.core import block_audio_interventions, collect, write_outputs
 from workbench.analysis.figures import add_caption
+from workbench.evaluation.evaluator import load_answer_options
 
-__all__ = ["CONDITIONS", "attribute_lens", "critical_layers", "summarize_lens", "attribute_lens_figure"]
+__all__ = [
+    "CONDITIONS",
+    "attribute_lens",
+    "critical_layers",
+    "summarize_lens",
+    "attribute_lens_figure",
+    "run_attribute_lens_command",
+]
 
 CONDITIONS = ("audio", "silence", "blocked")
 COLUMNS = ["example", "row_id", "attribute", "condition", "position", "layer", "right", "top", "prob", "correct"]
@@ -328,3 +339,40 @@ def attribute_lens_figure(
         "Critical layer: first layer from which the right option stays top-1 among the options to the last "
         "layer (median over resolved rows).",
     )
+
+
+def run_attribute_lens_command(a: argparse.Namespace) -> int:
+    """``python -m workbench.attribute_lens`` with parsed arguments ``a``: the lens of every checkpoint, written
+    to ``OUT_DIR/attribute_lens.csv`` (+ .html/.png) and ``attribute_lens_items.csv``; its exit code."""
+    frames, summaries = {}, []
+
+    def one(variant, model, ds):
+        df = attribute_lens(
+            model,
+            ds,
+            load_answer_options(ds.root),
+            a.attribute,
+            silence=a.silence,
+            backend=a.backend,
+            batch_size=a.batch_size,
+            progress=True,
+        )
+        frames[variant] = df
+        summaries.append(summarize_lens(df).assign(variant=variant))
+
+    rc = run_per_checkpoint(a, one)
+    if rc:
+        return rc
+    summary = variant_first(summaries)
+    items = variant_first(d.assign(variant=v) for v, d in frames.items())
+    title = "Attribute lens: when does each variant resolve the attribute?" + (
+        f" ({a.attribute})" if a.attribute else ""
+    )
+    out = write_outputs(summary, attribute_lens_figure(frames, title), a.out_dir, "attribute_lens", png=not a.no_png)
+    write_outputs(items, None, a.out_dir, "attribute_lens_items")
+    s = summary[(summary["position"] == "last_prompt") & (summary["split"] == "all")]
+    crit = s.drop_duplicates(["variant", "condition"])[["variant", "condition", "critical_median", "resolved"]]
+    last = s[s["layer"] == s["layer"].max()][["variant", "condition", "accuracy"]]
+    print(crit.merge(last, on=["variant", "condition"]).to_string(index=False))
+    print("wrote " + ", ".join(str(v) for v in out.values()))
+    return 0

@@ -19,10 +19,14 @@ answer tokens and reads, through the shared analyses (`workbench.analysis.attent
   MLP connector, its cross-attention over frames for a Q-Former latent, the frames it stacks for a released
   projector; `connector.frame_weights`), summed over the encoder's tokens and averaged over the layers where
   they are visible: ``start_s``, ``end_s`` (the frame's time span), ``weight``.
+
+:func:`run_ask_command` is ``python -m workbench.ask``: the answer, or with ``--explain`` the answer and the
+tables above (printed, and as CSV / HTML where asked).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +38,12 @@ import torch
 from workbench.analysis.attention import attention_to_audio, query_mask
 from workbench.analysis.core import collect
 from workbench.analysis.logit_lens import logit_lens
+from workbench.common.audio_io import load_audio
+from workbench.common.paths import atomic_write_bytes
 from workbench.model.inference import MODEL_DEFAULT, AudioInput, answer_clip, ask, frames_per_second, load_clip
+from workbench.model.pal import PALModel
 
-__all__ = ["Explanation", "load_clip", "ask", "explain", "audio_token_attention"]
+__all__ = ["Explanation", "load_clip", "ask", "explain", "audio_token_attention", "run_ask_command"]
 
 
 @dataclass
@@ -190,3 +197,48 @@ def explain(
         token_attention=tokens,
         time_attention=time,
     )
+
+
+def _attention_table(ex: Explanation) -> pd.DataFrame:
+    """Mass and ratio of the answer's attention per (layer, encoder), where audio is visible."""
+    lay = ex.attention_layers[ex.attention_layers.uniform_mass > 0]
+    return lay.pivot_table(index="layer", columns="encoder", values=["mass", "ratio"]).round(4)
+
+
+def _lens_table(ex: Explanation) -> pd.DataFrame:
+    """Logit lens of the first answer token per layer: ``prob_<condition>``, ``rank_<condition>`` columns."""
+    lens = ex.lens.pivot_table(index="layer", columns="condition", values=["prob", "rank"])
+    lens.columns = [f"{v}_{c}" for v, c in lens.columns]
+    return lens.round(4).astype({c: int for c in lens.columns if c.startswith("rank")})
+
+
+def _print_explanation(ex: Explanation) -> None:
+    """The answer, its attention per layer and encoder, and its logit lens, as text tables."""
+    print(ex.answer)
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print("\nattention of the answer to each encoder's audio (mean over heads; ratio = mass / uniform attention):")
+        print(_attention_table(ex).to_string())
+        print(
+            f"\nlogit lens of the first answer token {ex.lens.answer_token.iloc[0]!r} (prob, rank; audio vs audio cut):"
+        )
+        print(_lens_table(ex).to_string())
+
+
+def run_ask_command(a: argparse.Namespace) -> int:
+    """``python -m workbench.ask`` with parsed arguments ``a``: prints the answer (with ``--explain``, ``--html`` or
+    ``--csv-dir`` also the explanation, written where asked); its exit code."""
+    torch.set_num_threads(min(torch.get_num_threads(), 4))
+    load_audio(a.clip, mono=False)  # fail on a bad clip before loading the model
+    model = PALModel.from_pretrained(a.checkpoint)
+    if not (a.explain or a.html or a.csv_dir):
+        print(model.ask(a.clip, a.question, max_new_tokens=a.max_new_tokens))
+        return 0
+    ex = explain(model, a.clip, a.question, max_new_tokens=a.max_new_tokens)
+    _print_explanation(ex)
+    if a.csv_dir:
+        for name in ("attention", "attention_layers", "lens", "token_attention", "time_attention"):
+            atomic_write_bytes(Path(a.csv_dir) / f"ask_{name}.csv", getattr(ex, name).to_csv(index=False).encode())
+        print(f"\nwrote {a.csv_dir}/ask_*.csv")
+    if a.html:
+        print(f"\nwrote {ex.write_html(a.html)}")
+    return 0

@@ -23,11 +23,12 @@ percentiles over rows (random heads: each row's delta averaged over the draws), 
 is the paired difference.
 
 API: :func:`listening_scores`, :func:`listening_ablation`, :func:`listening_figure`,
-:func:`listening_ablation_figure`.
+:func:`listening_ablation_figure`, :func:`run_listening_heads_command` (``python -m workbench.listening_heads``).
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,9 +44,11 @@ from workbench.analysis.audio_conditions import (
     paired_batches,
     require_audio,
 )
-from workbench.analysis.core import answer_logprob, collect, run_with_interventions
+from workbench.analysis.cli import run_per_checkpoint, variant_first
+from workbench.analysis.core import answer_logprob, collect, run_with_interventions, write_outputs
 from workbench.analysis.listening_figures import listening_ablation_figure as listening_ablation_figure
 from workbench.analysis.listening_figures import listening_figure as listening_figure
+from workbench.evaluation.evaluator import load_answer_options
 from workbench.stats.bootstrap import bootstrap_ci
 
 __all__ = [
@@ -57,6 +60,7 @@ __all__ = [
     "listening_ablation",
     "listening_figure",
     "listening_ablation_figure",
+    "run_listening_heads_command",
 ]
 
 SCORE_COLUMNS = ["layer", "head", "score", "delta_norm", "out_rms", "audio_mass", "rank", "n"]
@@ -323,3 +327,58 @@ def listening_ablation(
         )
         deltas[name] = m
     return pd.DataFrame(_ablation_rows(base, deltas, top, random_sets, draws, resamples, seed))
+
+
+def _listening_heads_of(a: argparse.Namespace, variant: str, model, ds) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One checkpoint of ``python -m workbench.listening_heads``: (scores, ablation table); writes its two
+    figures and prints its top heads and ablation rows."""
+    s = listening_scores(model, ds, a.silence, backend=a.backend, batch_size=a.batch_size, progress=True)
+    t = listening_ablation(
+        model,
+        ds,
+        s,
+        a.k,
+        draws=a.draws,
+        seed=a.seed,
+        answer_options=load_answer_options(ds.root),
+        backend=a.backend,
+        batch_size=a.batch_size,
+        progress=True,
+    )
+    png = not a.no_png
+    write_outputs(
+        None, listening_figure(s, f"{variant}: listening heads"), a.out_dir, f"listening_heads_{variant}", png=png
+    )
+    write_outputs(
+        None,
+        listening_ablation_figure(t, f"{variant}: top {a.k} listening heads vs {a.k} random heads, mean-ablated"),
+        a.out_dir,
+        f"listening_ablation_{variant}",
+        png=png,
+    )
+    top = s.head(a.k)
+    print(
+        f"{variant}: top heads "
+        + ", ".join(f"L{r.layer}H{r.head} ({r.score:.3f}, audio {r.audio_mass:.2f})" for r in top.itertuples())
+    )
+    print(t[["condition", "metric", "delta", "ci_low", "ci_high", "n"]].to_string(index=False))
+    return s, t
+
+
+def run_listening_heads_command(a: argparse.Namespace) -> int:
+    """``python -m workbench.listening_heads`` with parsed arguments ``a``: scores and ablation of every checkpoint,
+    written to ``OUT_DIR/listening_heads.csv``, ``listening_ablation.csv`` and per-variant figures; its exit code."""
+    scores, tables = [], []
+
+    def one(variant, model, ds):
+        s, t = _listening_heads_of(a, variant, model, ds)
+        scores.append(s.assign(variant=variant))
+        tables.append(t.assign(variant=variant))
+
+    rc = run_per_checkpoint(a, one)
+    if rc:
+        return rc
+    w1 = write_outputs(variant_first(scores), None, a.out_dir, "listening_heads")
+    w2 = write_outputs(variant_first(tables), None, a.out_dir, "listening_ablation")
+    print(f"wrote {w1['csv']}, {w2['csv']} and the figures in {a.out_dir}")
+    return 0

@@ -12,21 +12,30 @@ unembedding. Two conditions:
 ``logit_lens(model, batches)`` -> one row per (example, layer, condition): example, layer, condition,
 answer_id, answer_token, prob, logprob, rank (0 = top-1; number of tokens with a larger logit).
 ``summarize(df)`` -> per (layer, condition): mean prob, its standard error, mean log-prob, median rank,
-top-1 rate, n. ``fig_logit_lens(df)`` plots it.
+top-1 rate, n. ``fig_logit_lens(df)`` plots it. ``run_logit_lens_command(args)`` is ``python -m workbench.logit_lens``.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from workbench.analysis.core import block_audio_interventions, collect, last_prompt_index
+from workbench.analysis.core import (
+    batches,
+    block_audio_interventions,
+    collect,
+    default_out_dir,
+    last_prompt_index,
+    load_for_analysis,
+    write_outputs,
+)
 from workbench.analysis.figures import add_caption
 
-__all__ = ["CONDITIONS", "logit_lens", "summarize", "fig_logit_lens"]
+__all__ = ["CONDITIONS", "logit_lens", "summarize", "fig_logit_lens", "run_logit_lens_command"]
 
 CONDITIONS = ("audio", "no_audio")
 
@@ -144,3 +153,15 @@ def fig_logit_lens(df: pd.DataFrame, title: str | None = None):
         "cannot attend to audio keys). Left: mean probability of the first answer token, error "
         "bars ±1 s.e.m.; right: its median rank + 1 (1 = top-1).",
     )
+
+
+def run_logit_lens_command(a: argparse.Namespace) -> int:
+    """``python -m workbench.logit_lens`` with parsed arguments ``a``: writes ``logit_lens.csv`` (+ .html) and
+    ``logit_lens_summary.csv`` into the output folder; its exit code."""
+    model, ds = load_for_analysis(a.checkpoint, a.data, a.n, seed=a.seed)
+    out = default_out_dir(a)
+    df = logit_lens(model, batches(ds, a.batch_size), backend=a.backend)
+    write_outputs(df, fig_logit_lens(df), out, "logit_lens")
+    write_outputs(summarize(df), None, out, "logit_lens_summary")
+    print(f"wrote {out}/logit_lens.csv, logit_lens_summary.csv, logit_lens.html")
+    return 0

@@ -35,17 +35,21 @@ built-in negative control).
 Modules (each step's code; everything is importable from ``workbench.analysis.probes``):
 ``suite`` (YAML suites and the sites they select), ``store`` (clips with one fixed question, activation
 collection streamed to an on-disk store), ``fit`` (scikit-learn probes, control tasks, bootstrap CIs),
-``figures`` (:func:`probe_figure`); :func:`run_suite` here runs them end to end.
+``figures`` (:func:`probe_figure`); :func:`run_suite` here runs them end to end, :func:`run_probe_command`
+is ``python -m workbench.probe``.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
+from workbench.analysis.core import default_out_dir, load_for_analysis
 from workbench.analysis.probes.figures import probe_figure
 from workbench.analysis.probes.fit import NearConstantFilter, control_labels, fit_probes
 from workbench.analysis.probes.store import ActivationStore, ClipSet, collect_activations, prepare_clips
@@ -69,6 +73,7 @@ __all__ = [
     "run_suite",
     "control_labels",
     "NearConstantFilter",
+    "run_probe_command",
 ]
 
 
@@ -153,3 +158,46 @@ def run_suite(
     if out_dir is not None and write:
         write_outputs(df, fig, out_dir, f"probe_{suite.name}")
     return df, fig
+
+
+def run_probe_command(args: argparse.Namespace) -> int:
+    """``python -m workbench.probe`` with parsed arguments ``args``: every suite on one model and dataset, each
+    written to ``OUT_DIR/probe_<suite>.csv`` (+ figure) with its best sites printed; a suite that does not fit
+    is reported on stderr and the others still run. Its exit code (2 when a suite failed)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    suites = [load_suite(p) for p in args.suites]
+    model, dataset = load_for_analysis(
+        args.checkpoint, args.data, None, seed=args.seed or 0, cache_dir=args.cache_dir, progress=not args.no_progress
+    )
+    out = default_out_dir(args)
+    status = 0
+    for suite in suites:
+        try:
+            keep = f"{args.keep_activations}/{suite.name}" if args.keep_activations else None
+            df, _ = run_suite(
+                suite,
+                model,
+                dataset,
+                out_dir=out,
+                activations_dir=keep,
+                n=args.n,
+                backend=args.backend,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                progress=not args.no_progress,
+            )
+        except ProbeError as e:  # a suite that does not fit this model / dataset: report it, run the others
+            print(f"error in {suite.source}: {e}", file=sys.stderr)
+            status = 2
+            continue
+        best = df.sort_values("value", ascending=False).head(5)
+        print(
+            f"\n{suite.name} ({suite.attribute}, {df['metric'].iloc[0]}, n={df['n'].iloc[0]}, "
+            f"majority {df['majority'].iloc[0]:.3f}) -> {out}/probe_{suite.name}.csv"
+        )
+        print(
+            best[["site", "value", "ci_low", "ci_high", "control", "selectivity"]].to_string(
+                index=False, float_format="%.3f"
+            )
+        )
+    return status
