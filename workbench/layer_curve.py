@@ -8,28 +8,23 @@ What it reads, its intervals and its paired layer contrasts: :mod:`workbench.cla
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Sequence
 
-from workbench.claims.layer_curve import write_layer_curve
 from workbench.training.runs import SWEEP_ROOT
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m workbench.layer_curve", description=__doc__.split("\n\n")[0])
     p.add_argument("--sweeps", default=str(SWEEP_ROOT), help=f"sweep root (default {SWEEP_ROOT})")
     p.add_argument("--out", default="results", help="output folder (default results)")
     p.add_argument("--resamples", type=int, default=2000)
-    a = p.parse_args(argv)
-    sentence = write_layer_curve(a.sweeps, a.out, a.resamples)
-    if sentence is None:
-        print(
-            f"error: no evaluated sweep point under {a.sweeps} (expected MODE/LNN/seed-S/eval/answers.csv); run "
-            "python -m workbench.sweep injection-layer first",
-            file=sys.stderr,
-        )
-        return 2
-    print(sentence)
-    return 0
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from workbench.claims.layer_curve import run_layer_curve_command
+
+    return run_layer_curve_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

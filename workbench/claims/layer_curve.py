@@ -21,6 +21,7 @@ accuracy, n_rows``), ``OUT/injection_layer_curve_contrasts.csv`` (:func:`layer_c
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -300,3 +301,18 @@ def write_layer_curve(sweeps: str | Path, out: str | Path, resamples: int = 2000
     fig = curve_figure(summary, per_seed=seed_points(clips), contrasts=contrasts)
     write_outputs(summary, fig, out, LAYER_CURVE_STEM)
     return shape_sentence(summary, contrasts)
+
+
+def run_layer_curve_command(args) -> int:
+    """``python -m workbench.layer_curve``: write the curve from ``args.sweeps`` into ``args.out`` and print its shape
+    sentence; 2 (with the fix on stderr) when no sweep point has been evaluated."""
+    sentence = write_layer_curve(args.sweeps, args.out, args.resamples)
+    if sentence is None:
+        print(
+            f"error: no evaluated sweep point under {args.sweeps} (expected MODE/LNN/seed-S/eval/answers.csv); run "
+            "python -m workbench.sweep injection-layer first",
+            file=sys.stderr,
+        )
+        return 2
+    print(sentence)
+    return 0
