@@ -139,6 +139,22 @@ class Attention(nn.Module):
         """x [B, L, M] (normed); allowed [B, L, N + P + L] bool. Returns (z·W_O [B, L, M], (k, v) of this call
         after RoPE, [B, L, G, D] each, for the KV cache)."""
         B, L, _ = x.shape
+        H, D = self.cfg.n_heads, self.cfg.d_head
+        q, k, v = self._project_qkv(x, rope)
+        k_all, v_all = self._all_keys_values(k, v, extra, past_kv)
+        bias = gate_bias(extra, B, H, k_all.shape[1], q.dtype)  # [B, H, 1, K]: the LAL gate on the audio keys
+        if self._needs_pattern():
+            z = self._attend_eager(q, k_all, v_all, allowed, bias)
+        else:
+            z = self._attend_sdpa(q, k_all, v_all, allowed, bias)
+        z = self.hook_z(z.transpose(1, 2))  # [B, L, H, D]
+        return self.o_proj(z.reshape(B, L, H * D)), (k, v)
+
+    def _project_qkv(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, L, M] -> q [B, L, H, D], k, v [B, L, G, D] (q and k after RoPE when ``rope`` is given)."""
+        B, L, _ = x.shape
         H, G, D = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.d_head
         q = self.hook_q(self.q_proj(x).view(B, L, H, D))
         k = self.hook_k(self.k_proj(x).view(B, L, G, D))
@@ -147,7 +163,13 @@ class Attention(nn.Module):
             cos, sin = rope
             q = self.hook_rot_q(apply_rotary(q, cos, sin))
             k = self.hook_rot_k(apply_rotary(k, cos, sin))
-        new_kv = (k, v)
+        return q, k, v
+
+    def _all_keys_values(
+        self, k: torch.Tensor, v: torch.Tensor, extra: ExtraKV | None, past_kv: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This call's k, v [B, L, G, D] behind the extra (audio) entries and the cached past: the key axis
+        [extra ; past ; current], [B, N + P + L, G, D] each."""
         keys, values = [], []
         if extra is not None:
             keys.append(self.hook_audio_k(extra.k.to(k.dtype)))
@@ -159,38 +181,55 @@ class Attention(nn.Module):
         values.append(v)
         k_all = torch.cat(keys, dim=1) if len(keys) > 1 else k
         v_all = torch.cat(values, dim=1) if len(values) > 1 else v
+        return k_all, v_all
+
+    def _attend_eager(
+        self,
+        q: torch.Tensor,
+        k_all: torch.Tensor,
+        v_all: torch.Tensor,
+        allowed: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Scores and pattern materialised (``hook_attn_scores``, ``hook_pattern`` fire): q [B, L, H, D], k_all,
+        v_all [B, K, G, D], allowed [B, L, K], bias [B, H, 1, K] or None -> z [B, H, L, D]."""
+        B, L, H, D = q.shape
+        G, R, K = self.cfg.n_kv_heads, self.cfg.n_kv_groups, k_all.shape[1]
         # Grouped-query attention without copying K/V: query heads viewed as [G, R] (head h reads
         # K/V head h // R, as transformers' repeat_kv does).
-        R = self.cfg.n_kv_groups
-        K = k_all.shape[1]
         qh = q.transpose(1, 2).reshape(B, G, R, L, D)
         kh = k_all.transpose(1, 2)[:, :, None]  # [B, G, 1, K, D]
         vh = v_all.transpose(1, 2)[:, :, None]
         mask = allowed[:, None, None]  # [B, 1, 1, L, K]
-        bias = gate_bias(extra, B, H, K, q.dtype)  # [B, H, 1, K]: the LAL gate on the audio keys, or None
-        if self._needs_pattern():
-            scores = torch.matmul(qh, kh.transpose(-1, -2)) * self.scale
-            if bias is not None:
-                scores = scores + bias.view(B, G, R, 1, K)
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            scores = self.hook_attn_scores(scores.view(B, H, L, K))
-            pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-            pattern = self.hook_pattern(pattern)
-            z = torch.matmul(pattern.view(B, G, R, L, K), vh).view(B, H, L, D)
-        else:
-            attn_mask = allowed[:, None]
-            if bias is not None:
-                attn_mask = bias.masked_fill(~attn_mask, float("-inf"))
-            z = F.scaled_dot_product_attention(
-                q.transpose(1, 2),
-                k_all.transpose(1, 2),
-                v_all.transpose(1, 2),
-                attn_mask=attn_mask,
-                scale=self.scale,
-                enable_gqa=R > 1,
-            )
-        z = self.hook_z(z.transpose(1, 2))  # [B, L, H, D]
-        return self.o_proj(z.reshape(B, L, H * D)), new_kv
+        scores = torch.matmul(qh, kh.transpose(-1, -2)) * self.scale
+        if bias is not None:
+            scores = scores + bias.view(B, G, R, 1, K)
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        scores = self.hook_attn_scores(scores.view(B, H, L, K))
+        pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        pattern = self.hook_pattern(pattern)
+        return torch.matmul(pattern.view(B, G, R, L, K), vh).view(B, H, L, D)
+
+    def _attend_sdpa(
+        self,
+        q: torch.Tensor,
+        k_all: torch.Tensor,
+        v_all: torch.Tensor,
+        allowed: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The fused kernel (no scores or pattern hooks); same arguments and result as `_attend_eager`."""
+        attn_mask = allowed[:, None]
+        if bias is not None:
+            attn_mask = bias.masked_fill(~attn_mask, float("-inf"))
+        return F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k_all.transpose(1, 2),
+            v_all.transpose(1, 2),
+            attn_mask=attn_mask,
+            scale=self.scale,
+            enable_gqa=self.cfg.n_kv_groups > 1,
+        )
 
 
 class MLP(nn.Module):

@@ -25,14 +25,14 @@ the manifest records the next batch; a rerun continues from there, a finished st
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+
+from workbench.analysis.sae.row_store import RowStore, model_fingerprint, open_store, write_shard
 
 __all__ = ["ROLES", "RowStore", "clip_view", "collect_rows", "collect_until", "extract_rows", "pool_by_clip"]
 
@@ -188,87 +188,8 @@ def collect_until(model, batch, names: list[str]) -> dict[str, torch.Tensor]:
     return saved
 
 
-class RowStore:
-    """A folder of shards: ``manifest.json`` (hook, positions, dim, shards, next_batch, complete),
-    ``acts_#####.npy`` [rows, d] and ``rows_#####.csv`` (clip, row_id, token, encoder, t0, t1, attributes)."""
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        mf = self.root / "manifest.json"
-        self.manifest: dict | None = json.loads(mf.read_text()) if mf.is_file() else None
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.manifest and self.manifest.get("complete"))
-
-    def _need(self) -> dict:
-        """The manifest; a clear error when the folder holds none."""
-        if not self.manifest:
-            raise FileNotFoundError(
-                f"{self.root} holds no activation rows (no manifest.json); collect them first: "
-                "python -m workbench.sae collect --checkpoint DIR --site HOOK --out DIR"
-            )
-        return self.manifest
-
-    def shards(self):
-        """Stream the shards: yields (activations [rows, d] float32 memmap-backed, row frame)."""
-        manifest = self._need()
-        for s in manifest["shards"]:
-            yield (np.load(self.root / s["acts"], mmap_mode="r"), pd.read_csv(self.root / s["rows"]))
-
-    def matrix(self) -> np.ndarray:
-        """Every row, [n, d] float32."""
-        manifest = self._need()
-        parts = [np.asarray(a, dtype=np.float32) for a, _ in self.shards()]
-        return np.concatenate(parts) if parts else np.zeros((0, manifest.get("dim", 0)), np.float32)
-
-    @property
-    def meta(self) -> pd.DataFrame:
-        manifest = self._need()
-        return pd.concat([pd.read_csv(self.root / s["rows"]) for s in manifest["shards"]], ignore_index=True)
-
-    def __len__(self) -> int:
-        return sum(s["n"] for s in self.manifest["shards"]) if self.manifest else 0
-
-    def write_manifest(self, manifest: dict) -> None:
-        tmp = self.root / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, self.root / "manifest.json")
-        self.manifest = manifest
-
-
-def model_fingerprint(model) -> str:
-    """A short id of the model's configuration and trainable weights (so a resumed store never mixes models)."""
-    import hashlib
-
-    h = hashlib.sha1()
-    cfg = getattr(model, "pal_cfg", None)
-    described = cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else str(cfg)
-    h.update(json.dumps(described, sort_keys=True, default=str).encode())
-    for name, p in sorted(model.named_parameters()):
-        if p.requires_grad or name.startswith(("connectors", "lal_")):
-            h.update(name.encode())
-            h.update(np.ascontiguousarray(p.detach().float().flatten()[:4096].cpu().numpy()).tobytes())
-    return h.hexdigest()[:16]
-
-
 def _attrs(row: dict, keep: list[str]) -> dict:
     return {k: (None if isinstance(row.get(k), (list, dict)) else row.get(k)) for k in keep}
-
-
-def _flush(store: RowStore, manifest: dict, acts: list, metas: list, next_batch: int, dtype) -> None:
-    i = len(manifest["shards"])
-    a_name, r_name = f"acts_{i:05d}.npy", f"rows_{i:05d}.csv"
-    x = np.concatenate(acts).astype(dtype)
-    with open(store.root / (a_name + ".tmp"), "wb") as f:
-        np.save(f, x)
-    os.replace(store.root / (a_name + ".tmp"), store.root / a_name)
-    pd.concat(metas, ignore_index=True).to_csv(store.root / (r_name + ".tmp"), index=False)
-    os.replace(store.root / (r_name + ".tmp"), store.root / r_name)
-    manifest["shards"].append({"acts": a_name, "rows": r_name, "n": int(x.shape[0])})
-    manifest["dim"] = int(x.shape[1])
-    manifest["next_batch"] = next_batch
-    store.write_manifest(manifest)
 
 
 @torch.no_grad()
@@ -294,16 +215,12 @@ def collect_rows(
     complete store for the same hook/positions/rows is returned as is). ``attributes``: clip columns copied into
     the row frame (default: every scalar column of the first row). ``max_batches``: stop early (benchmarks).
     ``stop_early``: end each forward once the hook has fired (`collect_until`; TransformerLens backend)."""
-    from workbench.analysis.core import collect
-
     if rows not in ("clips", "tasks"):
         raise ValueError(f"rows must be 'clips' or 'tasks', got {rows!r}")
     kind, _, enc = _kind(hook)
     if positions != "audio" and kind != "resid":
         raise ValueError(f"positions {positions!r} need a residual-shaped hook, not {hook}")
     items = clip_view(dataset, question) if rows == "clips" else dataset
-    store = RowStore(out_dir)
-    store.root.mkdir(parents=True, exist_ok=True)
     key = {
         "hook": hook,
         "positions": positions,
@@ -313,70 +230,104 @@ def collect_rows(
         "model": model_fingerprint(model),
         "data": str(getattr(dataset, "root", "")),
     }
-    manifest = store.manifest
-    if manifest and {k: manifest.get(k) for k in key} == key:
-        if manifest.get("complete"):
-            return store
-    else:
-        if manifest:  # another model, hook or data: start over (old shards are overwritten)
-            for s in manifest.get("shards", []):
-                for f in (s["acts"], s["rows"]):
-                    (store.root / f).unlink(missing_ok=True)
-        manifest = {**key, "shards": [], "next_batch": 0, "complete": False}
-        store.write_manifest(manifest)
-    base_rows = dataset.rows
-    first = base_rows[0] if base_rows else {}
-    keep = (
-        attributes
-        if attributes is not None
-        else [
-            k
-            for k, v in first.items()
-            if not k.startswith("_") and not isinstance(v, (list, dict)) and k not in ("question", "answer")
-        ]
+    store, manifest = open_store(out_dir, key)
+    if manifest.get("complete"):
+        return store
+    job = _Collection(
+        model, dataset, items, hook, positions, rows, _kept_attributes(dataset.rows, attributes), backend, stop_early
     )
-    names = [hook]
-    if kind in ("encoder", "connector"):
-        names.append(f"{kind}s.{enc}.hook_mask")
-    masks = {e: (None, f"connectors.{e}.hook_mask") for e in model.encoder_names}
-    names += [m for _, m in masks.values() if m not in names]
+    n_batches = len(range(0, len(items), batch_size))
     starts = list(range(0, len(items), batch_size))[manifest["next_batch"] :]
     if max_batches is not None:
         starts = starts[:max_batches]
-    it = starts
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(starts, desc=f"collect {hook} [{positions}]", unit="batch")
-    buf, metas, n_buf = [], [], 0
-    for start in it:
-        idx = list(range(start, min(start + batch_size, len(items))))
-        batch = items.collate_fn([items[j] for j in idx])
-        if stop_early and backend == "transformer_lens":
-            acts = collect_until(model, batch, names)
-        else:
-            _, acts = collect(model, batch, names, backend=backend)
-        layout = model.token_layout(batch, {e: (None, acts[m]) for e, (_, m) in masks.items()})
-        x, meta = extract_rows(model, hook, positions, acts[hook], layout, acts, batch)
-        src = [base_rows[items.indices[j]] if rows == "clips" else items.rows[j] for j in idx]
-        info = pd.DataFrame([_attrs(src[b], keep) for b in meta["batch_row"]])
-        dur = info["duration_s"].astype(float) if "duration_s" in info else np.nan
-        meta = meta.assign(t0=meta["frac0"] * dur, t1=meta["frac1"] * dur, item=[idx[b] for b in meta["batch_row"]])
-        meta = pd.concat([meta.drop(columns=["batch_row", "frac0", "frac1"]), info], axis=1)
-        buf.append(x.numpy())
-        metas.append(meta)
-        n_buf += len(meta)
-        if n_buf >= shard_rows:
-            _flush(store, manifest, buf, metas, start // batch_size + 1, np.dtype(dtype))
-            buf, metas, n_buf = [], [], 0
-    done_batches = (starts[-1] // batch_size + 1) if starts else manifest["next_batch"]
-    if buf:
-        _flush(store, manifest, buf, metas, done_batches, np.dtype(dtype))
-    if max_batches is None or done_batches >= len(range(0, len(items), batch_size)):
+    done_batches = _collect_batches(job, store, manifest, starts, batch_size, shard_rows, np.dtype(dtype), progress)
+    if max_batches is None or done_batches >= n_batches:
         manifest["complete"] = True
         manifest["next_batch"] = done_batches
         store.write_manifest(manifest)
     return store
+
+
+def _kept_attributes(base_rows: list[dict], attributes: list[str] | None) -> list[str]:
+    """The clip columns copied into the row frame: ``attributes``, or every scalar column of the first row (not
+    the question or answer)."""
+    if attributes is not None:
+        return attributes
+    first = base_rows[0] if base_rows else {}
+    return [
+        k
+        for k, v in first.items()
+        if not k.startswith("_") and not isinstance(v, (list, dict)) and k not in ("question", "answer")
+    ]
+
+
+class _Collection:
+    """What `collect_rows` reads: ``hook``'s rows at ``positions`` of ``items`` (the clip view or the dataset
+    itself), with the hooks that must fire beside it (its mask; every connector's mask, for the token layout)."""
+
+    def __init__(self, model, dataset, items, hook, positions, rows, keep, backend, stop_early):
+        self.model, self.dataset, self.items = model, dataset, items
+        self.hook, self.positions, self.rows, self.keep = hook, positions, rows, keep
+        self.backend, self.stop_early = backend, stop_early
+        kind, _, enc = _kind(hook)
+        self.names = [hook]
+        if kind in ("encoder", "connector"):
+            self.names.append(f"{kind}s.{enc}.hook_mask")
+        self.masks = {e: (None, f"connectors.{e}.hook_mask") for e in model.encoder_names}
+        self.names += [m for _, m in self.masks.values() if m not in self.names]
+
+    def batch_rows(self, idx: list[int]) -> tuple[np.ndarray, pd.DataFrame]:
+        """Items ``idx`` -> (rows [n, d] float32, their frame: token, encoder, t0, t1, item, clip attributes)."""
+        from workbench.analysis.core import collect
+
+        model, items = self.model, self.items
+        batch = items.collate_fn([items[j] for j in idx])
+        if self.stop_early and self.backend == "transformer_lens":
+            acts = collect_until(model, batch, self.names)
+        else:
+            _, acts = collect(model, batch, self.names, backend=self.backend)
+        layout = model.token_layout(batch, {e: (None, acts[m]) for e, (_, m) in self.masks.items()})
+        x, meta = extract_rows(model, self.hook, self.positions, acts[self.hook], layout, acts, batch)
+        base_rows = self.dataset.rows
+        src = [base_rows[items.indices[j]] if self.rows == "clips" else items.rows[j] for j in idx]
+        info = pd.DataFrame([_attrs(src[b], self.keep) for b in meta["batch_row"]])
+        dur = info["duration_s"].astype(float) if "duration_s" in info else np.nan
+        meta = meta.assign(t0=meta["frac0"] * dur, t1=meta["frac1"] * dur, item=[idx[b] for b in meta["batch_row"]])
+        meta = pd.concat([meta.drop(columns=["batch_row", "frac0", "frac1"]), info], axis=1)
+        return x.numpy(), meta
+
+
+def _collect_batches(
+    job: _Collection,
+    store: RowStore,
+    manifest: dict,
+    starts: list[int],
+    batch_size: int,
+    shard_rows: int,
+    dtype,
+    progress,
+) -> int:
+    """Collect the batches beginning at ``starts``, a shard written every ``shard_rows`` rows and at the end.
+    Returns the number of batches done (where a rerun continues)."""
+    items = job.items
+    it = starts
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(starts, desc=f"collect {job.hook} [{job.positions}]", unit="batch")
+    buf, metas, n_buf = [], [], 0
+    for start in it:
+        x, meta = job.batch_rows(list(range(start, min(start + batch_size, len(items)))))
+        buf.append(x)
+        metas.append(meta)
+        n_buf += len(meta)
+        if n_buf >= shard_rows:
+            write_shard(store, manifest, buf, metas, start // batch_size + 1, dtype)
+            buf, metas, n_buf = [], [], 0
+    done_batches = (starts[-1] // batch_size + 1) if starts else manifest["next_batch"]
+    if buf:
+        write_shard(store, manifest, buf, metas, done_batches, dtype)
+    return done_batches
 
 
 def pool_by_clip(values: np.ndarray, meta: pd.DataFrame, how: str = "max", key: str = "file_name"):

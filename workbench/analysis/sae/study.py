@@ -17,10 +17,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,26 +38,13 @@ from workbench.analysis.sae.scores import (
 )
 from workbench.analysis.sae.stability import stability
 from workbench.analysis.sae.train import TrainConfig, train_sae
+from workbench.analysis.sae.variant_result import VariantResult, load_variant_result, save_variant_result
 
 log = logging.getLogger(__name__)
 
 __all__ = ["K_SPARSE", "VariantResult", "clip_features", "compare_variants", "score_attributes", "study_variant"]
 
 K_SPARSE = (1, 2, 5, 16)
-
-
-@dataclass
-class VariantResult:
-    """What the comparison needs from one variant: per attribute the held-out best-feature scores ``oof``
-    [n_clips_kept, n_values] with ``labels``, the k-sparse per-clip correctness, and the summary frames."""
-
-    name: str
-    clips: np.ndarray
-    labels: dict = field(default_factory=dict)
-    oof: dict = field(default_factory=dict)
-    sparse: dict = field(default_factory=dict)  # (attribute, k) -> per-clip correctness
-    scores: pd.DataFrame | None = None
-    summary: dict = field(default_factory=dict)
 
 
 def clip_features(sae, X: np.ndarray, meta: pd.DataFrame, how: str = "max"):
@@ -127,9 +113,7 @@ def _eval_rows(model, data_dirs, hook, role, out: Path, n_clips: int | None, pro
     Xs, metas, rows = [], [], []
     for d in data_dirs:
         _, ds = load_for_analysis(model=model, data_dir=d, preset=None)
-        if n_clips is not None:
-            keep = set(list(dict.fromkeys(r["file_name"] for r in ds.rows))[:n_clips])
-            ds.rows = [r for r in ds.rows if r["file_name"] in keep]
+        _keep_first_clips(ds, n_clips)
         store = collect_rows(model, ds, hook, role, out / f"eval_{Path(d).name}", progress=progress)
         meta = store.meta
         meta["file_name"] = Path(d).name + "/" + meta["file_name"].astype(str)
@@ -140,6 +124,13 @@ def _eval_rows(model, data_dirs, hook, role, out: Path, n_clips: int | None, pro
             first.setdefault(r["file_name"], {**r, "file_name": Path(d).name + "/" + r["file_name"]})
         rows += list(first.values())
     return np.concatenate(Xs), pd.concat(metas, ignore_index=True), {r["file_name"]: r for r in rows}
+
+
+def _keep_first_clips(ds, n_clips: int | None) -> None:
+    """Keep only the task rows of the first ``n_clips`` clips of ``ds`` (all when None)."""
+    if n_clips is not None:
+        keep = set(list(dict.fromkeys(r["file_name"] for r in ds.rows))[:n_clips])
+        ds.rows = [r for r in ds.rows if r["file_name"] in keep]
 
 
 def study_variant(
@@ -168,29 +159,15 @@ def study_variant(
     out = Path(out)
     name = name or variant_of(Path(checkpoint))
     model, train_ds = load_for_analysis(checkpoint, train_data, preset=None)
-    if n_train_clips is not None:
-        keep = set(list(dict.fromkeys(r["file_name"] for r in train_ds.rows))[:n_train_clips])
-        train_ds.rows = [r for r in train_ds.rows if r["file_name"] in keep]
-    train_store = collect_rows(model, train_ds, hook, role, out / "acts_train", progress=progress)
-    X_train = train_store.matrix()
-    saes = {}
-    for s in seeds:
-        c = TrainConfig(**{**asdict(cfg), "seed": s})
-        saes[s], _ = train_sae(
-            X_train,
-            c,
-            out / f"sae_seed{s}",
-            hook_name=hook,
-            model_name=name,
-            progress=progress,
-            extra={"checkpoint": str(checkpoint), "positions": role, "train_data": str(train_data)},
-        )
+    _keep_first_clips(train_ds, n_train_clips)
+    X_train = collect_rows(model, train_ds, hook, role, out / "acts_train", progress=progress).matrix()
+    extra = {"checkpoint": str(checkpoint), "positions": role, "train_data": str(train_data)}
+    saes = _train_saes(X_train, cfg, seeds, out, hook, name, extra, progress)
     X, meta, by_clip = _eval_rows(model, [Path(d) for d in eval_data], hook, role, out, n_eval_clips, progress)
     sae = saes[seeds[0]]
     clips, F, Xc, _ = clip_features(sae, X, meta)
     res = score_attributes(name, F, Xc, [by_clip[c] for c in clips], bootstrap=bootstrap)
-    rec = reconstruction_metrics(sae, X)
-    summary = {
+    res.summary = {
         "variant": name,
         "checkpoint": str(checkpoint),
         "hook": hook,
@@ -198,50 +175,31 @@ def study_variant(
         "n_train_rows": len(X_train),
         "n_eval_rows": len(X),
         "n_eval_clips": len(clips),
-        **rec,
+        **reconstruction_metrics(sae, X),
         "train_config": asdict(cfg),
     }
     if len(seeds) > 1:
         alive = torch.as_tensor((F > 0).any(0))
         st = stability(saes[seeds[0]], saes[seeds[1]], alive_a=alive)
-        summary.update({f"stability_{k}": v for k, v in st.items()})
+        res.summary.update({f"stability_{k}": v for k, v in st.items()})
     if loss_rows:
         from workbench.analysis.inputs import sample_rows
 
         _, ds_loss = load_for_analysis(model=model, data_dir=eval_data[0], preset=None)
-        summary.update(loss_recovered(model, sae, sample_rows(ds_loss, loss_rows, 0), hook, role))
-    res.summary = summary
-    assert res.scores is not None  # score_attributes always sets it
-    res.scores.to_csv(out / "scores.csv", index=False)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
-    # name -> array; typed Any because numpy's stub reads a ** of arrays as possibly its `allow_pickle: bool`
-    # (naming that flag instead would save an array called allow_pickle under numpy < 2.1)
-    arrays: dict[str, Any] = {
-        "clips": res.clips,
-        **{f"oof__{a}": v for a, v in res.oof.items()},
-        **{f"labels__{a}": np.asarray(v, dtype=str) for a, v in res.labels.items()},
-        **{f"sparse__{a}__{k}": v for (a, k), v in res.sparse.items()},
-    }
-    np.savez_compressed(out / "oof.npz", **arrays)
+        res.summary.update(loss_recovered(model, sae, sample_rows(ds_loss, loss_rows, 0), hook, role))
+    save_variant_result(res, out)
     return res
 
 
-def load_variant_result(folder, name: str | None = None) -> VariantResult:
-    """A `VariantResult` read back from a :func:`study_variant` folder (for the comparison without recomputing)."""
-    folder = Path(folder)
-    z = np.load(folder / "oof.npz", allow_pickle=False)
-    res = VariantResult(name or folder.name, z["clips"])
-    for key in z.files:
-        parts = key.split("__")
-        if parts[0] == "oof":
-            res.oof[parts[1]] = z[key]
-        elif parts[0] == "labels":
-            res.labels[parts[1]] = z[key].astype(object)
-        elif parts[0] == "sparse":
-            res.sparse[(parts[1], int(parts[2]))] = z[key]
-    res.scores = pd.read_csv(folder / "scores.csv")
-    res.summary = json.loads((folder / "summary.json").read_text())
-    return res
+def _train_saes(X_train: np.ndarray, cfg: TrainConfig, seeds, out: Path, hook: str, name: str, extra: dict, progress):
+    """{seed: SAE} trained on X_train [n, d] with ``cfg`` and each seed, saved in ``out/sae_seed{s}``."""
+    saes = {}
+    for s in seeds:
+        c = TrainConfig(**{**asdict(cfg), "seed": s})
+        saes[s], _ = train_sae(
+            X_train, c, out / f"sae_seed{s}", hook_name=hook, model_name=name, progress=progress, extra=extra
+        )
+    return saes
 
 
 def _macro_auroc_on(att: str, y: np.ndarray, vals: list, res: VariantResult, idx: np.ndarray) -> float:
