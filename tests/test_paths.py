@@ -51,6 +51,6 @@ def test_repo_root_walks_up_to_the_checkout(tmp_path, monkeypatch):
     (tmp_path / "elsewhere" / "pyproject.toml").write_text("")  # a pyproject alone is not a workbench checkout
     assert repo_root(tmp_path / "elsewhere") == here
     # and neither: a clear error
-    monkeypatch.setattr(paths, "__file__", str(tmp_path / "site-packages" / "workbench" / "paths.py"))
+    monkeypatch.setattr(paths, "PACKAGE_CHECKOUT", tmp_path / "site-packages")  # a non-editable install
     with pytest.raises(FileNotFoundError, match="no pal-workbench checkout"):
         repo_root(tmp_path / "elsewhere")

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from workbench.common.constants import VARIANTS  # light: no torch before --reproducible re-launches
+from workbench.common.paths import PACKAGE_CHECKOUT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 VARIANT_NAMES = ",".join(VARIANTS)
 
 
@@ -44,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help=f"train every configs/{{{VARIANT_NAMES}}}.yaml")
     p.add_argument("--out-root", default="results/checkpoints", help="with --all: runs go to OUT_ROOT/VARIANT")
     p.add_argument(
-        "--configs-dir", default=str(REPO_ROOT / "configs"), help="with --all: where the variant configs are"
+        "--configs-dir", default=str(PACKAGE_CHECKOUT / "configs"), help="with --all: where the variant configs are"
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this global step (writes a checkpoint)")

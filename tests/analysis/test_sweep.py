@@ -170,8 +170,10 @@ def test_mode_and_seeds_of_a_call():
     assert base_mode("configs/lal.yaml", "tiny") == "lal"
     with pytest.raises(SweepError, match="give one of them"):
         _modes_and_seeds(parsed("--mode", "lal", "--modes", "plits"))
-    with pytest.raises(SweepError, match="distinct"):
+    with pytest.raises(ValueError, match="distinct"):
         _modes_and_seeds(parsed("--seeds", "1,1"))
+    with pytest.raises(ValueError, match="comma-separated integers"):
+        _modes_and_seeds(parsed("--seeds", "a"))
 
 
 def test_mode_switch_and_bad_input(tmp_path, capsys):
@@ -187,6 +189,9 @@ def test_mode_switch_and_bad_input(tmp_path, capsys):
     assert main(["injection-layer", "--layers", "0,x", "--out", str(tmp_path)]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
     assert main(["injection-layer", "--layers", "0,-4", "--out", str(tmp_path)]) == 2
+    capsys.readouterr()
+    assert main(["injection-layer", "--layers", "0", "--seeds", "0,x", "--out", str(tmp_path)]) == 2
+    assert "error: --seeds must be comma-separated integers, got '0,x'" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # real SmolLM2-135M training (1 step per stage, one process per run) + evaluation at two layers: minutes

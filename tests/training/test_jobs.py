@@ -111,8 +111,10 @@ def test_runner_runs_in_parallel_keeps_going_after_a_failure_and_resumes(tmp_pat
 def test_seed_arguments_are_checked(capsys):
     assert parse_seeds("0,1,2") == [0, 1, 2]
     for bad in ("0,0", "-1", "a", ""):
-        with pytest.raises(SystemExit):
+        with pytest.raises(ValueError, match="--seeds"):
             parse_seeds(bad)
+    assert train_main(["--all", "--seeds", "0,0"]) == 2
+    assert "--seeds must be distinct non-negative integers, got '0,0'" in capsys.readouterr().err
     assert train_main(["--all", "--seeds", "0,1", "--max-steps", "3"]) == 2
     assert "drop --max-steps" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="unknown"):

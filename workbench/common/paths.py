@@ -17,6 +17,10 @@ def cache_dir() -> Path:
     return path
 
 
+#: the folder that holds this ``workbench`` package (the checkout, for the editable install everything here uses)
+PACKAGE_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
 def _is_repo_root(path: Path) -> bool:
     return (path / "pyproject.toml").is_file() and (path / "workbench" / "__init__.py").is_file()
 
@@ -31,7 +35,7 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
     for cand in (here, *here.parents):
         if _is_repo_root(cand):
             return cand
-    package_parent = Path(__file__).resolve().parents[2]  # workbench/common/paths.py -> the checkout
+    package_parent = PACKAGE_CHECKOUT
     if _is_repo_root(package_parent):
         return package_parent
     raise FileNotFoundError(

@@ -208,11 +208,7 @@ def _modes_and_seeds(a) -> tuple[list[str], list[int]]:
         modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     else:
         modes = [a.mode or base_mode(a.base_config, a.preset)]
-    try:
-        seeds = parse_seeds(a.seeds or "0")
-    except SystemExit as e:
-        raise SweepError(str(e).removeprefix("error: ")) from None
-    return modes, seeds
+    return modes, parse_seeds(a.seeds or "0")
 
 
 def run_curve(a, layers) -> int:

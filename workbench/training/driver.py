@@ -274,13 +274,13 @@ def _parse_variants(text: str | None) -> tuple[str, ...]:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """ "0,1,2" -> [0, 1, 2] (non-negative, no duplicates)."""
+    """ "0,1,2" -> [0, 1, 2] (non-negative, no duplicates); ValueError naming the flag otherwise."""
     try:
         seeds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise SystemExit(f"error: --seeds must be comma-separated integers, got {text!r}") from None
+        raise ValueError(f"--seeds must be comma-separated integers, got {text!r}") from None
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise SystemExit(f"error: --seeds must be distinct non-negative integers, got {text!r}")
+        raise ValueError(f"--seeds must be distinct non-negative integers, got {text!r}")
     return seeds
 
 
@@ -298,8 +298,13 @@ def _run_seeds(a, variants) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        seeds = parse_seeds(a.seeds)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     jobs = []
-    for s in parse_seeds(a.seeds):
+    for s in seeds:
         for v in variants:
             path = Path(a.configs_dir) / f"{v}.yaml"
             if not path.is_file():

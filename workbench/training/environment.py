@@ -16,6 +16,8 @@ import os
 import platform
 from pathlib import Path
 
+from workbench.common.paths import PACKAGE_CHECKOUT
+
 __all__ = [
     "run_environment",
     "versions",
@@ -28,7 +30,7 @@ __all__ = [
     "mkl_branch",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = PACKAGE_CHECKOUT
 
 #: environment variables that change the numbers a CPU run produces (recorded when set)
 PINNED_ENV = (

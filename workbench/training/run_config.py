@@ -22,6 +22,7 @@ import yaml
 
 from workbench.common.constants import TRAINABLE_PARTS
 from workbench.common.errors import ConfigError
+from workbench.common.paths import PACKAGE_CHECKOUT
 from workbench.training.config_identity import NON_SEMANTIC_TRAINING_KEYS as NON_SEMANTIC_TRAINING_KEYS
 from workbench.training.config_identity import config_diff as config_diff
 from workbench.training.config_identity import config_hash as config_hash
@@ -43,7 +44,7 @@ __all__ = [
     "REPO_ROOT",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = PACKAGE_CHECKOUT
 KNOWN_TASKS = ("cls", "qa", "caption")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear", "constant")

@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.common.paths import PACKAGE_CHECKOUT
+
 __all__ = [
     "TEST_SPLITS",
     "EVAL_DIRS",
@@ -49,7 +51,6 @@ TEST_SPLITS: dict[str, tuple[Path, int, int]] = {
 EVAL_DIRS: dict[str, str] = {"test": "eval", "test-seed1": "eval-test-seed1"}
 SEED_DIR = re.compile(r"^seed-(\d+)$")
 SWEEP_ROOT = Path("results/sweeps/injection-layer")
-_REPO = Path(__file__).resolve().parents[2]  # the checkout: relative data paths are read from here
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,12 @@ def custom_split(folder: str | Path) -> str:
     split's own name when ``folder`` is that split's folder, else its path as one name (``data/synth-tiny/val`` ->
     ``data-synth-tiny-val``; the absolute path when it lies outside the repository), prefixed ``custom-`` if that
     would be a test split's name."""
-    folder = (_REPO / folder).resolve()
+    folder = (PACKAGE_CHECKOUT / folder).resolve()
     for s, (f, _, _) in TEST_SPLITS.items():
-        if folder == (_REPO / f).resolve():
+        if folder == (PACKAGE_CHECKOUT / f).resolve():
             return s
     try:
-        rel = folder.relative_to(_REPO)
+        rel = folder.relative_to(PACKAGE_CHECKOUT)
     except ValueError:
         rel = folder
     name = re.sub(r"[^A-Za-z0-9._]+", "-", rel.as_posix()).strip("-.") or "data"
