@@ -178,3 +178,16 @@ def shared_released(kind: str, window_s: int = 2):
 
     folder = Path(tempfile.mkdtemp(prefix=f"pal-released-{kind}-"))
     return build_released(kind, folder, window_s)
+
+
+def backends_agree(model, batch, names: list[str]) -> dict:
+    """Assert TransformerLens hooks and an nnsight trace read the same logits and the same ``names``; returns the
+    TransformerLens cache {name: tensor}."""
+    from workbench.analysis.core import collect
+
+    tl_logits, tl = collect(model, batch, names, backend="transformer_lens")
+    nn_logits, ns = collect(model, batch, names, backend="nnsight")
+    assert torch.allclose(tl_logits, nn_logits)
+    for n in names:
+        assert torch.allclose(tl[n], ns[n]), n
+    return tl

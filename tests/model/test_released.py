@@ -15,7 +15,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tests.model.released_tiny import KINDS, PROCESSORS, real_template, save_folder_preprocessing, shared_released
+from tests.model.released_tiny import (
+    KINDS,
+    PROCESSORS,
+    backends_agree,
+    real_template,
+    save_folder_preprocessing,
+    shared_released,
+)
 from tests.model.test_pal import _reference_lal_forward
 from workbench.model.pal import PALModel
 from workbench.model.pal_config import ConfigError
@@ -405,8 +412,6 @@ def test_bf16_from_the_environment_runs_close_to_fp32(monkeypatch):
 
 
 def test_nnsight_and_transformer_lens_read_the_same_tower_and_decoder_hooks():
-    from workbench.analysis.core import collect
-
     folder, *_ = shared_released("glmasr")
     model = PALModel.from_pretrained(folder)
     batch = _batch(model)
@@ -416,11 +421,7 @@ def test_nnsight_and_transformer_lens_read_the_same_tower_and_decoder_hooks():
         "connectors.glmasr.hook_out",
         "blocks.1.hook_resid_post",
     ]
-    tl_logits, tl = collect(model, batch, names, backend="transformer_lens")
-    nn_logits, ns = collect(model, batch, names, backend="nnsight")
-    assert torch.allclose(tl_logits, nn_logits)
-    for n in names:
-        assert torch.allclose(tl[n], ns[n]), n
+    backends_agree(model, batch, names)
 
 
 def test_dataset_names_a_file_longer_than_the_tower_window(tmp_path):

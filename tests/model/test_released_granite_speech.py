@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.model.released_tiny import backends_agree
 from workbench.model.pal import PALModel
 from workbench.model.released.granite_speech import frames_for, tokens_for
 from workbench.model.released.prompts import _take_placeholder
@@ -301,8 +302,6 @@ def test_retrofitted_integrations_run_and_move_the_logits():
 
 
 def test_nnsight_and_transformer_lens_read_the_same_hooks():
-    from workbench.analysis.core import collect
-
     folder, _, _ = shared_granite(False)
     model = PALModel.from_pretrained(folder)
     batch = _batch(model)
@@ -313,11 +312,7 @@ def test_nnsight_and_transformer_lens_read_the_same_hooks():
         f"connectors.{KEY}.hook_out",
         "blocks.1.hook_resid_post",
     ]
-    tl_logits, tl = collect(model, batch, names, backend="transformer_lens")
-    nn_logits, ns = collect(model, batch, names, backend="nnsight")
-    assert torch.allclose(tl_logits, nn_logits)
-    for n in names:
-        assert torch.allclose(tl[n], ns[n]), n
+    tl = backends_agree(model, batch, names)
     assert tl["blocks.1.hook_resid_post"].shape == (
         1,
         batch["input_ids"].shape[1] + model.n_audio_slots,

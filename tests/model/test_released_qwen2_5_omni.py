@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests.model.released_tiny import backends_agree
 from workbench.model.pal import PALModel
 from workbench.model.released.prompts import released_example
 
@@ -375,8 +376,6 @@ def test_retrofitted_integrations_run_and_move_the_logits(omni):
 
 
 def test_nnsight_and_transformer_lens_read_the_same_hooks(omni):
-    from workbench.analysis.core import collect
-
     _, _, _, model = omni
     batch = _batch(model, [_wave(1.2, 7)])
     names = [
@@ -385,8 +384,4 @@ def test_nnsight_and_transformer_lens_read_the_same_hooks(omni):
         f"connectors.{KEY}.hook_out",
         "blocks.1.hook_resid_post",
     ]
-    tl_logits, tl = collect(model, batch, names, backend="transformer_lens")
-    nn_logits, ns = collect(model, batch, names, backend="nnsight")
-    assert torch.allclose(tl_logits, nn_logits)
-    for n in names:
-        assert torch.allclose(tl[n], ns[n]), n
+    backends_agree(model, batch, names)
